@@ -1,0 +1,285 @@
+/**
+ * Guest memory: the table of regions a vhost-user frontend shares with us
+ * (SET_MEM_TABLE / ADD_MEM_REG), and checked translation of guest-physical
+ * (GPA) and frontend-virtual (user) addresses into views of our mappings.
+ *
+ * Design rules (hostile guest):
+ *  - every translation checks the whole [addr, addr+len) range against one
+ *    window; a range that leaves memory or straddles two regions is refused;
+ *  - addresses are JS numbers; anything at or above 2^53 (including every
+ *    64-bit wire value that would wrap at 2^64) is refused before arithmetic,
+ *    so no overflow can turn an out-of-bounds range into an in-bounds one;
+ *  - a region larger than the window size (1 GiB, see INTEROP.md) is split
+ *    into several windows; copies may cross windows of the same region since
+ *    those are contiguous in guest address space.
+ *
+ * The hot path uses the number-based methods, which never allocate and never
+ * throw: they return -1 / false on a bad range.
+ */
+
+/** Largest address we accept: beyond this, doubles stop being exact. */
+export const MAX_ADDR = Number.MAX_SAFE_INTEGER;
+/** Largest single translated length (a descriptor length is 32-bit). */
+export const MAX_LEN = 0xffffffff;
+/** Window size for mapping big regions (koffi views over 4 GiB abort). */
+export const WINDOW_SIZE = 1 << 30;
+
+/** One region as described by the frontend, plus our view of its bytes. */
+export interface GuestRegion {
+  /** Guest physical address of the region start. */
+  gpa: number;
+  /** Size in bytes. */
+  size: number;
+  /** Frontend (QEMU/DPDK process) virtual address of the region start. */
+  uaddr: number;
+  /** Offset in the region's fd where the mapping starts (informational here). */
+  mmapOffset?: number;
+  /**
+   * Views of the region bytes, each covering [i*WINDOW_SIZE, ...) of the region.
+   * A region of at most WINDOW_SIZE has exactly one view.
+   */
+  views: Uint8Array[];
+}
+
+/** A contiguous, mapped piece of guest memory. */
+export interface MemWindow {
+  readonly region: number;
+  readonly gpa: number;
+  readonly uaddr: number;
+  readonly size: number;
+  readonly bytes: Uint8Array;
+  readonly dv: DataView;
+}
+
+export class GuestMemoryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GuestMemoryError';
+  }
+}
+
+/** Convert a 64-bit wire value (two u32 halves) to a number, or -1 if >= 2^53. */
+export function u64ToAddr(hi: number, lo: number): number {
+  if (hi >>> 0 > 0x1fffff) return -1;
+  return (hi >>> 0) * 0x100000000 + (lo >>> 0);
+}
+
+/** Convert a bigint to an address number, or -1 if negative or >= 2^53. */
+export function bigToAddr(v: bigint): number {
+  if (v < 0n || v > BigInt(MAX_ADDR)) return -1;
+  return Number(v);
+}
+
+function validAddr(a: number): boolean {
+  return a >= 0 && a <= MAX_ADDR && Number.isInteger(a);
+}
+
+export class GuestMemory {
+  readonly regions: readonly GuestRegion[];
+  /** Windows sorted by gpa. */
+  readonly windows: readonly MemWindow[];
+  /** Windows sorted by uaddr. */
+  private readonly byUaddr: readonly MemWindow[];
+  private last = 0;
+  /**
+   * Offset within `windows[i].bytes` of the last successful translation.
+   * Set by {@link findGpa} and {@link findUaddr}.
+   */
+  off = 0;
+
+  constructor(regions: GuestRegion[]) {
+    const wins: MemWindow[] = [];
+    regions.forEach((r, ri) => {
+      if (!validAddr(r.gpa) || !validAddr(r.uaddr) || !Number.isInteger(r.size) || r.size <= 0) {
+        throw new GuestMemoryError(`region ${ri}: invalid gpa/uaddr/size (${r.gpa}/${r.uaddr}/${r.size})`);
+      }
+      if (r.gpa + r.size > MAX_ADDR || r.uaddr + r.size > MAX_ADDR) {
+        throw new GuestMemoryError(`region ${ri}: end beyond 2^53`);
+      }
+      const nwin = Math.ceil(r.size / WINDOW_SIZE);
+      if (r.views.length !== nwin) {
+        throw new GuestMemoryError(`region ${ri}: expected ${nwin} views, got ${r.views.length}`);
+      }
+      for (let w = 0; w < nwin; w++) {
+        const wsize = Math.min(WINDOW_SIZE, r.size - w * WINDOW_SIZE);
+        const bytes = r.views[w];
+        if (bytes.byteLength < wsize) {
+          throw new GuestMemoryError(`region ${ri}: view ${w} has ${bytes.byteLength} bytes, needs ${wsize}`);
+        }
+        const b = bytes.byteLength === wsize ? bytes : bytes.subarray(0, wsize);
+        wins.push({
+          region: ri,
+          gpa: r.gpa + w * WINDOW_SIZE,
+          uaddr: r.uaddr + w * WINDOW_SIZE,
+          size: wsize,
+          bytes: b,
+          dv: new DataView(b.buffer, b.byteOffset, b.byteLength),
+        });
+      }
+    });
+    const byGpa = wins.slice().sort((a, b) => a.gpa - b.gpa);
+    for (let i = 1; i < byGpa.length; i++) {
+      const p = byGpa[i - 1];
+      if (p.gpa + p.size > byGpa[i].gpa) {
+        throw new GuestMemoryError(`regions ${p.region} and ${byGpa[i].region} overlap in guest physical space`);
+      }
+    }
+    const byU = wins.slice().sort((a, b) => a.uaddr - b.uaddr);
+    for (let i = 1; i < byU.length; i++) {
+      const p = byU[i - 1];
+      if (p.uaddr + p.size > byU[i].uaddr) {
+        throw new GuestMemoryError(`regions ${p.region} and ${byU[i].region} overlap in frontend address space`);
+      }
+    }
+    this.regions = regions;
+    this.windows = byGpa;
+    this.byUaddr = byU;
+  }
+
+  /** Total bytes of guest memory. */
+  get totalSize(): number {
+    let s = 0;
+    for (const r of this.regions) s += r.size;
+    return s;
+  }
+
+  /**
+   * Find the window holding all of [gpa, gpa+len). Returns its index in
+   * `windows` and sets `this.off`, or -1. Never throws, never allocates.
+   */
+  findGpa(gpa: number, len: number): number {
+    if (!(gpa >= 0 && gpa <= MAX_ADDR) || !(len >= 0 && len <= MAX_LEN)) return -1;
+    const ws = this.windows;
+    let w = ws[this.last];
+    if (w !== undefined && gpa >= w.gpa && gpa - w.gpa + len <= w.size) {
+      this.off = gpa - w.gpa;
+      return this.last;
+    }
+    // binary search: last window with start <= gpa
+    let lo = 0;
+    let hi = ws.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (ws[mid].gpa <= gpa) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (found < 0) return -1;
+    w = ws[found];
+    if (gpa - w.gpa + len > w.size) return -1;
+    this.last = found;
+    this.off = gpa - w.gpa;
+    return found;
+  }
+
+  /** Translate a frontend virtual address to a guest physical one, or -1. */
+  uaddrToGpa(uaddr: number, len: number): number {
+    if (!(uaddr >= 0 && uaddr <= MAX_ADDR) || !(len >= 0 && len <= MAX_LEN)) return -1;
+    const ws = this.byUaddr;
+    let lo = 0;
+    let hi = ws.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (ws[mid].uaddr <= uaddr) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (found < 0) return -1;
+    const w = ws[found];
+    if (uaddr - w.uaddr + len > w.size) return -1;
+    return w.gpa + (uaddr - w.uaddr);
+  }
+
+  /** Translate a frontend virtual address range to a window index (sets `off`), or -1. */
+  findUaddr(uaddr: number, len: number): number {
+    const gpa = this.uaddrToGpa(uaddr, len);
+    return gpa < 0 ? -1 : this.findGpa(gpa, len);
+  }
+
+  /**
+   * Checked view of [gpa, gpa+len): throws GuestMemoryError on a bad range.
+   * Control path only (allocates a subarray).
+   */
+  slice(gpa: number, len: number): Uint8Array {
+    const i = this.findGpa(gpa, len);
+    if (i < 0) throw new GuestMemoryError(`guest range 0x${gpa.toString(16)}+${len} is not inside one mapped region`);
+    const w = this.windows[i];
+    return w.bytes.subarray(this.off, this.off + len);
+  }
+
+  /** True if every byte of [gpa, gpa+len) is mapped (may span windows of one region). */
+  contains(gpa: number, len: number): boolean {
+    if (len === 0) return this.findGpa(gpa, 0) >= 0;
+    let a = gpa;
+    let left = len;
+    if (!(gpa >= 0 && gpa <= MAX_ADDR) || !(len > 0 && len <= MAX_LEN)) return false;
+    while (left > 0) {
+      const i = this.findGpa(a, 1);
+      if (i < 0) return false;
+      const w = this.windows[i];
+      const n = Math.min(left, w.size - this.off);
+      a += n;
+      left -= n;
+    }
+    return true;
+  }
+
+  /**
+   * Copy guest bytes [gpa, gpa+len) to dst[dstOff..]. Returns false (copying
+   * nothing) if any byte is unmapped. Never throws.
+   */
+  read(gpa: number, dst: Uint8Array, dstOff: number, len: number): boolean {
+    if (dstOff < 0 || dstOff + len > dst.length) return false;
+    const i = this.findGpa(gpa, len);
+    if (i >= 0) {
+      const b = this.windows[i].bytes;
+      dst.set(b.subarray(this.off, this.off + len), dstOff);
+      return true;
+    }
+    if (!this.contains(gpa, len)) return false;
+    let a = gpa;
+    let left = len;
+    let d = dstOff;
+    while (left > 0) {
+      const wi = this.findGpa(a, 1);
+      const w = this.windows[wi];
+      const n = Math.min(left, w.size - this.off);
+      dst.set(w.bytes.subarray(this.off, this.off + n), d);
+      a += n;
+      d += n;
+      left -= n;
+    }
+    return true;
+  }
+
+  /**
+   * Copy src[srcOff..srcOff+len) into guest memory at gpa. Returns false
+   * (writing nothing) if any byte is unmapped. Never throws.
+   */
+  write(gpa: number, src: Uint8Array, srcOff: number, len: number): boolean {
+    if (srcOff < 0 || srcOff + len > src.length) return false;
+    const i = this.findGpa(gpa, len);
+    if (i >= 0) {
+      this.windows[i].bytes.set(src.subarray(srcOff, srcOff + len), this.off);
+      return true;
+    }
+    if (!this.contains(gpa, len)) return false;
+    let a = gpa;
+    let left = len;
+    let s = srcOff;
+    while (left > 0) {
+      const wi = this.findGpa(a, 1);
+      const w = this.windows[wi];
+      const n = Math.min(left, w.size - this.off);
+      w.bytes.set(src.subarray(s, s + n), this.off);
+      a += n;
+      s += n;
+      left -= n;
+    }
+    return true;
+  }
+}
