@@ -1,0 +1,22 @@
+# tsvs guest helpers
+# tsvs_result NAME KEY=VALUE...  prints TSVS-RESULT {"name":NAME,"KEY":VALUE,...}
+# Values that look like decimal numbers become JSON numbers, everything else strings.
+tsvs_result() {
+  _j="{\"name\":\"$1\""; shift
+  for _kv in "$@"; do
+    _k=${_kv%%=*}; _v=${_kv#*=}
+    if ! printf '%s' "$_v" | grep -Eq '^-?(0|[1-9][0-9]*)(\.[0-9]+)?$'; then
+      _v="\"$(printf '%s' "$_v" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr -d '\r\n')\""
+    fi
+    _j="$_j,\"$_k\":$_v"
+  done
+  echo "TSVS-RESULT $_j}"
+}
+# tsvs_wait_ping ADDR SECONDS  waits until ADDR answers one ping; returns 1 on timeout
+tsvs_wait_ping() {
+  _n=0
+  while ! ping -c 1 -W 1 "$1" >/dev/null 2>&1; do
+    _n=$((_n+1)); [ $_n -ge "$2" ] && return 1
+  done
+  return 0
+}
