@@ -149,6 +149,7 @@ export class GuestMemory {
    */
   findGpa(gpa: number, len: number): number {
     if (!(gpa >= 0 && gpa <= MAX_ADDR) || !(len >= 0 && len <= MAX_LEN)) return -1;
+    if (Math.floor(gpa) !== gpa || Math.floor(len) !== len) return -1;
     const ws = this.windows;
     let w = ws[this.last];
     if (w !== undefined && gpa >= w.gpa && gpa - w.gpa + len <= w.size) {
@@ -177,6 +178,7 @@ export class GuestMemory {
   /** Translate a frontend virtual address to a guest physical one, or -1. */
   uaddrToGpa(uaddr: number, len: number): number {
     if (!(uaddr >= 0 && uaddr <= MAX_ADDR) || !(len >= 0 && len <= MAX_LEN)) return -1;
+    if (Math.floor(uaddr) !== uaddr || Math.floor(len) !== len) return -1;
     const ws = this.byUaddr;
     let lo = 0;
     let hi = ws.length - 1;

@@ -1,0 +1,189 @@
+/**
+ * libc through koffi: the few system calls a vhost-user switch needs.
+ *
+ * Every failure becomes a {@link SysError} naming the call and errno; no
+ * negative return value leaks upward. Addresses are plain numbers (user-space
+ * addresses on x86-64 Linux fit in 47 bits, so they are exact doubles).
+ */
+import koffi from 'koffi';
+import { constants as osConstants } from 'node:os';
+
+const libc = koffi.load('libc.so.6');
+
+const errnoNames: Record<number, string> = {};
+for (const [name, num] of Object.entries(osConstants.errno)) {
+  if (errnoNames[num] === undefined) errnoNames[num] = name;
+}
+
+/** Name of an errno value, e.g. 98 -> 'EADDRINUSE'. */
+export function errnoName(errno: number): string {
+  return errnoNames[errno] ?? `E${errno}`;
+}
+
+/** A failed system call: which call, which errno. */
+export class SysError extends Error {
+  readonly call: string;
+  readonly errno: number;
+  readonly code: string;
+  constructor(call: string, errno: number, detail?: string) {
+    const code = errnoName(errno);
+    super(`${call}${detail ? ` (${detail})` : ''} failed: ${code}`);
+    this.name = 'SysError';
+    this.call = call;
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+export const EAGAIN = osConstants.errno.EAGAIN;
+export const EINTR = osConstants.errno.EINTR;
+export const EINPROGRESS = osConstants.errno.EINPROGRESS;
+
+// --- raw bindings (private) ---
+const c_memfd_create = libc.func('int memfd_create(const char *name, unsigned int flags)');
+const c_ftruncate = libc.func('int ftruncate(int fd, int64_t length)');
+const c_mmap = libc.func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']);
+const c_munmap = libc.func('munmap', 'int', ['uint64_t', 'size_t']);
+// memmove(dst, src, 0) returns dst: the one portable way to turn an address into a koffi pointer.
+const c_ptr = libc.func('memmove', 'void *', ['uint64_t', 'uint64_t', 'size_t']);
+const c_close = libc.func('int close(int fd)');
+const c_dup = libc.func('int dup(int fd)');
+const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+const c_read = libc.func('long read(int fd, _Out_ uint8_t *buf, size_t count)');
+const c_write = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
+const c_sched_setaffinity = libc.func('int sched_setaffinity(int pid, size_t size, const uint8_t *mask)');
+const c_fstat_size = libc.func('lseek', 'int64_t', ['int', 'int64_t', 'int']);
+
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MFD_CLOEXEC = 1;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+const MAP_FAILED_BIG = 0xffffffffffffffffn;
+
+function check(call: string, rc: number, detail?: string): number {
+  if (rc < 0) throw new SysError(call, koffi.errno(), detail);
+  return rc;
+}
+
+/** Create an anonymous memory file (close-on-exec). */
+export function memfdCreate(name: string): number {
+  return check('memfd_create', c_memfd_create(name, MFD_CLOEXEC));
+}
+
+export function ftruncate(fd: number, size: number): void {
+  check('ftruncate', c_ftruncate(fd, size), `fd ${fd}, size ${size}`);
+}
+
+/** Size of a file descriptor's file (lseek SEEK_END). */
+export function fdSize(fd: number): number {
+  const r = Number(c_fstat_size(fd, 0, 2));
+  return check('lseek', r, `fd ${fd}`);
+}
+
+/** mmap(MAP_SHARED, read+write) of [offset, offset+size) of fd; returns the address. */
+export function mmap(fd: number, size: number, offset = 0): number {
+  if (!(size > 0) || !Number.isInteger(size)) throw new SysError('mmap', osConstants.errno.EINVAL, `bad size ${size}`);
+  if (!(offset >= 0) || !Number.isInteger(offset) || offset % 4096 !== 0) {
+    throw new SysError('mmap', osConstants.errno.EINVAL, `bad offset ${offset}`);
+  }
+  const r = c_mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset) as number | bigint;
+  if (typeof r === 'bigint') {
+    if (r === MAP_FAILED_BIG) throw new SysError('mmap', koffi.errno(), `fd ${fd}, size ${size}, offset ${offset}`);
+    throw new SysError('mmap', osConstants.errno.EOVERFLOW, 'address beyond 2^53');
+  }
+  return r;
+}
+
+export function munmap(addr: number, size: number): void {
+  check('munmap', c_munmap(addr, size));
+}
+
+/**
+ * A zero-copy ArrayBuffer over [addr, addr+len) of mapped memory. Keep len at
+ * most 1 GiB (koffi aborts beyond 4 GiB). Release every view (drop all
+ * references) before munmap of that range.
+ */
+export function view(addr: number, len: number): ArrayBuffer {
+  if (len > 1 << 30) throw new RangeError(`view of ${len} bytes: map in windows of at most 1 GiB`);
+  return koffi.view(c_ptr(addr, addr, 0), len);
+}
+
+export function close(fd: number): void {
+  check('close', c_close(fd), `fd ${fd}`);
+}
+
+/** close() that ignores errors, for cleanup paths. */
+export function closeQuiet(fd: number): void {
+  if (fd >= 0) c_close(fd);
+}
+
+export function dup(fd: number): number {
+  return check('dup', c_dup(fd), `fd ${fd}`);
+}
+
+/** A non-blocking, close-on-exec eventfd. */
+export function eventfd(initval = 0): number {
+  return check('eventfd', c_eventfd(initval, EFD_NONBLOCK | EFD_CLOEXEC));
+}
+
+const evBuf = new Uint8Array(8);
+const evView = new DataView(evBuf.buffer);
+
+/** Add v to an eventfd counter (wakes a waiter). Returns false if it would block. */
+export function eventfdWrite(fd: number, v = 1): boolean {
+  evView.setBigUint64(0, BigInt(v), true);
+  const r = c_write(fd, evBuf, 8);
+  if (r < 0) {
+    const e = koffi.errno();
+    if (e === EAGAIN) return false;
+    throw new SysError('write(eventfd)', e, `fd ${fd}`);
+  }
+  return true;
+}
+
+/** Read and reset an eventfd counter; 0 if nothing pending. */
+export function eventfdRead(fd: number): number {
+  const r = c_read(fd, evBuf, 8);
+  if (r < 0) {
+    const e = koffi.errno();
+    if (e === EAGAIN) return 0;
+    throw new SysError('read(eventfd)', e, `fd ${fd}`);
+  }
+  return Number(evView.getBigUint64(0, true));
+}
+
+/** read() into buf; returns bytes, 0 at EOF, -1 if it would block. */
+export function read(fd: number, buf: Uint8Array, len = buf.length): number {
+  const r = c_read(fd, buf, len);
+  if (r < 0) {
+    const e = koffi.errno();
+    if (e === EAGAIN) return -1;
+    throw new SysError('read', e, `fd ${fd}`);
+  }
+  return r;
+}
+
+/** write() from buf; returns bytes written, -1 if it would block. */
+export function write(fd: number, buf: Uint8Array, len = buf.length): number {
+  const r = c_write(fd, buf, len);
+  if (r < 0) {
+    const e = koffi.errno();
+    if (e === EAGAIN) return -1;
+    throw new SysError('write', e, `fd ${fd}`);
+  }
+  return r;
+}
+
+/** Pin the calling thread (main or worker) to the given CPUs. */
+export function setAffinity(cpus: number[]): void {
+  const mask = new Uint8Array(128);
+  for (const c of cpus) {
+    if (c < 0 || c >= 1024) throw new SysError('sched_setaffinity', osConstants.errno.EINVAL, `cpu ${c}`);
+    mask[c >> 3] |= 1 << (c & 7);
+  }
+  check('sched_setaffinity', c_sched_setaffinity(0, mask.length, mask), `cpus ${cpus.join(',')}`);
+}
+
+export { koffi };
