@@ -1,0 +1,226 @@
+/**
+ * Datapath actions as a compact program: an Int32Array of [opcode, args...].
+ * The slow path (ofproto/xlate) builds it with ProgramBuilder; the fast path
+ * runs it with executeActions, which edits the frame in place and reports
+ * output ports through a caller-provided Int32Array. No allocation, no throw.
+ *
+ * Opcodes (args in brackets):
+ *   OP_DROP          []            stop; outputs already reported stay valid
+ *   OP_OUTPUT        [port]        send the frame as it is now to port
+ *   OP_SET_DL_SRC    [hi16, lo32]  rewrite the Ethernet source
+ *   OP_SET_DL_DST    [hi16, lo32]  rewrite the Ethernet destination
+ *   OP_PUSH_VLAN     [tpid, tci]   insert a tag after the MACs (tci as on the wire)
+ *   OP_SET_VLAN_VID  [vid]         set the outer tag's VID (no-op if untagged)
+ *   OP_SET_VLAN_PCP  [pcp]         set the outer tag's PCP (no-op if untagged)
+ *   OP_POP_VLAN      []            remove the outer tag (no-op if untagged)
+ * An empty program drops the packet.
+ *
+ * Execution contract (frame = bytes [off, off+len) of a larger buffer):
+ *   st is an Int32Array of EXEC_STATE_WORDS: st[ST_OFF], st[ST_LEN] hold the
+ *   current packet position (updated by VLAN push/pop), st[ST_NOUT] the number
+ *   of ports written to outPorts, st[ST_ERR] an error code.
+ *   executeActions(prog, pc, progLen, buf, st, outPorts) runs from pc and
+ *   appends OUTPUT ports to outPorts[st[ST_NOUT]++]. It returns
+ *     EXEC_DONE (-1)  end of program: send the frame to outPorts[0..st[ST_NOUT])
+ *                     (the frame itself may be used for the last one);
+ *     EXEC_ERROR (-2) st[ST_ERR] says why; the ports already in outPorts saw
+ *                     the frame as it is now and may still be sent;
+ *     pc >= 0         the next op modifies the frame (or outPorts is full)
+ *                     while outputs are pending: transmit copies of the
+ *                     frame to outPorts[0..st[ST_NOUT]) now, set st[ST_NOUT]=0
+ *                     and call again with this pc.
+ *   The common program (all edits, then all outputs) completes in one call.
+ *   PUSH_VLAN uses 4 bytes of headroom (off >= 4: the MACs move back) or else
+ *   4 bytes of tailroom (the payload moves forward); with neither it fails
+ *   with ERR_NO_ROOM. POP_VLAN moves the MACs forward (off += 4).
+ */
+
+export const OP_DROP = 0;
+export const OP_OUTPUT = 1;
+export const OP_SET_DL_SRC = 2;
+export const OP_SET_DL_DST = 3;
+export const OP_PUSH_VLAN = 4;
+export const OP_SET_VLAN_VID = 5;
+export const OP_SET_VLAN_PCP = 6;
+export const OP_POP_VLAN = 7;
+const OP_MAX = 7;
+
+/** Total length in words (opcode + args) of each opcode. */
+export const OP_WORDS: readonly number[] = Object.freeze([1, 2, 3, 3, 3, 2, 2, 1]);
+const OP_WORDS_I32 = Int32Array.from(OP_WORDS);
+const OP_MODIFIES = Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1]);
+
+export const ST_OFF = 0;
+export const ST_LEN = 1;
+export const ST_NOUT = 2;
+export const ST_ERR = 3;
+export const EXEC_STATE_WORDS = 4;
+
+export const EXEC_DONE = -1;
+export const EXEC_ERROR = -2;
+
+export const ERR_NONE = 0;
+/** PUSH_VLAN without 4 bytes of head- or tailroom. */
+export const ERR_NO_ROOM = 1;
+/** Unknown opcode or op running past progLen. */
+export const ERR_BAD_PROGRAM = 2;
+/** Frame shorter than an Ethernet header. */
+export const ERR_SHORT_FRAME = 3;
+
+function isTagged(f: Uint8Array, off: number, len: number): boolean {
+  if (len < 18) return false;
+  const t = (f[off + 12] << 8) | f[off + 13];
+  return t === 0x8100 || t === 0x88a8;
+}
+
+/** Run a program; see the module comment for the contract. */
+export function executeActions(
+  prog: Int32Array, pc: number, progLen: number,
+  buf: Uint8Array, st: Int32Array, outPorts: Int32Array,
+): number {
+  let off = st[ST_OFF];
+  let len = st[ST_LEN];
+  st[ST_ERR] = ERR_NONE;
+  while (pc < progLen) {
+    const op = prog[pc];
+    if (op < 0 || op > OP_MAX || pc + OP_WORDS_I32[op] > progLen) {
+      st[ST_ERR] = ERR_BAD_PROGRAM;
+      return EXEC_ERROR;
+    }
+    if (OP_MODIFIES[op] === 1 && st[ST_NOUT] > 0) {
+      st[ST_OFF] = off; st[ST_LEN] = len;
+      return pc;
+    }
+    switch (op) {
+      case OP_DROP:
+        st[ST_OFF] = off; st[ST_LEN] = len;
+        return EXEC_DONE;
+      case OP_OUTPUT: {
+        const n = st[ST_NOUT];
+        if (n >= outPorts.length) { st[ST_OFF] = off; st[ST_LEN] = len; return pc; }
+        outPorts[n] = prog[pc + 1];
+        st[ST_NOUT] = n + 1;
+        break;
+      }
+      case OP_SET_DL_SRC:
+      case OP_SET_DL_DST: {
+        if (len < 14) { st[ST_ERR] = ERR_SHORT_FRAME; st[ST_OFF] = off; st[ST_LEN] = len; return EXEC_ERROR; }
+        const p = off + (op === OP_SET_DL_SRC ? 6 : 0);
+        const hi = prog[pc + 1];
+        const lo = prog[pc + 2];
+        buf[p] = hi >>> 8; buf[p + 1] = hi;
+        buf[p + 2] = lo >>> 24; buf[p + 3] = lo >>> 16; buf[p + 4] = lo >>> 8; buf[p + 5] = lo;
+        break;
+      }
+      case OP_PUSH_VLAN: {
+        if (len < 14) { st[ST_ERR] = ERR_SHORT_FRAME; st[ST_OFF] = off; st[ST_LEN] = len; return EXEC_ERROR; }
+        if (off >= 4) {
+          buf.copyWithin(off - 4, off, off + 12);
+          off -= 4;
+        } else if (off + len + 4 <= buf.length) {
+          buf.copyWithin(off + 16, off + 12, off + len);
+        } else {
+          st[ST_ERR] = ERR_NO_ROOM; st[ST_OFF] = off; st[ST_LEN] = len; return EXEC_ERROR;
+        }
+        len += 4;
+        const tpid = prog[pc + 1];
+        const tci = prog[pc + 2];
+        buf[off + 12] = tpid >>> 8; buf[off + 13] = tpid;
+        buf[off + 14] = tci >>> 8; buf[off + 15] = tci;
+        break;
+      }
+      case OP_SET_VLAN_VID:
+        if (isTagged(buf, off, len)) {
+          const vid = prog[pc + 1] & 0xfff;
+          buf[off + 14] = (buf[off + 14] & 0xf0) | (vid >>> 8);
+          buf[off + 15] = vid;
+        }
+        break;
+      case OP_SET_VLAN_PCP:
+        if (isTagged(buf, off, len)) {
+          buf[off + 14] = (buf[off + 14] & 0x1f) | ((prog[pc + 1] & 7) << 5);
+        }
+        break;
+      case OP_POP_VLAN:
+        if (isTagged(buf, off, len)) {
+          buf.copyWithin(off + 4, off, off + 12);
+          off += 4;
+          len -= 4;
+        }
+        break;
+    }
+    pc += OP_WORDS_I32[op];
+  }
+  st[ST_OFF] = off; st[ST_LEN] = len;
+  return EXEC_DONE;
+}
+
+/** Builds a program (control path). */
+export class ProgramBuilder {
+  private words: number[] = [];
+
+  output(port: number): this { this.words.push(OP_OUTPUT, port | 0); return this; }
+  setDlSrc(mac: number): this { this.words.push(OP_SET_DL_SRC, ...splitMac(mac)); return this; }
+  setDlDst(mac: number): this { this.words.push(OP_SET_DL_DST, ...splitMac(mac)); return this; }
+  /** tci as on the wire (pcp << 13 | dei << 12 | vid). */
+  pushVlan(tpid: number, tci: number): this { this.words.push(OP_PUSH_VLAN, tpid & 0xffff, tci & 0xffff); return this; }
+  setVlanVid(vid: number): this { this.words.push(OP_SET_VLAN_VID, vid & 0xfff); return this; }
+  setVlanPcp(pcp: number): this { this.words.push(OP_SET_VLAN_PCP, pcp & 7); return this; }
+  popVlan(): this { this.words.push(OP_POP_VLAN); return this; }
+  drop(): this { this.words.push(OP_DROP); return this; }
+  get length(): number { return this.words.length; }
+  build(): Int32Array { return Int32Array.from(this.words); }
+}
+
+function splitMac(mac: number): [number, number] {
+  const hi = Math.floor(mac / 2 ** 32) & 0xffff;
+  const lo = (mac % 2 ** 32) | 0;
+  return [hi, lo];
+}
+
+/** Whether a program is well formed (known opcodes, complete args). */
+export function validateProgram(prog: Int32Array, progLen = prog.length): boolean {
+  let pc = 0;
+  while (pc < progLen) {
+    const op = prog[pc];
+    if (op < 0 || op > OP_MAX || pc + OP_WORDS_I32[op] > progLen) return false;
+    pc += OP_WORDS_I32[op];
+  }
+  return true;
+}
+
+function macStr(hi: number, lo: number): string {
+  const b = [(hi >>> 8) & 255, hi & 255, (lo >>> 24) & 255, (lo >>> 16) & 255, (lo >>> 8) & 255, lo & 255];
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * Text form in the style of ovs-dpctl dump-flows, e.g.
+ * "set(eth(src=00:11:22:33:44:55)),push_vlan(tpid=0x8100,vid=5,pcp=0),2,3";
+ * an empty program prints "drop".
+ */
+export function formatProgram(prog: Int32Array, progLen = prog.length): string {
+  const out: string[] = [];
+  let pc = 0;
+  while (pc < progLen) {
+    const op = prog[pc];
+    if (op < 0 || op > OP_MAX || pc + OP_WORDS_I32[op] > progLen) { out.push(`<bad op ${op}>`); break; }
+    switch (op) {
+      case OP_DROP: out.push('drop'); break;
+      case OP_OUTPUT: out.push(String(prog[pc + 1])); break;
+      case OP_SET_DL_SRC: out.push(`set(eth(src=${macStr(prog[pc + 1], prog[pc + 2])}))`); break;
+      case OP_SET_DL_DST: out.push(`set(eth(dst=${macStr(prog[pc + 1], prog[pc + 2])}))`); break;
+      case OP_PUSH_VLAN: {
+        const tci = prog[pc + 2];
+        const tpid = prog[pc + 1];
+        out.push(`push_vlan(${tpid !== 0x8100 ? `tpid=0x${tpid.toString(16)},` : ''}vid=${tci & 0xfff},pcp=${(tci >>> 13) & 7})`);
+        break;
+      }
+      case OP_SET_VLAN_VID: out.push(`set_vlan_vid(${prog[pc + 1]})`); break;
+      case OP_SET_VLAN_PCP: out.push(`set_vlan_pcp(${prog[pc + 1]})`); break;
+      case OP_POP_VLAN: out.push('pop_vlan'); break;
+    }
+    pc += OP_WORDS_I32[op];
+  }
+  return out.length === 0 ? 'drop' : out.join(',');
+}

@@ -1,0 +1,136 @@
+/**
+ * Exact-match cache (OVS EMC): a hash-indexed table of full flow keys ->
+ * value (a megaflow handle). Each key has two candidate slots, taken from two
+ * segments of its hash (like EM_FLOW_HASH_SEGS = 2). Insertion is
+ * probabilistic: on average one insert per `insertInvProb` calls
+ * (other_config:emc-insert-inv-prob, default 100; 1 = always, 0 = never), so
+ * that a flood of short flows does not thrash the cache.
+ *
+ * Lookups compare the hash and then every key word. Zero allocation.
+ * Values are caller ids (>= 0); invalidate when the megaflow they name dies.
+ */
+
+import { FLOW_WORDS } from './flow-key.js';
+
+export const EMC_DEFAULT_ENTRIES = 8192;
+export const EMC_DEFAULT_INSERT_INV_PROB = 100;
+
+export class ExactMatchCache {
+  readonly entries: number;
+  private readonly shift: number;
+  private readonly keys: Uint32Array;
+  private readonly hashes: Uint32Array;
+  /** Value per slot, -1 = empty. */
+  private readonly values: Int32Array;
+  private rng: number;
+  /** 1 in insertInvProb attempts really inserts; 0 disables insertion. */
+  insertInvProb: number;
+
+  hits = 0;
+  misses = 0;
+  inserts = 0;
+  /** Number of occupied slots. */
+  used = 0;
+
+  constructor(entries = EMC_DEFAULT_ENTRIES, insertInvProb = EMC_DEFAULT_INSERT_INV_PROB, seed = 0x9e3779b9) {
+    if (entries < 2 || (entries & (entries - 1)) !== 0) throw new RangeError('EMC size must be a power of two >= 2');
+    this.entries = entries;
+    this.shift = 31 - Math.clz32(entries);
+    this.keys = new Uint32Array(entries * FLOW_WORDS);
+    this.hashes = new Uint32Array(entries);
+    this.values = new Int32Array(entries).fill(-1);
+    this.insertInvProb = insertInvProb;
+    this.rng = (seed | 0) || 1;
+  }
+
+  /** Value cached for this exact key (hash = hashKey(key)), or -1. */
+  lookup(key: Uint32Array, keyOff: number, hash: number): number {
+    const m = this.entries - 1;
+    let i = hash & m;
+    for (let seg = 0; seg < 2; seg++) {
+      if (this.values[i] >= 0 && this.hashes[i] === hash && this.sameKey(i, key, keyOff)) {
+        this.hits++;
+        return this.values[i];
+      }
+      i = (hash >>> this.shift) & m;
+    }
+    this.misses++;
+    return -1;
+  }
+
+  /**
+   * Maybe insert (subject to insertInvProb). If the key is present its value
+   * is updated; otherwise an empty candidate is used, else the candidate with
+   * the smaller stored hash is replaced (as OVS does). Returns whether it
+   * inserted.
+   */
+  insert(key: Uint32Array, keyOff: number, hash: number, value: number): boolean {
+    const inv = this.insertInvProb;
+    if (inv !== 1) {
+      if (inv <= 0) return false;
+      let x = this.rng;
+      x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+      this.rng = x;
+      if (((x >>> 0) % inv) !== 0) return false;
+    }
+    this.insertAlways(key, keyOff, hash, value);
+    return true;
+  }
+
+  /** Insert unconditionally. */
+  insertAlways(key: Uint32Array, keyOff: number, hash: number, value: number): void {
+    const m = this.entries - 1;
+    const a = hash & m;
+    const b = (hash >>> this.shift) & m;
+    let slot: number;
+    if (this.values[a] >= 0 && this.hashes[a] === hash && this.sameKey(a, key, keyOff)) slot = a;
+    else if (this.values[b] >= 0 && this.hashes[b] === hash && this.sameKey(b, key, keyOff)) slot = b;
+    else if (this.values[a] < 0) slot = a;
+    else if (this.values[b] < 0) slot = b;
+    else slot = this.hashes[a] <= this.hashes[b] ? a : b;
+    if (this.values[slot] < 0) this.used++;
+    const base = slot * FLOW_WORDS;
+    for (let w = 0; w < FLOW_WORDS; w++) this.keys[base + w] = key[keyOff + w];
+    this.hashes[slot] = hash;
+    this.values[slot] = value;
+    this.inserts++;
+  }
+
+  /** Drop every entry whose value is `value`. Returns how many. */
+  invalidateValue(value: number): number {
+    let n = 0;
+    for (let i = 0; i < this.entries; i++) {
+      if (this.values[i] === value) { this.values[i] = -1; n++; }
+    }
+    this.used -= n;
+    return n;
+  }
+
+  /** Drop the entry for this key, if cached. */
+  invalidateKey(key: Uint32Array, keyOff: number, hash: number): boolean {
+    const m = this.entries - 1;
+    let i = hash & m;
+    for (let seg = 0; seg < 2; seg++) {
+      if (this.values[i] >= 0 && this.hashes[i] === hash && this.sameKey(i, key, keyOff)) {
+        this.values[i] = -1;
+        this.used--;
+        return true;
+      }
+      i = (hash >>> this.shift) & m;
+    }
+    return false;
+  }
+
+  /** Drop everything. */
+  clear(): void {
+    this.values.fill(-1);
+    this.used = 0;
+  }
+
+  private sameKey(slot: number, key: Uint32Array, keyOff: number): boolean {
+    const base = slot * FLOW_WORDS;
+    const k = this.keys;
+    for (let w = 0; w < FLOW_WORDS; w++) if (k[base + w] !== key[keyOff + w]) return false;
+    return true;
+  }
+}

@@ -1,0 +1,425 @@
+/**
+ * Compact flow key: a fixed layout of FLOW_WORDS u32 words extracted from a
+ * frame, plus the hash of a masked key and the field table (as data) that the
+ * OpenFlow parser, the classifier and the printers share.
+ *
+ * Layout (word index: contents, most significant bits first):
+ *
+ *   0 W_IN_PORT    in_port (32 bits)
+ *   1 W_DL_HI      dl_src[0..1] << 16 | dl_dst[0..1]   (upper 16 bits of each MAC)
+ *   2 W_DL_SRC_LO  dl_src[2..5]
+ *   3 W_DL_DST_LO  dl_dst[2..5]
+ *   4 W_TYPE_TCI   dl_type << 16 | vlan_tci
+ *                  vlan_tci is the outermost tag's TCI with bit 0x1000 (CFI/DEI)
+ *                  used as "tag present", exactly like OVS; a DEI bit set on the
+ *                  wire is therefore not represented. No tag: vlan_tci = 0.
+ *   5 W_NW         nw_proto << 24 | nw_tos << 16 | nw_ttl << 8 | nw_frag
+ *                  nw_tos keeps the DSCP bits only (tos & 0xfc, as OVS nw_tos);
+ *                  for ARP, nw_proto holds the low 8 bits of the opcode (arp_op).
+ *                  nw_frag: FRAG_ANY (1) is a fragment, FRAG_LATER (2) not the first.
+ *   6 W_TP         tp_src << 16 | tp_dst; for ICMP/ICMPv6 tp_src = type, tp_dst = code.
+ *   7..10 W_L3_SRC IPv6 source (4 words, network order word by word); for IPv4 and
+ *                  ARP only word 7 is used (nw_src / arp_spa), words 8..10 are 0.
+ *  11..14 W_L3_DST same for the destination (nw_dst / arp_tpa in word 11).
+ *  15 W_VLAN2      TCI of a second (inner) tag, same present-bit convention
+ *                  (an 802.1ad 0x88a8 or 0x8100 outer tag followed by 0x8100).
+ *
+ * IPv6: the full 128-bit addresses are kept (no hashing). Only the fixed header
+ * is parsed: if next-header is TCP (6), UDP (17), SCTP (132) or ICMPv6 (58) the L4
+ * fields are extracted; extension headers (including the fragment header) are
+ * not chased, nw_proto then holds the extension header's number and L4 is zero.
+ *
+ * Because the key is a union (IPv4 vs IPv6 vs ARP share words), a match on an
+ * L3 field is only meaningful together with dl_type; the OpenFlow prerequisites
+ * (see FieldDef.prereq) guarantee that.
+ */
+
+export const W_IN_PORT = 0;
+export const W_DL_HI = 1;
+export const W_DL_SRC_LO = 2;
+export const W_DL_DST_LO = 3;
+export const W_TYPE_TCI = 4;
+export const W_NW = 5;
+export const W_TP = 6;
+export const W_L3_SRC = 7;
+export const W_L3_DST = 11;
+export const W_VLAN2 = 15;
+export const FLOW_WORDS = 16;
+
+/** Bit of vlan_tci meaning "a tag is present" (the CFI bit position, as OVS). */
+export const VLAN_CFI = 0x1000;
+export const VLAN_VID_MASK = 0x0fff;
+export const VLAN_PCP_MASK = 0xe000;
+
+export const FRAG_ANY = 1;
+export const FRAG_LATER = 2;
+
+export const ETH_TYPE_IP = 0x0800;
+export const ETH_TYPE_ARP = 0x0806;
+export const ETH_TYPE_IPV6 = 0x86dd;
+export const ETH_TYPE_VLAN = 0x8100;
+export const ETH_TYPE_VLAN_8021AD = 0x88a8;
+
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMPV6 = 58;
+export const IPPROTO_SCTP = 132;
+
+/** extractKey status: everything present was parsed. */
+export const KEY_OK = 0;
+/** The frame ended inside a header: fields up to that point are valid. */
+export const KEY_TRUNCATED = 1;
+/** A header was self-inconsistent (bad IP version, IHL < 5, ...). */
+export const KEY_MALFORMED = 2;
+
+/**
+ * Extract the flow key of the frame bytes [off, off+len) received on inPort
+ * into key[keyOff .. keyOff+FLOW_WORDS). Never throws, never allocates.
+ * The key is always fully written (unparsed fields are 0).
+ */
+export function extractKey(
+  frame: Uint8Array, off: number, len: number, inPort: number,
+  key: Uint32Array, keyOff: number,
+): number {
+  for (let i = 0; i < FLOW_WORDS; i++) key[keyOff + i] = 0;
+  key[keyOff + W_IN_PORT] = inPort >>> 0;
+  if (off < 0 || len < 0 || off + len > frame.length) {
+    if (off < 0 || off > frame.length) return KEY_TRUNCATED;
+    len = frame.length - off;
+  }
+  const end = off + len;
+  if (len < 14) return KEY_TRUNCATED;
+  const f = frame;
+  key[keyOff + W_DL_HI] = ((f[off + 6] << 24) | (f[off + 7] << 16) | (f[off] << 8) | f[off + 1]) >>> 0;
+  key[keyOff + W_DL_SRC_LO] = ((f[off + 8] << 24) | (f[off + 9] << 16) | (f[off + 10] << 8) | f[off + 11]) >>> 0;
+  key[keyOff + W_DL_DST_LO] = ((f[off + 2] << 24) | (f[off + 3] << 16) | (f[off + 4] << 8) | f[off + 5]) >>> 0;
+  let p = off + 12;
+  let type = (f[p] << 8) | f[p + 1];
+  p += 2;
+  let tci = 0;
+  if (type === ETH_TYPE_VLAN || type === ETH_TYPE_VLAN_8021AD) {
+    if (p + 4 > end) return KEY_TRUNCATED;
+    tci = (((f[p] << 8) | f[p + 1]) & ~VLAN_CFI) | VLAN_CFI;
+    type = (f[p + 2] << 8) | f[p + 3];
+    p += 4;
+    key[keyOff + W_TYPE_TCI] = tci;
+    if (type === ETH_TYPE_VLAN) {
+      if (p + 4 > end) return KEY_TRUNCATED;
+      key[keyOff + W_VLAN2] = (((f[p] << 8) | f[p + 1]) & ~VLAN_CFI) | VLAN_CFI;
+      type = (f[p + 2] << 8) | f[p + 3];
+      p += 4;
+    }
+  }
+  key[keyOff + W_TYPE_TCI] = ((type << 16) | tci) >>> 0;
+
+  if (type === ETH_TYPE_IP) {
+    if (p + 20 > end) return KEY_TRUNCATED;
+    const vihl = f[p];
+    if ((vihl >> 4) !== 4) return KEY_MALFORMED;
+    const hlen = (vihl & 15) * 4;
+    if (hlen < 20) return KEY_MALFORMED;
+    const totLen = (f[p + 2] << 8) | f[p + 3];
+    if (totLen < hlen) return KEY_MALFORMED;
+    const tos = f[p + 1] & 0xfc;
+    const fragOff = ((f[p + 6] << 8) | f[p + 7]) & 0x3fff; // MF + offset
+    let frag = 0;
+    if (fragOff !== 0) {
+      frag = FRAG_ANY;
+      if ((fragOff & 0x1fff) !== 0) frag |= FRAG_LATER;
+    }
+    const proto = f[p + 9];
+    key[keyOff + W_NW] = ((proto << 24) | (tos << 16) | (f[p + 8] << 8) | frag) >>> 0;
+    key[keyOff + W_L3_SRC] = ((f[p + 12] << 24) | (f[p + 13] << 16) | (f[p + 14] << 8) | f[p + 15]) >>> 0;
+    key[keyOff + W_L3_DST] = ((f[p + 16] << 24) | (f[p + 17] << 16) | (f[p + 18] << 8) | f[p + 19]) >>> 0;
+    if (p + hlen > end) return KEY_TRUNCATED;
+    // L4 is bounded by the IP total length (ignores Ethernet padding).
+    let l4end = p + totLen;
+    let status = KEY_OK;
+    if (l4end > end) { l4end = end; status = KEY_TRUNCATED; }
+    if ((frag & FRAG_LATER) !== 0) return status;
+    const st = extractL4(f, p + hlen, l4end, proto, false, key, keyOff);
+    return st !== KEY_OK ? st : status;
+  }
+  if (type === ETH_TYPE_IPV6) {
+    if (p + 40 > end) return KEY_TRUNCATED;
+    if ((f[p] >> 4) !== 6) return KEY_MALFORMED;
+    const tc = (((f[p] & 15) << 4) | (f[p + 1] >> 4)) & 0xfc;
+    const payLen = (f[p + 4] << 8) | f[p + 5];
+    const nh = f[p + 6];
+    key[keyOff + W_NW] = ((nh << 24) | (tc << 16) | (f[p + 7] << 8)) >>> 0;
+    for (let w = 0; w < 4; w++) {
+      const s = p + 8 + w * 4;
+      key[keyOff + W_L3_SRC + w] = ((f[s] << 24) | (f[s + 1] << 16) | (f[s + 2] << 8) | f[s + 3]) >>> 0;
+      const d = p + 24 + w * 4;
+      key[keyOff + W_L3_DST + w] = ((f[d] << 24) | (f[d + 1] << 16) | (f[d + 2] << 8) | f[d + 3]) >>> 0;
+    }
+    let l4end = p + 40 + payLen;
+    let status = KEY_OK;
+    if (l4end > end) { l4end = end; status = KEY_TRUNCATED; }
+    const st = extractL4(f, p + 40, l4end, nh, true, key, keyOff);
+    return st !== KEY_OK ? st : status;
+  }
+  if (type === ETH_TYPE_ARP) {
+    if (p + 28 > end) return KEY_TRUNCATED;
+    const htype = (f[p] << 8) | f[p + 1];
+    const ptype = (f[p + 2] << 8) | f[p + 3];
+    if (htype !== 1 || ptype !== ETH_TYPE_IP || f[p + 4] !== 6 || f[p + 5] !== 4) return KEY_OK;
+    const op = ((f[p + 6] << 8) | f[p + 7]) & 0xff;
+    key[keyOff + W_NW] = (op << 24) >>> 0;
+    key[keyOff + W_L3_SRC] = ((f[p + 14] << 24) | (f[p + 15] << 16) | (f[p + 16] << 8) | f[p + 17]) >>> 0;
+    key[keyOff + W_L3_DST] = ((f[p + 24] << 24) | (f[p + 25] << 16) | (f[p + 26] << 8) | f[p + 27]) >>> 0;
+    return KEY_OK;
+  }
+  return KEY_OK;
+}
+
+function extractL4(
+  f: Uint8Array, p: number, end: number, proto: number, v6: boolean,
+  key: Uint32Array, keyOff: number,
+): number {
+  if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP) {
+    if (p + 4 > end) return KEY_TRUNCATED;
+    key[keyOff + W_TP] = ((f[p] << 24) | (f[p + 1] << 16) | (f[p + 2] << 8) | f[p + 3]) >>> 0;
+    const min = proto === IPPROTO_TCP ? 20 : proto === IPPROTO_UDP ? 8 : 12;
+    return p + min > end ? KEY_TRUNCATED : KEY_OK;
+  }
+  if ((!v6 && proto === IPPROTO_ICMP) || (v6 && proto === IPPROTO_ICMPV6)) {
+    if (p + 2 > end) return KEY_TRUNCATED;
+    key[keyOff + W_TP] = ((f[p] << 16) | f[p + 1]) >>> 0;
+    return p + 4 > end ? KEY_TRUNCATED : KEY_OK;
+  }
+  return KEY_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Hashing
+
+/** Default hash basis. */
+export const HASH_BASIS = 0x2545f491;
+
+/**
+ * murmur3-style hash of (key & mask) over all FLOW_WORDS words. No allocation.
+ * Returns an unsigned 32-bit value.
+ */
+export function hashMasked(
+  key: Uint32Array, keyOff: number, mask: Uint32Array, maskOff: number, basis: number,
+): number {
+  let h = basis | 0;
+  for (let i = 0; i < FLOW_WORDS; i++) {
+    let k = (key[keyOff + i] & mask[maskOff + i]) | 0;
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  return finish(h, FLOW_WORDS);
+}
+
+/**
+ * Hash of (key & mask) over only the listed word indices (idx[0..n)), the
+ * form a classifier subtable uses (its mask's non-zero words). A word whose
+ * mask is 0 contributes nothing, so hashMaskedWords over the non-zero words
+ * equals the value for any superset list only if the same list is used: keep
+ * one list per mask.
+ */
+export function hashMaskedWords(
+  key: Uint32Array, keyOff: number, mask: Uint32Array, maskOff: number,
+  idx: Int32Array, n: number, basis: number,
+): number {
+  let h = basis | 0;
+  for (let j = 0; j < n; j++) {
+    const i = idx[j];
+    let k = (key[keyOff + i] & mask[maskOff + i]) | 0;
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  return finish(h, n);
+}
+
+/** Hash of the full (unmasked) key: for the exact-match cache. */
+export function hashKey(key: Uint32Array, keyOff: number, basis: number): number {
+  let h = basis | 0;
+  for (let i = 0; i < FLOW_WORDS; i++) {
+    let k = key[keyOff + i] | 0;
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  return finish(h, FLOW_WORDS);
+}
+
+function finish(h: number, n: number): number {
+  h ^= n * 4;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** True when (a & mask) == (b & mask) on every word. */
+export function maskedEqual(
+  a: Uint32Array, aOff: number, b: Uint32Array, bOff: number, mask: Uint32Array, maskOff: number,
+): boolean {
+  for (let i = 0; i < FLOW_WORDS; i++) {
+    if (((a[aOff + i] ^ b[bOff + i]) & mask[maskOff + i]) !== 0) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Field table
+
+/** One contiguous piece of a field inside one key word. */
+export interface FieldPart {
+  readonly word: number;
+  readonly shift: number;
+  readonly width: number;
+}
+
+/**
+ * OpenFlow prerequisite of a field (checked by the parser, like OVS):
+ *  ip: dl_type=0x0800; ipv6: dl_type=0x86dd; ip_any: either;
+ *  arp: dl_type=0x0806; l4: ip_any and nw_proto tcp/udp/sctp;
+ *  icmp: ip and nw_proto=1; icmp6: ipv6 and nw_proto=58.
+ */
+export type FieldPrereq = 'none' | 'ip' | 'ipv6' | 'ip_any' | 'arp' | 'l4' | 'icmp' | 'icmp6';
+
+/** How a field's value is written in ovs-ofctl syntax. */
+export type FieldKind = 'int' | 'hex' | 'mac' | 'ipv4' | 'ipv6' | 'port' | 'tci';
+
+export interface FieldDef {
+  /** OVS name. */
+  readonly name: string;
+  /** Parts, most significant first; the value is their concatenation. */
+  readonly parts: readonly FieldPart[];
+  /** Total width in bits. */
+  readonly bits: number;
+  readonly kind: FieldKind;
+  readonly prereq: FieldPrereq;
+  /** Whether ovs-ofctl accepts value/mask for it. */
+  readonly maskable: boolean;
+}
+
+function fd(name: string, kind: FieldKind, prereq: FieldPrereq, maskable: boolean,
+  ...parts: FieldPart[]): FieldDef {
+  let bits = 0;
+  for (const p of parts) bits += p.width;
+  return Object.freeze({ name, kind, prereq, maskable, parts: Object.freeze(parts), bits });
+}
+const part = (word: number, shift: number, width: number): FieldPart => Object.freeze({ word, shift, width });
+
+/**
+ * The fields, as data. dl_vlan and dl_vlan_pcp are the vid/pcp bits of
+ * vlan_tci; a match on them also requires VLAN_CFI (handled by the parser).
+ * Aliases share bits: arp_op/nw_proto, arp_spa/nw_src, arp_tpa/nw_dst,
+ * icmp_type/icmp_code inside tp_src/tp_dst.
+ */
+export const FIELDS: readonly FieldDef[] = Object.freeze([
+  fd('in_port', 'port', 'none', false, part(W_IN_PORT, 0, 32)),
+  fd('dl_src', 'mac', 'none', true, part(W_DL_HI, 16, 16), part(W_DL_SRC_LO, 0, 32)),
+  fd('dl_dst', 'mac', 'none', true, part(W_DL_HI, 0, 16), part(W_DL_DST_LO, 0, 32)),
+  fd('dl_type', 'hex', 'none', false, part(W_TYPE_TCI, 16, 16)),
+  fd('vlan_tci', 'tci', 'none', true, part(W_TYPE_TCI, 0, 16)),
+  fd('dl_vlan', 'int', 'none', false, part(W_TYPE_TCI, 0, 12)),
+  fd('dl_vlan_pcp', 'int', 'none', false, part(W_TYPE_TCI, 13, 3)),
+  fd('nw_proto', 'int', 'ip_any', false, part(W_NW, 24, 8)),
+  fd('arp_op', 'int', 'arp', false, part(W_NW, 24, 8)),
+  fd('nw_tos', 'int', 'ip_any', false, part(W_NW, 16, 8)),
+  fd('nw_ttl', 'int', 'ip_any', false, part(W_NW, 8, 8)),
+  fd('nw_frag', 'int', 'ip_any', true, part(W_NW, 0, 8)),
+  fd('tp_src', 'int', 'l4', true, part(W_TP, 16, 16)),
+  fd('tp_dst', 'int', 'l4', true, part(W_TP, 0, 16)),
+  fd('icmp_type', 'int', 'icmp', false, part(W_TP, 16, 8)),
+  fd('icmp_code', 'int', 'icmp', false, part(W_TP, 0, 8)),
+  fd('icmpv6_type', 'int', 'icmp6', false, part(W_TP, 16, 8)),
+  fd('icmpv6_code', 'int', 'icmp6', false, part(W_TP, 0, 8)),
+  fd('nw_src', 'ipv4', 'ip', true, part(W_L3_SRC, 0, 32)),
+  fd('nw_dst', 'ipv4', 'ip', true, part(W_L3_DST, 0, 32)),
+  fd('arp_spa', 'ipv4', 'arp', true, part(W_L3_SRC, 0, 32)),
+  fd('arp_tpa', 'ipv4', 'arp', true, part(W_L3_DST, 0, 32)),
+  fd('ipv6_src', 'ipv6', 'ipv6', true,
+    part(W_L3_SRC, 0, 32), part(W_L3_SRC + 1, 0, 32), part(W_L3_SRC + 2, 0, 32), part(W_L3_SRC + 3, 0, 32)),
+  fd('ipv6_dst', 'ipv6', 'ipv6', true,
+    part(W_L3_DST, 0, 32), part(W_L3_DST + 1, 0, 32), part(W_L3_DST + 2, 0, 32), part(W_L3_DST + 3, 0, 32)),
+]);
+
+const FIELD_BY_NAME = new Map<string, FieldDef>(FIELDS.map((f) => [f.name, f]));
+
+/** Look a field up by its OVS name. */
+export function fieldByName(name: string): FieldDef | undefined {
+  return FIELD_BY_NAME.get(name);
+}
+
+/** Read a field (control path: returns a bigint). */
+export function getField(key: Uint32Array, keyOff: number, f: FieldDef): bigint {
+  let v = 0n;
+  for (const p of f.parts) {
+    const w = key[keyOff + p.word];
+    const bits = p.width === 32 ? w >>> 0 : (w >>> p.shift) & ((1 << p.width) - 1);
+    v = (v << BigInt(p.width)) | BigInt(bits >>> 0);
+  }
+  return v;
+}
+
+/** Write a field (other bits of the words are kept). */
+export function setField(key: Uint32Array, keyOff: number, f: FieldDef, value: bigint): void {
+  let v = value;
+  for (let i = f.parts.length - 1; i >= 0; i--) {
+    const p = f.parts[i];
+    const m = p.width === 32 ? 0xffffffff : ((1 << p.width) - 1) << p.shift;
+    const piece = Number(v & ((1n << BigInt(p.width)) - 1n));
+    v >>= BigInt(p.width);
+    const w = key[keyOff + p.word];
+    key[keyOff + p.word] = ((w & ~m) | ((piece << p.shift) & m)) >>> 0;
+  }
+}
+
+/** All-ones value of a field's width. */
+export function fieldOnes(f: FieldDef): bigint {
+  return (1n << BigInt(f.bits)) - 1n;
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers for the control path
+
+/** MAC (6 bytes) -> 48-bit number. */
+export function macToNumber(b: ArrayLike<number>): number {
+  return (b[0] * 2 ** 40) + (b[1] * 2 ** 32) + ((b[2] << 24) >>> 0) + (b[3] << 16) + (b[4] << 8) + b[5];
+}
+
+/** dl_src of a key as a 48-bit number. */
+export function keyDlSrc(key: Uint32Array, keyOff: number): number {
+  return (key[keyOff + W_DL_HI] >>> 16) * 2 ** 32 + key[keyOff + W_DL_SRC_LO];
+}
+
+/** dl_dst of a key as a 48-bit number. */
+export function keyDlDst(key: Uint32Array, keyOff: number): number {
+  return (key[keyOff + W_DL_HI] & 0xffff) * 2 ** 32 + key[keyOff + W_DL_DST_LO];
+}
+
+/** Format a 48-bit MAC number as aa:bb:cc:dd:ee:ff. */
+export function formatMac(mac: number | bigint): string {
+  const v = BigInt(mac);
+  const out: string[] = [];
+  for (let i = 5; i >= 0; i--) out.push(Number((v >> BigInt(i * 8)) & 0xffn).toString(16).padStart(2, '0'));
+  return out.join(':');
+}
+
+/** Human-readable dump of a key (debugging). */
+export function formatKey(key: Uint32Array, keyOff = 0): string {
+  const w: string[] = [];
+  for (let i = 0; i < FLOW_WORDS; i++) w.push(key[keyOff + i].toString(16).padStart(8, '0'));
+  return w.join(' ');
+}
