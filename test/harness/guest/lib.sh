@@ -1,11 +1,12 @@
 # tsvs guest helpers
 # tsvs_result NAME KEY=VALUE...  prints TSVS-RESULT {"name":NAME,"KEY":VALUE,...}
-# Values that look like decimal numbers become JSON numbers, everything else strings.
+# Values that look like decimal numbers of at most 15 digits each side of the point become JSON
+# numbers, everything else (hashes, MACs, "007") strings.
 tsvs_result() {
   _j="{\"name\":\"$1\""; shift
   for _kv in "$@"; do
     _k=${_kv%%=*}; _v=${_kv#*=}
-    if ! printf '%s' "$_v" | grep -Eq '^-?(0|[1-9][0-9]*)(\.[0-9]+)?$'; then
+    if ! printf '%s' "$_v" | grep -Eq '^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,15})?$'; then
       _v="\"$(printf '%s' "$_v" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr -d '\r\n')\""
     fi
     _j="$_j,\"$_k\":$_v"
