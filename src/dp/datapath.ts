@@ -1,0 +1,461 @@
+/**
+ * The datapath of one PMD thread: rx burst -> flow key -> exact-match cache ->
+ * megaflow classifier -> actions batched per output port -> tx burst.
+ * A miss becomes an upcall to the slow path, which answers with a megaflow to
+ * install and the actions to run on the held packet.
+ *
+ * Thread-agnostic: the same object runs inside a PMD worker thread
+ * (src/dp/pmd-thread.ts) or in-line on the main thread (tests, small apps).
+ * The hot path allocates nothing, creates no closures and throws nothing.
+ */
+import type { Mempool } from '../mem/mempool.js';
+import type { Port } from '../pmd/port.js';
+import { BURST } from '../pmd/port.js';
+import { FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED } from './flow-key.js';
+import { Classifier } from './classifier.js';
+import { ExactMatchCache } from './emc.js';
+import {
+  executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
+} from './actions.js';
+
+/** The slow path, as seen from the datapath. */
+export interface UpcallSink {
+  /**
+   * A packet missed every cache. `frame` and `key` are only valid during the
+   * call: copy what you keep. Answer later with Datapath.upcallReply(id, ...).
+   */
+  upcall(id: number, portNo: number, frame: Uint8Array, key: Uint32Array): void;
+}
+
+/** Per-PMD counters, the material of `tsvs pmd-stats`. */
+export interface PmdStats {
+  iterations: number;
+  busyIterations: number;
+  rxPackets: number;
+  emcHits: number;
+  megaflowHits: number;
+  misses: number;
+  upcalls: number;
+  upcallsLost: number;
+  txPackets: number;
+  /** Nanoseconds spent in iterations that moved packets / that found nothing. */
+  busyNs: number;
+  idleNs: number;
+  drops: Record<string, number>;
+}
+
+export interface DpFlowInfo {
+  id: number;
+  key: number[];
+  mask: number[];
+  actions: number[];
+  packets: number;
+  bytes: number;
+  /** ms since epoch of the last hit (0: never). */
+  used: number;
+  created: number;
+}
+
+const MAX_PORTS = 1024;
+const MAX_OUT = 64;
+const MAX_PENDING = 512;
+
+export class Datapath {
+  readonly pool: Mempool;
+  readonly stats: PmdStats;
+  private readonly sink: UpcallSink;
+  private readonly ports: (Port | null)[] = new Array(MAX_PORTS).fill(null);
+  private portList: number[] = [];
+  /** Per output port: pending tx batch. */
+  private readonly txBatch: Int32Array[] = [];
+  private readonly txCount = new Int32Array(MAX_PORTS);
+  private dirty: number[] = [];
+  private readonly rxBuf = new Int32Array(BURST);
+  private readonly key = new Uint32Array(FLOW_WORDS);
+  private readonly outPorts = new Int32Array(MAX_OUT);
+  private readonly st = new Int32Array(EXEC_STATE_WORDS);
+  private readonly one = new Int32Array(1);
+
+  // megaflows
+  private readonly cls = new Classifier();
+  private readonly emc: ExactMatchCache;
+  private flowProg: (Int32Array | null)[] = [];
+  private flowPackets: Float64Array = new Float64Array(64);
+  private flowBytes: Float64Array = new Float64Array(64);
+  private flowUsed: Float64Array = new Float64Array(64);
+  private flowCreated: Float64Array = new Float64Array(64);
+
+  // held upcall packets
+  private readonly pendingHandle = new Int32Array(MAX_PENDING).fill(-1);
+  private readonly pendingPort = new Int32Array(MAX_PENDING);
+  private pendingNext = 0;
+  private pendingCount = 0;
+  private upcallSeq = 0;
+  private nowMs = Date.now();
+
+  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number } = {}) {
+    this.pool = pool;
+    this.sink = sink;
+    this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 1);
+    this.stats = {
+      iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0,
+      upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, drops: {},
+    };
+  }
+
+  // ---- control path ----
+
+  addPort(portNo: number, port: Port): void {
+    if (!(portNo >= 0 && portNo < MAX_PORTS)) throw new RangeError(`port number ${portNo} out of range 0..${MAX_PORTS - 1}`);
+    if (this.ports[portNo]) throw new Error(`port number ${portNo} already in use`);
+    this.ports[portNo] = port;
+    this.txBatch[portNo] = new Int32Array(BURST);
+    this.txCount[portNo] = 0;
+    this.portList = this.ports.map((p, i) => (p ? i : -1)).filter((i) => i >= 0);
+  }
+
+  /** Detach a port: pending tx buffers go back to the pool. Returns the port (caller closes it). */
+  removePort(portNo: number): Port | null {
+    const p = this.ports[portNo];
+    if (!p) return null;
+    this.flushPort(portNo);
+    if (this.txCount[portNo] > 0) {
+      this.pool.free(this.txBatch[portNo], this.txCount[portNo]);
+      this.txCount[portNo] = 0;
+    }
+    this.ports[portNo] = null;
+    this.portList = this.portList.filter((i) => i !== portNo);
+    this.dirty = this.dirty.filter((i) => i !== portNo);
+    // held upcalls from this port stay valid (the buffers are ours)
+    return p;
+  }
+
+  port(portNo: number): Port | null {
+    return this.ports[portNo] ?? null;
+  }
+
+  portNumbers(): number[] {
+    return this.portList.slice();
+  }
+
+  /** Install (or replace the actions of) a megaflow. Returns its id. */
+  installFlow(key: ArrayLike<number>, mask: ArrayLike<number>, prog: Int32Array): number {
+    if (!validateProgram(prog)) throw new Error('invalid action program');
+    const k = Uint32Array.from(key);
+    const m = Uint32Array.from(mask);
+    for (let i = 0; i < FLOW_WORDS; i++) k[i] &= m[i];
+    let id = this.cls.findExact(k, 0, m, 0, 0);
+    if (id < 0) {
+      id = this.cls.insert(k, 0, m, 0, 0, 0);
+      this.ensureFlowCap(id + 1);
+      this.flowPackets[id] = 0;
+      this.flowBytes[id] = 0;
+      this.flowUsed[id] = 0;
+      this.flowCreated[id] = Date.now();
+    }
+    this.flowProg[id] = prog;
+    return id;
+  }
+
+  removeFlow(id: number): boolean {
+    if (!this.cls.isLive(id)) return false;
+    this.emc.invalidateValue(id);
+    this.cls.remove(id);
+    this.flowProg[id] = null;
+    return true;
+  }
+
+  flushFlows(): number {
+    const ids = this.cls.handles();
+    for (const id of ids) this.removeFlow(id);
+    this.emc.clear();
+    return ids.length;
+  }
+
+  /** Remove flows not hit for idleMs. Returns how many. */
+  expireIdle(idleMs: number, now = Date.now()): number {
+    let n = 0;
+    for (const id of this.cls.handles()) {
+      const last = this.flowUsed[id] || this.flowCreated[id];
+      if (now - last > idleMs) {
+        this.removeFlow(id);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  get flowCount(): number {
+    return this.cls.size;
+  }
+
+  dumpFlows(): DpFlowInfo[] {
+    const out: DpFlowInfo[] = [];
+    const k = new Uint32Array(FLOW_WORDS);
+    const m = new Uint32Array(FLOW_WORDS);
+    for (const id of this.cls.handles()) {
+      this.cls.keyOf(id, k);
+      this.cls.maskOf(id, m);
+      out.push({
+        id,
+        key: Array.from(k),
+        mask: Array.from(m),
+        actions: Array.from(this.flowProg[id] ?? []),
+        packets: this.flowPackets[id],
+        bytes: this.flowBytes[id],
+        used: this.flowUsed[id],
+        created: this.flowCreated[id],
+      });
+    }
+    return out;
+  }
+
+  /**
+   * The slow path's answer to upcall `id`: run prog on the held packet (an
+   * empty program drops it). Returns false if the id is unknown (already
+   * answered, or its slot was reused after MAX_PENDING newer upcalls).
+   */
+  upcallReply(id: number, prog: Int32Array | null): boolean {
+    const slot = id % MAX_PENDING;
+    const h = this.pendingHandle[slot];
+    if (h < 0 || this.pendingIds[slot] !== id) return false;
+    this.pendingHandle[slot] = -1;
+    this.pendingCount--;
+    if (prog && prog.length > 0 && validateProgram(prog)) {
+      this.runActions(h, prog);
+      this.flushAll();
+    } else {
+      this.one[0] = h;
+      this.pool.free(this.one, 1);
+      this.drop('no-rule', 1);
+    }
+    return true;
+  }
+  private readonly pendingIds = new Float64Array(MAX_PENDING).fill(-1);
+
+  /** Free held packets and pending tx (shutdown). */
+  drain(): void {
+    for (let s = 0; s < MAX_PENDING; s++) {
+      if (this.pendingHandle[s] >= 0) {
+        this.one[0] = this.pendingHandle[s];
+        this.pool.free(this.one, 1);
+        this.pendingHandle[s] = -1;
+      }
+    }
+    this.pendingCount = 0;
+    for (const p of this.portList) {
+      if (this.txCount[p] > 0) this.pool.free(this.txBatch[p], this.txCount[p]);
+      this.txCount[p] = 0;
+    }
+  }
+
+  // ---- hot path ----
+
+  /** One pass over every rx queue of every port. Returns packets received. */
+  pollOnce(): number {
+    const t0 = performance.now();
+    this.nowMs = Date.now();
+    let total = 0;
+    const list = this.portList;
+    for (let i = 0; i < list.length; i++) {
+      const pn = list[i];
+      const port = this.ports[pn];
+      if (port === null) continue;
+      const nq = port.nQueues;
+      for (let q = 0; q < nq; q++) {
+        const n = port.rxBurst(q, this.rxBuf, BURST);
+        if (n > 0) {
+          total += n;
+          this.processBurst(pn, n);
+        }
+      }
+    }
+    if (this.dirty.length > 0) this.flushAll();
+    const dt = (performance.now() - t0) * 1e6;
+    this.stats.iterations++;
+    if (total > 0) {
+      this.stats.busyIterations++;
+      this.stats.busyNs += dt;
+    } else this.stats.idleNs += dt;
+    return total;
+  }
+
+  private processBurst(inPort: number, n: number): void {
+    const pool = this.pool;
+    const data = pool.data;
+    const key = this.key;
+    const st = this.stats;
+    st.rxPackets += n;
+    for (let i = 0; i < n; i++) {
+      const h = this.rxBuf[i];
+      const off = pool.dataOffset(h);
+      const len = pool.dataLen[h];
+      const status = extractKey(data, off, len, inPort, key, 0);
+      if (status === KEY_MALFORMED) {
+        this.one[0] = h;
+        pool.free(this.one, 1);
+        this.drop('malformed', 1);
+        continue;
+      }
+      const hash = hashKey(key, 0, HASH_BASIS);
+      let flow = this.emc.lookup(key, 0, hash);
+      if (flow >= 0) st.emcHits++;
+      else {
+        flow = this.cls.lookup(key, 0);
+        if (flow >= 0) {
+          st.megaflowHits++;
+          this.emc.insert(key, 0, hash, flow);
+        }
+      }
+      if (flow < 0) {
+        st.misses++;
+        this.doUpcall(h, inPort, off, len);
+        continue;
+      }
+      this.flowPackets[flow]++;
+      this.flowBytes[flow] += len;
+      this.flowUsed[flow] = this.nowMs;
+      const prog = this.flowProg[flow];
+      if (prog === null) {
+        this.one[0] = h;
+        pool.free(this.one, 1);
+        this.drop('no-rule', 1);
+        continue;
+      }
+      this.runActions(h, prog);
+    }
+  }
+
+  private doUpcall(h: number, inPort: number, off: number, len: number): void {
+    if (this.pendingCount >= MAX_PENDING) {
+      this.one[0] = h;
+      this.pool.free(this.one, 1);
+      this.stats.upcallsLost++;
+      this.drop('upcall-queue-full', 1);
+      return;
+    }
+    // find a free slot starting at the next sequence number
+    let id = this.upcallSeq;
+    while (this.pendingHandle[id % MAX_PENDING] >= 0) id++;
+    this.upcallSeq = id + 1;
+    const slot = id % MAX_PENDING;
+    this.pendingHandle[slot] = h;
+    this.pendingPort[slot] = inPort;
+    this.pendingIds[slot] = id;
+    this.pendingCount++;
+    this.stats.upcalls++;
+    this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), this.key);
+  }
+
+  /** Run an action program on packet h; queue it (and copies) on output ports. */
+  private runActions(h: number, prog: Int32Array): void {
+    const pool = this.pool;
+    const st = this.st;
+    const base = pool.bufAddrOffset(h);
+    st[ST_OFF] = pool.dataOffset(h);
+    st[ST_LEN] = pool.dataLen[h];
+    st[ST_NOUT] = 0;
+    st[ST_ERR] = 0;
+    let pc = 0;
+    for (;;) {
+      const r = executeActions(prog, pc, prog.length, pool.data, st, this.outPorts);
+      if (r === EXEC_DONE) break;
+      if (r === EXEC_ERROR) {
+        this.drop('action-error', 1);
+        break;
+      }
+      // outputs pending before a modification: send copies now
+      this.outputCopies(h, st[ST_OFF], st[ST_LEN], st[ST_NOUT]);
+      st[ST_NOUT] = 0;
+      pc = r;
+    }
+    pool.dataOff[h] = st[ST_OFF] - base;
+    pool.dataLen[h] = st[ST_LEN];
+    pool.pktLen[h] = st[ST_LEN];
+    const nout = st[ST_NOUT];
+    if (nout === 0) {
+      this.one[0] = h;
+      pool.free(this.one, 1);
+      if (st[ST_ERR] === 0) this.drop('action-drop', 1);
+      return;
+    }
+    if (nout > 1) this.outputCopies(h, st[ST_OFF], st[ST_LEN], nout - 1);
+    this.enqueueTx(this.outPorts[nout - 1], h);
+  }
+
+  /** Copy the frame to fresh buffers for outPorts[0..n). */
+  private outputCopies(h: number, off: number, len: number, n: number): void {
+    const pool = this.pool;
+    for (let i = 0; i < n; i++) {
+      const c = pool.allocOne();
+      if (c < 0) {
+        this.drop('pool-exhausted', 1);
+        continue;
+      }
+      const coff = pool.dataOffset(c);
+      pool.data.copyWithin(coff, off, off + len);
+      pool.dataLen[c] = len;
+      pool.pktLen[c] = len;
+      this.enqueueTx(this.outPorts[i], c);
+    }
+  }
+
+  private enqueueTx(portNo: number, h: number): void {
+    if (!(portNo >= 0 && portNo < MAX_PORTS) || this.ports[portNo] === null) {
+      this.one[0] = h;
+      this.pool.free(this.one, 1);
+      this.drop('port-down', 1);
+      return;
+    }
+    const c = this.txCount[portNo];
+    if (c === 0) this.dirty.push(portNo);
+    this.txBatch[portNo][c] = h;
+    this.txCount[portNo] = c + 1;
+    if (c + 1 === BURST) this.flushPort(portNo);
+  }
+
+  private flushPort(portNo: number): void {
+    const n = this.txCount[portNo];
+    if (n === 0) return;
+    const port = this.ports[portNo];
+    const batch = this.txBatch[portNo];
+    this.txCount[portNo] = 0;
+    if (port === null) {
+      this.pool.free(batch, n);
+      this.drop('port-down', n);
+      return;
+    }
+    const sent = port.link === 'up' ? port.txBurst(0, batch, n) : 0;
+    this.stats.txPackets += sent;
+    if (sent < n) {
+      this.pool.free(batch, n - sent, sent);
+      port.stats.txDropped += n - sent;
+      this.drop(port.link === 'up' ? 'tx-queue-full' : 'port-down', n - sent);
+    }
+  }
+
+  private flushAll(): void {
+    const d = this.dirty;
+    for (let i = 0; i < d.length; i++) this.flushPort(d[i]);
+    d.length = 0;
+  }
+
+  private drop(reason: string, n: number): void {
+    const d = this.stats.drops;
+    d[reason] = (d[reason] ?? 0) + n;
+  }
+
+  private ensureFlowCap(n: number): void {
+    if (n <= this.flowPackets.length) return;
+    const cap = Math.max(n, this.flowPackets.length * 2);
+    const grow = (a: Float64Array): Float64Array => {
+      const b = new Float64Array(cap);
+      b.set(a);
+      return b;
+    };
+    this.flowPackets = grow(this.flowPackets);
+    this.flowBytes = grow(this.flowBytes);
+    this.flowUsed = grow(this.flowUsed);
+    this.flowCreated = grow(this.flowCreated);
+  }
+}
