@@ -1,0 +1,264 @@
+/**
+ * PMD threads: a worker_thread that owns a set of ports and busy-polls them
+ * through a Datapath, like OVS's pmd threads. The worker runs bursts for a
+ * time slice, then yields to its own event loop so its ports' control
+ * sockets (vhost-user messages) and the main thread's requests get served.
+ *
+ * Main side: {@link PmdThread} (spawn, request/response over postMessage).
+ * Worker side: this same file, when loaded as a worker.
+ */
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
+import { Datapath, type DpFlowInfo, type PmdStats } from './datapath.js';
+import { openPort, type PortSpec, type PortInfo, portInfo } from './port-factory.js';
+import * as libc from '../sys/libc.js';
+
+export interface PmdConfig {
+  id: number;
+  pool: MempoolAttachInfo;
+  /** CPU to pin the worker to (optional). */
+  cpu?: number;
+  /** Max microseconds to sleep when idle (0: pure busy polling, like OVS's default). */
+  sleepMaxUs?: number;
+  /** Time slice before yielding to the event loop, microseconds. */
+  sliceUs?: number;
+  /** Idle datapath flows expire after this many ms. */
+  flowIdleMs?: number;
+}
+
+export interface UpcallMsg {
+  t: 'upcall';
+  pmd: number;
+  id: number;
+  port: number;
+  frame: Uint8Array;
+  key: Uint32Array;
+}
+
+export interface PortEventMsg {
+  t: 'port-event';
+  pmd: number;
+  port: number;
+  info: PortInfo;
+}
+
+export interface PmdThreadStats extends PmdStats {
+  pmd: number;
+  cpu: number | null;
+  flows: number;
+  rxqs: { port: number; name: string; queue: number }[];
+}
+
+type Req =
+  | { op: 'add-port'; portNo: number; spec: PortSpec }
+  | { op: 'del-port'; portNo: number }
+  | { op: 'flow-put'; key: number[]; mask: number[]; actions: number[] }
+  | { op: 'flow-del'; id: number }
+  | { op: 'flow-flush' }
+  | { op: 'dump-flows' }
+  | { op: 'stats' }
+  | { op: 'ports' }
+  | { op: 'stop' };
+
+// ---------------- worker side ----------------
+
+function workerMain(cfg: PmdConfig): void {
+  const port = parentPort!;
+  if (cfg.cpu !== undefined) {
+    try {
+      libc.setAffinity([cfg.cpu]);
+    } catch (e) {
+      port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: cannot pin to cpu ${cfg.cpu}: ${(e as Error).message}` });
+    }
+  }
+  const pool = Mempool.attach(cfg.pool);
+  const dp = new Datapath(pool, {
+    upcall(id, portNo, frame, key) {
+      port.postMessage({ t: 'upcall', pmd: cfg.id, id, port: portNo, frame: frame.slice(), key: key.slice() } satisfies UpcallMsg);
+    },
+  });
+  const sleepMax = cfg.sleepMaxUs ?? 0;
+  const slice = (cfg.sliceUs ?? 1000) / 1000;
+  let stopping = false;
+  let idleStreak = 0;
+  let lastExpire = Date.now();
+  const flowIdle = cfg.flowIdleMs ?? 10000;
+
+  const loop = (): void => {
+    if (stopping) return;
+    const end = performance.now() + slice;
+    let moved = 0;
+    do {
+      moved += dp.pollOnce();
+    } while (performance.now() < end);
+    const now = Date.now();
+    if (now - lastExpire > 1000) {
+      lastExpire = now;
+      dp.expireIdle(flowIdle, now);
+    }
+    if (moved === 0 && sleepMax > 0) {
+      idleStreak = Math.min(idleStreak + 1, 10);
+      setTimeout(loop, Math.min(sleepMax / 1000, idleStreak / 10));
+    } else {
+      idleStreak = 0;
+      setImmediate(loop);
+    }
+  };
+
+  const handle = async (req: Req): Promise<unknown> => {
+    switch (req.op) {
+      case 'add-port': {
+        const p = await openPort(req.spec, pool, (info) =>
+          port.postMessage({ t: 'port-event', pmd: cfg.id, port: req.portNo, info } satisfies PortEventMsg),
+        );
+        try {
+          dp.addPort(req.portNo, p);
+        } catch (e) {
+          p.close();
+          throw e;
+        }
+        return portInfo(p);
+      }
+      case 'del-port': {
+        const p = dp.removePort(req.portNo);
+        p?.close();
+        return p !== null;
+      }
+      case 'flow-put':
+        return dp.installFlow(req.key, req.mask, Int32Array.from(req.actions));
+      case 'flow-del':
+        return dp.removeFlow(req.id);
+      case 'flow-flush':
+        return dp.flushFlows();
+      case 'dump-flows':
+        return dp.dumpFlows();
+      case 'ports':
+        return dp.portNumbers().map((n) => ({ portNo: n, ...portInfo(dp.port(n)!) }));
+      case 'stats': {
+        const rxqs: { port: number; name: string; queue: number }[] = [];
+        for (const n of dp.portNumbers()) {
+          const p = dp.port(n)!;
+          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q });
+        }
+        return { ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs } satisfies PmdThreadStats;
+      }
+      case 'stop': {
+        stopping = true;
+        for (const n of dp.portNumbers()) dp.removePort(n)?.close();
+        dp.drain();
+        return true;
+      }
+    }
+  };
+
+  port.on('message', (m: { seq?: number; req?: Req; t?: string; id?: number; actions?: number[] | null }) => {
+    if (m.t === 'upcall-reply') {
+      dp.upcallReply(m.id!, m.actions ? Int32Array.from(m.actions) : null);
+      return;
+    }
+    if (m.req === undefined) return;
+    handle(m.req).then(
+      (result) => port.postMessage({ t: 'resp', seq: m.seq, result }),
+      (e: Error) => port.postMessage({ t: 'resp', seq: m.seq, error: { message: e.message, name: e.name } }),
+    );
+  });
+  setImmediate(loop);
+}
+
+if (!isMainThread && (workerData as { pmdWorker?: boolean } | undefined)?.pmdWorker) {
+  workerMain((workerData as { cfg: PmdConfig }).cfg);
+}
+
+// ---------------- main side ----------------
+
+export interface PmdEvents {
+  upcall(msg: UpcallMsg): void;
+  portEvent(msg: PortEventMsg): void;
+  log(level: string, msg: string): void;
+  exit(code: number): void;
+}
+
+export class PmdThread {
+  readonly id: number;
+  readonly cpu: number | undefined;
+  private readonly worker: Worker;
+  private seq = 0;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private exited = false;
+
+  constructor(cfg: PmdConfig, events: PmdEvents) {
+    this.id = cfg.id;
+    this.cpu = cfg.cpu;
+    this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { pmdWorker: true, cfg } });
+    this.worker.on('message', (m: { t: string; seq?: number; result?: unknown; error?: { message: string; name: string } } & Record<string, unknown>) => {
+      if (m.t === 'resp') {
+        const w = this.waiting.get(m.seq!);
+        if (!w) return;
+        this.waiting.delete(m.seq!);
+        if (m.error) {
+          const e = new Error(m.error.message);
+          e.name = m.error.name;
+          w.reject(e);
+        } else w.resolve(m.result);
+      } else if (m.t === 'upcall') events.upcall(m as unknown as UpcallMsg);
+      else if (m.t === 'port-event') events.portEvent(m as unknown as PortEventMsg);
+      else if (m.t === 'log') events.log(String(m.level), String(m.msg));
+    });
+    this.worker.on('error', (e) => events.log('error', `pmd ${cfg.id} crashed: ${e.stack ?? e.message}`));
+    this.worker.on('exit', (code) => {
+      this.exited = true;
+      for (const w of this.waiting.values()) w.reject(new Error(`pmd ${cfg.id} exited (code ${code})`));
+      this.waiting.clear();
+      events.exit(code);
+    });
+  }
+
+  request<T = unknown>(req: Req): Promise<T> {
+    if (this.exited) return Promise.reject(new Error(`pmd ${this.id} is not running`));
+    const seq = ++this.seq;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(seq, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ seq, req });
+    });
+  }
+
+  upcallReply(id: number, actions: Int32Array | null): void {
+    if (!this.exited) this.worker.postMessage({ t: 'upcall-reply', id, actions: actions ? Array.from(actions) : null });
+  }
+
+  addPort(portNo: number, spec: PortSpec): Promise<PortInfo> {
+    return this.request({ op: 'add-port', portNo, spec });
+  }
+  delPort(portNo: number): Promise<boolean> {
+    return this.request({ op: 'del-port', portNo });
+  }
+  putFlow(key: ArrayLike<number>, mask: ArrayLike<number>, actions: ArrayLike<number>): Promise<number> {
+    return this.request({ op: 'flow-put', key: Array.from(key), mask: Array.from(mask), actions: Array.from(actions) });
+  }
+  delFlow(id: number): Promise<boolean> {
+    return this.request({ op: 'flow-del', id });
+  }
+  flushFlows(): Promise<number> {
+    return this.request({ op: 'flow-flush' });
+  }
+  dumpFlows(): Promise<DpFlowInfo[]> {
+    return this.request({ op: 'dump-flows' });
+  }
+  stats(): Promise<PmdThreadStats> {
+    return this.request({ op: 'stats' });
+  }
+  ports(): Promise<(PortInfo & { portNo: number })[]> {
+    return this.request({ op: 'ports' });
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    try {
+      await Promise.race([this.request({ op: 'stop' }), new Promise((r) => setTimeout(r, 5000))]);
+    } catch {
+      /* already gone */
+    }
+    await this.worker.terminate();
+  }
+}

@@ -1,0 +1,120 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Mempool } from '../../src/mem/mempool.js';
+import { RingPort } from '../../src/pmd/ring-port.js';
+import { Datapath } from '../../src/dp/datapath.js';
+import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
+import { OP_OUTPUT, OP_SET_DL_DST } from '../../src/dp/actions.js';
+
+function frame(dst: number, src: number, seq: number, len = 64): Uint8Array {
+  const f = new Uint8Array(len);
+  f.set([0x02, 0, 0, 0, 0, dst], 0);
+  f.set([0x02, 0, 0, 0, 0, src], 6);
+  f[12] = 0x08; f[13] = 0x00; // IPv4
+  f[14] = 0x45; f[16] = 0; f[17] = len - 14; f[22] = 64; f[23] = 17;
+  f.set([10, 0, 0, src, 10, 0, 0, dst], 26);
+  f[34] = 0x30; f[35] = 0x39; f[36] = 0x00; f[37] = 0x35; // udp 12345 -> 53
+  new DataView(f.buffer).setUint32(len - 4, seq);
+  return f;
+}
+
+function send(pool: Mempool, port: RingPort, frames: Uint8Array[]): void {
+  const hs = new Int32Array(frames.length);
+  assert.equal(pool.alloc(hs, frames.length), frames.length);
+  frames.forEach((f, i) => {
+    pool.data.set(f, pool.dataOffset(hs[i]));
+    pool.dataLen[hs[i]] = f.length;
+    pool.pktLen[hs[i]] = f.length;
+  });
+  assert.equal(port.txBurst(0, hs, frames.length), frames.length);
+}
+
+function recvAll(pool: Mempool, port: RingPort): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const hs = new Int32Array(32);
+  for (;;) {
+    const n = port.rxBurst(0, hs, 32);
+    if (n === 0) return out;
+    for (let i = 0; i < n; i++) out.push(pool.data.slice(pool.dataOffset(hs[i]), pool.dataOffset(hs[i]) + pool.dataLen[hs[i]]));
+    pool.free(hs, n);
+  }
+}
+
+test('first packet of a flow is an upcall, the rest hit the caches; actions run and buffers come back', () => {
+  const pool = Mempool.create({ count: 1024 });
+  const a = RingPort.create('a', pool, 256);
+  const b = RingPort.create('b', pool, 256);
+  const peerA = RingPort.attach(a.attachInfo(), pool);
+  const peerB = RingPort.attach(b.attachInfo(), pool);
+  const upcalls: { id: number; port: number; key: Uint32Array }[] = [];
+  const dp = new Datapath(pool, { upcall: (id, port, _frame, key) => upcalls.push({ id, port, key: key.slice() }) });
+  dp.addPort(1, a);
+  dp.addPort(2, b);
+  const free0 = pool.available();
+
+  send(pool, peerA, [frame(2, 1, 0)]);
+  assert.equal(dp.pollOnce(), 1);
+  assert.equal(upcalls.length, 1);
+  assert.equal(upcalls[0].port, 1);
+  // slow path: match in_port only, rewrite dl_dst, output to 2
+  const mask = new Uint32Array(FLOW_WORDS);
+  mask[W_IN_PORT] = 0xffffffff;
+  const prog = Int32Array.from([OP_SET_DL_DST, 0x0200, 0x00000099, OP_OUTPUT, 2]);
+  dp.installFlow(upcalls[0].key, mask, prog);
+  assert.ok(dp.upcallReply(upcalls[0].id, prog));
+  assert.equal(dp.upcallReply(upcalls[0].id, prog), false, 'a second answer is refused');
+
+  const frames = Array.from({ length: 99 }, (_, i) => frame(2, 1, i + 1));
+  send(pool, peerA, frames.slice(0, 40));
+  send(pool, peerA, frames.slice(40));
+  while (dp.pollOnce() > 0);
+  const got = recvAll(pool, peerB);
+  assert.equal(got.length, 100);
+  got.forEach((f, i) => {
+    assert.deepEqual(Array.from(f.subarray(0, 6)), [0x02, 0, 0, 0, 0, 0x99], 'dl_dst rewritten');
+    assert.equal(new DataView(f.buffer, f.byteOffset).getUint32(60), i, 'in order, payload intact');
+  });
+  assert.equal(dp.stats.upcalls, 1);
+  assert.equal(dp.stats.misses, 1);
+  assert.equal(dp.stats.megaflowHits + dp.stats.emcHits, 99);
+  assert.ok(dp.stats.emcHits >= 97);
+  const flows = dp.dumpFlows();
+  assert.equal(flows.length, 1);
+  assert.equal(flows[0].packets, 99);
+  pool.flushCache();
+  assert.equal(pool.available(), free0, 'every buffer returned to the pool');
+  peerA.close(); peerB.close(); a.close(); b.close();
+});
+
+test('flood to several ports copies; no rule drops are counted; unknown upcall replies are ignored', () => {
+  const pool = Mempool.create({ count: 512 });
+  const ports = [1, 2, 3].map((i) => RingPort.create(`p${i}`, pool, 64));
+  const peers = ports.map((p) => RingPort.attach(p.attachInfo(), pool));
+  const ids: number[] = [];
+  const dp = new Datapath(pool, { upcall: (id) => ids.push(id) });
+  ports.forEach((p, i) => dp.addPort(i + 1, p));
+  const free0 = pool.available();
+  send(pool, peers[0], [frame(0xff, 1, 7), frame(0xff, 1, 8)]);
+  dp.pollOnce();
+  assert.equal(ids.length, 2, 'both packets of the burst missed');
+  dp.upcallReply(ids[0], Int32Array.from([OP_OUTPUT, 2, OP_OUTPUT, 3]));
+  dp.upcallReply(ids[1], null);
+  assert.equal(dp.upcallReply(12345, null), false);
+  assert.equal(recvAll(pool, peers[1]).length, 1);
+  assert.equal(recvAll(pool, peers[2]).length, 1);
+  assert.equal(dp.stats.drops['no-rule'], 1);
+  // output to a port that went away
+  dp.removePort(3);
+  send(pool, peers[0], [frame(0xff, 1, 9)]);
+  dp.pollOnce();
+  dp.upcallReply(ids[2], Int32Array.from([OP_OUTPUT, 3]));
+  assert.equal(dp.stats.drops['port-down'], 1);
+  // malformed frame
+  send(pool, peers[0], [new Uint8Array(10)]);
+  dp.pollOnce();
+  pool.flushCache();
+  assert.equal(pool.available() + (dp.stats.upcalls - 3), free0, 'only held upcalls keep buffers');
+  dp.drain();
+  pool.flushCache();
+  assert.equal(pool.available(), free0);
+});
