@@ -292,7 +292,8 @@ export interface FieldPart {
  * OpenFlow prerequisite of a field (checked by the parser, like OVS):
  *  ip: dl_type=0x0800; ipv6: dl_type=0x86dd; ip_any: either;
  *  arp: dl_type=0x0806; l4: ip_any and nw_proto tcp/udp/sctp;
- *  icmp: ip and nw_proto=1; icmp6: ipv6 and nw_proto=58.
+ *  icmp: (ip and nw_proto=1) or (ipv6 and nw_proto=58) -- OVS accepts icmp_type
+ *  for ICMPv6 too; icmp6: ipv6 and nw_proto=58.
  */
 export type FieldPrereq = 'none' | 'ip' | 'ipv6' | 'ip_any' | 'arp' | 'l4' | 'icmp' | 'icmp6';
 
