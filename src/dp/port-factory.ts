@@ -1,0 +1,50 @@
+/**
+ * Opening ports by spec inside the thread that will poll them. The datapath
+ * never branches on port type; only this factory knows the drivers.
+ */
+import type { Mempool } from '../mem/mempool.js';
+import type { Port } from '../pmd/port.js';
+
+export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'tap' | 'afpacket';
+
+export interface PortSpec {
+  name: string;
+  type: PortKind;
+  path?: string;
+  iface?: string;
+  queues?: number;
+  mac?: string;
+  mtu?: number;
+  /** virtio-user: listen instead of connect. */
+  server?: boolean;
+  packed?: boolean;
+}
+
+/** What the control side learns about a port (postMessage-able). */
+export interface PortInfo {
+  name: string;
+  type: string;
+  link: string;
+  nQueues: number;
+  status?: string;
+  stats: Port['stats'];
+}
+
+export function portInfo(p: Port): PortInfo {
+  return { name: p.name, type: p.type, link: p.link, nQueues: p.nQueues, status: p.status, stats: { ...p.stats, drops: { ...p.stats.drops } } };
+}
+
+export class PortSpecError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PortSpecError';
+  }
+}
+
+/** Open a port of the given spec; onEvent is called on link changes and errors. */
+export async function openPort(spec: PortSpec, _pool: Mempool, _onEvent: (info: PortInfo) => void): Promise<Port> {
+  switch (spec.type) {
+    default:
+      throw new PortSpecError(`port ${spec.name}: type '${spec.type}' is not available in this build`);
+  }
+}
