@@ -1,0 +1,952 @@
+/**
+ * The vhost-user backend: a device-agnostic protocol handler (one frontend
+ * at a time) plus the socket side (server: listen and accept; client:
+ * connect and reconnect with backoff).
+ *
+ * Dispatch is driven by the request table in messages.ts: the connection
+ * validates size and fd count before a handler runs, NEED_REPLY / REPLY_ACK
+ * is handled generically here, and a handler only mutates session state and
+ * returns its reply payload. Whenever state that the data path depends on
+ * changes, {@link VhostUserBackend.refresh} revokes the published
+ * {@link DataPathDescription} (waiting until every lease has detached, so
+ * memory is never unmapped under a running burst), then publishes the next
+ * one. The device (e.g. net-device.ts) plugs in through {@link VhostUserDevice}.
+ */
+import { EventEmitter } from 'node:events';
+import * as libc from '../sys/libc.js';
+import { UnixSocket, UnixListener } from '../sys/socket.js';
+import { watchReadable, type FdWatch } from '../sys/poll.js';
+import { SharedRegion } from '../mem/region.js';
+import { GuestMemory, GuestMemoryError, WINDOW_SIZE, type GuestRegion } from '../mem/guest-memory.js';
+import {
+  Req,
+  ProtoF,
+  FRONTEND_REQUESTS,
+  FLAG_NEED_REPLY,
+  VERSION,
+  FLAG_REPLY,
+  F_PROTOCOL_FEATURES,
+  F_LOG_ALL,
+  VhostProtocolError,
+  validateRequest,
+  featureMask,
+  hasFeature,
+  protocolFeatureNames,
+  requestName,
+  decodeU64,
+  decodeU64Num,
+  encodeU64,
+  decodeState,
+  encodeState,
+  decodeAddr,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeVringFd,
+  decodeConfig,
+  encodeConfig,
+  decodeRarpMac,
+  encodeAck,
+  type MemRegionDesc,
+  type MsgHeader,
+  type RequestSpec,
+} from './messages.js';
+import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
+import { ControlBlock, type DataPathDescription, type DataPathQueue, type DataPathRegion } from './datapath.js';
+
+// Virtio bits the generic layer looks at.
+const F_EVENT_IDX = 29;
+const F_VERSION_1 = 32;
+const F_RING_PACKED = 34;
+/** Largest queue size (virtio: 2^15). */
+export const MAX_QUEUE_SIZE_LIMIT = 32768;
+/** Device status bit DRIVER_OK. */
+export const STATUS_DRIVER_OK = 4;
+
+/** What a device plugs into the protocol handler. Optional parts have safe defaults. */
+export interface VhostUserDevice {
+  /** Most virtqueues (ring indices 0..maxQueues-1). */
+  readonly maxQueues: number;
+  /** Virtio features offered (the backend adds VHOST_USER_F_PROTOCOL_FEATURES). */
+  readonly features: bigint;
+  /** Device-specific protocol features offered beyond the generic ones (e.g. MTU, RARP, CONFIG). */
+  readonly protocolFeatures: bigint;
+  /** GET_QUEUE_NUM reply (net: queue pairs). Default maxQueues. */
+  queueNum?(): number;
+  /** GET_CONFIG: bytes [offset, offset+size) of config space, or null (error). */
+  getConfig?(offset: number, size: number): Uint8Array | null;
+  /** SET_CONFIG: false refuses. */
+  setConfig?(offset: number, data: Uint8Array, flags: number): boolean;
+  /** NET_SET_MTU: false refuses. */
+  setMtu?(mtu: number): boolean;
+  /** SEND_RARP with the guest MAC. */
+  sendRarp?(mac: Uint8Array): void;
+  /** SET_FEATURES accepted. */
+  featuresAcked?(features: bigint): void;
+  /** The frontend went away or reset the device: forget session state. */
+  reset?(): void;
+}
+
+/** Protocol features the generic layer implements. */
+export const GENERIC_PROTOCOL_FEATURES = featureMask(
+  ProtoF.MQ,
+  ProtoF.REPLY_ACK,
+  ProtoF.STATUS,
+  ProtoF.BACKEND_REQ,
+  ProtoF.CONFIGURE_MEM_SLOTS,
+);
+
+/** Memory slots we accept with ADD_MEM_REG. */
+export const MAX_MEM_SLOTS = 32;
+
+export interface BackendOptions {
+  /** Unix socket path. */
+  path: string;
+  /** Connect to a listening frontend (true) or listen (false, default). */
+  client?: boolean;
+  device: VhostUserDevice;
+  logger?: Logger;
+  /** Name for logs. */
+  name?: string;
+  /** Client mode: longest delay between reconnect attempts (default 1000 ms). */
+  reconnectMaxMs?: number;
+  /** Client mode: first delay (default 20 ms). */
+  reconnectMinMs?: number;
+}
+
+export interface BackendStats {
+  connections: number;
+  disconnects: number;
+  messages: number;
+  /** Rejected messages / failed requests by reason. */
+  errors: Record<string, number>;
+  generations: number;
+}
+
+/** Session state of one ring (control side). */
+interface Vring {
+  size: number;
+  descU: number;
+  availU: number;
+  usedU: number;
+  addrSet: boolean;
+  lastAvail: number;
+  lastUsed: number;
+  kickFd: number;
+  kickSet: boolean;
+  callFd: number;
+  errFd: number;
+  enabled: boolean;
+  started: boolean;
+}
+
+function newVring(): Vring {
+  return {
+    size: 0,
+    descU: -1,
+    availU: -1,
+    usedU: -1,
+    addrSet: false,
+    lastAvail: 0,
+    lastUsed: 0,
+    kickFd: -1,
+    kickSet: false,
+    callFd: -1,
+    errFd: -1,
+    enabled: false,
+    started: false,
+  };
+}
+
+/** One region of guest memory mapped by us: one SharedRegion per <= 1 GiB window. */
+interface MappedRegion {
+  desc: MemRegionDesc;
+  windows: SharedRegion[];
+}
+
+type Handler = (msg: VhostMessage) => Uint8Array | void | Promise<Uint8Array | void>;
+
+export interface BackendEvents {
+  connect: [];
+  disconnect: [reason: string | null];
+  /** A new data-path description (null: stopped, nothing may touch guest memory). */
+  datapath: [desc: DataPathDescription | null];
+  link: [up: boolean];
+}
+
+export class VhostUserBackend extends EventEmitter<BackendEvents> {
+  readonly path: string;
+  readonly client: boolean;
+  readonly device: VhostUserDevice;
+  readonly name: string;
+  readonly log: Logger;
+  readonly control: ControlBlock;
+  readonly stats: BackendStats = { connections: 0, disconnects: 0, messages: 0, errors: {}, generations: 0 };
+
+  private listener: UnixListener | null = null;
+  private listenWatch: FdWatch | null = null;
+  private conn: VhostConnection | null = null;
+  private closed = false;
+  private started = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectDelay: number;
+  private readonly reconnectMin: number;
+  private readonly reconnectMax: number;
+  /** Serializes message handling, disconnects and close. */
+  private serial: Promise<void> = Promise.resolve();
+
+  // --- session state ---
+  private owner = false;
+  private features = 0n;
+  private featuresSet = false;
+  private protocolFeatures = 0n;
+  private status = 0;
+  private regions: MappedRegion[] = [];
+  private mem: GuestMemory | null = null;
+  private rings: Vring[];
+  private backendReq: UnixSocket | null = null;
+  private logFd = -1;
+
+  // --- published data path ---
+  private current: DataPathDescription | null = null;
+  private currentKey = '';
+  private linkIsUp = false;
+  /** Regions and fds replaced while a data path may still use them. */
+  private retiredRegions: MappedRegion[] = [];
+  private retiredFds: number[] = [];
+  private readonly handlers: Record<string, Handler>;
+
+  constructor(opts: BackendOptions) {
+    super();
+    this.path = opts.path;
+    this.client = opts.client ?? false;
+    this.device = opts.device;
+    this.name = opts.name ?? opts.path;
+    this.log = opts.logger ?? defaultLogger;
+    this.reconnectMin = opts.reconnectMinMs ?? 20;
+    this.reconnectMax = opts.reconnectMaxMs ?? 1000;
+    this.reconnectDelay = this.reconnectMin;
+    if (!(this.device.maxQueues >= 1 && this.device.maxQueues <= 256)) throw new RangeError(`maxQueues ${this.device.maxQueues} not in 1..256`);
+    this.control = new ControlBlock(this.device.maxQueues);
+    this.rings = Array.from({ length: this.device.maxQueues }, newVring);
+    this.handlers = this.makeHandlers();
+  }
+
+  // ------------------------------------------------------------------ public state
+
+  get connected(): boolean {
+    return this.conn !== null && !this.conn.isClosed;
+  }
+
+  /** Some ready ring is enabled and the data path is published. */
+  get linkUp(): boolean {
+    return this.linkIsUp;
+  }
+
+  /** The current data-path description, or null. */
+  get dataPath(): DataPathDescription | null {
+    return this.current;
+  }
+
+  get negotiatedFeatures(): bigint {
+    return this.features;
+  }
+
+  get negotiatedProtocolFeatures(): bigint {
+    return this.protocolFeatures;
+  }
+
+  get deviceStatus(): number {
+    return this.status;
+  }
+
+  /** Everything offered in GET_FEATURES. */
+  get offeredFeatures(): bigint {
+    return this.device.features | (1n << BigInt(F_PROTOCOL_FEATURES));
+  }
+
+  get offeredProtocolFeatures(): bigint {
+    return GENERIC_PROTOCOL_FEATURES | this.device.protocolFeatures;
+  }
+
+  // ------------------------------------------------------------------ sockets
+
+  /** Listen (server) or start connecting (client). */
+  start(): void {
+    if (this.started) throw new Error('backend already started');
+    this.started = true;
+    if (this.client) {
+      this.tryConnect();
+    } else {
+      this.listener = UnixListener.listen(this.path);
+      this.listenWatch = watchReadable(this.listener.fd, () => this.onAcceptable());
+    }
+  }
+
+  /**
+   * Serve one already-connected socket (tests over socketpairs, or a caller
+   * that accepted itself). Refused (socket closed) if a frontend is connected.
+   */
+  attachSocket(sock: UnixSocket): boolean {
+    if (this.closed || this.connected) {
+      this.log.log('warn', `${this.name}: refusing a second frontend connection (one at a time)`);
+      sock.close();
+      return false;
+    }
+    this.stats.connections++;
+    const conn: VhostConnection = new VhostConnection(sock, {
+      validate: (hdr, payload, nfds) => {
+        validateRequest(hdr, payload, nfds);
+      },
+      onMessage: (msg) => this.enqueue(() => this.handle(conn, msg)),
+      onInvalid: (hdr, err) => this.onInvalid(conn, hdr, err),
+      onClose: (err) => {
+        if (err) this.log.log('warn', `${this.name}: closing frontend connection: ${err.message} [${err.reason}]`);
+        void this.enqueue(() => this.onDisconnect(conn, err ? `${err.reason}: ${err.message}` : null));
+      },
+    });
+    this.conn = conn;
+    this.log.log('info', `${this.name}: frontend connected`);
+    this.emit('connect');
+    conn.start();
+    return true;
+  }
+
+  /** Disconnect the frontend (if any) and stay available for the next one. */
+  dropConnection(): void {
+    this.conn?.close(null);
+  }
+
+  /** Stop everything: disconnect, unmap, close fds and the socket. Resolves when done. */
+  async close(): Promise<void> {
+    if (this.closed) return this.serial;
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.listenWatch?.close();
+    this.listenWatch = null;
+    this.listener?.close();
+    this.listener = null;
+    this.conn?.close(null);
+    await this.enqueue(async () => {
+      await this.resetSession();
+    });
+  }
+
+  private onAcceptable(): void {
+    if (!this.listener) return;
+    for (;;) {
+      let s: UnixSocket | null;
+      try {
+        s = this.listener.accept();
+      } catch (e) {
+        this.log.log('warn', `${this.name}: accept: ${(e as Error).message}`);
+        return;
+      }
+      if (!s) return;
+      this.attachSocket(s);
+    }
+  }
+
+  private tryConnect(): void {
+    this.reconnectTimer = null;
+    if (this.closed || this.connected) return;
+    let s: UnixSocket;
+    try {
+      s = UnixSocket.connect(this.path);
+    } catch (e) {
+      this.log.log('debug', `${this.name}: connect: ${(e as Error).message}; retry in ${this.reconnectDelay} ms`);
+      this.scheduleReconnect();
+      return;
+    }
+    this.reconnectDelay = this.reconnectMin;
+    this.attachSocket(s);
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || !this.client || this.reconnectTimer) return;
+    this.reconnectTimer = setTimeout(() => this.tryConnect(), this.reconnectDelay);
+    this.reconnectDelay = Math.min(this.reconnectMax, this.reconnectDelay * 2);
+  }
+
+  private enqueue(fn: () => void | Promise<void>): Promise<void> {
+    const p = this.serial.then(fn);
+    this.serial = p.catch((e) => {
+      this.log.log('error', `${this.name}: internal error: ${(e as Error)?.stack ?? e}`);
+    });
+    return p;
+  }
+
+  private async onDisconnect(conn: VhostConnection, reason: string | null): Promise<void> {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.stats.disconnects++;
+    await this.resetSession();
+    this.log.log('info', `${this.name}: frontend disconnected${reason ? ` (${reason})` : ''}`);
+    this.emit('disconnect', reason);
+    if (this.client && !this.closed) {
+      this.reconnectDelay = this.reconnectMin;
+      this.scheduleReconnect();
+    }
+  }
+
+  /** Back to the state before any frontend: data path stopped, memory unmapped, fds closed. */
+  private async resetSession(): Promise<void> {
+    await this.stopDataPath();
+    for (const r of this.regions) closeRegion(r);
+    this.regions = [];
+    this.mem = null;
+    this.releaseRetired();
+    for (const v of this.rings) closeRingFds(v);
+    this.rings = Array.from({ length: this.device.maxQueues }, newVring);
+    this.backendReq?.close();
+    this.backendReq = null;
+    libc.closeQuiet(this.logFd);
+    this.logFd = -1;
+    this.owner = false;
+    this.features = 0n;
+    this.featuresSet = false;
+    this.protocolFeatures = 0n;
+    this.status = 0;
+    this.device.reset?.();
+  }
+
+  // ------------------------------------------------------------------ dispatch
+
+  private onInvalid(conn: VhostConnection, hdr: MsgHeader, err: VhostProtocolError): boolean {
+    this.countError(err.reason);
+    const spec = FRONTEND_REQUESTS.get(hdr.request);
+    this.log.log('warn', `${this.name}: rejected ${requestName(hdr.request)}: ${err.message} [${err.reason}]`);
+    // A request that always gets a payload reply cannot be answered sensibly: drop the connection.
+    if (spec && spec.reply !== 'ack') return false;
+    if (hdr.flags & FLAG_NEED_REPLY) {
+      try {
+        conn.send(hdr.request, VERSION | FLAG_REPLY, encodeAck(false));
+      } catch {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private countError(reason: string): void {
+    this.stats.errors[reason] = (this.stats.errors[reason] ?? 0) + 1;
+  }
+
+  private async handle(conn: VhostConnection, msg: VhostMessage): Promise<void> {
+    if (conn.isClosed || this.conn !== conn) return;
+    const spec = FRONTEND_REQUESTS.get(msg.hdr.request) as RequestSpec;
+    this.stats.messages++;
+    this.log.log('debug', `${this.name}: ${spec.name} size ${msg.hdr.size} fds ${msg.fds.length} flags 0x${msg.hdr.flags.toString(16)}`);
+    const h = this.handlers[spec.handler] ?? this.handlers.unsupported;
+    let reply: Uint8Array | void;
+    try {
+      reply = await h(msg);
+    } catch (e) {
+      if (!(e instanceof VhostProtocolError) && !(e instanceof GuestMemoryError) && !(e instanceof libc.SysError)) throw e;
+      const err =
+        e instanceof VhostProtocolError ? e : new VhostProtocolError('bad-value', (e as Error).message, msg.hdr.request);
+      this.countError(err.reason);
+      if (spec.reply !== 'ack') {
+        conn.close(err); // the frontend waits for a payload we cannot give (logged in onClose)
+        return;
+      }
+      this.log.log('warn', `${this.name}: ${err.message} [${err.reason}]`);
+      if (msg.hdr.flags & FLAG_NEED_REPLY) this.sendReply(conn, msg.hdr.request, encodeAck(false));
+      return;
+    }
+    if (spec.reply === 'ack') {
+      if (msg.hdr.flags & FLAG_NEED_REPLY) this.sendReply(conn, msg.hdr.request, encodeAck(true));
+    } else {
+      this.sendReply(conn, msg.hdr.request, reply ?? new Uint8Array(0));
+    }
+  }
+
+  private sendReply(conn: VhostConnection, request: number, payload: Uint8Array): void {
+    if (conn.isClosed) return;
+    try {
+      conn.send(request, VERSION | FLAG_REPLY, payload);
+    } catch (e) {
+      conn.close(new VhostProtocolError('io', `reply: ${(e as Error).message}`, request));
+    }
+  }
+
+  private ring(index: number, request: number): Vring {
+    if (!(index >= 0 && index < this.rings.length)) {
+      throw new VhostProtocolError('bad-value', `vring index ${index} out of range (0..${this.rings.length - 1})`, request);
+    }
+    return this.rings[index];
+  }
+
+  private makeHandlers(): Record<string, Handler> {
+    const R = Req;
+    return {
+      getFeatures: () => encodeU64(this.offeredFeatures),
+      setFeatures: async (m) => {
+        const f = decodeU64(m.payload);
+        const extra = f & ~this.offeredFeatures;
+        if (extra !== 0n) throw new VhostProtocolError('bad-value', `features 0x${f.toString(16)} include unoffered 0x${extra.toString(16)}`, R.SET_FEATURES);
+        const running = this.rings.some((v) => v.started);
+        const changed = (f ^ this.features) & ~(1n << BigInt(F_LOG_ALL));
+        if (running && this.featuresSet && changed !== 0n) {
+          throw new VhostProtocolError('out-of-order', 'features changed while rings are running', R.SET_FEATURES);
+        }
+        this.features = f;
+        this.featuresSet = true;
+        this.device.featuresAcked?.(f);
+        await this.refresh();
+      },
+      setOwner: () => {
+        this.owner = true;
+      },
+      resetOwner: async () => {
+        // Deprecated; treated as "disable all rings" (recommended by the spec).
+        await this.resetRings();
+      },
+      resetDevice: async () => {
+        await this.resetRings();
+        this.features = 0n;
+        this.featuresSet = false;
+        this.status = 0;
+        await this.refresh();
+      },
+      setMemTable: async (m) => {
+        const descs = decodeMemTable(m.payload);
+        if (descs.length === 0) throw new VhostProtocolError('bad-value', 'empty memory table', R.SET_MEM_TABLE);
+        // Same table again (QEMU resends it): keep our mappings.
+        if (descs.length === this.regions.length && descs.every((d, i) => sameRegion(d, this.regions[i].desc))) {
+          return;
+        }
+        const mapped: MappedRegion[] = [];
+        try {
+          for (let i = 0; i < descs.length; i++) mapped.push(this.mapRegion(descs[i], takeFd(m, i), R.SET_MEM_TABLE));
+          const mem = buildMemory(mapped);
+          this.retiredRegions.push(...this.regions);
+          this.regions = mapped;
+          this.mem = mem;
+        } catch (e) {
+          for (const r of mapped) closeRegion(r);
+          throw e;
+        }
+        await this.refresh();
+      },
+      addMemReg: async (m) => {
+        const d = decodeSingleRegion(m.payload);
+        if (this.regions.length >= MAX_MEM_SLOTS) throw new VhostProtocolError('bad-value', `more than ${MAX_MEM_SLOTS} regions`, R.ADD_MEM_REG);
+        const r = this.mapRegion(d, takeFd(m, 0), R.ADD_MEM_REG);
+        try {
+          const next = [...this.regions, r];
+          this.mem = buildMemory(next);
+          this.regions = next;
+        } catch (e) {
+          closeRegion(r);
+          throw e;
+        }
+        await this.refresh();
+      },
+      remMemReg: async (m) => {
+        const d = decodeSingleRegion(m.payload);
+        const i = this.regions.findIndex((r) => r.desc.gpa === d.gpa && r.desc.size === d.size && (d.uaddr === r.desc.uaddr || d.uaddr === 0));
+        if (i < 0) throw new VhostProtocolError('bad-value', `no region at gpa 0x${d.gpa.toString(16)} size 0x${d.size.toString(16)}`, R.REM_MEM_REG);
+        const next = this.regions.filter((_, j) => j !== i);
+        this.retiredRegions.push(this.regions[i]);
+        this.regions = next;
+        this.mem = next.length ? buildMemory(next) : null;
+        await this.refresh();
+      },
+      getMaxMemSlots: () => encodeU64(BigInt(MAX_MEM_SLOTS)),
+      setVringNum: (m) => {
+        const s = decodeState(m.payload);
+        const v = this.ring(s.index, R.SET_VRING_NUM);
+        if (v.started) throw new VhostProtocolError('out-of-order', `ring ${s.index} is running`, R.SET_VRING_NUM);
+        if (!(s.num >= 1 && s.num <= MAX_QUEUE_SIZE_LIMIT)) throw new VhostProtocolError('bad-value', `queue size ${s.num} not in 1..${MAX_QUEUE_SIZE_LIMIT}`, R.SET_VRING_NUM);
+        if (!this.packed() && (s.num & (s.num - 1)) !== 0) {
+          throw new VhostProtocolError('bad-value', `split queue size ${s.num} is not a power of 2`, R.SET_VRING_NUM);
+        }
+        v.size = s.num;
+      },
+      setVringAddr: async (m) => {
+        const a = decodeAddr(m.payload);
+        const v = this.ring(a.index, R.SET_VRING_ADDR);
+        if (a.desc < 0 || a.avail < 0 || a.used < 0) throw new VhostProtocolError('bad-value', 'ring address >= 2^53', R.SET_VRING_ADDR);
+        if (this.mem && v.size > 0) {
+          const why = this.checkRingAddrs(v.size, a.desc, a.avail, a.used);
+          if (why) throw new VhostProtocolError('bad-value', `ring ${a.index}: ${why}`, R.SET_VRING_ADDR);
+        }
+        v.descU = a.desc;
+        v.availU = a.avail;
+        v.usedU = a.used;
+        v.addrSet = true;
+        await this.refresh();
+      },
+      setVringBase: (m) => {
+        const s = decodeState(m.payload);
+        const v = this.ring(s.index, R.SET_VRING_BASE);
+        if (v.started) throw new VhostProtocolError('out-of-order', `ring ${s.index} is running`, R.SET_VRING_BASE);
+        if (this.packed()) {
+          v.lastAvail = s.num & 0xffff;
+          v.lastUsed = s.num >>> 16 !== 0 ? s.num >>> 16 : v.lastAvail;
+        } else {
+          if (s.num > 0xffff) throw new VhostProtocolError('bad-value', `split ring base ${s.num} > 0xffff`, R.SET_VRING_BASE);
+          v.lastAvail = s.num;
+          v.lastUsed = s.num;
+        }
+      },
+      getVringBase: async (m) => {
+        const s = decodeState(m.payload);
+        const v = this.ring(s.index, R.GET_VRING_BASE);
+        v.started = false;
+        if (v.kickFd >= 0) this.retiredFds.push(v.kickFd);
+        v.kickFd = -1;
+        v.kickSet = false;
+        await this.refresh();
+        const num = this.packed() ? ((v.lastAvail & 0xffff) | ((v.lastUsed & 0xffff) << 16)) >>> 0 : v.lastAvail & 0xffff;
+        return encodeState({ index: s.index, num });
+      },
+      setVringKick: async (m) => {
+        const a = decodeVringFd(m.payload);
+        const v = this.ring(a.index, R.SET_VRING_KICK);
+        if (v.kickFd >= 0) this.retiredFds.push(v.kickFd);
+        v.kickFd = a.noFd ? -1 : takeFd(m, 0);
+        v.kickSet = true;
+        v.started = true;
+        await this.refresh();
+      },
+      setVringCall: async (m) => {
+        const a = decodeVringFd(m.payload);
+        const v = this.ring(a.index, R.SET_VRING_CALL);
+        if (v.callFd >= 0) this.retiredFds.push(v.callFd);
+        v.callFd = a.noFd ? -1 : takeFd(m, 0);
+        await this.refresh();
+      },
+      setVringErr: (m) => {
+        const a = decodeVringFd(m.payload);
+        const v = this.ring(a.index, R.SET_VRING_ERR);
+        libc.closeQuiet(v.errFd);
+        v.errFd = a.noFd ? -1 : takeFd(m, 0);
+      },
+      getProtocolFeatures: () => encodeU64(this.offeredProtocolFeatures),
+      setProtocolFeatures: (m) => {
+        const f = decodeU64(m.payload);
+        const extra = f & ~this.offeredProtocolFeatures;
+        if (extra !== 0n) throw new VhostProtocolError('bad-value', `protocol features 0x${f.toString(16)} include unoffered 0x${extra.toString(16)}`, R.SET_PROTOCOL_FEATURES);
+        this.protocolFeatures = f;
+        this.log.log('debug', `${this.name}: protocol features ${protocolFeatureNames(f).join(',')}`);
+      },
+      getQueueNum: () => encodeU64(BigInt(this.device.queueNum?.() ?? this.device.maxQueues)),
+      setVringEnable: async (m) => {
+        const s = decodeState(m.payload);
+        const v = this.ring(s.index, R.SET_VRING_ENABLE);
+        if (s.num > 1) throw new VhostProtocolError('bad-value', `enable value ${s.num}`, R.SET_VRING_ENABLE);
+        v.enabled = s.num === 1;
+        await this.refresh();
+      },
+      sendRarp: (m) => {
+        if (!this.device.sendRarp) throw new VhostProtocolError('unsupported', 'device has no RARP', R.SEND_RARP);
+        this.device.sendRarp(decodeRarpMac(m.payload));
+      },
+      netSetMtu: (m) => {
+        const mtu = decodeU64Num(m.payload);
+        if (!this.device.setMtu || !(mtu >= 68 && mtu <= 65535) || !this.device.setMtu(mtu)) {
+          throw new VhostProtocolError('bad-value', `MTU ${mtu} refused`, R.NET_SET_MTU);
+        }
+      },
+      setBackendReqFd: (m) => {
+        this.backendReq?.close();
+        this.backendReq = new UnixSocket(takeFd(m, 0));
+      },
+      getConfig: (m) => {
+        const c = decodeConfig(m.payload);
+        const data = this.device.getConfig?.(c.offset, c.data.length) ?? null;
+        if (!data || data.length !== c.data.length) {
+          this.log.log('warn', `${this.name}: GET_CONFIG offset ${c.offset} size ${c.data.length} refused`);
+          this.countError('bad-value');
+          return new Uint8Array(0); // zero-length payload = error (spec)
+        }
+        return encodeConfig({ offset: c.offset, flags: c.flags, data });
+      },
+      setConfig: (m) => {
+        const c = decodeConfig(m.payload);
+        if (!this.device.setConfig || !this.device.setConfig(c.offset, c.data, c.flags)) {
+          throw new VhostProtocolError('bad-value', `config write at ${c.offset}+${c.data.length} refused`, R.SET_CONFIG);
+        }
+      },
+      setStatus: async (m) => {
+        const st = decodeU64Num(m.payload);
+        if (!(st >= 0 && st <= 0xff)) throw new VhostProtocolError('bad-value', `status ${st}`, R.SET_STATUS);
+        // Stored only (like DPDK): frontends write 0 during their own init; a reset is RESET_DEVICE.
+        this.status = st;
+        await this.refresh();
+      },
+      getStatus: () => encodeU64(BigInt(this.status)),
+      vringKick: (m) => {
+        // In-band kick: we poll, nothing to do beyond checking the index.
+        this.ring(decodeState(m.payload).index, R.VRING_KICK);
+      },
+      setLogBase: () => {
+        throw new VhostProtocolError('unsupported', 'dirty logging is not supported', R.SET_LOG_BASE);
+      },
+      setLogFd: (m) => {
+        libc.closeQuiet(this.logFd);
+        this.logFd = takeFd(m, 0);
+      },
+      unsupported: (m) => {
+        throw new VhostProtocolError('unsupported', 'not supported', m.hdr.request);
+      },
+    };
+  }
+
+  // ------------------------------------------------------------------ memory
+
+  private mapRegion(d: MemRegionDesc, fd: number, request: number): MappedRegion {
+    try {
+      if (d.gpa < 0 || d.size < 0 || d.uaddr < 0 || d.mmapOffset < 0) throw new VhostProtocolError('bad-value', 'region field >= 2^53', request);
+      if (d.size === 0) throw new VhostProtocolError('bad-value', 'region of size 0', request);
+      if (d.mmapOffset % 4096 !== 0) throw new VhostProtocolError('bad-value', `mmap offset 0x${d.mmapOffset.toString(16)} not page aligned`, request);
+      if (d.gpa + d.size > Number.MAX_SAFE_INTEGER || d.uaddr + d.size > Number.MAX_SAFE_INTEGER) {
+        throw new VhostProtocolError('bad-value', 'region end beyond 2^53', request);
+      }
+      let fsize: number;
+      try {
+        fsize = libc.fdSize(fd);
+      } catch (e) {
+        throw new VhostProtocolError('bad-value', `region fd: ${(e as Error).message}`, request);
+      }
+      // Mapping past the end of the file would SIGBUS on first touch.
+      if (d.mmapOffset + d.size > fsize) {
+        throw new VhostProtocolError('bad-value', `region 0x${d.size.toString(16)}@0x${d.mmapOffset.toString(16)} beyond its file (0x${fsize.toString(16)} bytes)`, request);
+      }
+      const windows: SharedRegion[] = [];
+      try {
+        for (let off = 0; off < d.size; off += WINDOW_SIZE) {
+          const wfd = off === 0 ? fd : libc.dup(fd);
+          try {
+            windows.push(SharedRegion.fromFd(wfd, Math.min(WINDOW_SIZE, d.size - off), d.mmapOffset + off));
+          } catch (e) {
+            if (off !== 0) libc.closeQuiet(wfd);
+            throw e;
+          }
+        }
+      } catch (e) {
+        // windows[0] owns fd; if nothing got mapped, fd is still ours to close.
+        if (windows.length === 0) libc.closeQuiet(fd);
+        for (const w of windows) w.close();
+        fd = -1;
+        throw e instanceof VhostProtocolError ? e : new VhostProtocolError('bad-value', `mmap: ${(e as Error).message}`, request);
+      }
+      return { desc: d, windows };
+    } catch (e) {
+      if (fd >= 0) libc.closeQuiet(fd);
+      throw e;
+    }
+  }
+
+  private checkRingAddrs(size: number, descU: number, availU: number, usedU: number): string | null {
+    const mem = this.mem;
+    if (!mem) return 'no memory table';
+    const packed = this.packed();
+    const descLen = 16 * size;
+    const availLen = packed ? 4 : 6 + 2 * size;
+    const usedLen = packed ? 4 : 6 + 8 * size;
+    if (mem.uaddrToGpa(descU, descLen) < 0) return `descriptor table 0x${descU.toString(16)}+${descLen} outside guest memory`;
+    if (mem.uaddrToGpa(availU, availLen) < 0) return `avail ring 0x${availU.toString(16)}+${availLen} outside guest memory`;
+    if (mem.uaddrToGpa(usedU, usedLen) < 0) return `used ring 0x${usedU.toString(16)}+${usedLen} outside guest memory`;
+    if (descU % 16 !== 0 || availU % 2 !== 0 || usedU % 4 !== 0) return 'ring areas misaligned';
+    return null;
+  }
+
+  private packed(): boolean {
+    return hasFeature(this.features, F_RING_PACKED);
+  }
+
+  // ------------------------------------------------------------------ data path publication
+
+  private async resetRings(): Promise<void> {
+    for (const v of this.rings) {
+      v.started = false;
+      v.enabled = false;
+    }
+    await this.refresh();
+    for (const v of this.rings) closeRingFds(v);
+    this.rings = Array.from({ length: this.device.maxQueues }, newVring);
+  }
+
+  private effectiveEnabled(v: Vring): boolean {
+    // Without PROTOCOL_FEATURES a ring is enabled as soon as it starts.
+    return v.enabled || !hasFeature(this.features, F_PROTOCOL_FEATURES);
+  }
+
+  /** The description the current state calls for (generation/control filled at publish), or null. */
+  private desired(): Omit<DataPathDescription, 'generation' | 'control'> | null {
+    const mem = this.mem;
+    if (!mem || this.regions.length === 0) return null;
+    // With STATUS, a frontend that is mid-initialisation (status set, DRIVER_OK not yet) is not ready.
+    if (hasFeature(this.protocolFeatures, ProtoF.STATUS) && this.status !== 0 && !(this.status & STATUS_DRIVER_OK)) return null;
+    const packed = this.packed();
+    const queues: (DataPathQueue | null)[] = this.rings.map(() => null);
+    let any = false;
+    this.rings.forEach((v, i) => {
+      if (!(v.started && v.kickSet && v.addrSet && v.size > 0)) return;
+      if (!packed && (v.size & (v.size - 1)) !== 0) return;
+      const why = this.checkRingAddrs(v.size, v.descU, v.availU, v.usedU);
+      if (why) {
+        this.log.log('warn', `${this.name}: ring ${i} not usable: ${why}`);
+        return;
+      }
+      queues[i] = {
+        index: i,
+        size: v.size,
+        desc: mem.uaddrToGpa(v.descU, 16 * v.size),
+        avail: mem.uaddrToGpa(v.availU, packed ? 4 : 6 + 2 * v.size),
+        used: mem.uaddrToGpa(v.usedU, packed ? 4 : 6 + 8 * v.size),
+        lastAvailIdx: v.lastAvail,
+        lastUsedIdx: v.lastUsed,
+        callFd: v.callFd,
+      };
+      any = true;
+    });
+    if (!any) return null;
+    const regions: DataPathRegion[] = this.regions.map((r) => ({
+      gpa: r.desc.gpa,
+      uaddr: r.desc.uaddr,
+      size: r.desc.size,
+      windows: r.windows.map((w) => ({ addr: w.addr, size: w.size })),
+    }));
+    return { features: this.features, packed, eventIdx: hasFeature(this.features, F_EVENT_IDX), regions, queues };
+  }
+
+  /** Stop the published data path (if any), read back ring positions, free retired resources. */
+  private async stopDataPath(): Promise<void> {
+    const cur = this.current;
+    if (cur) {
+      await this.control.revoke((ms, users) =>
+        this.log.log('warn', `${this.name}: data path has not released guest memory after ${ms} ms (${users} users)`),
+      );
+      for (const q of cur.queues) {
+        if (!q) continue;
+        const { lastAvail, lastUsed } = this.control.indices(q.index);
+        const v = this.rings[q.index];
+        v.lastAvail = lastAvail & 0xffff;
+        v.lastUsed = lastUsed & 0xffff;
+      }
+      this.current = null;
+      this.currentKey = '';
+      this.setLink(false);
+      this.emit('datapath', null);
+    }
+    this.releaseRetired();
+  }
+
+  private releaseRetired(): void {
+    for (const r of this.retiredRegions) closeRegion(r);
+    this.retiredRegions = [];
+    for (const fd of this.retiredFds) libc.closeQuiet(fd);
+    this.retiredFds = [];
+  }
+
+  /**
+   * Bring the published data path in line with the session state: same
+   * description -> only enable words change; otherwise stop, then publish.
+   */
+  private async refresh(): Promise<void> {
+    const want = this.desired();
+    const key = want ? JSON.stringify(want, (_k, val) => (typeof val === 'bigint' ? val.toString(16) : val)) : '';
+    if (this.current && key === this.currentKey) {
+      this.updateEnables();
+      if (this.retiredFds.length || this.retiredRegions.length) {
+        // Nothing in use was replaced (a retired fd/region is not in the key): free now.
+        this.releaseRetiredNotInUse();
+      }
+      return;
+    }
+    await this.stopDataPath();
+    if (!want) return;
+    // Ring positions may have been read back by stopDataPath: rebuild.
+    const fresh = this.desired();
+    if (!fresh) return;
+    const gen = this.control.nextGeneration();
+    for (const q of fresh.queues) if (q) this.control.setQueue(q.index, this.effectiveEnabled(this.rings[q.index]), q.lastAvailIdx, q.lastUsedIdx);
+    const desc: DataPathDescription = { ...fresh, generation: gen, control: this.control.sab };
+    this.control.publish(gen);
+    this.current = desc;
+    this.currentKey = JSON.stringify(fresh, (_k, val) => (typeof val === 'bigint' ? val.toString(16) : val));
+    this.stats.generations++;
+    this.log.log('debug', `${this.name}: data path generation ${gen}: queues ${fresh.queues.filter((q) => q).map((q) => q!.index).join(',')}`);
+    this.emit('datapath', desc);
+    this.updateEnables();
+  }
+
+  private releaseRetiredNotInUse(): void {
+    const cur = this.current;
+    const inUseFds = new Set<number>();
+    if (cur) for (const q of cur.queues) if (q && q.callFd >= 0) inUseFds.add(q.callFd);
+    const keep: number[] = [];
+    for (const fd of this.retiredFds) {
+      if (inUseFds.has(fd)) keep.push(fd);
+      else libc.closeQuiet(fd);
+    }
+    this.retiredFds = keep;
+    // Regions: any retired region's windows may be in the current description only if addresses match.
+    if (cur && this.retiredRegions.length) {
+      const used = new Set(cur.regions.flatMap((r) => r.windows.map((w) => w.addr)));
+      const keepR: MappedRegion[] = [];
+      for (const r of this.retiredRegions) {
+        if (r.windows.some((w) => used.has(w.addr))) keepR.push(r);
+        else closeRegion(r);
+      }
+      this.retiredRegions = keepR;
+    }
+  }
+
+  private updateEnables(): void {
+    const cur = this.current;
+    let up = false;
+    if (cur) {
+      for (const q of cur.queues) {
+        if (!q) continue;
+        const en = this.effectiveEnabled(this.rings[q.index]);
+        this.control.setEnabled(q.index, en);
+        if (en) up = true;
+      }
+    }
+    this.setLink(up);
+  }
+
+  private setLink(up: boolean): void {
+    if (up === this.linkIsUp) return;
+    this.linkIsUp = up;
+    this.log.log('info', `${this.name}: link ${up ? 'up' : 'down'}`);
+    this.emit('link', up);
+  }
+}
+
+function sameRegion(a: MemRegionDesc, b: MemRegionDesc): boolean {
+  return a.gpa === b.gpa && a.size === b.size && a.uaddr === b.uaddr && a.mmapOffset === b.mmapOffset;
+}
+
+function buildMemory(regions: MappedRegion[]): GuestMemory {
+  const gr: GuestRegion[] = regions.map((r) => ({
+    gpa: r.desc.gpa,
+    size: r.desc.size,
+    uaddr: r.desc.uaddr,
+    mmapOffset: r.desc.mmapOffset,
+    views: r.windows.map((w) => w.bytes),
+  }));
+  try {
+    return new GuestMemory(gr);
+  } catch (e) {
+    if (e instanceof GuestMemoryError) throw new VhostProtocolError('bad-value', e.message);
+    throw e;
+  }
+}
+
+function closeRegion(r: MappedRegion): void {
+  for (const w of r.windows) w.close();
+  r.windows = [];
+}
+
+function closeRingFds(v: Vring): void {
+  libc.closeQuiet(v.kickFd);
+  libc.closeQuiet(v.callFd);
+  libc.closeQuiet(v.errFd);
+  v.kickFd = v.callFd = v.errFd = -1;
+}
