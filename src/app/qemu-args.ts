@@ -26,6 +26,11 @@ export interface VhostUserNicOptions {
   mac?: string;
   /** Suffix for the chardev/netdev ids (`c<index>`, `n<index>`), so several NICs can coexist. Default 0. */
   index?: number;
+  /**
+   * Client mode only: seconds between QEMU's attempts to (re)connect (`reconnect=N`). Without it
+   * QEMU exits at startup when the backend's socket is not there yet, and never reconnects.
+   */
+  reconnect?: number;
 }
 
 export interface TapNicOptions {
@@ -87,7 +92,14 @@ export function qemuVhostUserArgs(socketPath: string, opts: VhostUserNicOptions 
   }
   const mac = checkMac(opts.mac ?? defaultMac(index));
   const path = checkOptValue("socket path", socketPath);
-  const chardev = `socket,id=c${index},path=${path}` + (opts.server ? ",server=on,wait=off" : "");
+  if (opts.reconnect !== undefined) {
+    if (opts.server) throw new QemuArgsError("reconnect applies to client mode only (server: false)");
+    if (!Number.isInteger(opts.reconnect) || opts.reconnect < 1) {
+      throw new QemuArgsError(`reconnect must be a positive integer number of seconds, got ${opts.reconnect}`);
+    }
+  }
+  const chardev = `socket,id=c${index},path=${path}` + (opts.server ? ",server=on,wait=off" : "") +
+    (opts.reconnect !== undefined ? `,reconnect=${opts.reconnect}` : "");
   const netdev = `vhost-user,id=n${index},chardev=c${index}` + (queues > 1 ? `,queues=${queues}` : "");
   const device = `virtio-net-pci,netdev=n${index},mac=${mac}` + (queues > 1 ? ",mq=on" : "") + ",vectors=0,romfile=";
   return ["-chardev", chardev, "-netdev", netdev, "-device", device];

@@ -6,7 +6,8 @@
  *
  * Inputs (all must exist on the machine; nothing is stubbed):
  * - the newest `linux-image-6.1.0-N-amd64-unsigned` apt offers (`apt-get update` must have run),
- *   fetched with `apt-get download` (or a .deb named by $TSVS_GUEST_KERNEL_DEB),
+ *   fetched with `apt-get download` (or a .deb named by $TSVS_GUEST_KERNEL_DEB); if that .deb cannot
+ *   be downloaded the next newest is tried,
  * - /bin/busybox from busybox-static.
  *
  * Guest protocol (serial console, one line each; the guest side is test/harness/guest/init.sh):
@@ -95,19 +96,33 @@ export interface KernelPackage { name: string; version: string; abi: number }
 
 const KPKG_RE = /^linux-image-6\.1\.0-(\d+)-amd64-unsigned$/;
 
-/** The newest linux-image-6.1.0-N-amd64-unsigned that apt can install (has a candidate version). */
-export function findKernelPackage(): KernelPackage {
+/** The linux-image-6.1.0-N-amd64-unsigned packages apt can install (with a candidate version), newest first. */
+export function findKernelPackages(): KernelPackage[] {
   const list = run("apt-cache", ["search", "--names-only", "^linux-image-6\\.1\\.0-[0-9]+-amd64-unsigned$"]);
   const names = list.split("\n").map((l) => l.split(" ")[0] ?? "").filter((n) => KPKG_RE.test(n));
   names.sort((a, b) => Number(KPKG_RE.exec(b)![1]) - Number(KPKG_RE.exec(a)![1]));
-  for (const name of names) {
-    const policy = run("apt-cache", ["policy", name]);
-    const m = /Candidate:\s*(\S+)/.exec(policy);
-    if (m && m[1] !== "(none)") return { name, version: m[1]!, abi: Number(KPKG_RE.exec(name)![1]) };
+  const out: KernelPackage[] = [];
+  if (names.length > 0) {
+    // One `apt-cache policy` for all (each apt-cache run costs about 0.5 s here).
+    const candidate = new Map<string, string>();
+    let current = "";
+    for (const line of run("apt-cache", ["policy", ...names]).split("\n")) {
+      const head = /^(\S+):$/.exec(line);
+      if (head) current = head[1]!;
+      const c = /^\s+Candidate:\s*(\S+)/.exec(line);
+      if (c && current) candidate.set(current, c[1]!);
+    }
+    for (const name of names) {
+      const v = candidate.get(name);
+      if (v && v !== "(none)") out.push({ name, version: v, abi: Number(KPKG_RE.exec(name)![1]) });
+    }
   }
-  throw new GuestImageError(
-    "apt offers no linux-image-6.1.0-N-amd64-unsigned package: run `apt-get update` (Debian 12 sources needed)",
-  );
+  if (out.length === 0) {
+    throw new GuestImageError(
+      "apt offers no linux-image-6.1.0-N-amd64-unsigned package: run `apt-get update` (Debian 12 sources needed)",
+    );
+  }
+  return out;
 }
 
 function sha256(data: string | Buffer): string {
@@ -146,35 +161,61 @@ const BUSYBOX = "/bin/busybox";
  * Returns the cached guest image, building it first if needed. Throws GuestImageError with the
  * reason when a build input is missing (apt index, kernel package, busybox-static).
  */
-export async function ensureGuestImage(cacheDir?: string): Promise<GuestImage> {
+export function ensureGuestImage(cacheDir?: string): Promise<GuestImage> {
   const base = cacheDir ?? path.join(repoRoot(), ".cache", "guest");
+  let p = memo.get(base);
+  if (!p) {
+    p = Promise.resolve().then(() => ensureUncached(base));
+    memo.set(base, p);
+    p.catch(() => memo.delete(base)); // retry next time instead of caching a failure
+  }
+  return p;
+}
+
+/** One lookup per cache dir and process: apt-cache calls are slow. */
+const memo = new Map<string, Promise<GuestImage>>();
+
+function ensureUncached(base: string): GuestImage {
   if (!fs.existsSync(BUSYBOX)) throw new GuestImageError(`${BUSYBOX} missing: apt-get install -y busybox-static`);
   const busybox = fs.readFileSync(BUSYBOX);
+  const init = fs.readFileSync(path.join(guestScriptDir(), "init.sh"), "utf8");
+  const lib = fs.readFileSync(path.join(guestScriptDir(), "lib.sh"), "utf8");
   const localDeb = process.env["TSVS_GUEST_KERNEL_DEB"];
-  let pkg: KernelPackage;
   if (localDeb) {
     const name = run("dpkg-deb", ["-f", localDeb, "Package"]).trim();
     const version = run("dpkg-deb", ["-f", localDeb, "Version"]).trim();
     const m = KPKG_RE.exec(name);
     if (!m) throw new GuestImageError(`$TSVS_GUEST_KERNEL_DEB is ${name}, not linux-image-6.1.0-N-amd64-unsigned`);
-    pkg = { name, version, abi: Number(m[1]) };
-  } else {
-    pkg = findKernelPackage();
+    return ensureFor({ name, version, abi: Number(m[1]) }, localDeb, base, busybox, init, lib);
   }
-  const init = fs.readFileSync(path.join(guestScriptDir(), "init.sh"), "utf8");
-  const lib = fs.readFileSync(path.join(guestScriptDir(), "lib.sh"), "utf8");
+  // Newest first; an index entry whose .deb is gone from the mirror falls through to the next.
+  const failures: string[] = [];
+  for (const pkg of findKernelPackages()) {
+    try {
+      return ensureFor(pkg, undefined, base, busybox, init, lib);
+    } catch (e) {
+      if (!(e instanceof DownloadError)) throw e;
+      failures.push(e.message);
+    }
+  }
+  throw new GuestImageError(`no kernel package could be downloaded:\n${failures.join("\n")}`);
+}
+
+class DownloadError extends GuestImageError {}
+
+function ensureFor(pkg: KernelPackage, localDeb: string | undefined, base: string, busybox: Buffer, init: string, lib: string): GuestImage {
   const key = sha256(
     JSON.stringify({ v: BUILDER_VERSION, pkg: pkg.name, ver: pkg.version, init, lib,
       wanted: WANTED_MODULES, busybox: sha256(busybox) }),
   ).slice(0, 16);
   const dir = path.join(base, key);
   const manifestPath = path.join(dir, "manifest.json");
-  if (fs.existsSync(manifestPath)) {
-    const img = JSON.parse(fs.readFileSync(manifestPath, "utf8")) as GuestImage;
-    return { ...img, kernel: path.join(dir, "vmlinuz"), initrd: path.join(dir, "initrd.gz") };
-  }
+  const located = (img: GuestImage): GuestImage =>
+    ({ ...img, kernel: path.join(dir, "vmlinuz"), initrd: path.join(dir, "initrd.gz") });
+  if (fs.existsSync(manifestPath)) return located(JSON.parse(fs.readFileSync(manifestPath, "utf8")) as GuestImage);
   fs.mkdirSync(base, { recursive: true });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "tsvs-guest-build-"));
+  fs.chmodSync(work, 0o755); // apt's _apt user must reach the download dir
   try {
     const img = build(pkg, localDeb, busybox, init, lib, work);
     const stage = fs.mkdtempSync(path.join(base, `.build-${key}-`));
@@ -190,7 +231,7 @@ export async function ensureGuestImage(cacheDir?: string): Promise<GuestImage> {
       fs.rmSync(stage, { recursive: true, force: true });
       if (!fs.existsSync(manifestPath)) throw e;
     }
-    return { ...img, kernel: path.join(dir, "vmlinuz"), initrd: path.join(dir, "initrd.gz") };
+    return located(manifest);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -203,7 +244,11 @@ function build(pkg: KernelPackage, localDeb: string | undefined, busybox: Buffer
     const dl = path.join(work, "dl");
     fs.mkdirSync(dl);
     fs.chmodSync(dl, 0o777); // lets apt's _apt user write there (else a harmless warning)
-    run("apt-get", ["download", `${pkg.name}=${pkg.version}`], { cwd: dl });
+    try {
+      run("apt-get", ["download", `${pkg.name}=${pkg.version}`], { cwd: dl });
+    } catch (e) {
+      throw new DownloadError((e as Error).message);
+    }
     const debs = fs.readdirSync(dl).filter((f) => f.endsWith(".deb"));
     if (debs.length !== 1) throw new GuestImageError(`apt-get download left ${debs.length} .deb files in ${dl}`);
     deb = path.join(dl, debs[0]!);

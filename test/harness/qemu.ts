@@ -103,9 +103,10 @@ function tail(s: string, lines = 30): string {
 
 interface Waiter {
   re: RegExp;
+  since: number;
   resolve: (m: RegExpExecArray) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
 }
 
 /** A running QEMU guest. Create with {@link startGuest}. */
@@ -182,8 +183,7 @@ export class Guest {
 
   private checkWaiters(): void {
     for (const w of this.waiters) {
-      w.re.lastIndex = 0;
-      const m = w.re.exec(this.out);
+      const m = this.match(w);
       if (m) {
         clearTimeout(w.timer);
         this.waiters.delete(w);
@@ -208,24 +208,31 @@ export class Guest {
   }
 
   /**
-   * Resolves with the first match of `re` in the whole serial output so far (now or later).
-   * Rejects on timeout or when QEMU exits without a match; the error carries the output tail.
+   * Resolves with the first match of `re` in the serial output from offset `since` on (default 0,
+   * the whole output; pass `output().length` to wait for something new), now or later.
+   * `match.index` is an offset into `output()`. Rejects on timeout or when QEMU exits without a
+   * match; the error carries the output tail.
    */
-  waitFor(re: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
-    const r = new RegExp(re.source, re.flags.replace("g", "").replace("y", ""));
-    const m = r.exec(this.out);
+  waitFor(re: RegExp, timeoutMs: number, since = 0): Promise<RegExpExecArray> {
+    const r = new RegExp(re.source, re.flags.replace(/[gy]/g, "") + "g");
+    const w: Waiter = { re: r, since, resolve: () => undefined, reject: () => undefined, timer: undefined };
+    const m = this.match(w);
     if (m) return Promise.resolve(m);
     if (this.exitInfo) return Promise.reject(this.error(`exited (${this.describeExit()}) before ${re} appeared`));
     return new Promise((resolve, reject) => {
-      const w: Waiter = {
-        re: r, resolve, reject,
-        timer: setTimeout(() => {
-          this.waiters.delete(w);
-          reject(this.error(`did not print ${re} within ${timeoutMs} ms`));
-        }, timeoutMs),
-      };
+      w.resolve = resolve;
+      w.reject = reject;
+      w.timer = setTimeout(() => {
+        this.waiters.delete(w);
+        reject(this.error(`did not print ${re} within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.waiters.add(w);
     });
+  }
+
+  private match(w: Waiter): RegExpExecArray | null {
+    w.re.lastIndex = w.since;
+    return w.re.exec(this.out);
   }
 
   /** All `TSVS-RESULT` lines so far that parse as JSON objects with a string `name`. */
@@ -340,7 +347,7 @@ export function guestQemuArgs(image: Pick<GuestImage, "kernel" | "initrd">, opts
   ];
   (opts.nics ?? []).forEach((nic, index) => {
     if (nic.kind === "vhost-user") {
-      args.push(...qemuVhostUserArgs(nic.socket, { server: nic.server, queues: nic.queues, mac: nic.mac, index }));
+      args.push(...qemuVhostUserArgs(nic.socket, { server: nic.server, queues: nic.queues, mac: nic.mac, reconnect: nic.reconnect, index }));
     } else {
       args.push(...qemuTapArgs(nic.ifname, { mac: nic.mac, vhostNet: nic.vhostNet, index }));
     }

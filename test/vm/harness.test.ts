@@ -13,6 +13,11 @@ import { ensureGuestImage, guestScriptDir, moduleLoadOrder, GuestImageError } fr
 import { NetNs } from "../harness/netns.js";
 import { GuestError, guestKernelCmdline, guestQemuArgs, startGuest } from "../harness/qemu.js";
 
+async function until(cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
 describe("qemu-args (pure)", () => {
   test("vhost-user NIC, client mode, one queue", () => {
     assert.deepEqual(qemuVhostUserArgs("/run/tsvs/vm1.sock", { mac: "52:54:00:AA:BB:01" }), [
@@ -28,6 +33,10 @@ describe("qemu-args (pure)", () => {
       "-netdev", "vhost-user,id=n2,chardev=c2,queues=4",
       "-device", "virtio-net-pci,netdev=n2,mac=52:54:00:74:73:02,mq=on,vectors=0,romfile=",
     ]);
+  });
+
+  test("vhost-user NIC, client mode with reconnect", () => {
+    assert.equal(qemuVhostUserArgs("/tmp/s", { reconnect: 1 })[1], "socket,id=c0,path=/tmp/s,reconnect=1");
   });
 
   test("tap NIC and memory backend", () => {
@@ -52,6 +61,8 @@ describe("qemu-args (pure)", () => {
     assert.throws(() => qemuVhostUserArgs("/tmp/s", { mac: "52:54:00:00:00" }), QemuArgsError);
     assert.throws(() => qemuVhostUserArgs("/tmp/s", { mac: "01:00:5e:00:00:01" }), QemuArgsError); // multicast
     assert.throws(() => qemuVhostUserArgs("/tmp/s", { index: 256 }), QemuArgsError);
+    assert.throws(() => qemuVhostUserArgs("/tmp/s", { server: true, reconnect: 1 }), QemuArgsError);
+    assert.throws(() => qemuVhostUserArgs("/tmp/s", { reconnect: 0 }), QemuArgsError);
     assert.throws(() => qemuTapArgs("a-very-long-tap-name"), QemuArgsError);
     assert.throws(() => qemuMemoryArgs({ sizeMiB: 8 }), QemuArgsError);
   });
@@ -144,29 +155,47 @@ describe("qemu guests", () => {
     assert.equal(env["ifaces"], "lo ");
     assert.ok(Number(env["mem_kb"]) > 1_800_000, `MemTotal ${env["mem_kb"]} kB`);
     await assert.rejects(g.waitFor(/never printed/, 10_000), GuestError);
+    // `since` searches from an offset of output(); match.index is absolute.
+    const first = await g.waitFor(/TSVS-\w+/, 1000);
+    assert.equal(first[0], "TSVS-BOOTED");
+    const next = await g.waitFor(/TSVS-\w+/, 1000, first.index + 1);
+    assert.ok(next.index > first.index);
+    assert.equal(g.output().slice(next.index, next.index + next[0].length), next[0]);
+    await assert.rejects(g.waitFor(/TSVS-BOOTED/, 1000, g.output().length), GuestError);
   });
 
-  test("kill() ends a QEMU that waits for its vhost-user peer", { timeout: 60_000 }, async (t) => {
+  test("QEMU waits for its vhost-user backend before starting the guest (server mode); kill() ends it", { timeout: 60_000 }, async (t) => {
     const image = await ensureGuestImage();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvs-kill-"));
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const sock = path.join(dir, "vu.sock");
-    const g = await startGuest({
-      name: "waiter", image, cleanup: t,
-      // server=on without wait=off: QEMU blocks before starting the guest until a backend connects.
-      extraArgs: ["-chardev", `socket,id=cw,path=${sock},server=on`, "-netdev", "vhost-user,id=nw,chardev=cw",
-        "-device", "virtio-net-pci,netdev=nw,vectors=0,romfile="],
-    });
-    const deadline = Date.now() + 20_000;
-    while (!fs.existsSync(sock) && Date.now() < deadline && !g.hasExited) await new Promise((r) => setTimeout(r, 50));
-    assert.ok(fs.existsSync(sock), `QEMU never created ${sock}: ${g.stderr()}`);
+    const g = await startGuest({ name: "waiter", image, cleanup: t, nics: [{ kind: "vhost-user", socket: sock, server: true, queues: 2 }] });
+    await until(() => /waiting for connection/.test(g.stderr()) || g.hasExited, 20_000);
+    assert.match(g.stderr(), /QEMU waiting for connection on: .*vu\.sock,server=on/);
+    assert.ok(fs.existsSync(sock));
+    assert.equal(g.output(), "", "the guest must not have started without its backend");
     const t0 = Date.now();
     const exit = await g.kill(500);
     assert.ok(g.hasExited);
-    assert.ok(exit.signal === "SIGTERM" || exit.signal === "SIGKILL" || exit.code !== null, JSON.stringify(exit));
+    assert.ok(exit.signal === "SIGTERM" || exit.signal === "SIGKILL", JSON.stringify(exit));
     assert.ok(Date.now() - t0 < 10_000);
     assert.throws(() => process.kill(g.pid, 0));
-    t.diagnostic(`QEMU waiting for vhost-user ended by ${exit.signal ?? `exit ${exit.code}`}`);
+    t.diagnostic(`QEMU waiting for vhost-user ended by ${exit.signal}`);
+  });
+
+  test("vhost-user client mode: no socket means exit, unless reconnect is set", { timeout: 60_000 }, async (t) => {
+    const image = await ensureGuestImage();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvs-client-"));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const sock = path.join(dir, "absent.sock");
+    const plain = await startGuest({ name: "client", image, cleanup: t, nics: [{ kind: "vhost-user", socket: sock }] });
+    const e1 = await plain.finished(20_000);
+    assert.notEqual(e1.exit.code, 0);
+    assert.match(plain.stderr(), /absent\.sock/);
+    const patient = await startGuest({ name: "client-rc", image, cleanup: t, nics: [{ kind: "vhost-user", socket: sock, reconnect: 1 }] });
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(patient.hasExited, false, patient.stderr());
+    await patient.kill(500);
   });
 
   test("kill() falls back to SIGKILL when SIGTERM is ignored", { timeout: 30_000 }, async (t) => {
