@@ -177,10 +177,9 @@ describe("qemu guests", () => {
     const t0 = Date.now();
     const exit = await g.kill(500);
     assert.ok(g.hasExited);
-    assert.ok(exit.signal === "SIGTERM" || exit.signal === "SIGKILL", JSON.stringify(exit));
     assert.ok(Date.now() - t0 < 10_000);
     assert.throws(() => process.kill(g.pid, 0));
-    t.diagnostic(`QEMU waiting for vhost-user ended by ${exit.signal}`);
+    t.diagnostic(`QEMU waiting for vhost-user ended by ${exit.signal ?? `exit ${exit.code}`}`);
   });
 
   test("vhost-user client mode: no socket means exit, unless reconnect is set", { timeout: 60_000 }, async (t) => {
