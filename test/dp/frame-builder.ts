@@ -1,4 +1,7 @@
-/** Test helper: build Ethernet frames from a small description. */
+/** Test helper: build Ethernet frames from a small description; run action programs. */
+import {
+  executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, ST_OFF, ST_LEN, ST_NOUT, ST_ERR,
+} from '../../src/dp/actions.js';
 
 export interface VlanTag { tpid: number; tci: number }
 
@@ -79,3 +82,22 @@ export function buildFrame(d: PacketDesc): Uint8Array {
 export function mac(n: number): number[] {
   return [0x02, 0, 0, 0, (n >> 8) & 255, n & 255];
 }
+
+/** Run a whole program, collecting (port, frame bytes) per output. */
+export function runAll(prog: Int32Array, frame: Uint8Array, headroom = 64, tailroom = 64): { out: [number, number[]][]; err: number } {
+  const buf = new Uint8Array(headroom + frame.length + tailroom);
+  buf.set(frame, headroom);
+  const st = new Int32Array(EXEC_STATE_WORDS);
+  st[ST_OFF] = headroom; st[ST_LEN] = frame.length;
+  const ports = new Int32Array(4);
+  const out: [number, number[]][] = [];
+  let pc = 0;
+  for (;;) {
+    pc = executeActions(prog, pc, prog.length, buf, st, ports);
+    for (let i = 0; i < st[ST_NOUT]; i++) out.push([ports[i], Array.from(buf.subarray(st[ST_OFF], st[ST_OFF] + st[ST_LEN]))]);
+    st[ST_NOUT] = 0;
+    if (pc === EXEC_DONE) return { out, err: 0 };
+    if (pc === EXEC_ERROR) return { out, err: st[ST_ERR] };
+  }
+}
+
