@@ -1,0 +1,399 @@
+/**
+ * Device side of a virtqueue (the vhost-user backend's view), common to the
+ * split and packed ring kinds.
+ *
+ * The guest is hostile. The data path (`dequeueBurst`, `enqueueBurst`,
+ * notifications) never throws and allocates nothing of its own (guest-memory
+ * copies go through GuestMemory.read/write, which take a subarray per copy).
+ * A ring kind supplies four primitives:
+ *
+ *  - `peekChain(write)`: walk the next chain after the peek cursor, checking
+ *    every descriptor, record its segments (guest ranges already checked
+ *    against GuestMemory) and append it to the reservation;
+ *  - `commit()`: return every reserved chain to the driver as used, with
+ *    the lengths in `resLen`, and move the avail cursor past them;
+ *  - `rewind()`: forget the reservation (nothing consumed);
+ *  - `publish()`: end of burst, make the used entries visible.
+ *
+ * On top of them this class implements guest TX (dequeue: gather, strip
+ * the net header) and guest RX (enqueue: header + frame, MRG_RXBUF) once.
+ * A chain that violates the rules is returned to the driver with used
+ * length 0 and counted in `stats` by reason; errors that make the ring
+ * unusable (bad avail index, bad head, endless packed chain) set `broken`,
+ * after which every call is a no-op.
+ */
+
+import type { GuestMemory } from '../mem/guest-memory.js';
+import { VirtqueueError } from './errors.js';
+import {
+  F_IN_ORDER,
+  F_NOTIFY_ON_EMPTY,
+  NET_F_MRG_RXBUF,
+  RING_F_EVENT_IDX,
+  RING_F_INDIRECT_DESC,
+} from './features.js';
+import { DESC_F_WRITE } from './layout.js';
+import { initNetHdr, netHdrLen } from './net-header.js';
+
+/** Most guest segments (non-empty descriptors) gathered for one frame. */
+export const SEG_MAX = 1024;
+/** Most descriptors in one indirect table. */
+export const INDIRECT_MAX = 1024;
+/** Most chains one received frame may span with MRG_RXBUF (also bounded by the queue size). */
+export const MRG_CHAINS_MAX = 1024;
+
+/** Counters of a device queue (a plain object: read or reset fields freely). */
+export interface DeviceQueueStats {
+  /** Frames delivered (dequeue: to the caller; enqueue: to the guest). */
+  pkts: number;
+  /** Frame bytes delivered, net header excluded. */
+  bytes: number;
+  /** enqueueBurst stopped because the guest had no (or not enough) buffers. */
+  noBufs: number;
+  /** TX frame larger than `cap`; RX frame that cannot fit the guest's buffers. */
+  tooBig: number;
+  /** TX chain without payload (at most a net header). */
+  short: number;
+  /** Direction violation, `next` out of range, too many segments, RX chain of zero capacity. */
+  badChain: number;
+  /** A buffer outside guest memory. */
+  badAddr: number;
+  /** Chain longer than the queue size (or its indirect table): a NEXT loop. */
+  loop: number;
+  /** Bad indirect descriptor: not negotiated, nested, with NEXT, bad length, unmapped table. */
+  badIndirect: number;
+  /** Split: avail idx moved by more than the queue size (queue broken). */
+  badIndex: number;
+  /** Split: head index >= size (queue broken). */
+  badHead: number;
+  /** enqueueBurst: a frame whose srcOffs/lens do not fit `src` (caller error), dropped. */
+  badFrame: number;
+}
+
+export function newDeviceQueueStats(): DeviceQueueStats {
+  return {
+    pkts: 0,
+    bytes: 0,
+    noBufs: 0,
+    tooBig: 0,
+    short: 0,
+    badChain: 0,
+    badAddr: 0,
+    loop: 0,
+    badIndirect: 0,
+    badIndex: 0,
+    badHead: 0,
+    badFrame: 0,
+  };
+}
+
+/**
+ * Queue configuration, both ring kinds. Addresses are guest-physical.
+ * For packed rings `availAddr` is the Driver Area (driver event suppression)
+ * and `usedAddr` the Device Area (device event suppression), as in the
+ * virtio transports and vhost-user SET_VRING_ADDR.
+ */
+export interface VirtqueueConfig {
+  size: number;
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  /** Negotiated features. */
+  features: bigint;
+}
+
+export interface DeviceQueueConfig extends VirtqueueConfig {
+  /**
+   * Index of the next avail entry (vhost-user SET_VRING_BASE). Split: 16-bit
+   * free-running index. Packed: bits 0-14 position, bit 15 avail wrap counter.
+   * Default 0 (split) / 0x8000 (packed: position 0, wrap counter 1).
+   */
+  lastAvailIdx?: number;
+}
+
+/** peekChain results (>= 0: total bytes of the chain's buffers). */
+export const PEEK_NONE = -1;
+export const PEEK_BROKEN = -2;
+export const PEEK_BAD = -3;
+export const PEEK_SEGS_FULL = -4;
+
+/** Violation codes returned by the walkers (0 = ok). */
+export const V_OK = 0;
+export const V_BAD_CHAIN = 1;
+export const V_BAD_ADDR = 2;
+export const V_LOOP = 3;
+export const V_BAD_INDIRECT = 4;
+export const V_SEGS_FULL = 5;
+
+export abstract class DeviceQueue {
+  readonly mem: GuestMemory;
+  readonly size: number;
+  readonly features: bigint;
+  /** Net header length (10 or 12). */
+  readonly hdrLen: number;
+  readonly mrgRxbuf: boolean;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  readonly inOrder: boolean;
+  readonly notifyOnEmpty: boolean;
+  readonly stats: DeviceQueueStats = newDeviceQueueStats();
+  /** Set on an unrecoverable guest error; the queue then does nothing. */
+  broken = false;
+
+  // gathered segments of the reserved chains
+  protected readonly segAddr = new Float64Array(SEG_MAX);
+  protected readonly segLen = new Float64Array(SEG_MAX);
+  protected segN = 0;
+  /** Sum of segment lengths of the chain being walked. */
+  protected walkTotal = 0;
+
+  // reservation: chains peeked but not yet committed
+  protected readonly resMax: number;
+  /** Split: head index; packed: buffer id. */
+  protected readonly resId: Int32Array;
+  /** Packed: ring slots of the chain. */
+  protected readonly resSlots: Int32Array;
+  /** segN after the chain. */
+  protected readonly resSegEnd: Int32Array;
+  /** Used length to report, set before commit(). */
+  protected readonly resLen: Int32Array;
+  protected resN = 0;
+  /** Whether the driver asked for notifications (setNotification). */
+  protected notifyEnabled = true;
+
+  private readonly hdr = new Uint8Array(12);
+
+  protected constructor(mem: GuestMemory, size: number, features: bigint) {
+    if (typeof features !== 'bigint') throw new VirtqueueError('BAD_CONFIG', 'features must be a bigint');
+    this.mem = mem;
+    this.size = size;
+    this.features = features;
+    this.hdrLen = netHdrLen(features);
+    this.mrgRxbuf = (features & NET_F_MRG_RXBUF) !== 0n;
+    this.eventIdx = (features & RING_F_EVENT_IDX) !== 0n;
+    this.indirect = (features & RING_F_INDIRECT_DESC) !== 0n;
+    this.inOrder = (features & F_IN_ORDER) !== 0n;
+    this.notifyOnEmpty = (features & F_NOTIFY_ON_EMPTY) !== 0n;
+    this.resMax = Math.min(size, MRG_CHAINS_MAX);
+    this.resId = new Int32Array(this.resMax + 1);
+    this.resSlots = new Int32Array(this.resMax + 1);
+    this.resSegEnd = new Int32Array(this.resMax + 1);
+    this.resLen = new Int32Array(this.resMax + 1);
+  }
+
+  // ---- ring-kind primitives ----
+  protected abstract peekChain(write: boolean): number;
+  protected abstract commit(write: boolean): void;
+  protected abstract rewind(): void;
+  protected abstract publish(): void;
+  /** True if the driver has made at least one buffer available. */
+  abstract hasAvail(): boolean;
+  /** After a burst: should the driver be interrupted (call fd)? Consumes the pending state. */
+  abstract needsInterrupt(): boolean;
+  /** Ask the driver to send (true) or not send (false) available-buffer notifications (kicks). */
+  abstract setNotification(enable: boolean): void;
+  /** Index of the next avail entry, for GET_VRING_BASE (packed: wrap counter in bit 15). */
+  abstract get lastAvailIdx(): number;
+
+  /**
+   * Check one descriptor's buffer and record it as a segment. `flags` are the
+   * descriptor flags; `write` the direction the chain must have.
+   */
+  protected addSeg(addr: number, len: number, flags: number, write: boolean): number {
+    if (((flags & DESC_F_WRITE) !== 0) !== write) return V_BAD_CHAIN;
+    if (len === 0) return V_OK;
+    if (addr < 0 || !this.mem.contains(addr, len)) return V_BAD_ADDR;
+    const n = this.segN;
+    if (n >= SEG_MAX) return V_SEGS_FULL;
+    this.segAddr[n] = addr;
+    this.segLen[n] = len;
+    this.segN = n + 1;
+    this.walkTotal += len;
+    return V_OK;
+  }
+
+  /** Count a walker violation; returns the peekChain code for it. */
+  protected violation(v: number): number {
+    const s = this.stats;
+    switch (v) {
+      case V_BAD_ADDR:
+        s.badAddr++;
+        break;
+      case V_LOOP:
+        s.loop++;
+        break;
+      case V_BAD_INDIRECT:
+        s.badIndirect++;
+        break;
+      case V_SEGS_FULL:
+        return PEEK_SEGS_FULL; // counted by the caller, depending on context
+      default:
+        s.badChain++;
+    }
+    return PEEK_BAD;
+  }
+
+  /**
+   * Guest TX: pop up to `n` available chains; for each valid one copy the
+   * frame (net header stripped) to dst[dstOffs[i]..] (at most `cap` bytes),
+   * its length to lens[i]. Every popped chain is returned used (length 0).
+   * Returns frames delivered (<= n). Never throws.
+   */
+  dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
+    if (this.broken) return 0;
+    const hdrLen = this.hdrLen;
+    const st = this.stats;
+    let got = 0;
+    for (let c = 0; c < n; c++) {
+      const r = this.peekChain(false);
+      if (r === PEEK_NONE || r === PEEK_BROKEN) break;
+      if (r === PEEK_SEGS_FULL) {
+        st.badChain++;
+      } else if (r >= 0) {
+        const flen = r - hdrLen;
+        const d0 = dstOffs[got];
+        if (flen <= 0) {
+          st.short++;
+        } else if (flen > cap || !(d0 >= 0) || d0 + flen > dst.length) {
+          st.tooBig++;
+        } else if (this.gather(dst, d0, hdrLen)) {
+          lens[got] = flen;
+          got++;
+          st.pkts++;
+          st.bytes += flen;
+        } else {
+          st.badAddr++;
+        }
+      }
+      this.resLen[0] = 0;
+      this.commit(false);
+    }
+    this.publish();
+    return got;
+  }
+
+  /** Copy the recorded segments, minus the first `skip` bytes, to dst[d..]. */
+  private gather(dst: Uint8Array, d: number, skip: number): boolean {
+    const mem = this.mem;
+    for (let s = 0; s < this.segN; s++) {
+      let a = this.segAddr[s];
+      let l = this.segLen[s];
+      if (skip >= l) {
+        skip -= l;
+        continue;
+      }
+      a += skip;
+      l -= skip;
+      skip = 0;
+      if (!mem.read(a, dst, d, l)) return false;
+      d += l;
+    }
+    return true;
+  }
+
+  /**
+   * Guest RX: write net header + frame i (src[srcOffs[i]..+lens[i]]) into
+   * device-writable chains, in order. With MRG_RXBUF a frame may span several
+   * chains (num_buffers says how many); without it one chain must hold
+   * header + frame, else the frame is dropped (stats.tooBig) and the chain
+   * kept. Returns the number of frames consumed from the front (delivered or
+   * dropped with a counted reason); it is less than `n` when the guest ran
+   * out of buffers (stats.noBufs) or the queue broke. Never throws.
+   */
+  enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
+    if (this.broken) return 0;
+    const hdrLen = this.hdrLen;
+    const mrg = this.mrgRxbuf;
+    const st = this.stats;
+    let i = 0;
+    let bad = 0; // chains handed back as bad in this burst (bounded: a guest may keep adding them)
+    frames: for (; i < n; i++) {
+      const flen = lens[i];
+      const so = srcOffs[i];
+      if (!(flen >= 0 && so >= 0 && so + flen <= src.length)) {
+        st.badFrame++;
+        continue;
+      }
+      const total = hdrLen + flen;
+      let cap = 0;
+      for (;;) {
+        const r = this.peekChain(true);
+        if (r === PEEK_BROKEN) {
+          this.rewind();
+          break frames;
+        }
+        if (r === PEEK_NONE) {
+          this.rewind();
+          st.noBufs++;
+          break frames;
+        }
+        if (r === PEEK_SEGS_FULL && this.resN > 1) {
+          // this frame needs more segments than we gather at once
+          this.rewind();
+          st.tooBig++;
+          continue frames;
+        }
+        if (r < 0 || r === 0) {
+          if (r === 0) st.badChain++;
+          else if (r === PEEK_SEGS_FULL) st.badChain++;
+          if (this.resN === 1) {
+            // a lone bad chain: hand it back, try again with the next one
+            this.resLen[0] = 0;
+            this.commit(true);
+            if (++bad > this.size) break frames;
+            continue;
+          }
+          // bad chain after good ones reserved for this frame: drop the frame
+          // and hand back all of them unwritten
+          for (let j = 0; j < this.resN; j++) this.resLen[j] = 0;
+          this.commit(true);
+          continue frames;
+        }
+        cap += r;
+        if (cap >= total) break;
+        if (!mrg || this.resN >= this.resMax) {
+          this.rewind();
+          st.tooBig++;
+          continue frames;
+        }
+      }
+      initNetHdr(this.hdr, 0, hdrLen, mrg ? this.resN : 1);
+      this.scatter(src, so, total);
+      this.commit(true);
+      st.pkts++;
+      st.bytes += flen;
+    }
+    this.publish();
+    return i;
+  }
+
+  /** Write header + frame (total bytes) across the reserved chains, setting resLen. */
+  private scatter(src: Uint8Array, so: number, total: number): void {
+    const mem = this.mem;
+    const hdr = this.hdr;
+    const hdrLen = this.hdrLen;
+    let p = 0;
+    let s = 0;
+    for (let j = 0; j < this.resN; j++) {
+      const end = this.resSegEnd[j];
+      let w = 0;
+      for (; s < end && p < total; s++) {
+        const a = this.segAddr[s];
+        const n = Math.min(this.segLen[s], total - p);
+        let off = 0;
+        if (p < hdrLen) {
+          off = Math.min(n, hdrLen - p);
+          mem.write(a, hdr, p, off);
+          p += off;
+        }
+        if (off < n) {
+          mem.write(a + off, src, so + p - hdrLen, n - off);
+          p += n - off;
+        }
+        w += n;
+      }
+      s = end;
+      this.resLen[j] = w;
+    }
+  }
+}

@@ -1,0 +1,474 @@
+/**
+ * Packed virtqueue (virtio 1.2 §2.8): device side (PackedDevice, hostile
+ * guest) and driver side (PackedDriver, our own ring). Both use the views
+ * and constants of layout.ts; the burst algorithms live in DeviceQueue /
+ * DriverQueue.
+ *
+ * Config: `availAddr` is the Driver Area (driver event suppression),
+ * `usedAddr` the Device Area (device event suppression). Indices are
+ * encoded like vhost-user's vring base: bits 0-14 ring position, bit 15
+ * wrap counter.
+ */
+
+import type { GuestMemory } from '../mem/guest-memory.js';
+import { VirtqueueError } from './errors.js';
+import {
+  DESC_F_INDIRECT,
+  DESC_F_NEXT,
+  DESC_F_WRITE,
+  DESC_SIZE,
+  EV_FLAGS,
+  EV_OFF_WRAP,
+  mapPackedRing,
+  packedAvailBits,
+  packedIsAvail,
+  packedIsUsed,
+  packedNeedEvent,
+  packedUsedBits,
+  type PackedRing,
+  pdFlags,
+  pdId,
+  PDESC_ADDR,
+  PDESC_FLAGS,
+  PDESC_ID,
+  PDESC_LEN,
+  readAddr,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  writeAddr,
+} from './layout.js';
+import {
+  DeviceQueue,
+  type DeviceQueueConfig,
+  INDIRECT_MAX,
+  PEEK_BROKEN,
+  PEEK_NONE,
+  V_BAD_INDIRECT,
+  V_OK,
+} from './device-queue.js';
+import { DriverQueue, type DriverQueueConfig, DRIVER_INDIRECT_ENTRIES } from './driver-queue.js';
+
+/** Decode a packed index (pos | wrap << 15); default position 0, wrap 1. */
+function decodeIdx(v: number | undefined, size: number, what: string): [number, number] {
+  if (v === undefined) return [0, 1];
+  if (!Number.isInteger(v) || v < 0 || v > 0xffff || (v & 0x7fff) >= size) {
+    throw new VirtqueueError('BAD_INDEX', `${what} 0x${Number(v).toString(16)} is not a position < ${size} with a wrap bit`);
+  }
+  return [v & 0x7fff, v >>> 15];
+}
+
+/** Device side of a packed virtqueue. */
+export class PackedDevice extends DeviceQueue {
+  readonly ring: PackedRing;
+  private availPos: number;
+  private availWrap: number;
+  private peekPos: number;
+  private peekWrap: number;
+  /** Ring slots in the current reservation. */
+  private peekSlots = 0;
+  private usedPos: number;
+  private usedWrap: number;
+  /** Slots marked used since the last needsInterrupt(). */
+  private usedSince = 0;
+  /** Avail position (with wrap) last written to the device event area. */
+  private publishedEvent = -1;
+
+  constructor(mem: GuestMemory, cfg: DeviceQueueConfig) {
+    super(mem, cfg.size, cfg.features);
+    this.ring = mapPackedRing(mem, {
+      size: cfg.size,
+      descAddr: cfg.descAddr,
+      driverEventAddr: cfg.availAddr,
+      deviceEventAddr: cfg.usedAddr,
+    });
+    const [pos, wrap] = decodeIdx(cfg.lastAvailIdx, cfg.size, 'lastAvailIdx');
+    this.availPos = this.peekPos = this.usedPos = pos;
+    this.availWrap = this.peekWrap = this.usedWrap = wrap;
+  }
+
+  get lastAvailIdx(): number {
+    return this.availPos | (this.availWrap << 15);
+  }
+
+  /** Next used position with the used wrap counter in bit 15. */
+  get lastUsedIdx(): number {
+    return this.usedPos | (this.usedWrap << 15);
+  }
+
+  hasAvail(): boolean {
+    if (this.broken) return false;
+    return packedIsAvail(Atomics.load(this.ring.desc16, pdFlags(this.availPos)), this.availWrap);
+  }
+
+  protected peekChain(write: boolean): number {
+    const size = this.size;
+    if (this.peekSlots >= size) return PEEK_NONE;
+    const pos = this.peekPos;
+    const fl0 = Atomics.load(this.ring.desc16, pdFlags(pos));
+    if (!packedIsAvail(fl0, this.peekWrap)) return PEEK_NONE;
+    const dv = this.ring.desc;
+    const k = this.resN;
+    const segStart = this.segN;
+    this.walkTotal = 0;
+    let p = pos;
+    let w = this.peekWrap;
+    let slots = 0;
+    let id = 0;
+    let v = V_OK;
+    for (;;) {
+      if (slots >= size) {
+        // NEXT on every descriptor of the ring: we cannot find where the chain ends
+        this.stats.loop++;
+        this.broken = true;
+        this.segN = segStart;
+        return PEEK_BROKEN;
+      }
+      const o = p * DESC_SIZE;
+      const fl = slots === 0 ? fl0 : dv.getUint16(o + PDESC_FLAGS, true);
+      id = dv.getUint16(o + PDESC_ID, true);
+      slots++;
+      if (v === V_OK) {
+        const addr = readAddr(dv, o + PDESC_ADDR);
+        const len = dv.getUint32(o + PDESC_LEN, true);
+        if ((fl & DESC_F_INDIRECT) !== 0) {
+          v = !this.indirect || slots !== 1 || (fl & DESC_F_NEXT) !== 0 ? V_BAD_INDIRECT : this.walkIndirect(addr, len, write);
+        } else {
+          v = this.addSeg(addr, len, fl, write);
+        }
+      }
+      if (++p === size) {
+        p = 0;
+        w ^= 1;
+      }
+      if ((fl & DESC_F_NEXT) === 0) break;
+    }
+    this.peekPos = p;
+    this.peekWrap = w;
+    this.peekSlots += slots;
+    this.resId[k] = id; // the buffer id is in the last descriptor
+    this.resSlots[k] = slots;
+    this.resN = k + 1;
+    if (v !== V_OK) {
+      this.segN = segStart;
+      this.resSegEnd[k] = segStart;
+      return this.violation(v);
+    }
+    this.resSegEnd[k] = this.segN;
+    return this.walkTotal;
+  }
+
+  /** Indirect table: len/16 packed descriptors, used in order. */
+  private walkIndirect(addr: number, len: number, write: boolean): number {
+    if (len === 0 || len % DESC_SIZE !== 0 || len > INDIRECT_MAX * DESC_SIZE || addr < 0) return V_BAD_INDIRECT;
+    const mem = this.mem;
+    const wi = mem.findGpa(addr, len);
+    if (wi < 0) return V_BAD_INDIRECT;
+    const dv = mem.windows[wi].dv;
+    const base = mem.off;
+    const n = len / DESC_SIZE;
+    for (let j = 0; j < n; j++) {
+      const o = base + j * DESC_SIZE;
+      const fl = dv.getUint16(o + PDESC_FLAGS, true);
+      if ((fl & DESC_F_INDIRECT) !== 0) return V_BAD_INDIRECT;
+      const v = this.addSeg(readAddr(dv, o + PDESC_ADDR), dv.getUint32(o + PDESC_LEN, true), fl, write);
+      if (v !== V_OK) return v;
+    }
+    return V_OK;
+  }
+
+  protected commit(write: boolean): void {
+    const size = this.size;
+    const dv = this.ring.desc;
+    const d16 = this.ring.desc16;
+    let p = this.usedPos;
+    let w = this.usedWrap;
+    let firstPos = -1;
+    let firstFlags = 0;
+    let slots = 0;
+    for (let j = 0; j < this.resN; j++) {
+      const len = this.resLen[j];
+      dv.setUint32(p * DESC_SIZE + PDESC_LEN, len, true);
+      d16[pdId(p)] = this.resId[j];
+      const flags = packedUsedBits(w) | (write && len > 0 ? DESC_F_WRITE : 0);
+      // the first used descriptor of a multi-buffer frame is exposed last
+      if (j === 0) {
+        firstPos = p;
+        firstFlags = flags;
+      } else {
+        Atomics.store(d16, pdFlags(p), flags);
+      }
+      const s = this.resSlots[j];
+      slots += s;
+      p += s;
+      if (p >= size) {
+        p -= size;
+        w ^= 1;
+      }
+    }
+    if (firstPos >= 0) Atomics.store(d16, pdFlags(firstPos), firstFlags);
+    this.usedPos = p;
+    this.usedWrap = w;
+    this.usedSince += slots;
+    this.availPos = this.peekPos;
+    this.availWrap = this.peekWrap;
+    this.peekSlots = 0;
+    this.resN = 0;
+    this.segN = 0;
+  }
+
+  protected rewind(): void {
+    this.peekPos = this.availPos;
+    this.peekWrap = this.availWrap;
+    this.peekSlots = 0;
+    this.resN = 0;
+    this.segN = 0;
+  }
+
+  protected publish(): void {
+    if (this.eventIdx && this.notifyEnabled) {
+      const ev = this.availPos | (this.availWrap << 15);
+      if (ev !== this.publishedEvent) {
+        Atomics.store(this.ring.deviceEvent, EV_OFF_WRAP, ev);
+        this.publishedEvent = ev;
+      }
+    }
+  }
+
+  needsInterrupt(): boolean {
+    if (this.broken) return false;
+    const c = this.usedSince;
+    if (c === 0) return false;
+    this.usedSince = 0;
+    const ev = this.ring.driverEvent;
+    const fl = Atomics.load(ev, EV_FLAGS) & 3;
+    if (fl === RING_EVENT_FLAGS_DISABLE) return false;
+    if (fl === RING_EVENT_FLAGS_DESC && this.eventIdx) {
+      return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), this.size, this.usedPos, this.usedWrap, c);
+    }
+    return true;
+  }
+
+  setNotification(enable: boolean): void {
+    if (this.broken) return;
+    this.notifyEnabled = enable;
+    const ev = this.ring.deviceEvent;
+    if (!enable) {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DISABLE);
+    } else if (this.eventIdx) {
+      const e = this.availPos | (this.availWrap << 15);
+      Atomics.store(ev, EV_OFF_WRAP, e);
+      this.publishedEvent = e;
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DESC);
+    } else {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_ENABLE);
+    }
+  }
+}
+
+/** Driver side of a packed virtqueue. */
+export class PackedDriver extends DriverQueue {
+  readonly ring: PackedRing;
+  private availPos: number;
+  private availWrap: number;
+  private usedPos: number;
+  private usedWrap: number;
+  private numFree: number;
+  /** Descriptors made available since the last needsKick(). */
+  private kickAdded = 0;
+  /** Free buffer ids (not IN_ORDER; with IN_ORDER the id is the head position). */
+  private readonly idNext: Uint16Array;
+  private idHead = 0;
+  private readonly slotsOf: Uint16Array;
+  /** IN_ORDER: head position of the last buffer of a batch the device used at once, or -1. */
+  private batchEnd = -1;
+  private batchLen = 0;
+
+  constructor(mem: GuestMemory, cfg: DriverQueueConfig) {
+    super(mem, cfg);
+    this.ring = mapPackedRing(mem, {
+      size: cfg.size,
+      descAddr: cfg.descAddr,
+      driverEventAddr: cfg.availAddr,
+      deviceEventAddr: cfg.usedAddr,
+    });
+    const size = cfg.size;
+    const [pos, wrap] = decodeIdx(cfg.startIdx, size, 'startIdx');
+    // zero the ring; descriptors before `pos` look used in this lap, the rest in the previous lap
+    new Uint8Array(this.ring.desc.buffer, this.ring.desc.byteOffset, this.ring.desc.byteLength).fill(0);
+    this.ring.driverEvent.fill(0);
+    this.ring.deviceEvent.fill(0);
+    for (let i = 0; i < size; i++) this.ring.desc16[pdFlags(i)] = packedUsedBits(i < pos ? wrap : wrap ^ 1);
+    this.availPos = this.usedPos = pos;
+    this.availWrap = this.usedWrap = wrap;
+    this.numFree = size;
+    this.idNext = new Uint16Array(size);
+    for (let i = 0; i < size; i++) this.idNext[i] = i + 1;
+    this.slotsOf = new Uint16Array(size);
+  }
+
+  get freeCount(): number {
+    return this.numFree;
+  }
+
+  protected postOne(addr: number, len: number, token: number, write: boolean): number {
+    const hdrLen = this.hdrLen;
+    const size = this.size;
+    const two = len > hdrLen;
+    const wf = write ? DESC_F_WRITE : 0;
+    const need = this.ind === null && this.hdrSplit && two ? 2 : 1;
+    if (this.numFree < need) return 0;
+    const dv = this.ring.desc;
+    const d16 = this.ring.desc16;
+    const head = this.availPos;
+    const hw = this.availWrap;
+    let id: number;
+    if (this.inOrder) {
+      id = head;
+    } else {
+      id = this.idHead;
+      this.idHead = this.idNext[id];
+    }
+    const o = head * DESC_SIZE;
+    let headFlags: number;
+    if (this.ind !== null) {
+      const t = this.ind;
+      const to = id * DRIVER_INDIRECT_ENTRIES * DESC_SIZE;
+      writeAddr(t, to + PDESC_ADDR, addr);
+      t.setUint32(to + PDESC_LEN, two ? hdrLen : len, true);
+      t.setUint16(to + PDESC_ID, 0, true);
+      t.setUint16(to + PDESC_FLAGS, wf, true);
+      if (two) {
+        writeAddr(t, to + DESC_SIZE + PDESC_ADDR, addr + hdrLen);
+        t.setUint32(to + DESC_SIZE + PDESC_LEN, len - hdrLen, true);
+        t.setUint16(to + DESC_SIZE + PDESC_ID, 0, true);
+        t.setUint16(to + DESC_SIZE + PDESC_FLAGS, wf, true);
+      }
+      writeAddr(dv, o + PDESC_ADDR, this.indGpa + to);
+      dv.setUint32(o + PDESC_LEN, (two ? 2 : 1) * DESC_SIZE, true);
+      headFlags = DESC_F_INDIRECT | packedAvailBits(hw);
+    } else if (need === 2) {
+      let p1 = head + 1;
+      let w1 = hw;
+      if (p1 === size) {
+        p1 = 0;
+        w1 ^= 1;
+      }
+      const o1 = p1 * DESC_SIZE;
+      writeAddr(dv, o1 + PDESC_ADDR, addr + hdrLen);
+      dv.setUint32(o1 + PDESC_LEN, len - hdrLen, true);
+      d16[pdId(p1)] = id;
+      Atomics.store(d16, pdFlags(p1), wf | packedAvailBits(w1));
+      writeAddr(dv, o + PDESC_ADDR, addr);
+      dv.setUint32(o + PDESC_LEN, hdrLen, true);
+      headFlags = wf | DESC_F_NEXT | packedAvailBits(hw);
+    } else {
+      writeAddr(dv, o + PDESC_ADDR, addr);
+      dv.setUint32(o + PDESC_LEN, len, true);
+      headFlags = wf | packedAvailBits(hw);
+    }
+    d16[pdId(head)] = id;
+    this.tokenOf[id] = token;
+    this.addrOf[id] = addr;
+    this.slotsOf[id] = need;
+    this.busy[id] = 1;
+    // expose the head last
+    Atomics.store(d16, pdFlags(head), headFlags);
+    let p = head + need;
+    if (p >= size) {
+      p -= size;
+      this.availWrap ^= 1;
+    }
+    this.availPos = p;
+    this.numFree -= need;
+    this.kickAdded += need;
+    return 1;
+  }
+
+  protected flushAvail(): void {
+    // each head's flags store already published it
+  }
+
+  private bad(): number {
+    this.stats.badUsed++;
+    this.broken = true;
+    return 0;
+  }
+
+  protected popUsed(): number {
+    const pos = this.usedPos;
+    let id: number;
+    let len: number;
+    if (this.batchEnd >= 0) {
+      // IN_ORDER batch: buffers up to batchEnd were used without their own descriptor
+      id = pos;
+      if (this.busy[id] === 0) return this.bad();
+      if (id === this.batchEnd) {
+        len = this.batchLen;
+        this.batchEnd = -1;
+      } else {
+        len = 0;
+      }
+    } else {
+      const fl = Atomics.load(this.ring.desc16, pdFlags(pos));
+      if (!packedIsUsed(fl, this.usedWrap)) return 0;
+      id = this.ring.desc16[pdId(pos)];
+      len = this.ring.desc.getUint32(pos * DESC_SIZE + PDESC_LEN, true);
+      if (id >= this.size || this.busy[id] === 0) return this.bad();
+      if (this.inOrder && id !== pos) {
+        this.batchEnd = id;
+        this.batchLen = len;
+        id = pos;
+        len = 0;
+        if (this.busy[id] === 0) return this.bad();
+      }
+    }
+    this.usedToken = this.tokenOf[id];
+    this.usedLen = len;
+    this.usedAddr = this.addrOf[id];
+    this.busy[id] = 0;
+    const s = this.slotsOf[id];
+    let p = pos + s;
+    if (p >= this.size) {
+      p -= this.size;
+      this.usedWrap ^= 1;
+    }
+    this.usedPos = p;
+    this.numFree += s;
+    if (!this.inOrder) {
+      this.idNext[id] = this.idHead;
+      this.idHead = id;
+    }
+    return 1;
+  }
+
+  needsKick(): boolean {
+    const c = this.kickAdded;
+    if (c === 0) return false;
+    this.kickAdded = 0;
+    const ev = this.ring.deviceEvent;
+    const fl = Atomics.load(ev, EV_FLAGS) & 3;
+    if (fl === RING_EVENT_FLAGS_DISABLE) return false;
+    if (fl === RING_EVENT_FLAGS_DESC && this.eventIdx) {
+      return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), this.size, this.availPos, this.availWrap, c);
+    }
+    return true;
+  }
+
+  setInterrupts(enable: boolean): void {
+    this.intrEnabled = enable;
+    const ev = this.ring.driverEvent;
+    if (!enable) {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DISABLE);
+    } else if (this.eventIdx) {
+      Atomics.store(ev, EV_OFF_WRAP, this.usedPos | (this.usedWrap << 15));
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DESC);
+    } else {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_ENABLE);
+    }
+  }
+
+  protected rearmInterrupts(): void {
+    Atomics.store(this.ring.driverEvent, EV_OFF_WRAP, this.usedPos | (this.usedWrap << 15));
+  }
+}
