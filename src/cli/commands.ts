@@ -21,4 +21,73 @@ export interface CommandSpec {
   load(): Promise<CommandModule>;
 }
 
-export const COMMANDS: CommandSpec[] = [];
+const common: Record<string, OptionSpec> = {
+  json: { type: 'boolean', help: 'print the result as JSON' },
+  'run-dir': { type: 'string', arg: 'DIR', help: 'daemon run directory (env TSVS_RUN_DIR)' },
+};
+
+/** A control command: sends one RPC to the daemon and prints the answer. */
+function ctl(name: string, args: string | undefined, summary: string, extra: Record<string, OptionSpec> = {}): CommandSpec {
+  return { name, args, summary, options: { ...common, ...extra }, load: () => import('./ctl.js').then((m) => m.command(name)) };
+}
+
+export const COMMANDS: CommandSpec[] = [
+  {
+    name: 'demo',
+    summary: 'start a switch with two virtio-user endpoints, push traffic, print tables and stats, shut down',
+    options: {
+      duration: { type: 'string', arg: 'SECONDS', help: 'seconds of traffic', default: '5' },
+      json: { type: 'boolean', help: 'print the final report as JSON' },
+    },
+    load: () => import('../app/demo.js'),
+  },
+  {
+    name: 'daemon',
+    summary: 'run the switch daemon in the foreground (logs to stderr)',
+    options: {
+      'run-dir': { type: 'string', arg: 'DIR', help: 'sockets, config database, pid (env TSVS_RUN_DIR)' },
+      'pmd-cpus': { type: 'string', arg: 'LIST', help: 'CPUs for PMD threads, e.g. 1 or 0,1 (one PMD per CPU)', default: 'one unpinned PMD' },
+      'pmd-sleep-max': { type: 'string', arg: 'USEC', help: 'max idle sleep of a PMD in microseconds (0: busy poll)', default: '0' },
+      'pool-size': { type: 'string', arg: 'N', help: 'packet buffers in the shared mempool', default: '16384' },
+      'log-level': { type: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error', default: 'info' },
+    },
+    load: () => import('../daemon/main.js'),
+  },
+  ctl('add-br', 'BR', 'add a bridge'),
+  ctl('del-br', 'BR', 'delete a bridge and its ports'),
+  ctl('add-port', 'BR NAME', 'add a port to a bridge', {
+    type: { type: 'string', arg: 'TYPE', help: 'vhost-user | vhost-user-client | tap | afpacket' },
+    path: { type: 'string', arg: 'SOCK', help: 'vhost-user socket (server: created in the run dir by default)' },
+    iface: { type: 'string', arg: 'IFNAME', help: 'kernel interface (tap, afpacket)' },
+    queues: { type: 'string', arg: 'N', help: 'queue pairs', default: '1' },
+    ofport: { type: 'string', arg: 'N', help: 'OpenFlow port number (default: next free)' },
+  }),
+  ctl('del-port', 'BR NAME', 'delete a port'),
+  ctl('add-flow', 'BR FLOW', 'add an OpenFlow rule (ovs-ofctl syntax)'),
+  ctl('del-flows', 'BR [MATCH]', 'delete rules (all, or those matching)', { strict: { type: 'boolean', help: 'match priority and fields exactly' } }),
+  ctl('dump-flows', 'BR', 'list the OpenFlow rules with counters'),
+  ctl('dump-dp-flows', undefined, 'list the installed datapath (megaflow) entries with masks and hits'),
+  ctl('show', undefined, 'bridges, ports, link state and errors'),
+  ctl('port-stats', '[PORT]', 'rx/tx counters and drops by reason'),
+  ctl('pmd-stats', undefined, 'per PMD thread: packets, cache hits per level, upcalls, ns per packet, busy/idle'),
+  ctl('pmd-stats-clear', undefined, 'reset the PMD counters'),
+  ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue'),
+  ctl('qemu-args', 'PORT', 'print the QEMU arguments that attach a guest NIC to a vhost-user port'),
+  ctl('shutdown', undefined, 'stop the daemon'),
+  {
+    name: 'testpmd',
+    summary: 'a testpmd-like application on the tsvs library (ports, forwarding modes, stats)',
+    options: {
+      port: { type: 'string', multiple: true, arg: 'SPEC', help: 'vhost-user:path=SOCK[,client=1][,queues=N] | virtio-user:path=SOCK[,server=1][,queues=N][,packed=1] (repeatable)' },
+      fwd: { type: 'string', arg: 'MODE', help: 'io | txonly | rxonly | macswap | mac', default: 'io' },
+      txpkts: { type: 'string', arg: 'BYTES', help: 'frame size for txonly (64..9000)', default: '64' },
+      burst: { type: 'string', arg: 'N', help: 'burst size (1..32)', default: '32' },
+      flows: { type: 'string', arg: 'N', help: 'distinct flows in txonly (vary source IP/port)', default: '1' },
+      duration: { type: 'string', arg: 'SECONDS', help: 'run time (0: until SIGINT)', default: '0' },
+      'stats-period': { type: 'string', arg: 'SECONDS', help: 'print a stats line every period (0: off)', default: '0' },
+      cpu: { type: 'string', arg: 'N', help: 'pin the forwarding worker to this CPU' },
+      json: { type: 'boolean', help: 'print one final JSON object' },
+    },
+    load: () => import('../app/testpmd-cli.js'),
+  },
+];

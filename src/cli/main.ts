@@ -69,7 +69,11 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = { help: { type: 'boolean', short: 'h' } };
-  for (const [k, o] of Object.entries(cmd.options ?? {})) options[k] = { type: o.type, multiple: o.multiple, short: o.short };
+  for (const [k, o] of Object.entries(cmd.options ?? {})) {
+    options[k] = { type: o.type };
+    if (o.multiple) options[k].multiple = true;
+    if (o.short) options[k].short = o.short;
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });

@@ -4,6 +4,8 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
+import { TapPort } from '../pmd/tap.js';
+import { AfPacketPort } from '../pmd/af-packet.js';
 
 export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'tap' | 'afpacket';
 
@@ -12,6 +14,7 @@ export interface PortSpec {
   type: PortKind;
   path?: string;
   iface?: string;
+  netns?: string;
   queues?: number;
   mac?: string;
   mtu?: number;
@@ -42,8 +45,13 @@ export class PortSpecError extends Error {
 }
 
 /** Open a port of the given spec; onEvent is called on link changes and errors. */
-export async function openPort(spec: PortSpec, _pool: Mempool, _onEvent: (info: PortInfo) => void): Promise<Port> {
+export async function openPort(spec: PortSpec, pool: Mempool, _onEvent: (info: PortInfo) => void): Promise<Port> {
   switch (spec.type) {
+    case 'tap':
+      return new TapPort(spec.name, pool, { ifname: spec.iface ?? spec.name, queues: spec.queues, mtu: spec.mtu });
+    case 'afpacket':
+      if (!spec.iface) throw new PortSpecError(`port ${spec.name}: afpacket needs an interface (iface)`);
+      return new AfPacketPort(spec.name, pool, { iface: spec.iface, queues: spec.queues });
     default:
       throw new PortSpecError(`port ${spec.name}: type '${spec.type}' is not available in this build`);
   }

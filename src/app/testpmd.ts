@@ -1,0 +1,208 @@
+/**
+ * testpmd on the tsvs library: open ports, run a forwarding engine on a
+ * worker thread (busy polling, optionally pinned), report stats.
+ * The worker owns the ports; the main thread only starts, watches and stops it.
+ */
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
+import { openPort, portInfo, type PortSpec, type PortInfo } from '../dp/port-factory.js';
+import type { Port } from '../pmd/port.js';
+import * as libc from '../sys/libc.js';
+import { TrafficGen, checkFrame, macSwap, CHECK_BAD, CHECK_OK } from './traffic.js';
+
+export type FwdMode = 'io' | 'txonly' | 'rxonly' | 'macswap' | 'mac';
+export const FWD_MODES: readonly FwdMode[] = ['io', 'txonly', 'rxonly', 'macswap', 'mac'];
+
+export class PortSpecSyntaxError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PortSpecSyntaxError';
+  }
+}
+
+/** Parse `vhost-user:path=SOCK[,client=1][,queues=N]` or `virtio-user:path=SOCK[,server=1][,queues=N][,packed=1]`. */
+export function parsePortArg(s: string, index: number): PortSpec {
+  const colon = s.indexOf(':');
+  const kind = colon < 0 ? s : s.slice(0, colon);
+  const kv = new Map<string, string>();
+  if (colon >= 0) {
+    for (const part of s.slice(colon + 1).split(',')) {
+      if (part === '') continue;
+      const eq = part.indexOf('=');
+      if (eq <= 0) throw new PortSpecSyntaxError(`--port ${s}: expected key=value, got '${part}'`);
+      kv.set(part.slice(0, eq), part.slice(eq + 1));
+    }
+  }
+  const allowed: Record<string, string[]> = {
+    'vhost-user': ['path', 'client', 'queues', 'mac', 'name'],
+    'virtio-user': ['path', 'server', 'queues', 'packed', 'mac', 'name'],
+  };
+  if (!(kind in allowed)) throw new PortSpecSyntaxError(`--port ${s}: unknown port kind '${kind}' (vhost-user or virtio-user)`);
+  for (const k of kv.keys()) if (!allowed[kind].includes(k)) throw new PortSpecSyntaxError(`--port ${s}: unknown option '${k}' for ${kind} (allowed: ${allowed[kind].join(', ')})`);
+  const path = kv.get('path');
+  if (!path) throw new PortSpecSyntaxError(`--port ${s}: path=SOCK is required`);
+  const flag = (k: string): boolean => {
+    const v = kv.get(k);
+    if (v === undefined || v === '0') return false;
+    if (v === '1') return true;
+    throw new PortSpecSyntaxError(`--port ${s}: ${k} must be 0 or 1`);
+  };
+  const q = kv.get('queues');
+  const queues = q === undefined ? 1 : Number(q);
+  if (!Number.isInteger(queues) || queues < 1 || queues > 16) throw new PortSpecSyntaxError(`--port ${s}: queues must be 1..16`);
+  const name = kv.get('name') ?? `port${index}`;
+  if (kind === 'vhost-user') return { name, type: flag('client') ? 'vhost-user-client' : 'vhost-user', path, queues, mac: kv.get('mac') };
+  return { name, type: 'virtio-user', path, queues, server: flag('server'), packed: flag('packed'), mac: kv.get('mac') };
+}
+
+export interface TestpmdOptions {
+  ports: PortSpec[];
+  fwd: FwdMode;
+  txpkts: number;
+  burst: number;
+  flows: number;
+  cpu?: number;
+  poolSize?: number;
+}
+
+export interface PortReport {
+  name: string;
+  rx_packets: number;
+  tx_packets: number;
+  rx_bytes: number;
+  tx_bytes: number;
+  rx_dropped: number;
+  tx_dropped: number;
+  rx_bad: number;
+  link: string;
+  drops: Record<string, number>;
+}
+
+function report(p: Port, rxBad: number): PortReport {
+  const s = p.stats;
+  return {
+    name: p.name, rx_packets: s.rxPackets, tx_packets: s.txPackets, rx_bytes: s.rxBytes, tx_bytes: s.txBytes,
+    rx_dropped: s.rxDropped, tx_dropped: s.txDropped, rx_bad: rxBad, link: p.link, drops: { ...s.drops },
+  };
+}
+
+// ---------------- worker ----------------
+
+async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): Promise<void> {
+  const pp = parentPort!;
+  if (opts.cpu !== undefined) libc.setAffinity([opts.cpu]);
+  const pool = Mempool.attach(opts.pool);
+  const ports: Port[] = [];
+  try {
+    for (const spec of opts.ports) ports.push(await openPort(spec, pool, () => undefined));
+  } catch (e) {
+    for (const p of ports) p.close();
+    pp.postMessage({ t: 'error', message: (e as Error).message });
+    return;
+  }
+  pp.postMessage({ t: 'ready', ports: ports.map(portInfo) });
+  const n = ports.length;
+  const burst = opts.burst;
+  const bufs = new Int32Array(32);
+  const rxBad = new Float64Array(n);
+  const gen = new TrafficGen({ size: opts.txpkts, flows: opts.flows });
+  let stop = false;
+  pp.on('message', (m: { t: string }) => {
+    if (m.t === 'stop') stop = true;
+    if (m.t === 'stats') pp.postMessage({ t: 'stats', ports: ports.map((p, i) => report(p, rxBad[i])) });
+  });
+  const fwd = opts.fwd;
+  const peerOf = (i: number): number => (n === 1 ? 0 : (i ^ 1) < n ? i ^ 1 : i);
+
+  const slice = (): void => {
+    if (stop) {
+      const final = ports.map((p, i) => report(p, rxBad[i]));
+      for (const p of ports) p.close();
+      pp.postMessage({ t: 'final', ports: final });
+      return;
+    }
+    const end = performance.now() + 2;
+    do {
+      for (let i = 0; i < n; i++) {
+        const port = ports[i];
+        if (port.link !== 'up') continue;
+        for (let q = 0; q < port.nQueues; q++) {
+          if (fwd === 'txonly') {
+            const k = pool.alloc(bufs, burst);
+            for (let j = 0; j < k; j++) gen.fill(pool, bufs[j]);
+            const sent = port.txBurst(q, bufs, k);
+            if (sent < k) pool.free(bufs, k - sent, sent);
+            continue;
+          }
+          const got = port.rxBurst(q, bufs, burst);
+          if (got === 0) continue;
+          if (fwd === 'rxonly') {
+            for (let j = 0; j < got; j++) {
+              const h = bufs[j];
+              if (checkFrame(pool.data, pool.dataOffset(h), pool.dataLen[h]) === CHECK_BAD) rxBad[i]++;
+            }
+            pool.free(bufs, got);
+            continue;
+          }
+          if (fwd === 'macswap' || fwd === 'mac') {
+            for (let j = 0; j < got; j++) macSwap(pool.data, pool.dataOffset(bufs[j]));
+          }
+          const out = ports[peerOf(i)];
+          const sent = out.link === 'up' ? out.txBurst(q < out.nQueues ? q : 0, bufs, got) : 0;
+          if (sent < got) pool.free(bufs, got - sent, sent);
+        }
+      }
+    } while (performance.now() < end && !stop);
+    setImmediate(slice);
+  };
+  setImmediate(slice);
+}
+
+if (!isMainThread && (workerData as { testpmd?: boolean } | undefined)?.testpmd) {
+  void workerMain((workerData as { opts: TestpmdOptions & { pool: MempoolAttachInfo } }).opts);
+}
+
+// ---------------- main side ----------------
+
+export class Testpmd {
+  private readonly worker: Worker;
+  readonly pool: Mempool;
+  readonly ready: Promise<PortInfo[]>;
+  private statsWaiters: ((r: PortReport[]) => void)[] = [];
+  private finalWaiter: ((r: PortReport[]) => void) | null = null;
+  private exited: Promise<void>;
+
+  constructor(opts: TestpmdOptions) {
+    if (opts.ports.length === 0) throw new PortSpecSyntaxError('at least one --port is needed');
+    this.pool = Mempool.create({ name: 'testpmd', count: opts.poolSize ?? 8192 });
+    this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { testpmd: true, opts: { ...opts, pool: this.pool.attachInfo() } } });
+    this.ready = new Promise((resolve, reject) => {
+      this.worker.on('message', (m: { t: string; ports?: unknown; message?: string }) => {
+        if (m.t === 'ready') resolve(m.ports as PortInfo[]);
+        else if (m.t === 'error') reject(new Error(m.message));
+        else if (m.t === 'stats') this.statsWaiters.shift()?.(m.ports as PortReport[]);
+        else if (m.t === 'final') this.finalWaiter?.(m.ports as PortReport[]);
+      });
+      this.worker.on('error', reject);
+    });
+    this.exited = new Promise((r) => this.worker.on('exit', () => r()));
+  }
+
+  stats(): Promise<PortReport[]> {
+    return new Promise((resolve) => {
+      this.statsWaiters.push(resolve);
+      this.worker.postMessage({ t: 'stats' });
+    });
+  }
+
+  async stop(): Promise<PortReport[]> {
+    const final = new Promise<PortReport[]>((resolve) => (this.finalWaiter = resolve));
+    this.worker.postMessage({ t: 'stop' });
+    const r = await Promise.race([final, new Promise<PortReport[]>((res) => setTimeout(() => res([]), 5000))]);
+    await this.worker.terminate();
+    await this.exited;
+    this.pool.close();
+    return r;
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Control commands: each sends one JSON-RPC request to the running daemon
+ * and prints the answer, as text for people or as JSON with --json.
+ */
+import { rpcCall } from '../daemon/control.js';
+import { runPaths } from '../daemon/run-dir.js';
+import type { CommandModule } from './commands.js';
+import { UsageError } from './main.js';
+
+type Values = Record<string, unknown>;
+
+function need(pos: string[], n: number, what: string): void {
+  if (pos.length < n) throw new UsageError(`missing ${what}`);
+}
+
+function intOpt(v: unknown, name: string, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in ${min}..${max}, got '${String(v)}'`);
+  return n;
+}
+
+/** Build the RPC params of each command from its arguments. */
+const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>> = {
+  'add-br': (_v, p) => (need(p, 1, 'bridge name'), { bridge: p[0] }),
+  'del-br': (_v, p) => (need(p, 1, 'bridge name'), { bridge: p[0] }),
+  'add-port': (v, p) => {
+    need(p, 2, 'BR NAME');
+    if (v.type === undefined) throw new UsageError('--type is required (vhost-user | vhost-user-client | tap | afpacket)');
+    return {
+      bridge: p[0], name: p[1], type: v.type, path: v.path, iface: v.iface,
+      queues: intOpt(v.queues, 'queues', 1, 16), ofport: intOpt(v.ofport, 'ofport', 1, 0xfeff),
+    };
+  },
+  'del-port': (_v, p) => (need(p, 2, 'BR NAME'), { bridge: p[0], name: p[1] }),
+  'add-flow': (_v, p) => (need(p, 2, 'BR FLOW'), { bridge: p[0], flow: p.slice(1).join(' ') }),
+  'del-flows': (v, p) => (need(p, 1, 'bridge name'), { bridge: p[0], match: p.slice(1).join(' ') || undefined, strict: !!v.strict }),
+  'dump-flows': (_v, p) => (need(p, 1, 'bridge name'), { bridge: p[0] }),
+  'dump-dp-flows': () => ({}),
+  show: () => ({}),
+  'port-stats': (_v, p) => ({ port: p[0] }),
+  'pmd-stats': () => ({}),
+  'pmd-stats-clear': () => ({}),
+  'pmd-rxq-show': () => ({}),
+  'qemu-args': (_v, p) => (need(p, 1, 'port name'), { port: p[0] }),
+  shutdown: () => ({}),
+};
+
+/** Text rendering: the daemon answers { text?: string, ... }; fall back to JSON. */
+function render(result: unknown): string {
+  if (result && typeof result === 'object' && 'text' in result && typeof (result as { text: unknown }).text === 'string') {
+    return (result as { text: string }).text;
+  }
+  if (result === null || result === true) return '';
+  return JSON.stringify(result, null, 2);
+}
+
+export function command(name: string): CommandModule {
+  return {
+    async run(values: Values, positionals: string[]): Promise<number> {
+      const mk = PARAMS[name];
+      const params = mk(values, positionals);
+      const dir = (values['run-dir'] as string | undefined) ?? undefined;
+      const result = await rpcCall(runPaths(dir).control, name, { ...params, json: !!values.json });
+      if (values.json) {
+        const r = result && typeof result === 'object' && 'data' in result ? (result as { data: unknown }).data : result;
+        process.stdout.write(JSON.stringify(r ?? null, null, 2) + '\n');
+      } else {
+        const t = render(result);
+        if (t) process.stdout.write(t.endsWith('\n') ? t : t + '\n');
+      }
+      return 0;
+    },
+  };
+}

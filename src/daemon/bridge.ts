@@ -1,0 +1,125 @@
+/**
+ * One bridge's slow-path state: its OpenFlow tables, its MAC learning table
+ * and its ports, plus translation of upcalls into megaflows.
+ */
+import { FLOW_WORDS } from '../dp/flow-key.js';
+import { FlowTables } from '../ofproto/tables.js';
+import { MacLearningTable } from '../ofproto/mac-learning.js';
+import { xlate, type XlatePort } from '../ofproto/xlate.js';
+import { parseFlow, formatFlow, formatFlowStats, type PortResolver, type PortNamer } from '../ofproto/flow-syntax.js';
+
+export interface Translation {
+  key: Uint32Array;
+  mask: Uint32Array;
+  actions: Int32Array;
+}
+
+/** The rule a new bridge starts with, as in OVS standalone mode. */
+export const DEFAULT_FLOW = 'priority=0,actions=NORMAL';
+
+export class Bridge {
+  readonly name: string;
+  readonly tables = new FlowTables();
+  readonly mac = new MacLearningTable();
+  /** ofport -> port name */
+  readonly ports = new Map<number, string>();
+  /** Megaflows being installed (coalesces duplicate upcalls). */
+  readonly pendingInstall = new Set<string>();
+  /** Datapath flow id -> packets/bytes already credited to rules. */
+  private readonly credited = new Map<number, { packets: number; bytes: number }>();
+
+  constructor(name: string) {
+    this.name = name;
+  }
+
+  private xlatePorts(): XlatePort[] {
+    return [...this.ports.keys()].map((no) => ({ ofPort: no, dpPort: no }));
+  }
+
+  addFlow(text: string, resolvePort: PortResolver): void {
+    const spec = parseFlow(text, { mode: 'add', resolvePort });
+    this.tables.addFlow(spec, Date.now());
+  }
+
+  delFlows(text: string, strict: boolean, resolvePort: PortResolver): number {
+    const spec = parseFlow(text, { mode: 'match', resolvePort });
+    return this.tables.delFlows(spec, strict).length;
+  }
+
+  /** The current rules as add-flow text (what the database stores). */
+  flowTexts(): string[] {
+    return this.tables.rules().map((r) =>
+      formatFlow({
+        table: r.table, priority: r.priority, hasPriority: true, cookie: r.cookie, cookieMask: 0n,
+        idleTimeout: r.idleTimeout, hardTimeout: r.hardTimeout, match: r.match, actions: r.actions, outPort: undefined,
+      }),
+    );
+  }
+
+  dump(now: number, namer: PortNamer): { text: string; table: number; priority: number; n_packets: number; n_bytes: number; duration_s: number }[] {
+    return this.tables.rules().map((r) => ({
+      text: formatFlowStats(
+        {
+          cookie: r.cookie, durationSec: (now - r.created) / 1000, table: r.table, nPackets: r.nPackets, nBytes: r.nBytes,
+          idleTimeout: r.idleTimeout, hardTimeout: r.hardTimeout, priority: r.priority, match: r.match, actions: r.actions,
+        },
+        namer,
+      ),
+      table: r.table,
+      priority: r.priority,
+      n_packets: r.nPackets,
+      n_bytes: r.nBytes,
+      duration_s: (now - r.created) / 1000,
+    }));
+  }
+
+  ruleCount(): number {
+    return this.tables.size();
+  }
+
+  /**
+   * Translate a flow key. For an upcall, packetLen credits one packet to the
+   * rules hit. For revalidation of datapath flow `flowId`, its cumulative
+   * packets/bytes are credited as a delta, and MAC learning is refreshed only
+   * if the flow saw traffic since the last pass.
+   */
+  translate(key: Uint32Array, now: number, packets?: number, bytes?: number, flowId?: number, packetLen?: number): Translation {
+    let dp = 0;
+    let db = 0;
+    if (flowId !== undefined && packets !== undefined) {
+      const c = this.credited.get(flowId) ?? { packets: 0, bytes: 0 };
+      if (packets < c.packets) {
+        c.packets = 0;
+        c.bytes = 0;
+      }
+      dp = packets - c.packets;
+      db = (bytes ?? 0) - c.bytes;
+      c.packets = packets;
+      c.bytes = bytes ?? 0;
+      this.credited.set(flowId, c);
+    }
+    const learn = flowId === undefined || dp > 0;
+    const r = xlate({ tables: this.tables, macs: this.mac, ports: this.xlatePorts(), now }, key, 0, {
+      learn,
+      packetLen: flowId === undefined ? packetLen : undefined,
+    });
+    if (dp > 0) for (const rule of r.rules) this.tables.credit(rule, dp, db, now);
+    const k = key.slice(0, FLOW_WORDS);
+    for (let i = 0; i < FLOW_WORDS; i++) k[i] &= r.mask[i];
+    return { key: k, mask: r.mask, actions: r.actions };
+  }
+
+  megaflowId(key: Uint32Array, mask: Uint32Array): string {
+    return `${Array.from(key).join(',')}/${Array.from(mask).join(',')}`;
+  }
+
+  /** Age out MAC entries and rules with timeouts. */
+  expire(now: number): void {
+    this.mac.expire(now);
+    this.tables.expire(now);
+  }
+
+  forgetFlow(flowId: number): void {
+    this.credited.delete(flowId);
+  }
+}

@@ -1,0 +1,50 @@
+/** `tsvs daemon`: run the switch in the foreground. */
+import { pino, destination } from 'pino';
+import { Switch } from './switch.js';
+import { defaultRunDir } from './run-dir.js';
+import { UsageError } from '../cli/main.js';
+
+export function parseCpuList(s: string): number[] {
+  const out: number[] = [];
+  for (const part of s.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) throw new UsageError(`--pmd-cpus: bad CPU list '${s}' (e.g. 1 or 0,1 or 0-1)`);
+    const a = Number(m[1]);
+    const b = m[2] !== undefined ? Number(m[2]) : a;
+    if (b < a || b > 1023) throw new UsageError(`--pmd-cpus: bad range '${part}'`);
+    for (let c = a; c <= b; c++) out.push(c);
+  }
+  return out;
+}
+
+function intArg(v: unknown, name: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in ${min}..${max}, got '${String(v)}'`);
+  return n;
+}
+
+export async function run(values: Record<string, unknown>): Promise<number> {
+  const level = String(values['log-level'] ?? process.env.TSVS_LOG_LEVEL ?? 'info');
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level '${level}'`);
+  const log = pino({ level, base: { pid: process.pid } }, destination(2));
+  const runDir = (values['run-dir'] as string | undefined) ?? defaultRunDir();
+  const pmdCpus = values['pmd-cpus'] !== undefined ? parseCpuList(String(values['pmd-cpus'])) : undefined;
+  const sw = await Switch.start({
+    runDir,
+    pmdCpus,
+    pmdSleepMaxUs: intArg(values['pmd-sleep-max'], 'pmd-sleep-max', 0, 1_000_000, 0),
+    poolSize: intArg(values['pool-size'], 'pool-size', 1024, 1 << 20, 16384),
+    log,
+  });
+  return new Promise<number>((resolve) => {
+    const done = (): void => resolve(0);
+    sw.onShutdown = done;
+    const onSig = (sig: string): void => {
+      log.info(`${sig}: shutting down`);
+      void sw.stop().then(done);
+    };
+    process.once('SIGINT', () => onSig('SIGINT'));
+    process.once('SIGTERM', () => onSig('SIGTERM'));
+  });
+}

@@ -1,0 +1,478 @@
+/**
+ * The switch: bridges of ports, OpenFlow-style tables per bridge (the slow
+ * path, on the main thread), PMD worker threads running the datapath, the
+ * configuration database and the control socket's methods.
+ *
+ * Port numbers: every port gets one number, unique across bridges, used both
+ * as its OpenFlow port number and as its datapath port number, so upcalls and
+ * datapath actions need no translation.
+ */
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import type { Logger } from 'pino';
+import { Mempool } from '../mem/mempool.js';
+import { PmdThread, type UpcallMsg, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
+import type { PortInfo, PortSpec, PortKind } from '../dp/port-factory.js';
+import { FLOW_WORDS, formatKey } from '../dp/flow-key.js';
+import { formatProgram } from '../dp/actions.js';
+import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
+import { ControlServer, RpcError } from './control.js';
+import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';
+import { Bridge, DEFAULT_FLOW } from './bridge.js';
+import { qemuVhostUserArgs, qemuMemoryArgs } from '../app/qemu-args.js';
+
+export interface SwitchOptions {
+  runDir: string;
+  pmdCpus?: number[];
+  pmdSleepMaxUs?: number;
+  poolSize?: number;
+  log: Logger;
+  /** Revalidation period, ms. */
+  revalidateMs?: number;
+}
+
+interface PortRuntime {
+  cfg: PortConfig;
+  bridge: string;
+  pmd: PmdThread;
+  info: PortInfo | null;
+  error?: string;
+}
+
+const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export class Switch {
+  readonly paths: RunPaths;
+  readonly log: Logger;
+  readonly db: ConfigDb;
+  readonly pool: Mempool;
+  readonly pmds: PmdThread[] = [];
+  readonly control: ControlServer;
+  private readonly bridges = new Map<string, Bridge>();
+  private readonly ports = new Map<number, PortRuntime>();
+  private revalTimer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private readonly opts: SwitchOptions;
+  private pmdStatsBase = new Map<number, PmdThreadStats>();
+  onShutdown: (() => void) | null = null;
+
+  private constructor(opts: SwitchOptions) {
+    this.opts = opts;
+    this.paths = runPaths(opts.runDir);
+    this.log = opts.log;
+    ensureRunDir(this.paths.dir);
+    this.db = ConfigDb.open(this.paths.db);
+    this.pool = Mempool.create({ name: 'tsvs-pool', count: opts.poolSize ?? 16384 });
+    this.control = new ControlServer(this.paths.control);
+  }
+
+  static async start(opts: SwitchOptions): Promise<Switch> {
+    const sw = new Switch(opts);
+    const cpus = opts.pmdCpus && opts.pmdCpus.length > 0 ? opts.pmdCpus : [undefined];
+    cpus.forEach((cpu, i) => {
+      sw.pmds.push(
+        new PmdThread(
+          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0 },
+          {
+            upcall: (m) => sw.onUpcall(m),
+            portEvent: (m) => sw.onPortEvent(m),
+            log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : 'info'](msg),
+            exit: (code) => {
+              if (!sw.stopping) sw.log.error(`pmd ${i} exited unexpectedly (code ${code})`);
+            },
+          },
+        ),
+      );
+    });
+    sw.registerMethods();
+    await sw.control.listen();
+    fs.writeFileSync(sw.paths.pid, `${process.pid}\n`);
+    await sw.restore();
+    sw.revalTimer = setInterval(() => void sw.revalidate(), opts.revalidateMs ?? 500);
+    sw.revalTimer.unref();
+    sw.log.info({ runDir: sw.paths.dir, pmds: sw.pmds.length, control: sw.paths.control }, 'tsvs switch started');
+    return sw;
+  }
+
+  /** Re-create bridges, ports and rules from the database. */
+  private async restore(): Promise<void> {
+    for (const b of this.db.config.bridges) {
+      this.bridges.set(b.name, new Bridge(b.name));
+      for (const p of b.ports) await this.openPort(b.name, p);
+      const br = this.bridges.get(b.name)!;
+      for (const f of b.flows) {
+        try {
+          br.addFlow(f, (n) => this.resolvePort(n));
+        } catch (e) {
+          this.log.error(`bridge ${b.name}: stored rule '${f}' no longer parses: ${(e as Error).message}`);
+        }
+      }
+      if (b.ports.length || b.flows.length) this.log.info(`restored bridge ${b.name}: ${b.ports.length} ports, ${b.flows.length} rules`);
+    }
+  }
+
+  // ---------------- ports ----------------
+
+  private pmdFor(bridge: string): PmdThread {
+    // All ports of a bridge are polled by one PMD so that every output port is local to it.
+    const names = [...this.bridges.keys()];
+    return this.pmds[Math.max(0, names.indexOf(bridge)) % this.pmds.length];
+  }
+
+  private portSpec(p: PortConfig): PortSpec {
+    return { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, queues: p.queues, mac: p.mac, mtu: p.mtu };
+  }
+
+  private async openPort(bridge: string, p: PortConfig): Promise<void> {
+    const pmd = this.pmdFor(bridge);
+    const rt: PortRuntime = { cfg: p, bridge, pmd, info: null };
+    this.ports.set(p.ofport, rt);
+    this.bridges.get(bridge)!.ports.set(p.ofport, p.name);
+    try {
+      rt.info = await pmd.addPort(p.ofport, this.portSpec(p));
+      this.log.info(`port ${p.name} (${p.type}, ofport ${p.ofport}) added to ${bridge}`);
+    } catch (e) {
+      rt.error = (e as Error).message;
+      this.log.error(`port ${p.name}: ${rt.error}`);
+    }
+  }
+
+  private onPortEvent(m: PortEventMsg): void {
+    const rt = this.ports.get(m.port);
+    if (!rt) return;
+    const was = rt.info?.link;
+    rt.info = m.info;
+    if (was !== m.info.link) this.log.info(`port ${rt.cfg.name}: link ${m.info.link}${m.info.status ? ` (${m.info.status})` : ''}`);
+    if (m.info.link === 'down') {
+      const br = this.bridges.get(rt.bridge);
+      br?.mac.flushPort(m.port);
+    }
+  }
+
+  resolvePort(name: string): number | undefined {
+    for (const [no, rt] of this.ports) if (rt.cfg.name === name) return no;
+    return undefined;
+  }
+
+  private portName(no: number): string | undefined {
+    return this.ports.get(no)?.cfg.name;
+  }
+
+  private bridgeOrThrow(name: unknown): Bridge {
+    const b = this.bridges.get(String(name));
+    if (!b) throw new RpcError(`no bridge named '${String(name)}'`);
+    return b;
+  }
+
+  // ---------------- slow path ----------------
+
+  private onUpcall(m: UpcallMsg): void {
+    const pmd = this.pmds[m.pmd];
+    const rt = this.ports.get(m.port);
+    if (!rt) {
+      pmd.upcallReply(m.id, null);
+      return;
+    }
+    const br = this.bridges.get(rt.bridge)!;
+    const r = br.translate(m.key, Date.now(), undefined, undefined, undefined, m.frame.length);
+    const fid = br.megaflowId(r.key, r.mask);
+    if (!br.pendingInstall.has(fid)) {
+      br.pendingInstall.add(fid);
+      void pmd.putFlow(r.key, r.mask, r.actions).then(
+        () => br.pendingInstall.delete(fid),
+        (e: Error) => {
+          br.pendingInstall.delete(fid);
+          this.log.warn(`flow install failed: ${e.message}`);
+        },
+      );
+    }
+    pmd.upcallReply(m.id, r.actions);
+  }
+
+  /** Re-check installed datapath flows against the rules; remove those whose translation changed. */
+  private revalidating = false;
+  async revalidate(): Promise<number> {
+    if (this.revalidating || this.stopping) return 0;
+    this.revalidating = true;
+    let removed = 0;
+    try {
+      const now = Date.now();
+      for (const br of this.bridges.values()) br.expire(now);
+      for (const pmd of this.pmds) {
+        const flows = await pmd.dumpFlows();
+        for (const f of flows) {
+          const rt = this.ports.get(f.key[0]);
+          const br = rt ? this.bridges.get(rt.bridge) : undefined;
+          if (!br) {
+            await pmd.delFlow(f.id);
+            removed++;
+            continue;
+          }
+          // credit rule counters with the hits since the last pass, and refresh MAC learning
+          const r = br.translate(Uint32Array.from(f.key), now, f.packets, f.bytes, f.id);
+          if (!sameArray(r.mask, f.mask) || !sameArray(r.actions, f.actions)) {
+            await pmd.delFlow(f.id);
+            br.forgetFlow(f.id);
+            removed++;
+          }
+        }
+      }
+    } catch (e) {
+      if (!this.stopping) this.log.warn(`revalidation: ${(e as Error).message}`);
+    } finally {
+      this.revalidating = false;
+    }
+    return removed;
+  }
+
+  // ---------------- control methods ----------------
+
+  private persist(): void {
+    this.db.save();
+  }
+
+  private registerMethods(): void {
+    const c = this.control;
+    c.on('add-br', (p) => {
+      const name = String(p.bridge ?? '');
+      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name)) throw new RpcError(`bad bridge name '${name}': use 1-15 of A-Z a-z 0-9 _ . -`);
+      if (this.bridges.has(name)) throw new RpcError(`bridge '${name}' already exists`);
+      const br = new Bridge(name);
+      br.addFlow(DEFAULT_FLOW, () => undefined);
+      this.bridges.set(name, br);
+      this.db.config.bridges.push({ name, ports: [], flows: [DEFAULT_FLOW] });
+      this.persist();
+      return { text: '' };
+    });
+    c.on('del-br', async (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      for (const no of [...br.ports.keys()]) await this.removePort(no);
+      this.bridges.delete(br.name);
+      this.db.config.bridges = this.db.config.bridges.filter((b) => b.name !== br.name);
+      this.persist();
+      return { text: '' };
+    });
+    c.on('add-port', async (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const name = String(p.name ?? '');
+      if (!NAME_RE.test(name)) throw new RpcError(`bad port name '${name}'`);
+      if (this.resolvePort(name) !== undefined) throw new RpcError(`port '${name}' already exists`);
+      const type = String(p.type ?? '');
+      const types = ['vhost-user', 'vhost-user-client', 'tap', 'afpacket', 'virtio-user'];
+      if (!types.includes(type)) throw new RpcError(`unknown port type '${type}' (expected one of ${types.join(', ')})`);
+      let sock = p.path === undefined ? undefined : String(p.path);
+      if (type === 'vhost-user' && sock === undefined) sock = path.join(this.paths.dir, name);
+      if ((type === 'vhost-user-client' || type === 'virtio-user') && sock === undefined) throw new RpcError(`--path is required for type ${type}`);
+      if ((type === 'tap' || type === 'afpacket') && p.iface === undefined && type === 'afpacket') throw new RpcError('--iface is required for type afpacket');
+      const ofport = p.ofport !== undefined ? Number(p.ofport) : this.nextOfport();
+      if (this.ports.has(ofport)) throw new RpcError(`ofport ${ofport} is in use`);
+      const cfg: PortConfig = {
+        name, type: type as PortConfig['type'], ofport, path: sock,
+        iface: p.iface !== undefined ? String(p.iface) : type === 'tap' ? name : undefined,
+        queues: p.queues !== undefined ? Number(p.queues) : undefined,
+      };
+      await this.openPort(br.name, cfg);
+      const rt = this.ports.get(ofport)!;
+      if (rt.error) {
+        this.ports.delete(ofport);
+        br.ports.delete(ofport);
+        throw new RpcError(`cannot add port ${name}: ${rt.error}`);
+      }
+      this.db.bridge(br.name)!.ports.push(cfg);
+      this.persist();
+      return { text: type === 'vhost-user' ? `${name}: vhost-user socket ${sock}` : '', data: { ofport, path: sock } };
+    });
+    c.on('del-port', async (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const no = this.resolvePort(String(p.name));
+      if (no === undefined || !br.ports.has(no)) throw new RpcError(`bridge ${br.name} has no port '${String(p.name)}'`);
+      await this.removePort(no);
+      this.persist();
+      return { text: '' };
+    });
+    c.on('add-flow', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const text = String(p.flow ?? '');
+      br.addFlow(text, (n) => this.resolvePort(n));
+      this.db.bridge(br.name)!.flows.push(text);
+      this.persist();
+      void this.revalidate();
+      return { text: '' };
+    });
+    c.on('del-flows', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const n = br.delFlows(p.match === undefined ? '' : String(p.match), !!p.strict, (x) => this.resolvePort(x));
+      this.db.bridge(br.name)!.flows = br.flowTexts();
+      this.persist();
+      void this.revalidate();
+      return { text: '', data: { deleted: n } };
+    });
+    c.on('dump-flows', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const rules = br.dump(Date.now(), (n) => this.portName(n));
+      return { text: rules.map((r) => ' ' + r.text).join('\n'), data: rules };
+    });
+    c.on('dump-dp-flows', async () => {
+      const all = [];
+      for (const pmd of this.pmds) {
+        for (const f of await pmd.dumpFlows()) {
+          all.push({
+            pmd: pmd.id, id: f.id, packets: f.packets, bytes: f.bytes,
+            used: f.used ? ((Date.now() - f.used) / 1000).toFixed(3) + 's' : 'never',
+            match: formatKey(Uint32Array.from(f.key.map((k, i) => k & f.mask[i]))),
+            mask: f.mask.map((m) => m.toString(16).padStart(8, '0')).join(''),
+            actions: formatProgram(Int32Array.from(f.actions)),
+          });
+        }
+      }
+      const text = all.map((f) => `pmd=${f.pmd} ${f.match}, mask=${f.mask}, packets:${f.packets}, bytes:${f.bytes}, used:${f.used}, actions:${f.actions}`).join('\n');
+      return { text: text || '(no datapath flows)', data: all };
+    });
+    c.on('show', () => {
+      const data = [...this.bridges.values()].map((br) => ({
+        bridge: br.name,
+        ports: [...br.ports.keys()].map((no) => {
+          const rt = this.ports.get(no)!;
+          return { name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, link: rt.info?.link ?? 'down', status: rt.error ?? rt.info?.status ?? '', pmd: rt.pmd.id };
+        }),
+        rules: br.ruleCount(),
+        macs: br.mac.size,
+      }));
+      const lines: string[] = [`tsvs ${this.paths.dir}`];
+      for (const b of data) {
+        lines.push(`  Bridge ${b.bridge}  (${b.rules} rules, ${b.macs} learned MACs)`);
+        for (const p of b.ports) {
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''} link=${p.link} pmd=${p.pmd}${p.status ? `  ERROR/STATUS: ${p.status}` : ''}`);
+        }
+      }
+      return { text: lines.join('\n'), data };
+    });
+    c.on('port-stats', async (p) => {
+      const rows = [];
+      for (const pmd of this.pmds) {
+        for (const pi of await pmd.ports()) {
+          if (p.port !== undefined && pi.name !== p.port) continue;
+          rows.push({ port: pi.name, ofport: pi.portNo, link: pi.link, ...pi.stats });
+        }
+      }
+      if (p.port !== undefined && rows.length === 0) throw new RpcError(`no port named '${String(p.port)}'`);
+      const text = rows
+        .map((r) => {
+          const drops = Object.entries(r.drops).map(([k, v]) => `${k}=${v}`).join(' ');
+          return `port ${r.ofport} ${r.port} (${r.link}): rx pkts=${r.rxPackets} bytes=${r.rxBytes} drop=${r.rxDropped}\n           tx pkts=${r.txPackets} bytes=${r.txBytes} drop=${r.txDropped}${drops ? `\n           drops by reason: ${drops}` : ''}`;
+        })
+        .join('\n');
+      return { text, data: rows };
+    });
+    c.on('pmd-stats', async () => {
+      const rows = [];
+      for (const pmd of this.pmds) rows.push(this.pmdDelta(await pmd.stats()));
+      const text = rows.map((s) => formatPmdStats(s)).join('\n');
+      return { text, data: rows };
+    });
+    c.on('pmd-stats-clear', async () => {
+      for (const pmd of this.pmds) this.pmdStatsBase.set(pmd.id, await pmd.stats());
+      return { text: '' };
+    });
+    c.on('pmd-rxq-show', async () => {
+      const rows = [];
+      for (const pmd of this.pmds) {
+        const s = await pmd.stats();
+        rows.push({ pmd: pmd.id, cpu: s.cpu, rxqs: s.rxqs });
+      }
+      const text = rows
+        .map((r) => [`pmd thread ${r.pmd} core_id ${r.cpu ?? 'any'}:`, ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${q.queue}`)].join('\n'))
+        .join('\n');
+      return { text, data: rows };
+    });
+    c.on('qemu-args', (p) => {
+      const no = this.resolvePort(String(p.port));
+      const rt = no === undefined ? undefined : this.ports.get(no);
+      if (!rt) throw new RpcError(`no port named '${String(p.port)}'`);
+      if (rt.cfg.type !== 'vhost-user' && rt.cfg.type !== 'vhost-user-client') throw new RpcError(`port ${rt.cfg.name} is ${rt.cfg.type}, not vhost-user`);
+      const args = [...qemuMemoryArgs({ share: true }), ...qemuVhostUserArgs(rt.cfg.path!, { server: rt.cfg.type === 'vhost-user-client', queues: rt.cfg.queues })];
+      return { text: args.map((a) => (/[\s,]/.test(a) && !a.startsWith('-') ? `'${a}'` : a)).join(' '), data: args };
+    });
+    c.on('shutdown', () => {
+      setImmediate(() => void this.stop().then(() => this.onShutdown?.()));
+      return { text: '' };
+    });
+  }
+
+  private pmdDelta(s: PmdThreadStats): PmdThreadStats {
+    const b = this.pmdStatsBase.get(s.pmd);
+    if (!b) return s;
+    const d = { ...s, drops: { ...s.drops } };
+    for (const k of ['iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs'] as const) {
+      d[k] = s[k] - b[k];
+    }
+    for (const k of Object.keys(d.drops)) d.drops[k] -= b.drops[k] ?? 0;
+    return d;
+  }
+
+  private nextOfport(): number {
+    let n = 1;
+    while (this.ports.has(n)) n++;
+    return n;
+  }
+
+  private async removePort(no: number): Promise<void> {
+    const rt = this.ports.get(no);
+    if (!rt) return;
+    await rt.pmd.delPort(no).catch((e: Error) => this.log.warn(`del-port ${rt.cfg.name}: ${e.message}`));
+    this.ports.delete(no);
+    const br = this.bridges.get(rt.bridge);
+    if (br) {
+      br.ports.delete(no);
+      br.mac.flushPort(no);
+    }
+    const bc: BridgeConfig | undefined = this.db.bridge(rt.bridge);
+    if (bc) bc.ports = bc.ports.filter((p) => p.ofport !== no);
+    await this.revalidate();
+    this.log.info(`port ${rt.cfg.name} deleted`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.revalTimer) clearInterval(this.revalTimer);
+    await this.control.close();
+    for (const pmd of this.pmds) await pmd.stop();
+    this.pool.close();
+    try {
+      fs.unlinkSync(this.paths.pid);
+    } catch {
+      /* gone */
+    }
+    this.log.info('tsvs switch stopped');
+  }
+}
+
+function sameArray(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if ((a[i] | 0) !== (b[i] | 0)) return false;
+  return true;
+}
+
+export function formatPmdStats(s: PmdThreadStats): string {
+  const pkts = s.rxPackets;
+  const pct = (n: number): string => (pkts > 0 ? ((100 * n) / pkts).toFixed(1) : '0.0') + '%';
+  const total = s.busyNs + s.idleNs;
+  const drops = Object.entries(s.drops).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(' ');
+  return [
+    `pmd thread ${s.pmd} core_id ${s.cpu ?? 'any'}:`,
+    `  packets received: ${pkts}`,
+    `  packet recirculations: 0`,
+    `  emc hits: ${s.emcHits} (${pct(s.emcHits)})`,
+    `  megaflow hits: ${s.megaflowHits} (${pct(s.megaflowHits)})`,
+    `  miss with success upcall: ${s.upcalls} (${pct(s.upcalls)})`,
+    `  miss with failed upcall: ${s.upcallsLost}`,
+    `  packets sent: ${s.txPackets}`,
+    `  datapath flows: ${s.flows}`,
+    `  busy/idle: ${total > 0 ? ((100 * s.busyNs) / total).toFixed(1) : '0.0'}% busy (${(s.busyNs / 1e6).toFixed(1)} ms busy, ${(s.idleNs / 1e6).toFixed(1)} ms idle), ${s.iterations} iterations`,
+    `  avg processing time per packet: ${pkts > 0 ? (s.busyNs / pkts).toFixed(1) : '0'} ns`,
+    `  drops: ${drops || 'none'}`,
+  ].join('\n');
+}
+
+export { FLOW_WORDS };

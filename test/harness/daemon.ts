@@ -1,0 +1,53 @@
+/** Start a tsvs daemon (optionally inside a network namespace) and drive it through the real CLI. */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const CLI = path.resolve(here, '../../src/cli/main.js');
+
+export interface Daemon {
+  runDir: string;
+  proc: ChildProcess;
+  log(): string;
+  cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(opts: { netns?: string; args?: string[]; runDir?: string } = {}): Promise<Daemon> {
+  const runDir = opts.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-d-'));
+  const prefix = opts.netns ? ['ip', 'netns', 'exec', opts.netns] : [];
+  const argv = [...prefix, process.execPath, CLI, 'daemon', '--run-dir', runDir, '--pmd-sleep-max', '200', ...(opts.args ?? [])];
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  proc.stderr!.on('data', (d) => (log += d));
+  const ctl = path.join(runDir, 'tsvs.ctl');
+  const t0 = Date.now();
+  while (!fs.existsSync(ctl)) {
+    if (proc.exitCode !== null) throw new Error(`daemon exited early (${proc.exitCode}): ${log}`);
+    if (Date.now() - t0 > 20000) throw new Error(`daemon did not start: ${log}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const d: Daemon = {
+    runDir,
+    proc,
+    log: () => log,
+    cli: (...args: string[]) =>
+      new Promise((resolve) => {
+        execFile(process.execPath, [CLI, ...args, '--run-dir', runDir], { timeout: 30000 }, (err, stdout, stderr) => {
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+        });
+      }),
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 8000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+  return d;
+}
