@@ -376,7 +376,7 @@ function prereqFailure(m: Match, f: FieldDef): string | undefined {
 // ---------------------------------------------------------------------------
 // Actions
 
-function parseActions(s: string, base: number, resolve: PortResolver | undefined): OfAction[] {
+function parseActions(s: string, base: number, resolve: PortResolver | undefined, table: number | undefined): OfAction[] {
   const toks = tokenize(s, base);
   const out: OfAction[] = [];
   let sawDrop: Token | undefined;
@@ -386,7 +386,12 @@ function parseActions(s: string, base: number, resolve: PortResolver | undefined
     try {
       const a = parseAction(tok.text, resolve);
       if (a === 'drop') { sawDrop = tok; continue; }
-      if (a.type === 'goto_table') sawGoto = tok;
+      if (a.type === 'goto_table') {
+        sawGoto = tok;
+        if (table !== undefined && a.table <= table) {
+          throw new ValueError(`goto_table: table ${a.table} must be greater than the current table ${table}`);
+        }
+      }
       out.push(a);
     } catch (e) {
       if (e instanceof ValueError) throw new FlowSyntaxError(e.msg, tok.col, tok.text);
@@ -474,7 +479,10 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
       throw new FlowSyntaxError('actions are not allowed here', kwCol + 1, text.slice(kwCol).split(/[\s]/)[0]);
     }
     const astart = am.index + am[0].length;
-    actions = parseActions(text.slice(astart), astart, resolve);
+    // table= must be known before the actions are checked (goto_table).
+    const tm = /(?:^|[\s,])table\s*=\s*(0x[0-9a-fA-F]+|[0-9]+)(?=$|[\s,])/.exec(matchPart);
+    const tableForGoto = tm ? Number(tm[1]) : 0;
+    actions = parseActions(text.slice(astart), astart, resolve, tableForGoto <= 254 ? tableForGoto : undefined);
   } else if (mode === 'add') {
     throw new FlowSyntaxError('must specify an action (actions=...)', text.length + 1, '');
   }
@@ -548,15 +556,6 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
   for (const s of setters) {
     const why = prereqFailure(spec.match, fieldByName(s.field)!);
     if (why) throw new FlowSyntaxError(why, s.tok.col, s.tok.text);
-  }
-  if (mode === 'add') {
-    for (const a of actions) {
-      if (a.type === 'goto_table' && spec.table !== undefined && a.table <= spec.table) {
-        const col = (am ? am.index + am[0].length : 0) + 1;
-        throw new FlowSyntaxError(`goto_table: table ${a.table} must be greater than the current table ${spec.table}`,
-          col, `goto_table:${a.table}`);
-      }
-    }
   }
   return spec;
 }
