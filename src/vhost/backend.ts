@@ -131,6 +131,8 @@ interface Vring {
   addrSet: boolean;
   lastAvail: number;
   lastUsed: number;
+  /** SET_VRING_BASE seen (or positions read back): else packed rings start at 0x8000 (wrap 1). */
+  baseSet: boolean;
   kickFd: number;
   kickSet: boolean;
   callFd: number;
@@ -148,6 +150,7 @@ function newVring(): Vring {
     addrSet: false,
     lastAvail: 0,
     lastUsed: 0,
+    baseSet: false,
     kickFd: -1,
     kickSet: false,
     callFd: -1,
@@ -590,6 +593,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           v.lastAvail = s.num;
           v.lastUsed = s.num;
         }
+        v.baseSet = true;
       },
       getVringBase: async (m) => {
         const s = decodeState(m.payload);
@@ -798,8 +802,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         desc: mem.uaddrToGpa(v.descU, 16 * v.size),
         avail: mem.uaddrToGpa(v.availU, packed ? 4 : 6 + 2 * v.size),
         used: mem.uaddrToGpa(v.usedU, packed ? 4 : 6 + 8 * v.size),
-        lastAvailIdx: v.lastAvail,
-        lastUsedIdx: v.lastUsed,
+        lastAvailIdx: v.baseSet || !packed ? v.lastAvail : 0x8000,
+        lastUsedIdx: v.baseSet || !packed ? v.lastUsed : 0x8000,
         callFd: v.callFd,
       };
       any = true;
@@ -827,6 +831,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         const v = this.rings[q.index];
         v.lastAvail = lastAvail & 0xffff;
         v.lastUsed = lastUsed & 0xffff;
+        v.baseSet = true;
       }
       this.current = null;
       this.currentKey = '';

@@ -1,0 +1,396 @@
+/**
+ * The vhost-user PMD (DPDK net_vhost): a Port whose peer is a VM or a
+ * virtio-user process speaking vhost-user on a unix socket.
+ *
+ *   rxBurst(q) = frames the guest transmitted on its TX ring 2q+1 (copied into mbufs)
+ *   txBurst(q) = frames copied into the guest's RX ring 2q (mbufs freed after the copy)
+ *
+ * Two ways to build one:
+ *   new VhostUserPort({ path, mempool, ... })      owns the backend (socket, protocol);
+ *                                                   data path in the same thread.
+ *   VhostUserPort.remote({ name, mempool, queues }) data path only (e.g. in a worker);
+ *                                                   feed it port.setDataPath(desc) with the
+ *                                                   descriptions the owning side's
+ *                                                   backend emits ('datapath' event).
+ *
+ * Hot path: one atomic load per burst to check the generation, no allocation.
+ */
+import type { Mempool } from '../mem/mempool.js';
+import { VhostUserBackend } from '../vhost/backend.js';
+import { NetDevice } from '../vhost/net-device.js';
+import { NetDataPath } from '../vhost/net-datapath.js';
+import { defaultLogger, type Logger } from '../vhost/connection.js';
+import type { DataPathDescription } from '../vhost/datapath.js';
+import type { DeviceQueueStats } from '../virtio/device-queue.js';
+import { BURST, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+
+export interface VhostUserPortOptions {
+  /** Port name (default: the socket path). */
+  name?: string;
+  /** vhost-user socket path. */
+  path: string;
+  /** Connect to a listening frontend (QEMU server=on / virtio-user server=1). Default false: we listen. */
+  client?: boolean;
+  /** Queue pairs (default 1). */
+  queues?: number;
+  /** MAC in the device config space. */
+  mac?: string;
+  /** MTU in the device config space (default 1500). */
+  mtu?: number;
+  /** Virtio features to withhold (e.g. F_RING_PACKED). */
+  disableFeatures?: bigint;
+  mempool: Mempool;
+  logger?: Logger;
+  /** Client mode: max reconnect backoff (default 1000 ms). */
+  reconnectMaxMs?: number;
+}
+
+export interface VhostUserRemoteOptions {
+  name: string;
+  mempool: Mempool;
+  queues?: number;
+  logger?: Logger;
+}
+
+// Drop reasons (keys of stats.drops).
+export const DROP_TX_NO_GUEST_BUFFERS = 'tx-no-guest-buffers';
+export const DROP_TX_LINK_DOWN = 'tx-link-down';
+export const DROP_TX_TOO_BIG = 'tx-too-big';
+export const DROP_TX_BAD_CHAIN = 'tx-bad-guest-chain';
+export const DROP_TX_MULTISEG = 'tx-multi-segment';
+export const DROP_RX_POOL_EXHAUSTED = 'rx-pool-exhausted';
+export const DROP_RX_BAD_CHAIN = 'rx-bad-guest-chain';
+export const DROP_RX_TOO_BIG = 'rx-too-big';
+
+/** RARP frame length (Ethernet header + 28-byte ARP-format body), padded to the minimum. */
+const RARP_LEN = 60;
+
+export class VhostUserPort implements Port {
+  readonly name: string;
+  readonly type = 'vhost-user';
+  readonly nQueues: number;
+  /** The backend (null for a remote port). */
+  readonly backend: VhostUserBackend | null;
+  readonly device: NetDevice | null;
+  private readonly pool: Mempool;
+  private readonly log: Logger;
+  private dp: NetDataPath | null = null;
+  private pending: DataPathDescription | null = null;
+  private closed = false;
+  private statusText = 'waiting for frontend';
+  private pendingRarp: Uint8Array | null = null;
+
+  // burst scratch (no allocation per burst)
+  private readonly offs = new Int32Array(BURST * 8);
+  private readonly lens = new Int32Array(BURST * 8);
+  private readonly cap: number;
+
+  private readonly s: PortStats = newPortStats();
+  /** Device-queue counters of data paths already detached, folded into stats. */
+  private readonly folded = { rxBad: 0, rxTooBig: 0, txTooBig: 0, txBad: 0 };
+
+  constructor(opts: VhostUserPortOptions) {
+    this.name = opts.name ?? opts.path;
+    this.pool = opts.mempool;
+    this.log = opts.logger ?? defaultLogger;
+    this.nQueues = opts.queues ?? 1;
+    this.cap = this.pool.bufSize - this.pool.headroom;
+    this.device = new NetDevice(
+      { queuePairs: this.nQueues, mac: opts.mac, mtu: opts.mtu, disableFeatures: opts.disableFeatures },
+      (mac) => this.injectRarp(mac),
+    );
+    this.backend = new VhostUserBackend({
+      path: opts.path,
+      client: opts.client,
+      device: this.device,
+      logger: this.log,
+      name: this.name,
+      reconnectMaxMs: opts.reconnectMaxMs,
+    });
+    this.backend.on('datapath', (d) => this.setDataPath(d));
+    this.backend.on('connect', () => (this.statusText = 'frontend connected'));
+    this.backend.on('disconnect', (r) => (this.statusText = r ? `frontend disconnected: ${r}` : 'frontend disconnected'));
+    this.backend.start();
+  }
+
+  /** A data-path-only port (e.g. in a worker thread): feed it setDataPath(). */
+  static remote(opts: VhostUserRemoteOptions): VhostUserPort {
+    const p = Object.create(VhostUserPort.prototype) as VhostUserPort;
+    const w = p as unknown as Record<string, unknown>;
+    w.name = opts.name;
+    w.type = 'vhost-user';
+    w.nQueues = opts.queues ?? 1;
+    w.backend = null;
+    w.device = null;
+    w.pool = opts.mempool;
+    w.log = opts.logger ?? defaultLogger;
+    w.dp = null;
+    w.pending = null;
+    w.closed = false;
+    w.statusText = 'waiting for data path';
+    w.pendingRarp = null;
+    w.offs = new Int32Array(BURST * 8);
+    w.lens = new Int32Array(BURST * 8);
+    w.cap = opts.mempool.bufSize - opts.mempool.headroom;
+    w.s = newPortStats();
+    w.folded = { rxBad: 0, rxTooBig: 0, txTooBig: 0, txBad: 0 };
+    return p;
+  }
+
+  get link(): LinkState {
+    const dp = this.dp;
+    if (dp !== null && dp.valid()) {
+      for (let q = 0; q < this.nQueues; q++) if (dp.rings[2 * q] && dp.rings[2 * q + 1] && dp.enabled(2 * q) && dp.enabled(2 * q + 1)) return 'up';
+    }
+    return 'down';
+  }
+
+  get status(): string {
+    return this.statusText;
+  }
+
+  /** Counters (drops by reason include the guest-ring violations seen by the device queues). */
+  get stats(): PortStats {
+    const s = this.s;
+    let rxBad = this.folded.rxBad;
+    let rxTooBig = this.folded.rxTooBig;
+    let txTooBig = this.folded.txTooBig;
+    let txBad = this.folded.txBad;
+    const dp = this.dp;
+    if (dp) {
+      dp.rings.forEach((r, i) => {
+        if (!r) return;
+        if (i & 1) {
+          rxBad += badCount(r.stats);
+          rxTooBig += r.stats.tooBig;
+        } else {
+          txBad += badCount(r.stats);
+          txTooBig += r.stats.tooBig;
+        }
+      });
+    }
+    setDrop(s, DROP_RX_BAD_CHAIN, rxBad);
+    setDrop(s, DROP_RX_TOO_BIG, rxTooBig);
+    setDrop(s, DROP_TX_TOO_BIG, txTooBig);
+    setDrop(s, DROP_TX_BAD_CHAIN, txBad);
+    return s;
+  }
+
+  /** Replace the data path (null: stop). Called by the backend event, or by a worker's message handler. */
+  setDataPath(desc: DataPathDescription | null): void {
+    this.dropDataPath();
+    if (this.closed || !desc) {
+      this.pending = null;
+      if (!this.closed) this.statusText = this.backend?.connected ? 'frontend connected, rings not ready' : 'no data path';
+      return;
+    }
+    this.pending = desc;
+    this.tryAttach();
+  }
+
+  /** Queue a RARP announcement for `mac` (sent on the next rxBurst of queue 0). */
+  injectRarp(mac: Uint8Array): void {
+    this.pendingRarp = mac.slice(0, 6);
+  }
+
+  private tryAttach(): void {
+    const desc = this.pending;
+    if (!desc) return;
+    this.pending = null;
+    try {
+      this.dp = NetDataPath.attach(desc);
+      if (this.dp) this.statusText = 'running';
+    } catch (e) {
+      this.statusText = `rings unusable: ${(e as Error).message}`;
+      this.log.log('warn', `${this.name}: data path generation ${desc.generation}: ${(e as Error).message}`);
+      this.dp = null;
+    }
+  }
+
+  private dropDataPath(): void {
+    const dp = this.dp;
+    if (!dp) return;
+    dp.rings.forEach((r, i) => {
+      if (!r) return;
+      if (i & 1) {
+        this.folded.rxBad += badCount(r.stats);
+        this.folded.rxTooBig += r.stats.tooBig;
+      } else {
+        this.folded.txBad += badCount(r.stats);
+        this.folded.txTooBig += r.stats.tooBig;
+      }
+    });
+    dp.detach();
+    this.dp = null;
+  }
+
+  /** Current data path if still valid (detaches a revoked one). */
+  private active(): NetDataPath | null {
+    const dp = this.dp;
+    if (dp !== null) {
+      if (dp.valid()) return dp;
+      this.dropDataPath();
+    }
+    if (this.pending !== null) this.tryAttach();
+    return this.dp;
+  }
+
+  rxBurst(q: number, out: Int32Array, max: number): number {
+    const dp = this.active();
+    if (dp === null || q < 0 || q >= this.nQueues) return 0;
+    if (max > out.length) max = out.length;
+    if (max > this.offs.length) max = this.offs.length;
+    let extra = 0;
+    if (this.pendingRarp !== null && q === 0 && max > 0) extra = this.emitRarp(out);
+    const ri = 2 * q + 1;
+    const vq = dp.rings[ri];
+    if (vq === null || !dp.enabled(ri) || !vq.hasAvail() || max - extra <= 0) return extra;
+    const pool = this.pool;
+    const want = max - extra;
+    const got = extra === 0 ? pool.alloc(out, want) : pool.alloc(out.subarray(extra), want);
+    if (got === 0) {
+      // The guest's frames stay in its ring; counted, not lost.
+      this.countDrop(DROP_RX_POOL_EXHAUSTED, 1);
+      return extra;
+    }
+    const offs = this.offs;
+    for (let i = 0; i < got; i++) offs[i] = pool.dataOffset(out[extra + i]);
+    const lens = this.lens;
+    const n = vq.dequeueBurst(pool.data, offs, this.cap, lens, got);
+    // frame k landed at offs[k] = buffer out[extra+k]
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      const h = out[extra + i];
+      pool.dataLen[h] = lens[i];
+      pool.pktLen[h] = lens[i];
+      bytes += lens[i];
+    }
+    if (n < got) pool.free(out, got - n, extra + n);
+    if (n > 0) {
+      this.s.rxPackets += n;
+      this.s.rxBytes += bytes;
+    }
+    dp.notify(ri);
+    return extra + n;
+  }
+
+  txBurst(q: number, handles: Int32Array, n: number): number {
+    if (n <= 0) return 0;
+    const pool = this.pool;
+    const dp = this.active();
+    const ri = 2 * q;
+    const vq = dp !== null && q >= 0 && q < this.nQueues ? dp.rings[ri] : null;
+    if (dp === null || vq === null || !dp.enabled(ri)) {
+      this.countDrop(DROP_TX_LINK_DOWN, n);
+      this.s.txDropped += n;
+      pool.free(handles, n);
+      return n;
+    }
+    const offs = this.offs;
+    const lens = this.lens;
+    let done = 0;
+    while (done < n) {
+      const m = Math.min(n - done, offs.length);
+      let k = 0;
+      for (let i = 0; i < m; i++) {
+        const h = handles[done + i];
+        if (pool.next[h] !== -1) {
+          // multi-segment mbufs are not supported by this PMD: drop
+          this.countDrop(DROP_TX_MULTISEG, 1);
+          this.s.txDropped++;
+          offs[k] = 0;
+          lens[k] = -1; // enqueueBurst counts it as badFrame and skips it
+          k++;
+          continue;
+        }
+        offs[k] = pool.dataOffset(h);
+        lens[k] = pool.dataLen[h];
+        k++;
+      }
+      const before = vq.stats.pkts;
+      const bytesBefore = vq.stats.bytes;
+      const consumed = vq.enqueueBurst(pool.data, offs, lens, k);
+      const sent = vq.stats.pkts - before;
+      this.s.txPackets += sent;
+      this.s.txBytes += vq.stats.bytes - bytesBefore;
+      if (consumed < k) {
+        this.countDrop(DROP_TX_NO_GUEST_BUFFERS, k - consumed);
+        this.s.txDropped += k - consumed;
+      }
+      // consumed-but-not-sent frames (too big / bad chains) are counted via device stats
+      this.s.txDropped += consumed - sent - countMultiseg(lens, consumed);
+      done += m;
+      if (consumed < k) break;
+    }
+    if (done < n) {
+      this.countDrop(DROP_TX_NO_GUEST_BUFFERS, n - done);
+      this.s.txDropped += n - done;
+    }
+    pool.free(handles, n);
+    dp.notify(ri);
+    return n;
+  }
+
+  private countDrop(reason: string, n: number): void {
+    const d = this.s.drops;
+    d[reason] = (d[reason] ?? 0) + n;
+  }
+
+  /** Build a RARP frame announcing pendingRarp into a fresh mbuf at out[0]. */
+  private emitRarp(out: Int32Array): number {
+    const mac = this.pendingRarp as Uint8Array;
+    this.pendingRarp = null;
+    const pool = this.pool;
+    const got = pool.alloc(out, 1);
+    if (got === 0) return 0;
+    const h = out[0];
+    const b = pool.data;
+    const o = pool.dataOffset(h);
+    b.fill(0, o, o + RARP_LEN);
+    b.fill(0xff, o, o + 6); // broadcast
+    b.set(mac, o + 6);
+    b[o + 12] = 0x80; // ethertype 0x8035 (RARP)
+    b[o + 13] = 0x35;
+    b[o + 15] = 1; // htype ethernet
+    b[o + 16] = 0x08; // ptype IPv4
+    b[o + 18] = 6;
+    b[o + 19] = 4;
+    b[o + 21] = 3; // opcode: reverse request
+    b.set(mac, o + 22); // sender hw
+    b.set(mac, o + 32); // target hw
+    pool.dataLen[h] = RARP_LEN;
+    pool.pktLen[h] = RARP_LEN;
+    this.s.rxPackets++;
+    this.s.rxBytes += RARP_LEN;
+    return 1;
+  }
+
+  /** Stop: detach the data path, disconnect, unmap, close fds and the socket. */
+  close(): void {
+    void this.closeAsync();
+  }
+
+  /** close() that resolves when the backend has released everything. */
+  async closeAsync(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.dropDataPath();
+    this.pending = null;
+    this.statusText = 'closed';
+    if (this.backend) await this.backend.close();
+  }
+}
+
+function badCount(s: DeviceQueueStats): number {
+  return s.badChain + s.badAddr + s.loop + s.badIndirect + s.short + s.badIndex + s.badHead;
+}
+
+function setDrop(s: PortStats, reason: string, v: number): void {
+  if (v > 0 || reason in s.drops) s.drops[reason] = v;
+}
+
+function countMultiseg(lens: Int32Array, n: number): number {
+  let c = 0;
+  for (let i = 0; i < n; i++) if (lens[i] === -1) c++;
+  return c;
+}
