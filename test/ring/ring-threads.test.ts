@@ -51,7 +51,7 @@ for (const backing of ['sab', 'memfd'] as const) {
 
 test('MPMC across 2 producer + 2 consumer workers: nothing lost or duplicated, per-producer order kept', { timeout: 60000 }, async (t) => {
   const nProd = 2;
-  const perProducer = (LONG ? 5000 : 500) * 1000;
+  const perProducer = (LONG ? 5000 : 300) * 1000;
   const total = nProd * perProducer;
   const r = Ring.create(512, 'mpmc');
   const seen = new Uint8Array(new SharedArrayBuffer(total));
