@@ -1,0 +1,165 @@
+/**
+ * What the kernel-facing ports (TapPort, AfPacketPort) share: per-queue
+ * stashes of pre-allocated rx buffers, drop accounting by reason (errno
+ * reasons named once, then reused), link state from interface flags, and
+ * close() that returns buffers and closes every fd.
+ */
+import type { Mempool } from '../mem/mempool.js';
+import { closeQuiet, errnoName } from '../sys/libc.js';
+import { getIfFlags, IFF_RUNNING, IFF_UP } from '../sys/netdev.js';
+import { newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+
+/** Most packets one rxBurst returns (bigger `max` is clamped). */
+export const MAX_RX_BURST = 64;
+/** Most segments of one chained packet on tx (longer chains are dropped as 'tx-too-many-segs'). */
+export const MAX_TX_SEGS = 16;
+/** Room for an Ethernet header plus one VLAN tag on top of the MTU. */
+export const L2_OVERHEAD = 18;
+
+export abstract class KernelPort implements Port {
+  abstract readonly type: string;
+  readonly name: string;
+  readonly pool: Mempool;
+  readonly nQueues: number;
+  readonly stats: PortStats = newPortStats();
+  /** Kernel interface name (in its namespace). */
+  readonly ifname: string;
+  /** Network namespace the device lives in (undefined: ours at open time). */
+  readonly netns: string | undefined;
+  /** One fd per queue (readable when frames wait: watch it to avoid busy polling). */
+  readonly fds: readonly number[];
+  /** Bytes a frame may have in one pool buffer (bufSize - headroom). */
+  readonly room: number;
+
+  protected closed = false;
+  /** AF_INET socket made in the device's namespace, for interface ioctls. */
+  protected readonly ctlFd: number;
+  /** Native address of buffer 0's first byte. */
+  protected readonly base: number;
+  private readonly stash: Int32Array[];
+  protected readonly stashLen: Int32Array;
+  private readonly tmp = new Int32Array(MAX_RX_BURST);
+  private readonly rxReasons: string[] = [];
+  private readonly txReasons: string[] = [];
+
+  protected constructor(name: string, pool: Mempool, ifname: string, netns: string | undefined, fds: number[], ctlFd: number) {
+    this.name = name;
+    this.pool = pool;
+    this.ifname = ifname;
+    this.netns = netns;
+    this.fds = fds;
+    this.ctlFd = ctlFd;
+    this.nQueues = fds.length;
+    this.room = pool.bufSize - pool.headroom;
+    this.base = pool.region.addr + pool.bufBase;
+    this.stash = fds.map(() => new Int32Array(MAX_RX_BURST));
+    this.stashLen = new Int32Array(fds.length);
+  }
+
+  /** Up when the interface is administratively up and has carrier (a control-path ioctl). */
+  get link(): LinkState {
+    if (this.closed) return 'down';
+    try {
+      const f = getIfFlags(this.ifname, this.ctlFd);
+      return (f & IFF_UP) !== 0 && (f & IFF_RUNNING) !== 0 ? 'up' : 'down';
+    } catch {
+      return 'down';
+    }
+  }
+
+  abstract rxBurst(q: number, out: Int32Array, max: number): number;
+  abstract txBurst(q: number, handles: Int32Array, n: number): number;
+
+  /**
+   * Top queue q's stash up to `want` (<= MAX_RX_BURST) buffers if the pool
+   * has them (an idle queue holds at most one burst's worth); returns the
+   * stash (handles in [0, stashLen[q])). Use the top entries first.
+   */
+  protected refill(q: number, want: number): Int32Array {
+    const st = this.stash[q];
+    const len = this.stashLen[q];
+    if (len < want) {
+      const k = this.pool.alloc(this.tmp, want - len);
+      for (let i = 0; i < k; i++) st[len + i] = this.tmp[i];
+      this.stashLen[q] = len + k;
+    }
+    return st;
+  }
+
+  protected rxDrop(reason: string, n = 1): void {
+    this.stats.rxDropped += n;
+    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+  }
+
+  protected txDrop(reason: string, n = 1): void {
+    this.stats.txDropped += n;
+    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+  }
+
+  /** 'rx-EIO' style reason for an errno, built once per errno. */
+  protected rxErrReason(errno: number): string {
+    return this.rxReasons[errno] ??= `rx-${errnoName(errno)}`;
+  }
+
+  protected txErrReason(errno: number): string {
+    return this.txReasons[errno] ??= `tx-${errnoName(errno)}`;
+  }
+
+  /** Why the last txSegments() call refused a packet (counted by the caller when it takes it). */
+  protected txBad = '';
+
+  /**
+   * Validate packet h for tx: returns its segment count (1..MAX_TX_SEGS), or
+   * 0 with the reason in txBad. Does not count anything.
+   */
+  protected txSegments(h: number): number {
+    const pool = this.pool;
+    if (h < 0 || h >= pool.count) {
+      this.txBad = 'tx-bad-handle';
+      return 0;
+    }
+    let segs = 0;
+    let seg = h;
+    const bufSize = pool.bufSize;
+    while (seg !== -1) {
+      if (seg < 0 || seg >= pool.count) {
+        this.txBad = 'tx-bad-chain';
+        return 0;
+      }
+      if (++segs > MAX_TX_SEGS) {
+        this.txBad = 'tx-too-many-segs';
+        return 0;
+      }
+      const off = pool.dataOff[seg];
+      const len = pool.dataLen[seg];
+      if (off < 0 || len < 0 || off + len > bufSize) {
+        this.txBad = 'tx-bad-len';
+        return 0;
+      }
+      seg = pool.next[seg];
+    }
+    return segs;
+  }
+
+  /** Take a packet refused by txSegments: count the drop and free it (if the handle is valid). */
+  protected txTakeBad(h: number): void {
+    this.txDrop(this.txBad);
+    if (h >= 0 && h < this.pool.count) this.pool.freeOne(h);
+  }
+
+  /** Release hook for subclasses (native vectors ...), run before fds close. */
+  protected releaseExtra(): void {}
+
+  /** Return stashed buffers to the pool and close every fd. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.releaseExtra();
+    for (let q = 0; q < this.nQueues; q++) {
+      this.pool.free(this.stash[q], this.stashLen[q]);
+      this.stashLen[q] = 0;
+    }
+    for (const fd of this.fds) closeQuiet(fd);
+    closeQuiet(this.ctlFd);
+  }
+}
