@@ -422,6 +422,14 @@ export class VirtioUserPort implements Port, FrontendDevice {
     }
   }
 
+  /** TX buffers of queue q the backend has not consumed yet (reclaims first); 0 when down. */
+  txInFlight(q: number): number {
+    if (!this.active || q < 0 || q >= this.nq) return 0;
+    this.reclaimTx(q);
+    const d = this.txq[q];
+    return d.size - d.freeCount;
+  }
+
   txBurst(q: number, handles: Int32Array, n: number): number {
     if (n > handles.length) n = handles.length;
     if (n <= 0) return 0;
