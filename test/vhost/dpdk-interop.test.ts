@@ -51,3 +51,97 @@ test('DPDK virtio-user txonly -> our backend (server): exact count', { timeout: 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('our backend generating -> DPDK virtio-user rxonly: counts match', { timeout: 60000 }, async () => {
+  const dir = tmp();
+  const sock = path.join(dir, 'vhost.sock');
+  const pool = Mempool.create({ count: 4096 });
+  const port = new VhostUserPort({ path: sock, mempool: pool });
+  const tp = Testpmd.start({ vdev: `net_virtio_user0,path=${sock},queues=1`, fwdMode: 'rxonly' });
+  const poller = new Poller({ port, pool, txFrameLen: 64, txLimit: 300000 });
+  try {
+    await tp.waitFor(/testpmd> /);
+    await until(() => port.link === 'up', 10000, 'link up');
+    await tp.run('start');
+    poller.start();
+    await until(() => poller.txOffered >= 300000, 30000, 'generator done');
+    await new Promise((r) => setTimeout(r, 300));
+    const st = await tp.stopForwarding();
+    const ours = port.stats;
+    assert.ok(ours.txPackets > 1000, `we delivered ${ours.txPackets}`);
+    assert.equal(st.rxPackets, ours.txPackets, `testpmd got ${st.rxPackets}, we delivered ${ours.txPackets} (drops ${JSON.stringify(ours.drops)})`);
+    assert.equal(ours.txPackets + ours.txDropped, 300000, 'every frame delivered or counted as a drop');
+  } finally {
+    poller.stop();
+    await tp.quit();
+    await port.closeAsync();
+    pool.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('DPDK virtio-user as server, our backend as client: testpmd killed and restarted, traffic resumes', { timeout: 90000 }, async () => {
+  const dir = tmp();
+  const sock = path.join(dir, 'vhost.sock');
+  const pool = Mempool.create({ count: 4096 });
+  const port = new VhostUserPort({ path: sock, mempool: pool, client: true, reconnectMaxMs: 200 });
+  const poller = new Poller({ port, pool }).start();
+  let tp = Testpmd.start({ vdev: `net_virtio_user0,path=${sock},queues=1,server=1`, fwdMode: 'txonly' });
+  try {
+    await tp.waitFor(/testpmd> /);
+    await until(() => port.link === 'up', 15000, 'link up (1st testpmd)');
+    await tp.run('start');
+    await until(() => poller.rx > 50000, 20000, 'traffic from 1st testpmd');
+    await tp.kill();
+    await until(() => port.link === 'down', 5000, 'link down after kill');
+    assert.equal(port.backend!.connected, false);
+    const before = poller.rx;
+    fs.rmSync(sock, { force: true }); // a killed testpmd leaves its socket file; DPDK refuses to bind over it
+    tp = Testpmd.start({ vdev: `net_virtio_user0,path=${sock},queues=1,server=1`, fwdMode: 'txonly' });
+    await tp.waitFor(/testpmd> /);
+    await until(() => port.link === 'up', 15000, 'link up (2nd testpmd)');
+    await tp.run('start');
+    await until(() => poller.rx > before + 50000, 20000, 'traffic from 2nd testpmd');
+    const st = await tp.stopForwarding();
+    await poller.drain();
+    assert.equal(poller.rx - before, st.txPackets, 'exact count for the 2nd session');
+    assert.ok(port.backend!.stats.connections >= 2);
+  } finally {
+    poller.stop();
+    await tp.quit();
+    await port.closeAsync();
+    pool.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('two queue pairs (queues=2), split and packed rings', { timeout: 90000 }, async () => {
+  for (const packed of [false, true]) {
+    const dir = tmp();
+    const sock = path.join(dir, 'vhost.sock');
+    const pool = Mempool.create({ count: 8192 });
+    const port = new VhostUserPort({ path: sock, mempool: pool, queues: 2 });
+    const poller = new Poller({ port, pool, queues: [0, 1] }).start();
+    const tp = Testpmd.start({
+      vdev: `net_virtio_user0,path=${sock},queues=2${packed ? ',packed_vq=1' : ''}`,
+      fwdMode: 'txonly',
+      queues: 2,
+    });
+    try {
+      await tp.waitFor(/testpmd> /);
+      await until(() => port.link === 'up', 10000, 'link up');
+      await tp.run('start');
+      await until(() => poller.rxPerQueue[0] > 20000 && poller.rxPerQueue[1] > 20000, 20000, `traffic on both queues (${poller.rxPerQueue})`);
+      const st = await tp.stopForwarding();
+      await poller.drain();
+      assert.equal(poller.rx, st.txPackets, `packed=${packed}: received ${poller.rx} (${poller.rxPerQueue}), sent ${st.txPackets}`);
+      assert.equal(port.backend!.negotiatedFeatures & (1n << 34n) ? true : false, packed, 'ring kind negotiated');
+    } finally {
+      poller.stop();
+      await tp.quit();
+      await port.closeAsync();
+      pool.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
