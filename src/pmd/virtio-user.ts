@@ -55,6 +55,8 @@ export interface VirtioUserOptions {
   poolSize?: number;
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
+  /** Drop the connection when a reply takes longer (default 5000 ms). */
+  replyTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -157,6 +159,7 @@ export class VirtioUserPort implements Port, FrontendDevice {
           indirect: this.indirect,
           reconnectMinMs: o.reconnectMinMs,
           reconnectMaxMs: o.reconnectMaxMs,
+          replyTimeoutMs: o.replyTimeoutMs,
           logger: o.logger,
         },
         this,
