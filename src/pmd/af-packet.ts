@@ -42,6 +42,7 @@
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, EAGAIN, EINTR } from '../sys/libc.js';
 import {
+  getHwAddr,
   getMtu,
   ifNameToIndex,
   MmsgVec,
@@ -85,6 +86,8 @@ export class AfPacketPort extends KernelPort {
   readonly ifindex: number;
   /** Device MTU when opened. */
   readonly mtu: number;
+  /** The interface's MAC address (6 bytes) when opened. */
+  readonly mac: Uint8Array;
   /** PACKET_FANOUT group id (-1 with one queue). */
   readonly fanoutId: number;
   /** Whether the kernel drops our outgoing frames for us (PACKET_IGNORE_OUTGOING). */
@@ -122,7 +125,7 @@ export class AfPacketPort extends KernelPort {
           ifindex = s.ifindex;
           ignoreOutgoing &&= s.ignoreOutgoing;
         }
-        return { fds, ctl, fanoutId, ifindex, ignoreOutgoing, mtu: getMtu(opts.iface, ctl) };
+        return { fds, ctl, fanoutId, ifindex, ignoreOutgoing, mtu: getMtu(opts.iface, ctl), mac: getHwAddr(opts.iface, ctl) };
       } catch (e) {
         for (const fd of fds) closeQuiet(fd);
         closeQuiet(ctl);
@@ -133,6 +136,7 @@ export class AfPacketPort extends KernelPort {
     super(name, pool, opts.iface, opts.netns, r.fds, r.ctl);
     this.ifindex = r.ifindex;
     this.mtu = r.mtu;
+    this.mac = r.mac;
     this.fanoutId = r.fanoutId;
     this.ignoreOutgoing = r.ignoreOutgoing;
     this.rxVec = r.fds.map(() => {

@@ -36,6 +36,7 @@ const c_write = libc.func('write', 'long', ['int', 'uint64_t', 'size_t']);
 const c_recvmmsg = libc.func('recvmmsg', 'int', ['int', 'uint64_t', 'unsigned int', 'int', 'uint64_t']);
 const c_sendmmsg = libc.func('sendmmsg', 'int', ['int', 'uint64_t', 'unsigned int', 'int']);
 const c_writev = libc.func('writev', 'long', ['int', 'uint64_t', 'int']);
+const c_readv = libc.func('readv', 'long', ['int', 'uint64_t', 'int']);
 const c_memmove = libc.func('memmove', 'uint64_t', ['uint64_t', 'uint64_t', 'size_t']);
 
 // --- constants (linux/if_packet.h, linux/if_tun.h, linux/sockios.h) ---
@@ -511,6 +512,21 @@ export function sendmmsgBurst(fd: number, vec: MmsgVec, start: number, n: number
   const r = c_sendmmsg(fd, vec.addr + 64 * start, n, MSG_DONTWAIT) as number;
   return r < 0 ? -koffi.errno() : r;
 }
+
+/** readv(fd, entry i's iovecs, count): bytes read, or -errno. Never throws. */
+export function readvEntry(fd: number, vec: MmsgVec, i: number, count: number): number {
+  const r = c_readv(fd, vec.iovAddr(i), count) as number;
+  return r < 0 ? -koffi.errno() : r;
+}
+
+/**
+ * A process-wide 64 KiB native block whose contents nobody reads: the last
+ * iovec of a read, so that a frame longer than its buffer shows up as a
+ * return value above the buffer size (devices like tun truncate silently).
+ */
+export const TRASH_LEN = 65536;
+const trashPtr = koffi.alloc('uint8_t', TRASH_LEN);
+export const TRASH_ADDR = Number(koffi.address(trashPtr));
 
 /** writev(fd, entry i's iovecs, count): bytes written, or -errno. Never throws. */
 export function writevEntry(fd: number, vec: MmsgVec, i: number, count: number): number {
