@@ -48,6 +48,8 @@ export interface DeviceQueueStats {
   pkts: number;
   /** Frame bytes delivered, net header excluded. */
   bytes: number;
+  /** Chains handed back to the driver as used (delivered or dropped). */
+  chains: number;
   /** enqueueBurst stopped because the guest had no (or not enough) buffers. */
   noBufs: number;
   /** TX frame larger than `cap`; RX frame that cannot fit the guest's buffers. */
@@ -74,6 +76,7 @@ export function newDeviceQueueStats(): DeviceQueueStats {
   return {
     pkts: 0,
     bytes: 0,
+    chains: 0,
     noBufs: 0,
     tooBig: 0,
     short: 0,

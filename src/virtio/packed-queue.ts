@@ -213,6 +213,7 @@ export class PackedDevice extends DeviceQueue {
     this.availPos = this.peekPos;
     this.availWrap = this.peekWrap;
     this.peekSlots = 0;
+    this.stats.chains += this.resN;
     this.resN = 0;
     this.segN = 0;
   }

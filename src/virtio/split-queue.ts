@@ -179,6 +179,7 @@ export class SplitDevice extends DeviceQueue {
     this.lastUsed = u;
     this.lastAvail = (this.lastAvail + this.resN) & 0xffff;
     this.peekIdx = this.lastAvail;
+    this.stats.chains += this.resN;
     this.resN = 0;
     this.segN = 0;
   }
@@ -253,7 +254,10 @@ export class SplitDriver extends DriverQueue {
     this.ring.used16.fill(0);
     this.ring.avail[AV_IDX] = start;
     this.ring.used16[US_IDX] = start;
-    if (this.eventIdx) this.ring.avail[avUsedEvent(size)] = start;
+    if (this.eventIdx) {
+      this.ring.avail[avUsedEvent(size)] = start;
+      this.ring.used16[usAvailEvent(size)] = start;
+    }
     this.next = new Uint16Array(size);
     for (let i = 0; i < size; i++) this.next[i] = i + 1;
     this.numFree = size;
