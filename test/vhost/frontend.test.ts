@@ -319,3 +319,20 @@ test('a backend that never answers: reply timeout, connection dropped, retried; 
   assert.equal(port.frontend.state, 'closed');
   assert.equal(fs.readdirSync('/proc/self/fd').length, fdsBefore, 'every fd closed');
 });
+
+test('IN_ORDER + INDIRECT_DESC negotiated with DPDK net_vhost (io forward, split)', async (t) => {
+  const r = await rig(t, { mode: 'io' }, { inOrder: true, indirect: true });
+  const f = r.port.frontend.negotiated!.features;
+  assert.ok((f & (1n << 35n)) !== 0n, 'IN_ORDER negotiated');
+  assert.ok((f & (1n << 28n)) !== 0n, 'INDIRECT_DESC negotiated');
+  const got = await loop(r.port, 5000, 1, () => undefined);
+  assert.equal(got[0], 5000);
+});
+
+test('IN_ORDER with packed rings (DPDK batches used descriptors)', async (t) => {
+  const r = await rig(t, { mode: 'io' }, { inOrder: true, packed: true });
+  const f = r.port.frontend.negotiated!.features;
+  assert.ok((f & (1n << 35n)) !== 0n && r.port.frontend.negotiated!.packed, 'packed + IN_ORDER negotiated');
+  const got = await loop(r.port, 5000, 1, () => undefined);
+  assert.equal(got[0], 5000);
+});
