@@ -216,6 +216,10 @@ function formatIpv6(v: bigint): string {
     i = j;
   }
   const hex = (a: number[]): string => a.map((x) => x.toString(16)).join(':');
+  // IPv4-mapped addresses print like inet_ntop: ::ffff:a.b.c.d
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${formatIpv4(v & 0xffffffffn)}`;
+  }
   if (bestStart < 0) return hex(g);
   return `${hex(g.slice(0, bestStart))}::${hex(g.slice(bestStart + bestLen))}`;
 }
@@ -312,6 +316,7 @@ function applyField(m: Match, f: FieldDef, raw: string, tok: Token, resolve: Por
     }
     case 'nw_frag':
       value = parseUint(vs, 8, f.name);
+      if (ms !== undefined) mask = parseUint(ms, 8, f.name);
       break;
     default:
       switch (f.kind) {
