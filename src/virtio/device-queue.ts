@@ -244,6 +244,8 @@ export abstract class DeviceQueue {
    */
   dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    if (n > dstOffs.length) n = dstOffs.length;
+    if (n > lens.length) n = lens.length;
     const hdrLen = this.hdrLen;
     const st = this.stats;
     let got = 0;
@@ -305,6 +307,8 @@ export abstract class DeviceQueue {
    */
   enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    if (n > srcOffs.length) n = srcOffs.length;
+    if (n > lens.length) n = lens.length;
     const hdrLen = this.hdrLen;
     const mrg = this.mrgRxbuf;
     const st = this.stats;

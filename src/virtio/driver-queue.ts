@@ -140,6 +140,7 @@ export abstract class DriverQueue {
    */
   postTx(addrs: Float64Array, lens: Int32Array, tokens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    n = Math.min(n, addrs.length, lens.length, tokens.length);
     const mem = this.mem;
     const hdrLen = this.hdrLen;
     let i = 0;
@@ -166,6 +167,7 @@ export abstract class DriverQueue {
   /** Take back up to `max` TX buffers the device is done with. Returns the count. */
   reclaimTx(tokensOut: Int32Array, max: number): number {
     if (this.broken) return 0;
+    if (max > tokensOut.length) max = tokensOut.length;
     let k = 0;
     while (k < max && this.popUsed() === 1) tokensOut[k++] = this.usedToken;
     if (k > 0 && this.intrEnabled && this.eventIdx) this.rearmInterrupts();
@@ -175,6 +177,7 @@ export abstract class DriverQueue {
   /** Post RX buffers of caps[i] bytes at addrs[i]. Returns the number posted. */
   postRx(addrs: Float64Array, caps: Int32Array, tokens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    n = Math.min(n, addrs.length, caps.length, tokens.length);
     let i = 0;
     for (; i < n; i++) {
       const a = addrs[i];
@@ -196,6 +199,7 @@ export abstract class DriverQueue {
    */
   pollRx(tokensOut: Int32Array, lensOut: Int32Array, max: number, nbufsOut?: Int32Array): number {
     if (this.broken) return 0;
+    max = Math.min(max, tokensOut.length, lensOut.length, nbufsOut === undefined ? max : nbufsOut.length);
     let k = 0;
     while (k < max && this.popUsed() === 1) {
       tokensOut[k] = this.usedToken;

@@ -278,7 +278,7 @@ const arbParams: fc.Arbitrary<ExchangeParams> = fc
 const LONG = process.env.TSVS_LONG === '1';
 
 test('driver and device exchange random packets, all feature combinations', () => {
-  fc.assert(fc.property(arbParams, (p) => exchange(p)), { numRuns: LONG ? 3000 : 250 });
+  fc.assert(fc.property(arbParams, (p) => exchange(p)), { numRuns: LONG ? 3000 : 400 });
 });
 
 test('every feature combination at least once (split and packed, near wrap)', () => {

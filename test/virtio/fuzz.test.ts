@@ -46,7 +46,7 @@ const gm = makeGuardedMemory([
 const dv = gm.dv;
 
 const LONG = process.env.TSVS_LONG === '1';
-const ROUNDS = LONG ? 2_000_000 : 100_000;
+const ROUNDS = LONG ? 3_000_000 : 300_000;
 const ROUNDS_PER_EPISODE = 12;
 
 const dst = new Uint8Array(16 * 4096);
