@@ -197,6 +197,8 @@ export abstract class DeviceQueue {
   abstract setNotification(enable: boolean): void;
   /** Index of the next avail entry, for GET_VRING_BASE (packed: wrap counter in bit 15). */
   abstract get lastAvailIdx(): number;
+  /** Next used index the device writes (packed: used wrap counter in bit 15). Equals lastAvailIdx between bursts. */
+  abstract get lastUsedIdx(): number;
 
   /**
    * Check one descriptor's buffer and record it as a segment. `flags` are the
