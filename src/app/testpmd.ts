@@ -11,8 +11,9 @@ import type { Port } from '../pmd/port.js';
 import * as libc from '../sys/libc.js';
 import { TrafficGen, checkFrame, macSwap, CHECK_BAD, CHECK_OK } from './traffic.js';
 
-export type FwdMode = 'io' | 'txonly' | 'rxonly' | 'macswap' | 'mac';
-export const FWD_MODES: readonly FwdMode[] = ['io', 'txonly', 'rxonly', 'macswap', 'mac'];
+/** txrx: port 0 transmits like txonly, every other port receives and verifies like rxonly (a generator and a sink in one thread). */
+export type FwdMode = 'io' | 'txonly' | 'rxonly' | 'macswap' | 'mac' | 'txrx';
+export const FWD_MODES: readonly FwdMode[] = ['io', 'txonly', 'rxonly', 'macswap', 'mac', 'txrx'];
 
 export class PortSpecSyntaxError extends Error {
   constructor(message: string) {
@@ -95,7 +96,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const pool = Mempool.attach(opts.pool);
   const ports: Port[] = [];
   try {
-    for (const spec of opts.ports) ports.push(await openPort(spec, pool, () => undefined));
+    for (const spec of opts.ports) ports.push(await openPort(spec, pool));
   } catch (e) {
     for (const p of ports) p.close();
     pp.postMessage({ t: 'error', message: (e as Error).message });
@@ -128,7 +129,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
         const port = ports[i];
         if (port.link !== 'up') continue;
         for (let q = 0; q < port.nQueues; q++) {
-          if (fwd === 'txonly') {
+          if (fwd === 'txonly' || (fwd === 'txrx' && i === 0)) {
             const k = pool.alloc(bufs, burst);
             for (let j = 0; j < k; j++) gen.fill(pool, bufs[j]);
             const sent = port.txBurst(q, bufs, k);
@@ -137,7 +138,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
           }
           const got = port.rxBurst(q, bufs, burst);
           if (got === 0) continue;
-          if (fwd === 'rxonly') {
+          if (fwd === 'rxonly' || fwd === 'txrx') {
             for (let j = 0; j < got; j++) {
               const h = bufs[j];
               if (checkFrame(pool.data, pool.dataOffset(h), pool.dataLen[h]) === CHECK_BAD) rxBad[i]++;

@@ -79,7 +79,7 @@ export const COMMANDS: CommandSpec[] = [
     summary: 'a testpmd-like application on the tsvs library (ports, forwarding modes, stats)',
     options: {
       port: { type: 'string', multiple: true, arg: 'SPEC', help: 'vhost-user:path=SOCK[,client=1][,queues=N] | virtio-user:path=SOCK[,server=1][,queues=N][,packed=1] (repeatable)' },
-      fwd: { type: 'string', arg: 'MODE', help: 'io | txonly | rxonly | macswap | mac', default: 'io' },
+      fwd: { type: 'string', arg: 'MODE', help: 'io | txonly | rxonly | macswap | mac | txrx (port 0 sends, the others receive and verify)', default: 'io' },
       txpkts: { type: 'string', arg: 'BYTES', help: 'frame size for txonly (64..9000)', default: '64' },
       burst: { type: 'string', arg: 'N', help: 'burst size (1..32)', default: '32' },
       flows: { type: 'string', arg: 'N', help: 'distinct flows in txonly (vary source IP/port)', default: '1' },

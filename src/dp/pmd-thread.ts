@@ -83,6 +83,8 @@ function workerMain(cfg: PmdConfig): void {
   let stopping = false;
   let idleStreak = 0;
   let lastExpire = Date.now();
+  let lastLinkCheck = 0;
+  const linkSig = new Map<number, string>();
   const flowIdle = cfg.flowIdleMs ?? 10000;
 
   const loop = (): void => {
@@ -93,6 +95,17 @@ function workerMain(cfg: PmdConfig): void {
       moved += dp.pollOnce();
     } while (performance.now() < end);
     const now = Date.now();
+    if (now - lastLinkCheck > 200) {
+      lastLinkCheck = now;
+      for (const n of dp.portNumbers()) {
+        const p = dp.port(n)!;
+        const sig = `${p.link}|${p.status ?? ''}`;
+        if (linkSig.get(n) !== sig) {
+          linkSig.set(n, sig);
+          port.postMessage({ t: 'port-event', pmd: cfg.id, port: n, info: portInfo(p) } satisfies PortEventMsg);
+        }
+      }
+    }
     if (now - lastExpire > 1000) {
       lastExpire = now;
       dp.expireIdle(flowIdle, now);
@@ -109,9 +122,7 @@ function workerMain(cfg: PmdConfig): void {
   const handle = async (req: Req): Promise<unknown> => {
     switch (req.op) {
       case 'add-port': {
-        const p = await openPort(req.spec, pool, (info) =>
-          port.postMessage({ t: 'port-event', pmd: cfg.id, port: req.portNo, info } satisfies PortEventMsg),
-        );
+        const p = await openPort(req.spec, pool);
         try {
           dp.addPort(req.portNo, p);
         } catch (e) {

@@ -6,6 +6,8 @@ import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
 import { TapPort } from '../pmd/tap.js';
 import { AfPacketPort } from '../pmd/af-packet.js';
+import { VirtioUserPort } from '../pmd/virtio-user.js';
+import { VhostUserPort } from '../pmd/vhost-user.js';
 
 export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'tap' | 'afpacket';
 
@@ -44,9 +46,19 @@ export class PortSpecError extends Error {
   }
 }
 
-/** Open a port of the given spec; onEvent is called on link changes and errors. */
-export async function openPort(spec: PortSpec, pool: Mempool, _onEvent: (info: PortInfo) => void): Promise<Port> {
+/** Open a port of the given spec (link changes are watched by the PMD thread that polls it). */
+export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
   switch (spec.type) {
+    case 'vhost-user':
+    case 'vhost-user-client':
+      if (!spec.path) throw new PortSpecError(`port ${spec.name}: vhost-user needs a socket path`);
+      return new VhostUserPort({
+        name: spec.name, path: spec.path, client: spec.type === 'vhost-user-client', queues: spec.queues, mac: spec.mac, mtu: spec.mtu, mempool: pool,
+      });
+    case 'virtio-user': {
+      if (!spec.path) throw new PortSpecError(`port ${spec.name}: virtio-user needs a socket path`);
+      return new VirtioUserPort({ name: spec.name, path: spec.path, server: spec.server, queues: spec.queues, packed: spec.packed, mac: spec.mac, pool });
+    }
     case 'tap':
       return new TapPort(spec.name, pool, { ifname: spec.iface ?? spec.name, queues: spec.queues, mtu: spec.mtu });
     case 'afpacket':

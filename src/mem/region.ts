@@ -10,6 +10,8 @@ import { WINDOW_SIZE, type GuestRegion } from './guest-memory.js';
 export interface RegionAttachInfo {
   addr: number;
   size: number;
+  /** The memfd (fds are process-wide, so a worker may share it with peers; it stays owned by the creator). */
+  fd: number;
 }
 
 export class SharedRegion {
@@ -71,12 +73,12 @@ export class SharedRegion {
   /** Info a worker thread needs to attach to this mapping. Single-window regions only. */
   attachInfo(): RegionAttachInfo {
     if (this.mapAddrs.length !== 1) throw new RangeError('attachInfo: region spans several windows');
-    return { addr: this.addr, size: this.size };
+    return { addr: this.addr, size: this.size, fd: this.fd };
   }
 
   /** In a worker thread of the same process: views over an existing mapping (not owned). */
   static attach(info: RegionAttachInfo): SharedRegion {
-    return new SharedRegion(-1, info.size, [info.addr], false);
+    return new SharedRegion(info.fd ?? -1, info.size, [info.addr], false);
   }
 
   /** The first window as bytes (the whole region when size <= 1 GiB). */

@@ -244,15 +244,18 @@ function prefixMask(p: number, bits: number): bigint {
 
 interface Setter { field: string; tok: Token }
 
-function setMasked(m: Match, f: FieldDef, value: bigint, mask: bigint, tok: Token): void {
+/** Set a field; a later assignment replaces an earlier one, as in ovs-ofctl. */
+function setMasked(m: Match, f: FieldDef, value: bigint, mask: bigint): void {
+  setField(m.mask, 0, f, mask);
+  setField(m.key, 0, f, value & mask);
+}
+
+/** Merge bits into a field, keeping its other bits (dl_vlan / dl_vlan_pcp inside vlan_tci). */
+function mergeMasked(m: Match, f: FieldDef, value: bigint, mask: bigint): void {
   const curMask = getField(m.mask, 0, f);
   const curVal = getField(m.key, 0, f);
-  const both = curMask & mask;
-  if (((curVal ^ value) & both) !== 0n) {
-    throw new FlowSyntaxError(`${f.name}: conflicting values`, tok.col, tok.text);
-  }
   setField(m.mask, 0, f, curMask | mask);
-  setField(m.key, 0, f, (curVal & curMask) | (value & mask));
+  setField(m.key, 0, f, (curVal & ~mask) | (value & mask));
 }
 
 const F = (name: string): FieldDef => fieldByName(name)!;
@@ -303,21 +306,24 @@ function applyField(m: Match, f: FieldDef, raw: string, tok: Token, resolve: Por
       break;
     case 'dl_vlan': {
       const v = parseUint(vs, 16, f.name);
-      if (v === 0xffffn) { setMasked(m, F_TCI, 0n, 0xffffn, tok); return; }
+      if (v === 0xffffn) { setMasked(m, F_TCI, 0n, 0xffffn); return; }
       if (v > 0xfffn) throw new ValueError(`dl_vlan: ${vs} is not a VLAN id (0..4095, or 0xffff for none)`);
-      setMasked(m, F_TCI, v | BigInt(VLAN_CFI), 0x1fffn, tok);
+      mergeMasked(m, F_TCI, v | BigInt(VLAN_CFI), 0x1fffn);
       return;
     }
     case 'dl_vlan_pcp': {
       const v = parseUint(vs, 8, f.name);
       if (v > 7n) throw new ValueError(`dl_vlan_pcp: ${vs} is not a priority (0..7)`);
-      setMasked(m, F_TCI, (v << 13n) | BigInt(VLAN_CFI), 0xf000n, tok);
+      mergeMasked(m, F_TCI, (v << 13n) | BigInt(VLAN_CFI), 0xf000n);
       return;
     }
-    case 'nw_frag':
+    case 'nw_frag': {
+      const fr = IP_FRAG.get(raw);
+      if (fr) { setMasked(m, f, BigInt(fr[0]), BigInt(fr[1])); return; }
       value = parseUint(vs, 8, f.name);
       if (ms !== undefined) mask = parseUint(ms, 8, f.name);
       break;
+    }
     default:
       switch (f.kind) {
         case 'mac': value = parseMac(vs, f.name); if (ms !== undefined) mask = parseMac(ms, f.name); break;
@@ -349,7 +355,7 @@ function applyField(m: Match, f: FieldDef, raw: string, tok: Token, resolve: Por
   if (f.name === 'nw_tos' && (value & 3n) !== 0n) {
     throw new ValueError(`nw_tos: ${vs} has ECN bits set (the low 2 bits must be 0)`);
   }
-  setMasked(m, f, value & mask, mask, tok);
+  setMasked(m, f, value & mask, mask);
 }
 
 function exactValue(m: Match, f: FieldDef): bigint | undefined {
@@ -509,8 +515,8 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
           if (fieldByName(name) || isMeta(name)) throw new ValueError(`${name}: missing value`);
           throw new ValueError(`unknown keyword ${name}`);
         }
-        setMasked(spec.match, F_DL_TYPE, BigInt(sh[0]), 0xffffn, tok);
-        if (sh[1] !== undefined) setMasked(spec.match, F_NW_PROTO, BigInt(sh[1]), 0xffn, tok);
+        setMasked(spec.match, F_DL_TYPE, BigInt(sh[0]), 0xffffn);
+        if (sh[1] !== undefined) setMasked(spec.match, F_NW_PROTO, BigInt(sh[1]), 0xffn);
         continue;
       }
       if (val === '') throw new ValueError(`${name}: missing value`);
@@ -544,7 +550,7 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
         case 'ip_frag': {
           const fr = IP_FRAG.get(val);
           if (!fr) throw new ValueError(`ip_frag: "${val}" is not one of no, yes, first, later, not_later`);
-          setMasked(spec.match, F_NW_FRAG, BigInt(fr[0]), BigInt(fr[1]), tok);
+          setMasked(spec.match, F_NW_FRAG, BigInt(fr[0]), BigInt(fr[1]));
           setters.push({ field: 'nw_frag', tok });
           continue;
         }
@@ -629,17 +635,18 @@ export function formatMatch(m: Match, priority = DEFAULT_PRIORITY, namer?: PortN
     }
   };
   put('in_port');
-  // VLAN
+  // VLAN, with OVS's rule for when dl_vlan/dl_vlan_pcp can express the mask.
   {
     const [v, mk] = val('vlan_tci');
     if (mk !== 0n) {
-      let covered = 0n;
-      const present = (v & BigInt(VLAN_CFI)) !== 0n;
-      const parts: string[] = [];
-      if (present && (mk & 0x1fffn) === 0x1fffn) { parts.push(`dl_vlan=${v & 0xfffn}`); covered |= 0x1fffn; }
-      if (present && (mk & 0xf000n) === 0xf000n) { parts.push(`dl_vlan_pcp=${(v >> 13n) & 7n}`); covered |= 0xf000n; }
-      if (covered === mk) out.push(...parts);
-      else if (mk === 0xffffn) out.push(`vlan_tci=0x${v.toString(16).padStart(4, '0')}`);
+      const vidMask = mk & 0x0fffn;
+      const pcpMask = mk & 0xe000n;
+      const cfi = BigInt(VLAN_CFI);
+      if ((mk & cfi) !== 0n && (v & cfi) !== 0n && (vidMask === 0n || vidMask === 0x0fffn)
+        && (pcpMask === 0n || pcpMask === 0xe000n) && (vidMask !== 0n || pcpMask !== 0n)) {
+        if (vidMask !== 0n) out.push(`dl_vlan=${v & 0xfffn}`);
+        if (pcpMask !== 0n) out.push(`dl_vlan_pcp=${(v >> 13n) & 7n}`);
+      } else if (mk === 0xffffn) out.push(`vlan_tci=0x${v.toString(16).padStart(4, '0')}`);
       else out.push(`vlan_tci=0x${v.toString(16).padStart(4, '0')}/0x${mk.toString(16).padStart(4, '0')}`);
     }
   }
@@ -663,7 +670,7 @@ export function formatMatch(m: Match, priority = DEFAULT_PRIORITY, namer?: PortN
     if (mk !== 0n) {
       let name: string | undefined;
       for (const [k, [fv, fm]] of IP_FRAG) if (BigInt(fv) === v && BigInt(fm) === mk) name = k;
-      out.push(name ? `ip_frag=${name}` : `nw_frag=0x${v.toString(16)}/0x${mk.toString(16)}`);
+      out.push(name ? `nw_frag=${name}` : `nw_frag=0x${v.toString(16)}/0x${mk.toString(16)}`);
     }
   }
   if (shorthand === 'icmp' || shorthand === 'icmp6') { put('icmp_type'); put('icmp_code'); }

@@ -24,14 +24,17 @@
  * copies on send, so sent buffers are freed at once. No allocation, no
  * exceptions.
  *
- * Known limits of plain AF_PACKET: the kernel strips a VLAN tag on receive
- * when the device offloads it (veth does) and it is not re-inserted here;
- * frames the local stack sends with checksum offload (CHECKSUM_PARTIAL, e.g.
- * TCP/UDP over a veth) arrive with an unfinished checksum: switch tx
- * checksumming off on the sending veth (`ethtool -K DEV tx off`) when
- * forwarding such traffic elsewhere. ICMP and ARP are unaffected.
+ * Receive offloads (fixOffloads, default on, via PACKET_AUXDATA): a VLAN tag
+ * the device stripped (veth does) is put back into the frame (using 4 bytes
+ * of headroom), and a TCP/UDP/ICMPv6 checksum the local sender left to
+ * offload (CHECKSUM_PARTIAL, TP_STATUS_CSUMNOTREADY: e.g. UDP from a
+ * namespace over a veth) is computed here, so forwarded frames are valid on
+ * the wire. Not undone: GSO/GRO super-frames (a TCP sender over a veth with
+ * TSO/GSO on hands over up to 64 KiB at once; they count as 'rx-too-big':
+ * switch them off on the sending device, `ethtool -K DEV tso off gso off`).
  *
  * Drops (stats.drops): 'rx-too-big' (frame larger than a pool buffer),
+ * 'rx-no-headroom' (no room to re-insert a VLAN tag),
  * 'rx-kernel-queue-full' (socket buffer overflow, from PACKET_STATISTICS:
  * see pollKernelStats), 'rx-E...' (other errors, e.g. rx-ENETDOWN);
  * tx: 'tx-busy' (EAGAIN/ENOBUFS: returned to the caller, not taken),
@@ -51,6 +54,9 @@ import {
   openPacketSocket,
   PACKET_FANOUT_HASH,
   PACKET_OUTGOING,
+  TP_STATUS_CSUMNOTREADY,
+  TP_STATUS_VLAN_TPID_VALID,
+  TP_STATUS_VLAN_VALID,
   packetStatistics,
   recvmmsgBurst,
   sendmmsgBurst,
@@ -60,6 +66,71 @@ import {
 import { KernelPort, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
 
 const ENOBUFS = 105;
+/** cmsghdr (16) + tpacket_auxdata (20), rounded up. */
+const AUX_CTRL = 48;
+
+function sum16(d: Uint8Array, p: number, len: number, acc: number): number {
+  const end = p + (len & ~1);
+  for (; p < end; p += 2) acc += (d[p] << 8) | d[p + 1];
+  if ((len & 1) !== 0) acc += d[end] << 8;
+  return acc;
+}
+
+/**
+ * Compute the TCP/UDP/ICMPv6 checksum of the Ethernet frame at d[off..off+len)
+ * (IPv4 or IPv6 without extension headers, VLAN tags allowed), as a NIC
+ * would for a CHECKSUM_PARTIAL packet. Returns false (frame untouched) when
+ * the frame is not one of those or is malformed.
+ */
+export function finishL4Checksum(d: Uint8Array, off: number, len: number): boolean {
+  const end = off + len;
+  let p = off + 12;
+  if (p + 2 > end) return false;
+  let et = (d[p] << 8) | d[p + 1];
+  p += 2;
+  while ((et === 0x8100 || et === 0x88a8) && p + 4 <= end) {
+    et = (d[p + 2] << 8) | d[p + 3];
+    p += 4;
+  }
+  let proto: number;
+  let l4: number;
+  let l4len: number;
+  let acc: number;
+  if (et === 0x0800) {
+    if (p + 20 > end) return false;
+    const ihl = (d[p] & 0xf) * 4;
+    const tot = (d[p + 2] << 8) | d[p + 3];
+    if (ihl < 20 || tot < ihl || p + tot > end) return false;
+    if (((d[p + 6] & 0x3f) | d[p + 7]) !== 0) return false; // a fragment
+    proto = d[p + 9];
+    l4 = p + ihl;
+    l4len = tot - ihl;
+    acc = sum16(d, p + 12, 8, 0) + proto + l4len;
+  } else if (et === 0x86dd) {
+    if (p + 40 > end) return false;
+    l4len = (d[p + 4] << 8) | d[p + 5];
+    proto = d[p + 6];
+    l4 = p + 40;
+    if (l4 + l4len > end) return false;
+    acc = sum16(d, p + 8, 32, 0) + (l4len >>> 16) + (l4len & 0xffff) + proto;
+  } else {
+    return false;
+  }
+  let field: number;
+  if (proto === 6 && l4len >= 20) field = l4 + 16;
+  else if (proto === 17 && l4len >= 8) field = l4 + 6;
+  else if (proto === 58 && et === 0x86dd && l4len >= 4) field = l4 + 2;
+  else return false;
+  d[field] = 0;
+  d[field + 1] = 0;
+  acc = sum16(d, l4, l4len, acc);
+  while (acc > 0xffff) acc = (acc & 0xffff) + (acc >>> 16);
+  let c = ~acc & 0xffff;
+  if (proto === 17 && c === 0) c = 0xffff;
+  d[field] = c >> 8;
+  d[field + 1] = c & 0xff;
+  return true;
+}
 const TX_VEC = 64;
 
 export interface AfPacketPortOptions {
@@ -79,6 +150,12 @@ export interface AfPacketPortOptions {
   qdiscBypass?: boolean;
   /** SO_RCVBUF in bytes (default: the kernel's). */
   rcvbuf?: number;
+  /**
+   * Undo receive offloads with PACKET_AUXDATA (default true): put back the
+   * VLAN tag the device stripped, and finish TCP/UDP/ICMPv6 checksums the
+   * sending host left to offload (TP_STATUS_CSUMNOTREADY).
+   */
+  fixOffloads?: boolean;
 }
 
 export class AfPacketPort extends KernelPort {
@@ -92,6 +169,10 @@ export class AfPacketPort extends KernelPort {
   readonly fanoutId: number;
   /** Whether the kernel drops our outgoing frames for us (PACKET_IGNORE_OUTGOING). */
   readonly ignoreOutgoing: boolean;
+  /** VLAN tags re-inserted and checksums finished on rx (PACKET_AUXDATA). */
+  readonly fixOffloads: boolean;
+  /** Frames whose VLAN tag was put back / whose L4 checksum was finished here. */
+  readonly offloads = { vlanInserted: 0, csumFinished: 0 };
   private readonly rxVec: MmsgVec[];
   private readonly txVec: MmsgVec;
 
@@ -118,6 +199,7 @@ export class AfPacketPort extends KernelPort {
             promisc: opts.promisc ?? true,
             qdiscBypass: opts.qdiscBypass,
             rcvbuf: opts.rcvbuf,
+            auxdata: opts.fixOffloads ?? true,
             fanout: queues > 1 ? { id: q === 0 ? undefined : fanoutId, mode: opts.fanoutMode ?? PACKET_FANOUT_HASH } : undefined,
           });
           fds.push(s.fd);
@@ -139,8 +221,9 @@ export class AfPacketPort extends KernelPort {
     this.mac = r.mac;
     this.fanoutId = r.fanoutId;
     this.ignoreOutgoing = r.ignoreOutgoing;
+    this.fixOffloads = opts.fixOffloads ?? true;
     this.rxVec = r.fds.map(() => {
-      const v = new MmsgVec(MAX_RX_BURST, 1);
+      const v = new MmsgVec(MAX_RX_BURST, 1, this.fixOffloads ? AUX_CTRL : 0);
       v.useNames(!r.ignoreOutgoing);
       return v;
     });
@@ -163,11 +246,13 @@ export class AfPacketPort extends KernelPort {
     const room = this.room;
     const vec = this.rxVec[q];
     const filter = !this.ignoreOutgoing;
+    const aux = this.fixOffloads;
     // entry i receives into the stash's i-th handle from the top
     for (let i = 0; i < k; i++) {
       const h = st[top - 1 - i];
       vec.setIov(i, base + h * stride + pool.dataOff[h], room);
       if (filter) vec.resetName(i);
+      if (aux) vec.resetControl(i);
     }
     let r = recvmmsgBurst(this.fds[q], vec, k);
     if (r < 0 && r === -EINTR) r = recvmmsgBurst(this.fds[q], vec, k);
@@ -189,10 +274,40 @@ export class AfPacketPort extends KernelPort {
         pool.freeOne(h);
         continue;
       }
-      pool.dataLen[h] = len;
-      pool.pktLen[h] = len;
+      let flen = len;
+      if (aux) {
+        const status = vec.auxStatus(i);
+        if (status > 0) {
+          if ((status & TP_STATUS_VLAN_VALID) !== 0) {
+            const off = pool.dataOff[h];
+            if (off < 4) {
+              this.rxDrop('rx-no-headroom');
+              pool.freeOne(h);
+              continue;
+            }
+            // move the MAC addresses 4 bytes up and put the tag between them and the ethertype
+            const a = base - pool.region.addr + h * stride + off;
+            const d = pool.data;
+            d.copyWithin(a - 4, a, a + 12);
+            const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? vec.auxVlanTpid(i) : 0x8100;
+            const tci = vec.auxVlanTci(i);
+            d[a + 8] = tpid >> 8;
+            d[a + 9] = tpid & 0xff;
+            d[a + 10] = tci >> 8;
+            d[a + 11] = tci & 0xff;
+            pool.dataOff[h] = off - 4;
+            flen += 4;
+            this.offloads.vlanInserted++;
+          }
+          if ((status & TP_STATUS_CSUMNOTREADY) !== 0) {
+            if (finishL4Checksum(pool.data, pool.dataOffset(h), flen)) this.offloads.csumFinished++;
+          }
+        }
+      }
+      pool.dataLen[h] = flen;
+      pool.pktLen[h] = flen;
       out[n++] = h;
-      bytes += len;
+      bytes += flen;
     }
     top -= r;
     this.stashLen[q] = top;

@@ -58,6 +58,10 @@ export const SOL_PACKET = 263;
 export const PACKET_ADD_MEMBERSHIP = 1;
 export const PACKET_MR_PROMISC = 1;
 export const PACKET_STATISTICS = 6;
+export const PACKET_AUXDATA = 8;
+export const TP_STATUS_CSUMNOTREADY = 0x8;
+export const TP_STATUS_VLAN_VALID = 0x10;
+export const TP_STATUS_VLAN_TPID_VALID = 0x40;
 export const PACKET_FANOUT = 18;
 export const PACKET_QDISC_BYPASS = 20;
 export const PACKET_IGNORE_OUTGOING = 23;
@@ -232,6 +236,8 @@ export interface PacketSocketOptions {
   sndbuf?: number;
   /** Bypass the qdisc on send (PACKET_QDISC_BYPASS). Default false. */
   qdiscBypass?: boolean;
+  /** Deliver a tpacket_auxdata cmsg with each frame (PACKET_AUXDATA: VLAN tag, checksum state). Default false. */
+  auxdata?: boolean;
 }
 
 /**
@@ -257,6 +263,7 @@ export function openPacketSocket(ifname: string, o: PacketSocketOptions = {}): {
     if (o.rcvbuf !== undefined) setsockoptInt(fd, SOL_SOCKET, SO_RCVBUF, o.rcvbuf, 'setsockopt(SO_RCVBUF)', ifname);
     if (o.sndbuf !== undefined) setsockoptInt(fd, SOL_SOCKET, SO_SNDBUF, o.sndbuf, 'setsockopt(SO_SNDBUF)', ifname);
     if (o.qdiscBypass) setsockoptInt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1, 'setsockopt(PACKET_QDISC_BYPASS)', ifname);
+    if (o.auxdata) setsockoptInt(fd, SOL_PACKET, PACKET_AUXDATA, 1, 'setsockopt(PACKET_AUXDATA)', ifname);
     // struct sockaddr_ll { u16 family; be16 protocol; i32 ifindex; u16 hatype; u8 pkttype; u8 halen; u8 addr[8]; }
     scratch.fill(0, 0, 20);
     sdv.setUint16(0, AF_PACKET, true);
@@ -415,15 +422,21 @@ export class MmsgVec {
   private readonly saOff: number;
   private ptr: unknown;
 
-  constructor(n: number, maxSeg = 1) {
-    if (!Number.isInteger(n) || n < 1 || n > 1024 || !Number.isInteger(maxSeg) || maxSeg < 1 || maxSeg > 64) {
-      throw new RangeError(`MmsgVec(${n}, ${maxSeg}): n in 1..1024, maxSeg in 1..64`);
+  /** Control (cmsg) bytes per entry (0: none). */
+  readonly ctrlLen: number;
+  private readonly ctrlOff: number;
+
+  constructor(n: number, maxSeg = 1, ctrlLen = 0) {
+    if (!Number.isInteger(n) || n < 1 || n > 1024 || !Number.isInteger(maxSeg) || maxSeg < 1 || maxSeg > 64 || !Number.isInteger(ctrlLen) || ctrlLen < 0 || ctrlLen > 1024) {
+      throw new RangeError(`MmsgVec(${n}, ${maxSeg}, ${ctrlLen}): n in 1..1024, maxSeg in 1..64, ctrlLen in 0..1024`);
     }
     this.n = n;
     this.maxSeg = maxSeg;
+    this.ctrlLen = (ctrlLen + 7) & ~7;
     this.iovOff = 64 * n;
     this.saOff = this.iovOff + 16 * maxSeg * n;
-    const size = this.saOff + 24 * n;
+    this.ctrlOff = this.saOff + 24 * n;
+    const size = this.ctrlOff + this.ctrlLen * n;
     this.ptr = koffi.alloc('uint8_t', size);
     this.addr = Number(koffi.address(this.ptr));
     this.u8 = new Uint8Array(koffi.view(this.ptr, size));
@@ -435,7 +448,38 @@ export class MmsgVec {
       this.dv.setUint32(m + 8, 20, true); // msg_namelen
       this.set64(m + 16, this.iovAddr(i)); // msg_iov
       this.set64(m + 24, 1); // msg_iovlen
+      if (this.ctrlLen > 0) {
+        this.set64(m + 32, this.addr + this.ctrlOff + this.ctrlLen * i); // msg_control
+        this.set64(m + 40, this.ctrlLen); // msg_controllen
+      }
     }
+  }
+
+  /** Re-arm entry i's msg_controllen for receive (the kernel shrinks it to what it wrote). */
+  resetControl(i: number): void {
+    this.dv.setUint32(64 * i + 40, this.ctrlLen, true);
+  }
+
+  /**
+   * After a receive with PACKET_AUXDATA on: tp_status of entry i's
+   * tpacket_auxdata (TP_STATUS_CSUMNOTREADY, TP_STATUS_VLAN_VALID ...), or -1
+   * when the entry carries no such cmsg. {@link auxVlanTci}/{@link auxVlanTpid}
+   * are valid only when this is not -1.
+   */
+  auxStatus(i: number): number {
+    const cl = this.dv.getUint32(64 * i + 40, true);
+    if (cl < 36) return -1; // cmsghdr(16) + tpacket_auxdata(20)
+    const c = this.ctrlOff + this.ctrlLen * i;
+    if (this.dv.getInt32(c + 8, true) !== SOL_PACKET || this.dv.getInt32(c + 12, true) !== PACKET_AUXDATA) return -1;
+    return this.dv.getUint32(c + 16, true);
+  }
+
+  auxVlanTci(i: number): number {
+    return this.dv.getUint16(this.ctrlOff + this.ctrlLen * i + 16 + 16, true);
+  }
+
+  auxVlanTpid(i: number): number {
+    return this.dv.getUint16(this.ctrlOff + this.ctrlLen * i + 16 + 18, true);
   }
 
   private set64(off: number, v: number): void {
