@@ -1,0 +1,156 @@
+/**
+ * OVS-DPDK 3.1 as a benchmark peer, entirely inside a private temp directory:
+ * its own ovsdb-server (database, socket, pid, log) and ovs-vswitchd-dpdk, both
+ * run in the foreground as our children and stopped by PID. Recipe from
+ * INTEROP.md: dpdk-extra "--no-huge -m 4096 --no-pci --legacy-mem", a netdev
+ * bridge, dpdkvhostuser ports (OVS is the vhost-user server; sockets in the run
+ * dir), pmd-cpu-mask for the PMD thread.
+ *
+ *   const ovs = await OvsDpdk.start({ cpu: 1 });
+ *   await ovs.addBridge('br0'); const s1 = await ovs.addVhostUserPort('br0', 'vhu1', 1);
+ *   await ovs.addFlows('br0', ['in_port=1,actions=output:2']); ... await ovs.stop();
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Proc, execOk, exec, sleep, which } from '../proc.js';
+
+export const OVS_VSWITCHD = process.env.TSVS_OVS_VSWITCHD ?? '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
+export const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
+
+export interface OvsOptions {
+  /** CPU for the PMD thread and (via taskset) every other ovs-vswitchd thread. */
+  cpu: number;
+  /** DPDK memory in MB (--no-huge -m), default 4096. */
+  memMb?: number;
+  /** Keep the run dir after stop (debugging). */
+  keepDir?: boolean;
+}
+
+export function ovsAvailable(): string | null {
+  if (!fs.existsSync(OVS_VSWITCHD)) return `${OVS_VSWITCHD} is missing (apt-get install openvswitch-switch-dpdk)`;
+  for (const t of ['ovsdb-server', 'ovsdb-tool', 'ovs-vsctl', 'ovs-ofctl', 'ovs-appctl']) if (!which(t)) return `${t} is not installed`;
+  if (!fs.existsSync(OVS_SCHEMA)) return `${OVS_SCHEMA} is missing`;
+  return null;
+}
+
+export class OvsDpdk {
+  private db: Proc | null = null;
+  private vs: Proc | null = null;
+  private constructor(
+    readonly dir: string,
+    readonly opts: OvsOptions,
+  ) {}
+
+  get env(): Record<string, string> {
+    return { OVS_RUNDIR: this.dir, OVS_DBDIR: this.dir, OVS_LOGDIR: this.dir, OVS_SYSCONFDIR: this.dir, OVS_PKGDATADIR: '/usr/share/openvswitch' };
+  }
+
+  /** PID of ovs-vswitchd (the switch under test). */
+  get pid(): number {
+    if (!this.vs) throw new Error('ovs-vswitchd is not running');
+    return this.vs.pid;
+  }
+
+  static async start(o: OvsOptions): Promise<OvsDpdk> {
+    const why = ovsAvailable();
+    if (why) throw new Error(why);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-ovs-'));
+    const ovs = new OvsDpdk(dir, o);
+    try {
+      await ovs.boot();
+    } catch (e) {
+      await ovs.stop();
+      throw e;
+    }
+    return ovs;
+  }
+
+  private async boot(): Promise<void> {
+    const d = this.dir;
+    await execOk(['ovsdb-tool', 'create', `${d}/conf.db`, OVS_SCHEMA]);
+    this.db = new Proc(['ovsdb-server', `${d}/conf.db`, `--remote=punix:${d}/db.sock`, `--pidfile=${d}/db.pid`, `--log-file=${d}/db.log`, '--unixctl', `${d}/db.ctl`], { env: this.env });
+    const t0 = Date.now();
+    while (!fs.existsSync(`${d}/db.sock`)) {
+      if (this.db.exited) throw new Error(`ovsdb-server exited: ${this.db.tail()}`);
+      if (Date.now() - t0 > 15000) throw new Error('ovsdb-server did not create its socket');
+      await sleep(50);
+    }
+    await this.vsctl('--no-wait', 'init');
+    const mem = this.opts.memMb ?? 4096;
+    await this.vsctl(
+      '--no-wait', 'set', 'Open_vSwitch', '.',
+      'other_config:dpdk-init=true',
+      `other_config:dpdk-extra=--no-huge -m ${mem} --no-pci --legacy-mem --file-prefix=tsvsovs${process.pid}`,
+      `other_config:pmd-cpu-mask=0x${(1 << this.opts.cpu).toString(16)}`,
+    );
+    this.vs = new Proc([OVS_VSWITCHD, `unix:${d}/db.sock`, `--pidfile=${d}/vs.pid`, `--log-file=${d}/vs.log`, '--unixctl', `${d}/vs.ctl`], {
+      env: this.env,
+      cpus: [this.opts.cpu],
+    });
+    const t1 = Date.now();
+    for (;;) {
+      if (this.vs.exited) throw new Error(`ovs-vswitchd exited: ${this.vs.tail()}`);
+      const r = await exec(['ovs-vsctl', `--db=unix:${d}/db.sock`, '--no-wait', 'get', 'Open_vSwitch', '.', 'dpdk_initialized'], { env: this.env });
+      if (r.stdout.trim() === 'true') break;
+      if (Date.now() - t1 > 60000) throw new Error(`OVS DPDK did not initialize in 60 s: ${this.vs.tail()}`);
+      await sleep(200);
+    }
+  }
+
+  vsctl(...args: string[]): Promise<string> {
+    return execOk(['ovs-vsctl', `--db=unix:${this.dir}/db.sock`, '--timeout=60', ...args], { env: this.env, timeoutMs: 70000 });
+  }
+
+  ofctl(...args: string[]): Promise<string> {
+    return execOk(['ovs-ofctl', ...args], { env: this.env });
+  }
+
+  appctl(...args: string[]): Promise<string> {
+    return execOk(['ovs-appctl', '-t', `${this.dir}/vs.ctl`, ...args], { env: this.env });
+  }
+
+  async addBridge(br: string): Promise<void> {
+    await this.vsctl('add-br', br, '--', 'set', 'bridge', br, 'datapath_type=netdev');
+  }
+
+  /** A dpdkvhostuser port (OVS listens); returns the socket path. */
+  async addVhostUserPort(br: string, name: string, ofport: number): Promise<string> {
+    await this.vsctl('add-port', br, name, '--', 'set', 'Interface', name, 'type=dpdkvhostuser', `ofport_request=${ofport}`);
+    const sock = path.join(this.dir, name);
+    const t0 = Date.now();
+    while (!fs.existsSync(sock)) {
+      if (Date.now() - t0 > 10000) throw new Error(`OVS did not create vhost-user socket ${sock}: ${this.vs?.tail() ?? ''}`);
+      await sleep(50);
+    }
+    return sock;
+  }
+
+  async setFlows(br: string, flows: string[]): Promise<void> {
+    await this.ofctl('del-flows', br);
+    for (const f of flows) await this.ofctl('add-flow', br, f);
+  }
+
+  /** `dpif-netdev/pmd-stats-show` text. */
+  pmdStats(): Promise<string> {
+    return this.appctl('dpif-netdev/pmd-stats-show');
+  }
+
+  /** Interface statistics (rx_packets, tx_packets, tx_dropped ...) from the database. */
+  async ifaceStats(name: string): Promise<Record<string, number>> {
+    const out = await this.vsctl('get', 'Interface', name, 'statistics');
+    const res: Record<string, number> = {};
+    for (const m of out.matchAll(/"?([A-Za-z0-9_]+)"?=(\d+)/g)) res[m[1]] = Number(m[2]);
+    return res;
+  }
+
+  async stop(): Promise<void> {
+    if (this.vs && !this.vs.exited) {
+      await exec(['ovs-appctl', '-t', `${this.dir}/vs.ctl`, 'exit'], { env: this.env, timeoutMs: 5000 });
+      await Promise.race([this.vs.wait(), sleep(3000)]);
+      await this.vs.stop('SIGTERM', 4000);
+    }
+    if (this.db && !this.db.exited) await this.db.stop('SIGTERM', 3000);
+    if (!this.opts.keepDir) fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Child processes for the benchmarks: spawned with optional CPU pinning
+ * (taskset) and network namespace (ip netns exec), output captured, stopped by
+ * PID only. Every process started here is registered so that run.ts can end
+ * whatever is still alive on error or Ctrl-C.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+
+export interface ProcOptions {
+  /** Pin to these CPUs with taskset -c. */
+  cpus?: number[] | string;
+  /** Run inside this network namespace. */
+  netns?: string;
+  env?: Record<string, string>;
+  /** Pipe stdin (for interactive tools). */
+  stdin?: boolean;
+  /** Keep at most this many characters of output (default 1 MB). */
+  keep?: number;
+}
+
+const live = new Set<Proc>();
+
+export class Proc {
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  readonly name: string;
+  output = '';
+  /** Characters dropped from the front of output (so offsets stay meaningful). */
+  dropped = 0;
+  exitCode: number | null = null;
+  exitSignal: NodeJS.Signals | null = null;
+  exited = false;
+  private readonly waiters: (() => void)[] = [];
+  private readonly exitPromise: Promise<void>;
+  private readonly keep: number;
+
+  constructor(argv: string[], o: ProcOptions = {}) {
+    const prefix: string[] = [];
+    if (o.netns) prefix.push('ip', 'netns', 'exec', o.netns);
+    if (o.cpus !== undefined) prefix.push('taskset', '-c', Array.isArray(o.cpus) ? o.cpus.join(',') : o.cpus);
+    const full = [...prefix, ...argv];
+    this.name = argv.map((a) => a.split('/').pop()).slice(0, 2).join(' ');
+    this.keep = o.keep ?? 1 << 20;
+    this.proc = spawn(full[0], full.slice(1), {
+      stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      env: o.env ? { ...process.env, ...o.env } : process.env,
+    });
+    if (this.proc.pid === undefined) throw new Error(`cannot start ${full.join(' ')}`);
+    this.pid = this.proc.pid;
+    live.add(this);
+    const onData = (d: Buffer): void => {
+      this.output += d.toString();
+      if (this.output.length > this.keep * 2) {
+        const cut = this.output.length - this.keep;
+        this.output = this.output.slice(cut);
+        this.dropped += cut;
+      }
+      for (const w of this.waiters.splice(0)) w();
+    };
+    this.proc.stdout?.on('data', onData);
+    this.proc.stderr?.on('data', onData);
+    this.proc.stdin?.on('error', () => undefined);
+    this.exitPromise = new Promise((resolve) => {
+      this.proc.on('exit', (code, sig) => {
+        this.exited = true;
+        this.exitCode = code;
+        this.exitSignal = sig;
+        live.delete(this);
+        for (const w of this.waiters.splice(0)) w();
+        resolve();
+      });
+    });
+  }
+
+  /** Absolute output offset (for waitFor's `from`). */
+  get offset(): number {
+    return this.dropped + this.output.length;
+  }
+
+  /** Resolve when output after absolute offset `from` matches re; throw on exit or timeout. */
+  async waitFor(re: RegExp, timeoutMs = 20000, from = 0): Promise<RegExpMatchArray> {
+    const t0 = Date.now();
+    for (;;) {
+      const m = this.output.slice(Math.max(0, from - this.dropped)).match(re);
+      if (m) return m;
+      if (this.exited) throw new Error(`${this.name} exited (${this.exitCode ?? this.exitSignal}) before ${re}:\n${this.tail()}`);
+      const left = timeoutMs - (Date.now() - t0);
+      if (left <= 0) throw new Error(`timeout (${timeoutMs} ms) waiting for ${re} from ${this.name}:\n${this.tail()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 200));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  write(s: string): void {
+    if (!this.exited) this.proc.stdin?.write(s);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.exited) return;
+    try {
+      process.kill(this.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  wait(): Promise<void> {
+    return this.exitPromise;
+  }
+
+  /** Send `sig` (null: none, just wait), then SIGKILL after graceMs; resolves on exit. */
+  async stop(sig: NodeJS.Signals | null = 'SIGTERM', graceMs = 5000): Promise<void> {
+    if (this.exited) return;
+    if (sig) this.signal(sig);
+    const k = setTimeout(() => this.signal('SIGKILL'), graceMs);
+    await this.exitPromise;
+    clearTimeout(k);
+  }
+
+  tail(n = 2500): string {
+    return this.output.slice(-n);
+  }
+}
+
+/** Stop every process still registered (by PID). */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...live].map((p) => p.stop('SIGTERM', 3000)));
+}
+
+/** Synchronous last resort for process exit handlers. */
+export function killAllSync(): void {
+  for (const p of live) p.signal('SIGKILL');
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command to completion. */
+export function exec(argv: string[], o: { env?: Record<string, string>; timeoutMs?: number; netns?: string } = {}): Promise<ExecResult> {
+  const full = o.netns ? ['ip', 'netns', 'exec', o.netns, ...argv] : argv;
+  return new Promise((resolve) => {
+    execFile(
+      full[0],
+      full.slice(1),
+      { timeout: o.timeoutMs ?? 30000, env: o.env ? { ...process.env, ...o.env } : process.env, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err && code === 1 && !stderr ? err.message : '') });
+      },
+    );
+  });
+}
+
+/** Run a command; throw with its stderr when it fails. */
+export async function execOk(argv: string[], o: { env?: Record<string, string>; timeoutMs?: number; netns?: string } = {}): Promise<string> {
+  const r = await exec(argv, o);
+  if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout;
+}
+
+export function which(cmd: string): string | null {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
+    const p = `${dir}/${cmd}`;
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** VmRSS, RssAnon, RssShmem of a process in KiB (from /proc/PID/status), null if gone. */
+export function rssKiB(pid: number): { vmRss: number; rssAnon: number; rssFile: number; rssShmem: number } | null {
+  let s: string;
+  try {
+    s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return null;
+  }
+  const f = (k: string): number => {
+    const m = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s);
+    return m ? Number(m[1]) : NaN;
+  };
+  return { vmRss: f('VmRSS'), rssAnon: f('RssAnon'), rssFile: f('RssFile'), rssShmem: f('RssShmem') };
+}

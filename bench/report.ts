@@ -1,0 +1,309 @@
+/**
+ * Benchmark results: collecting repeated measurements per (case, metric,
+ * subject), and writing latest.json, latest.md (summary tables) and one SVG
+ * bar chart per scenario (hand-written SVG, no dependencies).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { summarize, ratioOfMedians, fmt, type Summary } from './stats.js';
+
+export interface LossSummary {
+  runs: number;
+  sent: number;
+  lost: number;
+  /** Largest per-run lost/sent. */
+  maxFraction: number;
+}
+
+export interface Row {
+  case: string;
+  metric: string;
+  subject: string;
+  unit: string;
+  summary: Summary;
+  loss?: LossSummary;
+}
+
+export interface RatioRow {
+  case: string;
+  metric: string;
+  /** e.g. 'tsvs/ovs-dpdk' */
+  label: string;
+  value: number;
+}
+
+export type ScenarioStatus = 'ok' | 'partial' | 'unavailable' | 'failed';
+
+export interface ScenarioResult {
+  name: string;
+  title: string;
+  status: ScenarioStatus;
+  /** subject (or '*') -> why it could not run. */
+  unavailable: Record<string, string>;
+  rows: Row[];
+  ratios: RatioRow[];
+  notes: string[];
+  seconds: number;
+}
+
+export interface Machine {
+  nproc: number;
+  model: string;
+  kernel: string;
+  node: string;
+  load: string;
+}
+
+export interface BenchReport {
+  date: string;
+  machine: Machine;
+  git: string;
+  options: { reps: number; seconds: number; warmup: number; quick: boolean; scenarios: string[] };
+  scenarios: ScenarioResult[];
+}
+
+/** Accumulates one scenario's measurements across repetitions. */
+export class Collector {
+  private readonly vals = new Map<string, { c: string; m: string; s: string; unit: string; v: number[]; loss?: LossSummary }>();
+  private readonly order: string[] = [];
+  readonly unavailable: Record<string, string> = {};
+  readonly notes: string[] = [];
+  readonly ratioSpecs: { case?: string; metric?: string; a: string; b: string; label?: string }[] = [];
+  private readonly extraRatios: RatioRow[] = [];
+  private readonly t0 = Date.now();
+
+  constructor(
+    readonly name: string,
+    readonly title: string,
+  ) {}
+
+  private key(c: string, m: string, s: string): string {
+    return `${c}\u0000${m}\u0000${s}`;
+  }
+
+  /** Record one measurement; `sent/received` (optional) are this run's end-to-end counts. */
+  add(c: string, metric: string, subject: string, unit: string, value: number, counts?: { sent: number; received: number }): void {
+    const k = this.key(c, metric, subject);
+    let e = this.vals.get(k);
+    if (!e) {
+      e = { c, m: metric, s: subject, unit, v: [] };
+      this.vals.set(k, e);
+      this.order.push(k);
+    }
+    e.v.push(value);
+    if (counts) {
+      const lost = Math.max(0, counts.sent - counts.received);
+      e.loss ??= { runs: 0, sent: 0, lost: 0, maxFraction: 0 };
+      e.loss.runs++;
+      e.loss.sent += counts.sent;
+      e.loss.lost += lost;
+      e.loss.maxFraction = Math.max(e.loss.maxFraction, counts.sent > 0 ? lost / counts.sent : 0);
+    }
+  }
+
+  /** Mark a subject unavailable (first reason wins). */
+  markUnavailable(subject: string, reason: string): void {
+    this.unavailable[subject] ??= reason.split('\n')[0].slice(0, 400);
+  }
+
+  isUnavailable(subject: string): boolean {
+    return subject in this.unavailable;
+  }
+
+  note(s: string): void {
+    if (!this.notes.includes(s)) this.notes.push(s);
+  }
+
+  /** Report median(a)/median(b) for every case/metric both have (optionally restricted). */
+  ratio(a: string, b: string, o: { case?: string; metric?: string; label?: string } = {}): void {
+    this.ratioSpecs.push({ ...o, a, b });
+  }
+
+  /** A ratio between two arbitrary rows (e.g. across scenarios' metrics). */
+  ratioRows(label: string, c: string, metric: string, a: { case: string; metric: string; subject: string }, b: { case: string; metric: string; subject: string }): void {
+    const ra = this.vals.get(this.key(a.case, a.metric, a.subject));
+    const rb = this.vals.get(this.key(b.case, b.metric, b.subject));
+    this.extraRatios.push({ case: c, metric, label, value: ratioOfMedians(ra && summarize(ra.v), rb && summarize(rb.v)) });
+  }
+
+  result(): ScenarioResult {
+    const rows: Row[] = this.order.map((k) => {
+      const e = this.vals.get(k)!;
+      return { case: e.c, metric: e.m, subject: e.s, unit: e.unit, summary: summarize(e.v), loss: e.loss };
+    });
+    const ratios: RatioRow[] = [];
+    for (const sp of this.ratioSpecs) {
+      for (const ra of rows) {
+        if (ra.subject !== sp.a || (sp.case && ra.case !== sp.case) || (sp.metric && ra.metric !== sp.metric)) continue;
+        const rb = rows.find((r) => r.subject === sp.b && r.case === ra.case && r.metric === ra.metric);
+        if (!rb) continue;
+        ratios.push({ case: ra.case, metric: ra.metric, label: sp.label ?? `${sp.a}/${sp.b}`, value: ratioOfMedians(ra.summary, rb.summary) });
+      }
+    }
+    ratios.push(...this.extraRatios);
+    const subjects = new Set(rows.map((r) => r.subject));
+    const nUnavail = Object.keys(this.unavailable).length;
+    const status: ScenarioStatus = rows.length === 0 ? (nUnavail ? 'unavailable' : 'failed') : nUnavail ? 'partial' : 'ok';
+    void subjects;
+    return { name: this.name, title: this.title, status, unavailable: { ...this.unavailable }, rows, ratios, notes: this.notes.slice(), seconds: Math.round((Date.now() - this.t0) / 1000) };
+  }
+}
+
+export function machineInfo(): Machine {
+  let model = 'unknown';
+  try {
+    model = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
+  } catch {
+    /* no /proc */
+  }
+  return {
+    nproc: os.availableParallelism(),
+    model,
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    load: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+  };
+}
+
+export function gitCommit(cwd: string): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+// ---------------- Markdown ----------------
+
+function lossText(l: LossSummary | undefined): string {
+  if (!l) return '';
+  if (l.lost === 0) return '0';
+  return `${(100 * (l.lost / Math.max(1, l.sent))).toFixed(3)}% (max ${(100 * l.maxFraction).toFixed(3)}%)`;
+}
+
+function digitsFor(unit: string): number {
+  return unit === 'Mpps' ? 3 : unit === 'ms' || unit === 'us' ? 3 : unit === 'MiB' ? 1 : 2;
+}
+
+export function toMarkdown(r: BenchReport): string {
+  const L: string[] = [];
+  L.push('# tsvs benchmark results', '');
+  L.push(`- Date: ${r.date}`);
+  L.push(`- Machine: ${r.machine.nproc} CPUs (\`nproc\`), ${r.machine.model}; ${r.machine.kernel}; Node ${r.machine.node}; load average at start ${r.machine.load}`);
+  L.push(`- Commit: ${r.git}`);
+  L.push(`- Method: ${r.options.reps} repetition(s), subjects interleaved within each repetition, ${r.options.warmup} s warm-up excluded, ${r.options.seconds} s measured per run; median [min–max] of the runs; ratios are ratios of medians. Loss = sent − received end to end (never counted as throughput).${r.options.quick ? ' **Quick mode** (1 repetition, short runs): indicative only.' : ''}`);
+  L.push('');
+  for (const s of r.scenarios) {
+    L.push(`## ${s.name}: ${s.title}`, '');
+    L.push(`Status: **${s.status}** (${s.seconds} s)`, '');
+    for (const [subj, why] of Object.entries(s.unavailable)) L.push(`- unavailable: ${subj === '*' ? 'scenario' : subj}: ${why}`);
+    if (Object.keys(s.unavailable).length) L.push('');
+    if (s.rows.length) {
+      L.push('| case | metric | subject | median | min | max | runs | loss |', '|---|---|---|---:|---:|---:|---:|---|');
+      for (const row of s.rows) {
+        const d = digitsFor(row.unit);
+        L.push(`| ${row.case} | ${row.metric} (${row.unit}) | ${row.subject} | ${fmt(row.summary.median, d)} | ${fmt(row.summary.min, d)} | ${fmt(row.summary.max, d)} | ${row.summary.n} | ${lossText(row.loss)} |`);
+      }
+      L.push('');
+    }
+    if (s.ratios.length) {
+      L.push('| case | metric | ratio | value |', '|---|---|---|---:|');
+      for (const q of s.ratios) L.push(`| ${q.case} | ${q.metric} | ${q.label} | ${fmt(q.value, 3)} |`);
+      L.push('');
+    }
+    if (s.rows.length) L.push(`![${s.name}](${s.name}.svg)`, '');
+    for (const n of s.notes) L.push(`- ${n}`);
+    if (s.notes.length) L.push('');
+  }
+  return L.join('\n');
+}
+
+// ---------------- SVG ----------------
+
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** Grouped bar chart: one group per (case, metric), one bar per subject (median, min–max whisker). */
+export function toSvg(s: ScenarioResult): string | null {
+  const rows = s.rows.filter((r) => r.summary.n > 0);
+  if (rows.length === 0) return null;
+  const units = [...new Set(rows.map((r) => r.unit))];
+  const subjects = [...new Set(rows.map((r) => r.subject))];
+  const color = (subj: string): string => PALETTE[subjects.indexOf(subj) % PALETTE.length];
+  const barW = 22;
+  const gap = 26;
+  const panelH = 220;
+  const left = 60;
+  const top = 40;
+  const panels = units.map((u) => {
+    const rs = rows.filter((r) => r.unit === u);
+    const groups = [...new Set(rs.map((r) => `${r.case} · ${r.metric}`))];
+    return { u, rs, groups };
+  });
+  const width = Math.max(420, left + 20 + Math.max(...panels.map((p) => p.groups.reduce((w, g) => w + p.rs.filter((r) => `${r.case} · ${r.metric}` === g).length * barW + gap, 0))));
+  const legendH = 24;
+  const height = top + panels.length * (panelH + 90) + legendH;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect width="100%" height="100%" fill="white"/>`);
+  out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(`${s.name}: ${s.title}`)}</text>`);
+  subjects.forEach((subj, i) => {
+    const x = left + i * 150;
+    out.push(`<rect x="${x}" y="26" width="10" height="10" fill="${color(subj)}"/><text x="${x + 14}" y="35">${esc(subj)}</text>`);
+  });
+  panels.forEach((p, pi) => {
+    const y0 = top + legendH + pi * (panelH + 90);
+    const maxV = Math.max(...p.rs.map((r) => (Number.isFinite(r.summary.max) ? r.summary.max : r.summary.median))) || 1;
+    const yOf = (v: number): number => y0 + panelH - (v / maxV) * panelH;
+    out.push(`<line x1="${left}" y1="${y0}" x2="${left}" y2="${y0 + panelH}" stroke="black"/>`);
+    out.push(`<line x1="${left}" y1="${y0 + panelH}" x2="${width - 10}" y2="${y0 + panelH}" stroke="black"/>`);
+    for (let t = 0; t <= 4; t++) {
+      const v = (maxV * t) / 4;
+      const y = yOf(v);
+      out.push(`<line x1="${left - 4}" y1="${y}" x2="${left}" y2="${y}" stroke="black"/><text x="${left - 6}" y="${y + 4}" text-anchor="end">${esc(fmt(v, v < 10 ? 2 : 0))}</text>`);
+    }
+    out.push(`<text x="14" y="${y0 + panelH / 2}" transform="rotate(-90 14 ${y0 + panelH / 2})" text-anchor="middle">${esc(p.u)}</text>`);
+    let x = left + 10;
+    for (const g of p.groups) {
+      const gr = p.rs.filter((r) => `${r.case} · ${r.metric}` === g);
+      const gx = x;
+      for (const r of gr) {
+        const m = r.summary.median;
+        out.push(`<rect x="${x}" y="${yOf(m)}" width="${barW - 4}" height="${y0 + panelH - yOf(m)}" fill="${color(r.subject)}"><title>${esc(`${r.subject} ${g}: ${fmt(m, 3)} ${r.unit} [${fmt(r.summary.min, 3)}–${fmt(r.summary.max, 3)}]`)}</title></rect>`);
+        if (r.summary.n > 1) {
+          const cx = x + (barW - 4) / 2;
+          out.push(`<line x1="${cx}" y1="${yOf(r.summary.min)}" x2="${cx}" y2="${yOf(r.summary.max)}" stroke="black"/>`);
+        }
+        x += barW;
+      }
+      const cx = (gx + x - 4) / 2;
+      out.push(`<text x="${cx}" y="${y0 + panelH + 12}" text-anchor="end" transform="rotate(-35 ${cx} ${y0 + panelH + 12})">${esc(g)}</text>`);
+      x += gap;
+    }
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+/** Write latest.json, latest.md and <scenario>.svg into dir. */
+export function writeReport(dir: string, r: BenchReport): string[] {
+  fs.mkdirSync(dir, { recursive: true });
+  const files: string[] = [];
+  const w = (name: string, text: string): void => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, text);
+    files.push(p);
+  };
+  w('latest.json', JSON.stringify(r, null, 2) + '\n');
+  w('latest.md', toMarkdown(r));
+  for (const s of r.scenarios) {
+    const svg = toSvg(s);
+    if (svg) w(`${s.name}.svg`, svg);
+  }
+  return files;
+}

@@ -1,0 +1,150 @@
+/**
+ * The tsvs benchmark suite: tsvs against DPDK testpmd, OVS-DPDK and the kernel path.
+ *
+ *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--out DIR]
+ *   node dist/bench/run.js --scenario p2p --quick
+ *
+ * Scenarios: p2p, generator, kernel, latency, flows, memory (default: all).
+ * Results: bench/results/latest.json, latest.md, <scenario>.svg.
+ * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
+ */
+import { parseArgs } from 'node:util';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeReport, machineInfo, gitCommit, type BenchReport, type ScenarioResult } from './report.js';
+import { errText, type BenchContext, type Scenario } from './common.js';
+import { stopAll, killAllSync } from './proc.js';
+import { nsDelAll } from './peers/kernel.js';
+import { p2p } from './p2p.js';
+import { generator } from './generator.js';
+import { kernel } from './kernel.js';
+import { latency } from './latency.js';
+import { flows } from './flows.js';
+import { memory } from './memory.js';
+
+export const SCENARIOS: Scenario[] = [p2p, generator, kernel, latency, flows, memory];
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** dist/bench -> repo root. */
+const REPO = path.resolve(here, '../..');
+
+export interface RunOptions {
+  scenarios: string[];
+  reps: number;
+  seconds: number;
+  warmup: number;
+  quick: boolean;
+  out: string;
+  subjects: string[];
+}
+
+export class BenchUsageError extends Error {}
+
+export function parseRunArgs(argv: string[]): RunOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      scenario: { type: 'string', multiple: true },
+      reps: { type: 'string' },
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      quick: { type: 'boolean' },
+      out: { type: 'string' },
+      subject: { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: false,
+  });
+  if (values.help) throw new BenchUsageError('help');
+  const quick = !!values.quick;
+  const names = (values.scenario ?? []).flatMap((s) => s.split(',')).filter(Boolean);
+  for (const n of names) if (!SCENARIOS.some((s) => s.name === n)) throw new BenchUsageError(`unknown scenario '${n}' (one of ${SCENARIOS.map((s) => s.name).join(', ')})`);
+  const num = (v: string | undefined, name: string, dflt: number, min: number, max: number, int = false): number => {
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max || (int && !Number.isInteger(n))) throw new BenchUsageError(`--${name} must be ${int ? 'an integer' : 'a number'} in ${min}..${max}, got '${v}'`);
+    return n;
+  };
+  return {
+    scenarios: names.length ? names : SCENARIOS.map((s) => s.name),
+    reps: num(values.reps, 'reps', quick ? 1 : 3, 1, 100, true),
+    seconds: num(values.seconds, 'seconds', quick ? 1 : 3, 0.2, 600),
+    warmup: num(values.warmup, 'warmup', quick ? 0.5 : 1, 0, 60),
+    quick,
+    out: values.out ?? path.join(REPO, 'bench', 'results'),
+    subjects: (values.subject ?? []).flatMap((s) => s.split(',')).filter(Boolean),
+  };
+}
+
+const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--out DIR]
+scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
+
+async function main(): Promise<number> {
+  let o: RunOptions;
+  try {
+    o = parseRunArgs(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof BenchUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(((e as Error).message === 'help' ? '' : `${(e as Error).message}\n`) + USAGE + '\n');
+      return (e as Error).message === 'help' ? 0 : 2;
+    }
+    throw e;
+  }
+  const t0 = Date.now();
+  const log = (m: string): void => {
+    process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
+  };
+  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects };
+  let interrupted = false;
+  const onSig = (): void => {
+    if (interrupted) {
+      killAllSync();
+      process.exit(130);
+    }
+    interrupted = true;
+    log('interrupted: stopping child processes and deleting namespaces');
+    void stopAll().then(nsDelAll).then(() => process.exit(130));
+  };
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  process.on('exit', killAllSync);
+
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    machine: machineInfo(),
+    git: gitCommit(REPO),
+    options: { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, scenarios: o.scenarios },
+    scenarios: [],
+  };
+  for (const name of o.scenarios) {
+    const sc = SCENARIOS.find((s) => s.name === name)!;
+    log(`== ${sc.name}: ${sc.title}`);
+    let r: ScenarioResult;
+    try {
+      r = await sc.run(ctx);
+    } catch (e) {
+      log(`${sc.name} crashed: ${errText(e)}`);
+      r = { name: sc.name, title: sc.title, status: 'failed', unavailable: { '*': `failed: ${errText(e)}` }, rows: [], ratios: [], notes: [], seconds: 0 };
+    }
+    await stopAll();
+    await nsDelAll();
+    report.scenarios.push(r);
+    for (const [k, v] of Object.entries(r.unavailable)) log(`${sc.name}: unavailable: ${k}: ${v}`);
+    // write after every scenario, so a long run leaves results even if interrupted later
+    writeReport(o.out, report);
+  }
+  const files = writeReport(o.out, report);
+  log(`wrote ${files.join(', ')}`);
+  return 0;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`);
+      killAllSync();
+      process.exit(1);
+    },
+  );
+}
