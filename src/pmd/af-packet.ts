@@ -2,7 +2,7 @@
  * The AF_PACKET PMD (DPDK net_af_packet, reduced): a Port over any kernel
  * interface (a veth end, a bridge, a NIC) through raw packet sockets.
  *
- *   new AfPacketPort(name, pool, { iface, queues?, netns?, promisc?, up?, fanoutMode?, qdiscBypass? })
+ *   new AfPacketPort(name, pool, { iface, queues?, netns?, promisc?, up?, fanoutMode?, qdiscBypass?, rcvbuf?, fixOffloads? })
  *
  * One non-blocking AF_PACKET/SOCK_RAW socket per queue, bound to the
  * interface for every protocol (ETH_P_ALL), promiscuous by default
@@ -286,7 +286,7 @@ export class AfPacketPort extends KernelPort {
               continue;
             }
             // move the MAC addresses 4 bytes up and put the tag between them and the ethertype
-            const a = base - pool.region.addr + h * stride + off;
+            const a = pool.bufBase + h * stride + off;
             const d = pool.data;
             d.copyWithin(a - 4, a, a + 12);
             const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? vec.auxVlanTpid(i) : 0x8100;
