@@ -4,7 +4,9 @@
  * src/dp/flow-key.ts.
  *
  * Match fields may come in any order, separated by commas or spaces;
- * everything after `actions=` is the action list. Prerequisites are checked
+ * everything after `actions=` is the action list. A field given twice takes
+ * the later value (as ovs-ofctl does); dl_vlan and dl_vlan_pcp only replace
+ * their bits of vlan_tci. Prerequisites are checked
  * after the whole match is read, like OVS (tp_dst needs tcp/udp/sctp, ...);
  * unlike ovs-ofctl 3.1, which silently drops a field whose prerequisite is
  * missing, we refuse it. Every error is a FlowSyntaxError naming the
@@ -292,7 +294,7 @@ function parsePort(s: string, what: string, resolve: PortResolver | undefined): 
 }
 
 /** Parse value[/mask] of a field of the table into the match. */
-function applyField(m: Match, f: FieldDef, raw: string, tok: Token, resolve: PortResolver | undefined): void {
+function applyField(m: Match, f: FieldDef, raw: string, resolve: PortResolver | undefined): void {
   const slash = raw.indexOf('/');
   const vs = slash >= 0 ? raw.slice(0, slash) : raw;
   const ms = slash >= 0 ? raw.slice(slash + 1) : undefined;
@@ -557,7 +559,7 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
       }
       const f = fieldByName(name);
       if (!f) throw new ValueError(`unknown keyword ${name}`);
-      applyField(spec.match, f, val, tok, resolve);
+      applyField(spec.match, f, val, resolve);
       setters.push({ field: f.name, tok });
     } catch (e) {
       if (e instanceof ValueError) throw new FlowSyntaxError(e.msg, tok.col, tok.text);
