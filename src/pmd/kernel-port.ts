@@ -150,7 +150,10 @@ export abstract class KernelPort implements Port {
   /** Release hook for subclasses (native vectors ...), run before fds close. */
   protected releaseExtra(): void {}
 
-  /** Return stashed buffers to the pool and close every fd. Idempotent. */
+  /**
+   * Return stashed buffers to the pool and close every fd. Idempotent.
+   * Close ports before their Mempool (this writes into the pool's memory).
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
