@@ -29,6 +29,10 @@
  * fields are extracted; extension headers (including the fragment header) are
  * not chased, nw_proto then holds the extension header's number and L4 is zero.
  *
+ * Truncated frames: fields of the headers read completely are kept; a frame
+ * ending inside a VLAN tag leaves dl_type 0; an IPv4/IPv6 header bounds L4 by
+ * its length field (Ethernet padding ignored). IPv6 nw_frag is always 0.
+ *
  * Because the key is a union (IPv4 vs IPv6 vs ARP share words), a match on an
  * L3 field is only meaningful together with dl_type; the OpenFlow prerequisites
  * (see FieldDef.prereq) guarantee that.
