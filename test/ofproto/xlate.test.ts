@@ -240,6 +240,11 @@ test('megaflow correctness: the installed actions are right for every packet the
       const k1 = keyOf(buildFrame(p1.d), p1.inPort);
       const r1 = xlate(e, k1);
       if (r1.usedMacLearning) normals++;
+      // Revalidation: translating the megaflow's own masked key gives the same actions and mask.
+      const masked = k1.map((w, i) => (w & r1.mask[i]) >>> 0);
+      const rv = xlate(e, masked);
+      assert.deepEqual(rv.actions, r1.actions, `seed ${seed}: revalidation actions`);
+      assert.deepEqual(rv.mask, r1.mask, `seed ${seed}: revalidation mask`);
       for (let j = 0; j < 12; j++) {
         const p2 = mutate(r, p1);
         const f2 = buildFrame(p2.d);
