@@ -14,7 +14,7 @@ import { rate } from './stats.js';
 import { twoHosts, linkCounters, trafgenConfig, Trafgen, kernelAvailable, trafgenAvailable, type TwoHostTopology } from './peers/kernel.js';
 import { TsvsDaemon } from './peers/tsvs.js';
 import { startTsvsSwitch, P2P_FLOWS } from './switches.js';
-import { startLoopGenerator, measureLoop } from './p2p.js';
+import { startLoopGenerator, measureLoop, waitLoopReady } from './p2p.js';
 import { dpdkAvailable } from './peers/dpdk.js';
 
 type KSubject = 'linux-bridge' | 'tsvs-afpacket' | 'tsvs-vhost-user';
@@ -87,7 +87,7 @@ async function measureVhost(ctx: BenchContext): Promise<{ mpps: number; sent: nu
   try {
     const gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
     try {
-      await sleep(500);
+      await waitLoopReady(gen);
       const m = await measureLoop(gen, { size: SIZE, variant: 'oneway', warmup: ctx.warmup, seconds: ctx.seconds });
       if (m.mpps12 === 0) throw new Error('no frames came back through tsvs vhost-user ports');
       return { mpps: m.mpps12, sent: m.sent, received: m.received };

@@ -9,7 +9,7 @@ import { Collector, type ScenarioResult } from './report.js';
 import { rotate, wanted, errText, Unavailable, type BenchContext, type Scenario } from './common.js';
 import { sleep, rssKiB } from './proc.js';
 import { startSwitch, SWITCH_KINDS, type SwitchUnderTest } from './switches.js';
-import { startLoopGenerator, measureLoop } from './p2p.js';
+import { startLoopGenerator, measureLoop, waitLoopReady } from './p2p.js';
 import { kernelTopology } from './kernel.js';
 import { linkCounters, trafgenConfig, Trafgen, kernelAvailable, trafgenAvailable } from './peers/kernel.js';
 
@@ -84,6 +84,7 @@ export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
         }
         const gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
         try {
+          await waitLoopReady(gen);
           const s = sw;
           const { peak } = await sampleWhile(s.pid, () => measureLoop(gen, { size: 64, variant: 'bidir', warmup: ctx.warmup, seconds: ctx.seconds }));
           c.add('load (p2p bidir 64B)', 'VmRSS peak', kind, 'MiB', peak / 1024);

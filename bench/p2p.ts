@@ -38,7 +38,24 @@ export async function startLoopGenerator(sw: SwitchUnderTest, genCpu: number, sw
     vdevs: [`net_virtio_user0,path=${sw.socks[0]},queues=1`, `net_virtio_user1,path=${sw.socks[1]},queues=1`],
     lcores: `0@${swCpu},1@${genCpu}`,
     fwd: 'io',
+    // testpmd drains (and discards) rx queues on every start by default: that would empty the primed loop
+    extra: ['--no-flush-rx'],
   });
+}
+
+/**
+ * Wait until frames make it through the switch both ways (a vhost-user device
+ * may take seconds to become ready after the frontend connects: OVS faults in
+ * the frontend's memory first). Probes with short primed io runs.
+ */
+export async function waitLoopReady(gen: DpdkTestpmd, timeoutMs = 30000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const m = await measureLoop(gen, { size: 64, variant: 'bidir', warmup: 0, seconds: 0.2 });
+    if (m.mpps12 > 0 && m.mpps21 > 0) return;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`no frames came back through the switch within ${timeoutMs / 1000} s`);
+    await sleep(500);
+  }
 }
 
 /** One primed io-loop run (see the file comment). */
@@ -100,7 +117,7 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
       try {
         sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
         gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
-        await sleep(500);
+        await waitLoopReady(gen);
         for (const variant of variants) {
           for (const size of sizes) {
             const m = await measureLoop(gen, { size, variant, warmup: ctx.warmup, seconds: ctx.seconds });

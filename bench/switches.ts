@@ -93,9 +93,10 @@ export async function startOvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<Sw
       ovs: o,
       setFlows: (f) => o.setFlows('br0', f),
       portCounters: async () => {
-        const a = await o.ifaceStats('vhu1');
-        const b = await o.ifaceStats('vhu2');
-        return { rx: [a.rx_packets ?? NaN, b.rx_packets ?? NaN], tx: [a.tx_packets ?? NaN, b.tx_packets ?? NaN], drops: (a.tx_dropped ?? 0) + (b.tx_dropped ?? 0) + (a.rx_dropped ?? 0) + (b.rx_dropped ?? 0) };
+        const ps = await o.portStats('br0');
+        const a = ps.get(1);
+        const b = ps.get(2);
+        return { rx: [a?.rxPackets ?? NaN, b?.rxPackets ?? NaN], tx: [a?.txPackets ?? NaN, b?.txPackets ?? NaN], drops: (a?.txDropped ?? 0) + (b?.txDropped ?? 0) + (a?.rxDropped ?? 0) + (b?.rxDropped ?? 0) };
       },
       stop: () => o.stop(),
     };

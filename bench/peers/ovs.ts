@@ -136,12 +136,9 @@ export class OvsDpdk {
     return this.appctl('dpif-netdev/pmd-stats-show');
   }
 
-  /** Interface statistics (rx_packets, tx_packets, tx_dropped ...) from the database. */
-  async ifaceStats(name: string): Promise<Record<string, number>> {
-    const out = await this.vsctl('get', 'Interface', name, 'statistics');
-    const res: Record<string, number> = {};
-    for (const m of out.matchAll(/"?([A-Za-z0-9_]+)"?=(\d+)/g)) res[m[1]] = Number(m[2]);
-    return res;
+  /** Live port counters (`ovs-ofctl dump-ports`), by OpenFlow port number. */
+  async portStats(br: string): Promise<Map<number, { rxPackets: number; rxDropped: number; txPackets: number; txDropped: number }>> {
+    return parseDumpPorts(await this.ofctl('dump-ports', br));
   }
 
   async stop(): Promise<void> {
@@ -153,4 +150,17 @@ export class OvsDpdk {
     if (this.db && !this.db.exited) await this.db.stop('SIGTERM', 3000);
     if (!this.opts.keepDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Parse `ovs-ofctl dump-ports BR` text. */
+export function parseDumpPorts(out: string): Map<number, { rxPackets: number; rxDropped: number; txPackets: number; txDropped: number }> {
+  const res = new Map<number, { rxPackets: number; rxDropped: number; txPackets: number; txDropped: number }>();
+  const re = /port\s+"?(\w+)"?:\s*rx pkts=(\d+|\?), bytes=[^,]*, drop=(\d+|\?)[^\n]*\n\s*tx pkts=(\d+|\?), bytes=[^,]*, drop=(\d+|\?)/g;
+  const n = (s: string): number => (s === '?' ? NaN : Number(s));
+  for (let m = re.exec(out); m; m = re.exec(out)) {
+    const no = Number(m[1]);
+    if (!Number.isInteger(no)) continue; // LOCAL
+    res.set(no, { rxPackets: n(m[2]), rxDropped: n(m[3]), txPackets: n(m[4]), txDropped: n(m[5]) });
+  }
+  return res;
 }
