@@ -471,6 +471,7 @@ export function formatPmdStats(s: PmdThreadStats): string {
     `  datapath flows: ${s.flows}`,
     `  busy/idle: ${total > 0 ? ((100 * s.busyNs) / total).toFixed(1) : '0.0'}% busy (${(s.busyNs / 1e6).toFixed(1)} ms busy, ${(s.idleNs / 1e6).toFixed(1)} ms idle), ${s.iterations} iterations`,
     `  avg processing time per packet: ${pkts > 0 ? (s.busyNs / pkts).toFixed(1) : '0'} ns`,
+    `  packet buffers: ${s.poolAvailable} free of ${s.poolCount}${s.poolAllocFail ? `, ${s.poolAllocFail} allocation failures` : ''}`,
     `  drops: ${drops || 'none'}`,
   ].join('\n');
 }

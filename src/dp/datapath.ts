@@ -425,11 +425,11 @@ export class Datapath {
       this.drop('port-down', n);
       return;
     }
-    const sent = port.link === 'up' ? port.txBurst(0, batch, n) : 0;
+    // The port counts what it refuses (txDropped, drops by reason); we free it.
+    const sent = port.txBurst(0, batch, n);
     this.stats.txPackets += sent;
     if (sent < n) {
       this.pool.free(batch, n - sent, sent);
-      port.stats.txDropped += n - sent;
       this.drop(port.link === 'up' ? 'tx-queue-full' : 'port-down', n - sent);
     }
   }

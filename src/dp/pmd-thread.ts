@@ -48,6 +48,10 @@ export interface PmdThreadStats extends PmdStats {
   cpu: number | null;
   flows: number;
   rxqs: { port: number; name: string; queue: number }[];
+  /** Packet buffers free in the shared pool (as seen from this thread) and its size. */
+  poolAvailable: number;
+  poolCount: number;
+  poolAllocFail: number;
 }
 
 type Req =
@@ -152,7 +156,10 @@ function workerMain(cfg: PmdConfig): void {
           const p = dp.port(n)!;
           for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q });
         }
-        return { ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs } satisfies PmdThreadStats;
+        return {
+          ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs,
+          poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail,
+        } satisfies PmdThreadStats;
       }
       case 'stop': {
         stopping = true;

@@ -6,7 +6,9 @@
  *  - rxBurst fills `out[0..n)` with handles the caller now owns;
  *  - txBurst takes ownership of the handles it reports as sent (it frees them
  *    once the device has consumed them); the caller keeps and must free or
- *    retry the rest. Neither call throws or allocates on the hot path.
+ *    retry the rest, and the port counts those in stats.txDropped and
+ *    stats.drops[reason] (link down, no room, ...). Neither call throws or
+ *    allocates on the hot path.
  */
 import type { Mempool } from '../mem/mempool.js';
 
