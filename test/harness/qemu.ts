@@ -49,6 +49,8 @@ export interface GuestOptions {
   cleanup?: CleanupRegistrar;
   /** QEMU binary (default qemu-system-x86_64 from PATH). */
   qemuBinary?: string;
+  /** Keep QEMU's stdin open so `Guest.write()` can type into the serial console. Default false. */
+  interactive?: boolean;
 }
 
 /** One `TSVS-RESULT {json}` line from the guest. */
@@ -123,9 +125,10 @@ export class Guest {
   private readonly child: ChildProcess;
 
   /** @internal */
-  constructor(readonly name: string, argv: string[], private readonly tmpDir: string) {
+  constructor(readonly name: string, argv: string[], private readonly tmpDir: string, interactive = false) {
     this.argv = argv;
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    this.child = spawn(argv[0]!, argv.slice(1), { stdio: [interactive ? "pipe" : "ignore", "pipe", "pipe"] });
+    this.child.stdin?.on("error", () => undefined); // EPIPE after QEMU exits
     this.exited = new Promise<GuestExit>((resolve) => {
       this.child.on("error", (e) => {
         this.err += `spawn ${argv[0]} failed: ${e.message}\n`;
@@ -195,6 +198,15 @@ export class Guest {
   /** Whether QEMU has exited. */
   get hasExited(): boolean {
     return this.exitInfo !== null;
+  }
+
+  /** Types `text` into the serial console (needs `interactive: true`). False if QEMU is gone. */
+  write(text: string): boolean {
+    const stdin = this.child.stdin;
+    if (!stdin) throw new GuestError(`guest ${this.name} was not started with interactive: true`);
+    if (this.exitInfo || stdin.destroyed) return false;
+    stdin.write(text);
+    return true;
   }
 
   /** Serial console output so far (LF line ends, terminal escapes removed). */
@@ -379,7 +391,7 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-  const g = new Guest(name, argv, tmp);
+  const g = new Guest(name, argv, tmp, opts.interactive ?? false);
   opts.cleanup?.after(() => g.kill());
   if (g.pid === 0) {
     await g.exited;
