@@ -108,6 +108,8 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const bufs = new Int32Array(32);
   const rxBad = new Float64Array(n);
   const gen = new TrafficGen({ size: opts.txpkts, flows: opts.flows });
+  const pending: Int32Array[] = Array.from({ length: n * 16 }, () => new Int32Array(32));
+  const pendN = new Int32Array(n * 16);
   let stop = false;
   pp.on('message', (m: { t: string }) => {
     if (m.t === 'stop') stop = true;
@@ -118,6 +120,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
 
   const slice = (): void => {
     if (stop) {
+      for (let x = 0; x < pendN.length; x++) if (pendN[x] > 0) pool.free(pending[x], pendN[x]);
       const final = ports.map((p, i) => report(p, rxBad[i]));
       for (const p of ports) p.close();
       pp.postMessage({ t: 'final', ports: final });
@@ -130,10 +133,20 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
         if (port.link !== 'up') continue;
         for (let q = 0; q < port.nQueues; q++) {
           if (fwd === 'txonly' || (fwd === 'txrx' && i === 0)) {
-            const k = pool.alloc(bufs, burst);
-            for (let j = 0; j < k; j++) gen.fill(pool, bufs[j]);
-            const sent = port.txBurst(q, bufs, k);
-            if (sent < k) pool.free(bufs, k - sent, sent);
+            // frames the port did not take stay filled and go first next time (no refill work wasted)
+            const pend = pending[i * 16 + q];
+            let k = pendN[i * 16 + q];
+            if (k < burst) {
+              const got = pool.alloc(bufs, burst - k);
+              for (let j = 0; j < got; j++) {
+                gen.fill(pool, bufs[j]);
+                pend[k + j] = bufs[j];
+              }
+              k += got;
+            }
+            const sent = port.txBurst(q, pend, k);
+            if (sent > 0 && sent < k) pend.copyWithin(0, sent, k);
+            pendN[i * 16 + q] = k - sent;
             continue;
           }
           const got = port.rxBurst(q, bufs, burst);

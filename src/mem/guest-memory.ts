@@ -23,6 +23,8 @@ export const MAX_ADDR = Number.MAX_SAFE_INTEGER;
 export const MAX_LEN = 0xffffffff;
 /** Window size for mapping big regions (koffi views over 4 GiB abort). */
 export const WINDOW_SIZE = 1 << 30;
+/** Copies up to this size are done byte by byte (no subarray allocation). */
+const SMALL_COPY = 96;
 
 /** One region as described by the frontend, plus our view of its bytes. */
 export interface GuestRegion {
@@ -239,7 +241,10 @@ export class GuestMemory {
     const i = this.findGpa(gpa, len);
     if (i >= 0) {
       const b = this.windows[i].bytes;
-      dst.set(b.subarray(this.off, this.off + len), dstOff);
+      const o = this.off;
+      if (len <= SMALL_COPY) {
+        for (let k = 0; k < len; k++) dst[dstOff + k] = b[o + k];
+      } else dst.set(b.subarray(o, o + len), dstOff);
       return true;
     }
     if (!this.contains(gpa, len)) return false;
@@ -266,7 +271,11 @@ export class GuestMemory {
     if (srcOff < 0 || srcOff + len > src.length) return false;
     const i = this.findGpa(gpa, len);
     if (i >= 0) {
-      this.windows[i].bytes.set(src.subarray(srcOff, srcOff + len), this.off);
+      const b = this.windows[i].bytes;
+      const o = this.off;
+      if (len <= SMALL_COPY) {
+        for (let k = 0; k < len; k++) b[o + k] = src[srcOff + k];
+      } else b.set(src.subarray(srcOff, srcOff + len), o);
       return true;
     }
     if (!this.contains(gpa, len)) return false;
