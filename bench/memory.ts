@@ -13,20 +13,36 @@ import { startLoopGenerator, measureLoop, waitLoopReady } from './p2p.js';
 import { kernelTopology } from './kernel.js';
 import { linkCounters, trafgenConfig, Trafgen, kernelAvailable, trafgenAvailable } from './peers/kernel.js';
 
-async function sampleWhile<T>(pid: number, f: () => Promise<T>): Promise<{ r: T; peak: number }> {
-  let peak = 0;
-  const t = setInterval(() => {
+interface Peak {
+  vmRss: number;
+  rssAnon: number;
+  rssShmem: number;
+}
+
+/** Peak VmRSS / RssAnon / RssShmem (KiB, each its own maximum) while f runs. */
+async function sampleWhile<T>(pid: number, f: () => Promise<T>): Promise<{ r: T; peak: Peak }> {
+  const peak: Peak = { vmRss: 0, rssAnon: 0, rssShmem: 0 };
+  const sample = (): void => {
     const r = rssKiB(pid);
-    if (r) peak = Math.max(peak, r.vmRss);
-  }, 200);
+    if (!r) return;
+    peak.vmRss = Math.max(peak.vmRss, r.vmRss);
+    peak.rssAnon = Math.max(peak.rssAnon, r.rssAnon);
+    peak.rssShmem = Math.max(peak.rssShmem, r.rssShmem);
+  };
+  const t = setInterval(sample, 200);
   try {
     const r = await f();
-    const last = rssKiB(pid);
-    if (last) peak = Math.max(peak, last.vmRss);
+    sample();
     return { r, peak };
   } finally {
     clearInterval(t);
   }
+}
+
+function addPeak(c: Collector, cs: string, subject: string, p: Peak): void {
+  c.add(cs, 'VmRSS peak', subject, 'MiB', p.vmRss / 1024);
+  c.add(cs, 'RssAnon peak', subject, 'MiB', p.rssAnon / 1024);
+  c.add(cs, 'RssShmem peak', subject, 'MiB', p.rssShmem / 1024);
 }
 
 async function tsvsAfpacket(ctx: BenchContext, c: Collector): Promise<void> {
@@ -39,6 +55,7 @@ async function tsvsAfpacket(ctx: BenchContext, c: Collector): Promise<void> {
     const idle = rssKiB(pid);
     if (idle) {
       c.add('idle, 2 afpacket ports', 'VmRSS', 'tsvs', 'MiB', idle.vmRss / 1024);
+      c.add('idle, 2 afpacket ports', 'RssAnon', 'tsvs', 'MiB', idle.rssAnon / 1024);
       c.add('idle, 2 afpacket ports', 'RssShmem', 'tsvs', 'MiB', idle.rssShmem / 1024);
     }
     const { topo } = k;
@@ -48,7 +65,7 @@ async function tsvsAfpacket(ctx: BenchContext, c: Collector): Promise<void> {
         await sleep((ctx.warmup + ctx.seconds) * 1000);
         return linkCounters(topo.b, 'b0');
       });
-      c.add('load, 2 afpacket ports', 'VmRSS peak', 'tsvs', 'MiB', peak / 1024);
+      addPeak(c, 'load, 2 afpacket ports', 'tsvs', peak);
     } finally {
       await tg.stop();
     }
@@ -59,6 +76,7 @@ async function tsvsAfpacket(ctx: BenchContext, c: Collector): Promise<void> {
 
 export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
   const c = new Collector('memory', 'resident memory of the switch process (VmRSS), MiB');
+  c.note('RssShmem includes the frontend\'s memory that a vhost-user backend maps (DPDK virtio-user shares its whole --no-huge -m 1024 region) as pages are touched: it is the peer\'s memory, not the switch\'s own; RssAnon is the process\'s own heap.');
   c.note('OVS-DPDK and DPDK testpmd run with --no-huge: their DPDK memory (-m 4096 / -m 1024) is ordinary memory, counted in RSS as it is touched.');
   for (let rep = 0; rep < Math.min(ctx.reps, 2); rep++) {
     for (const kind of rotate(wanted(ctx, SWITCH_KINDS), rep)) {
@@ -80,6 +98,7 @@ export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
         const idle = rssKiB(sw.pid);
         if (idle) {
           c.add('idle, 2 vhost-user ports', 'VmRSS', kind, 'MiB', idle.vmRss / 1024);
+          c.add('idle, 2 vhost-user ports', 'RssAnon', kind, 'MiB', idle.rssAnon / 1024);
           c.add('idle, 2 vhost-user ports', 'RssShmem', kind, 'MiB', idle.rssShmem / 1024);
         }
         const gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
@@ -87,7 +106,7 @@ export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
           await waitLoopReady(gen);
           const s = sw;
           const { peak } = await sampleWhile(s.pid, () => measureLoop(gen, { size: 64, variant: 'bidir', warmup: ctx.warmup, seconds: ctx.seconds }));
-          c.add('load (p2p bidir 64B)', 'VmRSS peak', kind, 'MiB', peak / 1024);
+          addPeak(c, 'load (p2p bidir 64B)', kind, peak);
         } finally {
           await gen.quit();
         }
