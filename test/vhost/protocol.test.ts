@@ -1,0 +1,238 @@
+/**
+ * The backend's protocol handling over socketpairs: a clean DPDK-like
+ * session, then hostile input — each must give an error reply or close that
+ * one connection, and leave the process and other connections healthy.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { UnixSocket } from '../../src/sys/socket.js';
+import { VhostUserBackend } from '../../src/vhost/backend.js';
+import { NetDevice } from '../../src/vhost/net-device.js';
+import * as M from '../../src/vhost/messages.js';
+import type { Logger } from '../../src/vhost/connection.js';
+import {
+  FakeGuest,
+  ReplyReader,
+  dpdkSession,
+  sendScript,
+  openFdCount,
+  memfdMappings,
+  GUEST_GPA,
+  GUEST_SIZE,
+  type ScriptMsg,
+} from '../fixtures/vhost-session.js';
+
+const R = M.Req;
+
+export function memLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return { lines, log: (level, msg) => lines.push(`${level}: ${msg}`) };
+}
+
+function newBackend(log: Logger, queuePairs = 1): VhostUserBackend {
+  // path is unused: sockets are attached directly
+  return new VhostUserBackend({ path: '/nonexistent', device: new NetDevice({ queuePairs }), logger: log });
+}
+
+async function connect(b: VhostUserBackend): Promise<{ sock: UnixSocket; rd: ReplyReader }> {
+  const [ours, theirs] = UnixSocket.pair();
+  assert.ok(b.attachSocket(theirs));
+  return { sock: ours, rd: new ReplyReader(ours) };
+}
+
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('timeout');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Send msgs; collect the replies the ones that expect one produce. */
+async function play(sock: UnixSocket, rd: ReplyReader, g: FakeGuest, msgs: ScriptMsg[]): Promise<M.MsgHeader[]> {
+  const out: M.MsgHeader[] = [];
+  for (const msg of msgs) {
+    sendScript(sock, g, msg);
+    const spec = M.FRONTEND_REQUESTS.get(msg.request);
+    const expects = spec && (spec.reply !== 'ack' || msg.flags & M.FLAG_NEED_REPLY);
+    if (expects) {
+      const r = await rd.next();
+      assert.ok(r, `reply to ${M.requestName(msg.request)}`);
+      out.push(r.hdr);
+      if (spec.reply === 'ack') assert.equal(M.decodeU64(r.payload), 0n, `${M.requestName(msg.request)} acked ok`);
+    }
+  }
+  return out;
+}
+
+async function expectAck(rd: ReplyReader, request: number, ok: boolean): Promise<void> {
+  const r = await rd.next();
+  assert.ok(r, `reply to ${M.requestName(request)}`);
+  assert.equal(r.hdr.request, request);
+  assert.equal(r.hdr.flags & M.FLAG_REPLY, M.FLAG_REPLY);
+  assert.equal(M.decodeU64(r.payload) === 0n, ok, `${M.requestName(request)} ack ${ok ? 'success' : 'failure'}`);
+}
+
+test('clean DPDK-like session: data path published, link up, disconnect releases everything', async () => {
+  const log = memLogger();
+  const g = new FakeGuest();
+  const fds0 = openFdCount();
+  const maps0 = memfdMappings();
+  const b = newBackend(log);
+  const { sock, rd } = await connect(b);
+  await play(sock, rd, g, dpdkSession(g));
+  await until(() => b.linkUp);
+  const d = b.dataPath!;
+  assert.ok(d);
+  assert.equal(d.queues.length, 2);
+  assert.equal(d.queues[0]!.desc, GUEST_GPA + g.ring(0).desc);
+  assert.equal(d.queues[1]!.used, GUEST_GPA + g.ring(1).used);
+  assert.equal(d.regions[0].size, GUEST_SIZE);
+  assert.ok(memfdMappings() > maps0, 'guest memory mapped');
+  // GET_VRING_BASE stops the ring and returns last_avail_idx
+  sendScript(sock, g, { request: R.GET_VRING_BASE, flags: M.VERSION, payload: M.encodeState({ index: 0, num: 0 }), fds: [] });
+  const r = await rd.next();
+  assert.deepEqual(M.decodeState(r!.payload), { index: 0, num: 0 });
+  sock.close();
+  await until(() => !b.connected);
+  await until(() => memfdMappings() === maps0);
+  assert.equal(b.dataPath, null);
+  assert.equal(b.linkUp, false);
+  assert.equal(openFdCount(), fds0, 'no fd leaked');
+  await b.close();
+  g.close();
+});
+
+test('malformed and hostile messages: error reply or close, backend keeps working', async () => {
+  const log = memLogger();
+  const g = new FakeGuest();
+  const b = newBackend(log);
+  const other = newBackend(memLogger());
+  const o = await connect(other);
+  const fds0 = openFdCount();
+  let { sock, rd } = await connect(b);
+  const NR = M.VERSION | M.FLAG_NEED_REPLY;
+  const setup = dpdkSession(g).slice(0, 10); // up to and including SET_MEM_TABLE
+  await play(sock, rd, g, setup);
+  const send = (request: number, payload: Uint8Array, fds: ScriptMsg['fds'] = [], flags = NR, size?: number) =>
+    sendScript(sock, g, { request, flags, payload, fds, size });
+
+  // wrong size for the request
+  send(R.SET_FEATURES, new Uint8Array(4));
+  await expectAck(rd, R.SET_FEATURES, false);
+  // wrong fd count: a memory table of 1 region with no fd, and with 2 fds
+  send(R.SET_MEM_TABLE, M.encodeMemTable([{ gpa: 0, size: 4096, uaddr: 0x1000, mmapOffset: 0 }]));
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  send(R.SET_MEM_TABLE, M.encodeMemTable([{ gpa: 0, size: 4096, uaddr: 0x1000, mmapOffset: 0 }]), ['mem', 'mem2']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  // unknown request with and without NEED_REPLY
+  send(99, new Uint8Array(8));
+  await expectAck(rd, 99, false);
+  send(77, new Uint8Array(3), [], M.VERSION);
+  // overlapping regions
+  send(R.SET_MEM_TABLE, M.encodeMemTable([
+    { gpa: 0, size: 1 << 16, uaddr: 0x100000, mmapOffset: 0 },
+    { gpa: 0x8000, size: 1 << 16, uaddr: 0x200000, mmapOffset: 0 },
+  ]), ['mem', 'mem2']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  // absurd regions: larger than the file, address >= 2^53, unaligned offset, zero size, an eventfd as memory
+  send(R.SET_MEM_TABLE, M.encodeMemTable([{ gpa: 0, size: 2 ** 40, uaddr: 0x1000, mmapOffset: 0 }]), ['mem']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  const big = M.encodeMemTable([{ gpa: 0, size: 4096, uaddr: 0x1000, mmapOffset: 0 }]);
+  new DataView(big.buffer).setBigUint64(8, 1n << 60n, true);
+  send(R.SET_MEM_TABLE, big, ['mem']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  send(R.SET_MEM_TABLE, M.encodeMemTable([{ gpa: 0, size: 4096, uaddr: 0x1000, mmapOffset: 100 }]), ['mem']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  send(R.SET_MEM_TABLE, M.encodeMemTable([{ gpa: 0, size: 0, uaddr: 0x1000, mmapOffset: 0 }]), ['mem']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  send(R.SET_MEM_TABLE, M.encodeMemTable([{ gpa: 0, size: 4096, uaddr: 0x1000, mmapOffset: 0 }]), ['kick0']);
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  send(R.SET_MEM_TABLE, M.encodeMemTable([]));
+  await expectAck(rd, R.SET_MEM_TABLE, false);
+  // the most fds one message can carry, on a message that takes none: refused, all closed
+  send(R.SET_OWNER, new Uint8Array(0), ['kick0', 'kick1', 'call0', 'call1', 'mem', 'mem2', 'kick0', 'kick1']);
+  await expectAck(rd, R.SET_OWNER, false);
+  // queue index out of range, queue sizes not allowed
+  send(R.SET_VRING_NUM, M.encodeState({ index: 200, num: 256 }));
+  await expectAck(rd, R.SET_VRING_NUM, false);
+  for (const num of [0, 300, 65536]) {
+    send(R.SET_VRING_NUM, M.encodeState({ index: 0, num }));
+    await expectAck(rd, R.SET_VRING_NUM, false);
+  }
+  send(R.SET_VRING_KICK, M.encodeVringFd({ index: 9, noFd: false }), ['kick0']);
+  await expectAck(rd, R.SET_VRING_KICK, false);
+  // ring addresses outside guest memory
+  send(R.SET_VRING_NUM, M.encodeState({ index: 0, num: 256 }));
+  await expectAck(rd, R.SET_VRING_NUM, true);
+  send(R.SET_VRING_ADDR, M.encodeAddr({ index: 0, flags: 0, desc: g.uaddr + GUEST_SIZE - 16, avail: g.uaddr, used: g.uaddr + 0x1000, log: 0n }));
+  await expectAck(rd, R.SET_VRING_ADDR, false);
+  send(R.SET_VRING_ADDR, M.encodeAddr({ index: 0, flags: 0, desc: 0x1000, avail: 0x2000, used: 0x3000, log: 0n }));
+  await expectAck(rd, R.SET_VRING_ADDR, false);
+  // features not offered; protocol features not offered
+  send(R.SET_FEATURES, M.encodeU64(1n << 63n));
+  await expectAck(rd, R.SET_FEATURES, false);
+  send(R.SET_PROTOCOL_FEATURES, M.encodeU64(1n << 40n));
+  await expectAck(rd, R.SET_PROTOCOL_FEATURES, false);
+  // out of order: the ring runs, then its size/base change
+  await play(sock, rd, g, dpdkSession(g).slice(10));
+  await until(() => b.linkUp);
+  send(R.SET_VRING_NUM, M.encodeState({ index: 0, num: 128 }));
+  await expectAck(rd, R.SET_VRING_NUM, false);
+  send(R.SET_VRING_BASE, M.encodeState({ index: 1, num: 5 }));
+  await expectAck(rd, R.SET_VRING_BASE, false);
+  send(R.SET_FEATURES, M.encodeU64(M.featureMask(32, 30)));
+  await expectAck(rd, R.SET_FEATURES, false);
+  assert.ok(b.linkUp, 'still up after rejected requests');
+  assert.ok(b.connected);
+
+  // GET_VRING_BASE for a bad index cannot be answered: the connection is closed
+  send(R.GET_VRING_BASE, M.encodeState({ index: 55, num: 0 }), [], M.VERSION);
+  assert.ok(await rd.waitEof(), 'closed after unanswerable request');
+  await until(() => !b.connected);
+  assert.equal(b.dataPath, null);
+  sock.close();
+  assert.ok(log.lines.some((l) => l.includes('vring index 55')), 'reason logged');
+
+  // framing errors close the connection: payload too big, bad version, short header at EOF, too many fds
+  const framing: ((s: UnixSocket) => void)[] = [
+    (s) => s.sendAll(M.encodeMessage(R.SET_FEATURES, M.VERSION, new Uint8Array(0)).map((v, i) => (i === 8 ? 0x88 : i === 9 ? 0x13 : v))),
+    (s) => s.sendAll(M.encodeMessage(R.GET_FEATURES, 0x2)),
+    (s) => {
+      s.sendAll(new Uint8Array([1, 0, 0]));
+      s.shutdown();
+    },
+  ];
+  for (const f of framing) {
+    ({ sock, rd } = await connect(b));
+    try {
+      f(sock);
+    } catch {
+      /* too many fds may be refused by our own sender */
+    }
+    assert.ok(await rd.waitEof(), 'framing error closes the connection');
+    await until(() => !b.connected);
+    sock.close();
+  }
+
+  // one frontend at a time: a second connection is refused while the first is up
+  ({ sock, rd } = await connect(b));
+  const [x, y] = UnixSocket.pair();
+  assert.equal(b.attachSocket(y), false);
+  x.close();
+  // the backend still serves a clean session
+  await play(sock, rd, g, dpdkSession(g));
+  await until(() => b.linkUp);
+  sock.close();
+  await until(() => !b.connected);
+  // the other backend's connection was never disturbed
+  await play(o.sock, o.rd, g, dpdkSession(g));
+  await until(() => other.linkUp);
+  o.sock.close();
+  await until(() => !other.connected);
+  assert.equal(openFdCount(), fds0 - 2, 'no fd leaked (the other connection: both ends closed)');
+  assert.ok((b.stats.errors['bad-value'] ?? 0) > 5);
+  await b.close();
+  await other.close();
+  g.close();
+});
