@@ -13,7 +13,8 @@ import type { Logger } from 'pino';
 import { Mempool } from '../mem/mempool.js';
 import { PmdThread, type UpcallMsg, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import type { PortInfo, PortSpec, PortKind } from '../dp/port-factory.js';
-import { FLOW_WORDS, formatKey } from '../dp/flow-key.js';
+import { FLOW_WORDS } from '../dp/flow-key.js';
+import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
 import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
 import { ControlServer, RpcError } from './control.js';
@@ -319,13 +320,13 @@ export class Switch {
           all.push({
             pmd: pmd.id, id: f.id, packets: f.packets, bytes: f.bytes,
             used: f.used ? ((Date.now() - f.used) / 1000).toFixed(3) + 's' : 'never',
-            match: formatKey(Uint32Array.from(f.key.map((k, i) => k & f.mask[i]))),
+            match: formatMatch({ key: Uint32Array.from(f.key.map((k, i) => k & f.mask[i])), mask: Uint32Array.from(f.mask) }, DEFAULT_PRIORITY, (n) => this.portName(n)) || '(any)',
             mask: f.mask.map((m) => m.toString(16).padStart(8, '0')).join(''),
             actions: formatProgram(Int32Array.from(f.actions)),
           });
         }
       }
-      const text = all.map((f) => `pmd=${f.pmd} ${f.match}, mask=${f.mask}, packets:${f.packets}, bytes:${f.bytes}, used:${f.used}, actions:${f.actions}`).join('\n');
+      const text = all.map((f) => `pmd=${f.pmd} ${f.match}, packets:${f.packets}, bytes:${f.bytes}, used:${f.used}, actions:${f.actions}`).join('\n');
       return { text: text || '(no datapath flows)', data: all };
     });
     c.on('show', () => {

@@ -96,7 +96,8 @@ export class Datapath {
   constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number } = {}) {
     this.pool = pool;
     this.sink = sink;
-    this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 1);
+    // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
+    this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
     this.stats = {
       iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0,
       upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, drops: {},
