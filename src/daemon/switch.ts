@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { Mempool } from '../mem/mempool.js';
 import { PmdThread, type UpcallMsg, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
+import { newCrossPmdRing } from '../dp/remote-port.js';
 import type { PortInfo, PortSpec, PortKind } from '../dp/port-factory.js';
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
@@ -114,10 +115,11 @@ export class Switch {
 
   // ---------------- ports ----------------
 
-  private pmdFor(bridge: string): PmdThread {
-    // All ports of a bridge are polled by one PMD so that every output port is local to it.
-    const names = [...this.bridges.keys()];
-    return this.pmds[Math.max(0, names.indexOf(bridge)) % this.pmds.length];
+  /** The PMD thread with the fewest rx queues polls a new port (OVS pmd-rxq-assign=roundrobin by load). */
+  private pmdForNewPort(): PmdThread {
+    const load = new Map<number, number>(this.pmds.map((p) => [p.id, 0]));
+    for (const rt of this.ports.values()) load.set(rt.pmd.id, (load.get(rt.pmd.id) ?? 0) + (rt.cfg.queues ?? 1));
+    return [...this.pmds].sort((a, b) => load.get(a.id)! - load.get(b.id)! || a.id - b.id)[0];
   }
 
   private portSpec(p: PortConfig): PortSpec {
@@ -125,13 +127,20 @@ export class Switch {
   }
 
   private async openPort(bridge: string, p: PortConfig): Promise<void> {
-    const pmd = this.pmdFor(bridge);
+    const pmd = this.pmdForNewPort();
     const rt: PortRuntime = { cfg: p, bridge, pmd, info: null };
     this.ports.set(p.ofport, rt);
     this.bridges.get(bridge)!.ports.set(p.ofport, p.name);
     try {
       rt.info = await pmd.addPort(p.ofport, this.portSpec(p));
-      this.log.info(`port ${p.name} (${p.type}, ofport ${p.ofport}) added to ${bridge}`);
+      // other PMD threads reach this port through a ring drained by its owner
+      for (const other of this.pmds) {
+        if (other === pmd) continue;
+        const ring = newCrossPmdRing();
+        await other.addRemotePort(p.ofport, p.name, ring.bytes);
+        await pmd.addTxSource(p.ofport, ring.bytes);
+      }
+      this.log.info(`port ${p.name} (${p.type}, ofport ${p.ofport}) added to ${bridge}, polled by pmd ${pmd.id}`);
     } catch (e) {
       rt.error = (e as Error).message;
       this.log.error(`port ${p.name}: ${rt.error}`);
@@ -382,7 +391,13 @@ export class Switch {
         rows.push({ pmd: pmd.id, cpu: s.cpu, rxqs: s.rxqs });
       }
       const text = rows
-        .map((r) => [`pmd thread ${r.pmd} core_id ${r.cpu ?? 'any'}:`, ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${q.queue}`)].join('\n'))
+        .map((r) => {
+          const tot = r.rxqs.reduce((a, q) => a + q.rxPackets, 0);
+          return [
+            `pmd thread ${r.pmd} core_id ${r.cpu ?? 'any'}:`,
+            ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${String(q.queue).padEnd(3)} pmd usage: ${tot > 0 ? Math.round((100 * q.rxPackets) / tot) : 0} %`),
+          ].join('\n');
+        })
         .join('\n');
       return { text, data: rows };
     });
@@ -420,7 +435,10 @@ export class Switch {
   private async removePort(no: number): Promise<void> {
     const rt = this.ports.get(no);
     if (!rt) return;
-    await rt.pmd.delPort(no).catch((e: Error) => this.log.warn(`del-port ${rt.cfg.name}: ${e.message}`));
+    const warn = (e: Error): void => this.log.warn(`del-port ${rt.cfg.name}: ${e.message}`);
+    for (const other of this.pmds) if (other !== rt.pmd) await other.delPort(no).catch(warn);
+    await rt.pmd.delTxSources(no).catch(warn);
+    await rt.pmd.delPort(no).catch(warn);
     this.ports.delete(no);
     const br = this.bridges.get(rt.bridge);
     if (br) {

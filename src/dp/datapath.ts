@@ -13,6 +13,7 @@ import type { Port } from '../pmd/port.js';
 import { BURST } from '../pmd/port.js';
 import { FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED } from './flow-key.js';
 import { Classifier } from './classifier.js';
+import { Ring } from '../ring/ring.js';
 import { ExactMatchCache } from './emc.js';
 import {
   executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
@@ -71,6 +72,7 @@ export class Datapath {
   private readonly txCount = new Int32Array(MAX_PORTS);
   private dirty: number[] = [];
   private readonly rxBuf = new Int32Array(BURST);
+  private txSources: { portNo: number; ring: Ring }[] = [];
   private readonly key = new Uint32Array(FLOW_WORDS);
   private readonly outPorts = new Int32Array(MAX_OUT);
   private readonly st = new Int32Array(EXEC_STATE_WORDS);
@@ -113,6 +115,28 @@ export class Datapath {
     this.txBatch[portNo] = new Int32Array(BURST);
     this.txCount[portNo] = 0;
     this.portList = this.ports.map((p, i) => (p ? i : -1)).filter((i) => i >= 0);
+  }
+
+  /**
+   * Packets for local port portNo that other PMD threads put in ring (see
+   * RemoteTxPort): drained into the port's tx batch on every pass.
+   */
+  addTxSource(portNo: number, ringBytes: Uint8Array): void {
+    this.txSources.push({ portNo, ring: Ring.attach(ringBytes, 0) });
+  }
+
+  /** Stop draining ring(s) for portNo; leftover packets go back to the pool. */
+  removeTxSources(portNo: number): void {
+    for (const src of this.txSources) {
+      if (src.portNo !== portNo) continue;
+      for (;;) {
+        const n = src.ring.dequeueBurst(this.rxBuf, BURST);
+        if (n === 0) break;
+        this.pool.free(this.rxBuf, n);
+        this.drop('port-down', n);
+      }
+    }
+    this.txSources = this.txSources.filter((s) => s.portNo !== portNo);
   }
 
   /** Detach a port: pending tx buffers go back to the pool. Returns the port (caller closes it). */
@@ -273,6 +297,12 @@ export class Datapath {
           this.processBurst(pn, n);
         }
       }
+    }
+    const srcs = this.txSources;
+    for (let i = 0; i < srcs.length; i++) {
+      const n = srcs[i].ring.dequeueBurst(this.rxBuf, BURST);
+      const pn = srcs[i].portNo;
+      for (let j = 0; j < n; j++) this.enqueueTx(pn, this.rxBuf[j]);
     }
     if (this.dirty.length > 0) this.flushAll();
     this.stats.iterations++;

@@ -13,6 +13,7 @@ import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
 import { Datapath, type DpFlowInfo, type PmdStats } from './datapath.js';
 import { openPort, type PortSpec, type PortInfo, portInfo } from './port-factory.js';
 import * as libc from '../sys/libc.js';
+import { RemoteTxPort } from './remote-port.js';
 
 export interface PmdConfig {
   id: number;
@@ -47,7 +48,7 @@ export interface PmdThreadStats extends PmdStats {
   pmd: number;
   cpu: number | null;
   flows: number;
-  rxqs: { port: number; name: string; queue: number }[];
+  rxqs: { port: number; name: string; queue: number; rxPackets: number }[];
   /** Packet buffers free in the shared pool (as seen from this thread) and its size. */
   poolAvailable: number;
   poolCount: number;
@@ -57,6 +58,9 @@ export interface PmdThreadStats extends PmdStats {
 type Req =
   | { op: 'add-port'; portNo: number; spec: PortSpec }
   | { op: 'del-port'; portNo: number }
+  | { op: 'add-remote-port'; portNo: number; name: string; ring: Uint8Array }
+  | { op: 'add-tx-source'; portNo: number; ring: Uint8Array }
+  | { op: 'del-tx-sources'; portNo: number }
   | { op: 'flow-put'; key: number[]; mask: number[]; actions: number[] }
   | { op: 'flow-del'; id: number }
   | { op: 'flow-flush' }
@@ -153,6 +157,15 @@ function workerMain(cfg: PmdConfig): void {
         p?.close();
         return p !== null;
       }
+      case 'add-remote-port':
+        dp.addPort(req.portNo, new RemoteTxPort(req.name, req.ring));
+        return true;
+      case 'add-tx-source':
+        dp.addTxSource(req.portNo, req.ring);
+        return true;
+      case 'del-tx-sources':
+        dp.removeTxSources(req.portNo);
+        return true;
       case 'flow-put':
         return dp.installFlow(req.key, req.mask, Int32Array.from(req.actions));
       case 'flow-del':
@@ -162,12 +175,12 @@ function workerMain(cfg: PmdConfig): void {
       case 'dump-flows':
         return dp.dumpFlows();
       case 'ports':
-        return dp.portNumbers().map((n) => ({ portNo: n, ...portInfo(dp.port(n)!) }));
+        return dp.portNumbers().filter((n) => dp.port(n)!.type !== 'remote').map((n) => ({ portNo: n, ...portInfo(dp.port(n)!) }));
       case 'stats': {
-        const rxqs: { port: number; name: string; queue: number }[] = [];
+        const rxqs: { port: number; name: string; queue: number; rxPackets: number }[] = [];
         for (const n of dp.portNumbers()) {
           const p = dp.port(n)!;
-          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q });
+          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q, rxPackets: p.stats.rxPackets });
         }
         return {
           ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs,
@@ -263,6 +276,15 @@ export class PmdThread {
   }
   delPort(portNo: number): Promise<boolean> {
     return this.request({ op: 'del-port', portNo });
+  }
+  addRemotePort(portNo: number, name: string, ring: Uint8Array): Promise<boolean> {
+    return this.request({ op: 'add-remote-port', portNo, name, ring });
+  }
+  addTxSource(portNo: number, ring: Uint8Array): Promise<boolean> {
+    return this.request({ op: 'add-tx-source', portNo, ring });
+  }
+  delTxSources(portNo: number): Promise<boolean> {
+    return this.request({ op: 'del-tx-sources', portNo });
   }
   putFlow(key: ArrayLike<number>, mask: ArrayLike<number>, actions: ArrayLike<number>): Promise<number> {
     return this.request({ op: 'flow-put', key: Array.from(key), mask: Array.from(mask), actions: Array.from(actions) });

@@ -108,3 +108,35 @@ test('DPDK virtio-user frontends through the switch: NORMAL learning, rules, upc
   assert.equal(after.poolAvailable, after.poolCount, 'every packet buffer is back in the pool');
   await tp.quit();
 });
+
+test('two PMD threads: ports spread over both, output crosses threads through rings', async (t) => {
+  const d = await startDaemon({ args: ['--pmd-cpus', '0,1'] });
+  t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
+  assert.equal((await d.cli('add-br', 'br0')).code, 0);
+  for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
+  const rxq = await json<{ pmd: number; rxqs: { name: string }[] }[]>(d, 'pmd-rxq-show');
+  assert.deepEqual(rxq.map((r) => r.rxqs.map((q) => q.name)), [['vm1'], ['vm2']], 'one port per PMD');
+  const tp = Testpmd.start({
+    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},mac=${M2}`],
+    fwdMode: 'macswap',
+    lcores: '0@1,1@0',
+    extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
+  });
+  t.after(() => tp.kill());
+  await tp.waitFor(/testpmd> /, 30000);
+  for (let i = 0; i < 100 && ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length < 2; i++) await sleep(100);
+  await tp.run('start tx_first 8');
+  await sleep(2500);
+  await tp.stopForwarding();
+  const ps = await json<{ port: string; txPackets: number; rxPackets: number }[]>(d, 'port-stats');
+  for (const p of ps) assert.ok(p.txPackets > 1000 && p.rxPackets > 1000, `both directions cross PMDs: ${JSON.stringify(ps)}`);
+  const pmds = await json<PmdJson[]>(d, 'pmd-stats');
+  assert.equal(pmds.length, 2);
+  assert.ok(pmds.every((p) => p.rxPackets > 1000), 'each PMD polled its own port');
+  assert.equal((await d.cli('del-port', 'br0', 'vm2')).code, 0);
+  await tp.run('start tx_first 2');
+  await sleep(500);
+  await tp.stopForwarding();
+  assert.equal((await d.cli('show')).code, 0, 'healthy after deleting a port other PMDs were sending to');
+  await tp.quit();
+});

@@ -1,0 +1,49 @@
+/**
+ * Output to a port polled by another PMD thread. The sending PMD sees a
+ * RemoteTxPort (no rx queues) whose txBurst enqueues buffer handles into a
+ * single-producer/single-consumer ring; the owning PMD drains that ring into
+ * the real port's txBurst (Datapath.addTxSource). Buffers come from the one
+ * shared mempool, so a handle means the same buffer in every thread.
+ */
+import { Ring } from '../ring/ring.js';
+import { newPortStats, type LinkState, type Port, type PortStats } from '../pmd/port.js';
+
+export class RemoteTxPort implements Port {
+  readonly name: string;
+  readonly type = 'remote';
+  readonly nQueues = 0;
+  readonly stats: PortStats = newPortStats();
+  private readonly ring: Ring;
+
+  constructor(name: string, ringBytes: Uint8Array) {
+    this.name = name;
+    this.ring = Ring.attach(ringBytes, 0);
+  }
+
+  get link(): LinkState {
+    return 'up';
+  }
+
+  rxBurst(): number {
+    return 0;
+  }
+
+  txBurst(_q: number, handles: Int32Array, n: number): number {
+    const k = this.ring.enqueueBurst(handles, n);
+    this.stats.txPackets += k;
+    if (k < n) {
+      this.stats.txDropped += n - k;
+      this.stats.drops['tx-cross-pmd-ring-full'] = (this.stats.drops['tx-cross-pmd-ring-full'] ?? 0) + (n - k);
+    }
+    return k;
+  }
+
+  close(): void {
+    /* the ring belongs to the owner side */
+  }
+}
+
+/** A fresh ring to carry handles from one PMD to another (postMessage ring.bytes). */
+export function newCrossPmdRing(size = 2048): Ring {
+  return Ring.create(size, 'spsc');
+}
