@@ -41,6 +41,13 @@ export async function cli(d: Daemon, ...args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** show + port-stats + pmd-stats + log tail, for failure messages. */
+export async function diag(d: Daemon): Promise<string> {
+  const parts = await Promise.all([d.cli("show"), d.cli("port-stats"), d.cli("dump-flows", "br0")]);
+  return `--- tsvs show ---\n${parts[0].stdout}--- port-stats ---\n${parts[1].stdout}--- dump-flows br0 ---\n${parts[2].stdout}` +
+    `--- daemon log (tail) ---\n${logTail(d)}`;
+}
+
 export function logTail(d: Daemon, lines = 40): string {
   return d.log().split("\n").slice(-lines).join("\n");
 }
