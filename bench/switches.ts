@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Unavailable } from './common.js';
 import { sleep } from './proc.js';
 import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
-import { OvsDpdk, ovsAvailable } from './peers/ovs.js';
+import { OvsDpdk, ovsAvailable, parsePmdStatsShow } from './peers/ovs.js';
 import { TsvsDaemon } from './peers/tsvs.js';
 
 export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd';
@@ -27,6 +27,8 @@ export interface SwitchUnderTest {
   setFlows?(flows: string[]): Promise<void>;
   /** Switch-side counters, if it has any we can read cheaply. */
   portCounters?(): Promise<{ rx: number[]; tx: number[]; drops: number }>;
+  /** Packets received by the switch's PMD thread(s) so far. */
+  pmdRx?(): Promise<number>;
   tsvs?: TsvsDaemon;
   ovs?: OvsDpdk;
   stop(): Promise<void>;
@@ -69,6 +71,7 @@ export async function startTsvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<S
           drops: ps.reduce((a, x) => a + x.rxDropped + x.txDropped, 0),
         };
       },
+      pmdRx: async () => (await d.pmdStats()).reduce((a, x) => a + x.rxPackets, 0),
       stop: () => d.stop(),
     };
   } catch (e) {
@@ -98,6 +101,7 @@ export async function startOvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<Sw
         const b = ps.get(2);
         return { rx: [a?.rxPackets ?? NaN, b?.rxPackets ?? NaN], tx: [a?.txPackets ?? NaN, b?.txPackets ?? NaN], drops: (a?.txDropped ?? 0) + (b?.txDropped ?? 0) + (a?.rxDropped ?? 0) + (b?.rxDropped ?? 0) };
       },
+      pmdRx: async () => parsePmdStatsShow(await o.pmdStats()).received,
       stop: () => o.stop(),
     };
   } catch (e) {

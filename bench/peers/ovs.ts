@@ -164,3 +164,14 @@ export function parseDumpPorts(out: string): Map<number, { rxPackets: number; rx
   }
   return res;
 }
+
+/** Sums over all threads of `dpif-netdev/pmd-stats-show`: packets received, upcalls. */
+export function parsePmdStatsShow(out: string): { received: number; upcalls: number; failedUpcalls: number } {
+  const sum = (re: RegExp): number => [...out.matchAll(re)].reduce((a, m) => a + Number(m[1]), 0);
+  if (!/packets received:/.test(out)) throw new Error(`not pmd-stats-show output: ${out.slice(0, 200)}`);
+  return {
+    received: sum(/packets received:\s+(\d+)/g),
+    upcalls: sum(/miss with success upcall:\s+(\d+)/g),
+    failedUpcalls: sum(/miss with failed upcall:\s+(\d+)/g),
+  };
+}
