@@ -1,7 +1,7 @@
 /**
  * The tsvs benchmark suite: tsvs against DPDK testpmd, OVS-DPDK and the kernel path.
  *
- *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--out DIR]
+ *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR]
  *   node dist/bench/run.js --scenario p2p --quick
  *
  * Scenarios: p2p, generator, kernel, latency, flows, memory (default: all).
@@ -76,13 +76,31 @@ export function parseRunArgs(argv: string[]): RunOptions {
   };
 }
 
-const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--out DIR]
+const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR]
+  defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
+  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vhost-user)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
 
-async function main(): Promise<number> {
+/**
+ * The `tsvs bench` command module: option values as parsed by src/cli/main.ts
+ * (keys scenario, subject: string[]; reps, seconds, warmup, out: string; quick: boolean).
+ */
+export async function run(values: Record<string, unknown>): Promise<number> {
+  const argv: string[] = [];
+  for (const [k, v] of Object.entries(values)) {
+    if (v === undefined || v === false) continue;
+    if (v === true) argv.push(`--${k}`);
+    else if (Array.isArray(v)) for (const x of v) argv.push(`--${k}`, String(x));
+    else argv.push(`--${k}`, String(v));
+  }
+  return runBench(argv);
+}
+
+/** Run the suite with command-line arguments (without the program name). */
+export async function runBench(args: string[]): Promise<number> {
   let o: RunOptions;
   try {
-    o = parseRunArgs(process.argv.slice(2));
+    o = parseRunArgs(args);
   } catch (e) {
     if (e instanceof BenchUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(((e as Error).message === 'help' ? '' : `${(e as Error).message}\n`) + USAGE + '\n');
@@ -139,7 +157,7 @@ async function main(): Promise<number> {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().then(
+  runBench(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e: unknown) => {
       process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`);

@@ -21,7 +21,7 @@ import {
 } from '../../bench/stats.js';
 import { Collector, toMarkdown, toSvg, writeReport, type BenchReport } from '../../bench/report.js';
 import { parseRunArgs, BenchUsageError, SCENARIOS } from '../../bench/run.js';
-import { parseDumpPorts } from '../../bench/peers/ovs.js';
+import { parseDumpPorts, parsePmdStatsShow } from '../../bench/peers/ovs.js';
 import { trafgenConfig } from '../../bench/peers/kernel.js';
 import { rotate, wanted, type BenchContext } from '../../bench/common.js';
 
@@ -213,4 +213,20 @@ test('trafgen config: exact frame length and an IPv4 checksum over the header', 
   // bytes: 6+6+2 (eth) + 10+2(csum)+8 (ip) + 8 (udp) + fill
   const fill = Number(/fill\(0x00, (\d+)\)/.exec(cfg)![1]);
   assert.equal(14 + 20 + 8 + fill, 64);
+});
+
+test('ovs-appctl dpif-netdev/pmd-stats-show: sums over threads', () => {
+  const out = [
+    'pmd thread numa_id 0 core_id 1:',
+    '  packets received: 2793120',
+    '  emc hits: 0',
+    '  miss with success upcall: 1',
+    '  miss with failed upcall: 2',
+    'main thread:',
+    '  packets received: 5',
+    '  miss with success upcall: 3',
+    '  miss with failed upcall: 0',
+  ].join('\n');
+  assert.deepEqual(parsePmdStatsShow(out), { received: 2793125, upcalls: 4, failedUpcalls: 2 });
+  assert.throws(() => parsePmdStatsShow('error'), /pmd-stats-show/);
 });
