@@ -118,6 +118,8 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
         sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
         gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
         await waitLoopReady(gen);
+        // first-touch page faults of the shared memory and JIT warm-up: not part of any case
+        await measureLoop(gen, { size: 64, variant: 'bidir', warmup: 0, seconds: 2 });
         for (const variant of variants) {
           for (const size of sizes) {
             const m = await measureLoop(gen, { size, variant, warmup: ctx.warmup, seconds: ctx.seconds });
