@@ -106,7 +106,8 @@ export function sleep(ms: number): Promise<void> {
 
 /**
  * The guest side of the command loop (test/harness/guest/agent.sh). Functions (all report one TSVS-RESULT):
- *   g_ping PEER COUNT INTERVAL [NAME]  -> NAME(ping): peer sent received loss_pct rtt_avg_ms
+ *   g_ping PEER COUNT INTERVAL [NAME [CPUMASK]]  -> NAME(ping): peer sent received loss_pct rtt_avg_ms
+ *                                      (CPUMASK: run ping under `taskset CPUMASK`)
  *   g_wait_ping PEER SECS              -> reachable: peer ok(0|1) tries
  *   g_nc_listen PORT                   starts a receiver (stdin kept off the console)
  *   g_nc_wait                          -> recv: bytes md5
@@ -120,7 +121,7 @@ export function agentScript(): string {
 
 export interface RunResult {
   rc: number;
-  /** Console output from the typed command to its marker. */
+  /** Console output of the command (without the echo of the typed line). */
   output: string;
   results: GuestResult[];
 }
@@ -161,7 +162,8 @@ export class AgentGuest {
     const since = this.guest.output().length;
     this.guest.write(`${cmd}; echo "TSVS-RC-${n}:$?"\n`);
     const m = await this.guest.waitFor(new RegExp(`TSVS-RC-${n}:(\\d+)`), timeoutMs, since);
-    const output = this.guest.output().slice(since, m.index);
+    // drop the console's echo of the typed line
+    const output = this.guest.output().slice(since, m.index).replace(/^[^\n]*TSVS-RC-\d+:\$\?[^\n]*\n/, "");
     const results: GuestResult[] = [];
     for (const line of output.split("\n")) {
       const r = /TSVS-RESULT (\{.*\})\s*$/.exec(line);
@@ -179,8 +181,8 @@ export class AgentGuest {
   }
 
   /** g_ping; returns the result. */
-  ping(peer: string, count: number, interval = 0.05, name = "ping"): Promise<GuestResult> {
-    return this.result(`g_ping ${peer} ${count} ${interval} ${name}`, name, 30_000 + count * (interval * 1000 + 2000));
+  ping(peer: string, count: number, interval = 0.05, name = "ping", cpuMask?: number): Promise<GuestResult> {
+    return this.result(`g_ping ${peer} ${count} ${interval} ${name}${cpuMask !== undefined ? ` ${cpuMask}` : ""}`, name, 30_000 + count * (interval * 1000 + 2000));
   }
 
   /** Waits until `peer` answers (ARP included), up to `secs` one-second tries. */

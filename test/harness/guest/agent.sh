@@ -1,7 +1,8 @@
 # tsvs guest command loop (test/harness/vm-switch.ts AgentGuest): run by /init as the fw_cfg script.
 # Reads shell lines from the serial console and evals them; helpers below report TSVS-RESULT lines.
 g_ping() {
-  _out=$(ping -q -c "$2" -i "$3" -W 2 "$1" 2>&1 </dev/null)
+  _pfx=; [ -n "$5" ] && _pfx="taskset $5"
+  _out=$($_pfx ping -q -c "$2" -i "$3" -W 2 "$1" 2>&1 </dev/null)
   _sent=$(echo "$_out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
   _recv=$(echo "$_out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
   _loss=$(echo "$_out" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')
