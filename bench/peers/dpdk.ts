@@ -8,6 +8,7 @@
  * main lcore on the other CPU than the forwarding lcore. --no-mlockall so that
  * mapping a frontend's memory does not fault all of it in.
  */
+import * as fs from 'node:fs';
 import { Proc, which } from '../proc.js';
 import { parseTestpmdFwdStats, parseTestpmdPortStats, type TestpmdFwdStats, type TestpmdPortStats } from '../stats.js';
 
@@ -40,7 +41,11 @@ export class DpdkTestpmd {
   private constructor(
     readonly proc: Proc,
     readonly opts: DpdkTestpmdOptions,
-  ) {}
+    readonly prefix: string,
+  ) {
+    // EAL leaves its runtime files (about 12 MB with --no-huge) in /var/run/dpdk/PREFIX
+    void proc.wait().then(() => removeEalRuntime(prefix));
+  }
 
   get pid(): number {
     return this.proc.pid;
@@ -64,7 +69,7 @@ export class DpdkTestpmd {
     if (why) throw new Error(why);
     const prefix = o.prefix ?? `tsvsb${process.pid}x${seq++}`;
     const p = new Proc(DpdkTestpmd.argv(o, prefix), { stdin: true });
-    const tp = new DpdkTestpmd(p, o);
+    const tp = new DpdkTestpmd(p, o, prefix);
     try {
       await p.waitFor(PROMPT, o.startTimeoutMs ?? 30000);
     } catch (e) {
@@ -132,5 +137,17 @@ export class DpdkTestpmd {
 
   async kill(): Promise<void> {
     await this.proc.stop('SIGKILL', 1000);
+  }
+}
+
+/** Remove an EAL runtime directory (/var/run/dpdk/PREFIX) left by a process that has exited. */
+export function removeEalRuntime(prefix: string): void {
+  if (!/^[A-Za-z0-9_-]+$/.test(prefix)) return;
+  for (const base of ['/var/run/dpdk', '/run/dpdk']) {
+    try {
+      fs.rmSync(`${base}/${prefix}`, { recursive: true, force: true });
+    } catch {
+      /* not there */
+    }
   }
 }

@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Proc, execOk, exec, sleep, which } from '../proc.js';
+import { removeEalRuntime } from './dpdk.js';
 
 export const OVS_VSWITCHD = process.env.TSVS_OVS_VSWITCHD ?? '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 export const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
@@ -36,6 +37,8 @@ export function ovsAvailable(): string | null {
 
 export class OvsDpdk {
   private db: Proc | null = null;
+  private static seq = 0;
+  readonly prefix = `tsvsovs${process.pid}x${OvsDpdk.seq++}`;
   private vs: Proc | null = null;
   private constructor(
     readonly dir: string,
@@ -81,7 +84,7 @@ export class OvsDpdk {
     await this.vsctl(
       '--no-wait', 'set', 'Open_vSwitch', '.',
       'other_config:dpdk-init=true',
-      `other_config:dpdk-extra=--no-huge -m ${mem} --no-pci --legacy-mem --file-prefix=tsvsovs${process.pid}`,
+      `other_config:dpdk-extra=--no-huge -m ${mem} --no-pci --legacy-mem --file-prefix=${this.prefix}`,
       `other_config:pmd-cpu-mask=0x${(1 << this.opts.cpu).toString(16)}`,
     );
     this.vs = new Proc([OVS_VSWITCHD, `unix:${d}/db.sock`, `--pidfile=${d}/vs.pid`, `--log-file=${d}/vs.log`, '--unixctl', `${d}/vs.ctl`], {
@@ -148,6 +151,7 @@ export class OvsDpdk {
       await this.vs.stop('SIGTERM', 4000);
     }
     if (this.db && !this.db.exited) await this.db.stop('SIGTERM', 3000);
+    removeEalRuntime(this.prefix);
     if (!this.opts.keepDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
