@@ -224,6 +224,14 @@ export function toMarkdown(r: BenchReport): string {
 
 const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 
+/** Short axis label: 0.51, 14, 6.8k, 2.3M. */
+export function tick(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (a >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
+  return fmt(v, a < 10 ? 2 : 0);
+}
+
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
@@ -243,32 +251,39 @@ export function toSvg(s: ScenarioResult): string | null {
   const panels = units.map((u) => {
     const rs = rows.filter((r) => r.unit === u);
     const groups = [...new Set(rs.map((r) => `${r.case} · ${r.metric}`))];
-    return { u, rs, groups };
+    const maxLen = Math.max(...groups.map((g) => g.length));
+    // labels are rotated -35 degrees and end under their group: room to the left and below
+    const labelW = maxLen * 6 * Math.cos((35 * Math.PI) / 180);
+    const labelH = maxLen * 6 * Math.sin((35 * Math.PI) / 180) + 20;
+    const width = groups.reduce((w, g) => w + rs.filter((r) => `${r.case} · ${r.metric}` === g).length * barW + gap, 0);
+    return { u, rs, groups, labelW, labelH, width };
   });
-  const width = Math.max(420, left + 20 + Math.max(...panels.map((p) => p.groups.reduce((w, g) => w + p.rs.filter((r) => `${r.case} · ${r.metric}` === g).length * barW + gap, 0))));
+  const titleText = `${s.name}: ${s.title}`;
+  const width = Math.max(420, left + titleText.length * 8, left + subjects.length * 150, ...panels.map((p) => left + Math.max(10, p.labelW - 20) + p.width + 20));
   const legendH = 24;
-  const height = top + panels.length * (panelH + 90) + legendH;
+  const height = top + legendH + panels.reduce((h, p) => h + panelH + p.labelH + 20, 0);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`);
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${Math.ceil(width)}" height="${Math.ceil(height)}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="100%" height="100%" fill="white"/>`);
-  out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(`${s.name}: ${s.title}`)}</text>`);
+  out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(titleText)}</text>`);
   subjects.forEach((subj, i) => {
     const x = left + i * 150;
     out.push(`<rect x="${x}" y="26" width="10" height="10" fill="${color(subj)}"/><text x="${x + 14}" y="35">${esc(subj)}</text>`);
   });
-  panels.forEach((p, pi) => {
-    const y0 = top + legendH + pi * (panelH + 90);
+  let y0 = top + legendH;
+  for (const p of panels) {
     const maxV = Math.max(...p.rs.map((r) => (Number.isFinite(r.summary.max) ? r.summary.max : r.summary.median))) || 1;
     const yOf = (v: number): number => y0 + panelH - (v / maxV) * panelH;
+    const x0 = left + Math.max(10, p.labelW - 20);
     out.push(`<line x1="${left}" y1="${y0}" x2="${left}" y2="${y0 + panelH}" stroke="black"/>`);
-    out.push(`<line x1="${left}" y1="${y0 + panelH}" x2="${width - 10}" y2="${y0 + panelH}" stroke="black"/>`);
+    out.push(`<line x1="${left}" y1="${y0 + panelH}" x2="${Math.ceil(width) - 10}" y2="${y0 + panelH}" stroke="black"/>`);
     for (let t = 0; t <= 4; t++) {
       const v = (maxV * t) / 4;
       const y = yOf(v);
-      out.push(`<line x1="${left - 4}" y1="${y}" x2="${left}" y2="${y}" stroke="black"/><text x="${left - 6}" y="${y + 4}" text-anchor="end">${esc(fmt(v, v < 10 ? 2 : 0))}</text>`);
+      out.push(`<line x1="${left - 4}" y1="${y}" x2="${left}" y2="${y}" stroke="black"/><text x="${left - 6}" y="${y + 4}" text-anchor="end">${esc(tick(v))}</text>`);
     }
     out.push(`<text x="14" y="${y0 + panelH / 2}" transform="rotate(-90 14 ${y0 + panelH / 2})" text-anchor="middle">${esc(p.u)}</text>`);
-    let x = left + 10;
+    let x = x0;
     for (const g of p.groups) {
       const gr = p.rs.filter((r) => `${r.case} · ${r.metric}` === g);
       const gx = x;
@@ -282,10 +297,11 @@ export function toSvg(s: ScenarioResult): string | null {
         x += barW;
       }
       const cx = (gx + x - 4) / 2;
-      out.push(`<text x="${cx}" y="${y0 + panelH + 12}" text-anchor="end" transform="rotate(-35 ${cx} ${y0 + panelH + 12})">${esc(g)}</text>`);
+      out.push(`<text x="${cx}" y="${y0 + panelH + 14}" text-anchor="end" transform="rotate(-35 ${cx} ${y0 + panelH + 14})">${esc(g)}</text>`);
       x += gap;
     }
-  });
+    y0 += panelH + p.labelH + 20;
+  }
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

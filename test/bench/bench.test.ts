@@ -19,7 +19,7 @@ import {
   parsePing,
   parseIpLinkStats,
 } from '../../bench/stats.js';
-import { Collector, toMarkdown, toSvg, writeReport, type BenchReport } from '../../bench/report.js';
+import { Collector, toMarkdown, toSvg, writeReport, tick, type BenchReport } from '../../bench/report.js';
 import { parseRunArgs, BenchUsageError, SCENARIOS } from '../../bench/run.js';
 import { parseDumpPorts, parsePmdStatsShow } from '../../bench/peers/ovs.js';
 import { trafgenConfig } from '../../bench/peers/kernel.js';
@@ -229,4 +229,12 @@ test('ovs-appctl dpif-netdev/pmd-stats-show: sums over threads', () => {
   ].join('\n');
   assert.deepEqual(parsePmdStatsShow(out), { received: 2793125, upcalls: 4, failedUpcalls: 2 });
   assert.throws(() => parsePmdStatsShow('error'), /pmd-stats-show/);
+});
+
+test('svg axis ticks are short', () => {
+  assert.equal(tick(0), '0.00');
+  assert.equal(tick(6.76), '6.76');
+  assert.equal(tick(1397), '1397');
+  assert.equal(tick(583257), '583k');
+  assert.equal(tick(2333028), '2.3M');
 });
