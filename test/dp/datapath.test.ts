@@ -47,7 +47,7 @@ test('first packet of a flow is an upcall, the rest hit the caches; actions run 
   const peerA = RingPort.attach(a.attachInfo(), pool);
   const peerB = RingPort.attach(b.attachInfo(), pool);
   const upcalls: { id: number; port: number; key: Uint32Array }[] = [];
-  const dp = new Datapath(pool, { upcall: (id, port, _frame, key) => upcalls.push({ id, port, key: key.slice() }) });
+  const dp = new Datapath(pool, { upcall: (id, port, _frame, key) => upcalls.push({ id, port, key: key.slice() }) }, { emcInsertInvProb: 1 });
   dp.addPort(1, a);
   dp.addPort(2, b);
   const free0 = pool.available();
