@@ -119,6 +119,8 @@ export interface BackendStats {
   messages: number;
   /** Rejected messages / failed requests by reason. */
   errors: Record<string, number>;
+  /** Connections we closed because of a protocol error, by reason (framing errors included). */
+  closeReasons: Record<string, number>;
   generations: number;
 }
 
@@ -183,7 +185,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   readonly name: string;
   readonly log: Logger;
   readonly control: ControlBlock;
-  readonly stats: BackendStats = { connections: 0, disconnects: 0, messages: 0, errors: {}, generations: 0 };
+  readonly stats: BackendStats = { connections: 0, disconnects: 0, messages: 0, errors: {}, closeReasons: {}, generations: 0 };
 
   private listener: UnixListener | null = null;
   private listenWatch: FdWatch | null = null;
@@ -303,7 +305,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       onMessage: (msg) => this.enqueue(() => this.handle(conn, msg)),
       onInvalid: (hdr, err) => this.onInvalid(conn, hdr, err),
       onClose: (err) => {
-        if (err) this.log.log('warn', `${this.name}: closing frontend connection: ${err.message} [${err.reason}]`);
+        if (err) {
+          this.stats.closeReasons[err.reason] = (this.stats.closeReasons[err.reason] ?? 0) + 1;
+          this.log.log('warn', `${this.name}: closing frontend connection: ${err.message} [${err.reason}]`);
+        }
         void this.enqueue(() => this.onDisconnect(conn, err ? `${err.reason}: ${err.message}` : null));
       },
     });
