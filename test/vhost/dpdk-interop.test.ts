@@ -43,6 +43,10 @@ test('DPDK virtio-user txonly -> our backend (server): exact count', { timeout: 
     assert.equal(poller.rx, st.txPackets, `we received ${poller.rx}, testpmd sent ${st.txPackets}`);
     assert.equal(poller.rxBytes, st.txPackets * 64 - 0 * 0, 'bytes');
     assert.equal(port.stats.rxPackets, st.txPackets);
+    await tp.quit();
+    await until(() => !port.backend!.connected, 5000, 'disconnect');
+    assert.equal(port.link, 'down');
+    assert.equal(pool.available(), 4096, 'every mbuf back in the pool');
   } finally {
     poller.stop();
     await tp.quit();
@@ -71,6 +75,7 @@ test('our backend generating -> DPDK virtio-user rxonly: counts match', { timeou
     assert.ok(ours.txPackets > 1000, `we delivered ${ours.txPackets}`);
     assert.equal(st.rxPackets, ours.txPackets, `testpmd got ${st.rxPackets}, we delivered ${ours.txPackets} (drops ${JSON.stringify(ours.drops)})`);
     assert.equal(ours.txPackets + ours.txDropped, 300000, 'every frame delivered or counted as a drop');
+    assert.equal(pool.available(), 4096, 'every mbuf back in the pool');
   } finally {
     poller.stop();
     await tp.quit();
