@@ -423,7 +423,7 @@ export function validateReply(request: number, hdr: MsgHeader, payload: Uint8Arr
   const ok =
     kind === 'u64' ? payload.length === 8
     : kind === 'state' ? payload.length === STATE_SIZE
-    : kind === 'config' ? payload.length >= CONFIG_HDR_SIZE && payload.length <= CONFIG_HDR_SIZE + MAX_CONFIG_SIZE
+    : kind === 'config' ? payload.length === 0 || (payload.length >= CONFIG_HDR_SIZE && payload.length <= CONFIG_HDR_SIZE + MAX_CONFIG_SIZE)
     : kind === 'inflight' ? payload.length >= 20 && payload.length <= INFLIGHT_SIZE
     : kind === 'none' ? payload.length === 0
     : payload.length <= MAX_PAYLOAD;
