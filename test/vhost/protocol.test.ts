@@ -15,6 +15,10 @@ import { createDriverQueue } from '../../src/virtio/index.js';
 import { Mempool } from '../../src/mem/mempool.js';
 import { VhostUserPort } from '../../src/pmd/vhost-user.js';
 import * as libc from '../../src/sys/libc.js';
+import { SharedRegion } from '../../src/mem/region.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import {
   FakeGuest,
   ReplyReader,
@@ -324,3 +328,92 @@ test('same-thread data path against driver-side rings: frames both ways, GET_VRI
   pool.close();
   g.close();
 });
+
+test('regions larger than a 1 GiB window at a non-zero mmap offset (QEMU >3 GiB layout), mapped lazily', async () => {
+  const g = new FakeGuest();
+  const big = libc.memfdCreate('big-guest');
+  libc.ftruncate(big, 3 * 2 ** 30); // sparse: never touched
+  const maps0 = fsMaps('big-guest');
+  const b = newBackend(memLogger());
+  const { sock, rd } = await connect(b);
+  const sess = dpdkSession(g);
+  const memIdx = sess.findIndex((m) => m.request === R.SET_MEM_TABLE);
+  // region 0: the small fake guest (rings live there); region 1: 1.5 GiB at file offset 1 GiB
+  sess[memIdx] = {
+    request: R.SET_MEM_TABLE,
+    flags: M.VERSION | M.FLAG_NEED_REPLY,
+    payload: M.encodeMemTable([
+      { gpa: GUEST_GPA, size: GUEST_SIZE, uaddr: g.uaddr, mmapOffset: 0 },
+      { gpa: 0x100000000, size: 1.5 * 2 ** 30, uaddr: 0x7e0000000000, mmapOffset: 2 ** 30 },
+    ]),
+    fds: ['mem', 'mem2'],
+  };
+  const saved = g.fds.mem2;
+  (g.fds as Record<string, number>).mem2 = big;
+  await play(sock, rd, g, sess);
+  await until(() => b.linkUp);
+  const d = b.dataPath!;
+  assert.equal(d.regions[1].windows.length, 2);
+  assert.equal(d.regions[1].windows[0].size, 2 ** 30);
+  assert.equal(d.regions[1].windows[1].size, 2 ** 29);
+  assert.equal(fsMaps('big-guest'), maps0 + 2, 'two windows mapped');
+  // a write through the second window lands at file offset 1 GiB + 1.25 GiB
+  const win = new Uint8Array(libc.view(d.regions[1].windows[1].addr + 2 ** 28, 8));
+  win[0] = 0x5a;
+  const check = SharedRegionFromFd(big, 2 ** 30 + 2 ** 30 + 2 ** 28);
+  assert.equal(check.bytes[0], 0x5a);
+  check.close();
+  sock.close();
+  await until(() => !b.connected);
+  assert.equal(fsMaps('big-guest'), maps0, 'unmapped after disconnect');
+  (g.fds as Record<string, number>).mem2 = saved;
+  libc.close(big);
+  await b.close();
+  g.close();
+});
+
+test('SEND_RARP makes the owning port announce the guest MAC; NET_SET_MTU and GET_CONFIG reflect the device', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-vhost-r-'));
+  const g = new FakeGuest();
+  const pool = Mempool.create({ count: 64 });
+  const port = new VhostUserPort({ path: path.join(dir, 's'), mempool: pool, mac: '02:11:22:33:44:55', mtu: 1500, logger: memLogger() });
+  const [ours, theirs] = UnixSocket.pair();
+  assert.ok(port.backend!.attachSocket(theirs));
+  const rd = new ReplyReader(ours);
+  await play(ours, rd, g, dpdkSession(g));
+  await until(() => port.link === 'up');
+  sendScript(ours, g, { request: R.GET_CONFIG, flags: M.VERSION, payload: M.encodeConfig({ offset: 0, flags: 0, data: new Uint8Array(12) }), fds: [] });
+  let c = M.decodeConfig((await rd.next())!.payload);
+  assert.deepEqual([...c.data.subarray(0, 6)], [2, 0x11, 0x22, 0x33, 0x44, 0x55]);
+  assert.equal(c.data[10] | (c.data[11] << 8), 1500);
+  sendScript(ours, g, { request: R.NET_SET_MTU, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: M.encodeU64(9000n), fds: [] });
+  await expectAck(rd, R.NET_SET_MTU, true);
+  sendScript(ours, g, { request: R.NET_SET_MTU, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: M.encodeU64(10n), fds: [] });
+  await expectAck(rd, R.NET_SET_MTU, false);
+  sendScript(ours, g, { request: R.GET_CONFIG, flags: M.VERSION, payload: M.encodeConfig({ offset: 10, flags: 0, data: new Uint8Array(2) }), fds: [] });
+  c = M.decodeConfig((await rd.next())!.payload);
+  assert.equal(c.data[0] | (c.data[1] << 8), 9000);
+  sendScript(ours, g, { request: R.SEND_RARP, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: Uint8Array.from([0x52, 0x54, 0, 1, 2, 3, 0, 0]), fds: [] });
+  await expectAck(rd, R.SEND_RARP, true);
+  const out = new Int32Array(32);
+  const n = port.rxBurst(0, out, 32);
+  assert.equal(n, 1);
+  const f = pool.data.subarray(pool.dataOffset(out[0]), pool.dataOffset(out[0]) + pool.dataLen[out[0]]);
+  assert.deepEqual([...f.subarray(0, 14)], [255, 255, 255, 255, 255, 255, 0x52, 0x54, 0, 1, 2, 3, 0x80, 0x35]);
+  assert.equal(f[21], 3, 'RARP reverse request');
+  pool.free(out, n);
+  ours.close();
+  await port.closeAsync();
+  assert.equal(fs.existsSync(path.join(dir, 's')), false, 'socket file removed');
+  pool.close();
+  g.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function fsMaps(name: string): number {
+  return fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(`/memfd:${name}`)).length;
+}
+
+function SharedRegionFromFd(fd: number, offset: number): SharedRegion {
+  return SharedRegion.fromFd(libc.dup(fd), 4096, offset);
+}
