@@ -163,7 +163,8 @@ export class AgentGuest {
     this.guest.write(`${cmd}; echo "TSVS-RC-${n}:$?"\n`);
     const m = await this.guest.waitFor(new RegExp(`TSVS-RC-${n}:(\\d+)`), timeoutMs, since);
     // drop the console's echo of the typed line
-    const output = this.guest.output().slice(since, m.index).replace(/^[^\n]*TSVS-RC-\d+:\$\?[^\n]*\n/, "");
+    const echo = `TSVS-RC-${n}:$?`;
+    const output = this.guest.output().slice(since, m.index).split("\n").filter((l) => !l.includes(echo)).join("\n");
     const results: GuestResult[] = [];
     for (const line of output.split("\n")) {
       const r = /TSVS-RESULT (\{.*\})\s*$/.exec(line);

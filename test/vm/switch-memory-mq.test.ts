@@ -102,8 +102,10 @@ describe("switch: big-memory and multiqueue guests", { timeout: 300_000 }, () =>
     const iface = await mq.result("g_iface eth0", "iface2");
     assert.equal(iface["rxqs"], 2, `the 2-vCPU guest uses both queue pairs: ${JSON.stringify(iface)}`);
     assert.equal(iface["txqs"], 2, JSON.stringify(iface));
-    const xps = (await mq.run("cat /sys/class/net/eth0/queues/tx-0/xps_cpus /sys/class/net/eth0/queues/tx-1/xps_cpus")).output.trim().split(/\s+/);
-    assert.deepEqual(xps, ["1", "2"], "XPS: vCPU 0 -> tx queue 0, vCPU 1 -> tx queue 1");
+    const q = "/sys/class/net/eth0/queues";
+    const x = await mq.result(`tsvs_result xps tx0="$(cat ${q}/tx-0/xps_cpus)" tx1="$(cat ${q}/tx-1/xps_cpus)"`, "xps");
+    const xps = [x["tx0"], x["tx1"]];
+    assert.deepEqual(xps, [1, 2], `XPS: vCPU 0 -> tx queue 0, vCPU 1 -> tx queue 1: ${JSON.stringify(x)}`);
 
     const r = await mq.waitPing(IP.big, 30);
     assert.equal(r["ok"], 1, `${JSON.stringify(r)}\n${await diag(d)}`);
