@@ -89,23 +89,31 @@ export class VhostUserPort implements Port {
   /** Device-queue counters of data paths already detached, folded into stats. */
   private readonly folded = { rxBad: 0, rxTooBig: 0, txTooBig: 0, txBad: 0 };
 
-  constructor(opts: VhostUserPortOptions) {
-    this.name = opts.name ?? opts.path;
+  constructor(opts: VhostUserPortOptions | (VhostUserRemoteOptions & { remote: true })) {
+    const remote = 'remote' in opts;
+    this.name = opts.name ?? (remote ? 'vhost-user' : (opts as VhostUserPortOptions).path);
     this.pool = opts.mempool;
     this.log = opts.logger ?? defaultLogger;
     this.nQueues = opts.queues ?? 1;
     this.cap = this.pool.bufSize - this.pool.headroom;
+    if (remote) {
+      this.device = null;
+      this.backend = null;
+      this.statusText = 'waiting for data path';
+      return;
+    }
+    const o = opts as VhostUserPortOptions;
     this.device = new NetDevice(
-      { queuePairs: this.nQueues, mac: opts.mac, mtu: opts.mtu, disableFeatures: opts.disableFeatures },
+      { queuePairs: this.nQueues, mac: o.mac, mtu: o.mtu, disableFeatures: o.disableFeatures },
       (mac) => this.injectRarp(mac),
     );
     this.backend = new VhostUserBackend({
-      path: opts.path,
-      client: opts.client,
+      path: o.path,
+      client: o.client,
       device: this.device,
       logger: this.log,
       name: this.name,
-      reconnectMaxMs: opts.reconnectMaxMs,
+      reconnectMaxMs: o.reconnectMaxMs,
     });
     this.backend.on('datapath', (d) => this.setDataPath(d));
     this.backend.on('connect', () => (this.statusText = 'frontend connected'));
@@ -115,26 +123,7 @@ export class VhostUserPort implements Port {
 
   /** A data-path-only port (e.g. in a worker thread): feed it setDataPath(). */
   static remote(opts: VhostUserRemoteOptions): VhostUserPort {
-    const p = Object.create(VhostUserPort.prototype) as VhostUserPort;
-    const w = p as unknown as Record<string, unknown>;
-    w.name = opts.name;
-    w.type = 'vhost-user';
-    w.nQueues = opts.queues ?? 1;
-    w.backend = null;
-    w.device = null;
-    w.pool = opts.mempool;
-    w.log = opts.logger ?? defaultLogger;
-    w.dp = null;
-    w.pending = null;
-    w.closed = false;
-    w.statusText = 'waiting for data path';
-    w.pendingRarp = null;
-    w.offs = new Int32Array(BURST * 8);
-    w.lens = new Int32Array(BURST * 8);
-    w.cap = opts.mempool.bufSize - opts.mempool.headroom;
-    w.s = newPortStats();
-    w.folded = { rxBad: 0, rxTooBig: 0, txTooBig: 0, txBad: 0 };
-    return p;
+    return new VhostUserPort({ ...opts, remote: true });
   }
 
   get link(): LinkState {
