@@ -135,7 +135,7 @@ export class VhostUserPort implements Port {
   }
 
   get status(): string {
-    return this.statusText;
+    return this.backend?.problem ?? this.statusText;
   }
 
   /** Counters (drops by reason include the guest-ring violations seen by the device queues). */

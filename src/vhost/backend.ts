@@ -51,6 +51,7 @@ import {
   type RequestSpec,
 } from './messages.js';
 import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
+import { peerPid, mappingSharing } from './peer.js';
 import { ControlBlock, type DataPathDescription, type DataPathQueue, type DataPathRegion } from './datapath.js';
 
 // Virtio bits the generic layer looks at.
@@ -166,6 +167,8 @@ function newVring(): Vring {
 interface MappedRegion {
   desc: MemRegionDesc;
   windows: SharedRegion[];
+  /** ADD_MEM_REG count (QEMU sends the same region once per queue pair). */
+  refs: number;
 }
 
 type Handler = (msg: VhostMessage) => Uint8Array | void | Promise<Uint8Array | void>;
@@ -209,6 +212,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   private mem: GuestMemory | null = null;
   private rings: Vring[];
   private backendReq: UnixSocket | null = null;
+  /** Frontend process id (SO_PEERCRED), or -1. */
+  private peer = -1;
+  private memProblem: string | null = null;
+  private sharingKey = '';
   private logFd = -1;
 
   // --- published data path ---
@@ -258,6 +265,14 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
 
   get negotiatedProtocolFeatures(): bigint {
     return this.protocolFeatures;
+  }
+
+  /**
+   * A problem that keeps the device from working although the protocol
+   * succeeded (e.g. guest memory not shared), or null.
+   */
+  get problem(): string | null {
+    return this.memProblem;
   }
 
   get deviceStatus(): number {
@@ -313,7 +328,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       },
     });
     this.conn = conn;
-    this.log.log('info', `${this.name}: frontend connected`);
+    this.peer = peerPid(sock.fd);
+    this.log.log('info', `${this.name}: frontend connected${this.peer > 0 ? ` (pid ${this.peer})` : ''}`);
     this.emit('connect');
     conn.start();
     return true;
@@ -411,6 +427,9 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     libc.closeQuiet(this.logFd);
     this.logFd = -1;
     this.owner = false;
+    this.memProblem = null;
+    this.sharingKey = '';
+    this.peer = -1;
     this.features = 0n;
     this.featuresSet = false;
     this.protocolFeatures = 0n;
@@ -539,6 +558,12 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       },
       addMemReg: async (m) => {
         const d = decodeSingleRegion(m.payload);
+        const same = this.regions.find((r) => sameRegion(r.desc, d));
+        if (same) {
+          // QEMU 7.2 announces each region once per queue pair (one vhost_dev each): count it.
+          same.refs++;
+          return;
+        }
         if (this.regions.length >= MAX_MEM_SLOTS) throw new VhostProtocolError('bad-value', `more than ${MAX_MEM_SLOTS} regions`, R.ADD_MEM_REG);
         const r = this.mapRegion(d, takeFd(m, 0), R.ADD_MEM_REG);
         try {
@@ -555,6 +580,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         const d = decodeSingleRegion(m.payload);
         const i = this.regions.findIndex((r) => r.desc.gpa === d.gpa && r.desc.size === d.size && (d.uaddr === r.desc.uaddr || d.uaddr === 0));
         if (i < 0) throw new VhostProtocolError('bad-value', `no region at gpa 0x${d.gpa.toString(16)} size 0x${d.size.toString(16)}`, R.REM_MEM_REG);
+        if (--this.regions[i].refs > 0) return;
         const next = this.regions.filter((_, j) => j !== i);
         this.retiredRegions.push(this.regions[i]);
         this.regions = next;
@@ -742,7 +768,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         fd = -1;
         throw e instanceof VhostProtocolError ? e : new VhostProtocolError('bad-value', `mmap: ${(e as Error).message}`, request);
       }
-      return { desc: d, windows };
+      return { desc: d, windows, refs: 1 };
     } catch (e) {
       if (fd >= 0) libc.closeQuiet(fd);
       throw e;
@@ -787,7 +813,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   /** The description the current state calls for (generation/control filled at publish), or null. */
   private desired(): Omit<DataPathDescription, 'generation' | 'control'> | null {
     const mem = this.mem;
-    if (!mem || this.regions.length === 0) return null;
+    if (!mem || this.regions.length === 0 || this.memProblem) return null;
     // With STATUS, a frontend that is mid-initialisation (status set, DRIVER_OK not yet) is not ready.
     if (hasFeature(this.protocolFeatures, ProtoF.STATUS) && this.status !== 0 && !(this.status & STATUS_DRIVER_OK)) return null;
     const packed = this.packed();
@@ -858,6 +884,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
    * description -> only enable words change; otherwise stop, then publish.
    */
   private async refresh(): Promise<void> {
+    this.checkSharing();
     const want = this.desired();
     const key = want ? JSON.stringify(want, (_k, val) => (typeof val === 'bigint' ? val.toString(16) : val)) : '';
     if (this.current && key === this.currentKey) {
@@ -883,6 +910,26 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.log.log('debug', `${this.name}: data path generation ${gen}: queues ${fresh.queues.filter((q) => q).map((q) => q!.index).join(',')}`);
     this.emit('datapath', desc);
     this.updateEnables();
+  }
+
+  /** Is every region shared by the frontend process (not MAP_PRIVATE on its side)? */
+  private checkSharing(): void {
+    const key = `${this.peer}:` + this.regions.map((r) => `${r.desc.uaddr}+${r.desc.size}`).join(',');
+    if (key === this.sharingKey) return;
+    this.sharingKey = key;
+    let problem: string | null = null;
+    for (const r of this.regions) {
+      if (mappingSharing(this.peer, r.desc.uaddr, r.desc.size) === 'private') {
+        problem =
+          `guest memory not shared: the frontend (pid ${this.peer}) maps region gpa 0x${r.desc.gpa.toString(16)} ` +
+          `privately, so guest writes never reach us (QEMU needs memory-backend-...,share=on); no packets can move`;
+        break;
+      }
+    }
+    if (problem !== this.memProblem) {
+      this.memProblem = problem;
+      if (problem) this.log.log('error', `${this.name}: ${problem}`);
+    }
   }
 
   private releaseRetiredNotInUse(): void {

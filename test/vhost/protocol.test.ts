@@ -344,7 +344,7 @@ test('regions larger than a 1 GiB window at a non-zero mmap offset (QEMU >3 GiB 
     flags: M.VERSION | M.FLAG_NEED_REPLY,
     payload: M.encodeMemTable([
       { gpa: GUEST_GPA, size: GUEST_SIZE, uaddr: g.uaddr, mmapOffset: 0 },
-      { gpa: 0x100000000, size: 1.5 * 2 ** 30, uaddr: 0x7e0000000000, mmapOffset: 2 ** 30 },
+      { gpa: 0x100000000, size: 1.5 * 2 ** 30, uaddr: 0x100000000000, mmapOffset: 2 ** 30 },
     ]),
     fds: ['mem', 'mem2'],
   };
@@ -417,3 +417,41 @@ function fsMaps(name: string): number {
 function SharedRegionFromFd(fd: number, offset: number): SharedRegion {
   return SharedRegion.fromFd(libc.dup(fd), 4096, offset);
 }
+
+test('a frontend that maps guest memory privately (share=off) is reported, link stays down', async () => {
+  const g = new FakeGuest();
+  // a private (rw-p) mapping of ours of at least GUEST_SIZE bytes stands in for QEMU's share=off RAM
+  const priv = fs
+    .readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .map((l) => l.split(/\s+/))
+    .filter((f) => f[1] === 'rw-p')
+    .map((f) => f[0].split('-').map((x) => parseInt(x, 16)))
+    .find(([a, b]) => b - a >= GUEST_SIZE);
+  assert.ok(priv, 'found a private mapping');
+  const log = memLogger();
+  const b = newBackend(log);
+  const { sock, rd } = await connect(b);
+  const sess = dpdkSession(g).map((m) => {
+    if (m.request === R.SET_MEM_TABLE) {
+      return { ...m, payload: M.encodeMemTable([{ gpa: GUEST_GPA, size: GUEST_SIZE, uaddr: priv[0], mmapOffset: 0 }]) };
+    }
+    if (m.request === R.SET_VRING_ADDR) {
+      const a = M.decodeAddr(m.payload);
+      const d = priv[0] - g.uaddr;
+      return { ...m, payload: M.encodeAddr({ ...a, desc: a.desc + d, avail: a.avail + d, used: a.used + d }) };
+    }
+    return m;
+  });
+  await play(sock, rd, g, sess);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(b.linkUp, false);
+  assert.equal(b.dataPath, null);
+  assert.match(b.problem ?? '', /not shared/);
+  assert.ok(log.lines.some((l) => l.startsWith('error:') && /not shared.*share=on/.test(l)), 'logged at error level');
+  sock.close();
+  await until(() => !b.connected);
+  assert.equal(b.problem, null, 'cleared with the session');
+  await b.close();
+  g.close();
+});
