@@ -119,7 +119,7 @@ export async function runFlows(ctx: BenchContext): Promise<ScenarioResult> {
         if (e instanceof Unavailable) c.markUnavailable(kind, e.message);
         else {
           ctx.log(`flows ${kind} failed: ${errText(e)}`);
-          c.markUnavailable(kind, `failed: ${errText(e)}`);
+          c.fail(kind, rep, errText(e));
         }
       } finally {
         await gen?.proc.stop('SIGKILL', 1000);

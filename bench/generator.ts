@@ -117,7 +117,7 @@ export async function runGenerator(ctx: BenchContext): Promise<ScenarioResult> {
           if (e instanceof Unavailable) c.markUnavailable(kind, e.message);
           else {
             ctx.log(`generator ${kind} failed: ${errText(e)}`);
-            c.markUnavailable(kind, `failed: ${errText(e)}`);
+            c.fail(kind, rep, errText(e));
           }
         } finally {
           await gen?.kill();

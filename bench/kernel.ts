@@ -119,7 +119,7 @@ export async function runKernel(ctx: BenchContext): Promise<ScenarioResult> {
         if (e instanceof Unavailable) c.markUnavailable(s, e.message);
         else {
           ctx.log(`kernel ${s} failed: ${errText(e)}`);
-          c.markUnavailable(s, `failed: ${errText(e)}`);
+          c.fail(s, rep, errText(e));
         }
       }
     }

@@ -42,7 +42,7 @@ export async function runLatency(ctx: BenchContext): Promise<ScenarioResult> {
         }
       } catch (e) {
         ctx.log(`latency ${s} failed: ${errText(e)}`);
-        c.markUnavailable(s, `failed: ${errText(e)}`);
+        c.fail(s, rep, errText(e));
       }
     }
   }

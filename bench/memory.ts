@@ -114,7 +114,7 @@ export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
         if (e instanceof Unavailable) c.markUnavailable(kind, e.message);
         else {
           ctx.log(`memory ${kind} failed: ${errText(e)}`);
-          c.markUnavailable(kind, `failed: ${errText(e)}`);
+          c.fail(kind, rep, errText(e));
         }
       } finally {
         await sw?.stop();

@@ -139,7 +139,7 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
         if (e instanceof Unavailable) c.markUnavailable(kind, e.message);
         else {
           ctx.log(`p2p ${kind} failed: ${errText(e)}`);
-          c.markUnavailable(kind, `failed: ${errText(e)}`);
+          c.fail(kind, rep, errText(e));
         }
       } finally {
         await gen?.quit();

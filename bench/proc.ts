@@ -153,8 +153,12 @@ export function exec(argv: string[], o: { env?: Record<string, string>; timeoutM
       full.slice(1),
       { timeout: o.timeoutMs ?? 30000, env: o.env ? { ...process.env, ...o.env } : process.env, maxBuffer: 16 << 20 },
       (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err && code === 1 && !stderr ? err.message : '') });
+        const e = err as (Error & { code?: unknown; killed?: boolean; signal?: string }) | null;
+        const code = e ? (typeof e.code === 'number' ? e.code : 1) : 0;
+        let why = '';
+        if (e && e.killed) why = ` (killed: ${e.signal ?? 'timeout'} after ${o.timeoutMs ?? 30000} ms)`;
+        else if (e && typeof e.code !== 'number') why = ` (${e.message.split('\n')[0]})`;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) + why });
       },
     );
   });

@@ -103,6 +103,21 @@ export class Collector {
     }
   }
 
+  private readonly failures = new Map<string, string[]>();
+
+  /**
+   * A run of `subject` failed for a reason that may not repeat (noisy shared
+   * machine, a peer that crashed once): noted, and the subject stays in later
+   * repetitions. A subject with failures and no measurement ends up unavailable.
+   */
+  fail(subject: string, rep: number, reason: string): void {
+    const r = reason.split('\n')[0].slice(0, 400);
+    const list = this.failures.get(subject) ?? [];
+    list.push(r);
+    this.failures.set(subject, list);
+    this.note(`${subject}: run ${rep + 1} failed: ${r}`);
+  }
+
   /** Mark a subject unavailable (first reason wins). */
   markUnavailable(subject: string, reason: string): void {
     this.unavailable[subject] ??= reason.split('\n')[0].slice(0, 400);
@@ -144,9 +159,9 @@ export class Collector {
     }
     ratios.push(...this.extraRatios);
     const subjects = new Set(rows.map((r) => r.subject));
+    for (const [subj, why] of this.failures) if (!subjects.has(subj)) this.markUnavailable(subj, `every run failed: ${why[0]}`);
     const nUnavail = Object.keys(this.unavailable).length;
-    const status: ScenarioStatus = rows.length === 0 ? (nUnavail ? 'unavailable' : 'failed') : nUnavail ? 'partial' : 'ok';
-    void subjects;
+    const status: ScenarioStatus = rows.length === 0 ? (nUnavail ? 'unavailable' : 'failed') : nUnavail || this.failures.size ? 'partial' : 'ok';
     return { name: this.name, title: this.title, status, unavailable: { ...this.unavailable }, rows, ratios, notes: this.notes.slice(), seconds: Math.round((Date.now() - this.t0) / 1000) };
   }
 }

@@ -54,7 +54,10 @@ export class TsvsDaemon {
   /** Run a control command; throws with its stderr on failure. */
   async cli(...args: string[]): Promise<string> {
     const r = await exec([process.execPath, TSVS_CLI, ...args, '--run-dir', this.runDir], { timeoutMs: 30000 });
-    if (r.code !== 0) throw new Error(`tsvs ${args.join(' ')}: ${(r.stderr || r.stdout).trim()}`);
+    if (r.code !== 0) {
+      const daemon = this.proc.exited ? `; the daemon exited (${this.proc.exitCode ?? this.proc.exitSignal}): ${this.proc.tail(600)}` : '';
+      throw new Error(`tsvs ${args.join(' ')}: ${(r.stderr || r.stdout).trim()}${daemon}`);
+    }
     return r.stdout;
   }
 

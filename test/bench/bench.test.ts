@@ -238,3 +238,17 @@ test('svg axis ticks are short', () => {
   assert.equal(tick(583257), '583k');
   assert.equal(tick(2333028), '2.3M');
 });
+
+test('collector: a failed run is a note; a subject whose every run failed becomes unavailable', () => {
+  const c = new Collector('k', 'kernel');
+  c.add('64B', 'one way', 'linux-bridge', 'Mpps', 0.4);
+  c.fail('linux-bridge', 1, 'trafgen exited\nmore');
+  c.fail('tsvs-afpacket', 0, 'daemon crashed');
+  c.fail('tsvs-afpacket', 2, 'daemon crashed again');
+  const r = c.result();
+  assert.equal(r.status, 'partial');
+  assert.deepEqual(Object.keys(r.unavailable), ['tsvs-afpacket']);
+  assert.match(r.unavailable['tsvs-afpacket'], /every run failed: daemon crashed/);
+  assert.ok(r.notes.includes('linux-bridge: run 2 failed: trafgen exited'));
+  assert.equal(r.rows.length, 1);
+});
