@@ -213,7 +213,9 @@ export class Testpmd {
   async stop(): Promise<PortReport[]> {
     const final = new Promise<PortReport[]>((resolve) => (this.finalWaiter = resolve));
     this.worker.postMessage({ t: 'stop' });
-    const r = await Promise.race([final, new Promise<PortReport[]>((res) => setTimeout(() => res([]), 5000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const r = await Promise.race([final, new Promise<PortReport[]>((res) => (timer = setTimeout(() => res([]), 5000)))]);
+    clearTimeout(timer);
     await this.worker.terminate();
     await this.exited;
     this.pool.close();

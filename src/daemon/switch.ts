@@ -87,9 +87,10 @@ export class Switch {
       );
     });
     sw.registerMethods();
+    // restore before answering, so the first `tsvs show` after a restart sees the whole configuration
+    await sw.restore();
     await sw.control.listen();
     fs.writeFileSync(sw.paths.pid, `${process.pid}\n`);
-    await sw.restore();
     sw.revalTimer = setInterval(() => void sw.revalidate(), opts.revalidateMs ?? 500);
     sw.revalTimer.unref();
     sw.log.info({ runDir: sw.paths.dir, pmds: sw.pmds.length, control: sw.paths.control }, 'tsvs switch started');

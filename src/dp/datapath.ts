@@ -10,7 +10,7 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
-import { BURST } from '../pmd/port.js';
+import { BURST, tallyDrop } from '../pmd/port.js';
 import { FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED } from './flow-key.js';
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
@@ -484,8 +484,7 @@ export class Datapath {
   }
 
   private drop(reason: string, n: number): void {
-    const d = this.stats.drops;
-    d[reason] = (d[reason] ?? 0) + n;
+    tallyDrop(this.stats.drops, reason, n);
   }
 
   private ensureFlowCap(n: number): void {

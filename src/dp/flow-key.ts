@@ -211,13 +211,7 @@ export function hashMasked(
 ): number {
   let h = basis | 0;
   for (let i = 0; i < FLOW_WORDS; i++) {
-    let k = (key[keyOff + i] & mask[maskOff + i]) | 0;
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    h = mix(h, key[keyOff + i] & mask[maskOff + i]);
   }
   return finish(h, FLOW_WORDS);
 }
@@ -236,13 +230,7 @@ export function hashMaskedWords(
   let h = basis | 0;
   for (let j = 0; j < n; j++) {
     const i = idx[j];
-    let k = (key[keyOff + i] & mask[maskOff + i]) | 0;
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    h = mix(h, key[keyOff + i] & mask[maskOff + i]);
   }
   return finish(h, n);
 }
@@ -251,15 +239,19 @@ export function hashMaskedWords(
 export function hashKey(key: Uint32Array, keyOff: number, basis: number): number {
   let h = basis | 0;
   for (let i = 0; i < FLOW_WORDS; i++) {
-    let k = key[keyOff + i] | 0;
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    h = mix(h, key[keyOff + i]);
   }
   return finish(h, FLOW_WORDS);
+}
+
+/** One murmur3 step: fold the 32-bit word k into h (small and closure-free: V8 inlines it). */
+function mix(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
 function finish(h: number, n: number): number {

@@ -308,7 +308,9 @@ export class PmdThread {
   async stop(): Promise<void> {
     if (this.exited) return;
     try {
-      await Promise.race([this.request({ op: 'stop' }), new Promise((r) => setTimeout(r, 5000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.request({ op: 'stop' }), new Promise((r) => (timer = setTimeout(r, 5000)))]);
+      clearTimeout(timer);
     } catch {
       /* already gone */
     }

@@ -232,10 +232,8 @@ export class AfPacketPort extends KernelPort {
   }
 
   rxBurst(q: number, out: Int32Array, max: number): number {
-    if (this.closed || q < 0 || q >= this.nQueues) return 0;
-    if (max > out.length) max = out.length;
-    if (max > MAX_RX_BURST) max = MAX_RX_BURST;
-    if (max <= 0) return 0;
+    max = this.rxLimit(q, out, max);
+    if (max === 0) return 0;
     const st = this.refill(q, max);
     let top = this.stashLen[q];
     const k = top < max ? top : max;
@@ -310,19 +308,12 @@ export class AfPacketPort extends KernelPort {
       bytes += flen;
     }
     top -= r;
-    this.stashLen[q] = top;
-    this.stats.rxPackets += n;
-    this.stats.rxBytes += bytes;
-    return n;
+    return this.rxDone(q, top, n, bytes);
   }
 
   txBurst(q: number, handles: Int32Array, n: number): number {
-    if (n > handles.length) n = handles.length;
-    if (n <= 0) return 0;
-    if (this.closed || q < 0 || q >= this.nQueues) {
-      this.txDrop(this.closed ? 'tx-closed' : 'tx-bad-queue', n);
-      return 0;
-    }
+    n = this.txLimit(q, handles, n);
+    if (n === 0) return 0;
     const fd = this.fds[q];
     const pool = this.pool;
     const base = this.base;
@@ -370,10 +361,7 @@ export class AfPacketPort extends KernelPort {
       pool.freeOne(handles[taken]);
       taken++;
     }
-    if (taken < n) this.txDrop('tx-busy', n - taken);
-    this.stats.txPackets += sentPkts;
-    this.stats.txBytes += sentBytes;
-    return taken;
+    return this.txDone(taken, n, sentPkts, sentBytes);
   }
 
   /**

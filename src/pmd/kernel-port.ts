@@ -7,7 +7,7 @@
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, errnoName } from '../sys/libc.js';
 import { getIfFlags, IFF_RUNNING, IFF_UP } from '../sys/netdev.js';
-import { newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+import { countRxDrop, countTxDrop, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
 
 /** Most packets one rxBurst returns (bigger `max` is clamped). */
 export const MAX_RX_BURST = 64;
@@ -86,14 +86,56 @@ export abstract class KernelPort implements Port {
     return st;
   }
 
+  /**
+   * rxBurst's entry check: how many frames queue q may return now (max
+   * clamped to out.length and MAX_RX_BURST); 0 when closed or q is no queue.
+   */
+  protected rxLimit(q: number, out: Int32Array, max: number): number {
+    if (this.closed || q < 0 || q >= this.nQueues) return 0;
+    if (max > out.length) max = out.length;
+    if (max > MAX_RX_BURST) max = MAX_RX_BURST;
+    return max > 0 ? max : 0;
+  }
+
+  /** rxBurst's end: `top` stashed buffers left on queue q, n frames of `bytes` received. Returns n. */
+  protected rxDone(q: number, top: number, n: number, bytes: number): number {
+    this.stashLen[q] = top;
+    this.stats.rxPackets += n;
+    this.stats.rxBytes += bytes;
+    return n;
+  }
+
+  /**
+   * txBurst's entry check: n clamped to handles.length; 0 when closed or q is
+   * no queue (then all n are counted as dropped, 'tx-closed' / 'tx-bad-queue').
+   */
+  protected txLimit(q: number, handles: Int32Array, n: number): number {
+    if (n > handles.length) n = handles.length;
+    if (n <= 0) return 0;
+    if (this.closed || q < 0 || q >= this.nQueues) {
+      this.txDrop(this.closed ? 'tx-closed' : 'tx-bad-queue', n);
+      return 0;
+    }
+    return n;
+  }
+
+  /**
+   * txBurst's end: handles[0..taken) were taken (sent, or dropped and freed),
+   * the rest of n count as 'tx-busy'; `sent` frames of `bytes` went out. Returns taken.
+   */
+  protected txDone(taken: number, n: number, sent: number, bytes: number): number {
+    if (taken < n) this.txDrop('tx-busy', n - taken);
+    this.stats.txPackets += sent;
+    this.stats.txBytes += bytes;
+    return taken;
+  }
+
   protected rxDrop(reason: string, n = 1): void {
-    this.stats.rxDropped += n;
-    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+    countRxDrop(this.stats, reason, n);
   }
 
   protected txDrop(reason: string, n = 1): void {
-    this.stats.txDropped += n;
-    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
+    countTxDrop(this.stats, reason, n);
   }
 
   /** 'rx-EIO' style reason for an errno, built once per errno. */

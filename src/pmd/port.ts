@@ -32,6 +32,23 @@ export function newPortStats(): PortStats {
   return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, rxDropped: 0, txDropped: 0, drops: {} };
 }
 
+/** Add n to drops[reason] (a per-reason tally only: any total is the caller's). */
+export function tallyDrop(drops: Record<string, number>, reason: string, n: number): void {
+  drops[reason] = (drops[reason] ?? 0) + n;
+}
+
+/** Count n packets dropped on receive for `reason`: stats.rxDropped and stats.drops[reason]. */
+export function countRxDrop(stats: PortStats, reason: string, n: number): void {
+  stats.rxDropped += n;
+  tallyDrop(stats.drops, reason, n);
+}
+
+/** Count n packets dropped on transmit for `reason`: stats.txDropped and stats.drops[reason]. */
+export function countTxDrop(stats: PortStats, reason: string, n: number): void {
+  stats.txDropped += n;
+  tallyDrop(stats.drops, reason, n);
+}
+
 export type LinkState = 'up' | 'down';
 
 export interface Port {

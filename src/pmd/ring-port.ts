@@ -19,7 +19,7 @@ import { Ring, RingError } from '../ring/ring.js';
 import { SharedRegion, type RegionAttachInfo } from '../mem/region.js';
 import type { Mempool } from '../mem/mempool.js';
 import * as libc from '../sys/libc.js';
-import { newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+import { countTxDrop, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
 
 export class RingPortError extends Error {
   constructor(msg: string) {
@@ -208,11 +208,11 @@ export class RingPort implements Port {
     if (n > handles.length) n = handles.length;
     if (n <= 0) return 0;
     if (this.closed || q < 0 || q >= this.nQueues) {
-      this.drop(this.closed ? 'tx-closed' : 'tx-bad-queue', n);
+      countTxDrop(this.stats, this.closed ? 'tx-closed' : 'tx-bad-queue', n);
       return 0;
     }
     if (Atomics.load(this.hdr, H_STATE0 + 1 - this.side) === ST_CLOSED) {
-      this.drop('tx-peer-closed', n);
+      countTxDrop(this.stats, 'tx-peer-closed', n);
       return 0;
     }
     // Sum lengths before the enqueue: once taken, the peer owns the buffers.
@@ -223,13 +223,8 @@ export class RingPort implements Port {
     for (let i = k; i < n; i++) bytes -= pktLen[handles[i]];
     this.stats.txPackets += k;
     this.stats.txBytes += bytes;
-    if (k < n) this.drop('tx-no-room', n - k);
+    if (k < n) countTxDrop(this.stats, 'tx-no-room', n - k);
     return k;
-  }
-
-  private drop(reason: string, n: number): void {
-    this.stats.txDropped += n;
-    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
   }
 
   /**

@@ -45,7 +45,7 @@ import {
   withNetns,
   writevEntry,
 } from '../sys/netdev.js';
-import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
+import { KernelPort, L2_OVERHEAD, MAX_TX_SEGS } from './kernel-port.js';
 
 
 export interface TapPortOptions {
@@ -112,10 +112,8 @@ export class TapPort extends KernelPort {
   }
 
   rxBurst(q: number, out: Int32Array, max: number): number {
-    if (this.closed || q < 0 || q >= this.nQueues) return 0;
-    if (max > out.length) max = out.length;
-    if (max > MAX_RX_BURST) max = MAX_RX_BURST;
-    if (max <= 0) return 0;
+    max = this.rxLimit(q, out, max);
+    if (max === 0) return 0;
     const st = this.refill(q, max);
     const fd = this.fds[q];
     const pool = this.pool;
@@ -149,19 +147,12 @@ export class TapPort extends KernelPort {
       out[n++] = h;
       bytes += r;
     }
-    this.stashLen[q] = top;
-    this.stats.rxPackets += n;
-    this.stats.rxBytes += bytes;
-    return n;
+    return this.rxDone(q, top, n, bytes);
   }
 
   txBurst(q: number, handles: Int32Array, n: number): number {
-    if (n > handles.length) n = handles.length;
-    if (n <= 0) return 0;
-    if (this.closed || q < 0 || q >= this.nQueues) {
-      this.txDrop(this.closed ? 'tx-closed' : 'tx-bad-queue', n);
-      return 0;
-    }
+    n = this.txLimit(q, handles, n);
+    if (n === 0) return 0;
     const fd = this.fds[q];
     const pool = this.pool;
     const base = this.base;
@@ -201,10 +192,7 @@ export class TapPort extends KernelPort {
       bytes += r;
       pool.freeOne(h);
     }
-    if (i < n) this.txDrop('tx-busy', n - i);
-    this.stats.txPackets += sent;
-    this.stats.txBytes += bytes;
-    return i;
+    return this.txDone(i, n, sent, bytes);
   }
 
   protected override releaseExtra(): void {

@@ -22,7 +22,7 @@ import { NetDataPath } from '../vhost/net-datapath.js';
 import { defaultLogger, type Logger } from '../vhost/connection.js';
 import type { DataPathDescription } from '../vhost/datapath.js';
 import type { DeviceQueueStats } from '../virtio/device-queue.js';
-import { BURST, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+import { BURST, countTxDrop, newPortStats, tallyDrop, type LinkState, type Port, type PortStats } from './port.js';
 
 export interface VhostUserPortOptions {
   /** Port name (default: the socket path). */
@@ -239,7 +239,7 @@ export class VhostUserPort implements Port {
     const got = extra === 0 ? pool.alloc(out, want) : pool.alloc(out.subarray(extra), want);
     if (got === 0) {
       // The guest's frames stay in its ring; counted, not lost.
-      this.countDrop(DROP_RX_POOL_EXHAUSTED, 1);
+      tallyDrop(this.s.drops, DROP_RX_POOL_EXHAUSTED, 1);
       return extra;
     }
     const offs = this.offs;
@@ -270,8 +270,7 @@ export class VhostUserPort implements Port {
     const ri = 2 * q;
     const vq = dp !== null && q >= 0 && q < this.nQueues ? dp.rings[ri] : null;
     if (dp === null || vq === null || !dp.enabled(ri)) {
-      this.countDrop(DROP_TX_LINK_DOWN, n);
-      this.s.txDropped += n;
+      countTxDrop(this.s, DROP_TX_LINK_DOWN, n);
       pool.free(handles, n);
       return n;
     }
@@ -285,8 +284,7 @@ export class VhostUserPort implements Port {
         const h = handles[done + i];
         if (pool.next[h] !== -1) {
           // multi-segment mbufs are not supported by this PMD: drop
-          this.countDrop(DROP_TX_MULTISEG, 1);
-          this.s.txDropped++;
+          countTxDrop(this.s, DROP_TX_MULTISEG, 1);
           offs[k] = 0;
           lens[k] = -1; // enqueueBurst counts it as badFrame and skips it
           k++;
@@ -303,8 +301,7 @@ export class VhostUserPort implements Port {
       this.s.txPackets += sent;
       this.s.txBytes += vq.stats.bytes - bytesBefore;
       if (consumed < k) {
-        this.countDrop(DROP_TX_NO_GUEST_BUFFERS, k - consumed);
-        this.s.txDropped += k - consumed;
+        countTxDrop(this.s, DROP_TX_NO_GUEST_BUFFERS, k - consumed);
       }
       // consumed-but-not-sent frames (too big / bad chains) are counted via device stats
       this.s.txDropped += consumed - sent - countMultiseg(lens, consumed);
@@ -312,17 +309,11 @@ export class VhostUserPort implements Port {
       if (consumed < k) break;
     }
     if (done < n) {
-      this.countDrop(DROP_TX_NO_GUEST_BUFFERS, n - done);
-      this.s.txDropped += n - done;
+      countTxDrop(this.s, DROP_TX_NO_GUEST_BUFFERS, n - done);
     }
     pool.free(handles, n);
     dp.notify(ri);
     return n;
-  }
-
-  private countDrop(reason: string, n: number): void {
-    const d = this.s.drops;
-    d[reason] = (d[reason] ?? 0) + n;
   }
 
   /** Build a RARP frame announcing pendingRarp into a fresh mbuf at out[0]. */

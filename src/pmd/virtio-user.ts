@@ -19,7 +19,7 @@
  * disconnect returns every one of them to the pool.
  */
 import type { Port, PortStats, LinkState } from './port.js';
-import { newPortStats, BURST } from './port.js';
+import { newPortStats, BURST, countRxDrop, countTxDrop, tallyDrop } from './port.js';
 import { Mempool } from '../mem/mempool.js';
 import { SharedRegion } from '../mem/region.js';
 import { GuestMemory } from '../mem/guest-memory.js';
@@ -285,13 +285,6 @@ export class VirtioUserPort implements Port, FrontendDevice {
     }
   }
 
-  private drop(reason: string, n: number, rx: boolean): void {
-    if (n <= 0) return;
-    if (rx) this.stats.rxDropped += n;
-    else this.stats.txDropped += n;
-    this.stats.drops[reason] = (this.stats.drops[reason] ?? 0) + n;
-  }
-
   // ------------------------------------------------------------ data path
 
   /** Post fresh buffers into RX queue q's free slots. */
@@ -311,7 +304,7 @@ export class VirtioUserPort implements Port, FrontendDevice {
       const want = left < SCRATCH ? left : SCRATCH;
       const k = pool.alloc(tok, want);
       if (k === 0) {
-        this.stats.drops['rx-no-mbuf'] = (this.stats.drops['rx-no-mbuf'] ?? 0) + 1;
+        tallyDrop(this.stats.drops, 'rx-no-mbuf', 1);
         break;
       }
       for (let i = 0; i < k; i++) {
@@ -359,12 +352,12 @@ export class VirtioUserPort implements Port, FrontendDevice {
           // the device started a new frame before finishing the last one
           pool.freeOne(prev);
           this.pendHead[q] = -1;
-          this.drop('rx-bad-chain', 1, true);
+          countRxDrop(this.stats, 'rx-bad-chain', 1);
         }
         if (len < hdrLen || len > cap) {
           pool.freeOne(h);
           this.pendRemain[q] = nb - 1; // continuation buffers are dropped with it
-          this.drop(len < hdrLen ? 'rx-short' : 'rx-bad-len', 1, true);
+          countRxDrop(this.stats, len < hdrLen ? 'rx-short' : 'rx-bad-len', 1);
           continue;
         }
         dataOff[h] = headroom;
@@ -387,7 +380,7 @@ export class VirtioUserPort implements Port, FrontendDevice {
           if (head >= 0) {
             pool.freeOne(head);
             this.pendHead[q] = -1;
-            this.drop('rx-bad-len', 1, true);
+            countRxDrop(this.stats, 'rx-bad-len', 1);
           }
           continue;
         }
@@ -437,7 +430,7 @@ export class VirtioUserPort implements Port, FrontendDevice {
     if (n > handles.length) n = handles.length;
     if (n <= 0) return 0;
     if (!this.active || q < 0 || q >= this.nq) {
-      this.drop(this.closed ? 'tx-closed' : this.active ? 'tx-bad-queue' : 'tx-link-down', n, false);
+      countTxDrop(this.stats, this.closed ? 'tx-closed' : this.active ? 'tx-bad-queue' : 'tx-link-down', n);
       return 0;
     }
     const d = this.txq[q];
@@ -459,19 +452,19 @@ export class VirtioUserPort implements Port, FrontendDevice {
     for (let i = 0; i < m; i++) {
       const h = handles[i];
       if (h < 0 || h >= count) {
-        this.drop('tx-bad-handle', 1, false);
+        countTxDrop(this.stats, 'tx-bad-handle', 1);
         continue;
       }
       const off = dataOff[h];
       const len = dataLen[h];
       if (next[h] !== -1) {
         pool.freeOne(h);
-        this.drop('tx-multi-seg', 1, false);
+        countTxDrop(this.stats, 'tx-multi-seg', 1);
         continue;
       }
       if (off < hdrLen || len <= 0 || off + len > bufSize) {
         pool.freeOne(h);
-        this.drop(off < hdrLen ? 'tx-no-headroom' : 'tx-bad-len', 1, false);
+        countTxDrop(this.stats, off < hdrLen ? 'tx-no-headroom' : 'tx-bad-len', 1);
         continue;
       }
       addrs[j] = pool.bufAddr(h) + off - hdrLen;
@@ -489,12 +482,12 @@ export class VirtioUserPort implements Port, FrontendDevice {
     if (p < j) {
       // the queue refused a buffer (broken queue or a bug): drop, do not leak
       pool.free(tok, j - p, p);
-      this.drop('tx-queue-refused', j - p, false);
+      countTxDrop(this.stats, 'tx-queue-refused', j - p);
     }
     if (p > 0 && d.needsKick()) this.frontend.kick(2 * q + 1);
     this.stats.txPackets += p;
     this.stats.txBytes += bytes;
-    if (m < n) this.drop('tx-no-room', n - m, false);
+    if (m < n) countTxDrop(this.stats, 'tx-no-room', n - m);
     return m;
   }
 

@@ -119,6 +119,8 @@ export class Ring {
   /** Single-consumer: last seen producer tail. */
   private prodTailCache: number;
   private readonly one = new Int32Array(1);
+  /** First slot index reserved by the last claim() (multi-producer/consumer). */
+  private claimed = 0;
 
   private constructor(bytes: Uint8Array, offset: number) {
     if (!Number.isInteger(offset) || offset < 0 || (bytes.byteOffset + offset) % 4 !== 0) {
@@ -255,35 +257,11 @@ export class Ring {
 
   private mpEnqueue(src: HandleArray, n: number, start: number, fixed: boolean): number {
     if (n <= 0) return 0;
-    const h = this.h;
-    const cap = this.capacity;
-    let head = 0;
-    let k = 0;
-    let retries = 0;
-    for (;;) {
-      head = Atomics.load(h, W_PROD_HEAD);
-      const ct = Atomics.load(h, W_CONS_TAIL);
-      const used = (head - ct) | 0;
-      if (used < 0 || used > cap) {
-        // stale head read: retry with a fresh one (bounded, in case the shared indices are corrupt)
-        if (++retries > MAX_STALE_RETRIES) return 0;
-        continue;
-      }
-      k = cap - used;
-      if (k >= n) k = n;
-      else if (fixed) return 0;
-      if (k === 0) return 0;
-      if (Atomics.compareExchange(h, W_PROD_HEAD, head, (head + k) | 0) === head) break;
-    }
+    const k = this.claim(true, n, fixed);
+    if (k === 0) return 0;
+    const head = this.claimed;
     this.copyIn(src, start, head, k);
-    let spins = 0;
-    while (Atomics.load(h, W_PROD_TAIL) !== head) {
-      if (++spins === SPINS_BEFORE_YIELD) {
-        spins = 0;
-        yieldCpu();
-      }
-    }
-    Atomics.store(h, W_PROD_TAIL, (head + k) | 0);
+    this.publish(W_PROD_TAIL, head, k);
     return k;
   }
 
@@ -323,34 +301,11 @@ export class Ring {
 
   private mcDequeue(dst: HandleArray, n: number, start: number, fixed: boolean): number {
     if (n <= 0) return 0;
-    const h = this.h;
-    const cap = this.capacity;
-    let head = 0;
-    let k = 0;
-    let retries = 0;
-    for (;;) {
-      head = Atomics.load(h, W_CONS_HEAD);
-      const pt = Atomics.load(h, W_PROD_TAIL);
-      const avail = (pt - head) | 0;
-      if (avail < 0 || avail > cap) {
-        if (++retries > MAX_STALE_RETRIES) return 0;
-        continue;
-      }
-      k = avail;
-      if (k >= n) k = n;
-      else if (fixed) return 0;
-      if (k === 0) return 0;
-      if (Atomics.compareExchange(h, W_CONS_HEAD, head, (head + k) | 0) === head) break;
-    }
+    const k = this.claim(false, n, fixed);
+    if (k === 0) return 0;
+    const head = this.claimed;
     this.copyOut(dst, start, head, k);
-    let spins = 0;
-    while (Atomics.load(h, W_CONS_TAIL) !== head) {
-      if (++spins === SPINS_BEFORE_YIELD) {
-        spins = 0;
-        yieldCpu();
-      }
-    }
-    Atomics.store(h, W_CONS_TAIL, (head + k) | 0);
+    this.publish(W_CONS_TAIL, head, k);
     return k;
   }
 
@@ -364,5 +319,57 @@ export class Ring {
       for (let i = 0; i < first; i++) dst[start + i] = slots[idx + i];
       for (let i = first; i < k; i++) dst[start + i] = slots[i - first];
     }
+  }
+
+  // --- multi-producer / multi-consumer steps (shared by mpEnqueue and mcDequeue) ---
+
+  /**
+   * Reserve up to n slots by moving a head forward with CAS: producers claim
+   * free slots (producer head, bounded by the consumer tail), consumers
+   * claim filled ones (consumer head, bounded by the producer tail).
+   * Returns how many (0: none, or fewer than n when fixed); the first one's
+   * index is left in `claimed`.
+   */
+  private claim(prod: boolean, n: number, fixed: boolean): number {
+    const h = this.h;
+    const cap = this.capacity;
+    const headW = prod ? W_PROD_HEAD : W_CONS_HEAD;
+    const limitW = prod ? W_CONS_TAIL : W_PROD_TAIL;
+    let retries = 0;
+    for (;;) {
+      const head = Atomics.load(h, headW);
+      const limit = Atomics.load(h, limitW);
+      // slots filled between consumer tail and producer head (prod) / consumer head and producer tail
+      const filled = prod ? (head - limit) | 0 : (limit - head) | 0;
+      if (filled < 0 || filled > cap) {
+        // stale head read: retry with a fresh one (bounded, in case the shared indices are corrupt)
+        if (++retries > MAX_STALE_RETRIES) return 0;
+        continue;
+      }
+      let k = prod ? cap - filled : filled;
+      if (k >= n) k = n;
+      else if (fixed) return 0;
+      if (k === 0) return 0;
+      if (Atomics.compareExchange(h, headW, head, (head + k) | 0) === head) {
+        this.claimed = head;
+        return k;
+      }
+    }
+  }
+
+  /**
+   * Publish the k slots claimed at head: wait until every earlier claim has
+   * been published (tail word == head), then move the tail to head + k.
+   */
+  private publish(tailW: number, head: number, k: number): void {
+    const h = this.h;
+    let spins = 0;
+    while (Atomics.load(h, tailW) !== head) {
+      if (++spins === SPINS_BEFORE_YIELD) {
+        spins = 0;
+        yieldCpu();
+      }
+    }
+    Atomics.store(h, tailW, (head + k) | 0);
   }
 }
