@@ -27,8 +27,8 @@ export interface TestpmdOptions {
   fwdMode?: 'txonly' | 'rxonly' | 'io' | 'macswap' | 'mac';
   /** EAL --file-prefix (default unique per start). */
   prefix?: string;
-  /** Frame size for txonly (default 64). */
-  txpkts?: number;
+  /** Frame size for txonly (default 64); several numbers = segment sizes of one frame. */
+  txpkts?: number | number[];
   /** --lcores (default '0@1,1@0': main on CPU 1, forwarding on CPU 0). */
   lcores?: string;
   /** Interactive (-i, commands on stdin; default true). Otherwise --auto-start. */
@@ -45,6 +45,16 @@ export interface FwdStats {
   rxDropped: number;
   txPackets: number;
   txDropped: number;
+}
+
+/** `show port stats` counters (NaN when testpmd did not print one). */
+export interface NicStats {
+  rxPackets: number;
+  rxBytes: number;
+  rxMissed: number;
+  rxErrors: number;
+  txPackets: number;
+  txBytes: number;
 }
 
 let seq = 0;
@@ -82,6 +92,7 @@ export class Testpmd {
     const vdevs = Array.isArray(o.vdev) ? o.vdev : [o.vdev];
     const prefix = o.prefix ?? `tsvs${process.pid}x${seq++}`;
     const q = o.queues ?? 1;
+    const txpkts = o.txpkts ?? 64;
     const args = [
       '--no-huge',
       '-m',
@@ -95,7 +106,7 @@ export class Testpmd {
       '--',
       `--forward-mode=${o.fwdMode ?? 'io'}`,
       '--nb-cores=1',
-      `--txpkts=${o.txpkts ?? 64}`,
+      `--txpkts=${Array.isArray(txpkts) ? txpkts.join(',') : txpkts}`,
       '--no-mlockall',
       `--rxq=${q}`,
       `--txq=${q}`,
@@ -147,14 +158,22 @@ export class Testpmd {
   }
 
   /** Interactive: port stats of port p (`show port stats p`). */
-  async portStats(p = 0): Promise<{ rxPackets: number; txPackets: number; rxErrors: number; rxMissed: number }> {
+  async portStats(p = 0): Promise<NicStats> {
     const out = await this.run(`show port stats ${p}`, /Tx-bps:.*\n[\s\S]*?#{20,}/);
     return {
       rxPackets: num(out, /RX-packets:\s+(\d+)/),
+      rxBytes: num(out, /RX-bytes:\s+(\d+)/),
       rxMissed: num(out, /RX-missed:\s+(\d+)/),
       rxErrors: num(out, /RX-errors:\s+(\d+)/),
       txPackets: num(out, /TX-packets:\s+(\d+)/),
+      txBytes: num(out, /TX-bytes:\s+(\d+)/),
     };
+  }
+
+  /** Interactive: link status of port p as testpmd sees it (`show port info p`). */
+  async linkUp(p = 0): Promise<boolean> {
+    const out = await this.run(`show port info ${p}`);
+    return /Link status:\s+up/.test(out);
   }
 
   /** Quit (interactive) or SIGINT, then SIGKILL after a grace period. Resolves on exit. */

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { VirtioUserPort, type VirtioUserOptions } from '../../src/pmd/virtio-user.js';
 import { setAffinity } from '../../src/sys/libc.js';
-import { Testpmd, type TestpmdOptions } from '../fixtures/frontend-dpdk.js';
+import { Testpmd, type TestpmdOptions } from '../harness/dpdk.js';
 import { fillFrame, checkFrame, pollUntil, sleep } from '../fixtures/frontend-traffic.js';
 
 // Our polling loop on CPU 1, testpmd's forwarding lcore on CPU 0 (INTEROP.md).
@@ -30,11 +30,39 @@ interface Rig {
   port: VirtioUserPort;
 }
 
-let rigN = 0;
+/** How the DPDK backend (testpmd with net_vhost on our socket) runs. */
+interface Backend {
+  mode: NonNullable<TestpmdOptions['fwdMode']>;
+  queues?: number;
+  /** net_vhost connects to us (we are the server). */
+  client?: boolean;
+  txpkts?: TestpmdOptions['txpkts'];
+  /** Extra testpmd (application) arguments. */
+  extra?: string[];
+}
+
+/** testpmd as the vhost-user backend (net_vhost on sock); call forward() before use. */
+function backend(sock: string, b: Backend): Testpmd {
+  const q = b.queues ?? 1;
+  return Testpmd.start({
+    vdev: `net_vhost0,iface=${sock},queues=${q}${b.client ? ',client=1' : ''}`,
+    fwdMode: b.mode,
+    queues: q,
+    txpkts: b.txpkts,
+    extraEal: ['--log-level=pmd.net.vhost,info'],
+    extraArgs: ['--total-num-mbufs=16384', ...(b.extra ?? [])],
+  });
+}
+
+/** Wait for testpmd's prompt, then start forwarding. */
+async function forward(tp: Testpmd): Promise<void> {
+  await tp.waitFor(/testpmd> /);
+  await tp.run('start');
+}
 
 async function rig(
   t: { after: (fn: () => void | Promise<void>) => void },
-  tpo: Omit<TestpmdOptions, 'iface' | 'prefix'>,
+  b: Backend,
   po: Omit<VirtioUserOptions, 'path'> = {},
 ): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-fe-'));
@@ -43,22 +71,19 @@ async function rig(
   let tp: Testpmd | null = null;
   t.after(async () => {
     port?.close();
-    if (tp) {
-      tp.kill();
-      await new Promise<void>((r) => (tp!.exited ? r() : tp!.proc.once('exit', () => r())));
-    }
+    await tp?.kill();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  const prefix = `tsvsfe${process.pid}x${rigN++}`;
-  if (tpo.client) {
+  if (b.client) {
     // DPDK connects to us: listen first
     port = new VirtioUserPort({ path: sock, server: true, ...po });
-    tp = await Testpmd.start({ iface: sock, prefix, ...tpo });
+    tp = backend(sock, b);
+    await forward(tp);
   } else {
-    tp = await Testpmd.start({ iface: sock, prefix, ...tpo });
+    tp = backend(sock, b);
+    await forward(tp);
     port = new VirtioUserPort({ path: sock, ...po });
   }
-  await tp.startFwd();
   await port.waitUp(15000);
   return { dir, sock, tp, port };
 }
@@ -131,14 +156,14 @@ test('virtio-user txonly -> DPDK net_vhost rxonly: every frame arrives with its 
   const total = 20000;
   const { sent, bytes } = await sendAll(r.port, total);
   await sleep(100);
-  const fwd = await r.tp.stopFwd();
+  const fwd = await r.tp.stopForwarding();
   const nic = await r.tp.portStats();
   assert.equal(fwd.rxPackets, sent);
   assert.equal(nic.rxPackets, sent);
   assert.equal(nic.rxBytes, bytes, 'byte count (= frame sizes as sent)');
   assert.equal(r.port.stats.txPackets, sent);
   assert.equal(r.port.stats.txBytes, bytes);
-  await r.tp.stop();
+  await r.tp.quit(5000);
   // the backend left: link down, every buffer back in the pool
   assert.ok(await pollUntil(() => r.port.link === 'down', 5000), 'link down after the backend quit');
   assert.equal(r.port.pool.available(), r.port.pool.count, 'all buffers back in the pool');
@@ -158,7 +183,7 @@ test('DPDK net_vhost txonly -> virtio-user rxonly: we count what it sent, frames
     return false;
   };
   await pollUntil(() => (step(), got >= 20000), 15000);
-  const fwd = await r.tp.stopFwd();
+  const fwd = await r.tp.stopForwarding();
   // drain what is still in our ring after testpmd stopped
   let idle = 0;
   await pollUntil(() => {
@@ -211,16 +236,13 @@ test('we listen (server), DPDK net_vhost connects as client; it reconnects after
   const r = await rig(t, { mode: 'io', client: true }, { packed: true });
   await loop(r.port, 3000, 1, () => undefined);
   assert.equal(r.port.frontend.connects, 1);
-  await r.tp.stop();
+  await r.tp.quit(5000);
   assert.ok(await pollUntil(() => r.port.link === 'down', 5000), 'link down after testpmd quit');
   assert.equal(r.port.pool.available(), r.port.pool.count, 'every buffer back in the pool');
   // a new testpmd connects to our socket again
-  const tp2 = await Testpmd.start({ iface: r.sock, prefix: `tsvsfe${process.pid}x${rigN++}`, mode: 'io', client: true });
-  t.after(async () => {
-    tp2.kill();
-    await new Promise<void>((res) => (tp2.exited ? res() : tp2.proc.once('exit', () => res())));
-  });
-  await tp2.startFwd();
+  const tp2 = backend(r.sock, { mode: 'io', client: true });
+  t.after(() => tp2.kill());
+  await forward(tp2);
   await r.port.waitUp(15000);
   assert.equal(r.port.frontend.connects, 2);
   await loop(r.port, 3000, 1, () => undefined);
@@ -229,7 +251,7 @@ test('we listen (server), DPDK net_vhost connects as client; it reconnects after
 test('client mode: backend restarts, we retry with backoff and renegotiate', async (t) => {
   const r = await rig(t, { mode: 'io' }, { reconnectMinMs: 20, reconnectMaxMs: 200 });
   await loop(r.port, 2000, 1, () => undefined);
-  await r.tp.stop();
+  await r.tp.quit(5000);
   assert.ok(await pollUntil(() => r.port.link === 'down', 5000), 'link down');
   assert.equal(r.port.pool.available(), r.port.pool.count, 'every buffer back in the pool');
   // tx while down: refused and counted
@@ -239,12 +261,9 @@ test('client mode: backend restarts, we retry with backoff and renegotiate', asy
   r.port.pool.free(h, 1);
   assert.equal(r.port.stats.drops['tx-link-down'], 1);
   await sleep(300); // a few failed connects
-  const tp2 = await Testpmd.start({ iface: r.sock, prefix: `tsvsfe${process.pid}x${rigN++}`, mode: 'io' });
-  t.after(async () => {
-    tp2.kill();
-    await new Promise<void>((res) => (tp2.exited ? res() : tp2.proc.once('exit', () => res())));
-  });
-  await tp2.startFwd();
+  const tp2 = backend(r.sock, { mode: 'io' });
+  t.after(() => tp2.kill());
+  await forward(tp2);
   await r.port.waitUp(15000);
   assert.equal(r.port.frontend.connects, 2);
   await loop(r.port, 2000, 1, () => undefined);
@@ -275,7 +294,7 @@ test('MRG_RXBUF: 3000-byte frames from DPDK arrive as buffer chains with the rig
     return got >= 5000;
   };
   await pollUntil(step, 15000);
-  const fwd = await r.tp.stopFwd();
+  const fwd = await r.tp.stopForwarding();
   let idle = 0;
   await pollUntil(() => {
     const before = got;
