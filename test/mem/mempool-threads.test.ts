@@ -1,21 +1,11 @@
 // Two worker threads allocate and free from one shared pool at the same time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { Mempool } from '../../src/mem/mempool.js';
+import { runWorker } from '../fixtures/run-worker.js';
 
-const WORKER = new URL('../fixtures/ring-worker.js', import.meta.url);
 const LONG = process.env.TSVS_LONG === '1';
-
-function runWorker(data: object, workers: Worker[]): Promise<any> {
-  const w = new Worker(WORKER, { workerData: data });
-  workers.push(w);
-  return new Promise((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
-    w.once('exit', (code) => reject(new Error(`worker exited with ${code} before answering`)));
-  });
-}
 
 for (const cacheSize of [32, 0]) {
   test(`two workers alloc/free concurrently (cache ${cacheSize}): no buffer shared, none lost`, { timeout: 60000 }, async (t) => {

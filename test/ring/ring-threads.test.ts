@@ -2,22 +2,12 @@
 // a memfd region (koffi view), and MPMC with 2 producers + 2 consumers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { Ring } from '../../src/ring/ring.js';
 import { SharedRegion } from '../../src/mem/region.js';
+import { runWorker } from '../fixtures/run-worker.js';
 
-const WORKER = new URL('../fixtures/ring-worker.js', import.meta.url);
 const LONG = process.env.TSVS_LONG === '1';
-
-function runWorker(data: object, workers: Worker[]): Promise<any> {
-  const w = new Worker(WORKER, { workerData: data });
-  workers.push(w);
-  return new Promise((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
-    w.once('exit', (code) => reject(new Error(`worker exited with ${code} before answering`)));
-  });
-}
 
 for (const backing of ['sab', 'memfd'] as const) {
   test(`SPSC across two workers over ${backing}: ${LONG ? 20 : 2} M handles in order`, { timeout: 60000 }, async (t) => {
