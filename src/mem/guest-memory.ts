@@ -23,8 +23,15 @@ export const MAX_ADDR = Number.MAX_SAFE_INTEGER;
 export const MAX_LEN = 0xffffffff;
 /** Window size for mapping big regions (koffi views over 4 GiB abort). */
 export const WINDOW_SIZE = 1 << 30;
-/** Copies up to this size are done byte by byte (no subarray allocation). */
-const SMALL_COPY = 96;
+/** Copies up to this size go 4 bytes at a time through DataViews (no subarray allocation). */
+const SMALL_COPY = 512;
+
+/** Copy len bytes; offsets are relative to each array (and its DataView). */
+function copySmall(dst: Uint8Array, ddv: DataView, doff: number, src: Uint8Array, sdv: DataView, soff: number, len: number): void {
+  let i = 0;
+  for (; i + 4 <= len; i += 4) ddv.setUint32(doff + i, sdv.getUint32(soff + i, true), true);
+  for (; i < len; i++) dst[doff + i] = src[soff + i];
+}
 
 /** One region as described by the frontend, plus our view of its bytes. */
 export interface GuestRegion {
@@ -88,6 +95,18 @@ export class GuestMemory {
    * Set by {@link findGpa} and {@link findUaddr}.
    */
   off = 0;
+
+  private lastArr: Uint8Array | null = null;
+  private lastDv: DataView | null = null;
+
+  /** A DataView over arr (cached: the other side of copies is nearly always the same mempool). */
+  private viewOf(arr: Uint8Array): DataView {
+    if (arr !== this.lastArr) {
+      this.lastArr = arr;
+      this.lastDv = new DataView(arr.buffer, arr.byteOffset, arr.byteLength);
+    }
+    return this.lastDv!;
+  }
 
   constructor(regions: GuestRegion[]) {
     const wins: MemWindow[] = [];
@@ -240,11 +259,10 @@ export class GuestMemory {
     if (dstOff < 0 || dstOff + len > dst.length) return false;
     const i = this.findGpa(gpa, len);
     if (i >= 0) {
-      const b = this.windows[i].bytes;
+      const w = this.windows[i];
       const o = this.off;
-      if (len <= SMALL_COPY) {
-        for (let k = 0; k < len; k++) dst[dstOff + k] = b[o + k];
-      } else dst.set(b.subarray(o, o + len), dstOff);
+      if (len <= SMALL_COPY) copySmall(dst, this.viewOf(dst), dstOff, w.bytes, w.dv, o, len);
+      else dst.set(w.bytes.subarray(o, o + len), dstOff);
       return true;
     }
     if (!this.contains(gpa, len)) return false;
@@ -271,11 +289,10 @@ export class GuestMemory {
     if (srcOff < 0 || srcOff + len > src.length) return false;
     const i = this.findGpa(gpa, len);
     if (i >= 0) {
-      const b = this.windows[i].bytes;
+      const w = this.windows[i];
       const o = this.off;
-      if (len <= SMALL_COPY) {
-        for (let k = 0; k < len; k++) b[o + k] = src[srcOff + k];
-      } else b.set(src.subarray(srcOff, srcOff + len), o);
+      if (len <= SMALL_COPY) copySmall(w.bytes, w.dv, o, src, this.viewOf(src), srcOff, len);
+      else w.bytes.set(src.subarray(srcOff, srcOff + len), o);
       return true;
     }
     if (!this.contains(gpa, len)) return false;
