@@ -239,7 +239,7 @@ export function hashMaskedWords(
 export function hashKey(key: Uint32Array, keyOff: number, basis: number): number {
   let h = basis | 0;
   for (let i = 0; i < FLOW_WORDS; i++) {
-    h = mix(h, key[keyOff + i]);
+    h = mix(h, key[keyOff + i] | 0); // as int32: keeps mix's k an integer (u32 words above 2^31 are doubles)
   }
   return finish(h, FLOW_WORDS);
 }
