@@ -147,6 +147,18 @@ async function loop(port: VirtioUserPort, total: number, queues: number, check: 
   return got;
 }
 
+/**
+ * After the sender stopped: keep calling rxOnce (one receive burst; returns
+ * how many frames it got) until 2000 calls in a row get nothing, 5 s at most.
+ */
+async function drain(rxOnce: () => number): Promise<void> {
+  let idle = 0;
+  await pollUntil(() => {
+    idle = rxOnce() === 0 ? idle + 1 : 0;
+    return idle > 2000;
+  }, 5000);
+}
+
 test('virtio-user txonly -> DPDK net_vhost rxonly: every frame arrives with its size', async (t) => {
   const r = await rig(t, { mode: 'rxonly' });
   const cfg = r.port.frontend.negotiated!;
@@ -175,23 +187,17 @@ test('DPDK net_vhost txonly -> virtio-user rxonly: we count what it sent, frames
   const rx = new Int32Array(32);
   let got = 0;
   let badLen = 0;
-  const step = (): boolean => {
+  const step = (): number => {
     const n = r.port.rxBurst(0, rx, 32);
     for (let i = 0; i < n; i++) if (r.port.pool.dataLen[rx[i]] !== 200 || r.port.pool.next[rx[i]] !== -1) badLen++;
     if (n > 0) r.port.pool.free(rx, n);
     got += n;
-    return false;
+    return n;
   };
   await pollUntil(() => (step(), got >= 20000), 15000);
   const fwd = await r.tp.stopForwarding();
   // drain what is still in our ring after testpmd stopped
-  let idle = 0;
-  await pollUntil(() => {
-    const before = got;
-    step();
-    idle = got === before ? idle + 1 : 0;
-    return idle > 2000;
-  }, 5000);
+  await drain(step);
   assert.ok(fwd.txPackets > 0, 'testpmd sent something');
   assert.equal(got, fwd.txPackets, `received ${got}, testpmd sent ${fwd.txPackets} (dropped ${fwd.txDropped})`);
   assert.equal(badLen, 0, 'every frame is 200 bytes');
@@ -277,7 +283,7 @@ test('MRG_RXBUF: 3000-byte frames from DPDK arrive as buffer chains with the rig
   const rx = new Int32Array(32);
   let got = 0;
   let bad = 0;
-  const step = (): boolean => {
+  const step = (): number => {
     const n = r.port.rxBurst(0, rx, 32);
     for (let i = 0; i < n; i++) {
       const h = rx[i];
@@ -291,17 +297,11 @@ test('MRG_RXBUF: 3000-byte frames from DPDK arrive as buffer chains with the rig
     }
     if (n > 0) pool.free(rx, n);
     got += n;
-    return got >= 5000;
+    return n;
   };
-  await pollUntil(step, 15000);
+  await pollUntil(() => (step(), got >= 5000), 15000);
   const fwd = await r.tp.stopForwarding();
-  let idle = 0;
-  await pollUntil(() => {
-    const before = got;
-    step();
-    idle = got === before ? idle + 1 : 0;
-    return idle > 2000;
-  }, 5000);
+  await drain(step);
   assert.ok(got > 0, 'received chained frames');
   assert.equal(got, fwd.txPackets);
   assert.equal(bad, 0, 'every frame: 2 segments, 3000 bytes');
