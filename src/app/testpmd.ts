@@ -111,6 +111,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const pending: Int32Array[] = Array.from({ length: n * 16 }, () => new Int32Array(32));
   const pendN = new Int32Array(n * 16);
   let stop = false;
+  let stopDeadline = 0;
   pp.on('message', (m: { t: string }) => {
     if (m.t === 'stop') stop = true;
     if (m.t === 'stats') pp.postMessage({ t: 'stats', ports: ports.map((p, i) => report(p, rxBad[i])) });
@@ -121,6 +122,21 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const slice = (): void => {
     if (stop) {
       for (let x = 0; x < pendN.length; x++) if (pendN[x] > 0) pool.free(pending[x], pendN[x]);
+      pendN.fill(0);
+      // Let the peer take what is still in our tx rings before closing (else it is counted sent but never arrives).
+      if (stopDeadline === 0) stopDeadline = performance.now() + 1000;
+      let inFlight = 0;
+      for (const p of ports) {
+        const f = (p as Port & { txInFlight?: (q: number) => number }).txInFlight;
+        if (f === undefined || p.link !== 'up') continue;
+        for (let q = 0; q < p.nQueues; q++) {
+          inFlight += f.call(p, q);
+        }
+      }
+      if (inFlight > 0 && performance.now() < stopDeadline) {
+        setTimeout(slice, 1);
+        return;
+      }
       const final = ports.map((p, i) => report(p, rxBad[i]));
       for (const p of ports) p.close();
       pp.postMessage({ t: 'final', ports: final });
