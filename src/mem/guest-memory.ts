@@ -96,16 +96,29 @@ export class GuestMemory {
    */
   off = 0;
 
-  private lastArr: Uint8Array | null = null;
-  private lastDv: DataView | null = null;
+  // Two cached DataViews for the other side of copies (in practice the mempool and a header scratch array).
+  private arrA: Uint8Array | null = null;
+  private dvA: DataView | null = null;
+  private arrB: Uint8Array | null = null;
+  private dvB: DataView | null = null;
 
-  /** A DataView over arr (cached: the other side of copies is nearly always the same mempool). */
+  /** A DataView over arr, from a two-entry cache (most recent in slot A). */
   private viewOf(arr: Uint8Array): DataView {
-    if (arr !== this.lastArr) {
-      this.lastArr = arr;
-      this.lastDv = new DataView(arr.buffer, arr.byteOffset, arr.byteLength);
+    if (arr === this.arrA) return this.dvA!;
+    if (arr === this.arrB) {
+      const a = this.arrA;
+      const d = this.dvA;
+      this.arrA = arr;
+      this.dvA = this.dvB;
+      this.arrB = a;
+      this.dvB = d;
+      return this.dvA!;
     }
-    return this.lastDv!;
+    this.arrB = this.arrA;
+    this.dvB = this.dvA;
+    this.arrA = arr;
+    this.dvA = new DataView(arr.buffer, arr.byteOffset, arr.byteLength);
+    return this.dvA;
   }
 
   constructor(regions: GuestRegion[]) {
