@@ -23,8 +23,6 @@ export class Bridge {
   readonly mac = new MacLearningTable();
   /** ofport -> port name */
   readonly ports = new Map<number, string>();
-  /** Megaflows being installed (coalesces duplicate upcalls). */
-  readonly pendingInstall = new Set<string>();
   /** Datapath flow id -> packets/bytes already credited to rules. */
   private readonly credited = new Map<number, { packets: number; bytes: number }>();
 

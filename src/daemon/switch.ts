@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { Mempool } from '../mem/mempool.js';
-import { PmdThread, type UpcallMsg, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
+import { PmdThread, type UpcallMsg, type UpcallResults, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { newCrossPmdRing } from '../dp/remote-port.js';
 import type { PortInfo, PortSpec, PortKind } from '../dp/port-factory.js';
 import { FLOW_WORDS } from '../dp/flow-key.js';
@@ -76,7 +76,7 @@ export class Switch {
         new PmdThread(
           { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0 },
           {
-            upcall: (m) => sw.onUpcall(m),
+            upcalls: (list) => sw.onUpcalls(list),
             portEvent: (m) => sw.onPortEvent(m),
             log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : 'info'](msg),
             exit: (code) => {
@@ -177,27 +177,31 @@ export class Switch {
 
   // ---------------- slow path ----------------
 
-  private onUpcall(m: UpcallMsg): void {
-    const pmd = this.pmds[m.pmd];
-    const rt = this.ports.get(m.port);
-    if (!rt) {
-      pmd.upcallReply(m.id, null);
-      return;
+  /** Translate a batch of upcalls from one PMD; answer with one message (installs, then replies). */
+  private onUpcalls(list: UpcallMsg[]): void {
+    if (list.length === 0) return;
+    const pmd = this.pmds[list[0].pmd];
+    const results: UpcallResults = { installs: [], replies: [] };
+    const seen = new Set<string>();
+    const now = Date.now();
+    for (const m of list) {
+      const rt = this.ports.get(m.port);
+      const br = rt ? this.bridges.get(rt.bridge) : undefined;
+      if (!br) {
+        results.replies.push({ id: m.id, actions: null });
+        continue;
+      }
+      const r = br.translate(m.key, now, undefined, undefined, undefined, m.frame.length);
+      const actions = Array.from(r.actions);
+      const fid = br.megaflowId(r.key, r.mask);
+      if (!seen.has(fid)) {
+        // duplicate upcalls of one megaflow in a batch install it once
+        seen.add(fid);
+        results.installs.push({ key: Array.from(r.key), mask: Array.from(r.mask), actions });
+      }
+      results.replies.push({ id: m.id, actions });
     }
-    const br = this.bridges.get(rt.bridge)!;
-    const r = br.translate(m.key, Date.now(), undefined, undefined, undefined, m.frame.length);
-    const fid = br.megaflowId(r.key, r.mask);
-    if (!br.pendingInstall.has(fid)) {
-      br.pendingInstall.add(fid);
-      void pmd.putFlow(r.key, r.mask, r.actions).then(
-        () => br.pendingInstall.delete(fid),
-        (e: Error) => {
-          br.pendingInstall.delete(fid);
-          this.log.warn(`flow install failed: ${e.message}`);
-        },
-      );
-    }
-    pmd.upcallReply(m.id, r.actions);
+    pmd.upcallResults(results);
   }
 
   /** Re-check installed datapath flows against the rules; remove those whose translation changed. */

@@ -28,13 +28,19 @@ export interface PmdConfig {
   flowIdleMs?: number;
 }
 
+/** One missed packet, as the slow path sees it. */
 export interface UpcallMsg {
-  t: 'upcall';
   pmd: number;
   id: number;
   port: number;
   frame: Uint8Array;
   key: Uint32Array;
+}
+
+/** The slow path's answer to a batch of upcalls: megaflows to install, then actions for each held packet. */
+export interface UpcallResults {
+  installs: { key: number[]; mask: number[]; actions: number[] }[];
+  replies: { id: number; actions: number[] | null }[];
 }
 
 export interface PortEventMsg {
@@ -81,9 +87,16 @@ function workerMain(cfg: PmdConfig): void {
     }
   }
   const pool = Mempool.attach(cfg.pool);
+  let upBatch: UpcallMsg[] = [];
+  const flushUpcalls = (): void => {
+    if (upBatch.length === 0) return;
+    port.postMessage({ t: 'upcalls', list: upBatch });
+    upBatch = [];
+  };
   const dp = new Datapath(pool, {
     upcall(id, portNo, frame, key) {
-      port.postMessage({ t: 'upcall', pmd: cfg.id, id, port: portNo, frame: frame.slice(), key: key.slice() } satisfies UpcallMsg);
+      // batched: one message per time slice chunk, not per packet
+      upBatch.push({ pmd: cfg.id, id, port: portNo, frame: frame.slice(), key: key.slice() });
     },
   });
   const sleepMax = cfg.sleepMaxUs ?? 0;
@@ -112,6 +125,7 @@ function workerMain(cfg: PmdConfig): void {
         if (n > 0) busy++;
       }
       iters += 32;
+      if (upBatch.length > 0) flushUpcalls();
       t = performance.now();
     } while (t < end);
     dp.account((t - t0) * 1e6, iters, busy);
@@ -196,9 +210,17 @@ function workerMain(cfg: PmdConfig): void {
     }
   };
 
-  port.on('message', (m: { seq?: number; req?: Req; t?: string; id?: number; actions?: number[] | null }) => {
-    if (m.t === 'upcall-reply') {
-      dp.upcallReply(m.id!, m.actions ? Int32Array.from(m.actions) : null);
+  port.on('message', (m: { seq?: number; req?: Req; t?: string; results?: UpcallResults }) => {
+    if (m.t === 'upcall-results') {
+      const r = m.results!;
+      for (const f of r.installs) {
+        try {
+          dp.installFlow(f.key, f.mask, Int32Array.from(f.actions));
+        } catch (e) {
+          port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${(e as Error).message}` });
+        }
+      }
+      for (const a of r.replies) dp.upcallReply(a.id, a.actions ? Int32Array.from(a.actions) : null);
       return;
     }
     if (m.req === undefined) return;
@@ -217,7 +239,7 @@ if (!isMainThread && (workerData as { pmdWorker?: boolean } | undefined)?.pmdWor
 // ---------------- main side ----------------
 
 export interface PmdEvents {
-  upcall(msg: UpcallMsg): void;
+  upcalls(list: UpcallMsg[]): void;
   portEvent(msg: PortEventMsg): void;
   log(level: string, msg: string): void;
   exit(code: number): void;
@@ -245,7 +267,7 @@ export class PmdThread {
           e.name = m.error.name;
           w.reject(e);
         } else w.resolve(m.result);
-      } else if (m.t === 'upcall') events.upcall(m as unknown as UpcallMsg);
+      } else if (m.t === 'upcalls') events.upcalls(m.list as unknown as UpcallMsg[]);
       else if (m.t === 'port-event') events.portEvent(m as unknown as PortEventMsg);
       else if (m.t === 'log') events.log(String(m.level), String(m.msg));
     });
@@ -267,8 +289,8 @@ export class PmdThread {
     });
   }
 
-  upcallReply(id: number, actions: Int32Array | null): void {
-    if (!this.exited) this.worker.postMessage({ t: 'upcall-reply', id, actions: actions ? Array.from(actions) : null });
+  upcallResults(results: UpcallResults): void {
+    if (!this.exited) this.worker.postMessage({ t: 'upcall-results', results });
   }
 
   addPort(portNo: number, spec: PortSpec): Promise<PortInfo> {
