@@ -424,7 +424,7 @@ export class Switch {
     const b = this.pmdStatsBase.get(s.pmd);
     if (!b) return s;
     const d = { ...s, drops: { ...s.drops } };
-    for (const k of ['iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs'] as const) {
+    for (const k of ['iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs'] as const) {
       d[k] = s[k] - b[k];
     }
     for (const k of Object.keys(d.drops)) d.drops[k] -= b.drops[k] ?? 0;
@@ -490,6 +490,7 @@ export function formatPmdStats(s: PmdThreadStats): string {
     `  emc hits: ${s.emcHits} (${pct(s.emcHits)})`,
     `  megaflow hits: ${s.megaflowHits} (${pct(s.megaflowHits)})`,
     `  miss with success upcall: ${s.upcalls} (${pct(s.upcalls)})`,
+    `  miss coalesced behind an upcall in flight: ${s.upcallsCoalesced}`,
     `  miss with failed upcall: ${s.upcallsLost}`,
     `  packets sent: ${s.txPackets}`,
     `  datapath flows: ${s.flows}`,

@@ -37,6 +37,8 @@ export interface PmdStats {
   megaflowHits: number;
   misses: number;
   upcalls: number;
+  /** Misses held behind an upcall already in flight for the same flow key (no second upcall sent). */
+  upcallsCoalesced: number;
   upcallsLost: number;
   txPackets: number;
   /** Nanoseconds spent in iterations that moved packets / that found nothing. */
@@ -59,7 +61,8 @@ export interface DpFlowInfo {
 
 const MAX_PORTS = 1024;
 const MAX_OUT = 64;
-const MAX_PENDING = 512;
+/** Packets held while their upcall is in flight (leaders and coalesced followers). */
+const MAX_PENDING = 2048;
 
 export class Datapath {
   readonly pool: Mempool;
@@ -101,7 +104,7 @@ export class Datapath {
     // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
     this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
     this.stats = {
-      iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0,
+      iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0, upcallsCoalesced: 0,
       upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, drops: {},
     };
   }
@@ -243,19 +246,35 @@ export class Datapath {
   upcallReply(id: number, prog: Int32Array | null): boolean {
     const slot = id % MAX_PENDING;
     const h = this.pendingHandle[slot];
-    if (h < 0 || this.pendingIds[slot] !== id) return false;
-    this.pendingHandle[slot] = -1;
-    this.pendingCount--;
-    if (prog && prog.length > 0 && validateProgram(prog)) {
-      this.runActions(h, prog);
-      this.flushAll();
-    } else {
-      this.one[0] = h;
-      this.pool.free(this.one, 1);
-      this.drop('no-rule', 1);
+    if (h < 0 || this.pendingIds[slot] !== id || this.pendingLeader[slot] !== slot) return false;
+    const ok = prog !== null && prog.length > 0 && validateProgram(prog);
+    if (this.inflight.get(this.pendingHash[slot]) === slot) this.inflight.delete(this.pendingHash[slot]);
+    // the leader, then every packet coalesced behind it, in arrival order
+    for (let s = slot; s >= 0; ) {
+      const next = this.pendingChain[s];
+      const ph = this.pendingHandle[s];
+      this.pendingHandle[s] = -1;
+      this.pendingLeader[s] = -1;
+      this.pendingChain[s] = -1;
+      this.pendingCount--;
+      if (ok) this.runActions(ph, prog!);
+      else {
+        this.one[0] = ph;
+        this.pool.free(this.one, 1);
+        this.drop('no-rule', 1);
+      }
+      s = next;
     }
+    if (ok) this.flushAll();
     return true;
   }
+  private readonly pendingLeader = new Int32Array(MAX_PENDING).fill(-1);
+  private readonly pendingChain = new Int32Array(MAX_PENDING).fill(-1);
+  private readonly pendingTail = new Int32Array(MAX_PENDING).fill(-1);
+  private readonly pendingHash = new Int32Array(MAX_PENDING);
+  private readonly pendingKey = new Uint32Array(MAX_PENDING * FLOW_WORDS);
+  /** Flow-key hash -> leader slot of an upcall in flight. */
+  private readonly inflight = new Map<number, number>();
   private readonly pendingIds = new Float64Array(MAX_PENDING).fill(-1);
 
   /** Free held packets and pending tx (shutdown). */
@@ -266,7 +285,10 @@ export class Datapath {
         this.pool.free(this.one, 1);
         this.pendingHandle[s] = -1;
       }
+      this.pendingLeader[s] = -1;
+      this.pendingChain[s] = -1;
     }
+    this.inflight.clear();
     this.pendingCount = 0;
     for (const p of this.portList) {
       if (this.txCount[p] > 0) this.pool.free(this.txBatch[p], this.txCount[p]);
@@ -352,7 +374,7 @@ export class Datapath {
       }
       if (flow < 0) {
         st.misses++;
-        this.doUpcall(h, inPort, off, len);
+        this.doUpcall(h, inPort, off, len, hash | 0);
         continue;
       }
       this.flowPackets[flow]++;
@@ -369,7 +391,7 @@ export class Datapath {
     }
   }
 
-  private doUpcall(h: number, inPort: number, off: number, len: number): void {
+  private doUpcall(h: number, inPort: number, off: number, len: number, hash: number): void {
     if (this.pendingCount >= MAX_PENDING) {
       this.one[0] = h;
       this.pool.free(this.one, 1);
@@ -385,9 +407,33 @@ export class Datapath {
     this.pendingHandle[slot] = h;
     this.pendingPort[slot] = inPort;
     this.pendingIds[slot] = id;
+    this.pendingChain[slot] = -1;
     this.pendingCount++;
+    // an upcall for this exact key already in flight: wait behind it instead of sending another
+    const leader = this.inflight.get(hash);
+    if (leader !== undefined && this.sameKey(leader)) {
+      this.pendingLeader[slot] = leader;
+      const tail = this.pendingTail[leader];
+      this.pendingChain[tail] = slot;
+      this.pendingTail[leader] = slot;
+      this.stats.upcallsCoalesced++;
+      return;
+    }
+    this.pendingLeader[slot] = slot;
+    this.pendingTail[slot] = slot;
+    this.pendingHash[slot] = hash;
+    this.pendingKey.set(this.key, slot * FLOW_WORDS);
+    this.inflight.set(hash, slot);
     this.stats.upcalls++;
     this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), this.key);
+  }
+
+  private sameKey(slot: number): boolean {
+    const base = slot * FLOW_WORDS;
+    const k = this.key;
+    const pk = this.pendingKey;
+    for (let i = 0; i < FLOW_WORDS; i++) if (pk[base + i] !== k[i]) return false;
+    return true;
   }
 
   /** Run an action program on packet h; queue it (and copies) on output ports. */
