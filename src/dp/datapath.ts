@@ -337,10 +337,9 @@ export class Datapath {
     this.nowMs = nowMs;
   }
 
-  /** Attribute elapsedNs spent in `iters` passes, `busy` of which moved packets. */
-  account(elapsedNs: number, iters: number, busy: number): void {
-    if (iters <= 0) return;
-    const b = (elapsedNs * busy) / iters;
+  /** Add elapsedNs of polling, busyNs of which went to passes that moved packets. */
+  account(elapsedNs: number, busyNs: number): void {
+    const b = Math.min(busyNs, elapsedNs);
     this.stats.busyNs += b;
     this.stats.idleNs += elapsedNs - b;
   }
