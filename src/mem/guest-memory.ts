@@ -27,10 +27,27 @@ export const WINDOW_SIZE = 1 << 30;
 const SMALL_COPY = 512;
 
 /** Copy len bytes; offsets are relative to each array (and its DataView). */
-function copySmall(dst: Uint8Array, ddv: DataView, doff: number, src: Uint8Array, sdv: DataView, soff: number, len: number): void {
+function copySmall(
+  dst: Uint8Array, ddv: DataView, dw: Int32Array | null, doff: number,
+  src: Uint8Array, sdv: DataView, sw: Int32Array | null, soff: number, len: number,
+): void {
   let i = 0;
-  for (; i + 4 <= len; i += 4) ddv.setUint32(doff + i, sdv.getUint32(soff + i, true), true);
+  if (dw !== null && sw !== null && ((doff | soff) & 3) === 0) {
+    // both sides 4-byte aligned (the common case: mbuf data and virtio buffers): whole words
+    const d = doff >> 2;
+    const s = soff >> 2;
+    const n = len >> 2;
+    for (let k = 0; k < n; k++) dw[d + k] = sw[s + k];
+    i = n << 2;
+  } else {
+    for (; i + 4 <= len; i += 4) ddv.setUint32(doff + i, sdv.getUint32(soff + i, true), true);
+  }
   for (; i < len; i++) dst[doff + i] = src[soff + i];
+}
+
+/** Int32 view over the same bytes, when the array starts on a 4-byte boundary. */
+function wordsOf(b: Uint8Array): Int32Array | null {
+  return (b.byteOffset & 3) === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : null;
 }
 
 /** One region as described by the frontend, plus our view of its bytes. */
@@ -58,6 +75,8 @@ export interface MemWindow {
   readonly size: number;
   readonly bytes: Uint8Array;
   readonly dv: DataView;
+  /** Int32 view of the window (null if not 4-byte aligned). */
+  readonly w32: Int32Array | null;
 }
 
 export class GuestMemoryError extends Error {
@@ -99,25 +118,33 @@ export class GuestMemory {
   // Two cached DataViews for the other side of copies (in practice the mempool and a header scratch array).
   private arrA: Uint8Array | null = null;
   private dvA: DataView | null = null;
+  /** Int32 view matching arrA (valid right after viewOf). */
+  private w32A: Int32Array | null = null;
   private arrB: Uint8Array | null = null;
   private dvB: DataView | null = null;
+  private w32B: Int32Array | null = null;
 
-  /** A DataView over arr, from a two-entry cache (most recent in slot A). */
+  /** A DataView over arr (and its Int32 view in w32A), from a two-entry cache (most recent in slot A). */
   private viewOf(arr: Uint8Array): DataView {
     if (arr === this.arrA) return this.dvA!;
     if (arr === this.arrB) {
       const a = this.arrA;
       const d = this.dvA;
+      const w = this.w32A;
       this.arrA = arr;
       this.dvA = this.dvB;
+      this.w32A = this.w32B;
       this.arrB = a;
       this.dvB = d;
+      this.w32B = w;
       return this.dvA!;
     }
     this.arrB = this.arrA;
     this.dvB = this.dvA;
+    this.w32B = this.w32A;
     this.arrA = arr;
     this.dvA = new DataView(arr.buffer, arr.byteOffset, arr.byteLength);
+    this.w32A = wordsOf(arr);
     return this.dvA;
   }
 
@@ -148,6 +175,7 @@ export class GuestMemory {
           size: wsize,
           bytes: b,
           dv: new DataView(b.buffer, b.byteOffset, b.byteLength),
+          w32: wordsOf(b),
         });
       }
     });
@@ -274,7 +302,7 @@ export class GuestMemory {
     if (i >= 0) {
       const w = this.windows[i];
       const o = this.off;
-      if (len <= SMALL_COPY) copySmall(dst, this.viewOf(dst), dstOff, w.bytes, w.dv, o, len);
+      if (len <= SMALL_COPY) copySmall(dst, this.viewOf(dst), this.w32A, dstOff, w.bytes, w.dv, w.w32, o, len);
       else dst.set(w.bytes.subarray(o, o + len), dstOff);
       return true;
     }
@@ -304,7 +332,7 @@ export class GuestMemory {
     if (i >= 0) {
       const w = this.windows[i];
       const o = this.off;
-      if (len <= SMALL_COPY) copySmall(w.bytes, w.dv, o, src, this.viewOf(src), srcOff, len);
+      if (len <= SMALL_COPY) copySmall(w.bytes, w.dv, w.w32, o, src, this.viewOf(src), this.w32A, srcOff, len);
       else w.bytes.set(src.subarray(srcOff, srcOff + len), o);
       return true;
     }
