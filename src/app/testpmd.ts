@@ -5,7 +5,7 @@
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
+import { Mempool, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM, type MempoolAttachInfo } from '../mem/mempool.js';
 import { openPort, portInfo, type PortSpec, type PortInfo } from '../dp/port-factory.js';
 import type { Port } from '../pmd/port.js';
 import * as libc from '../sys/libc.js';
@@ -76,15 +76,23 @@ export interface PortReport {
   rx_dropped: number;
   tx_dropped: number;
   rx_bad: number;
+  /** Frames the port refused for lack of room and testpmd sent again later (txonly). */
+  tx_refused: number;
   link: string;
   drops: Record<string, number>;
 }
 
-function report(p: Port, rxBad: number): PortReport {
+/**
+ * A port's counters as testpmd reports them. `retried` frames were refused by
+ * the port (it counts them in txDropped) but kept and sent again, so they are
+ * not drops from the application's point of view; `discarded` were given up.
+ */
+function report(p: Port, rxBad: number, retried = 0, discarded = 0): PortReport {
   const s = p.stats;
   return {
     name: p.name, rx_packets: s.rxPackets, tx_packets: s.txPackets, rx_bytes: s.rxBytes, tx_bytes: s.txBytes,
-    rx_dropped: s.rxDropped, tx_dropped: s.txDropped, rx_bad: rxBad, link: p.link, drops: { ...s.drops },
+    rx_dropped: s.rxDropped, tx_dropped: Math.max(0, s.txDropped - retried) + discarded, tx_refused: retried,
+    rx_bad: rxBad, link: p.link, drops: { ...s.drops },
   };
 }
 
@@ -94,6 +102,10 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const pp = parentPort!;
   if (opts.cpu !== undefined) libc.setAffinity([opts.cpu]);
   const pool = Mempool.attach(opts.pool);
+  if (opts.txpkts > pool.bufSize - pool.headroom) {
+    pp.postMessage({ t: 'error', message: `--txpkts ${opts.txpkts} does not fit a ${pool.bufSize - pool.headroom}-byte packet buffer` });
+    return;
+  }
   const ports: Port[] = [];
   try {
     for (const spec of opts.ports) ports.push(await openPort(spec, pool));
@@ -110,18 +122,24 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const gen = new TrafficGen({ size: opts.txpkts, flows: opts.flows });
   const pending: Int32Array[] = Array.from({ length: n * 16 }, () => new Int32Array(32));
   const pendN = new Int32Array(n * 16);
+  const retried = new Float64Array(n);
+  const discarded = new Float64Array(n);
   let stop = false;
   let stopDeadline = 0;
   pp.on('message', (m: { t: string }) => {
     if (m.t === 'stop') stop = true;
-    if (m.t === 'stats') pp.postMessage({ t: 'stats', ports: ports.map((p, i) => report(p, rxBad[i])) });
+    if (m.t === 'stats') pp.postMessage({ t: 'stats', ports: ports.map((p, i) => report(p, rxBad[i], retried[i], discarded[i])) });
   });
   const fwd = opts.fwd;
   const peerOf = (i: number): number => (n === 1 ? 0 : (i ^ 1) < n ? i ^ 1 : i);
 
   const slice = (): void => {
     if (stop) {
-      for (let x = 0; x < pendN.length; x++) if (pendN[x] > 0) pool.free(pending[x], pendN[x]);
+      for (let x = 0; x < pendN.length; x++) {
+        if (pendN[x] === 0) continue;
+        pool.free(pending[x], pendN[x]);
+        discarded[x >> 4] += pendN[x];
+      }
       pendN.fill(0);
       // Let the peer take what is still in our tx rings before closing (else it is counted sent but never arrives).
       if (stopDeadline === 0) stopDeadline = performance.now() + 1000;
@@ -137,7 +155,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
         setTimeout(slice, 1);
         return;
       }
-      const final = ports.map((p, i) => report(p, rxBad[i]));
+      const final = ports.map((p, i) => report(p, rxBad[i], retried[i], discarded[i]));
       for (const p of ports) p.close();
       pp.postMessage({ t: 'final', ports: final });
       return;
@@ -163,6 +181,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
             const sent = port.txBurst(q, pend, k);
             if (sent > 0 && sent < k) pend.copyWithin(0, sent, k);
             pendN[i * 16 + q] = k - sent;
+            retried[i] += k - sent;
             continue;
           }
           const got = port.rxBurst(q, bufs, burst);
@@ -205,7 +224,9 @@ export class Testpmd {
 
   constructor(opts: TestpmdOptions) {
     if (opts.ports.length === 0) throw new PortSpecSyntaxError('at least one --port is needed');
-    this.pool = Mempool.create({ name: 'testpmd', count: opts.poolSize ?? 8192 });
+    // buffers big enough for one txonly frame (plus headroom for the virtio-net header)
+    const bufSize = Math.max(DEFAULT_BUF_SIZE, DEFAULT_HEADROOM + Math.ceil(opts.txpkts / 64) * 64);
+    this.pool = Mempool.create({ name: 'testpmd', count: opts.poolSize ?? 8192, bufSize });
     this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { testpmd: true, opts: { ...opts, pool: this.pool.attachInfo() } } });
     this.ready = new Promise((resolve, reject) => {
       this.worker.on('message', (m: { t: string; ports?: unknown; message?: string }) => {
