@@ -348,7 +348,7 @@ export class Switch {
         bridge: br.name,
         ports: [...br.ports.keys()].map((no) => {
           const rt = this.ports.get(no)!;
-          return { name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, link: rt.info?.link ?? 'down', status: rt.error ?? rt.info?.status ?? '', pmd: rt.pmd.id };
+          return { name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id };
         }),
         rules: br.ruleCount(),
         macs: br.mac.size,
@@ -357,7 +357,7 @@ export class Switch {
       for (const b of data) {
         lines.push(`  Bridge ${b.bridge}  (${b.rules} rules, ${b.macs} learned MACs)`);
         for (const p of b.ports) {
-          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''} link=${p.link} pmd=${p.pmd}${p.status ? `  ERROR/STATUS: ${p.status}` : ''}`);
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''} link=${p.link} pmd=${p.pmd}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
         }
       }
       return { text: lines.join('\n'), data };
