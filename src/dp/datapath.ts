@@ -16,7 +16,7 @@ import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
 import { ExactMatchCache } from './emc.js';
 import {
-  executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
+  executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
 } from './actions.js';
 
 /** The slow path, as seen from the datapath. */
@@ -437,6 +437,11 @@ export class Datapath {
 
   /** Run an action program on packet h; queue it (and copies) on output ports. */
   private runActions(h: number, prog: Int32Array): void {
+    // the most common program, a single output, needs no interpreter
+    if (prog.length === 2 && prog[0] === OP_OUTPUT) {
+      this.enqueueTx(prog[1], h);
+      return;
+    }
     const pool = this.pool;
     const st = this.st;
     const base = pool.bufAddrOffset(h);

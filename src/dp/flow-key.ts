@@ -77,6 +77,18 @@ export const KEY_TRUNCATED = 1;
 /** A header was self-inconsistent (bad IP version, IHL < 5, ...). */
 export const KEY_MALFORMED = 2;
 
+let dvArr: Uint8Array | null = null;
+let dvView: DataView | null = null;
+
+/** A DataView over the same bytes as arr (one-entry cache: frames nearly always come from one mempool). */
+function viewOf(arr: Uint8Array): DataView {
+  if (arr !== dvArr) {
+    dvArr = arr;
+    dvView = new DataView(arr.buffer, arr.byteOffset, arr.byteLength);
+  }
+  return dvView!;
+}
+
 /**
  * Extract the flow key of the frame bytes [off, off+len) received on inPort
  * into key[keyOff .. keyOff+FLOW_WORDS). Never throws, never allocates.
@@ -95,9 +107,12 @@ export function extractKey(
   const end = off + len;
   if (len < 14) return KEY_TRUNCATED;
   const f = frame;
-  key[keyOff + W_DL_HI] = ((f[off + 6] << 24) | (f[off + 7] << 16) | (f[off] << 8) | f[off + 1]) >>> 0;
-  key[keyOff + W_DL_SRC_LO] = ((f[off + 8] << 24) | (f[off + 9] << 16) | (f[off + 10] << 8) | f[off + 11]) >>> 0;
-  key[keyOff + W_DL_DST_LO] = ((f[off + 2] << 24) | (f[off + 3] << 16) | (f[off + 4] << 8) | f[off + 5]) >>> 0;
+  // big-endian 16/32-bit loads through a DataView (cached per buffer); every load below is preceded
+  // by a bounds check against end <= frame.length, so none can throw
+  const dv = viewOf(f);
+  key[keyOff + W_DL_HI] = ((dv.getUint16(off + 6) << 16) | dv.getUint16(off)) >>> 0;
+  key[keyOff + W_DL_SRC_LO] = dv.getUint32(off + 8);
+  key[keyOff + W_DL_DST_LO] = dv.getUint32(off + 2);
   let p = off + 12;
   let type = (f[p] << 8) | f[p + 1];
   p += 2;
@@ -134,15 +149,15 @@ export function extractKey(
     }
     const proto = f[p + 9];
     key[keyOff + W_NW] = ((proto << 24) | (tos << 16) | (f[p + 8] << 8) | frag) >>> 0;
-    key[keyOff + W_L3_SRC] = ((f[p + 12] << 24) | (f[p + 13] << 16) | (f[p + 14] << 8) | f[p + 15]) >>> 0;
-    key[keyOff + W_L3_DST] = ((f[p + 16] << 24) | (f[p + 17] << 16) | (f[p + 18] << 8) | f[p + 19]) >>> 0;
+    key[keyOff + W_L3_SRC] = dv.getUint32(p + 12);
+    key[keyOff + W_L3_DST] = dv.getUint32(p + 16);
     if (p + hlen > end) return KEY_TRUNCATED;
     // L4 is bounded by the IP total length (ignores Ethernet padding).
     let l4end = p + totLen;
     let status = KEY_OK;
     if (l4end > end) { l4end = end; status = KEY_TRUNCATED; }
     if ((frag & FRAG_LATER) !== 0) return status;
-    const st = extractL4(f, p + hlen, l4end, proto, false, key, keyOff);
+    const st = extractL4(f, dv, p + hlen, l4end, proto, false, key, keyOff);
     return st !== KEY_OK ? st : status;
   }
   if (type === ETH_TYPE_IPV6) {
@@ -161,7 +176,7 @@ export function extractKey(
     let l4end = p + 40 + payLen;
     let status = KEY_OK;
     if (l4end > end) { l4end = end; status = KEY_TRUNCATED; }
-    const st = extractL4(f, p + 40, l4end, nh, true, key, keyOff);
+    const st = extractL4(f, dv, p + 40, l4end, nh, true, key, keyOff);
     return st !== KEY_OK ? st : status;
   }
   if (type === ETH_TYPE_ARP) {
@@ -179,12 +194,12 @@ export function extractKey(
 }
 
 function extractL4(
-  f: Uint8Array, p: number, end: number, proto: number, v6: boolean,
+  f: Uint8Array, dv: DataView, p: number, end: number, proto: number, v6: boolean,
   key: Uint32Array, keyOff: number,
 ): number {
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP) {
     if (p + 4 > end) return KEY_TRUNCATED;
-    key[keyOff + W_TP] = ((f[p] << 24) | (f[p + 1] << 16) | (f[p + 2] << 8) | f[p + 3]) >>> 0;
+    key[keyOff + W_TP] = dv.getUint32(p);
     const min = proto === IPPROTO_TCP ? 20 : proto === IPPROTO_UDP ? 8 : 12;
     return p + min > end ? KEY_TRUNCATED : KEY_OK;
   }
