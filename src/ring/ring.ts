@@ -24,7 +24,7 @@
  * caches of the other side's tail in single modes, so each instance must be
  * used by one thread at a time (attach a separate instance per thread).
  */
-import { koffi } from '../sys/libc.js';
+import { schedYield } from '../sys/libc.js';
 
 export type RingMode = 'spsc' | 'mpmc' | 'mpsc' | 'spmc';
 
@@ -57,16 +57,6 @@ const F_MC = 2;
 const SPINS_BEFORE_YIELD = 128;
 /** Inconsistent index snapshots tolerated before an operation gives up (returns 0). */
 const MAX_STALE_RETRIES = 1 << 16;
-
-let schedYieldFn: (() => number) | null = null;
-/** Give the CPU away while waiting for a preempted peer (sched_yield). */
-function yieldCpu(): void {
-  if (schedYieldFn === null) {
-    const lib = koffi.load('libc.so.6');
-    schedYieldFn = lib.func('int sched_yield(void)') as () => number;
-  }
-  schedYieldFn();
-}
 
 function modeFlags(mode: RingMode): number {
   switch (mode) {
@@ -367,7 +357,7 @@ export class Ring {
     while (Atomics.load(h, tailW) !== head) {
       if (++spins === SPINS_BEFORE_YIELD) {
         spins = 0;
-        yieldCpu();
+        schedYield();
       }
     }
     Atomics.store(h, tailW, (head + k) | 0);

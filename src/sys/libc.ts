@@ -53,6 +53,7 @@ const c_read = libc.func('long read(int fd, _Out_ uint8_t *buf, size_t count)');
 const c_write = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
 const c_sched_setaffinity = libc.func('int sched_setaffinity(int pid, size_t size, const uint8_t *mask)');
 const c_fstat_size = libc.func('lseek', 'int64_t', ['int', 'int64_t', 'int']);
+const c_sched_yield = libc.func('int sched_yield(void)');
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
@@ -174,6 +175,11 @@ export function write(fd: number, buf: Uint8Array, len = buf.length): number {
     throw new SysError('write', e, `fd ${fd}`);
   }
   return r;
+}
+
+/** Give the CPU away (e.g. while waiting for a preempted peer of a ring). */
+export function schedYield(): void {
+  c_sched_yield();
 }
 
 /** Pin the calling thread (main or worker) to the given CPUs. */
