@@ -9,7 +9,7 @@ import { Mempool, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM, type MempoolAttachInfo } f
 import { openPort, portInfo, type PortSpec, type PortInfo } from '../dp/port-factory.js';
 import type { Port } from '../pmd/port.js';
 import * as libc from '../sys/libc.js';
-import { TrafficGen, checkFrame, macSwap, CHECK_BAD, CHECK_OK } from './traffic.js';
+import { TrafficGen, checkFrame, macSwap, CHECK_BAD } from './traffic.js';
 
 /** txrx: port 0 transmits like txonly, every other port receives and verifies like rxonly (a generator and a sink in one thread). */
 export type FwdMode = 'io' | 'txonly' | 'rxonly' | 'macswap' | 'mac' | 'txrx';

@@ -14,7 +14,6 @@ import { Mempool } from '../mem/mempool.js';
 import { PmdThread, type UpcallMsg, type UpcallResults, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { newCrossPmdRing } from '../dp/remote-port.js';
 import type { PortInfo, PortSpec, PortKind } from '../dp/port-factory.js';
-import { FLOW_WORDS } from '../dp/flow-key.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
 import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
@@ -54,12 +53,10 @@ export class Switch {
   private readonly ports = new Map<number, PortRuntime>();
   private revalTimer: NodeJS.Timeout | null = null;
   private stopping = false;
-  private readonly opts: SwitchOptions;
   private pmdStatsBase = new Map<number, PmdThreadStats>();
   onShutdown: (() => void) | null = null;
 
   private constructor(opts: SwitchOptions) {
-    this.opts = opts;
     this.paths = runPaths(opts.runDir);
     this.log = opts.log;
     ensureRunDir(this.paths.dir);
@@ -501,4 +498,3 @@ export function formatPmdStats(s: PmdThreadStats): string {
   ].join('\n');
 }
 
-export { FLOW_WORDS };

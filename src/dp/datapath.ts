@@ -92,8 +92,6 @@ export class Datapath {
 
   // held upcall packets
   private readonly pendingHandle = new Int32Array(MAX_PENDING).fill(-1);
-  private readonly pendingPort = new Int32Array(MAX_PENDING);
-  private pendingNext = 0;
   private pendingCount = 0;
   private upcallSeq = 0;
   private nowMs = Date.now();
@@ -404,7 +402,6 @@ export class Datapath {
     this.upcallSeq = id + 1;
     const slot = id % MAX_PENDING;
     this.pendingHandle[slot] = h;
-    this.pendingPort[slot] = inPort;
     this.pendingIds[slot] = id;
     this.pendingChain[slot] = -1;
     this.pendingCount++;
@@ -458,7 +455,7 @@ export class Datapath {
         break;
       }
       // outputs pending before a modification: send copies now
-      this.outputCopies(h, st[ST_OFF], st[ST_LEN], st[ST_NOUT]);
+      this.outputCopies(st[ST_OFF], st[ST_LEN], st[ST_NOUT]);
       st[ST_NOUT] = 0;
       pc = r;
     }
@@ -472,12 +469,12 @@ export class Datapath {
       if (st[ST_ERR] === 0) this.drop('action-drop', 1);
       return;
     }
-    if (nout > 1) this.outputCopies(h, st[ST_OFF], st[ST_LEN], nout - 1);
+    if (nout > 1) this.outputCopies(st[ST_OFF], st[ST_LEN], nout - 1);
     this.enqueueTx(this.outPorts[nout - 1], h);
   }
 
   /** Copy the frame to fresh buffers for outPorts[0..n). */
-  private outputCopies(h: number, off: number, len: number, n: number): void {
+  private outputCopies(off: number, len: number, n: number): void {
     const pool = this.pool;
     for (let i = 0; i < n; i++) {
       const c = pool.allocOne();
