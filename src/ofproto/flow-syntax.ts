@@ -264,7 +264,6 @@ const F = (name: string): FieldDef => fieldByName(name)!;
 const F_DL_TYPE = F('dl_type');
 const F_NW_PROTO = F('nw_proto');
 const F_TCI = F('vlan_tci');
-const F_IN_PORT = F('in_port');
 const F_NW_FRAG = F('nw_frag');
 
 const SHORTHANDS: ReadonlyMap<string, [number, number | undefined]> = new Map([

@@ -56,7 +56,6 @@ import { ControlBlock, type DataPathDescription, type DataPathQueue, type DataPa
 
 // Virtio bits the generic layer looks at.
 const F_EVENT_IDX = 29;
-const F_VERSION_1 = 32;
 const F_RING_PACKED = 34;
 /** Largest queue size (virtio: 2^15). */
 export const MAX_QUEUE_SIZE_LIMIT = 32768;
