@@ -296,3 +296,19 @@ export function mapPackedRing(mem: GuestMemory, a: PackedRingAddrs): PackedRing 
     deviceEvent: new Uint16Array(dv.buffer, dv.byteOffset, 2),
   };
 }
+
+/** Check a split ring index from the configuration (16-bit, default 0). */
+export function checkSplitIdx(v: number | undefined, what: string): number {
+  if (v === undefined) return 0;
+  if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new VirtqueueError('BAD_INDEX', `${what} ${v} is not a 16-bit index`);
+  return v;
+}
+
+/** Decode a packed ring index from the configuration (pos | wrap << 15); default position 0, wrap 1. */
+export function decodePackedIdx(v: number | undefined, size: number, what: string): [number, number] {
+  if (v === undefined) return [0, 1];
+  if (!Number.isInteger(v) || v < 0 || v > 0xffff || (v & 0x7fff) >= size) {
+    throw new VirtqueueError('BAD_INDEX', `${what} 0x${Number(v).toString(16)} is not a position < ${size} with a wrap bit`);
+  }
+  return [v & 0x7fff, v >>> 15];
+}

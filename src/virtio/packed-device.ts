@@ -1,0 +1,254 @@
+/**
+ * Device side of a packed virtqueue (virtio 1.2 §2.8): PackedDevice, hostile guest. Uses the
+ * views and constants of layout.ts; the burst algorithms live in
+ * DeviceQueue.
+ *
+ * Config: `availAddr` is the Driver Area (driver event suppression),
+ * `usedAddr` the Device Area (device event suppression). Indices are
+ * encoded like vhost-user's vring base: bits 0-14 ring position, bit 15
+ * wrap counter.
+ */
+
+import type { GuestMemory } from '../mem/guest-memory.js';
+import {
+  DESC_F_INDIRECT,
+  DESC_F_NEXT,
+  DESC_F_WRITE,
+  DESC_SIZE,
+  EV_FLAGS,
+  EV_OFF_WRAP,
+  mapPackedRing,
+  packedIsAvail,
+  packedNeedEvent,
+  packedUsedBits,
+  type PackedRing,
+  pdFlags,
+  pdId,
+  PDESC_ADDR,
+  PDESC_FLAGS,
+  PDESC_ID,
+  PDESC_LEN,
+  readAddr,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  decodePackedIdx,
+} from './layout.js';
+import {
+  DeviceQueue,
+  type DeviceQueueConfig,
+  INDIRECT_MAX,
+  PEEK_BROKEN,
+  PEEK_NONE,
+  V_BAD_INDIRECT,
+  V_OK,
+} from './device-queue.js';
+
+/** Device side of a packed virtqueue. */
+export class PackedDevice extends DeviceQueue {
+  readonly ring: PackedRing;
+  private availPos: number;
+  private availWrap: number;
+  private peekPos: number;
+  private peekWrap: number;
+  /** Ring slots in the current reservation. */
+  private peekSlots = 0;
+  private usedPos: number;
+  private usedWrap: number;
+  /** Slots marked used since the last needsInterrupt(). */
+  private usedSince = 0;
+  /** Avail position (with wrap) last written to the device event area. */
+  private publishedEvent = -1;
+
+  constructor(mem: GuestMemory, cfg: DeviceQueueConfig) {
+    super(mem, cfg.size, cfg.features);
+    this.ring = mapPackedRing(mem, {
+      size: cfg.size,
+      descAddr: cfg.descAddr,
+      driverEventAddr: cfg.availAddr,
+      deviceEventAddr: cfg.usedAddr,
+    });
+    const [pos, wrap] = decodePackedIdx(cfg.lastAvailIdx, cfg.size, 'lastAvailIdx');
+    this.availPos = this.peekPos = this.usedPos = pos;
+    this.availWrap = this.peekWrap = this.usedWrap = wrap;
+  }
+
+  get lastAvailIdx(): number {
+    return this.availPos | (this.availWrap << 15);
+  }
+
+  /** Next used position with the used wrap counter in bit 15. */
+  get lastUsedIdx(): number {
+    return this.usedPos | (this.usedWrap << 15);
+  }
+
+  hasAvail(): boolean {
+    if (this.broken) return false;
+    return packedIsAvail(Atomics.load(this.ring.desc16, pdFlags(this.availPos)), this.availWrap);
+  }
+
+  protected peekChain(write: boolean): number {
+    const size = this.size;
+    if (this.peekSlots >= size) return PEEK_NONE;
+    const pos = this.peekPos;
+    const fl0 = Atomics.load(this.ring.desc16, pdFlags(pos));
+    if (!packedIsAvail(fl0, this.peekWrap)) return PEEK_NONE;
+    const dv = this.ring.desc;
+    const k = this.resN;
+    const segStart = this.segN;
+    this.walkTotal = 0;
+    let p = pos;
+    let w = this.peekWrap;
+    let slots = 0;
+    let id = 0;
+    let v = V_OK;
+    for (;;) {
+      if (slots >= size) {
+        // NEXT on every descriptor of the ring: we cannot find where the chain ends
+        this.stats.loop++;
+        this.broken = true;
+        this.segN = segStart;
+        return PEEK_BROKEN;
+      }
+      const o = p * DESC_SIZE;
+      const fl = slots === 0 ? fl0 : dv.getUint16(o + PDESC_FLAGS, true);
+      id = dv.getUint16(o + PDESC_ID, true);
+      slots++;
+      if (v === V_OK) {
+        const addr = readAddr(dv, o + PDESC_ADDR);
+        const len = dv.getUint32(o + PDESC_LEN, true);
+        if ((fl & DESC_F_INDIRECT) !== 0) {
+          v = !this.indirect || slots !== 1 || (fl & DESC_F_NEXT) !== 0 ? V_BAD_INDIRECT : this.walkIndirect(addr, len, write);
+        } else {
+          v = this.addSeg(addr, len, fl, write);
+        }
+      }
+      if (++p === size) {
+        p = 0;
+        w ^= 1;
+      }
+      if ((fl & DESC_F_NEXT) === 0) break;
+    }
+    this.peekPos = p;
+    this.peekWrap = w;
+    this.peekSlots += slots;
+    this.resId[k] = id; // the buffer id is in the last descriptor
+    this.resSlots[k] = slots;
+    this.resN = k + 1;
+    if (v !== V_OK) {
+      this.segN = segStart;
+      this.resSegEnd[k] = segStart;
+      return this.violation(v);
+    }
+    this.resSegEnd[k] = this.segN;
+    return this.walkTotal;
+  }
+
+  /** Indirect table: len/16 packed descriptors, used in order. */
+  private walkIndirect(addr: number, len: number, write: boolean): number {
+    if (len === 0 || len % DESC_SIZE !== 0 || len > INDIRECT_MAX * DESC_SIZE || addr < 0) return V_BAD_INDIRECT;
+    const mem = this.mem;
+    const wi = mem.findGpa(addr, len);
+    if (wi < 0) return V_BAD_INDIRECT;
+    const dv = mem.windows[wi].dv;
+    const base = mem.off;
+    const n = len / DESC_SIZE;
+    for (let j = 0; j < n; j++) {
+      const o = base + j * DESC_SIZE;
+      const fl = dv.getUint16(o + PDESC_FLAGS, true);
+      if ((fl & DESC_F_INDIRECT) !== 0) return V_BAD_INDIRECT;
+      const v = this.addSeg(readAddr(dv, o + PDESC_ADDR), dv.getUint32(o + PDESC_LEN, true), fl, write);
+      if (v !== V_OK) return v;
+    }
+    return V_OK;
+  }
+
+  protected commit(write: boolean): void {
+    const size = this.size;
+    const dv = this.ring.desc;
+    const d16 = this.ring.desc16;
+    let p = this.usedPos;
+    let w = this.usedWrap;
+    let firstPos = -1;
+    let firstFlags = 0;
+    let slots = 0;
+    for (let j = 0; j < this.resN; j++) {
+      const len = this.resLen[j];
+      dv.setUint32(p * DESC_SIZE + PDESC_LEN, len, true);
+      d16[pdId(p)] = this.resId[j];
+      const flags = packedUsedBits(w) | (write && len > 0 ? DESC_F_WRITE : 0);
+      // the first used descriptor of a multi-buffer frame is exposed last
+      if (j === 0) {
+        firstPos = p;
+        firstFlags = flags;
+      } else {
+        Atomics.store(d16, pdFlags(p), flags);
+      }
+      const s = this.resSlots[j];
+      slots += s;
+      p += s;
+      if (p >= size) {
+        p -= size;
+        w ^= 1;
+      }
+    }
+    if (firstPos >= 0) Atomics.store(d16, pdFlags(firstPos), firstFlags);
+    this.usedPos = p;
+    this.usedWrap = w;
+    this.usedSince += slots;
+    this.availPos = this.peekPos;
+    this.availWrap = this.peekWrap;
+    this.peekSlots = 0;
+    this.stats.chains += this.resN;
+    this.resN = 0;
+    this.segN = 0;
+  }
+
+  protected rewind(): void {
+    this.peekPos = this.availPos;
+    this.peekWrap = this.availWrap;
+    this.peekSlots = 0;
+    this.resN = 0;
+    this.segN = 0;
+  }
+
+  protected publish(): void {
+    if (this.eventIdx && this.notifyEnabled) {
+      const ev = this.availPos | (this.availWrap << 15);
+      if (ev !== this.publishedEvent) {
+        Atomics.store(this.ring.deviceEvent, EV_OFF_WRAP, ev);
+        this.publishedEvent = ev;
+      }
+    }
+  }
+
+  needsInterrupt(): boolean {
+    if (this.broken) return false;
+    const c = this.usedSince;
+    if (c === 0) return false;
+    this.usedSince = 0;
+    const ev = this.ring.driverEvent;
+    const fl = Atomics.load(ev, EV_FLAGS) & 3;
+    if (fl === RING_EVENT_FLAGS_DISABLE) return false;
+    if (fl === RING_EVENT_FLAGS_DESC && this.eventIdx) {
+      return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), this.size, this.usedPos, this.usedWrap, c);
+    }
+    return true;
+  }
+
+  setNotification(enable: boolean): void {
+    if (this.broken) return;
+    this.notifyEnabled = enable;
+    const ev = this.ring.deviceEvent;
+    if (!enable) {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DISABLE);
+    } else if (this.eventIdx) {
+      const e = this.availPos | (this.availWrap << 15);
+      Atomics.store(ev, EV_OFF_WRAP, e);
+      this.publishedEvent = e;
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DESC);
+    } else {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_ENABLE);
+    }
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * Driver side of a packed virtqueue (virtio 1.2 §2.8): PackedDriver, our own ring. Uses the
+ * views and constants of layout.ts; the burst algorithms live in
+ * DriverQueue.
+ *
+ * Config: `availAddr` is the Driver Area (driver event suppression),
+ * `usedAddr` the Device Area (device event suppression). Indices are
+ * encoded like vhost-user's vring base: bits 0-14 ring position, bit 15
+ * wrap counter.
+ */
+
+import type { GuestMemory } from '../mem/guest-memory.js';
+import {
+  DESC_F_INDIRECT,
+  DESC_F_NEXT,
+  DESC_F_WRITE,
+  DESC_SIZE,
+  EV_FLAGS,
+  EV_OFF_WRAP,
+  mapPackedRing,
+  packedAvailBits,
+  packedIsUsed,
+  packedNeedEvent,
+  packedUsedBits,
+  type PackedRing,
+  pdFlags,
+  pdId,
+  PDESC_ADDR,
+  PDESC_FLAGS,
+  PDESC_ID,
+  PDESC_LEN,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  writeAddr,
+  decodePackedIdx,
+} from './layout.js';
+import { DriverQueue, type DriverQueueConfig, DRIVER_INDIRECT_ENTRIES } from './driver-queue.js';
+
+/** Driver side of a packed virtqueue. */
+export class PackedDriver extends DriverQueue {
+  readonly ring: PackedRing;
+  private availPos: number;
+  private availWrap: number;
+  private usedPos: number;
+  private usedWrap: number;
+  private numFree: number;
+  /** Descriptors made available since the last needsKick(). */
+  private kickAdded = 0;
+  /** Free buffer ids (not IN_ORDER; with IN_ORDER the id is the head position). */
+  private readonly idNext: Uint16Array;
+  private idHead = 0;
+  private readonly slotsOf: Uint16Array;
+  /** IN_ORDER: head position of the last buffer of a batch the device used at once, or -1. */
+  private batchEnd = -1;
+  private batchLen = 0;
+
+  constructor(mem: GuestMemory, cfg: DriverQueueConfig) {
+    super(mem, cfg);
+    this.ring = mapPackedRing(mem, {
+      size: cfg.size,
+      descAddr: cfg.descAddr,
+      driverEventAddr: cfg.availAddr,
+      deviceEventAddr: cfg.usedAddr,
+    });
+    const size = cfg.size;
+    const [pos, wrap] = decodePackedIdx(cfg.startIdx, size, 'startIdx');
+    // zero the ring; descriptors before `pos` look used in this lap, the rest in the previous lap
+    new Uint8Array(this.ring.desc.buffer, this.ring.desc.byteOffset, this.ring.desc.byteLength).fill(0);
+    this.ring.driverEvent.fill(0);
+    this.ring.deviceEvent.fill(0);
+    for (let i = 0; i < size; i++) this.ring.desc16[pdFlags(i)] = packedUsedBits(i < pos ? wrap : wrap ^ 1);
+    this.availPos = this.usedPos = pos;
+    this.availWrap = this.usedWrap = wrap;
+    this.numFree = size;
+    this.idNext = new Uint16Array(size);
+    for (let i = 0; i < size; i++) this.idNext[i] = i + 1;
+    this.slotsOf = new Uint16Array(size);
+  }
+
+  get freeCount(): number {
+    return this.numFree;
+  }
+
+  protected postOne(addr: number, len: number, token: number, write: boolean): number {
+    const hdrLen = this.hdrLen;
+    const size = this.size;
+    const two = len > hdrLen;
+    const wf = write ? DESC_F_WRITE : 0;
+    const need = this.ind === null && this.hdrSplit && two ? 2 : 1;
+    if (this.numFree < need) return 0;
+    const dv = this.ring.desc;
+    const d16 = this.ring.desc16;
+    const head = this.availPos;
+    const hw = this.availWrap;
+    let id: number;
+    if (this.inOrder) {
+      id = head;
+    } else {
+      id = this.idHead;
+      this.idHead = this.idNext[id];
+    }
+    const o = head * DESC_SIZE;
+    let headFlags: number;
+    if (this.ind !== null) {
+      const t = this.ind;
+      const to = id * DRIVER_INDIRECT_ENTRIES * DESC_SIZE;
+      writeAddr(t, to + PDESC_ADDR, addr);
+      t.setUint32(to + PDESC_LEN, two ? hdrLen : len, true);
+      t.setUint16(to + PDESC_ID, 0, true);
+      t.setUint16(to + PDESC_FLAGS, wf, true);
+      if (two) {
+        writeAddr(t, to + DESC_SIZE + PDESC_ADDR, addr + hdrLen);
+        t.setUint32(to + DESC_SIZE + PDESC_LEN, len - hdrLen, true);
+        t.setUint16(to + DESC_SIZE + PDESC_ID, 0, true);
+        t.setUint16(to + DESC_SIZE + PDESC_FLAGS, wf, true);
+      }
+      writeAddr(dv, o + PDESC_ADDR, this.indGpa + to);
+      dv.setUint32(o + PDESC_LEN, (two ? 2 : 1) * DESC_SIZE, true);
+      headFlags = DESC_F_INDIRECT | packedAvailBits(hw);
+    } else if (need === 2) {
+      let p1 = head + 1;
+      let w1 = hw;
+      if (p1 === size) {
+        p1 = 0;
+        w1 ^= 1;
+      }
+      const o1 = p1 * DESC_SIZE;
+      writeAddr(dv, o1 + PDESC_ADDR, addr + hdrLen);
+      dv.setUint32(o1 + PDESC_LEN, len - hdrLen, true);
+      d16[pdId(p1)] = id;
+      Atomics.store(d16, pdFlags(p1), wf | packedAvailBits(w1));
+      writeAddr(dv, o + PDESC_ADDR, addr);
+      dv.setUint32(o + PDESC_LEN, hdrLen, true);
+      headFlags = wf | DESC_F_NEXT | packedAvailBits(hw);
+    } else {
+      writeAddr(dv, o + PDESC_ADDR, addr);
+      dv.setUint32(o + PDESC_LEN, len, true);
+      headFlags = wf | packedAvailBits(hw);
+    }
+    d16[pdId(head)] = id;
+    this.tokenOf[id] = token;
+    this.addrOf[id] = addr;
+    this.slotsOf[id] = need;
+    this.busy[id] = 1;
+    // expose the head last
+    Atomics.store(d16, pdFlags(head), headFlags);
+    let p = head + need;
+    if (p >= size) {
+      p -= size;
+      this.availWrap ^= 1;
+    }
+    this.availPos = p;
+    this.numFree -= need;
+    this.kickAdded += need;
+    return 1;
+  }
+
+  protected flushAvail(): void {
+    // each head's flags store already published it
+  }
+
+  private bad(): number {
+    this.stats.badUsed++;
+    this.broken = true;
+    return 0;
+  }
+
+  protected popUsed(): number {
+    const pos = this.usedPos;
+    let id: number;
+    let len: number;
+    if (this.batchEnd >= 0) {
+      // IN_ORDER batch: buffers up to batchEnd were used without their own descriptor
+      id = pos;
+      if (this.busy[id] === 0) return this.bad();
+      if (id === this.batchEnd) {
+        len = this.batchLen;
+        this.batchEnd = -1;
+      } else {
+        len = 0;
+      }
+    } else {
+      const fl = Atomics.load(this.ring.desc16, pdFlags(pos));
+      if (!packedIsUsed(fl, this.usedWrap)) return 0;
+      id = this.ring.desc16[pdId(pos)];
+      len = this.ring.desc.getUint32(pos * DESC_SIZE + PDESC_LEN, true);
+      if (id >= this.size || this.busy[id] === 0) return this.bad();
+      if (this.inOrder && id !== pos) {
+        this.batchEnd = id;
+        this.batchLen = len;
+        id = pos;
+        len = 0;
+        if (this.busy[id] === 0) return this.bad();
+      }
+    }
+    this.usedToken = this.tokenOf[id];
+    this.usedLen = len;
+    this.usedAddr = this.addrOf[id];
+    this.busy[id] = 0;
+    const s = this.slotsOf[id];
+    let p = pos + s;
+    if (p >= this.size) {
+      p -= this.size;
+      this.usedWrap ^= 1;
+    }
+    this.usedPos = p;
+    this.numFree += s;
+    if (!this.inOrder) {
+      this.idNext[id] = this.idHead;
+      this.idHead = id;
+    }
+    return 1;
+  }
+
+  needsKick(): boolean {
+    const c = this.kickAdded;
+    if (c === 0) return false;
+    this.kickAdded = 0;
+    const ev = this.ring.deviceEvent;
+    const fl = Atomics.load(ev, EV_FLAGS) & 3;
+    if (fl === RING_EVENT_FLAGS_DISABLE) return false;
+    if (fl === RING_EVENT_FLAGS_DESC && this.eventIdx) {
+      return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), this.size, this.availPos, this.availWrap, c);
+    }
+    return true;
+  }
+
+  setInterrupts(enable: boolean): void {
+    this.intrEnabled = enable;
+    const ev = this.ring.driverEvent;
+    if (!enable) {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DISABLE);
+    } else if (this.eventIdx) {
+      Atomics.store(ev, EV_OFF_WRAP, this.usedPos | (this.usedWrap << 15));
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_DESC);
+    } else {
+      Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_ENABLE);
+    }
+  }
+
+  protected rearmInterrupts(): void {
+    Atomics.store(this.ring.driverEvent, EV_OFF_WRAP, this.usedPos | (this.usedWrap << 15));
+  }
+}
