@@ -233,9 +233,12 @@ export class VhostUserPort implements Port {
     if (this.pendingRarp !== null && q === 0 && max > 0) extra = this.emitRarp(out);
     const ri = 2 * q + 1;
     const vq = dp.rings[ri];
-    if (vq === null || !dp.enabled(ri) || !vq.hasAvail() || max - extra <= 0) return extra;
+    if (vq === null || max - extra <= 0) return extra;
+    const avail = vq.availCount();
+    if (avail === 0 || !dp.enabled(ri)) return extra;
     const pool = this.pool;
-    const want = max - extra;
+    // buffers for what the guest has posted, not a whole burst's worth every time
+    const want = avail < max - extra ? avail : max - extra;
     const got = extra === 0 ? pool.alloc(out, want) : pool.alloc(out.subarray(extra), want);
     if (got === 0) {
       // The guest's frames stay in its ring; counted, not lost.

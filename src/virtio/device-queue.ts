@@ -128,6 +128,10 @@ export const V_LOOP = 3;
 export const V_BAD_INDIRECT = 4;
 export const V_SEGS_FULL = 5;
 
+/** dequeueOne results besides a frame length (>= 0). */
+export const DQ_DROPPED = -1;
+export const DQ_STOP = -2;
+
 export abstract class DeviceQueue {
   readonly mem: GuestMemory;
   readonly size: number;
@@ -165,6 +169,8 @@ export abstract class DeviceQueue {
   protected notifyEnabled = true;
 
   private readonly hdr = new Uint8Array(12);
+  /** Bad chains handed back during the current enqueue burst. */
+  protected badInBurst = 0;
 
   protected constructor(mem: GuestMemory, size: number, features: bigint) {
     if (typeof features !== 'bigint') throw new VirtqueueError('BAD_CONFIG', 'features must be a bigint');
@@ -191,6 +197,8 @@ export abstract class DeviceQueue {
   protected abstract publish(): void;
   /** True if the driver has made at least one buffer available. */
   abstract hasAvail(): boolean;
+  /** How many chains the driver has made available (split: exact; packed: 0 or an upper bound). */
+  abstract availCount(): number;
   /** After a burst: should the driver be interrupted (call fd)? Consumes the pending state. */
   abstract needsInterrupt(): boolean;
   /** Ask the driver to send (true) or not send (false) available-buffer notifications (kicks). */
@@ -242,41 +250,55 @@ export abstract class DeviceQueue {
    * Guest TX: pop up to `n` available chains; for each valid one copy the
    * frame (net header stripped) to dst[dstOffs[i]..] (at most `cap` bytes),
    * its length to lens[i]. Every popped chain is returned used (length 0).
-   * Returns frames delivered (<= n). Never throws.
+   * Returns frames delivered (<= n). Never throws. A ring kind may override
+   * this with a fast path for common chains that falls back to
+   * {@link dequeueOne} for the rest.
    */
   dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
-    const hdrLen = this.hdrLen;
-    const st = this.stats;
     let got = 0;
     for (let c = 0; c < n; c++) {
-      const r = this.peekChain(false);
-      if (r === PEEK_NONE || r === PEEK_BROKEN) break;
-      if (r === PEEK_SEGS_FULL) {
-        st.badChain++;
-      } else if (r >= 0) {
-        const flen = r - hdrLen;
-        const d0 = dstOffs[got];
-        if (flen <= 0) {
-          st.short++;
-        } else if (flen > cap || !(d0 >= 0) || d0 + flen > dst.length) {
-          st.tooBig++;
-        } else if (this.gather(dst, d0, hdrLen)) {
-          lens[got] = flen;
-          got++;
-          st.pkts++;
-          st.bytes += flen;
-        } else {
-          st.badAddr++;
-        }
-      }
-      this.resLen[0] = 0;
-      this.commit(false);
+      const r = this.dequeueOne(dst, dstOffs[got], cap);
+      if (r === DQ_STOP) break;
+      if (r >= 0) lens[got++] = r;
     }
     this.publish();
     return got;
+  }
+
+  /**
+   * Pop the next available chain the general way (any layout, every rule
+   * checked) and return it used. Returns the frame length copied to dst[d0..],
+   * DQ_DROPPED if the chain carried no deliverable frame (counted by reason),
+   * or DQ_STOP if nothing is available or the queue broke. Does not publish.
+   */
+  protected dequeueOne(dst: Uint8Array, d0: number, cap: number): number {
+    const r = this.peekChain(false);
+    if (r === PEEK_NONE || r === PEEK_BROKEN) return DQ_STOP;
+    const st = this.stats;
+    const hdrLen = this.hdrLen;
+    let out = DQ_DROPPED;
+    if (r === PEEK_SEGS_FULL) {
+      st.badChain++;
+    } else if (r >= 0) {
+      const flen = r - hdrLen;
+      if (flen <= 0) {
+        st.short++;
+      } else if (flen > cap || !(d0 >= 0) || d0 + flen > dst.length) {
+        st.tooBig++;
+      } else if (this.gather(dst, d0, hdrLen)) {
+        out = flen;
+        st.pkts++;
+        st.bytes += flen;
+      } else {
+        st.badAddr++;
+      }
+    }
+    this.resLen[0] = 0;
+    this.commit(false);
+    return out;
   }
 
   /** Copy the recorded segments, minus the first `skip` bytes, to dst[d..]. */
@@ -311,69 +333,76 @@ export abstract class DeviceQueue {
     if (this.broken) return 0;
     if (n > srcOffs.length) n = srcOffs.length;
     if (n > lens.length) n = lens.length;
-    const hdrLen = this.hdrLen;
-    const mrg = this.mrgRxbuf;
-    const st = this.stats;
+    this.badInBurst = 0;
     let i = 0;
-    let bad = 0; // chains handed back as bad in this burst (bounded: a guest may keep adding them)
-    frames: for (; i < n; i++) {
-      const flen = lens[i];
-      const so = srcOffs[i];
-      if (!(flen >= 0 && so >= 0 && so + flen <= src.length)) {
-        st.badFrame++;
-        continue;
-      }
-      const total = hdrLen + flen;
-      let cap = 0;
-      for (;;) {
-        const r = this.peekChain(true);
-        if (r === PEEK_BROKEN) {
-          this.rewind();
-          break frames;
-        }
-        if (r === PEEK_NONE) {
-          this.rewind();
-          st.noBufs++;
-          break frames;
-        }
-        if (r === PEEK_SEGS_FULL && this.resN > 1) {
-          // this frame needs more segments than we gather at once
-          this.rewind();
-          st.tooBig++;
-          continue frames;
-        }
-        if (r < 0 || r === 0) {
-          if (r === 0) st.badChain++;
-          else if (r === PEEK_SEGS_FULL) st.badChain++;
-          if (this.resN === 1) {
-            // a lone bad chain: hand it back, try again with the next one
-            this.resLen[0] = 0;
-            this.commit(true);
-            if (++bad > this.size) break frames;
-            continue;
-          }
-          // bad chain after good ones reserved for this frame: drop the frame
-          // and hand back all of them unwritten
-          for (let j = 0; j < this.resN; j++) this.resLen[j] = 0;
-          this.commit(true);
-          continue frames;
-        }
-        cap += r;
-        if (cap >= total) break;
-        if (!mrg || this.resN >= this.resMax) {
-          this.rewind();
-          st.tooBig++;
-          continue frames;
-        }
-      }
-      initNetHdr(this.hdr, 0, hdrLen, mrg ? this.resN : 1);
-      this.scatter(src, so, total);
-      this.commit(true);
-      st.pkts++;
-      st.bytes += flen;
-    }
+    for (; i < n; i++) if (!this.enqueueOne(src, srcOffs[i], lens[i])) break;
     this.publish();
     return i;
+  }
+
+  /**
+   * Deliver one frame the general way (any chain layout, MRG_RXBUF spans).
+   * Returns true if the frame was consumed (delivered, or dropped with a
+   * counted reason), false if the guest has no buffers for it or the queue
+   * broke (the frame stays the caller's). Does not publish.
+   */
+  protected enqueueOne(src: Uint8Array, so: number, flen: number): boolean {
+    const st = this.stats;
+    if (!(flen >= 0 && so >= 0 && so + flen <= src.length)) {
+      st.badFrame++;
+      return true;
+    }
+    const hdrLen = this.hdrLen;
+    const mrg = this.mrgRxbuf;
+    const total = hdrLen + flen;
+    let cap = 0;
+    for (;;) {
+      const r = this.peekChain(true);
+      if (r === PEEK_BROKEN) {
+        this.rewind();
+        return false;
+      }
+      if (r === PEEK_NONE) {
+        this.rewind();
+        st.noBufs++;
+        return false;
+      }
+      if (r === PEEK_SEGS_FULL && this.resN > 1) {
+        // this frame needs more segments than we gather at once
+        this.rewind();
+        st.tooBig++;
+        return true;
+      }
+      if (r < 0 || r === 0) {
+        if (r === 0) st.badChain++;
+        else if (r === PEEK_SEGS_FULL) st.badChain++;
+        if (this.resN === 1) {
+          // a lone bad chain: hand it back, try again with the next one
+          this.resLen[0] = 0;
+          this.commit(true);
+          if (++this.badInBurst > this.size) return false; // bounded: a guest may keep adding bad chains
+          continue;
+        }
+        // bad chain after good ones reserved for this frame: drop the frame
+        // and hand back all of them unwritten
+        for (let j = 0; j < this.resN; j++) this.resLen[j] = 0;
+        this.commit(true);
+        return true;
+      }
+      cap += r;
+      if (cap >= total) break;
+      if (!mrg || this.resN >= this.resMax) {
+        this.rewind();
+        st.tooBig++;
+        return true;
+      }
+    }
+    initNetHdr(this.hdr, 0, hdrLen, mrg ? this.resN : 1);
+    this.scatter(src, so, total);
+    this.commit(true);
+    st.pkts++;
+    st.bytes += flen;
+    return true;
   }
 
   /** Write header + frame (total bytes) across the reserved chains, setting resLen. */

@@ -208,6 +208,8 @@ export interface SplitRing {
   readonly size: number;
   /** Descriptor table, 16 B per entry. */
   readonly desc: DataView;
+  /** Descriptor table as u32 (little-endian host): entry i at [4i]=addr lo, [4i+1]=addr hi, [4i+2]=len, [4i+3]=flags | next << 16. */
+  readonly desc32: Uint32Array;
   /** Avail ring as u16: [0]=flags [1]=idx [2+i]=ring[i] [2+size]=used_event (if EVENT_IDX). */
   readonly avail: Uint16Array;
   /** Used ring as u16: [0]=flags [1]=idx [2+4*size]=avail_event (if EVENT_IDX). */
@@ -246,6 +248,7 @@ export function mapSplitRing(mem: GuestMemory, a: SplitRingAddrs, eventIdx: bool
   return {
     size,
     desc: new DataView(d.buffer, d.byteOffset, splitDescSize(size)),
+    desc32: new Uint32Array(d.buffer, d.byteOffset, splitDescSize(size) >> 2),
     avail: new Uint16Array(av.buffer, av.byteOffset, splitAvailSize(size, eventIdx) >> 1),
     used16: new Uint16Array(us.buffer, us.byteOffset, splitUsedSize(size, eventIdx) >> 1),
     used32: new Uint32Array(us.buffer, us.byteOffset, 1 + 2 * size),

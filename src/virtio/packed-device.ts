@@ -87,6 +87,11 @@ export class PackedDevice extends DeviceQueue {
     return packedIsAvail(Atomics.load(this.ring.desc16, pdFlags(this.availPos)), this.availWrap);
   }
 
+  /** 0, or the queue size as an upper bound (a packed ring does not say how many). */
+  availCount(): number {
+    return this.hasAvail() ? this.size : 0;
+  }
+
   protected peekChain(write: boolean): number {
     const size = this.size;
     if (this.peekSlots >= size) return PEEK_NONE;
