@@ -4,6 +4,7 @@
  * intact frames from corrupted ones. Generation and checking allocate nothing.
  */
 import type { Mempool } from '../mem/mempool.js';
+import type { Port } from '../pmd/port.js';
 
 export const MAGIC = 0x54535653; // 'TSVS'
 /** Offset of our payload (after Ethernet 14 + IPv4 20 + UDP 8). */
@@ -13,7 +14,16 @@ export const MIN_FRAME = 60;
 export class TrafficGen {
   readonly size: number;
   readonly flows: number;
+  /** The frame with seq 0 (flows > 1: flow 0; IPv4 checksum filled in). */
   private readonly template: Uint8Array;
+  /** Template as 32-bit words (the whole words of it), for short frames. */
+  private readonly t32: Int32Array;
+  /** flows > 1: the IPv4 header's one's-complement sum without the varying source address word. */
+  private readonly ipSum: number;
+  /** pool.data of the last fill and views of it. */
+  private cData: Uint8Array | null = null;
+  private cDv: DataView = new DataView(new ArrayBuffer(0));
+  private cD32: Int32Array | null = null;
   seq = 0;
 
   constructor(opts: { size: number; flows?: number; src?: number[]; dst?: number[] }) {
@@ -30,14 +40,39 @@ export class TrafficGen {
     const udpLen = ipLen - 20;
     t.set([0x04, 0x00, 0x04, 0x01, udpLen >> 8, udpLen & 0xff, 0, 0], 34);
     for (let i = PAY + 12; i < opts.size; i++) t[i] = i & 0xff;
+    writeU32(t, PAY, MAGIC);
+    let sum = 0;
+    for (let i = 0; i < 20; i += 2) if (i !== 10 && i !== 14) sum += (t[14 + i] << 8) | t[14 + i + 1];
+    this.ipSum = sum; // bytes 28-29 (source address, low word) vary with the flow
+    ipChecksum(t, 14);
     this.template = t;
+    this.t32 = new Int32Array(t.buffer, 0, opts.size >> 2);
+  }
+
+  private bind(d: Uint8Array): void {
+    this.cData = d;
+    this.cDv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    this.cD32 = (d.byteOffset & 3) === 0 ? new Int32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
   }
 
   /** Write the next frame into pool buffer h. */
   fill(pool: Mempool, h: number): void {
     const d = pool.data;
+    if (d !== this.cData) this.bind(d);
     const off = pool.dataOffset(h);
-    d.set(this.template, off);
+    const size = this.size;
+    const d32 = this.cD32;
+    if (size <= 256 && d32 !== null && (off & 3) === 0) {
+      // short frames: word copy (cheaper than a TypedArray.set call)
+      const t32 = this.t32;
+      const w = off >> 2;
+      const nw = t32.length;
+      for (let i = 0; i < nw; i++) d32[w + i] = t32[i];
+      const t = this.template;
+      for (let i = nw << 2; i < size; i++) d[off + i] = t[i];
+    } else {
+      d.set(this.template, off);
+    }
     const seq = this.seq++;
     if (this.flows > 1) {
       const f = seq % this.flows;
@@ -46,13 +81,75 @@ export class TrafficGen {
       d[off + 29] = f & 0xff;
       d[off + 34] = 0x04 + ((f >> 16) & 0x3f);
       d[off + 35] = f & 0xff;
+      let s = this.ipSum + (f & 0xffff);
+      s = (s & 0xffff) + (s >>> 16);
+      s = (s & 0xffff) + (s >>> 16);
+      s = ~s & 0xffff;
+      d[off + 24] = s >> 8;
+      d[off + 25] = s & 0xff;
     }
-    ipChecksum(d, off + 14);
-    writeU32(d, off + PAY, MAGIC);
-    writeU32(d, off + PAY + 4, seq >>> 0);
-    writeU32(d, off + PAY + 8, (MAGIC ^ seq ^ this.size) >>> 0);
-    pool.dataLen[h] = this.size;
-    pool.pktLen[h] = this.size;
+    const dv = this.cDv;
+    dv.setUint32(off + PAY + 4, seq >>> 0);
+    dv.setUint32(off + PAY + 8, (MAGIC ^ seq ^ size) >>> 0);
+    pool.dataLen[h] = size;
+    pool.pktLen[h] = size;
+  }
+}
+
+/**
+ * txonly on one port queue: up to `burst` frames are filled and offered per
+ * step; the ones the port refuses stay filled and go first next time (no
+ * refill work wasted, nothing allocated).
+ */
+export class TxStream {
+  readonly pool: Mempool;
+  readonly gen: TrafficGen;
+  readonly burst: number;
+  /** Filled frames not yet taken by the port. */
+  readonly pend: Int32Array;
+  pendN = 0;
+  private readonly fresh: Int32Array;
+  /** Frames the port refused and that were offered again (sum over steps). */
+  retried = 0;
+
+  constructor(pool: Mempool, gen: TrafficGen, burst: number) {
+    this.pool = pool;
+    this.gen = gen;
+    this.burst = Math.max(1, Math.min(burst | 0, 256));
+    this.pend = new Int32Array(this.burst);
+    this.fresh = new Int32Array(this.burst);
+  }
+
+  /** Fill up to a burst and offer it to port queue q; returns the number the port took. */
+  step(port: Port, q: number): number {
+    const pend = this.pend;
+    let k = this.pendN;
+    const burst = this.burst;
+    if (k < burst) {
+      const pool = this.pool;
+      const fresh = this.fresh;
+      const got = pool.alloc(fresh, burst - k);
+      const gen = this.gen;
+      for (let j = 0; j < got; j++) {
+        const h = fresh[j];
+        gen.fill(pool, h);
+        pend[k + j] = h;
+      }
+      k += got;
+    }
+    const sent = port.txBurst(q, pend, k);
+    if (sent > 0 && sent < k) pend.copyWithin(0, sent, k);
+    this.pendN = k - sent;
+    this.retried += k - sent;
+    return sent;
+  }
+
+  /** Give the pending frames back to the pool; returns how many there were. */
+  discard(): number {
+    const n = this.pendN;
+    if (n > 0) this.pool.free(this.pend, n);
+    this.pendN = 0;
+    return n;
   }
 }
 

@@ -47,6 +47,10 @@ export interface VirtioUserOptions {
   /** Negotiate MRG_RXBUF (default true). */
   mrgRxbuf?: boolean;
   eventIdx?: boolean;
+  /**
+   * Offer VIRTIO_F_IN_ORDER (default true, as DPDK's virtio-user): with it the
+   * TX ring needs no free list and is reclaimed by count.
+   */
   inOrder?: boolean;
   indirect?: boolean;
   /** Use this pool (must outlive the port); default: the port creates its own. */
@@ -115,6 +119,9 @@ export class VirtioUserPort implements Port, FrontendDevice {
   private readonly nbufs = new Int32Array(SCRATCH);
   private readonly addrs = new Float64Array(SCRATCH);
   private readonly caps = new Int32Array(SCRATCH);
+  /** pool.data as 32-bit words (null if not word-aligned); virtual address of pool.data[0]. */
+  private readonly data32: Int32Array | null;
+  private readonly poolVa: number;
 
   constructor(o: VirtioUserOptions) {
     this.name = o.name ?? 'virtio-user0';
@@ -134,6 +141,10 @@ export class VirtioUserPort implements Port, FrontendDevice {
     }
     if (this.pool.headroom < 12) throw new RangeError(`mempool headroom ${this.pool.headroom} < 12: no room for the virtio-net header`);
     this.inRing = new Uint8Array(this.pool.count);
+    const pd = this.pool.data;
+    this.data32 = (pd.byteOffset & 3) === 0 ? new Int32Array(pd.buffer, pd.byteOffset, pd.length >> 2) : null;
+    // pool.data is the whole pool region (bufAddr(h) = region.addr + bufBase + h * stride)
+    this.poolVa = this.pool.bufAddr(0) - this.pool.bufBase;
     this.pendHead = new Int32Array(this.queues).fill(-1);
     this.pendTail = new Int32Array(this.queues).fill(-1);
     this.pendRemain = new Int32Array(this.queues);
@@ -155,7 +166,7 @@ export class VirtioUserPort implements Port, FrontendDevice {
           packed: o.packed,
           mrgRxbuf: o.mrgRxbuf,
           eventIdx: o.eventIdx,
-          inOrder: o.inOrder,
+          inOrder: o.inOrder ?? true,
           indirect: this.indirect,
           reconnectMinMs: o.reconnectMinMs,
           reconnectMaxMs: o.reconnectMaxMs,
@@ -444,11 +455,21 @@ export class VirtioUserPort implements Port, FrontendDevice {
     const dataLen = pool.dataLen;
     const next = pool.next;
     const bufSize = pool.bufSize;
+    const stride = pool.stride;
     const hdrLen = this.hdrLen;
+    // the net header (all zero: no offloads) goes just before the frame; as
+    // 32-bit words when header and buffers are word-aligned
+    const words = this.data32 !== null && (hdrLen & 3) === 0;
+    const data32 = this.data32 as Int32Array;
+    const data = pool.data;
+    const bufBase = pool.bufBase;
+    const base = this.poolVa;
     const addrs = this.addrs;
     const lens = this.lens;
     const tok = this.tok;
+    const inRing = this.inRing;
     let j = 0;
+    let bytes = 0;
     for (let i = 0; i < m; i++) {
       const h = handles[i];
       if (h < 0 || h >= count) {
@@ -467,20 +488,28 @@ export class VirtioUserPort implements Port, FrontendDevice {
         countTxDrop(this.stats, off < hdrLen ? 'tx-no-headroom' : 'tx-bad-len', 1);
         continue;
       }
-      addrs[j] = pool.bufAddr(h) + off - hdrLen;
+      const ho = bufBase + h * stride + off - hdrLen; // header offset in pool.data
+      if (words && (ho & 3) === 0) {
+        const w = ho >> 2;
+        for (let x = 0; x < hdrLen >> 2; x++) data32[w + x] = 0;
+      } else {
+        data.fill(0, ho, ho + hdrLen);
+      }
+      addrs[j] = base + ho;
       lens[j] = len + hdrLen;
       tok[j] = h;
+      inRing[h] = 1;
+      bytes += len;
       j++;
     }
-    const p = j > 0 ? d.postTx(addrs, lens, tok, j) : 0;
-    let bytes = 0;
-    const inRing = this.inRing;
-    for (let i = 0; i < p; i++) {
-      inRing[tok[i]] = 1;
-      bytes += lens[i] - hdrLen;
-    }
+    // the buffers are the pool's (inside guest memory by construction) and their headers are written
+    const p = j > 0 ? d.postTxPrepared(addrs, lens, tok, j) : 0;
     if (p < j) {
       // the queue refused a buffer (broken queue or a bug): drop, do not leak
+      for (let i = p; i < j; i++) {
+        inRing[tok[i]] = 0;
+        bytes -= lens[i] - hdrLen;
+      }
       pool.free(tok, j - p, p);
       countTxDrop(this.stats, 'tx-queue-refused', j - p);
     }

@@ -164,6 +164,32 @@ export abstract class DriverQueue {
     return i;
   }
 
+  /**
+   * Post TX buffers whose net header the caller has already written (zeroed):
+   * like postTx, but nothing in the buffers is touched, so the queue needs no
+   * access to them. addrs[i] must lie in guest memory (checked here on the
+   * generic path; the split IN_ORDER fast path trusts the caller, who vouches
+   * for its own buffers: a wrong address reaches only the device, which
+   * checks every address it is given). Returns the number posted.
+   */
+  postTxPrepared(addrs: Float64Array, lens: Int32Array, tokens: Int32Array, n: number): number {
+    if (this.broken) return 0;
+    n = Math.min(n, addrs.length, lens.length, tokens.length);
+    const hdrLen = this.hdrLen;
+    let i = 0;
+    for (; i < n; i++) {
+      const a = addrs[i];
+      const l = lens[i];
+      if (!(l >= hdrLen) || !this.mem.contains(a, l)) {
+        this.stats.badBuf++;
+        break;
+      }
+      if (this.postOne(a, l, tokens[i], false) === 0) break;
+    }
+    if (i > 0) this.flushAvail();
+    return i;
+  }
+
   /** Take back up to `max` TX buffers the device is done with. Returns the count. */
   reclaimTx(tokensOut: Int32Array, max: number): number {
     if (this.broken) return 0;

@@ -29,6 +29,7 @@ import {
   usElem,
   writeAddr,
   checkSplitIdx,
+  HOST_LITTLE_ENDIAN,
 } from './layout.js';
 import { DriverQueue, type DriverQueueConfig, DRIVER_INDIRECT_ENTRIES } from './driver-queue.js';
 
@@ -51,6 +52,15 @@ export class SplitDriver extends DriverQueue {
   /** Next used entry to consume. */
   private usedIdx: number;
   private usedCache: number;
+  /**
+   * IN_ORDER with one ring descriptor per buffer: the buffer made available at
+   * position p always uses descriptor p & mask, so the avail ring is the
+   * identity (written once), there is no free list, and used buffers are
+   * reclaimed by count (the used entries need not be read).
+   */
+  private readonly slotHead: boolean;
+  /** slotHead, direct descriptors, little-endian host: postTxPrepared writes desc32 words. */
+  private readonly fastTx: boolean;
 
   constructor(mem: GuestMemory, cfg: DriverQueueConfig) {
     super(mem, cfg);
@@ -78,6 +88,9 @@ export class SplitDriver extends DriverQueue {
     this.kickedAvail = start;
     this.usedIdx = start;
     this.usedCache = start;
+    this.slotHead = this.inOrder && !this.hdrSplit;
+    this.fastTx = this.slotHead && this.ind === null && HOST_LITTLE_ENDIAN;
+    if (this.slotHead) for (let i = 0; i < size; i++) this.ring.avail[AV_RING + i] = i;
   }
 
   get freeCount(): number {
@@ -89,7 +102,8 @@ export class SplitDriver extends DriverQueue {
     const two = len > hdrLen; // payload beyond the header: a second element
     const wf = write ? DESC_F_WRITE : 0;
     const dv = this.ring.desc;
-    const head = this.freeHead;
+    const slotHead = this.slotHead;
+    const head = slotHead ? this.availIdx & this.mask : this.freeHead;
     let need: number;
     if (this.ind !== null) {
       need = 1;
@@ -134,14 +148,20 @@ export class SplitDriver extends DriverQueue {
       dv.setUint16(o + DESC_FLAGS, wf, true);
       dv.setUint16(o + DESC_NEXT, 0, true);
     }
+    this.tokenOf[head] = token;
+    this.addrOf[head] = addr;
+    if (slotHead) {
+      // need is 1 here (hdrSplit is off); the avail ring already holds the identity
+      this.numFree--;
+      this.availIdx = (this.availIdx + 1) & 0xffff;
+      return 1;
+    }
     // take `need` descriptors off the free list
     let last = head;
     for (let j = 1; j < need; j++) last = this.next[last];
     this.freeHead = this.next[last];
     this.numFree -= need;
     this.chainLen[head] = need;
-    this.tokenOf[head] = token;
-    this.addrOf[head] = addr;
     this.busy[head] = 1;
     const slot = this.availIdx & this.mask;
     this.ring.avail[AV_RING + slot] = head;
@@ -172,6 +192,16 @@ export class SplitDriver extends DriverQueue {
     }
     const e = usElem(u & this.mask);
     let head: number;
+    if (this.slotHead) {
+      // outstanding buffers are exactly positions usedIdx..availIdx (the count was checked)
+      head = u & this.mask;
+      this.usedLen = this.ring.used32[e + 1];
+      this.usedToken = this.tokenOf[head];
+      this.usedAddr = this.addrOf[head];
+      this.numFree++;
+      this.usedIdx = (u + 1) & 0xffff;
+      return 1;
+    }
     if (this.inOrder) {
       head = this.pend[u & this.mask];
       if (this.busy[head] === 0) {
@@ -200,6 +230,71 @@ export class SplitDriver extends DriverQueue {
     this.numFree += k;
     this.usedIdx = (u + 1) & 0xffff;
     return 1;
+  }
+
+  override postTxPrepared(addrs: Float64Array, lens: Int32Array, tokens: Int32Array, n: number): number {
+    if (!this.fastTx) return super.postTxPrepared(addrs, lens, tokens, n);
+    if (this.broken) return 0;
+    if (n > this.numFree) n = this.numFree;
+    if (n > addrs.length) n = addrs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tokens.length) n = tokens.length;
+    const d32 = this.ring.desc32;
+    const tokenOf = this.tokenOf;
+    const addrOf = this.addrOf;
+    const mask = this.mask;
+    const hdrLen = this.hdrLen;
+    let ai = this.availIdx;
+    let i = 0;
+    for (; i < n; i++) {
+      const a = addrs[i];
+      const l = lens[i];
+      if (!(l >= hdrLen && a >= 0)) {
+        this.stats.badBuf++;
+        break;
+      }
+      const slot = ai & mask;
+      const o = slot << 2;
+      d32[o] = a >>> 0; // addr lo (ToUint32 is the value mod 2^32)
+      d32[o + 1] = (a / 0x100000000) >>> 0;
+      d32[o + 2] = l;
+      d32[o + 3] = 0; // flags 0 (device-readable, no next), next 0
+      tokenOf[slot] = tokens[i];
+      addrOf[slot] = a;
+      ai = (ai + 1) & 0xffff;
+    }
+    if (i > 0) {
+      this.numFree -= i;
+      this.availIdx = ai;
+      Atomics.store(this.ring.avail, AV_IDX, ai);
+      this.publishedAvail = ai;
+    }
+    return i;
+  }
+
+  override reclaimTx(tokensOut: Int32Array, max: number): number {
+    if (!this.slotHead) return super.reclaimTx(tokensOut, max);
+    if (this.broken) return 0;
+    if (max > tokensOut.length) max = tokensOut.length;
+    const u = this.usedIdx;
+    const c = Atomics.load(this.ring.used16, US_IDX);
+    let k = (c - u) & 0xffff;
+    if (k === 0) return 0;
+    if (k > ((this.publishedAvail - u) & 0xffff)) {
+      // more used than outstanding: the device is broken
+      this.stats.badUsed++;
+      this.broken = true;
+      return 0;
+    }
+    this.usedCache = c;
+    if (k > max) k = max;
+    const tokenOf = this.tokenOf;
+    const mask = this.mask;
+    for (let i = 0; i < k; i++) tokensOut[i] = tokenOf[(u + i) & mask];
+    this.numFree += k;
+    this.usedIdx = (u + k) & 0xffff;
+    if (this.intrEnabled && this.eventIdx) this.rearmInterrupts();
+    return k;
   }
 
   needsKick(): boolean {

@@ -136,3 +136,79 @@ test('packed driver IN_ORDER: one used descriptor for a batch, across the ring w
   assert.equal(drv.reclaimTx(out, 16), 1);
   assert.equal(out[0], 33);
 });
+
+const r32 = (gpa: number): number => dv.getUint32(gm.bigOff(gpa), true);
+
+test('split driver IN_ORDER postTxPrepared: descriptor = avail position, reclaim by count across the idx wrap', () => {
+  const l = vringLayout(A, 8);
+  const drv = new SplitDriver(gm.mem, { size: 8, ...l, features: F_VERSION_1 | F_IN_ORDER, startIdx: 0xfffb });
+  const n = 6;
+  for (let i = 0; i < n; i++) {
+    addrs[i] = B + 0x1000 * i + 0x100000000 * 0; // within memory
+    lens[i] = drv.hdrLen + 60 + i;
+    toks[i] = 100 + i;
+  }
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, n), n);
+  assert.equal(r16(l.availAddr + 2), (0xfffb + n) & 0xffff, 'avail idx published');
+  for (let i = 0; i < n; i++) {
+    const slot = (0xfffb + i) & 7;
+    assert.equal(r16(l.availAddr + 4 + 2 * slot), slot, 'avail ring is the identity');
+    const d = l.descAddr + 16 * slot;
+    assert.equal(r32(d), B + 0x1000 * i);
+    assert.equal(r32(d + 4), 0);
+    assert.equal(r32(d + 8), drv.hdrLen + 60 + i);
+    assert.equal(r16(d + 12), 0, 'no flags');
+  }
+  assert.equal(drv.freeCount, 2);
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, n), 2, 'only the free slots');
+  // the device reports 5 used (used entries left unwritten: IN_ORDER lets the driver count)
+  w16(l.usedAddr + 2, (0xfffb + 5) & 0xffff);
+  assert.equal(drv.reclaimTx(out, 3), 3, 'at most max');
+  assert.deepEqual([...out.subarray(0, 3)], [100, 101, 102]);
+  assert.equal(drv.reclaimTx(out, 16), 2);
+  assert.deepEqual([...out.subarray(0, 2)], [103, 104]);
+  assert.equal(drv.freeCount, 5);
+  assert.equal(drv.reclaimTx(out, 16), 0);
+  // a used idx beyond what is outstanding breaks the queue
+  w16(l.usedAddr + 2, (0xfffb + 9) & 0xffff);
+  assert.equal(drv.reclaimTx(out, 16), 0);
+  assert.equal(drv.broken, true);
+  assert.equal(drv.stats.badUsed, 1);
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 0, 'broken queue takes nothing');
+});
+
+test('split driver IN_ORDER: postTx, postTxPrepared and a 64-bit address share one descriptor per position', () => {
+  const l = vringLayout(A, 8);
+  const drv = new SplitDriver(gm.mem, { size: 8, ...l, features: F_VERSION_1 | F_IN_ORDER });
+  assert.equal(post(drv, [1, 2]), 2);
+  addrs[0] = 0x7f12_3456_7000;
+  lens[0] = drv.hdrLen + 64;
+  toks[0] = 3;
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 1);
+  const d = l.descAddr + 16 * 2;
+  assert.equal(r32(d), 0x3456_7000);
+  assert.equal(r32(d + 4), 0x7f12);
+  lens[0] = 3; // shorter than the header
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 0);
+  assert.equal(drv.stats.badBuf, 1);
+  w16(l.usedAddr + 2, 3);
+  assert.equal(drv.reclaimTx(out, 16), 3);
+  assert.deepEqual([...out.subarray(0, 3)], [1, 2, 3]);
+});
+
+test('postTxPrepared without IN_ORDER checks addresses like postTx', () => {
+  const l = vringLayout(A, 8);
+  const drv = new SplitDriver(gm.mem, { size: 8, ...l, features: F_VERSION_1 });
+  addrs[0] = 0x900000;
+  lens[0] = 100;
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 0);
+  assert.equal(drv.stats.badBuf, 1);
+  addrs[0] = B;
+  toks[0] = 9;
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 1);
+  const head = r16(l.availAddr + 4);
+  w32(l.usedAddr + 4, head);
+  w16(l.usedAddr + 2, 1);
+  assert.equal(drv.reclaimTx(out, 16), 1);
+  assert.equal(out[0], 9);
+});
