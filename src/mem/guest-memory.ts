@@ -17,14 +17,16 @@
  * throw: they return -1 / false on a bad range.
  */
 
+import { copyWords, WORD_COPY_MAX } from './copy.js';
+
 /** Largest address we accept: beyond this, doubles stop being exact. */
 export const MAX_ADDR = Number.MAX_SAFE_INTEGER;
 /** Largest single translated length (a descriptor length is 32-bit). */
 export const MAX_LEN = 0xffffffff;
 /** Window size for mapping big regions (koffi views over 4 GiB abort). */
 export const WINDOW_SIZE = 1 << 30;
-/** Copies up to this size go 4 bytes at a time through DataViews (no subarray allocation). */
-const SMALL_COPY = 512;
+/** Copies up to this size go 4 bytes at a time (no subarray allocation). */
+const SMALL_COPY = WORD_COPY_MAX;
 
 /** Copy len bytes; offsets are relative to each array (and its DataView). */
 function copySmall(
@@ -34,10 +36,8 @@ function copySmall(
   let i = 0;
   if (dw !== null && sw !== null && ((doff | soff) & 3) === 0) {
     // both sides 4-byte aligned (the common case: mbuf data and virtio buffers): whole words
-    const d = doff >> 2;
-    const s = soff >> 2;
     const n = len >> 2;
-    for (let k = 0; k < n; k++) dw[d + k] = sw[s + k];
+    copyWords(dw, doff >> 2, sw, soff >> 2, n);
     i = n << 2;
   } else {
     for (; i + 4 <= len; i += 4) ddv.setUint32(doff + i, sdv.getUint32(soff + i, true), true);

@@ -5,6 +5,7 @@
  */
 
 import type { GuestMemory } from '../mem/guest-memory.js';
+import { copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 import {
   AV_FLAGS,
   AV_IDX,
@@ -44,12 +45,6 @@ import {
 } from './device-queue.js';
 
 const EMPTY_BYTES = new Uint8Array(0);
-/**
- * Frames up to this size are copied 32 bits at a time; larger ones with
- * TypedArray.set over a subarray (a memcpy, but one small view object per
- * frame: measured faster from ~384 bytes up).
- */
-const WORD_COPY_MAX = 256;
 
 /** Device side of a split virtqueue. */
 export class SplitDevice extends DeviceQueue {
@@ -179,10 +174,8 @@ export class SplitDevice extends DeviceQueue {
         const sw = this.fwW32;
         if (addr >= this.fwGpa && addr + len <= this.fwEnd && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && sw !== null && (so & 3) === 0) {
           if (flen <= WORD_COPY_MAX) {
-            const s4 = so >> 2;
-            const d4 = d0 >> 2;
             const nw = flen >> 2;
-            for (let k = 0; k < nw; k++) dw[d4 + k] = sw[s4 + k];
+            copyWords(dw, d0 >> 2, sw, so >> 2, nw);
             for (let k = nw << 2; k < flen; k++) dst[d0 + k] = this.fwBytes[so + k];
           } else {
             dst.set(this.fwBytes.subarray(so, so + flen), d0);
@@ -274,10 +267,8 @@ export class SplitDevice extends DeviceQueue {
             dw[h4 + 1] = 0;
             dw[h4 + 2] = hdrW2;
             if (flen <= WORD_COPY_MAX) {
-              const d4 = h4 + 3;
-              const s4 = so >> 2;
               const nw = flen >> 2;
-              for (let k = 0; k < nw; k++) dw[d4 + k] = sw[s4 + k];
+              copyWords(dw, h4 + 3, sw, so >> 2, nw);
               const fb = this.fwBytes;
               for (let k = nw << 2; k < flen; k++) fb[wo + 12 + k] = src[so + k];
             } else {
