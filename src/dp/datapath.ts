@@ -11,7 +11,9 @@
 import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
 import { BURST, tallyDrop } from '../pmd/port.js';
-import { FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED } from './flow-key.js';
+import {
+  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, W_TP, W_L3_SRC, W_L3_DST,
+} from './flow-key.js';
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
 import { ExactMatchCache } from './emc.js';
@@ -76,7 +78,9 @@ export class Datapath {
   private dirty: number[] = [];
   private readonly rxBuf = new Int32Array(BURST);
   private txSources: { portNo: number; ring: Ring }[] = [];
-  private readonly key = new Uint32Array(FLOW_WORDS);
+  /** Two flow-key buffers: processBurst extracts into one while the other holds the previous lookup's key. */
+  private readonly keyA = new Uint32Array(FLOW_WORDS);
+  private readonly keyB = new Uint32Array(FLOW_WORDS);
   private readonly outPorts = new Int32Array(MAX_OUT);
   private readonly st = new Int32Array(EXEC_STATE_WORDS);
   private readonly one = new Int32Array(1);
@@ -342,14 +346,41 @@ export class Datapath {
     this.stats.idleNs += elapsedNs - b;
   }
 
+  /**
+   * Classify and act on rxBuf[0..n) from inPort.
+   *
+   * Runs of identical keys (common: a burst usually carries few flows, often
+   * one) are looked up once: a packet whose key equals the previous looked-up
+   * packet's key reuses that lookup's flow and skips hashing and the caches
+   * (OVS batches packets per flow in a similar way). Counters stay as the
+   * per-packet path would leave them: while the key is known to be in the EMC
+   * the reused packets count as EMC hits, otherwise as megaflow hits that
+   * retry the (probabilistic) EMC insert, exactly as a fresh lookup would.
+   * Only the classifier's own hit counters (subtable ranking) see one hit per
+   * run. The run ends at the burst's end and at every miss (an upcall may
+   * install or remove flows synchronously), so no stale flow is ever used.
+   * Flow statistics (packets, bytes, used) are added once per run.
+   */
   private processBurst(inPort: number, n: number): void {
     const pool = this.pool;
     const data = pool.data;
-    const key = this.key;
     const st = this.stats;
+    const emc = this.emc;
+    const rxBuf = this.rxBuf;
+    let key = this.keyA;
+    let prev = this.keyB;
+    /** Flow of the current run (-1: none) and what is known about its key. */
+    let runFlow = -1;
+    let runInEmc = false;
+    let runHash = 0;
+    let runProg: Int32Array | null = null;
+    /** Output port when runProg is a single OUTPUT (no interpreter needed), else -1. */
+    let runOut = -1;
+    let runPackets = 0;
+    let runBytes = 0;
     st.rxPackets += n;
     for (let i = 0; i < n; i++) {
-      const h = this.rxBuf[i];
+      const h = rxBuf[i];
       const off = pool.dataOffset(h);
       const len = pool.dataLen[h];
       const status = extractKey(data, off, len, inPort, key, 0);
@@ -359,36 +390,74 @@ export class Datapath {
         this.drop('malformed', 1);
         continue;
       }
+      if (runFlow >= 0 && sameKey(key, prev)) {
+        if (runInEmc) st.emcHits++;
+        else {
+          st.megaflowHits++;
+          if (emc.insert(key, 0, runHash, runFlow)) runInEmc = true;
+        }
+        runPackets++;
+        runBytes += len;
+        if (runOut >= 0) this.enqueueTx(runOut, h);
+        else if (runProg !== null) this.runActions(h, runProg);
+        else this.dropNoRule(h);
+        continue;
+      }
+      // a new key: close the previous run
+      if (runPackets > 0) {
+        this.flowPackets[runFlow] += runPackets;
+        this.flowBytes[runFlow] += runBytes;
+        this.flowUsed[runFlow] = this.nowMs;
+        runPackets = 0;
+        runBytes = 0;
+      }
+      runFlow = -1;
       const hash = hashKey(key, 0, HASH_BASIS);
-      let flow = this.emc.lookup(key, 0, hash);
+      let flow = emc.lookup(key, 0, hash);
+      let inEmc = true;
       if (flow >= 0) st.emcHits++;
       else {
         flow = this.cls.lookup(key, 0);
         if (flow >= 0) {
           st.megaflowHits++;
-          this.emc.insert(key, 0, hash, flow);
+          inEmc = emc.insert(key, 0, hash, flow);
         }
       }
       if (flow < 0) {
         st.misses++;
-        this.doUpcall(h, inPort, off, len, hash | 0);
+        this.doUpcall(h, inPort, off, len, hash, key);
         continue;
       }
-      this.flowPackets[flow]++;
-      this.flowBytes[flow] += len;
-      this.flowUsed[flow] = this.nowMs;
+      // start a run: this key becomes `prev`, the next packet extracts into the other buffer
+      const t = prev;
+      prev = key;
+      key = t;
+      runFlow = flow;
+      runInEmc = inEmc;
+      runHash = hash;
+      runPackets = 1;
+      runBytes = len;
       const prog = this.flowProg[flow];
-      if (prog === null) {
-        this.one[0] = h;
-        pool.free(this.one, 1);
-        this.drop('no-rule', 1);
-        continue;
-      }
-      this.runActions(h, prog);
+      runProg = prog;
+      runOut = prog !== null && prog.length === 2 && prog[0] === OP_OUTPUT ? prog[1] : -1;
+      if (runOut >= 0) this.enqueueTx(runOut, h);
+      else if (prog !== null) this.runActions(h, prog);
+      else this.dropNoRule(h);
+    }
+    if (runPackets > 0) {
+      this.flowPackets[runFlow] += runPackets;
+      this.flowBytes[runFlow] += runBytes;
+      this.flowUsed[runFlow] = this.nowMs;
     }
   }
 
-  private doUpcall(h: number, inPort: number, off: number, len: number, hash: number): void {
+  private dropNoRule(h: number): void {
+    this.one[0] = h;
+    this.pool.free(this.one, 1);
+    this.drop('no-rule', 1);
+  }
+
+  private doUpcall(h: number, inPort: number, off: number, len: number, hash: number, key: Uint32Array): void {
     if (this.pendingCount >= MAX_PENDING) {
       this.one[0] = h;
       this.pool.free(this.one, 1);
@@ -407,7 +476,7 @@ export class Datapath {
     this.pendingCount++;
     // an upcall for this exact key already in flight: wait behind it instead of sending another
     const leader = this.inflight.get(hash);
-    if (leader !== undefined && this.sameKey(leader)) {
+    if (leader !== undefined && this.samePendingKey(leader, key)) {
       this.pendingLeader[slot] = leader;
       const tail = this.pendingTail[leader];
       this.pendingChain[tail] = slot;
@@ -418,17 +487,16 @@ export class Datapath {
     this.pendingLeader[slot] = slot;
     this.pendingTail[slot] = slot;
     this.pendingHash[slot] = hash;
-    this.pendingKey.set(this.key, slot * FLOW_WORDS);
+    this.pendingKey.set(key, slot * FLOW_WORDS);
     this.inflight.set(hash, slot);
     this.stats.upcalls++;
-    this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), this.key);
+    this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), key);
   }
 
-  private sameKey(slot: number): boolean {
+  private samePendingKey(slot: number, key: Uint32Array): boolean {
     const base = slot * FLOW_WORDS;
-    const k = this.key;
     const pk = this.pendingKey;
-    for (let i = 0; i < FLOW_WORDS; i++) if (pk[base + i] !== k[i]) return false;
+    for (let i = 0; i < FLOW_WORDS; i++) if (pk[base + i] !== key[i]) return false;
     return true;
   }
 
@@ -547,4 +615,12 @@ export class Datapath {
     this.flowUsed = grow(this.flowUsed);
     this.flowCreated = grow(this.flowCreated);
   }
+}
+
+/** a == b over all FLOW_WORDS words (straight-line; the words that vary most between flows first). */
+function sameKey(a: Uint32Array, b: Uint32Array): boolean {
+  return a[W_TP] === b[W_TP] && a[W_L3_SRC] === b[W_L3_SRC] && a[W_L3_DST] === b[W_L3_DST] &&
+    a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4] && a[5] === b[5] &&
+    a[8] === b[8] && a[9] === b[9] && a[10] === b[10] && a[12] === b[12] && a[13] === b[13] &&
+    a[14] === b[14] && a[15] === b[15];
 }

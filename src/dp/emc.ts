@@ -6,11 +6,13 @@
  * (other_config:emc-insert-inv-prob, default 100; 1 = always, 0 = never), so
  * that a flood of short flows does not thrash the cache.
  *
- * Lookups compare the hash and then every key word. Zero allocation.
+ * Lookups compare the hash and then every key word (straight-line, most
+ * variable words first, early exit). Zero allocation. Hashes are int32
+ * (hashKey's value; any int32 works, it only has to be the same for equal keys).
  * Values are caller ids (>= 0); invalidate when the megaflow they name dies.
  */
 
-import { FLOW_WORDS } from './flow-key.js';
+import { FLOW_WORDS, W_TP, W_L3_SRC, W_L3_DST } from './flow-key.js';
 
 export const EMC_DEFAULT_ENTRIES = 8192;
 export const EMC_DEFAULT_INSERT_INV_PROB = 100;
@@ -19,7 +21,7 @@ export class ExactMatchCache {
   readonly entries: number;
   private readonly shift: number;
   private readonly keys: Uint32Array;
-  private readonly hashes: Uint32Array;
+  private readonly hashes: Int32Array;
   /** Value per slot, -1 = empty. */
   private readonly values: Int32Array;
   private rng: number;
@@ -37,7 +39,7 @@ export class ExactMatchCache {
     this.entries = entries;
     this.shift = 31 - Math.clz32(entries);
     this.keys = new Uint32Array(entries * FLOW_WORDS);
-    this.hashes = new Uint32Array(entries);
+    this.hashes = new Int32Array(entries);
     this.values = new Int32Array(entries).fill(-1);
     this.insertInvProb = insertInvProb;
     this.rng = (seed | 0) || 1;
@@ -45,14 +47,19 @@ export class ExactMatchCache {
 
   /** Value cached for this exact key (hash = hashKey(key)), or -1. */
   lookup(key: Uint32Array, keyOff: number, hash: number): number {
+    hash |= 0;
     const m = this.entries - 1;
-    let i = hash & m;
-    for (let seg = 0; seg < 2; seg++) {
-      if (this.values[i] >= 0 && this.hashes[i] === hash && this.sameKey(i, key, keyOff)) {
-        this.hits++;
-        return this.values[i];
-      }
-      i = (hash >>> this.shift) & m;
+    const values = this.values;
+    const hashes = this.hashes;
+    const a = hash & m;
+    if (hashes[a] === hash && values[a] >= 0 && this.sameKey(a, key, keyOff)) {
+      this.hits++;
+      return values[a];
+    }
+    const b = (hash >>> this.shift) & m;
+    if (hashes[b] === hash && values[b] >= 0 && this.sameKey(b, key, keyOff)) {
+      this.hits++;
+      return values[b];
     }
     this.misses++;
     return -1;
@@ -79,6 +86,7 @@ export class ExactMatchCache {
 
   /** Insert unconditionally. */
   insertAlways(key: Uint32Array, keyOff: number, hash: number, value: number): void {
+    hash |= 0;
     const m = this.entries - 1;
     const a = hash & m;
     const b = (hash >>> this.shift) & m;
@@ -87,7 +95,7 @@ export class ExactMatchCache {
     else if (this.values[b] >= 0 && this.hashes[b] === hash && this.sameKey(b, key, keyOff)) slot = b;
     else if (this.values[a] < 0) slot = a;
     else if (this.values[b] < 0) slot = b;
-    else slot = this.hashes[a] <= this.hashes[b] ? a : b;
+    else slot = (this.hashes[a] >>> 0) <= (this.hashes[b] >>> 0) ? a : b; // the smaller hash as u32, as before
     if (this.values[slot] < 0) this.used++;
     const base = slot * FLOW_WORDS;
     for (let w = 0; w < FLOW_WORDS; w++) this.keys[base + w] = key[keyOff + w];
@@ -108,6 +116,7 @@ export class ExactMatchCache {
 
   /** Drop the entry for this key, if cached. */
   invalidateKey(key: Uint32Array, keyOff: number, hash: number): boolean {
+    hash |= 0;
     const m = this.entries - 1;
     let i = hash & m;
     for (let seg = 0; seg < 2; seg++) {
@@ -128,9 +137,15 @@ export class ExactMatchCache {
   }
 
   private sameKey(slot: number, key: Uint32Array, keyOff: number): boolean {
-    const base = slot * FLOW_WORDS;
+    const b = slot * FLOW_WORDS;
     const k = this.keys;
-    for (let w = 0; w < FLOW_WORDS; w++) if (k[base + w] !== key[keyOff + w]) return false;
-    return true;
+    const o = keyOff;
+    // unrolled (a 16-step loop costs ~3x more here); the words that vary most between flows first
+    return k[b + W_TP] === key[o + W_TP] && k[b + W_L3_SRC] === key[o + W_L3_SRC] &&
+      k[b + W_L3_DST] === key[o + W_L3_DST] && k[b] === key[o] &&
+      k[b + 1] === key[o + 1] && k[b + 2] === key[o + 2] && k[b + 3] === key[o + 3] &&
+      k[b + 4] === key[o + 4] && k[b + 5] === key[o + 5] && k[b + 8] === key[o + 8] &&
+      k[b + 9] === key[o + 9] && k[b + 10] === key[o + 10] && k[b + 12] === key[o + 12] &&
+      k[b + 13] === key[o + 13] && k[b + 14] === key[o + 14] && k[b + 15] === key[o + 15];
   }
 }

@@ -92,122 +92,206 @@ function viewOf(arr: Uint8Array): DataView {
 /**
  * Extract the flow key of the frame bytes [off, off+len) received on inPort
  * into key[keyOff .. keyOff+FLOW_WORDS). Never throws, never allocates.
- * The key is always fully written (unparsed fields are 0).
+ * The key is always fully written (unparsed fields are 0); every path writes
+ * each word exactly once (no zero-fill first: this runs once per packet).
+ *
+ * The common frame (untagged IPv4 without options or fragmentation, carrying
+ * complete TCP or UDP headers) takes a short path small enough for the JIT to
+ * inline into the caller; everything else goes to extractKeyFull. Both give
+ * the same key and status (a property test checks it).
  */
 export function extractKey(
   frame: Uint8Array, off: number, len: number, inPort: number,
   key: Uint32Array, keyOff: number,
 ): number {
-  for (let i = 0; i < FLOW_WORDS; i++) key[keyOff + i] = 0;
-  key[keyOff + W_IN_PORT] = inPort >>> 0;
+  if (off >= 0 && len >= 42 && off + len <= frame.length) {
+    const dv = viewOf(frame);
+    const p = off + 14;
+    if (dv.getUint16(off + 12) === ETH_TYPE_IP && frame[p] === 0x45) {
+      const totLen = dv.getUint16(p + 2);
+      const proto = frame[p + 9];
+      // no MF flag, offset 0; L4 header complete inside the IP length, which fits in the frame
+      if ((dv.getUint16(p + 6) & 0x3fff) === 0 && totLen <= len - 14 &&
+        ((proto === IPPROTO_UDP && totLen >= 28) || (proto === IPPROTO_TCP && totLen >= 40))) {
+        const ko = keyOff;
+        key[ko] = inPort >>> 0;
+        key[ko + W_DL_HI] = ((dv.getUint16(off + 6) << 16) | dv.getUint16(off)) >>> 0;
+        key[ko + W_DL_SRC_LO] = dv.getUint32(off + 8);
+        key[ko + W_DL_DST_LO] = dv.getUint32(off + 2);
+        key[ko + W_TYPE_TCI] = ETH_TYPE_IP << 16;
+        key[ko + W_NW] = ((proto << 24) | ((frame[p + 1] & 0xfc) << 16) | (frame[p + 8] << 8)) >>> 0;
+        key[ko + W_TP] = dv.getUint32(p + 20);
+        key[ko + W_L3_SRC] = dv.getUint32(p + 12);
+        key[ko + W_L3_SRC + 1] = 0;
+        key[ko + W_L3_SRC + 2] = 0;
+        key[ko + W_L3_SRC + 3] = 0;
+        key[ko + W_L3_DST] = dv.getUint32(p + 16);
+        key[ko + W_L3_DST + 1] = 0;
+        key[ko + W_L3_DST + 2] = 0;
+        key[ko + W_L3_DST + 3] = 0;
+        key[ko + W_VLAN2] = 0;
+        return KEY_OK;
+      }
+    }
+  }
+  return extractKeyFull(frame, off, len, inPort, key, keyOff);
+}
+
+/** extractKey for any frame (see there). */
+export function extractKeyFull(
+  frame: Uint8Array, off: number, len: number, inPort: number,
+  key: Uint32Array, keyOff: number,
+): number {
+  const ko = keyOff;
+  key[ko] = inPort >>> 0;
   if (off < 0 || len < 0 || off + len > frame.length) {
-    if (off < 0 || off > frame.length) return KEY_TRUNCATED;
+    if (off < 0 || off > frame.length) { zeroFrom1(key, ko); return KEY_TRUNCATED; }
     len = frame.length - off;
   }
   const end = off + len;
-  if (len < 14) return KEY_TRUNCATED;
+  if (len < 14) { zeroFrom1(key, ko); return KEY_TRUNCATED; }
   const f = frame;
   // big-endian 16/32-bit loads through a DataView (cached per buffer); every load below is preceded
   // by a bounds check against end <= frame.length, so none can throw
   const dv = viewOf(f);
-  key[keyOff + W_DL_HI] = ((dv.getUint16(off + 6) << 16) | dv.getUint16(off)) >>> 0;
-  key[keyOff + W_DL_SRC_LO] = dv.getUint32(off + 8);
-  key[keyOff + W_DL_DST_LO] = dv.getUint32(off + 2);
-  let p = off + 12;
-  let type = (f[p] << 8) | f[p + 1];
-  p += 2;
+  key[ko + W_DL_HI] = ((dv.getUint16(off + 6) << 16) | dv.getUint16(off)) >>> 0;
+  key[ko + W_DL_SRC_LO] = dv.getUint32(off + 8);
+  key[ko + W_DL_DST_LO] = dv.getUint32(off + 2);
+  let p = off + 14;
+  let type = dv.getUint16(off + 12);
   let tci = 0;
+  let tci2 = 0;
   if (type === ETH_TYPE_VLAN || type === ETH_TYPE_VLAN_8021AD) {
-    if (p + 4 > end) return KEY_TRUNCATED;
-    tci = (((f[p] << 8) | f[p + 1]) & ~VLAN_CFI) | VLAN_CFI;
-    type = (f[p + 2] << 8) | f[p + 3];
+    if (p + 4 > end) {
+      // frame ends inside the outer tag: no dl_type, no tci
+      key[ko + W_TYPE_TCI] = 0;
+      key[ko + W_VLAN2] = 0;
+      zeroL3(key, ko);
+      return KEY_TRUNCATED;
+    }
+    tci = (dv.getUint16(p) & ~VLAN_CFI) | VLAN_CFI;
+    type = dv.getUint16(p + 2);
     p += 4;
-    key[keyOff + W_TYPE_TCI] = tci;
     if (type === ETH_TYPE_VLAN) {
-      if (p + 4 > end) return KEY_TRUNCATED;
-      key[keyOff + W_VLAN2] = (((f[p] << 8) | f[p + 1]) & ~VLAN_CFI) | VLAN_CFI;
-      type = (f[p + 2] << 8) | f[p + 3];
+      if (p + 4 > end) {
+        // ends inside the inner tag: the outer tci is known, dl_type is not
+        key[ko + W_TYPE_TCI] = tci;
+        key[ko + W_VLAN2] = 0;
+        zeroL3(key, ko);
+        return KEY_TRUNCATED;
+      }
+      tci2 = (dv.getUint16(p) & ~VLAN_CFI) | VLAN_CFI;
+      type = dv.getUint16(p + 2);
       p += 4;
     }
   }
-  key[keyOff + W_TYPE_TCI] = ((type << 16) | tci) >>> 0;
+  key[ko + W_TYPE_TCI] = ((type << 16) | tci) >>> 0;
+  key[ko + W_VLAN2] = tci2;
 
   if (type === ETH_TYPE_IP) {
-    if (p + 20 > end) return KEY_TRUNCATED;
+    if (p + 20 > end) { zeroL3(key, ko); return KEY_TRUNCATED; }
     const vihl = f[p];
-    if ((vihl >> 4) !== 4) return KEY_MALFORMED;
     const hlen = (vihl & 15) * 4;
-    if (hlen < 20) return KEY_MALFORMED;
-    const totLen = (f[p + 2] << 8) | f[p + 3];
-    if (totLen < hlen) return KEY_MALFORMED;
-    const tos = f[p + 1] & 0xfc;
-    const fragOff = ((f[p + 6] << 8) | f[p + 7]) & 0x3fff; // MF + offset
+    const totLen = dv.getUint16(p + 2);
+    if ((vihl >> 4) !== 4 || hlen < 20 || totLen < hlen) { zeroL3(key, ko); return KEY_MALFORMED; }
+    const fragOff = dv.getUint16(p + 6) & 0x3fff; // MF + offset
     let frag = 0;
     if (fragOff !== 0) {
       frag = FRAG_ANY;
       if ((fragOff & 0x1fff) !== 0) frag |= FRAG_LATER;
     }
     const proto = f[p + 9];
-    key[keyOff + W_NW] = ((proto << 24) | (tos << 16) | (f[p + 8] << 8) | frag) >>> 0;
-    key[keyOff + W_L3_SRC] = dv.getUint32(p + 12);
-    key[keyOff + W_L3_DST] = dv.getUint32(p + 16);
-    if (p + hlen > end) return KEY_TRUNCATED;
+    key[ko + W_NW] = ((proto << 24) | ((f[p + 1] & 0xfc) << 16) | (f[p + 8] << 8) | frag) >>> 0;
+    key[ko + W_L3_SRC] = dv.getUint32(p + 12);
+    key[ko + W_L3_SRC + 1] = 0;
+    key[ko + W_L3_SRC + 2] = 0;
+    key[ko + W_L3_SRC + 3] = 0;
+    key[ko + W_L3_DST] = dv.getUint32(p + 16);
+    key[ko + W_L3_DST + 1] = 0;
+    key[ko + W_L3_DST + 2] = 0;
+    key[ko + W_L3_DST + 3] = 0;
+    if (p + hlen > end) { key[ko + W_TP] = 0; return KEY_TRUNCATED; }
     // L4 is bounded by the IP total length (ignores Ethernet padding).
     let l4end = p + totLen;
     let status = KEY_OK;
     if (l4end > end) { l4end = end; status = KEY_TRUNCATED; }
-    if ((frag & FRAG_LATER) !== 0) return status;
-    const st = extractL4(f, dv, p + hlen, l4end, proto, false, key, keyOff);
+    if ((frag & FRAG_LATER) !== 0) { key[ko + W_TP] = 0; return status; }
+    const st = extractL4(f, dv, p + hlen, l4end, proto, false, key, ko);
     return st !== KEY_OK ? st : status;
   }
   if (type === ETH_TYPE_IPV6) {
-    if (p + 40 > end) return KEY_TRUNCATED;
-    if ((f[p] >> 4) !== 6) return KEY_MALFORMED;
-    const tc = (((f[p] & 15) << 4) | (f[p + 1] >> 4)) & 0xfc;
-    const payLen = (f[p + 4] << 8) | f[p + 5];
+    if (p + 40 > end) { zeroL3(key, ko); return KEY_TRUNCATED; }
+    const b0 = f[p];
+    if ((b0 >> 4) !== 6) { zeroL3(key, ko); return KEY_MALFORMED; }
+    const tc = (((b0 & 15) << 4) | (f[p + 1] >> 4)) & 0xfc;
+    const payLen = dv.getUint16(p + 4);
     const nh = f[p + 6];
-    key[keyOff + W_NW] = ((nh << 24) | (tc << 16) | (f[p + 7] << 8)) >>> 0;
-    for (let w = 0; w < 4; w++) {
-      const s = p + 8 + w * 4;
-      key[keyOff + W_L3_SRC + w] = ((f[s] << 24) | (f[s + 1] << 16) | (f[s + 2] << 8) | f[s + 3]) >>> 0;
-      const d = p + 24 + w * 4;
-      key[keyOff + W_L3_DST + w] = ((f[d] << 24) | (f[d + 1] << 16) | (f[d + 2] << 8) | f[d + 3]) >>> 0;
-    }
+    key[ko + W_NW] = ((nh << 24) | (tc << 16) | (f[p + 7] << 8)) >>> 0;
+    key[ko + W_L3_SRC] = dv.getUint32(p + 8);
+    key[ko + W_L3_SRC + 1] = dv.getUint32(p + 12);
+    key[ko + W_L3_SRC + 2] = dv.getUint32(p + 16);
+    key[ko + W_L3_SRC + 3] = dv.getUint32(p + 20);
+    key[ko + W_L3_DST] = dv.getUint32(p + 24);
+    key[ko + W_L3_DST + 1] = dv.getUint32(p + 28);
+    key[ko + W_L3_DST + 2] = dv.getUint32(p + 32);
+    key[ko + W_L3_DST + 3] = dv.getUint32(p + 36);
     let l4end = p + 40 + payLen;
     let status = KEY_OK;
     if (l4end > end) { l4end = end; status = KEY_TRUNCATED; }
-    const st = extractL4(f, dv, p + 40, l4end, nh, true, key, keyOff);
+    const st = extractL4(f, dv, p + 40, l4end, nh, true, key, ko);
     return st !== KEY_OK ? st : status;
   }
   if (type === ETH_TYPE_ARP) {
-    if (p + 28 > end) return KEY_TRUNCATED;
-    const htype = (f[p] << 8) | f[p + 1];
-    const ptype = (f[p + 2] << 8) | f[p + 3];
-    if (htype !== 1 || ptype !== ETH_TYPE_IP || f[p + 4] !== 6 || f[p + 5] !== 4) return KEY_OK;
-    const op = ((f[p + 6] << 8) | f[p + 7]) & 0xff;
-    key[keyOff + W_NW] = (op << 24) >>> 0;
-    key[keyOff + W_L3_SRC] = ((f[p + 14] << 24) | (f[p + 15] << 16) | (f[p + 16] << 8) | f[p + 17]) >>> 0;
-    key[keyOff + W_L3_DST] = ((f[p + 24] << 24) | (f[p + 25] << 16) | (f[p + 26] << 8) | f[p + 27]) >>> 0;
+    if (p + 28 > end) { zeroL3(key, ko); return KEY_TRUNCATED; }
+    if (dv.getUint16(p) !== 1 || dv.getUint16(p + 2) !== ETH_TYPE_IP || f[p + 4] !== 6 || f[p + 5] !== 4) {
+      zeroL3(key, ko);
+      return KEY_OK;
+    }
+    key[ko + W_NW] = (f[p + 7] << 24) >>> 0; // low 8 bits of the opcode
+    key[ko + W_TP] = 0;
+    key[ko + W_L3_SRC] = dv.getUint32(p + 14);
+    key[ko + W_L3_SRC + 1] = 0;
+    key[ko + W_L3_SRC + 2] = 0;
+    key[ko + W_L3_SRC + 3] = 0;
+    key[ko + W_L3_DST] = dv.getUint32(p + 24);
+    key[ko + W_L3_DST + 1] = 0;
+    key[ko + W_L3_DST + 2] = 0;
+    key[ko + W_L3_DST + 3] = 0;
     return KEY_OK;
   }
+  zeroL3(key, ko);
   return KEY_OK;
 }
 
+/** Words W_NW..W_L3_DST+3 (5..14) = 0 (straight-line: loops over typed arrays cost more here). */
+function zeroL3(key: Uint32Array, ko: number): void {
+  key[ko + 5] = 0; key[ko + 6] = 0; key[ko + 7] = 0; key[ko + 8] = 0; key[ko + 9] = 0;
+  key[ko + 10] = 0; key[ko + 11] = 0; key[ko + 12] = 0; key[ko + 13] = 0; key[ko + 14] = 0;
+}
+
+/** Words 1..15 = 0 (frame too short for an Ethernet header). */
+function zeroFrom1(key: Uint32Array, ko: number): void {
+  key[ko + 1] = 0; key[ko + 2] = 0; key[ko + 3] = 0; key[ko + 4] = 0; key[ko + 15] = 0;
+  zeroL3(key, ko);
+}
+
+/** Writes W_TP (0 when the protocol carries no ports or they are cut off). */
 function extractL4(
   f: Uint8Array, dv: DataView, p: number, end: number, proto: number, v6: boolean,
   key: Uint32Array, keyOff: number,
 ): number {
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP) {
-    if (p + 4 > end) return KEY_TRUNCATED;
+    if (p + 4 > end) { key[keyOff + W_TP] = 0; return KEY_TRUNCATED; }
     key[keyOff + W_TP] = dv.getUint32(p);
     const min = proto === IPPROTO_TCP ? 20 : proto === IPPROTO_UDP ? 8 : 12;
     return p + min > end ? KEY_TRUNCATED : KEY_OK;
   }
   if ((!v6 && proto === IPPROTO_ICMP) || (v6 && proto === IPPROTO_ICMPV6)) {
-    if (p + 2 > end) return KEY_TRUNCATED;
+    if (p + 2 > end) { key[keyOff + W_TP] = 0; return KEY_TRUNCATED; }
     key[keyOff + W_TP] = ((f[p] << 16) | f[p + 1]) >>> 0;
     return p + 4 > end ? KEY_TRUNCATED : KEY_OK;
   }
+  key[keyOff + W_TP] = 0;
   return KEY_OK;
 }
 
@@ -250,13 +334,47 @@ export function hashMaskedWords(
   return finish(h, n);
 }
 
-/** Hash of the full (unmasked) key: for the exact-match cache. */
+/**
+ * Hash of the full (unmasked) key: for the exact-match cache, which compares
+ * the whole key on a hash match, so this needs spread, not strength. It is
+ * cheaper than hashMasked: each word is folded (k ^ k >>> 16: high bits reach
+ * the low half), multiplied by its own odd constant and summed (no serial
+ * chain of multiplies), then the sum goes through murmur3's finalizer. The
+ * IPv6 upper address words and the inner VLAN (words 8..10, 12..15), zero for
+ * most traffic, are only read further when one of them is set. Distinct
+ * constants per word keep swapped fields (src <-> dst) apart.
+ * Returns a SIGNED 32-bit value (an int32 crosses function boundaries
+ * unboxed; a u32 above 2^31 would be a heap number).
+ */
 export function hashKey(key: Uint32Array, keyOff: number, basis: number): number {
-  let h = basis | 0;
-  for (let i = 0; i < FLOW_WORDS; i++) {
-    h = mix(h, key[keyOff + i] | 0); // as int32: keeps mix's k an integer (u32 words above 2^31 are doubles)
+  const o = keyOff;
+  // words as int32 (| 0): u32 values above 2^31 would otherwise be doubles
+  let k = key[o] | 0;
+  let h = (basis + Math.imul(k ^ (k >>> 16), 0x2fa4ab0d)) | 0;
+  k = key[o + 1] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xdd71ce51)) | 0;
+  k = key[o + 2] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xdb1a1047)) | 0;
+  k = key[o + 3] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xd1e17cad)) | 0;
+  k = key[o + 4] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x22322591)) | 0;
+  k = key[o + 5] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xabfef849)) | 0;
+  k = key[o + 6] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x4d62a825)) | 0;
+  k = key[o + 7] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xe4c7cd8f)) | 0;
+  k = key[o + 11] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x4b7a8965)) | 0;
+  const up = key[o + 8] | key[o + 9] | key[o + 10] | key[o + 12] | key[o + 13] | key[o + 14] | key[o + 15];
+  if (up !== 0) {
+    k = key[o + 8] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xa94990b9)) | 0;
+    k = key[o + 9] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x11367baf)) | 0;
+    k = key[o + 10] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x63dbaca1)) | 0;
+    k = key[o + 12] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xe84b5027)) | 0;
+    k = key[o + 13] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x9ad83375)) | 0;
+    k = key[o + 14] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x03876567)) | 0;
+    k = key[o + 15] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x1d62f337)) | 0;
   }
-  return finish(h, FLOW_WORDS);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h | 0;
 }
 
 /** One murmur3 step: fold the 32-bit word k into h (small and closure-free: V8 inlines it). */
