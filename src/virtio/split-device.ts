@@ -158,6 +158,7 @@ export class SplitDevice extends DeviceQueue {
     let lu = this.lastUsed;
     let got = 0;
     let fast = 0;
+    let fastBytes = 0;
     for (let c = 0; c < n; c++) {
       const head = avail[AV_RING + (la & mask)];
       const o = head << 2;
@@ -181,8 +182,7 @@ export class SplitDevice extends DeviceQueue {
             dst.set(this.fwBytes.subarray(so, so + flen), d0);
           }
           lens[got++] = flen;
-          st.pkts++;
-          st.bytes += flen;
+          fastBytes += flen;
           const e = 1 + 2 * (lu & mask);
           used32[e] = head;
           used32[e + 1] = 0;
@@ -206,6 +206,8 @@ export class SplitDevice extends DeviceQueue {
     this.peekIdx = la;
     this.lastUsed = lu;
     st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
     this.publish();
     return got;
   }
@@ -243,6 +245,7 @@ export class SplitDevice extends DeviceQueue {
     const slen = src.length;
     let lu = this.lastUsed;
     let fast = 0;
+    let fastBytes = 0;
     let i = 0;
     for (; i < n; i++) {
       const flen = lens[i];
@@ -280,8 +283,7 @@ export class SplitDevice extends DeviceQueue {
             lu = (lu + 1) & 0xffff;
             la = (la + 1) & 0xffff;
             pending--;
-            st.pkts++;
-            st.bytes += flen;
+            fastBytes += flen;
             fast++;
             continue;
           }
@@ -301,6 +303,8 @@ export class SplitDevice extends DeviceQueue {
     this.peekIdx = la;
     this.lastUsed = lu;
     st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
     this.publish();
     return i;
   }
