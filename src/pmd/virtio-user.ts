@@ -491,7 +491,10 @@ export class VirtioUserPort implements Port, FrontendDevice {
       const ho = bufBase + h * stride + off - hdrLen; // header offset in pool.data
       if (words && (ho & 3) === 0) {
         const w = ho >> 2;
-        for (let x = 0; x < hdrLen >> 2; x++) data32[w + x] = 0;
+        data32[w] = 0;
+        data32[w + 1] = 0;
+        if (hdrLen === 12) data32[w + 2] = 0;
+        else for (let x = 2; x < hdrLen >> 2; x++) data32[w + x] = 0;
       } else {
         data.fill(0, ho, ho + hdrLen);
       }
