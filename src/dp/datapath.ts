@@ -77,6 +77,7 @@ export class Datapath {
   private readonly txCount = new Int32Array(MAX_PORTS);
   private dirty: number[] = [];
   private readonly rxBuf = new Int32Array(BURST);
+  private readonly rxBurstMax: number;
   private txSources: { portNo: number; ring: Ring }[] = [];
   /** Two flow-key buffers: processBurst extracts into one while the other holds the previous lookup's key. */
   private readonly keyA = new Uint32Array(FLOW_WORDS);
@@ -100,9 +101,16 @@ export class Datapath {
   private upcallSeq = 0;
   private nowMs = Date.now();
 
-  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number } = {}) {
+  /**
+   * opts.rxBurst: packets taken per rx call (1..BURST, default BURST); 1 turns
+   * off every per-burst shortcut (tests compare against it).
+   */
+  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number; rxBurst?: number } = {}) {
     this.pool = pool;
     this.sink = sink;
+    const rb = opts.rxBurst ?? BURST;
+    if (!(Number.isInteger(rb) && rb >= 1 && rb <= BURST)) throw new RangeError(`rxBurst must be an integer in 1..${BURST}, got ${rb}`);
+    this.rxBurstMax = rb;
     // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
     this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
     this.stats = {
@@ -315,7 +323,7 @@ export class Datapath {
       if (port === null) continue;
       const nq = port.nQueues;
       for (let q = 0; q < nq; q++) {
-        const n = port.rxBurst(q, this.rxBuf, BURST);
+        const n = port.rxBurst(q, this.rxBuf, this.rxBurstMax);
         if (n > 0) {
           total += n;
           this.processBurst(pn, n);
