@@ -8,9 +8,18 @@
  * of the switch's own work (vhost-user rx, flow key, caches, actions,
  * vhost-user tx), the same work a PMD thread does in `tsvs daemon`.
  *
- *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N]
+ * With --stages, the measured run is repeated under V8's sampling profiler
+ * (node:inspector) and the samples inside pollOnce are attributed to the
+ * stage of their innermost known function: rx (vhost-user dequeue, buffers),
+ * parse (flow key), lookup (hash, EMC, megaflow classifier), actions (action
+ * programs, per-port batching), tx (vhost-user enqueue, buffers freed),
+ * datapath (the per-packet loop itself) and poll (polling and bookkeeping).
+ * Each stage's share times the unprofiled ns/packet gives ns/packet by stage.
+ *
+ *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--stages]
  */
 import { parseArgs } from 'node:util';
+import { Session } from 'node:inspector/promises';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -24,7 +33,10 @@ import { TrafficGen } from '../../src/app/traffic.js';
 import { BURST } from '../../src/pmd/port.js';
 
 const { values } = parseArgs({
-  options: { packets: { type: 'string', default: '5000000' }, size: { type: 'string', default: '64' }, flows: { type: 'string', default: '1' } },
+  options: {
+    packets: { type: 'string', default: '5000000' }, size: { type: 'string', default: '64' }, flows: { type: 'string', default: '1' },
+    stages: { type: 'boolean', default: false },
+  },
 });
 const total = Number(values.packets);
 const size = Number(values.size);
@@ -87,13 +99,81 @@ function run(packets: number): { ns: number; moved: number; wallMs: number } {
 
 run(Math.min(500000, total)); // warm-up (JIT, first touch of the shared memory)
 const m = run(total);
+const stages = values.stages ? await stageProfile(total, m.ns) : undefined;
 console.log(JSON.stringify({
   size, flows, packets: m.moved, nsPerPacketSwitch: +m.ns.toFixed(1), mppsSwitchAlone: +(1e3 / m.ns).toFixed(2),
   mppsWholeLoop: +(m.moved / m.wallMs / 1e3).toFixed(3),
   drops: { ...p1.stats.drops, ...p2.stats.drops, ...dp.stats.drops },
+  ...(stages ? { stages } : {}),
 }));
 f1.close();
 f2.close();
 await Promise.all([p1.closeAsync(), p2.closeAsync()]);
 fs.rmSync(dir, { recursive: true, force: true });
 process.exit(0);
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string };
+  children?: number[];
+}
+
+/** Stage of a function (by name and file), or undefined for functions that do not define one. */
+function stageOf(fn: string, url: string): string | undefined {
+  const file = url.slice(url.lastIndexOf('/') + 1);
+  if (fn === 'rxBurst' && file === 'vhost-user.js') return 'rx';
+  if (fn === 'txBurst' && file === 'vhost-user.js') return 'tx';
+  if (fn === 'flushPort' || fn === 'flushAll') return 'tx';
+  if (file === 'flow-key.js') return fn.startsWith('hash') ? 'lookup' : 'parse';
+  if (file === 'emc.js' || file === 'classifier.js') return 'lookup';
+  if (file === 'actions.js' || fn === 'runActions' || fn === 'enqueueTx' || fn === 'outputCopies') return 'actions';
+  if (fn === 'processBurst') return 'datapath';
+  if (fn === 'pollOnce') return 'poll';
+  return undefined;
+}
+
+/** Run `packets` again under the sampling profiler; ns/packet by stage (shares of `nsPerPacket`). */
+async function stageProfile(packets: number, nsPerPacket: number): Promise<Record<string, number>> {
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 50 });
+  await session.post('Profiler.start');
+  run(packets);
+  const { profile } = (await session.post('Profiler.stop')) as unknown as { profile: { nodes: ProfileNode[]; samples: number[] } };
+  session.disconnect();
+  const parent = new Map<number, number>();
+  const byId = new Map<number, ProfileNode>();
+  for (const n of profile.nodes) {
+    byId.set(n.id, n);
+    for (const c of n.children ?? []) parent.set(c, n.id);
+  }
+  // stage of a node: its innermost ancestor-or-self with a stage, if pollOnce is on its stack
+  const memo = new Map<number, string | null>();
+  const stage = (id: number): string | null => {
+    const hit = memo.get(id);
+    if (hit !== undefined) return hit;
+    let s: string | null = null;
+    let inPoll = false;
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const n = byId.get(cur)!;
+      const st = stageOf(n.callFrame.functionName, n.callFrame.url);
+      if (st !== undefined && s === null) s = st;
+      if (n.callFrame.functionName === 'pollOnce') inPoll = true;
+    }
+    const r = inPoll ? s : null;
+    memo.set(id, r);
+    return r;
+  };
+  const count = new Map<string, number>();
+  let total = 0;
+  for (const id of profile.samples) {
+    const s = stage(id);
+    if (s === null) continue;
+    count.set(s, (count.get(s) ?? 0) + 1);
+    total++;
+  }
+  const out: Record<string, number> = {};
+  for (const k of ['rx', 'parse', 'lookup', 'actions', 'tx', 'datapath', 'poll']) out[k] = +(((count.get(k) ?? 0) / Math.max(1, total)) * nsPerPacket).toFixed(1);
+  return out;
+}
