@@ -4,7 +4,7 @@
  *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR]
  *   node dist/bench/run.js --scenario p2p --quick
  *
- * Scenarios: p2p, generator, kernel, latency, flows, memory (default: all).
+ * Scenarios: p2p, generator, kernel, latency, flows, memory, profile (default: all).
  * Results: bench/results/latest.json, latest.md, <scenario>.svg.
  * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
  */
@@ -21,8 +21,9 @@ import { kernel } from './kernel.js';
 import { latency } from './latency.js';
 import { flows } from './flows.js';
 import { memory } from './memory.js';
+import { profile } from './profile.js';
 
-export const SCENARIOS: Scenario[] = [p2p, generator, kernel, latency, flows, memory];
+export const SCENARIOS: Scenario[] = [p2p, generator, kernel, latency, flows, memory, profile];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> repo root. */
