@@ -104,33 +104,39 @@ export function extractKey(
   frame: Uint8Array, off: number, len: number, inPort: number,
   key: Uint32Array, keyOff: number,
 ): number {
+  // literal numbers below, not the W_* / ETH_TYPE_* constants: a module binding costs a load and a
+  // TDZ check per use, and the bytecode must stay under V8's inlining limit
   if (off >= 0 && len >= 42 && off + len <= frame.length) {
     const dv = viewOf(frame);
     const p = off + 14;
-    if (dv.getUint16(off + 12) === ETH_TYPE_IP && frame[p] === 0x45) {
+    const tv = dv.getUint32(off + 12); // dl_type, IP version/IHL, TOS
+    if ((tv >>> 8) === 0x080045) { // IPv4 without options
+      const ff = dv.getUint32(p + 6); // flags/fragment offset, TTL, protocol
+      const proto = ff & 0xff;
       const totLen = dv.getUint16(p + 2);
-      const proto = frame[p + 9];
       // no MF flag, offset 0; L4 header complete inside the IP length, which fits in the frame
-      if ((dv.getUint16(p + 6) & 0x3fff) === 0 && totLen <= len - 14 &&
-        ((proto === IPPROTO_UDP && totLen >= 28) || (proto === IPPROTO_TCP && totLen >= 40))) {
+      if ((ff & 0x3fff0000) === 0 && totLen <= len - 14 &&
+        ((proto === 17 && totLen >= 28) || (proto === 6 && totLen >= 40))) {
         const ko = keyOff;
-        key[ko] = inPort >>> 0;
-        key[ko + W_DL_HI] = ((dv.getUint16(off + 6) << 16) | dv.getUint16(off)) >>> 0;
-        key[ko + W_DL_SRC_LO] = dv.getUint32(off + 8);
-        key[ko + W_DL_DST_LO] = dv.getUint32(off + 2);
-        key[ko + W_TYPE_TCI] = ETH_TYPE_IP << 16;
-        key[ko + W_NW] = ((proto << 24) | ((frame[p + 1] & 0xfc) << 16) | (frame[p + 8] << 8)) >>> 0;
-        key[ko + W_TP] = dv.getUint32(p + 20);
-        key[ko + W_L3_SRC] = dv.getUint32(p + 12);
-        key[ko + W_L3_SRC + 1] = 0;
-        key[ko + W_L3_SRC + 2] = 0;
-        key[ko + W_L3_SRC + 3] = 0;
-        key[ko + W_L3_DST] = dv.getUint32(p + 16);
-        key[ko + W_L3_DST + 1] = 0;
-        key[ko + W_L3_DST + 2] = 0;
-        key[ko + W_L3_DST + 3] = 0;
-        key[ko + W_VLAN2] = 0;
-        return KEY_OK;
+        const a = dv.getUint32(off); // dst[0..3]
+        const b = dv.getUint32(off + 4); // dst[4..5] src[0..1]
+        key[ko] = inPort >>> 0; // W_IN_PORT
+        key[ko + 1] = ((b << 16) | (a >>> 16)) >>> 0; // W_DL_HI
+        key[ko + 2] = dv.getUint32(off + 8); // W_DL_SRC_LO
+        key[ko + 3] = ((a << 16) | (b >>> 16)) >>> 0; // W_DL_DST_LO
+        key[ko + 4] = 0x08000000; // W_TYPE_TCI: dl_type 0x0800, no tag
+        key[ko + 5] = ((ff << 24) | ((tv & 0xfc) << 16) | (ff & 0xff00)) >>> 0; // W_NW: proto, tos, ttl, frag 0
+        key[ko + 6] = dv.getUint32(p + 20); // W_TP
+        key[ko + 7] = dv.getUint32(p + 12); // W_L3_SRC
+        key[ko + 8] = 0;
+        key[ko + 9] = 0;
+        key[ko + 10] = 0;
+        key[ko + 11] = dv.getUint32(p + 16); // W_L3_DST
+        key[ko + 12] = 0;
+        key[ko + 13] = 0;
+        key[ko + 14] = 0;
+        key[ko + 15] = 0; // W_VLAN2
+        return 0; // KEY_OK
       }
     }
   }
