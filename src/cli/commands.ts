@@ -48,7 +48,12 @@ export const COMMANDS: CommandSpec[] = [
       'run-dir': { type: 'string', arg: 'DIR', help: 'sockets, config database, pid (env TSVS_RUN_DIR)' },
       'pmd-cpus': { type: 'string', arg: 'LIST', help: 'CPUs for PMD threads, e.g. 1 or 0,1 (one PMD per CPU)', default: 'one unpinned PMD' },
       'pmd-sleep-max': { type: 'string', arg: 'USEC', help: 'max idle sleep of a PMD in microseconds (0: busy poll)', default: '0' },
-      'pool-size': { type: 'string', arg: 'N', help: 'packet buffers in the shared mempool', default: '16384' },
+      'pool-size': { type: 'string', arg: 'N', help: 'packet buffers in the shared mempool (N x buffer size must stay under 1 GiB)', default: '16384' },
+      'max-mtu': {
+        type: 'string', arg: 'MTU',
+        help: 'largest port MTU, 68..9710; sizes the packet buffers (MTU + 22 rounded up to 128, + 128 headroom, at least 2176 B: 9000 -> 9216 B, 16384 buffers = 144 MiB)',
+        default: '1500',
+      },
       'log-level': { type: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error', default: 'info' },
     },
     load: () => import('../daemon/main.js'),

@@ -1,6 +1,6 @@
 /** `tsvs daemon`: run the switch in the foreground. */
 import { pino, destination } from 'pino';
-import { Switch } from './switch.js';
+import { Switch, SwitchConfigError, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
 import { UsageError } from '../cli/main.js';
 
@@ -30,13 +30,22 @@ export async function run(values: Record<string, unknown>): Promise<number> {
   const log = pino({ level, base: { pid: process.pid } }, destination(2));
   const runDir = (values['run-dir'] as string | undefined) ?? defaultRunDir();
   const pmdCpus = values['pmd-cpus'] !== undefined ? parseCpuList(String(values['pmd-cpus'])) : undefined;
-  const sw = await Switch.start({
-    runDir,
-    pmdCpus,
-    pmdSleepMaxUs: intArg(values['pmd-sleep-max'], 'pmd-sleep-max', 0, 1_000_000, 0),
-    poolSize: intArg(values['pool-size'], 'pool-size', 1024, 1 << 20, 16384),
-    log,
-  });
+  const maxMtu = intArg(values['max-mtu'], 'max-mtu', MIN_MAX_MTU, MAX_MAX_MTU, DEFAULT_MAX_MTU);
+  const poolSize = intArg(values['pool-size'], 'pool-size', 1024, 1 << 20, DEFAULT_POOL_SIZE);
+  let sw: Switch;
+  try {
+    sw = await Switch.start({
+      runDir,
+      pmdCpus,
+      pmdSleepMaxUs: intArg(values['pmd-sleep-max'], 'pmd-sleep-max', 0, 1_000_000, 0),
+      poolSize,
+      maxMtu,
+      log,
+    });
+  } catch (e) {
+    if (e instanceof SwitchConfigError) throw new UsageError(e.message);
+    throw e;
+  }
   return new Promise<number>((resolve) => {
     const done = (): void => resolve(0);
     sw.onShutdown = done;

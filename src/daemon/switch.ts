@@ -10,10 +10,10 @@
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
-import { Mempool } from '../mem/mempool.js';
+import { Mempool, MempoolError, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../mem/mempool.js';
 import { PmdThread, type UpcallMsg, type UpcallResults, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { newCrossPmdRing } from '../dp/remote-port.js';
-import type { PortInfo, PortSpec, PortKind } from '../dp/port-factory.js';
+import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-factory.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
 import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
@@ -22,11 +22,51 @@ import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';
 import { Bridge, DEFAULT_FLOW } from './bridge.js';
 import { qemuVhostUserArgs, qemuMemoryArgs } from '../app/qemu-args.js';
 
+/** MTU of ports when --max-mtu is not given. */
+export const DEFAULT_MAX_MTU = 1500;
+/** Smallest --max-mtu (IPv4's minimum MTU). */
+export const MIN_MAX_MTU = 68;
+/**
+ * Largest --max-mtu: OVS-DPDK's limit (a 9728-byte frame with CRC), more than
+ * any common jumbo setting (9000, 9216 frames).
+ */
+export const MAX_MAX_MTU = 9710;
+export const DEFAULT_POOL_SIZE = 16384;
+
+export interface BufferLayout {
+  /** The --max-mtu the layout was derived from. */
+  maxMtu: number;
+  /** Bytes of one packet buffer, headroom included. */
+  bufSize: number;
+  /** Bytes before the frame (virtio-net header, pushed VLAN tags). */
+  headroom: number;
+  /** bufSize - headroom: the longest frame one buffer holds. */
+  room: number;
+}
+
+/**
+ * Packet buffer size for ports of MTU up to maxMtu: headroom (128) plus the
+ * frame (MTU + Ethernet header + two VLAN tags) rounded up to 128 bytes, and
+ * never smaller than the default 2176-byte buffer (2048 bytes of room), so
+ * the default switch is unchanged: --max-mtu 1500 -> 2176, 9000 -> 9216,
+ * 9710 -> 9984.
+ */
+export function bufferLayout(maxMtu: number): BufferLayout {
+  if (!Number.isInteger(maxMtu) || maxMtu < MIN_MAX_MTU || maxMtu > MAX_MAX_MTU) {
+    throw new RangeError(`max MTU ${maxMtu} must be an integer in ${MIN_MAX_MTU}..${MAX_MAX_MTU}`);
+  }
+  const headroom = DEFAULT_HEADROOM;
+  const bufSize = Math.max(DEFAULT_BUF_SIZE, headroom + Math.ceil((maxMtu + FRAME_OVERHEAD) / 128) * 128);
+  return { maxMtu, bufSize, headroom, room: bufSize - headroom };
+}
+
 export interface SwitchOptions {
   runDir: string;
   pmdCpus?: number[];
   pmdSleepMaxUs?: number;
   poolSize?: number;
+  /** Largest port MTU; sizes the packet buffers (default 1500). */
+  maxMtu?: number;
   log: Logger;
   /** Revalidation period, ms. */
   revalidateMs?: number;
@@ -47,6 +87,8 @@ export class Switch {
   readonly log: Logger;
   readonly db: ConfigDb;
   readonly pool: Mempool;
+  /** Packet buffer sizes, from --max-mtu. */
+  readonly buffers: BufferLayout;
   readonly pmds: PmdThread[] = [];
   readonly control: ControlServer;
   private readonly bridges = new Map<string, Bridge>();
@@ -57,11 +99,26 @@ export class Switch {
   onShutdown: (() => void) | null = null;
 
   private constructor(opts: SwitchOptions) {
+    this.buffers = bufferLayout(opts.maxMtu ?? DEFAULT_MAX_MTU);
+    const count = opts.poolSize ?? DEFAULT_POOL_SIZE;
+    const { bufSize, headroom, maxMtu } = this.buffers;
+    try {
+      this.pool = Mempool.create({ name: 'tsvs-pool', count, bufSize, headroom });
+    } catch (e) {
+      if (!(e instanceof MempoolError)) throw e;
+      throw new SwitchConfigError(
+        `cannot make ${count} packet buffers of ${bufSize} B (--pool-size ${count}, --max-mtu ${maxMtu}): ${e.message}; lower --pool-size or --max-mtu`,
+      );
+    }
     this.paths = runPaths(opts.runDir);
     this.log = opts.log;
-    ensureRunDir(this.paths.dir);
-    this.db = ConfigDb.open(this.paths.db);
-    this.pool = Mempool.create({ name: 'tsvs-pool', count: opts.poolSize ?? 16384 });
+    try {
+      ensureRunDir(this.paths.dir);
+      this.db = ConfigDb.open(this.paths.db);
+    } catch (e) {
+      this.pool.close();
+      throw e;
+    }
     this.control = new ControlServer(this.paths.control);
   }
 
@@ -90,6 +147,11 @@ export class Switch {
     fs.writeFileSync(sw.paths.pid, `${process.pid}\n`);
     sw.revalTimer = setInterval(() => void sw.revalidate(), opts.revalidateMs ?? 500);
     sw.revalTimer.unref();
+    const b = sw.buffers;
+    sw.log.info(
+      { maxMtu: b.maxMtu, bufSize: b.bufSize, buffers: sw.pool.count, poolBytes: sw.poolBytes() },
+      `packet buffers: ${sw.pool.count} x ${b.bufSize} B = ${mib(sw.poolBytes())} MiB shared memory (ports up to MTU ${b.maxMtu}; frames up to ${b.room} B)`,
+    );
     sw.log.info({ runDir: sw.paths.dir, pmds: sw.pmds.length, control: sw.paths.control }, 'tsvs switch started');
     return sw;
   }
@@ -111,7 +173,23 @@ export class Switch {
     }
   }
 
+  /** Bytes of the packet buffer region (pages are taken as buffers are first used). */
+  poolBytes(): number {
+    return this.pool.region.bytes.length;
+  }
+
   // ---------------- ports ----------------
+
+  /** Why a port of MTU `mtu` cannot be opened on this switch, or null. */
+  private mtuProblem(mtu: number | undefined): string | null {
+    if (mtu === undefined) return null;
+    if (!Number.isInteger(mtu) || mtu < MIN_MAX_MTU) return `mtu ${String(mtu)} must be an integer >= ${MIN_MAX_MTU}`;
+    const b = this.buffers;
+    if (mtu > b.maxMtu) {
+      return `mtu ${mtu} is larger than the switch's --max-mtu ${b.maxMtu} (packet buffers of ${b.bufSize} B); restart the daemon with --max-mtu ${mtu} or more`;
+    }
+    return null;
+  }
 
   /** The PMD thread with the fewest rx queues polls a new port (OVS pmd-rxq-assign=roundrobin by load). */
   private pmdForNewPort(): PmdThread {
@@ -130,6 +208,8 @@ export class Switch {
     this.ports.set(p.ofport, rt);
     this.bridges.get(bridge)!.ports.set(p.ofport, p.name);
     try {
+      const problem = this.mtuProblem(p.mtu);
+      if (problem !== null) throw new Error(problem);
       rt.info = await pmd.addPort(p.ofport, this.portSpec(p));
       // other PMD threads reach this port through a ring drained by its owner
       for (const other of this.pmds) {
@@ -138,7 +218,13 @@ export class Switch {
         await other.addRemotePort(p.ofport, p.name, ring.bytes);
         await pmd.addTxSource(p.ofport, ring.bytes);
       }
-      this.log.info(`port ${p.name} (${p.type}, ofport ${p.ofport}) added to ${bridge}, polled by pmd ${pmd.id}`);
+      const mtu = rt.info.mtu;
+      this.log.info(`port ${p.name} (${p.type}, ofport ${p.ofport}${mtu !== undefined ? `, mtu ${mtu}` : ''}) added to ${bridge}, polled by pmd ${pmd.id}`);
+      if (mtu !== undefined && mtu > this.buffers.maxMtu) {
+        this.log.warn(
+          `port ${p.name}: its device's MTU ${mtu} is above --max-mtu ${this.buffers.maxMtu}: frames over ${this.buffers.room} B will be dropped (rx-too-big)`,
+        );
+      }
     } catch (e) {
       rt.error = (e as Error).message;
       this.log.error(`port ${p.name}: ${rt.error}`);
@@ -278,10 +364,17 @@ export class Switch {
       if ((type === 'tap' || type === 'afpacket') && p.iface === undefined && type === 'afpacket') throw new RpcError('--iface is required for type afpacket');
       const ofport = p.ofport !== undefined ? Number(p.ofport) : this.nextOfport();
       if (this.ports.has(ofport)) throw new RpcError(`ofport ${ofport} is in use`);
+      const mtu = p.mtu !== undefined && p.mtu !== null ? Number(p.mtu) : undefined;
+      if (mtu !== undefined) {
+        if (type === 'virtio-user') throw new RpcError(`cannot add port ${name}: --mtu is not supported for type virtio-user`);
+        const problem = this.mtuProblem(mtu);
+        if (problem !== null) throw new RpcError(`cannot add port ${name}: ${problem}`);
+      }
       const cfg: PortConfig = {
         name, type: type as PortConfig['type'], ofport, path: sock,
         iface: p.iface !== undefined ? String(p.iface) : type === 'tap' ? name : undefined,
         queues: p.queues !== undefined ? Number(p.queues) : undefined,
+        mtu,
       };
       await this.openPort(br.name, cfg);
       const rt = this.ports.get(ofport)!;
@@ -345,16 +438,26 @@ export class Switch {
         bridge: br.name,
         ports: [...br.ports.keys()].map((no) => {
           const rt = this.ports.get(no)!;
-          return { name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id };
+          return {
+            name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, mtu: rt.info?.mtu ?? rt.cfg.mtu,
+            link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id,
+          };
         }),
         rules: br.ruleCount(),
         macs: br.mac.size,
+        // switch-wide, repeated per bridge so that the answer stays a list of bridges
+        maxMtu: this.buffers.maxMtu,
+        bufSize: this.buffers.bufSize,
       }));
-      const lines: string[] = [`tsvs ${this.paths.dir}`];
+      const b0 = this.buffers;
+      const lines: string[] = [
+        `tsvs ${this.paths.dir}`,
+        `  max-mtu ${b0.maxMtu}: ${this.pool.count} packet buffers of ${b0.bufSize} B (frames up to ${b0.room} B), ${mib(this.poolBytes())} MiB`,
+      ];
       for (const b of data) {
         lines.push(`  Bridge ${b.bridge}  (${b.rules} rules, ${b.macs} learned MACs)`);
         for (const p of b.ports) {
-          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''} link=${p.link} pmd=${p.pmd}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
         }
       }
       return { text: lines.join('\n'), data };
@@ -467,6 +570,18 @@ export class Switch {
     }
     this.log.info('tsvs switch stopped');
   }
+}
+
+/** Configuration the switch cannot start with (bad sizes): reported to the user as is. */
+export class SwitchConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SwitchConfigError';
+  }
+}
+
+function mib(bytes: number): string {
+  return (bytes / (1 << 20)).toFixed(1);
 }
 
 function sameArray(a: ArrayLike<number>, b: ArrayLike<number>): boolean {

@@ -6,6 +6,7 @@ import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
 import { TapPort } from '../pmd/tap.js';
 import { AfPacketPort } from '../pmd/af-packet.js';
+import { L2_OVERHEAD } from '../pmd/kernel-port.js';
 import { VirtioUserPort } from '../pmd/virtio-user.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
 
@@ -25,6 +26,18 @@ export interface PortSpec {
   packed?: boolean;
 }
 
+/**
+ * Bytes a frame may have on top of its MTU: Ethernet header (14) and two
+ * VLAN tags (QinQ, 8). No FCS: no port type here hands us one. A port of MTU
+ * M needs pool buffers with at least M + FRAME_OVERHEAD bytes after the headroom.
+ */
+export const FRAME_OVERHEAD: number = L2_OVERHEAD;
+
+/** Largest MTU whose frames fit one buffer of `pool` (after its headroom). */
+export function poolMaxMtu(pool: Pick<Mempool, 'bufSize' | 'headroom'>): number {
+  return pool.bufSize - pool.headroom - FRAME_OVERHEAD;
+}
+
 /** What the control side learns about a port (postMessage-able). */
 export interface PortInfo {
   name: string;
@@ -32,11 +45,21 @@ export interface PortInfo {
   link: string;
   nQueues: number;
   status?: string;
+  /** The port's MTU when known: the kernel device's (tap, afpacket), the one offered in config space (vhost-user). */
+  mtu?: number;
   stats: Port['stats'];
 }
 
+/** The MTU a port reports, if any (control path: drivers expose `mtu`, vhost-user its device's). */
+function portMtu(p: Port): number | undefined {
+  const q = p as Port & { mtu?: unknown; device?: { mtu?: unknown } | null };
+  if (typeof q.mtu === 'number') return q.mtu;
+  if (q.device && typeof q.device.mtu === 'number') return q.device.mtu;
+  return undefined;
+}
+
 export function portInfo(p: Port): PortInfo {
-  return { name: p.name, type: p.type, link: p.link, nQueues: p.nQueues, status: p.status, stats: { ...p.stats, drops: { ...p.stats.drops } } };
+  return { name: p.name, type: p.type, link: p.link, nQueues: p.nQueues, status: p.status, mtu: portMtu(p), stats: { ...p.stats, drops: { ...p.stats.drops } } };
 }
 
 export class PortSpecError extends Error {
@@ -48,6 +71,14 @@ export class PortSpecError extends Error {
 
 /** Open a port of the given spec (link changes are watched by the PMD thread that polls it). */
 export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
+  if (spec.mtu !== undefined) {
+    if (!Number.isInteger(spec.mtu) || spec.mtu < 68) throw new PortSpecError(`port ${spec.name}: mtu ${spec.mtu} must be an integer >= 68`);
+    const max = poolMaxMtu(pool);
+    if (spec.mtu > max) {
+      throw new PortSpecError(`port ${spec.name}: mtu ${spec.mtu} does not fit the ${pool.bufSize}-byte packet buffers (at most mtu ${max})`);
+    }
+    if (spec.type === 'virtio-user') throw new PortSpecError(`port ${spec.name}: virtio-user ports take no mtu (the device offers it)`);
+  }
   switch (spec.type) {
     case 'vhost-user':
     case 'vhost-user-client':
@@ -63,7 +94,7 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
       return new TapPort(spec.name, pool, { ifname: spec.iface ?? spec.name, queues: spec.queues, mtu: spec.mtu });
     case 'afpacket':
       if (!spec.iface) throw new PortSpecError(`port ${spec.name}: afpacket needs an interface (iface)`);
-      return new AfPacketPort(spec.name, pool, { iface: spec.iface, queues: spec.queues });
+      return new AfPacketPort(spec.name, pool, { iface: spec.iface, queues: spec.queues, mtu: spec.mtu });
     default:
       throw new PortSpecError(`port ${spec.name}: type '${spec.type}' is not available in this build`);
   }

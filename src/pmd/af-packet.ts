@@ -2,7 +2,7 @@
  * The AF_PACKET PMD (DPDK net_af_packet, reduced): a Port over any kernel
  * interface (a veth end, a bridge, a NIC) through raw packet sockets.
  *
- *   new AfPacketPort(name, pool, { iface, queues?, netns?, promisc?, up?, fanoutMode?, qdiscBypass?, rcvbuf?, fixOffloads? })
+ *   new AfPacketPort(name, pool, { iface, queues?, mtu?, netns?, promisc?, up?, fanoutMode?, qdiscBypass?, rcvbuf?, fixOffloads? })
  *
  * One non-blocking AF_PACKET/SOCK_RAW socket per queue, bound to the
  * interface for every protocol (ETH_P_ALL), promiscuous by default
@@ -33,6 +33,14 @@
  * TSO/GSO on hands over up to 64 KiB at once; they count as 'rx-too-big':
  * switch them off on the sending device, `ethtool -K DEV tso off gso off`).
  *
+ * Frame size: a frame may be as long as a pool buffer's room (bufSize -
+ * headroom), so jumbo frames need a pool with big buffers (the switch sizes
+ * them from --max-mtu). `mtu` sets the device's MTU (it must fit the
+ * buffers: mtu + 22 <= room, see FRAME_OVERHEAD in src/dp/port-factory.ts);
+ * without it the device keeps its MTU, and received frames longer than the
+ * room are dropped as 'rx-too-big' (recvmmsg reports the full length with
+ * MSG_TRUNC, so nothing truncated is ever forwarded).
+ *
  * Drops (stats.drops): 'rx-too-big' (frame larger than a pool buffer),
  * 'rx-no-headroom' (no room to re-insert a VLAN tag),
  * 'rx-kernel-queue-full' (socket buffer overflow, from PACKET_STATISTICS:
@@ -61,9 +69,10 @@ import {
   recvmmsgBurst,
   sendmmsgBurst,
   setLinkUp,
+  setMtu,
   withNetns,
 } from '../sys/netdev.js';
-import { KernelPort, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
+import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
 
 const ENOBUFS = 105;
 /** cmsghdr (16) + tpacket_auxdata (20), rounded up. */
@@ -138,6 +147,8 @@ export interface AfPacketPortOptions {
   iface: string;
   /** Sockets (queue pairs), joined in one fanout group when > 1 (default 1). */
   queues?: number;
+  /** Set this MTU on the device first (it must fit a pool buffer: mtu + 22 <= bufSize - headroom). Default: leave it. */
+  mtu?: number;
   /** Open inside this network namespace (a name under /run/netns or an absolute path). */
   netns?: string;
   /** Promiscuous mode (default true). */
@@ -156,6 +167,13 @@ export interface AfPacketPortOptions {
    * sending host left to offload (TP_STATUS_CSUMNOTREADY).
    */
   fixOffloads?: boolean;
+}
+
+export class AfPacketPortError extends Error {
+  constructor(msg: string) {
+    super(msg);
+    this.name = 'AfPacketPortError';
+  }
 }
 
 export class AfPacketPort extends KernelPort {
@@ -184,12 +202,17 @@ export class AfPacketPort extends KernelPort {
   constructor(name: string, pool: Mempool, opts: AfPacketPortOptions) {
     const queues = opts.queues ?? 1;
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError(`afpacket ${opts.iface}: queues ${queues} must be in 1..64`);
+    const room = pool.bufSize - pool.headroom;
+    if (opts.mtu !== undefined && opts.mtu + L2_OVERHEAD > room) {
+      throw new AfPacketPortError(`afpacket ${opts.iface}: mtu ${opts.mtu} + ${L2_OVERHEAD} exceeds the pool's ${room}-byte buffers`);
+    }
     const make = () => {
       const fds: number[] = [];
       let ctl = -1;
       try {
         ifNameToIndex(opts.iface); // ENODEV naming the interface before anything else
         ctl = openCtlSocket();
+        if (opts.mtu !== undefined) setMtu(opts.iface, opts.mtu, ctl);
         if (opts.up ?? true) setLinkUp(opts.iface, true, ctl);
         let fanoutId = -1;
         let ifindex = 0;

@@ -13,8 +13,12 @@ import { countRxDrop, countTxDrop, newPortStats, type LinkState, type Port, type
 export const MAX_RX_BURST = 64;
 /** Most segments of one chained packet on tx (longer chains are dropped as 'tx-too-many-segs'). */
 export const MAX_TX_SEGS = 16;
-/** Room for an Ethernet header plus one VLAN tag on top of the MTU. */
-export const L2_OVERHEAD = 18;
+/**
+ * Room for an Ethernet header plus two VLAN tags (QinQ) on top of the MTU: a
+ * port of MTU M needs M + L2_OVERHEAD bytes of buffer room (bufSize - headroom).
+ * The same as FRAME_OVERHEAD in src/dp/port-factory.ts, which the switch sizes its buffers by.
+ */
+export const L2_OVERHEAD = 22;
 
 export abstract class KernelPort implements Port {
   abstract readonly type: string;

@@ -21,6 +21,11 @@
  * allocation, no exceptions. Frames are plain Ethernet (IFF_NO_PI, no
  * virtio-net header, so the kernel hands us fully checksummed frames).
  *
+ * Frame size: a frame may be as long as a pool buffer's room (bufSize -
+ * headroom); jumbo frames need a pool with big buffers (the switch sizes
+ * them from --max-mtu). Longer frames are seen whole thanks to the trash
+ * block and dropped as 'rx-too-big', never forwarded truncated.
+ *
  * Drops (stats.drops): 'rx-too-big' (frame larger than a pool buffer),
  * 'rx-E...' (other read errors); tx: 'tx-busy' (EAGAIN: returned to the
  * caller, not taken), 'tx-E...' (the kernel refused the frame, e.g. EIO
@@ -53,7 +58,7 @@ export interface TapPortOptions {
   ifname: string;
   /** Queue pairs (default 1); > 1 uses IFF_MULTI_QUEUE. */
   queues?: number;
-  /** Set this MTU on the device (it must fit a pool buffer: mtu + 18 <= bufSize - headroom). */
+  /** Set this MTU on the device (it must fit a pool buffer: mtu + 22 <= bufSize - headroom, see L2_OVERHEAD). */
   mtu?: number;
   /** Create the device in this network namespace (a name under /run/netns or an absolute path). */
   netns?: string;
