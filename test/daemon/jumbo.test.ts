@@ -4,7 +4,8 @@
  * two afpacket ports. With --max-mtu 9000, 8972-byte pings (9014-byte frames)
  * with DF set cross the switch both ways; with the default --max-mtu they
  * are dropped and counted as 'rx-too-big', exactly above the 2048-byte
- * buffer room. Ports with an MTU above --max-mtu are refused.
+ * buffer room. A tap port of MTU 9000 carries them too. Ports with an MTU
+ * above --max-mtu are refused.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -163,6 +164,12 @@ test('--max-mtu 9000: 8972-byte pings with DF cross two afpacket ports both ways
   assert.equal(await addPortRpc(d, { bridge: 'br0', name: 'tj', type: 'tap', mtu: 9000 }), '');
   assert.match(s.ip('link', 'show', 'tj'), /mtu 9000/);
   assert.match((await d.cli('show')).stdout, /Port tj .*mtu=9000/);
+  // the tap data path both ways: A pings S's own stack through the tap
+  s.addAddr('tj', '10.202.0.3/24');
+  const at = ping(a, '10.202.0.3', 8972, 4);
+  assert.match(at, /4 received, 0% packet loss/, at + d.log());
+  const tj = (await portStats(d)).get('tj')!;
+  assert.ok(tj.rxPackets >= 4 && tj.rxBytes >= 4 * frame && tj.txPackets >= 4 && tj.txBytes >= 4 * frame, JSON.stringify(tj));
   assert.equal(await addPortRpc(d, { bridge: 'br0', name: 'vj', type: 'vhost-user', mtu: 9000 }), '');
   assert.match((await d.cli('show')).stdout, /Port vj .*type=vhost-user.*mtu=9000/);
 });
