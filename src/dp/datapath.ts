@@ -75,7 +75,10 @@ export class Datapath {
   /** Per output port: pending tx batch. */
   private readonly txBatch: Int32Array[] = [];
   private readonly txCount = new Int32Array(MAX_PORTS);
-  private dirty: number[] = [];
+  /** Ports with a pending tx batch (each listed once: isDirty), flushed at the end of a pass. */
+  private readonly dirty = new Int32Array(MAX_PORTS);
+  private nDirty = 0;
+  private readonly isDirty = new Uint8Array(MAX_PORTS);
   private readonly rxBuf = new Int32Array(BURST);
   private readonly rxBurstMax: number;
   private txSources: { portNo: number; ring: Ring }[] = [];
@@ -163,7 +166,12 @@ export class Datapath {
     }
     this.ports[portNo] = null;
     this.portList = this.portList.filter((i) => i !== portNo);
-    this.dirty = this.dirty.filter((i) => i !== portNo);
+    if (this.isDirty[portNo] !== 0) {
+      let w = 0;
+      for (let i = 0; i < this.nDirty; i++) if (this.dirty[i] !== portNo) this.dirty[w++] = this.dirty[i];
+      this.nDirty = w;
+      this.isDirty[portNo] = 0;
+    }
     // held upcalls from this port stay valid (the buffers are ours)
     return p;
   }
@@ -336,7 +344,7 @@ export class Datapath {
       const pn = srcs[i].portNo;
       for (let j = 0; j < n; j++) this.enqueueTx(pn, this.rxBuf[j]);
     }
-    if (this.dirty.length > 0) this.flushAll();
+    if (this.nDirty > 0) this.flushAll();
     this.stats.iterations++;
     if (total > 0) this.stats.busyIterations++;
     return total;
@@ -574,7 +582,10 @@ export class Datapath {
       return;
     }
     const c = this.txCount[portNo];
-    if (c === 0) this.dirty.push(portNo);
+    if (this.isDirty[portNo] === 0) {
+      this.isDirty[portNo] = 1;
+      this.dirty[this.nDirty++] = portNo;
+    }
     this.txBatch[portNo][c] = h;
     this.txCount[portNo] = c + 1;
     if (c + 1 === BURST) this.flushPort(portNo);
@@ -602,8 +613,12 @@ export class Datapath {
 
   private flushAll(): void {
     const d = this.dirty;
-    for (let i = 0; i < d.length; i++) this.flushPort(d[i]);
-    d.length = 0;
+    // flushPort cannot add ports (txBurst does not call back into the datapath)
+    for (let i = 0; i < this.nDirty; i++) {
+      this.flushPort(d[i]);
+      this.isDirty[d[i]] = 0;
+    }
+    this.nDirty = 0;
   }
 
   private drop(reason: string, n: number): void {
