@@ -172,6 +172,16 @@ test('--max-mtu 9000: 8972-byte pings with DF cross two afpacket ports both ways
   assert.ok(tj.rxPackets >= 4 && tj.rxBytes >= 4 * frame && tj.txPackets >= 4 && tj.txBytes >= 4 * frame, JSON.stringify(tj));
   assert.equal(await addPortRpc(d, { bridge: 'br0', name: 'vj', type: 'vhost-user', mtu: 9000 }), '');
   assert.match((await d.cli('show')).stdout, /Port vj .*type=vhost-user.*mtu=9000/);
+
+  // restarted with a smaller --max-mtu, the stored 9000-byte ports come back in error, the others work
+  await d.stop();
+  const d2 = await startDaemon({ netns: s.name, runDir: d.runDir });
+  t.after(() => d2.stop());
+  const show2 = (await d2.cli('show')).stdout;
+  assert.match(show2, /Port tj .*ERROR: mtu 9000 is larger than the switch's --max-mtu 1500/, show2);
+  assert.match(show2, /Port vj .*ERROR: mtu 9000 is larger/, show2);
+  assert.match(d2.log(), /port p1: its device's MTU 9000 is above --max-mtu 1500: frames over 2048 B will be dropped \(rx-too-big\)/);
+  assert.match(ping(a, '10.202.0.2', 1000, 2), /2 received/);
 });
 
 test('default --max-mtu: jumbo pings are dropped as rx-too-big at the 2048-byte buffer room', async (t) => {
