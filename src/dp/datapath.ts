@@ -12,7 +12,7 @@ import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
 import { BURST, tallyDrop } from '../pmd/port.js';
 import {
-  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, W_TP, W_L3_SRC, W_L3_DST,
+  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED,
 } from './flow-key.js';
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
@@ -65,6 +65,7 @@ const MAX_PORTS = 1024;
 const MAX_OUT = 64;
 /** Packets held while their upcall is in flight (leaders and coalesced followers). */
 const MAX_PENDING = 2048;
+const NO_BATCH = new Int32Array(0);
 
 export class Datapath {
   readonly pool: Mempool;
@@ -73,7 +74,8 @@ export class Datapath {
   private readonly ports: (Port | null)[] = new Array(MAX_PORTS).fill(null);
   private portList: number[] = [];
   /** Per output port: pending tx batch. */
-  private readonly txBatch: Int32Array[] = [];
+  /** Per port (packed array: every slot holds an Int32Array, a shared empty one for unused ports). */
+  private readonly txBatch: Int32Array[] = new Array<Int32Array>(MAX_PORTS).fill(NO_BATCH);
   private readonly txCount = new Int32Array(MAX_PORTS);
   /** Ports with a pending tx batch (each listed once: isDirty), flushed at the end of a pass. */
   private readonly dirty = new Int32Array(MAX_PORTS);
@@ -575,20 +577,22 @@ export class Datapath {
   }
 
   private enqueueTx(portNo: number, h: number): void {
-    if (!(portNo >= 0 && portNo < MAX_PORTS) || this.ports[portNo] === null) {
+    const txCount = this.txCount; // MAX_PORTS long (no module-binding loads on this path)
+    if (!(portNo >= 0 && portNo < txCount.length) || this.ports[portNo] === null) {
       this.one[0] = h;
       this.pool.free(this.one, 1);
       this.drop('port-down', 1);
       return;
     }
-    const c = this.txCount[portNo];
+    const c = txCount[portNo];
     if (this.isDirty[portNo] === 0) {
       this.isDirty[portNo] = 1;
       this.dirty[this.nDirty++] = portNo;
     }
-    this.txBatch[portNo][c] = h;
-    this.txCount[portNo] = c + 1;
-    if (c + 1 === BURST) this.flushPort(portNo);
+    const batch = this.txBatch[portNo]; // BURST long
+    batch[c] = h;
+    txCount[portNo] = c + 1;
+    if (c + 1 === batch.length) this.flushPort(portNo);
   }
 
   private flushPort(portNo: number): void {
@@ -640,9 +644,12 @@ export class Datapath {
   }
 }
 
-/** a == b over all FLOW_WORDS words (straight-line; the words that vary most between flows first). */
+/**
+ * a == b over all FLOW_WORDS words: straight-line, the words that vary most between flows first
+ * (W_TP, W_L3_SRC, W_L3_DST); literal indices (a module constant costs a load and a TDZ check per use).
+ */
 function sameKey(a: Uint32Array, b: Uint32Array): boolean {
-  return a[W_TP] === b[W_TP] && a[W_L3_SRC] === b[W_L3_SRC] && a[W_L3_DST] === b[W_L3_DST] &&
+  return a[6] === b[6] && a[7] === b[7] && a[11] === b[11] &&
     a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4] && a[5] === b[5] &&
     a[8] === b[8] && a[9] === b[9] && a[10] === b[10] && a[12] === b[12] && a[13] === b[13] &&
     a[14] === b[14] && a[15] === b[15];

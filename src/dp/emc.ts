@@ -12,7 +12,7 @@
  * Values are caller ids (>= 0); invalidate when the megaflow they name dies.
  */
 
-import { FLOW_WORDS, W_TP, W_L3_SRC, W_L3_DST } from './flow-key.js';
+import { FLOW_WORDS } from './flow-key.js';
 
 export const EMC_DEFAULT_ENTRIES = 8192;
 export const EMC_DEFAULT_INSERT_INV_PROB = 100;
@@ -141,9 +141,9 @@ export class ExactMatchCache {
     const k = this.keys;
     const o = keyOff;
     // unrolled (a 16-step loop costs ~3x more here); the words that vary most between flows first
-    return k[b + W_TP] === key[o + W_TP] && k[b + W_L3_SRC] === key[o + W_L3_SRC] &&
-      k[b + W_L3_DST] === key[o + W_L3_DST] && k[b] === key[o] &&
-      k[b + 1] === key[o + 1] && k[b + 2] === key[o + 2] && k[b + 3] === key[o + 3] &&
+    // (W_TP, W_L3_SRC, W_L3_DST); literal indices: a module constant costs a load + TDZ check per use
+    return k[b + 6] === key[o + 6] && k[b + 7] === key[o + 7] && k[b + 11] === key[o + 11] &&
+      k[b] === key[o] && k[b + 1] === key[o + 1] && k[b + 2] === key[o + 2] && k[b + 3] === key[o + 3] &&
       k[b + 4] === key[o + 4] && k[b + 5] === key[o + 5] && k[b + 8] === key[o + 8] &&
       k[b + 9] === key[o + 9] && k[b + 10] === key[o + 10] && k[b + 12] === key[o + 12] &&
       k[b + 13] === key[o + 13] && k[b + 14] === key[o + 14] && k[b + 15] === key[o + 15];
