@@ -6,7 +6,8 @@
  * entry per buffer, nothing copied). The port is a real VirtioUserPort whose
  * rings are set up directly (setup()/up() as the frontend would after a
  * handshake), so what is timed is the driver side only.
- *   node dist/bench/micro/virtio-tx.js [--packets N] [--size 64] [--in-order 1] [--flows 1] [--reps 3]
+ *   node dist/bench/micro/virtio-tx.js [--packets N] [--size 64] [--in-order 1] [--flows 1] [--reps 3] [--keep 1024]
+ * (--keep: TxStream's kept buffers, as testpmd uses them; 0 = a pool alloc per frame)
  * Prints ns/packet for the whole step and for the driver queue alone.
  */
 import { parseArgs } from 'node:util';
@@ -25,6 +26,7 @@ const { values } = parseArgs({
     'in-order': { type: 'string', default: '1' },
     flows: { type: 'string', default: '1' },
     reps: { type: 'string', default: '3' },
+    keep: { type: 'string', default: '1024' },
   },
 });
 const total = Number(values.packets);
@@ -32,6 +34,7 @@ const size = Number(values.size);
 const inOrder = values['in-order'] === '1';
 const flows = Number(values.flows);
 const QS = 256;
+const keep = Number(values.keep);
 
 const pool = Mempool.create({ name: 'micro-tx', count: 8192, bufSize: Math.max(DEFAULT_BUF_SIZE, DEFAULT_HEADROOM + Math.ceil(size / 64) * 64) });
 const port = new VirtioUserPort({ name: 'micro-tx', path: path.join(os.tmpdir(), `tsvs-micro-none-${process.pid}.sock`), pool, reconnectMinMs: 60000, reconnectMaxMs: 60000 });
@@ -58,7 +61,7 @@ function consume(): void {
 
 function runStep(): number {
   const gen = new TrafficGen({ size, flows });
-  const tx = new TxStream(pool, gen, 32);
+  const tx = new TxStream(pool, gen, 32, keep);
   let sent = 0;
   const t0 = process.hrtime.bigint();
   while (sent < total) {
@@ -67,6 +70,9 @@ function runStep(): number {
   }
   const ns = Number(process.hrtime.bigint() - t0);
   tx.discard();
+  consume();
+  port.txInFlight(0); // the port reclaims (and frees) what the stand-in device used
+  tx.close();
   return ns / sent;
 }
 
@@ -100,7 +106,7 @@ for (let r = 0; r < Number(values.reps); r++) {
 }
 const med = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1];
 console.log(JSON.stringify({
-  size, inOrder, flows,
+  size, inOrder, flows, keep,
   stepNsPerPkt: +med(step).toFixed(1), stepMpps: +(1e3 / med(step)).toFixed(2),
   driverNsPerPkt: +med(drv).toFixed(1),
   all: { step: step.map((x) => +x.toFixed(1)), driver: drv.map((x) => +x.toFixed(1)) },

@@ -120,8 +120,13 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   const bufs = new Int32Array(32);
   const rxBad = new Float64Array(n);
   const gen = new TrafficGen({ size: opts.txpkts, flows: opts.flows });
-  // one txonly stream per port queue (index i * 16 + q)
-  const streams: TxStream[] = Array.from({ length: n * 16 }, () => new TxStream(pool, gen, burst));
+  // one txonly stream per port queue (index i * 16 + q); each replays a kept
+  // set of buffers (see TxStream) when the pool can spare a quarter of itself
+  let txQueues = 0;
+  for (let i = 0; i < n; i++) if (opts.fwd === 'txonly' || (opts.fwd === 'txrx' && i === 0)) txQueues += Math.min(16, ports[i].nQueues);
+  let keep = txQueues > 0 ? Math.min(1024, Math.floor(pool.count / (4 * txQueues))) : 0;
+  if (keep < 512) keep = 0;
+  const streams: TxStream[] = Array.from({ length: n * 16 }, () => new TxStream(pool, gen, burst, keep));
   const retried = (i: number): number => {
     let r = 0;
     for (let q = 0; q < 16; q++) r += streams[i * 16 + q].retried;
@@ -156,6 +161,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
       }
       const final = ports.map((p, i) => report(p, rxBad[i], retried(i), discarded[i]));
       for (const p of ports) p.close();
+      for (const st of streams) st.close();
       pp.postMessage({ t: 'final', ports: final });
       return;
     }

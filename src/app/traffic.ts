@@ -75,6 +75,24 @@ export class TrafficGen {
     } else {
       d.set(this.template, off);
     }
+    this.stamp(d, off);
+    pool.dataLen[h] = size;
+    pool.pktLen[h] = size;
+  }
+
+  /**
+   * Turn pool buffer h, which holds an earlier frame of this generator at the
+   * same offset (fill() wrote it and nothing has written the buffer since),
+   * into the next frame: only the words that differ between frames are written.
+   */
+  refill(pool: Mempool, h: number): void {
+    const d = pool.data;
+    if (d !== this.cData) this.bind(d);
+    this.stamp(d, pool.dataOffset(h));
+  }
+
+  /** Sequence number, check word and (flows > 1) the flow's fields of the frame at off. */
+  private stamp(d: Uint8Array, off: number): void {
     const seq = this.seq++;
     if (this.flows > 1) {
       const f = seq % this.flows;
@@ -92,9 +110,7 @@ export class TrafficGen {
     }
     const dv = this.cDv;
     dv.setUint32(off + PAY + 4, seq >>> 0);
-    dv.setUint32(off + PAY + 8, (MAGIC ^ seq ^ size) >>> 0);
-    pool.dataLen[h] = size;
-    pool.pktLen[h] = size;
+    dv.setUint32(off + PAY + 8, (MAGIC ^ seq ^ this.size) >>> 0);
   }
 }
 
@@ -102,6 +118,19 @@ export class TrafficGen {
  * txonly on one port queue: up to `burst` frames are filled and offered per
  * step; the ones the port refuses stay filled and go first next time (no
  * refill work wasted, nothing allocated).
+ *
+ * With `keep` > 0 the stream keeps a set of that many buffers of its own
+ * (taken from the pool on the first step) and sends them round-robin, like
+ * a hardware generator replaying its frames: it holds one reference on each
+ * (refcnt 1 = idle with us), offering one takes a second, and the port's
+ * free after transmission drops it back to 1 instead of returning the buffer
+ * to the pool. Nobody else can own or write an idle buffer, so only the
+ * sequence/check words change between sends: no allocation, no free to the
+ * pool, no template copy (for long frames this is most of the cost: the
+ * receiving CPU's cached copy of the payload stays valid). A buffer whose
+ * layout was changed by a port is filled again in full. When none of the
+ * kept buffers is idle and nothing is pending, frames come from the pool as
+ * usual, so the port always gets a call that lets it reclaim.
  */
 export class TxStream {
   readonly pool: Mempool;
@@ -113,13 +142,44 @@ export class TxStream {
   private readonly fresh: Int32Array;
   /** Frames the port refused and that were offered again (sum over steps). */
   retried = 0;
+  /** Buffers to keep (0: allocate every frame). */
+  readonly keep: number;
+  /** The kept buffers (null until the first step; empty when the pool could not spare them). */
+  private kept: Int32Array | null = null;
+  private keptN = 0;
+  private pos = 0;
 
-  constructor(pool: Mempool, gen: TrafficGen, burst: number) {
+  constructor(pool: Mempool, gen: TrafficGen, burst: number, keep = 0) {
     this.pool = pool;
     this.gen = gen;
     this.burst = Math.max(1, Math.min(burst | 0, 256));
     this.pend = new Int32Array(this.burst);
     this.fresh = new Int32Array(this.burst);
+    this.keep = Math.max(0, keep | 0);
+  }
+
+  /** Take the kept buffers from the pool and fill them (the first step). */
+  private takeKept(): void {
+    const want = this.keep;
+    const kept = new Int32Array(want);
+    const got = this.pool.alloc(kept, want);
+    if (got < 2 * this.burst) {
+      // too few to be worth it: allocate per frame
+      if (got > 0) this.pool.free(kept, got);
+      this.kept = new Int32Array(0);
+      this.keptN = 0;
+      return;
+    }
+    for (let i = 0; i < got; i++) this.fillKept(kept[i]);
+    this.kept = kept;
+    this.keptN = got;
+  }
+
+  private fillKept(h: number): void {
+    const pool = this.pool;
+    pool.dataOff[h] = pool.headroom;
+    pool.next[h] = -1;
+    this.gen.fill(pool, h);
   }
 
   /** Fill up to a burst and offer it to port queue q; returns the number the port took. */
@@ -127,7 +187,22 @@ export class TxStream {
     const pend = this.pend;
     let k = this.pendN;
     const burst = this.burst;
-    if (k < burst) {
+    if (k < burst && this.keep > 0) {
+      if (this.kept === null) this.takeKept();
+      if (this.keptN > 0) k = this.stepKept(k);
+    }
+    if (k === 0) {
+      const pool = this.pool;
+      const fresh = this.fresh;
+      const got = pool.alloc(fresh, burst);
+      const gen = this.gen;
+      for (let j = 0; j < got; j++) {
+        const h = fresh[j];
+        gen.fill(pool, h);
+        pend[j] = h;
+      }
+      k = got;
+    } else if (k < burst && this.keep === 0) {
       const pool = this.pool;
       const fresh = this.fresh;
       const got = pool.alloc(fresh, burst - k);
@@ -146,12 +221,60 @@ export class TxStream {
     return sent;
   }
 
-  /** Give the pending frames back to the pool; returns how many there were. */
+  /** Add idle kept buffers to pend[k..burst), round-robin; returns the new count. */
+  private stepKept(k: number): number {
+    const pool = this.pool;
+    const refcnt = pool.refcnt;
+    const dataOff = pool.dataOff;
+    const dataLen = pool.dataLen;
+    const next = pool.next;
+    const headroom = pool.headroom;
+    const size = this.gen.size;
+    const gen = this.gen;
+    const kept = this.kept as Int32Array;
+    const n = this.keptN;
+    const pend = this.pend;
+    const burst = this.burst;
+    let pos = this.pos;
+    // look a little past busy buffers (a port may complete out of order), not around the whole set
+    let look = 2 * burst;
+    while (k < burst && look-- > 0) {
+      const h = kept[pos];
+      if (++pos === n) pos = 0;
+      if (refcnt[h] !== 1) continue; // still with a port
+      if (dataOff[h] !== headroom || dataLen[h] !== size || next[h] !== -1) this.fillKept(h);
+      else gen.refill(pool, h);
+      refcnt[h] = 2;
+      pend[k++] = h;
+    }
+    this.pos = pos;
+    return k;
+  }
+
+  /** Give the pending frames back (to the pool, or kept buffers back to idle); returns how many there were. */
   discard(): number {
     const n = this.pendN;
     if (n > 0) this.pool.free(this.pend, n);
     this.pendN = 0;
     return n;
+  }
+
+  /**
+   * discard(), then return the idle kept buffers to the pool. Kept buffers a
+   * port still holds stay out of the pool (call after the ports have released
+   * them, e.g. after closing them).
+   */
+  close(): void {
+    this.discard();
+    const kept = this.kept;
+    if (kept !== null) {
+      const refcnt = this.pool.refcnt;
+      let j = 0;
+      for (let i = 0; i < this.keptN; i++) if (refcnt[kept[i]] === 1) kept[j++] = kept[i];
+      if (j > 0) this.pool.free(kept, j);
+    }
+    this.kept = new Int32Array(0);
+    this.keptN = 0;
   }
 }
 
