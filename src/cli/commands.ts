@@ -66,6 +66,7 @@ export const COMMANDS: CommandSpec[] = [
     iface: { type: 'string', arg: 'IFNAME', help: 'kernel interface (tap, afpacket)' },
     queues: { type: 'string', arg: 'N', help: 'queue pairs', default: '1' },
     ofport: { type: 'string', arg: 'N', help: 'OpenFlow port number (default: next free)' },
+    mtu: { type: 'string', arg: 'MTU', help: "port MTU (tap, afpacket: set on the device; vhost-user: offered to the guest, default 1500); at most the daemon's --max-mtu" },
   }),
   ctl('del-port', 'BR NAME', 'delete a port'),
   ctl('add-flow', 'BR FLOW', 'add an OpenFlow rule (ovs-ofctl syntax)'),

@@ -29,7 +29,7 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
     if (v.type === undefined) throw new UsageError('--type is required (vhost-user | vhost-user-client | tap | afpacket)');
     return {
       bridge: p[0], name: p[1], type: v.type, path: v.path, iface: v.iface,
-      queues: intOpt(v.queues, 'queues', 1, 16), ofport: intOpt(v.ofport, 'ofport', 1, 0xfeff),
+      queues: intOpt(v.queues, 'queues', 1, 16), ofport: intOpt(v.ofport, 'ofport', 1, 0xfeff), mtu: intOpt(v.mtu, 'mtu', 68, 65535),
     };
   },
   'del-port': (_v, p) => (need(p, 2, 'BR NAME'), { bridge: p[0], name: p[1] }),

@@ -159,9 +159,13 @@ test('--max-mtu 9000: 8972-byte pings with DF cross two afpacket ports both ways
   assert.ok(big.length >= 2, `datapath flows carried the jumbo frames: ${flows.stdout}`);
 
   // port MTUs above --max-mtu are refused, naming the flag; up to it they are set on the device
-  const err = await addPortRpc(d, { bridge: 'br0', name: 'tj', type: 'tap', mtu: 9001 });
-  assert.match(err, /cannot add port tj: mtu 9001 is larger than the switch's --max-mtu 9000 \(packet buffers of 9216 B\); restart the daemon with --max-mtu 9001 or more/);
-  assert.equal(await addPortRpc(d, { bridge: 'br0', name: 'tj', type: 'tap', mtu: 9000 }), '');
+  const err = await d.cli('add-port', 'br0', 'tj', '--type', 'tap', '--mtu', '9001');
+  assert.notEqual(err.code, 0);
+  assert.match(err.stderr, /cannot add port tj: mtu 9001 is larger than the switch's --max-mtu 9000 \(packet buffers of 9216 B\); restart the daemon with --max-mtu 9001 or more/);
+  const bad = await d.cli('add-port', 'br0', 'tj', '--type', 'tap', '--mtu', 'huge');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--mtu must be an integer in 68\.\.65535, got 'huge'/);
+  assert.equal((await d.cli('add-port', 'br0', 'tj', '--type', 'tap', '--mtu', '9000')).code, 0);
   assert.match(s.ip('link', 'show', 'tj'), /mtu 9000/);
   assert.match((await d.cli('show')).stdout, /Port tj .*mtu=9000/);
   // the tap data path both ways: A pings S's own stack through the tap
