@@ -1,51 +1,186 @@
 /**
- * latency: ICMP round trip between two namespaces (ping -i 0.01), through the
- * Linux bridge and through tsvs (afpacket ports, busy-polling PMD). Median and
- * p99 over all pings of a run.
+ * latency: round-trip time through a switch, median and p99 over a run.
+ *
+ *   vhost-user path (tsvs, ovs-dpdk, dpdk-testpmd; bench/switches.ts, rules
+ *   1->2 and 2->1): bench/tools/vu-latency.ts, one process on the generator
+ *   CPU with two of our virtio-user ports on the switch's two vhost-user
+ *   sockets. Port A sends UDP probes, port B echoes them (MACs swapped), A
+ *   times the round trip: two switch traversals plus the tool's own polling.
+ *   Loads: "idle" (one probe in flight, the next 20 µs after the reply) and
+ *   "medium" (the same probes inside a paced background stream A->B, echoed by
+ *   B, so the switch forwards that rate in each direction). Same tool, same
+ *   frames, same rates for every switch. dpdk-testpmd (io forwarding, no
+ *   flow lookup) is the floor of what a switch adds.
+ *
+ *   kernel path (linux-bridge, tsvs-afpacket): ICMP between two namespaces
+ *   (ping -i 0.01), through the Linux bridge and through tsvs's afpacket ports.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Collector, type ScenarioResult } from './report.js';
-import { rotate, wanted, errText, type BenchContext, type Scenario } from './common.js';
-import { exec, which } from './proc.js';
+import { rotate, wanted, errText, Unavailable, type BenchContext, type Scenario } from './common.js';
+import { exec, which, Proc } from './proc.js';
 import { parsePing, percentile, summarize } from './stats.js';
 import { kernelAvailable } from './peers/kernel.js';
 import { kernelTopology } from './kernel.js';
+import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.js';
+import { parseVuLatency, type LoadLevel } from './tools/vu-latency-lib.js';
 
-type LSubject = 'linux-bridge' | 'tsvs-afpacket';
-const SUBJECTS: readonly LSubject[] = ['linux-bridge', 'tsvs-afpacket'];
+type PingSubject = 'linux-bridge' | 'tsvs-afpacket';
+type LSubject = PingSubject | SwitchKind;
+const PING_SUBJECTS: readonly PingSubject[] = ['linux-bridge', 'tsvs-afpacket'];
+const VHOST_SUBJECTS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'dpdk-testpmd'];
+const SUBJECTS: readonly LSubject[] = [...VHOST_SUBJECTS, ...PING_SUBJECTS];
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** dist/bench/tools/vu-latency.js (this file is dist/bench/latency.js). */
+const VU_LATENCY = path.resolve(here, 'tools/vu-latency.js');
+
+/** Probe policy and load of the vhost-user rows (the same for every switch). */
+const GAP_US = 20;
+const MEDIUM_MPPS = 0.5;
+const FRAME = 64;
+const TIMEOUT_MS = 5;
+
+export interface ThreadSample {
+  /** CPU time (clock ticks, utime + stime). */
+  cpu: number;
+  /** Involuntary context switches. */
+  preempted: number;
+}
+
+/** Per thread of a process: CPU time and involuntary context switches so far (empty if it is gone). */
+export function threadSamples(pid: number): Map<string, ThreadSample> {
+  const res = new Map<string, ThreadSample>();
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return res;
+  }
+  for (const t of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      // fields after the parenthesised command: state is field 3, utime 14, stime 15
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const st = /^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/task/${t}/status`, 'utf8'));
+      res.set(t, { cpu: Number(f[11]) + Number(f[12]), preempted: st ? Number(st[1]) : NaN });
+    } catch {
+      /* thread ended */
+    }
+  }
+  return res;
+}
+
+/** Involuntary context switches, between two samples, of the thread that used the most CPU (the PMD thread of a busy-polling switch). */
+export function busiestThreadPreemptions(a: Map<string, ThreadSample>, b: Map<string, ThreadSample>): number {
+  let best = -1;
+  let pre = NaN;
+  for (const [t, y] of b) {
+    const x = a.get(t) ?? { cpu: 0, preempted: 0 };
+    if (y.cpu - x.cpu > best) {
+      best = y.cpu - x.cpu;
+      pre = y.preempted - x.preempted;
+    }
+  }
+  return pre;
+}
+
+const isPing = (s: LSubject): s is PingSubject => (PING_SUBJECTS as readonly string[]).includes(s);
+
+/** One switch, one vu-latency run with both load levels (order alternating by rep). */
+async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, rep: number): Promise<void> {
+  let sw: SwitchUnderTest | null = null;
+  let tool: Proc | null = null;
+  try {
+    sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
+    const loads: LoadLevel[] = rep % 2 === 0 ? ['idle', 'medium'] : ['medium', 'idle'];
+    const th0 = threadSamples(sw.pid);
+    tool = new Proc(
+      [
+        process.execPath, VU_LATENCY, '--a', sw.socks[0], '--b', sw.socks[1], '--load', loads.join(','),
+        '--seconds', String(ctx.seconds), '--warmup', String(ctx.warmup), '--gap-us', String(GAP_US),
+        '--rate-mpps', String(MEDIUM_MPPS), '--size', String(FRAME), '--timeout-ms', String(TIMEOUT_MS),
+      ],
+      { cpus: [ctx.genCpu] },
+    );
+    const limitMs = 60000 + 2 * (ctx.seconds + ctx.warmup) * 1000;
+    const timer = setTimeout(() => void tool?.stop('SIGKILL', 0), limitMs);
+    await tool.wait();
+    clearTimeout(timer);
+    const preempted = busiestThreadPreemptions(th0, threadSamples(sw.pid));
+    if (tool.exitCode !== 0) throw new Error(`vu-latency exited (${tool.exitCode ?? tool.exitSignal}): ${tool.tail(600)}`);
+    const res = parseVuLatency(tool.output);
+    if (res.length !== loads.length) throw new Error(`vu-latency printed ${res.length} results, expected ${loads.length}: ${tool.tail(600)}`);
+    for (const r of res) {
+      const cs = `vhost-user ${r.load}`;
+      if (r.probes === 0 || !Number.isFinite(r.median_us)) throw new Error(`${cs}: no probe came back (${r.probes} sent, ${r.lost} lost)`);
+      c.add(cs, 'rtt median', kind, 'us', r.median_us, { sent: r.probes, received: r.probes - r.lost });
+      c.add(cs, 'rtt p99', kind, 'us', r.p99_us);
+      if (r.load === 'medium') {
+        c.add(cs, 'background back at A', kind, 'Mpps', r.rate_mpps, { sent: r.bg_sent, received: r.bg_sent - r.bg_lost });
+        if (r.rate_mpps < 0.9 * r.target_mpps) c.note(`${kind} run ${rep + 1}: background came back at ${r.rate_mpps.toFixed(3)} Mpps, below the ${r.target_mpps} Mpps asked for (switch or tool saturated): that medium row is at a lower load.`);
+      }
+      if (r.bad > 0 || r.tx_refused > 0) c.note(`${kind} run ${rep + 1} ${r.load}: ${r.bad} unexpected frames back (stale, duplicate or corrupted), ${r.tx_refused} frames the tool's ports could not send (ring full).`);
+    }
+    const stalls = res.map((r) => `${r.load} ${r.tool_stalls} (${r.tool_stall_ms.toFixed(1)} ms)`).join(', ');
+    c.note(`${kind} run ${rep + 1}: tool loop stalls > 50 µs: ${stalls}; the switch's busiest (PMD) thread was preempted ${preempted} times during the tool's run (a preempted busy-polling switch or tool shows up in p99).`);
+    const warn = /fell behind[^\n]*/.exec(tool.output);
+    if (warn) c.note(`${kind} run ${rep + 1}: vu-latency ${warn[0]}`);
+  } finally {
+    await tool?.stop('SIGTERM', 2000);
+    await sw?.stop();
+  }
+}
+
+async function pingRep(ctx: BenchContext, c: Collector, s: PingSubject, count: number): Promise<void> {
+  const k = await kernelTopology(s === 'tsvs-afpacket', ctx.swCpu, 78);
+  try {
+    const r = await exec(['ping', '-i', '0.01', '-c', String(count + 5), '-W', '1', k.topo.ipB], { netns: k.topo.a, timeoutMs: 120000 });
+    const p = parsePing(r.stdout);
+    if (p.received === 0) throw new Error(`no ping replies: ${r.stdout.slice(-300)} ${r.stderr}`);
+    const rtts = p.rttsMs.slice(5).map((x) => x * 1000);
+    const sm = summarize(rtts);
+    c.add('ping', 'rtt median', s, 'us', sm.median, { sent: p.transmitted, received: p.received });
+    c.add('ping', 'rtt p99', s, 'us', percentile(rtts, 99));
+  } finally {
+    await k.close();
+  }
+}
 
 export async function runLatency(ctx: BenchContext): Promise<ScenarioResult> {
-  const c = new Collector('latency', 'ping round trip between namespaces, µs');
+  const c = new Collector('latency', 'round-trip latency, µs: vhost-user path (tsvs vs OVS-DPDK vs testpmd) and kernel path (ping)');
   const count = ctx.quick ? 100 : Math.max(200, Math.round(ctx.seconds * 100));
-  c.note(`ping -i 0.01 -c ${count} from ns A to ns B (first 5 replies excluded as warm-up: ARP, flow setup).`);
-  c.markUnavailable('tsvs-vhost-user', 'not measured: needs an ICMP-capable endpoint behind a vhost-user port, i.e. a VM; under QEMU TCG the guest, not the switch, would dominate the round trip');
-  const why = kernelAvailable() ?? (which('ping') ? null : 'ping is not installed');
-  if (why) {
-    for (const s of SUBJECTS) c.markUnavailable(s, why);
-    return c.result();
-  }
+  c.note(
+    `vhost-user rows: bench/tools/vu-latency.ts (our virtio-user PMD, one thread) pinned to CPU ${ctx.genCpu}, switch on CPU ${ctx.swCpu}. ` +
+      `Port A -> switch -> port B (echo, MACs swapped) -> switch -> port A: each round trip is two switch traversals plus the tool's own polling ` +
+      `(A tx, B rx+tx, A rx) on the other CPU, the same for every switch. ${FRAME} B UDP frames; one probe in flight, the next ${GAP_US} µs after its reply ` +
+      `(or ${TIMEOUT_MS} ms without one; late replies still count). "idle": probes only. "medium": plus a clock-paced background stream of ` +
+      `${MEDIUM_MPPS} Mpps A->B, echoed by B (${MEDIUM_MPPS} Mpps through the switch each way); only probes timed. ` +
+      `${ctx.warmup} s warm-up excluded, ${ctx.seconds} s measured per level; loss = probes never answered. dpdk-testpmd is an io forwarder (no flow lookup): the floor.`,
+  );
+  c.note(`ping rows: ping -i 0.01 -c ${count} from ns A to ns B (first 5 replies excluded as warm-up: ARP, flow setup), through veth + the Linux bridge or tsvs's afpacket ports.`);
+  const pingWhy = kernelAvailable() ?? (which('ping') ? null : 'ping is not installed');
+  if (pingWhy) for (const s of PING_SUBJECTS) c.markUnavailable(s, pingWhy);
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const s of rotate(wanted(ctx, SUBJECTS), rep)) {
       if (c.isUnavailable(s)) continue;
       ctx.log(`latency rep ${rep + 1}/${ctx.reps}: ${s}`);
       try {
-        const k = await kernelTopology(s === 'tsvs-afpacket', ctx.swCpu, 78);
-        try {
-          const r = await exec(['ping', '-i', '0.01', '-c', String(count + 5), '-W', '1', k.topo.ipB], { netns: k.topo.a, timeoutMs: 120000 });
-          const p = parsePing(r.stdout);
-          if (p.received === 0) throw new Error(`no ping replies: ${r.stdout.slice(-300)} ${r.stderr}`);
-          const rtts = p.rttsMs.slice(5).map((x) => x * 1000);
-          const sm = summarize(rtts);
-          c.add('ping', 'rtt median', s, 'us', sm.median, { sent: p.transmitted, received: p.received });
-          c.add('ping', 'rtt p99', s, 'us', percentile(rtts, 99));
-        } finally {
-          await k.close();
-        }
+        if (isPing(s)) await pingRep(ctx, c, s, count);
+        else await vhostUserRep(ctx, c, s, rep);
       } catch (e) {
-        ctx.log(`latency ${s} failed: ${errText(e)}`);
-        c.fail(s, rep, errText(e));
+        if (e instanceof Unavailable) c.markUnavailable(s, e.message);
+        else {
+          ctx.log(`latency ${s} failed: ${errText(e)}`);
+          c.fail(s, rep, errText(e));
+        }
       }
     }
   }
+  c.ratio('tsvs', 'ovs-dpdk', { label: 'tsvs/ovs-dpdk' });
+  c.ratio('tsvs', 'dpdk-testpmd', { label: 'tsvs/dpdk-testpmd' });
   c.ratio('tsvs-afpacket', 'linux-bridge', { label: 'tsvs-afpacket/linux-bridge' });
   return c.result();
 }
