@@ -16,8 +16,18 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+/** Run directories this harness created (removed at exit). */
+const madeDirs = new Set<string>();
+
 export async function startDaemon(opts: { netns?: string; args?: string[]; runDir?: string } = {}): Promise<Daemon> {
-  const runDir = opts.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-d-'));
+  let runDir = opts.runDir;
+  if (runDir === undefined) {
+    const made = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-d-'));
+    // a test may restart a daemon on the same run dir after stop(): remove it when the test process ends
+    if (madeDirs.size === 0) process.once('exit', () => madeDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+    madeDirs.add(made);
+    runDir = made;
+  }
   const prefix = opts.netns ? ['ip', 'netns', 'exec', opts.netns] : [];
   const argv = [...prefix, process.execPath, CLI, 'daemon', '--run-dir', runDir, '--pmd-sleep-max', '200', ...(opts.args ?? [])];
   const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
