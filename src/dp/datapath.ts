@@ -568,7 +568,20 @@ export class Datapath {
         this.drop('pool-exhausted', 1);
         continue;
       }
-      const coff = pool.dataOffset(c);
+      // a frame that grew into its headroom (push_vlan) may not fit after a fresh buffer's headroom:
+      // start the copy earlier so it ends inside the buffer; one larger than a whole buffer is dropped
+      let room = pool.headroom;
+      if (len > pool.bufSize - room) {
+        if (len > pool.bufSize) {
+          this.one[0] = c;
+          pool.free(this.one, 1);
+          this.drop('copy-too-big', 1);
+          continue;
+        }
+        room = pool.bufSize - len;
+        pool.dataOff[c] = room;
+      }
+      const coff = pool.bufAddrOffset(c) + room;
       pool.data.copyWithin(coff, off, off + len);
       pool.dataLen[c] = len;
       pool.pktLen[c] = len;

@@ -4,7 +4,7 @@ import { Mempool } from '../../src/mem/mempool.js';
 import { RingPort } from '../../src/pmd/ring-port.js';
 import { Datapath } from '../../src/dp/datapath.js';
 import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
-import { OP_OUTPUT, OP_SET_DL_DST } from '../../src/dp/actions.js';
+import { OP_OUTPUT, OP_PUSH_VLAN, OP_SET_DL_DST } from '../../src/dp/actions.js';
 
 function frame(dst: number, src: number, seq: number, len = 64): Uint8Array {
   const f = new Uint8Array(len);
@@ -122,4 +122,35 @@ test('flood to several ports copies; no rule drops are counted; unknown upcall r
   dp.drain();
   pool.flushCache();
   assert.equal(pool.available(), free0);
+});
+
+test('a frame that fills its buffer, VLAN-tagged and output to several ports: copies stay inside their buffers', () => {
+  const pool = Mempool.create({ count: 64, bufSize: 248, headroom: 64 }); // stride 256: 8 guard bytes after each buffer
+  const ports = [1, 2, 3].map((i) => RingPort.create(`p${i}`, pool, 16));
+  const peers = ports.map((p) => RingPort.attach(p.attachInfo(), pool));
+  const prog = Int32Array.from([OP_PUSH_VLAN, 0x8100, 5, OP_OUTPUT, 2, OP_OUTPUT, 3]);
+  const dp = new Datapath(pool, { upcall: (id) => dp.upcallReply(id, prog) });
+  ports.forEach((p, i) => dp.addPort(i + 1, p));
+  const room = pool.bufSize - pool.headroom;
+  const big = frame(0xff, 1, 42, room); // fills the data area; the tag makes it 4 bytes longer
+  // guard pattern in every buffer's bytes after the data area's end
+  const guardOk = (): boolean => {
+    for (let h = 0; h < pool.count; h++) {
+      const end = pool.bufAddrOffset(h) + pool.bufSize;
+      for (let k = end; k < pool.bufAddrOffset(h) + pool.stride && k < pool.data.length; k++) if (pool.data[k] !== 0xa5) return false;
+    }
+    return true;
+  };
+  for (let h = 0; h < pool.count; h++) pool.data.fill(0xa5, pool.bufAddrOffset(h) + pool.bufSize, pool.bufAddrOffset(h) + pool.stride);
+  send(pool, peers[0], [big]);
+  dp.pollOnce();
+  const on2 = recvAll(pool, peers[1]);
+  const on3 = recvAll(pool, peers[2]);
+  assert.equal(on2.length, 1);
+  assert.equal(on3.length, 1);
+  assert.deepEqual(on2[0], on3[0], 'the copy equals the original');
+  assert.equal(on2[0].length, room + 4);
+  assert.deepEqual(Array.from(on2[0].subarray(12, 16)), [0x81, 0x00, 0x00, 0x05], 'tagged');
+  assert.deepEqual(on2[0].subarray(16), big.subarray(12), 'payload intact');
+  assert.ok(guardOk(), 'no byte written past a buffer');
 });
