@@ -225,6 +225,24 @@ export abstract class DeviceQueue {
     return V_OK;
   }
 
+  /**
+   * Record the chain just walked as reservation k (id: split head or packed
+   * buffer id; slots: ring slots it took; segStart: segN before the walk;
+   * v: the walker's verdict). Returns peekChain's result for it.
+   */
+  protected reserve(k: number, id: number, slots: number, segStart: number, v: number): number {
+    this.resId[k] = id;
+    this.resSlots[k] = slots;
+    this.resN = k + 1;
+    if (v !== V_OK) {
+      this.segN = segStart;
+      this.resSegEnd[k] = segStart;
+      return this.violation(v);
+    }
+    this.resSegEnd[k] = this.segN;
+    return this.walkTotal;
+  }
+
   /** Count a walker violation; returns the peekChain code for it. */
   protected violation(v: number): number {
     const s = this.stats;

@@ -137,16 +137,7 @@ export class PackedDevice extends DeviceQueue {
     this.peekPos = p;
     this.peekWrap = w;
     this.peekSlots += slots;
-    this.resId[k] = id; // the buffer id is in the last descriptor
-    this.resSlots[k] = slots;
-    this.resN = k + 1;
-    if (v !== V_OK) {
-      this.segN = segStart;
-      this.resSegEnd[k] = segStart;
-      return this.violation(v);
-    }
-    this.resSegEnd[k] = this.segN;
-    return this.walkTotal;
+    return this.reserve(k, id, slots, segStart, v); // the buffer id is in the last descriptor
   }
 
   /** Indirect table: len/16 packed descriptors, used in order. */

@@ -105,6 +105,13 @@ export class SplitDevice extends DeviceQueue {
     return n > this.size ? this.size : n;
   }
 
+  /** Between chains: next avail entry to consume (and peek) and next used entry to write. */
+  private setCursors(lastAvail: number, lastUsed: number): void {
+    this.lastAvail = lastAvail;
+    this.peekIdx = lastAvail;
+    this.lastUsed = lastUsed;
+  }
+
   /** Make window wi of guest memory the fast-path window. */
   private useWindow(wi: number): void {
     const w = this.mem.windows[wi];
@@ -193,18 +200,14 @@ export class SplitDevice extends DeviceQueue {
         }
       }
       // general path for this chain (it checks and counts everything)
-      this.lastAvail = la;
-      this.peekIdx = la;
-      this.lastUsed = lu;
+      this.setCursors(la, lu);
       const r = this.dequeueOne(dst, d0, cap);
       la = this.lastAvail;
       lu = this.lastUsed;
       if (r === DQ_STOP) break;
       if (r >= 0) lens[got++] = r;
     }
-    this.lastAvail = la;
-    this.peekIdx = la;
-    this.lastUsed = lu;
+    this.setCursors(la, lu);
     st.chains += fast;
     st.pkts += fast;
     st.bytes += fastBytes;
@@ -290,18 +293,14 @@ export class SplitDevice extends DeviceQueue {
         }
       }
       // general path for this frame
-      this.lastAvail = la;
-      this.peekIdx = la;
-      this.lastUsed = lu;
+      this.setCursors(la, lu);
       const ok = this.enqueueOne(src, so, flen);
       la = this.lastAvail;
       lu = this.lastUsed;
       if (!ok) break;
       pending = (this.availCache - la) & 0xffff;
     }
-    this.lastAvail = la;
-    this.peekIdx = la;
-    this.lastUsed = lu;
+    this.setCursors(la, lu);
     st.chains += fast;
     st.pkts += fast;
     st.bytes += fastBytes;
@@ -331,17 +330,7 @@ export class SplitDevice extends DeviceQueue {
     const k = this.resN;
     const segStart = this.segN;
     this.walkTotal = 0;
-    const v = this.walk(head, write);
-    this.resId[k] = head;
-    this.resSlots[k] = 1;
-    this.resN = k + 1;
-    if (v !== V_OK) {
-      this.segN = segStart;
-      this.resSegEnd[k] = segStart;
-      return this.violation(v);
-    }
-    this.resSegEnd[k] = this.segN;
-    return this.walkTotal;
+    return this.reserve(k, head, 1, segStart, this.walk(head, write));
   }
 
   /** Walk the chain at `head`, recording segments. Returns a violation code. */
