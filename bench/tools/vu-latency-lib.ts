@@ -52,6 +52,8 @@ export interface VuLatencyResult {
    */
   tool_stalls: number;
   tool_stall_ms: number;
+  /** Times the background pacing was restarted because the tool fell more than 4 bursts behind. */
+  pacing_resets: number;
   seconds: number;
 }
 
@@ -90,7 +92,7 @@ export function formatResult(r: VuLatencyResult): string {
   return RESULT_PREFIX + JSON.stringify(r);
 }
 
-const NUM_FIELDS = ['median_us', 'p99_us', 'p999_us', 'max_us', 'probes', 'lost', 'rate_mpps', 'target_mpps', 'bg_sent', 'bg_lost', 'tx_refused', 'bad', 'tool_stalls', 'tool_stall_ms', 'seconds'] as const;
+const NUM_FIELDS = ['median_us', 'p99_us', 'p999_us', 'max_us', 'probes', 'lost', 'rate_mpps', 'target_mpps', 'bg_sent', 'bg_lost', 'tx_refused', 'bad', 'tool_stalls', 'tool_stall_ms', 'pacing_resets', 'seconds'] as const;
 
 /**
  * The result lines in the tool's output (other lines ignored). A result line

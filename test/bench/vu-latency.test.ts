@@ -61,7 +61,7 @@ test('RTT summary: median/p99/p99.9/max over the first n values only', () => {
 
 const R: VuLatencyResult = {
   load: 'medium', median_us: 4.5, p99_us: 12.25, p999_us: 40, max_us: 99, probes: 30000, lost: 2, rate_mpps: 0.499, target_mpps: 0.5,
-  bg_sent: 499000, bg_lost: 0, tx_refused: 0, bad: 0, tool_stalls: 3, tool_stall_ms: 0.4, seconds: 1.0001,
+  bg_sent: 499000, bg_lost: 0, tx_refused: 0, bad: 0, tool_stalls: 3, tool_stall_ms: 0.4, pacing_resets: 1, seconds: 1.0001,
 };
 
 test('result lines: round trip through format/parse, other output ignored', () => {
