@@ -168,9 +168,10 @@ export abstract class DriverQueue {
    * Post TX buffers whose net header the caller has already written (zeroed):
    * like postTx, but nothing in the buffers is touched, so the queue needs no
    * access to them. addrs[i] must lie in guest memory (checked here on the
-   * generic path; the split IN_ORDER fast path trusts the caller, who vouches
-   * for its own buffers: a wrong address reaches only the device, which
-   * checks every address it is given). Returns the number posted.
+   * generic path; the split fast path, one direct descriptor per buffer,
+   * trusts the caller, who vouches for its own buffers: a wrong address
+   * reaches only the device, which checks every address it is given).
+   * Returns the number posted.
    */
   postTxPrepared(addrs: Float64Array, lens: Int32Array, tokens: Int32Array, n: number): number {
     if (this.broken) return 0;

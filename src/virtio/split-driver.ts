@@ -59,7 +59,7 @@ export class SplitDriver extends DriverQueue {
    * reclaimed by count (the used entries need not be read).
    */
   private readonly slotHead: boolean;
-  /** slotHead, direct descriptors, little-endian host: postTxPrepared writes desc32 words. */
+  /** One direct descriptor per buffer on a little-endian host: postTxPrepared writes desc32 words. */
   private readonly fastTx: boolean;
 
   constructor(mem: GuestMemory, cfg: DriverQueueConfig) {
@@ -89,7 +89,7 @@ export class SplitDriver extends DriverQueue {
     this.usedIdx = start;
     this.usedCache = start;
     this.slotHead = this.inOrder && !this.hdrSplit;
-    this.fastTx = this.slotHead && this.ind === null && HOST_LITTLE_ENDIAN;
+    this.fastTx = !this.hdrSplit && this.ind === null && HOST_LITTLE_ENDIAN;
     if (this.slotHead) for (let i = 0; i < size; i++) this.ring.avail[AV_RING + i] = i;
   }
 
@@ -244,6 +244,7 @@ export class SplitDriver extends DriverQueue {
     const addrOf = this.addrOf;
     const mask = this.mask;
     const hdrLen = this.hdrLen;
+    const slotHead = this.slotHead;
     let ai = this.availIdx;
     let i = 0;
     for (; i < n; i++) {
@@ -254,13 +255,23 @@ export class SplitDriver extends DriverQueue {
         break;
       }
       const slot = ai & mask;
-      const o = slot << 2;
+      let head = slot; // IN_ORDER: descriptor = avail position (the avail ring holds the identity)
+      if (!slotHead) {
+        // from the free list, named in the avail ring
+        head = this.freeHead;
+        this.freeHead = this.next[head];
+        this.chainLen[head] = 1;
+        this.busy[head] = 1;
+        this.ring.avail[AV_RING + slot] = head;
+        this.pend[slot] = head;
+      }
+      const o = head << 2;
       d32[o] = a >>> 0; // addr lo (ToUint32 is the value mod 2^32)
       d32[o + 1] = (a / 0x100000000) >>> 0;
       d32[o + 2] = l;
       d32[o + 3] = 0; // flags 0 (device-readable, no next), next 0
-      tokenOf[slot] = tokens[i];
-      addrOf[slot] = a;
+      tokenOf[head] = tokens[i];
+      addrOf[head] = a;
       ai = (ai + 1) & 0xffff;
     }
     if (i > 0) {

@@ -196,19 +196,35 @@ test('split driver IN_ORDER: postTx, postTxPrepared and a 64-bit address share o
   assert.deepEqual([...out.subarray(0, 3)], [1, 2, 3]);
 });
 
-test('postTxPrepared without IN_ORDER checks addresses like postTx', () => {
+test('postTxPrepared without IN_ORDER: free-list descriptors named in the avail ring, out-of-order completion', () => {
   const l = vringLayout(A, 8);
   const drv = new SplitDriver(gm.mem, { size: 8, ...l, features: F_VERSION_1 });
-  addrs[0] = 0x900000;
-  lens[0] = 100;
+  lens[0] = 5; // shorter than the header
   assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 0);
   assert.equal(drv.stats.badBuf, 1);
-  addrs[0] = B;
-  toks[0] = 9;
-  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 1);
-  const head = r16(l.availAddr + 4);
-  w32(l.usedAddr + 4, head);
-  w16(l.usedAddr + 2, 1);
-  assert.equal(drv.reclaimTx(out, 16), 1);
-  assert.equal(out[0], 9);
+  for (let i = 0; i < 3; i++) {
+    addrs[i] = B + 0x100 * i;
+    lens[i] = drv.hdrLen + 64;
+    toks[i] = 40 + i;
+  }
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 3), 3);
+  const heads = [0, 1, 2].map((i) => r16(l.availAddr + 4 + 2 * i));
+  assert.equal(new Set(heads).size, 3);
+  heads.forEach((h, i) => assert.equal(r32(l.descAddr + 16 * h), B + 0x100 * i));
+  // completed 2, 0, 1
+  [2, 0, 1].forEach((k, i) => w32(l.usedAddr + 4 + 8 * i, heads[k]));
+  w16(l.usedAddr + 2, 3);
+  assert.equal(drv.reclaimTx(out, 16), 3);
+  assert.deepEqual([...out.subarray(0, 3)], [42, 40, 41]);
+  assert.equal(drv.freeCount, 8);
+  // the whole ring again, each descriptor once, then full
+  for (let i = 0; i < 8; i++) toks[i] = i;
+  assert.equal(drv.postTxPrepared(addrs.fill(B), lens.fill(drv.hdrLen + 1), toks, 8), 8);
+  assert.equal(new Set([0, 1, 2, 3, 4, 5, 6, 7].map((i) => r16(l.availAddr + 4 + 2 * ((3 + i) & 7)))).size, 8);
+  assert.equal(drv.postTxPrepared(addrs, lens, toks, 1), 0, 'ring full');
+  // a used id that is not outstanding breaks the queue
+  w32(l.usedAddr + 4 + 8 * 3, 9);
+  w16(l.usedAddr + 2, 4);
+  assert.equal(drv.reclaimTx(out, 16), 0);
+  assert.equal(drv.broken, true);
 });
