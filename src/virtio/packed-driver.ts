@@ -34,6 +34,9 @@ import {
   RING_EVENT_FLAGS_ENABLE,
   writeAddr,
   decodePackedIdx,
+  HOST_LITTLE_ENDIAN,
+  PDESC_F_AVAIL,
+  PDESC_F_USED,
 } from './layout.js';
 import { DriverQueue, type DriverQueueConfig, DRIVER_INDIRECT_ENTRIES } from './driver-queue.js';
 
@@ -54,6 +57,10 @@ export class PackedDriver extends DriverQueue {
   /** IN_ORDER: head position of the last buffer of a batch the device used at once, or -1. */
   private batchEnd = -1;
   private batchLen = 0;
+  /** Descriptor ring as u32 words (entry i: [4i]=addr lo, [4i+1]=addr hi, [4i+2]=len); null when not little-endian. */
+  private readonly desc32: Uint32Array | null;
+  /** One direct descriptor per buffer on a little-endian host: postTxPrepared and reclaimTx work on whole bursts. */
+  private readonly fastTx: boolean;
 
   constructor(mem: GuestMemory, cfg: DriverQueueConfig) {
     super(mem, cfg);
@@ -76,6 +83,9 @@ export class PackedDriver extends DriverQueue {
     this.idNext = new Uint16Array(size);
     for (let i = 0; i < size; i++) this.idNext[i] = i + 1;
     this.slotsOf = new Uint16Array(size);
+    const d = this.ring.desc;
+    this.desc32 = HOST_LITTLE_ENDIAN ? new Uint32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
+    this.fastTx = this.desc32 !== null && this.ind === null && !this.hdrSplit;
   }
 
   get freeCount(): number {
@@ -211,6 +221,127 @@ export class PackedDriver extends DriverQueue {
       this.idHead = id;
     }
     return 1;
+  }
+
+  override postTxPrepared(addrs: Float64Array, lens: Int32Array, tokens: Int32Array, n: number): number {
+    if (!this.fastTx) return super.postTxPrepared(addrs, lens, tokens, n);
+    if (this.broken) return 0;
+    if (n > this.numFree) n = this.numFree;
+    if (n > addrs.length) n = addrs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tokens.length) n = tokens.length;
+    const d32 = this.desc32 as Uint32Array;
+    const d16 = this.ring.desc16;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const inOrder = this.inOrder;
+    const tokenOf = this.tokenOf;
+    const addrOf = this.addrOf;
+    const slotsOf = this.slotsOf;
+    const busy = this.busy;
+    const pos0 = this.availPos;
+    const wrap0 = this.availWrap;
+    let pos = pos0;
+    let wrap = wrap0;
+    let firstFlags = 0;
+    let i = 0;
+    for (; i < n; i++) {
+      const a = addrs[i];
+      const l = lens[i];
+      if (!(l >= hdrLen && a >= 0)) {
+        this.stats.badBuf++;
+        break;
+      }
+      let id = pos;
+      if (!inOrder) {
+        id = this.idHead;
+        this.idHead = this.idNext[id];
+      }
+      const o = pos << 2;
+      d32[o] = a >>> 0;
+      d32[o + 1] = (a / 0x100000000) >>> 0;
+      d32[o + 2] = l;
+      d16[8 * pos + 6] = id;
+      const fl = wrap ? PDESC_F_AVAIL : PDESC_F_USED;
+      // the burst's first descriptor is made available last, so the device sees the burst at once
+      if (i === 0) firstFlags = fl;
+      else d16[8 * pos + 7] = fl;
+      tokenOf[id] = tokens[i];
+      addrOf[id] = a;
+      slotsOf[id] = 1;
+      busy[id] = 1;
+      if (++pos === size) {
+        pos = 0;
+        wrap ^= 1;
+      }
+    }
+    if (i > 0) {
+      Atomics.store(d16, 8 * pos0 + 7, firstFlags);
+      this.availPos = pos;
+      this.availWrap = wrap;
+      this.numFree -= i;
+      this.kickAdded += i;
+    }
+    return i;
+  }
+
+  override reclaimTx(tokensOut: Int32Array, max: number): number {
+    if (!this.fastTx || !this.inOrder) return super.reclaimTx(tokensOut, max);
+    if (this.broken) return 0;
+    if (max > tokensOut.length) max = tokensOut.length;
+    // IN_ORDER: one used descriptor may stand for a batch ending at its id; buffers are taken by position
+    const d16 = this.ring.desc16;
+    const size = this.size;
+    const busy = this.busy;
+    const tokenOf = this.tokenOf;
+    let pos = this.usedPos;
+    let wrap = this.usedWrap;
+    let k = 0;
+    scan: while (k < max) {
+      let end = this.batchEnd;
+      if (end < 0) {
+        const fl = Atomics.load(d16, 8 * pos + 7);
+        const av = (fl >>> 7) & 1;
+        const us = (fl >>> 15) & 1;
+        if (av !== us || us !== wrap) break;
+        end = d16[8 * pos + 6];
+        if (end >= size || busy[end] === 0) {
+          this.bad();
+          break;
+        }
+        this.batchLen = this.ring.desc.getUint32(pos * DESC_SIZE + PDESC_LEN, true);
+      }
+      // positions pos..end (ring order) were used
+      for (;;) {
+        if (busy[pos] === 0) {
+          // the batch runs past what is outstanding
+          this.bad();
+          break scan;
+        }
+        busy[pos] = 0;
+        tokensOut[k++] = tokenOf[pos];
+        const last = pos === end;
+        if (++pos === size) {
+          pos = 0;
+          wrap ^= 1;
+        }
+        if (last) {
+          this.batchEnd = -1;
+          break;
+        }
+        if (k === max) {
+          this.batchEnd = end; // the rest of this batch next time
+          break;
+        }
+      }
+    }
+    if (k > 0) {
+      this.usedPos = pos;
+      this.usedWrap = wrap;
+      this.numFree += k;
+      if (this.intrEnabled && this.eventIdx) this.rearmInterrupts();
+    }
+    return k;
   }
 
   needsKick(): boolean {
