@@ -490,11 +490,18 @@ export class VirtioUserPort implements Port, FrontendDevice {
       }
       const ho = bufBase + h * stride + off - hdrLen; // header offset in pool.data
       if (words && (ho & 3) === 0) {
+        // written only when not already zero (as DPDK's virtio does): a recycled
+        // buffer's header line then stays clean, valid in the backend's cache
         const w = ho >> 2;
-        data32[w] = 0;
-        data32[w + 1] = 0;
-        if (hdrLen === 12) data32[w + 2] = 0;
-        else for (let x = 2; x < hdrLen >> 2; x++) data32[w + x] = 0;
+        if (hdrLen === 12) {
+          if ((data32[w] | data32[w + 1] | data32[w + 2]) !== 0) {
+            data32[w] = 0;
+            data32[w + 1] = 0;
+            data32[w + 2] = 0;
+          }
+        } else {
+          for (let x = 0; x < hdrLen >> 2; x++) if (data32[w + x] !== 0) data32[w + x] = 0;
+        }
       } else {
         data.fill(0, ho, ho + hdrLen);
       }
