@@ -1,14 +1,17 @@
 /**
  * The virtio-user transmit path in one thread, without a peer: testpmd's
- * txonly step (mempool alloc, TrafficGen.fill, VirtioUserPort.txBurst: TX
- * reclaim, descriptors, avail idx, mbuf free) against a stand-in device that
- * consumes every available buffer at once (used idx = avail idx, one used
- * entry per buffer, nothing copied). The port is a real VirtioUserPort whose
- * rings are set up directly (setup()/up() as the frontend would after a
- * handshake), so what is timed is the driver side only.
+ * txonly step (TxStream: kept buffers restamped, or with --keep 0 a mempool
+ * alloc + TrafficGen.fill per frame; VirtioUserPort.txBurst: TX reclaim and
+ * mbuf free, net header, descriptors, avail idx) against a stand-in device
+ * that consumes every available buffer at once (one used entry per buffer,
+ * nothing copied). The port is a real VirtioUserPort whose rings are set up
+ * directly (setup()/up() as the frontend would after a handshake), so what is
+ * timed is the driver side only (plus the stand-in's few ns per frame).
  *   node dist/bench/micro/virtio-tx.js [--packets N] [--size 64] [--in-order 1] [--flows 1] [--reps 3] [--keep 1024] [--packed 0]
- * (--keep: TxStream's kept buffers, as testpmd uses them; 0 = a pool alloc per frame)
- * Prints ns/packet for the whole step and for the driver queue alone.
+ * Prints ns/frame for the whole step (median of reps) and for the driver
+ * queue alone (postTxPrepared + reclaimTx of fixed buffers).
+ * Measured here (64 B, split, IN_ORDER): step ~50 ns, driver ~11 ns
+ * (before the TX fast paths: 156 and 78 ns).
  */
 import { parseArgs } from 'node:util';
 import * as os from 'node:os';
