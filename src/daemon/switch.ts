@@ -500,7 +500,7 @@ export class Switch {
           const tot = r.rxqs.reduce((a, q) => a + q.rxPackets, 0);
           return [
             `pmd thread ${r.pmd} core_id ${r.cpu ?? 'any'}:`,
-            ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${String(q.queue).padEnd(3)} pmd usage: ${tot > 0 ? Math.round((100 * q.rxPackets) / tot) : 0} %`),
+            ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${String(q.queue).padEnd(3)} rx packets: ${String(q.rxPackets).padEnd(12)} share: ${tot > 0 ? Math.round((100 * q.rxPackets) / tot) : 0} %`),
           ].join('\n');
         })
         .join('\n');

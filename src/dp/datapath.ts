@@ -62,6 +62,8 @@ export interface DpFlowInfo {
 }
 
 const MAX_PORTS = 1024;
+/** Rx queues counted per port (pmd-rxq-show); more are polled but counted in the last slot. */
+const RXQ_SLOTS = 16;
 const MAX_OUT = 64;
 /** Packets held while their upcall is in flight (leaders and coalesced followers). */
 const MAX_PENDING = 2048;
@@ -77,6 +79,8 @@ export class Datapath {
   /** Per port (packed array: every slot holds an Int32Array, a shared empty one for unused ports). */
   private readonly txBatch: Int32Array[] = new Array<Int32Array>(MAX_PORTS).fill(NO_BATCH);
   private readonly txCount = new Int32Array(MAX_PORTS);
+  /** Packets received per (port, rx queue): [port * RXQ_SLOTS + queue]. */
+  private readonly rxqPackets = new Float64Array(MAX_PORTS * RXQ_SLOTS);
   /** Ports with a pending tx batch (each listed once: isDirty), flushed at the end of a pass. */
   private readonly dirty = new Int32Array(MAX_PORTS);
   private nDirty = 0;
@@ -132,6 +136,7 @@ export class Datapath {
     this.ports[portNo] = port;
     this.txBatch[portNo] = new Int32Array(BURST);
     this.txCount[portNo] = 0;
+    this.rxqPackets.fill(0, portNo * RXQ_SLOTS, (portNo + 1) * RXQ_SLOTS);
     this.portList = this.ports.map((p, i) => (p ? i : -1)).filter((i) => i >= 0);
   }
 
@@ -176,6 +181,12 @@ export class Datapath {
     }
     // held upcalls from this port stay valid (the buffers are ours)
     return p;
+  }
+
+  /** Packets received on rx queue q of port portNo since it was added (queues >= 16 share slot 15). */
+  rxqCount(portNo: number, q: number): number {
+    if (!(portNo >= 0 && portNo < MAX_PORTS) || !(q >= 0)) return 0;
+    return this.rxqPackets[portNo * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)];
   }
 
   port(portNo: number): Port | null {
@@ -336,6 +347,7 @@ export class Datapath {
         const n = port.rxBurst(q, this.rxBuf, this.rxBurstMax);
         if (n > 0) {
           total += n;
+          this.rxqPackets[pn * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)] += n;
           this.processBurst(pn, n);
         }
       }

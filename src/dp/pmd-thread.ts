@@ -199,7 +199,7 @@ function workerMain(cfg: PmdConfig): void {
         const rxqs: { port: number; name: string; queue: number; rxPackets: number }[] = [];
         for (const n of dp.portNumbers()) {
           const p = dp.port(n)!;
-          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q, rxPackets: p.stats.rxPackets });
+          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q, rxPackets: dp.rxqCount(n, q) });
         }
         return {
           ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs,

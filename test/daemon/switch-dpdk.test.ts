@@ -14,7 +14,7 @@ const M1 = '02:00:00:00:00:01';
 const M2 = '02:00:00:00:00:02';
 
 interface DpFlow { actions: string; packets: number; match: string }
-interface PmdJson { rxPackets: number; upcalls: number; emcHits: number; megaflowHits: number; poolAvailable: number; poolCount: number }
+interface PmdJson { pmd: number; rxPackets: number; upcalls: number; emcHits: number; megaflowHits: number; poolAvailable: number; poolCount: number }
 
 async function json<T>(d: Daemon, ...args: string[]): Promise<T> {
   const r = await d.cli(...args, '--json');
@@ -133,6 +133,9 @@ test('two PMD threads: ports spread over both, output crosses threads through ri
   const pmds = await json<PmdJson[]>(d, 'pmd-stats');
   assert.equal(pmds.length, 2);
   assert.ok(pmds.every((p) => p.rxPackets > 1000), 'each PMD polled its own port');
+  // per rx queue counts: each PMD's one queue holds all it received
+  const rxq2 = await json<{ pmd: number; rxqs: { name: string; rxPackets: number }[] }[]>(d, 'pmd-rxq-show');
+  for (const r of rxq2) assert.equal(r.rxqs[0].rxPackets, pmds.find((p) => p.pmd === r.pmd)!.rxPackets, JSON.stringify(rxq2));
   assert.equal((await d.cli('del-port', 'br0', 'vm2')).code, 0);
   await tp.run('start tx_first 2');
   await sleep(500);

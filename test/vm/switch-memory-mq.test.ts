@@ -116,6 +116,11 @@ describe("switch: big-memory and multiqueue guests", { timeout: 300_000 }, () =>
     for (const [cpu, p] of pCpu.entries()) assertNoLoss(p, 50, `mq (vCPU ${cpu}, tx queue ${cpu}) -> big`);
     await transfer(mq, big, 5003);
     await transfer(big, mq, 5004);
+    // the switch received on both of the mq port's rx queues (the guest's tx queues 0 and 1)
+    const rxqs = (JSON.parse(await cli(d, "pmd-rxq-show", "--json")) as { rxqs: { name: string; queue: number; rxPackets: number }[] }[])
+      .flatMap((r) => r.rxqs).filter((x) => x.name === "mq");
+    assert.equal(rxqs.length, 2, JSON.stringify(rxqs));
+    for (const x of rxqs) assert.ok(x.rxPackets >= 50, `queue ${x.queue} of mq received ${x.rxPackets} packets: ${JSON.stringify(rxqs)}`);
     t.diagnostic(`mq guest: ${iface["rxqs"]} rx / ${iface["txqs"]} tx queues, xps ${xps.join(",")}; rtt big->mq ${pBig["rtt_avg_ms"]} ms`);
   });
 });
