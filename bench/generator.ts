@@ -1,7 +1,12 @@
 /**
  * generator: a virtio-user txonly generator on the generator CPU into a DPDK
  * net_vhost rxonly sink whose forwarding lcore is on the other CPU.
- *   tsvs-testpmd   `tsvs testpmd --port virtio-user:path=S --fwd txonly`
+ *   tsvs-testpmd   `tsvs testpmd --port virtio-user:path=S --fwd txonly`: each queue
+ *                  replays 1024 buffers of its own, rewriting only the sequence and
+ *                  check words of each frame (like a hardware generator)
+ *   tsvs-testpmd-alloc  the same with --tx-buffers 0: a buffer allocated, filled
+ *                  from the template and freed for every frame, as DPDK's txonly
+ *                  (mbuf alloc + header copy per packet)
  *   dpdk-testpmd   dpdk-testpmd --vdev net_virtio_user0,path=S --forward-mode=txonly
  * Rate = the sink's rx counter over the measured window; loss = generator tx
  * total - sink rx total (generator stopped first, then the sink drained).
@@ -16,8 +21,8 @@ import { rate } from './stats.js';
 import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
 import { TsvsTestpmd } from './peers/tsvs.js';
 
-export type GenKind = 'tsvs-testpmd' | 'dpdk-testpmd';
-const GENS: readonly GenKind[] = ['tsvs-testpmd', 'dpdk-testpmd'];
+export type GenKind = 'tsvs-testpmd' | 'tsvs-testpmd-alloc' | 'dpdk-testpmd';
+const GENS: readonly GenKind[] = ['tsvs-testpmd', 'tsvs-testpmd-alloc', 'dpdk-testpmd'];
 
 interface Gen {
   stop(): Promise<number>;
@@ -25,8 +30,10 @@ interface Gen {
 }
 
 function startGen(kind: GenKind, sock: string, size: number, ctx: BenchContext, flows = 1): Promise<Gen> {
-  if (kind === 'tsvs-testpmd') {
-    const g = TsvsTestpmd.start({ ports: [`virtio-user:path=${sock}`], fwd: 'txonly', txpkts: size, flows, cpu: ctx.genCpu });
+  if (kind === 'tsvs-testpmd' || kind === 'tsvs-testpmd-alloc') {
+    const g = TsvsTestpmd.start({
+      ports: [`virtio-user:path=${sock}`], fwd: 'txonly', txpkts: size, flows, cpu: ctx.genCpu, txBuffers: kind === 'tsvs-testpmd-alloc' ? 0 : undefined,
+    });
     return Promise.resolve({
       stop: async () => (await g.stop()).reduce((a, p) => a + p.tx_packets, 0),
       kill: () => g.proc.stop('SIGKILL', 1000),
@@ -81,6 +88,7 @@ async function rxCount(tp: DpdkTestpmd): Promise<number> {
 export async function runGenerator(ctx: BenchContext): Promise<ScenarioResult> {
   const c = new Collector('generator', 'virtio-user txonly generator -> DPDK net_vhost rxonly, Mpps');
   c.note(`Generator on CPU ${ctx.genCpu}, DPDK sink forwarding lcore on CPU ${ctx.swCpu}; rate measured at the sink.`);
+  c.note('tsvs-testpmd replays 1024 kept buffers per queue, rewriting only the sequence and check words per frame; tsvs-testpmd-alloc (--tx-buffers 0) allocates, fills from the template and frees a buffer per frame, the work DPDK txonly does (mbuf alloc + header copy per packet). Both are our virtio-user PMD.');
   const why = dpdkAvailable();
   if (why) {
     c.markUnavailable('*', why);
@@ -127,6 +135,7 @@ export async function runGenerator(ctx: BenchContext): Promise<ScenarioResult> {
     }
   }
   c.ratio('tsvs-testpmd', 'dpdk-testpmd', { label: 'tsvs-testpmd/dpdk-testpmd' });
+  c.ratio('tsvs-testpmd-alloc', 'dpdk-testpmd', { label: 'tsvs-testpmd-alloc/dpdk-testpmd' });
   return c.result();
 }
 

@@ -123,6 +123,8 @@ export interface TsvsTestpmdOptions {
   fwd: 'io' | 'txonly' | 'rxonly' | 'macswap';
   txpkts?: number;
   flows?: number;
+  /** --tx-buffers (txonly: kept buffers per queue; 0 = allocate per frame). */
+  txBuffers?: number;
   cpu: number;
 }
 
@@ -144,7 +146,7 @@ export class TsvsTestpmd {
     const argv = [
       process.execPath, TSVS_CLI, 'testpmd', ...o.ports.flatMap((p) => ['--port', p]),
       '--fwd', o.fwd, '--txpkts', String(o.txpkts ?? 64), '--flows', String(o.flows ?? 1),
-      '--cpu', String(o.cpu), '--stats-period', '1', '--json',
+      '--cpu', String(o.cpu), '--stats-period', '1', '--json', ...(o.txBuffers !== undefined ? ['--tx-buffers', String(o.txBuffers)] : []),
     ];
     return new TsvsTestpmd(new Proc(argv, { cpus: [o.cpu] }));
   }

@@ -41,6 +41,7 @@ export async function run(values: Record<string, unknown>): Promise<number> {
     txpkts: int(values.txpkts, 'txpkts', 64, 9000, 64),
     burst: int(values.burst, 'burst', 1, 32, 32),
     flows: int(values.flows, 'flows', 1, 1 << 24, 1),
+    txBuffers: int(values['tx-buffers'], 'tx-buffers', 0, 4096, 1024),
     cpu: values.cpu !== undefined ? int(values.cpu, 'cpu', 0, 1023, 0) : undefined,
   });
   const t0 = performance.now();

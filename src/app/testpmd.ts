@@ -65,6 +65,13 @@ export interface TestpmdOptions {
   flows: number;
   cpu?: number;
   poolSize?: number;
+  /**
+   * txonly: buffers each stream keeps and replays, rewriting only the sequence
+   * and check words (like a hardware generator; default 1024 when the pool can
+   * spare them); 0 allocates, fills and frees a buffer for every frame, as
+   * DPDK's txonly does.
+   */
+  txBuffers?: number;
 }
 
 export interface PortReport {
@@ -124,8 +131,8 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   // set of buffers (see TxStream) when the pool can spare a quarter of itself
   let txQueues = 0;
   for (let i = 0; i < n; i++) if (opts.fwd === 'txonly' || (opts.fwd === 'txrx' && i === 0)) txQueues += Math.min(16, ports[i].nQueues);
-  let keep = txQueues > 0 ? Math.min(1024, Math.floor(pool.count / (4 * txQueues))) : 0;
-  if (keep < 512) keep = 0;
+  let keep = txQueues > 0 ? Math.min(opts.txBuffers ?? 1024, Math.floor(pool.count / (4 * txQueues))) : 0;
+  if (keep < Math.min(512, opts.txBuffers ?? 512)) keep = 0;
   const streams: TxStream[] = Array.from({ length: n * 16 }, () => new TxStream(pool, gen, burst, keep));
   const retried = (i: number): number => {
     let r = 0;

@@ -89,6 +89,7 @@ export const COMMANDS: CommandSpec[] = [
       txpkts: { type: 'string', arg: 'BYTES', help: 'frame size for txonly (64..9000)', default: '64' },
       burst: { type: 'string', arg: 'N', help: 'burst size (1..32)', default: '32' },
       flows: { type: 'string', arg: 'N', help: 'distinct flows in txonly (vary source IP/port)', default: '1' },
+      'tx-buffers': { type: 'string', arg: 'N', help: 'txonly: buffers kept and replayed per queue, only seq/check rewritten (0: allocate and fill every frame, as DPDK txonly)', default: '1024' },
       duration: { type: 'string', arg: 'SECONDS', help: 'run time (0: until SIGINT)', default: '0' },
       'stats-period': { type: 'string', arg: 'SECONDS', help: 'print a stats line every period (0: off)', default: '0' },
       cpu: { type: 'string', arg: 'N', help: 'pin the forwarding worker to this CPU' },

@@ -29,14 +29,15 @@ function tmp(t: { after(fn: () => void): void }): string {
   return d;
 }
 
-test('tsvs testpmd virtio-user txonly -> DPDK net_vhost rxonly: counts match', async (t) => {
+for (const [mode, extra] of [['replayed buffers', []], ['a buffer allocated per frame (--tx-buffers 0)', ['--tx-buffers', '0']]] as const) {
+test(`tsvs testpmd virtio-user txonly -> DPDK net_vhost rxonly, ${mode}: counts match`, async (t) => {
   const dir = tmp(t);
   const sock = path.join(dir, 'vh.sock');
   const dpdk = Dpdk.start({ vdev: `net_vhost0,iface=${sock},queues=1`, fwdMode: 'rxonly', lcores: '0@1,1@0' });
   t.after(() => dpdk.kill());
   await dpdk.waitFor(/testpmd> /, 30000);
   await dpdk.run('start');
-  const r = tsvs(['testpmd', '--port', `virtio-user:path=${sock}`, '--fwd', 'txonly', '--txpkts', '128', '--duration', '2', '--json', '--cpu', '0']);
+  const r = tsvs(['testpmd', '--port', `virtio-user:path=${sock}`, '--fwd', 'txonly', '--txpkts', '128', '--duration', '2', '--json', '--cpu', '0', ...extra]);
   const out = await r.done;
   assert.equal(out.code, 0, out.stderr);
   const rep = JSON.parse(out.stdout) as Report;
@@ -48,6 +49,7 @@ test('tsvs testpmd virtio-user txonly -> DPDK net_vhost rxonly: counts match', a
   assert.equal(st.rxPackets, sent, 'DPDK received exactly what tsvs testpmd sent');
   await dpdk.quit();
 });
+}
 
 test('DPDK virtio-user txonly -> tsvs testpmd vhost-user rxonly: counts match, no bad frames', async (t) => {
   const dir = tmp(t);
@@ -83,6 +85,8 @@ test('tsvs testpmd rejects bad arguments with clear errors', async () => {
   assert.match(r.stderr, /unknown option 'client' for virtio-user/);
   r = await run(['--port', 'virtio-user:path=/x', '--txpkts', '10']);
   assert.match(r.stderr, /--txpkts must be a number in 64..9000/);
+  r = await run(['--port', 'virtio-user:path=/x', '--tx-buffers', '5000']);
+  assert.match(r.stderr, /--tx-buffers must be a number in 0..4096/);
   r = await run(['--port', 'virtio-user:path=/x', '--fwd', 'sideways']);
   assert.match(r.stderr, /--fwd must be one of/);
   r = await run(['--bogus']);
