@@ -136,6 +136,18 @@ export function packedNeedEvent(offWrap: number, size: number, newPos: number, w
   return needEvent(off & 0xffff, newPos, (newPos - count) & 0xffff);
 }
 
+/**
+ * Does the other side of a packed ring want a notification, per its event
+ * suppression area `ev` ([EV_OFF_WRAP, EV_FLAGS]), after `count` descriptors
+ * written up to position newPos with wrap counter `wrap`?
+ */
+export function packedWantsEvent(ev: Uint16Array, eventIdx: boolean, size: number, newPos: number, wrap: number, count: number): boolean {
+  const fl = Atomics.load(ev, EV_FLAGS) & 3;
+  if (fl === RING_EVENT_FLAGS_DISABLE) return false;
+  if (fl === RING_EVENT_FLAGS_DESC && eventIdx) return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), size, newPos, wrap, count);
+  return true;
+}
+
 /** Is a packed descriptor with these flags available for wrap counter `wrap` (device view)? */
 export function packedIsAvail(flags: number, wrap: number): boolean {
   const a = (flags >>> 7) & 1;

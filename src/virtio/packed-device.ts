@@ -19,7 +19,6 @@ import {
   EV_OFF_WRAP,
   mapPackedRing,
   packedIsAvail,
-  packedNeedEvent,
   packedUsedBits,
   type PackedRing,
   pdFlags,
@@ -33,6 +32,7 @@ import {
   RING_EVENT_FLAGS_DISABLE,
   RING_EVENT_FLAGS_ENABLE,
   decodePackedIdx,
+  packedWantsEvent,
 } from './layout.js';
 import {
   DeviceQueue,
@@ -223,13 +223,7 @@ export class PackedDevice extends DeviceQueue {
     const c = this.usedSince;
     if (c === 0) return false;
     this.usedSince = 0;
-    const ev = this.ring.driverEvent;
-    const fl = Atomics.load(ev, EV_FLAGS) & 3;
-    if (fl === RING_EVENT_FLAGS_DISABLE) return false;
-    if (fl === RING_EVENT_FLAGS_DESC && this.eventIdx) {
-      return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), this.size, this.usedPos, this.usedWrap, c);
-    }
-    return true;
+    return packedWantsEvent(this.ring.driverEvent, this.eventIdx, this.size, this.usedPos, this.usedWrap, c);
   }
 
   setNotification(enable: boolean): void {

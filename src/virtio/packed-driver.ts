@@ -20,7 +20,6 @@ import {
   mapPackedRing,
   packedAvailBits,
   packedIsUsed,
-  packedNeedEvent,
   packedUsedBits,
   type PackedRing,
   pdFlags,
@@ -37,6 +36,7 @@ import {
   HOST_LITTLE_ENDIAN,
   PDESC_F_AVAIL,
   PDESC_F_USED,
+  packedWantsEvent,
 } from './layout.js';
 import { DriverQueue, type DriverQueueConfig, DRIVER_INDIRECT_ENTRIES } from './driver-queue.js';
 
@@ -348,13 +348,7 @@ export class PackedDriver extends DriverQueue {
     const c = this.kickAdded;
     if (c === 0) return false;
     this.kickAdded = 0;
-    const ev = this.ring.deviceEvent;
-    const fl = Atomics.load(ev, EV_FLAGS) & 3;
-    if (fl === RING_EVENT_FLAGS_DISABLE) return false;
-    if (fl === RING_EVENT_FLAGS_DESC && this.eventIdx) {
-      return packedNeedEvent(Atomics.load(ev, EV_OFF_WRAP), this.size, this.availPos, this.availWrap, c);
-    }
-    return true;
+    return packedWantsEvent(this.ring.deviceEvent, this.eventIdx, this.size, this.availPos, this.availWrap, c);
   }
 
   setInterrupts(enable: boolean): void {
