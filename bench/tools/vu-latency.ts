@@ -130,7 +130,6 @@ class LatencyLoop {
   private readonly one = new Int32Array(1);
   private readonly tmpl: Uint8Array;
   private readonly dvA: DataView;
-  private readonly dvB: DataView;
   /** Probe send time (ms) by seq & TABLE_MASK; tSeq holds the seq (-1: free), tRec 1 if it belongs to the measured window. */
   private readonly tSend = new Float64Array(TABLE);
   private readonly tSeq = new Int32Array(TABLE).fill(-1);
@@ -149,7 +148,6 @@ class LatencyLoop {
   ) {
     this.tmpl = probeTemplate(o.size, A.mac, B.mac);
     this.dvA = new DataView(A.pool.data.buffer, A.pool.data.byteOffset, A.pool.data.byteLength);
-    this.dvB = new DataView(B.pool.data.buffer, B.pool.data.byteOffset, B.pool.data.byteLength);
     // one probe per (gap + a round trip of at least ~2 µs), for the longest window
     const maxProbes = Math.ceil((o.seconds * 1e6) / (o.gapUs + 2)) + 16;
     this.rtts = new Float64Array(Math.min(maxProbes, 1 << 24));
