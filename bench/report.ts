@@ -322,6 +322,16 @@ export function toSvg(s: ScenarioResult): string | null {
 }
 
 /** Write latest.json, latest.md and <scenario>.svg into dir. */
+/** The report in dir/latest.json, or null if there is none (or it is not a report). */
+export function readReport(dir: string): BenchReport | null {
+  try {
+    const r = JSON.parse(fs.readFileSync(path.join(dir, 'latest.json'), 'utf8')) as BenchReport;
+    return Array.isArray(r.scenarios) ? r : null;
+  } catch {
+    return null;
+  }
+}
+
 export function writeReport(dir: string, r: BenchReport): string[] {
   fs.mkdirSync(dir, { recursive: true });
   const files: string[] = [];

@@ -1,17 +1,18 @@
 /**
  * The tsvs benchmark suite: tsvs against DPDK testpmd, OVS-DPDK and the kernel path.
  *
- *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR]
+ *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR] [--merge]
  *   node dist/bench/run.js --scenario p2p --quick
  *
  * Scenarios: p2p, generator, kernel, latency, flows, memory, profile (default: all).
- * Results: bench/results/latest.json, latest.md, <scenario>.svg.
+ * Results: bench/results/latest.json, latest.md, <scenario>.svg. With --merge, the scenarios run
+ * replace their namesakes in the existing latest.json (each says when and at which commit it ran).
  * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
  */
 import { parseArgs } from 'node:util';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeReport, machineInfo, gitCommit, type BenchReport, type ScenarioResult } from './report.js';
+import { writeReport, readReport, machineInfo, gitCommit, type BenchReport, type ScenarioResult } from './report.js';
 import { errText, type BenchContext, type Scenario } from './common.js';
 import { stopAll, killAllSync } from './proc.js';
 import { nsDelAll } from './peers/kernel.js';
@@ -37,6 +38,8 @@ export interface RunOptions {
   quick: boolean;
   out: string;
   subjects: string[];
+  /** Replace only the scenarios run in the existing report of `out`. */
+  merge: boolean;
 }
 
 export class BenchUsageError extends Error {}
@@ -52,6 +55,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
       quick: { type: 'boolean' },
       out: { type: 'string' },
       subject: { type: 'string', multiple: true },
+      merge: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: false,
@@ -74,10 +78,11 @@ export function parseRunArgs(argv: string[]): RunOptions {
     quick,
     out: values.out ?? path.join(REPO, 'bench', 'results'),
     subjects: (values.subject ?? []).flatMap((s) => s.split(',')).filter(Boolean),
+    merge: !!values.merge,
   };
 }
 
-const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR]
+const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR] [--merge]
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
   --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vhost-user)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
@@ -95,6 +100,22 @@ export async function run(values: Record<string, unknown>): Promise<number> {
     else argv.push(`--${k}`, String(v));
   }
   return runBench(argv);
+}
+
+/**
+ * `base` with the scenarios of `fresh` in place of their namesakes (new ones
+ * appended); each merged scenario says when and at which commit it ran.
+ */
+export function mergeReports(base: BenchReport, fresh: BenchReport): BenchReport {
+  const byName = new Map(fresh.scenarios.map((s) => [s.name, s]));
+  const o = fresh.options;
+  const tag = (s: ScenarioResult): ScenarioResult => ({
+    ...s,
+    notes: [...s.notes, `Measured ${fresh.date} at commit ${fresh.git} (${o.reps} repetition(s), ${o.seconds} s per run) and merged into the report of ${base.date} (commit ${base.git}).`],
+  });
+  const scenarios = base.scenarios.map((s) => (byName.has(s.name) ? tag(byName.get(s.name)!) : s));
+  for (const s of fresh.scenarios) if (!base.scenarios.some((b) => b.name === s.name)) scenarios.push(tag(s));
+  return { ...base, scenarios };
 }
 
 /** Run the suite with command-line arguments (without the program name). */
@@ -135,6 +156,8 @@ export async function runBench(args: string[]): Promise<number> {
     options: { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, scenarios: o.scenarios },
     scenarios: [],
   };
+  const base = o.merge ? readReport(o.out) : null;
+  const merged = (): BenchReport => (base ? mergeReports(base, report) : report);
   for (const name of o.scenarios) {
     const sc = SCENARIOS.find((s) => s.name === name)!;
     log(`== ${sc.name}: ${sc.title}`);
@@ -150,9 +173,9 @@ export async function runBench(args: string[]): Promise<number> {
     report.scenarios.push(r);
     for (const [k, v] of Object.entries(r.unavailable)) log(`${sc.name}: unavailable: ${k}: ${v}`);
     // write after every scenario, so a long run leaves results even if interrupted later
-    writeReport(o.out, report);
+    writeReport(o.out, merged());
   }
-  const files = writeReport(o.out, report);
+  const files = writeReport(o.out, merged());
   log(`wrote ${files.join(', ')}`);
   return 0;
 }

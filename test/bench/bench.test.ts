@@ -19,8 +19,8 @@ import {
   parsePing,
   parseIpLinkStats,
 } from '../../bench/stats.js';
-import { Collector, toMarkdown, toSvg, writeReport, tick, type BenchReport } from '../../bench/report.js';
-import { parseRunArgs, BenchUsageError, SCENARIOS } from '../../bench/run.js';
+import { Collector, toMarkdown, toSvg, writeReport, tick, type BenchReport, type ScenarioResult } from '../../bench/report.js';
+import { parseRunArgs, BenchUsageError, SCENARIOS, mergeReports } from '../../bench/run.js';
 import { parseDumpPorts, parsePmdStatsShow } from '../../bench/peers/ovs.js';
 import { trafgenConfig } from '../../bench/peers/kernel.js';
 import { rotate, wanted, type BenchContext } from '../../bench/common.js';
@@ -195,6 +195,19 @@ test('run options: defaults, quick, validation', () => {
   assert.throws(() => parseRunArgs(['--reps', '0']), /--reps/);
   assert.throws(() => parseRunArgs(['--reps', '1.5']), /integer/);
   assert.throws(() => parseRunArgs(['--bogus']));
+  assert.equal(parseRunArgs(['--merge']).merge, true);
+  assert.equal(d.merge, false);
+});
+
+test('--merge: re-run scenarios replace their namesakes and say when they ran', () => {
+  const sc = (name: string, v: number): ScenarioResult => ({ name, title: name, status: 'ok', unavailable: {}, rows: [], ratios: [], notes: [`v${v}`], seconds: v });
+  const base = { date: 'D0', machine: sampleReport().machine, git: 'g0', options: { reps: 3, seconds: 3, warmup: 1, quick: false, scenarios: ['p2p', 'latency'] }, scenarios: [sc('p2p', 1), sc('latency', 1)] };
+  const fresh = { ...base, date: 'D1', git: 'g1', options: { ...base.options, scenarios: ['latency', 'profile'] }, scenarios: [sc('latency', 2), sc('profile', 2)] };
+  const m = mergeReports(base, fresh);
+  assert.deepEqual(m.scenarios.map((s) => [s.name, s.seconds]), [['p2p', 1], ['latency', 2], ['profile', 2]]);
+  assert.equal(m.date, 'D0');
+  assert.deepEqual(m.scenarios[0].notes, ['v1'], 'untouched scenarios keep their notes');
+  assert.match(m.scenarios[1].notes.at(-1)!, /Measured D1 at commit g1 .* merged into the report of D0 \(commit g0\)/);
 });
 
 test('subject rotation and selection', () => {

@@ -48,6 +48,9 @@ test('RTT summary: median/p99/p99.9/max over the first n values only', () => {
   assert.ok(s.p999 > s.p99 && s.p999 <= 999);
   const e = summarizeRtts(v, 0);
   assert.ok(Number.isNaN(e.median) && Number.isNaN(e.p99));
+  // a full run's worth of probes (a 3 s window: 100k+) must not overflow the stack
+  const many = new Float64Array(400_000).map((_, i) => (i * 7919) % 400_000);
+  assert.equal(summarizeRtts(many, many.length).max, 399_999);
   // order statistics: never outside [min, max], monotone in p
   fc.assert(
     fc.property(fc.array(fc.double({ min: 0, max: 1e6, noNaN: true }), { minLength: 1, maxLength: 300 }), (xs) => {
