@@ -252,6 +252,41 @@ function esc(s: string): string {
 }
 
 /** Grouped bar chart: one group per (case, metric), one bar per subject (median, min–max whisker). */
+/**
+ * Rows of one unit whose groups (case · metric) differ by more than 20x in
+ * size go to two panels, split at the widest gap (on a log scale) between
+ * group maxima (and again while a part still spans more than 20x), so small
+ * values are not flattened by large ones (e.g. µs round trips next to a
+ * ping's hundreds of µs).
+ */
+export function splitByMagnitude(perUnit: Row[][]): Row[][] {
+  const out: Row[][] = [];
+  for (const rs of perUnit) {
+    const key = (r: Row): string => `${r.case} · ${r.metric}`;
+    const gmax = new Map<string, number>();
+    for (const r of rs) gmax.set(key(r), Math.max(gmax.get(key(r)) ?? 0, r.summary.median));
+    const vals = [...gmax.values()].filter((v) => v > 0).sort((a, b) => a - b);
+    if (vals.length < 2 || vals[vals.length - 1] / vals[0] <= 20) {
+      out.push(rs);
+      continue;
+    }
+    let cut = vals[1];
+    let best = 0;
+    for (let i = 1; i < vals.length; i++) {
+      const g = Math.log(vals[i] / vals[i - 1]);
+      if (g > best) {
+        best = g;
+        cut = vals[i];
+      }
+    }
+    const small = rs.filter((r) => (gmax.get(key(r)) ?? 0) < cut);
+    const large = rs.filter((r) => (gmax.get(key(r)) ?? 0) >= cut);
+    // each side may still span more than 20x: split it again
+    for (const part of [small, large]) if (part.length) out.push(...splitByMagnitude([part]));
+  }
+  return out;
+}
+
 export function toSvg(s: ScenarioResult): string | null {
   const rows = s.rows.filter((r) => r.summary.n > 0);
   if (rows.length === 0) return null;
@@ -263,8 +298,8 @@ export function toSvg(s: ScenarioResult): string | null {
   const panelH = 220;
   const left = 60;
   const top = 40;
-  const panels = units.map((u) => {
-    const rs = rows.filter((r) => r.unit === u);
+  const panels = splitByMagnitude(units.map((u) => rows.filter((r) => r.unit === u))).map((rs) => {
+    const u = rs[0].unit;
     const groups = [...new Set(rs.map((r) => `${r.case} · ${r.metric}`))];
     const maxLen = Math.max(...groups.map((g) => g.length));
     // labels are rotated -35 degrees and end under their group: room to the left and below

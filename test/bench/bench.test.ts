@@ -19,7 +19,7 @@ import {
   parsePing,
   parseIpLinkStats,
 } from '../../bench/stats.js';
-import { Collector, toMarkdown, toSvg, writeReport, tick, type BenchReport, type ScenarioResult } from '../../bench/report.js';
+import { Collector, toMarkdown, toSvg, writeReport, tick, splitByMagnitude, type BenchReport, type ScenarioResult } from '../../bench/report.js';
 import { parseRunArgs, BenchUsageError, SCENARIOS, mergeReports } from '../../bench/run.js';
 import { parseDumpPorts, parsePmdStatsShow } from '../../bench/peers/ovs.js';
 import { trafgenConfig } from '../../bench/peers/kernel.js';
@@ -242,6 +242,20 @@ test('ovs-appctl dpif-netdev/pmd-stats-show: sums over threads', () => {
   ].join('\n');
   assert.deepEqual(parsePmdStatsShow(out), { received: 2793125, upcalls: 4, failedUpcalls: 2 });
   assert.throws(() => parsePmdStatsShow('error'), /pmd-stats-show/);
+});
+
+test('svg: values of one unit that differ by more than 20x get their own panels', () => {
+  const c = new Collector('latency', 'lat');
+  for (const [cs, v] of [['vhost-user idle', 2.8], ['vhost-user medium', 4.7], ['ping', 68], ['ping p99', 727]] as const) c.add(cs, 'rtt', 'tsvs', 'us', v);
+  const rows = c.result().rows;
+  const parts = splitByMagnitude([rows]);
+  assert.deepEqual(parts.map((p) => p.map((r) => r.case)), [['vhost-user idle', 'vhost-user medium'], ['ping', 'ping p99']]);
+  // 2.8 .. 68 still spans 24x after the first cut (at 727): split again
+  const three = splitByMagnitude([rows.slice(0, 3).concat(rows.slice(3))]);
+  assert.ok(three.every((p) => { const v = p.map((r) => r.summary.median); return Math.max(...v) / Math.min(...v) <= 20; }), 'no panel spans more than 20x');
+  assert.equal(splitByMagnitude([rows.slice(0, 2)]).length, 1, 'close values stay together');
+  const svg = toSvg(c.result())!;
+  assert.equal((svg.match(/rotate\(-90/g) ?? []).length, 2, 'two panels, each with its unit label');
 });
 
 test('svg axis ticks are short', () => {
