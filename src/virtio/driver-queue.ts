@@ -164,6 +164,15 @@ export abstract class DriverQueue {
     return i;
   }
 
+  /** n clamped to the free descriptors and the lengths of the three burst arrays (fast paths: one descriptor per buffer). */
+  protected burstFit(n: number, free: number, addrs: Float64Array, lens: Int32Array, tokens: Int32Array): number {
+    if (n > free) n = free;
+    if (n > addrs.length) n = addrs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tokens.length) n = tokens.length;
+    return n;
+  }
+
   /**
    * Post TX buffers whose net header the caller has already written (zeroed):
    * like postTx, but nothing in the buffers is touched, so the queue needs no

@@ -226,10 +226,7 @@ export class PackedDriver extends DriverQueue {
   override postTxPrepared(addrs: Float64Array, lens: Int32Array, tokens: Int32Array, n: number): number {
     if (!this.fastTx) return super.postTxPrepared(addrs, lens, tokens, n);
     if (this.broken) return 0;
-    if (n > this.numFree) n = this.numFree;
-    if (n > addrs.length) n = addrs.length;
-    if (n > lens.length) n = lens.length;
-    if (n > tokens.length) n = tokens.length;
+    n = this.burstFit(n, this.numFree, addrs, lens, tokens);
     const d32 = this.desc32 as Uint32Array;
     const d16 = this.ring.desc16;
     const size = this.size;
