@@ -35,6 +35,8 @@ import {
 import { DESC_F_WRITE } from './layout.js';
 import { initNetHdr, netHdrLen } from './net-header.js';
 
+const EMPTY_BYTES = new Uint8Array(0);
+
 /** Most guest segments (non-empty descriptors) gathered for one frame. */
 export const SEG_MAX = 1024;
 /** Most descriptors in one indirect table. */
@@ -188,6 +190,33 @@ export abstract class DeviceQueue {
     this.resSlots = new Int32Array(this.resMax + 1);
     this.resSegEnd = new Int32Array(this.resMax + 1);
     this.resLen = new Int32Array(this.resMax + 1);
+  }
+
+  // Fast-path cache (ring kinds' burst fast paths): the guest-memory window of the last buffer
+  // (gpa range, bytes, u32 view), and the caller's buffer array with its u32 view (the mempool's data).
+  protected fwGpa = 0;
+  protected fwEnd = 0;
+  protected fwBytes: Uint8Array = EMPTY_BYTES;
+  protected fwW32: Int32Array | null = null;
+  private xArr: Uint8Array = EMPTY_BYTES;
+  private xW32: Int32Array | null = null;
+
+  /** Make window wi of guest memory the fast-path window. */
+  protected useWindow(wi: number): void {
+    const w = this.mem.windows[wi];
+    this.fwGpa = w.gpa;
+    this.fwEnd = w.gpa + w.size;
+    this.fwBytes = w.bytes;
+    this.fwW32 = w.w32;
+  }
+
+  /** u32 view of the caller's array (one-entry cache), or null if it is not 4-byte aligned. */
+  protected wordsOfCaller(a: Uint8Array): Int32Array | null {
+    if (a !== this.xArr) {
+      this.xArr = a;
+      this.xW32 = (a.byteOffset & 3) === 0 ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2) : null;
+    }
+    return this.xW32;
   }
 
   // ---- ring-kind primitives ----

@@ -283,6 +283,8 @@ export interface PackedRing {
   readonly desc: DataView;
   /** Descriptor ring as u16: desc i id at [8i+6], flags at [8i+7]. */
   readonly desc16: Uint16Array;
+  /** Descriptor ring as u32 (little-endian host): desc i at [4i]=addr lo, [4i+1]=addr hi, [4i+2]=len, [4i+3]=id | flags << 16. */
+  readonly desc32: Uint32Array;
   /** Driver event suppression as u16: [0]=off_wrap [1]=flags. */
   readonly driverEvent: Uint16Array;
   /** Device event suppression as u16: [0]=off_wrap [1]=flags. */
@@ -307,6 +309,7 @@ export function mapPackedRing(mem: GuestMemory, a: PackedRingAddrs): PackedRing 
     size,
     desc: new DataView(d.buffer, d.byteOffset, packedDescSize(size)),
     desc16: new Uint16Array(d.buffer, d.byteOffset, packedDescSize(size) >> 1),
+    desc32: new Uint32Array(d.buffer, d.byteOffset, packedDescSize(size) >> 2),
     driverEvent: new Uint16Array(dr.buffer, dr.byteOffset, 2),
     deviceEvent: new Uint16Array(dv.buffer, dv.byteOffset, 2),
   };

@@ -10,6 +10,7 @@
  */
 
 import type { GuestMemory } from '../mem/guest-memory.js';
+import { copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 import {
   DESC_F_INDIRECT,
   DESC_F_NEXT,
@@ -37,6 +38,7 @@ import {
 import {
   DeviceQueue,
   type DeviceQueueConfig,
+  DQ_STOP,
   INDIRECT_MAX,
   PEEK_BROKEN,
   PEEK_NONE,
@@ -90,6 +92,178 @@ export class PackedDevice extends DeviceQueue {
   /** 0, or the queue size as an upper bound (a packed ring does not say how many). */
   availCount(): number {
     return this.hasAvail() ? this.size : 0;
+  }
+
+  /** Between chains (no reservation): next avail slot and wrap, and next used slot and wrap. */
+  private setCursors(pos: number, wrap: number, usedPos: number, usedWrap: number): void {
+    this.availPos = this.peekPos = pos;
+    this.availWrap = this.peekWrap = wrap;
+    this.usedPos = usedPos;
+    this.usedWrap = usedWrap;
+  }
+
+  /**
+   * Guest TX fast path: chains of one read-only descriptor inside one memory
+   * window, copied by words, each marked used in place (flags stored last).
+   * Anything else goes through the general {@link dequeueOne}.
+   */
+  override dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
+    if (this.broken) return 0;
+    if (n > dstOffs.length) n = dstOffs.length;
+    if (n > lens.length) n = lens.length;
+    const d16 = this.ring.desc16;
+    const d32 = this.ring.desc32;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const dw = this.wordsOfCaller(dst);
+    const dlen = dst.length;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let up = this.usedPos;
+    let uw = this.usedWrap;
+    let got = 0;
+    let fast = 0;
+    let fastBytes = 0;
+    for (let c = 0; c < n; c++) {
+      const fl = Atomics.load(d16, 8 * pos + 7);
+      if (((fl >>> 7) & 1) !== wrap || ((fl >>> 15) & 1) === wrap) break; // not available: nothing more
+      const o = 4 * pos;
+      const d0 = dstOffs[got];
+      if ((fl & 0x7f) === 0 && up === pos && d32[o + 1] <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
+        const addr = d32[o + 1] * 0x100000000 + d32[o];
+        const len = d32[o + 2];
+        const flen = len - hdrLen;
+        if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
+          const wi = this.mem.findGpa(addr, len);
+          if (wi >= 0) this.useWindow(wi);
+        }
+        const so = addr - this.fwGpa + hdrLen;
+        const sw = this.fwW32;
+        if (addr >= this.fwGpa && addr + len <= this.fwEnd && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && sw !== null && (so & 3) === 0) {
+          if (flen <= WORD_COPY_MAX) {
+            const nw = flen >> 2;
+            copyWords(dw, d0 >> 2, sw, so >> 2, nw);
+            for (let k = nw << 2; k < flen; k++) dst[d0 + k] = this.fwBytes[so + k];
+          } else {
+            dst.set(this.fwBytes.subarray(so, so + flen), d0);
+          }
+          lens[got++] = flen;
+          fastBytes += flen;
+          // used in place: length 0, the id the driver gave, then the flags
+          d32[o + 2] = 0;
+          Atomics.store(d16, 8 * pos + 7, uw ? 0x8080 : 0); // AVAIL|USED = used wrap counter
+          if (++pos === size) {
+            pos = 0;
+            wrap ^= 1;
+          }
+          up = pos;
+          if (pos === 0) uw ^= 1;
+          fast++;
+          continue;
+        }
+      }
+      // general path for this chain (it checks and counts everything)
+      this.setCursors(pos, wrap, up, uw);
+      const r = this.dequeueOne(dst, d0, cap);
+      pos = this.availPos;
+      wrap = this.availWrap;
+      up = this.usedPos;
+      uw = this.usedWrap;
+      if (r === DQ_STOP) break;
+      if (r >= 0) lens[got++] = r;
+    }
+    this.setCursors(pos, wrap, up, uw);
+    const st = this.stats;
+    st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
+    this.usedSince += fast;
+    this.publish();
+    return got;
+  }
+
+  /**
+   * Guest RX fast path: a frame into one device-writable descriptor that holds
+   * header + frame, inside one memory window, word-aligned; marked used in
+   * place. Anything else goes through the general {@link enqueueOne}.
+   */
+  override enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
+    if (this.broken) return 0;
+    if (n > srcOffs.length) n = srcOffs.length;
+    if (n > lens.length) n = lens.length;
+    this.badInBurst = 0;
+    const d16 = this.ring.desc16;
+    const d32 = this.ring.desc32;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const sw = this.wordsOfCaller(src);
+    const slen = src.length;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let up = this.usedPos;
+    let uw = this.usedWrap;
+    let fast = 0;
+    let fastBytes = 0;
+    let i = 0;
+    for (; i < n; i++) {
+      const flen = lens[i];
+      const so = srcOffs[i];
+      const fl = Atomics.load(d16, 8 * pos + 7);
+      const o = 4 * pos;
+      const total = hdrLen + flen;
+      if (((fl >>> 7) & 1) === wrap && ((fl >>> 15) & 1) !== wrap && (fl & 0x7f) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
+        d32[o + 1] <= 0x1fffff && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && d32[o + 2] >= total) {
+        const addr = d32[o + 1] * 0x100000000 + d32[o];
+        const len = d32[o + 2];
+        if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
+          const wi = this.mem.findGpa(addr, len);
+          if (wi >= 0) this.useWindow(wi);
+        }
+        const wo = addr - this.fwGpa;
+        const dw = this.fwW32;
+        if (addr >= this.fwGpa && addr + len <= this.fwEnd && dw !== null && (wo & 3) === 0) {
+          const h4 = wo >> 2;
+          dw[h4] = 0;
+          dw[h4 + 1] = 0;
+          dw[h4 + 2] = 0x10000; // num_buffers = 1
+          if (flen <= WORD_COPY_MAX) {
+            const nw = flen >> 2;
+            copyWords(dw, h4 + 3, sw, so >> 2, nw);
+            const fb = this.fwBytes;
+            for (let k = nw << 2; k < flen; k++) fb[wo + 12 + k] = src[so + k];
+          } else {
+            this.fwBytes.set(src.subarray(so, so + flen), wo + 12);
+          }
+          d32[o + 2] = total;
+          Atomics.store(d16, 8 * pos + 7, (uw ? 0x8080 : 0) | DESC_F_WRITE);
+          if (++pos === size) {
+            pos = 0;
+            wrap ^= 1;
+          }
+          up = pos;
+          if (pos === 0) uw ^= 1;
+          fastBytes += flen;
+          fast++;
+          continue;
+        }
+      }
+      // general path for this frame
+      this.setCursors(pos, wrap, up, uw);
+      const ok = this.enqueueOne(src, so, flen);
+      pos = this.availPos;
+      wrap = this.availWrap;
+      up = this.usedPos;
+      uw = this.usedWrap;
+      if (!ok) break;
+    }
+    this.setCursors(pos, wrap, up, uw);
+    const st = this.stats;
+    st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
+    this.usedSince += fast;
+    this.publish();
+    return i;
   }
 
   protected peekChain(write: boolean): number {

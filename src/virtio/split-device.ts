@@ -44,8 +44,6 @@ import {
   V_OK,
 } from './device-queue.js';
 
-const EMPTY_BYTES = new Uint8Array(0);
-
 /** Device side of a split virtqueue. */
 export class SplitDevice extends DeviceQueue {
   readonly ring: SplitRing;
@@ -63,14 +61,6 @@ export class SplitDevice extends DeviceQueue {
   /** Used idx at the last needsInterrupt(). */
   private signalledUsed: number;
 
-  // Fast-path cache: the guest-memory window of the last buffer (gpa range, bytes, u32 view).
-  private fwGpa = 0;
-  private fwEnd = 0;
-  private fwBytes: Uint8Array = EMPTY_BYTES;
-  private fwW32: Int32Array | null = null;
-  // Fast-path cache: the caller's buffer array and its u32 view (the mempool's data).
-  private xArr: Uint8Array = EMPTY_BYTES;
-  private xW32: Int32Array | null = null;
 
   constructor(mem: GuestMemory, cfg: DeviceQueueConfig) {
     super(mem, cfg.size, cfg.features);
@@ -110,24 +100,6 @@ export class SplitDevice extends DeviceQueue {
     this.lastAvail = lastAvail;
     this.peekIdx = lastAvail;
     this.lastUsed = lastUsed;
-  }
-
-  /** Make window wi of guest memory the fast-path window. */
-  private useWindow(wi: number): void {
-    const w = this.mem.windows[wi];
-    this.fwGpa = w.gpa;
-    this.fwEnd = w.gpa + w.size;
-    this.fwBytes = w.bytes;
-    this.fwW32 = w.w32;
-  }
-
-  /** u32 view of the caller's array (one-entry cache), or null if it is not 4-byte aligned. */
-  private wordsOfCaller(a: Uint8Array): Int32Array | null {
-    if (a !== this.xArr) {
-      this.xArr = a;
-      this.xW32 = (a.byteOffset & 3) === 0 ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2) : null;
-    }
-    return this.xW32;
   }
 
   /**

@@ -1,5 +1,5 @@
 /**
- * Differential test of the split device's fast paths: SplitDevice's own
+ * Differential test of the device fast paths (split and packed): the ring kind's own
  * dequeueBurst/enqueueBurst (one-descriptor chains copied by words) against
  * the general DeviceQueue algorithm on an identical copy of guest memory.
  * Rings hold a mix of what the fast paths take (single descriptors, aligned
@@ -11,10 +11,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { F_VERSION_1, NET_F_MRG_RXBUF, RING_F_EVENT_IDX, RING_F_INDIRECT_DESC } from '../../src/virtio/features.js';
-import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE } from '../../src/virtio/layout.js';
+import { F_RING_PACKED, F_VERSION_1, NET_F_MRG_RXBUF, RING_F_EVENT_IDX, RING_F_INDIRECT_DESC } from '../../src/virtio/features.js';
+import { DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, PDESC_F_AVAIL, PDESC_F_USED } from '../../src/virtio/layout.js';
 import { DeviceQueue } from '../../src/virtio/device-queue.js';
 import { SplitDevice } from '../../src/virtio/split-device.js';
+import { PackedDevice } from '../../src/virtio/packed-device.js';
 import { makeGuardedMemory, Rng, type GuardedMemory } from './harness.js';
 
 const A = 0x1000; // rings and indirect tables
@@ -213,4 +214,128 @@ test(`split fast paths equal the general path (${ROUNDS} bursts)`, () => {
   }
   assert.ok(episodes > 10, 'several ring configurations');
   assert.ok(fastTaken > ROUNDS, `the bursts moved frames (${fastTaken})`);
+});
+
+test(`packed fast paths equal the general path (${ROUNDS} bursts)`, () => {
+  const r = new Rng(Number(process.env.TSVS_FUZZ_SEED ?? 0xbac4ed));
+  const g1 = makeGuardedMemory(SPECS);
+  const g2 = makeGuardedMemory(SPECS);
+  const dst1 = new Uint8Array(32 * 2048);
+  const dst2 = new Uint8Array(32 * 2048);
+  const src = new Uint8Array(32 * 2048 + 8);
+  const offs = new Int32Array(32);
+  const lens1 = new Int32Array(32);
+  const lens2 = new Int32Array(32);
+  const inLens = new Int32Array(32);
+  const w = (gpa: number, bytes: number, v: number): void => {
+    const o = g1.bigOff(gpa);
+    if (bytes === 2) g1.dv.setUint16(o, v & 0xffff, true);
+    else if (bytes === 4) g1.dv.setUint32(o, v >>> 0, true);
+    else {
+      g1.dv.setUint32(o, v % 0x100000000, true);
+      g1.dv.setUint32(o + 4, Math.floor(v / 0x100000000) >>> 0, true);
+    }
+  };
+  let fast: PackedDevice | null = null;
+  let slow: PackedDevice | null = null;
+  let size = 0;
+  let write = false;
+  // the driver's next slot and wrap counter
+  let drvPos = 0;
+  let drvWrap = 1;
+  let episodes = 0;
+  let moved = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    if (fast === null || slow === null || r.chance(0.02)) {
+      size = 1 + r.int(64);
+      let features = F_VERSION_1 | F_RING_PACKED;
+      if (r.chance(0.5)) features |= NET_F_MRG_RXBUF;
+      if (r.chance(0.5)) features |= RING_F_INDIRECT_DESC;
+      if (r.chance(0.3)) features |= RING_F_EVENT_IDX;
+      g1.big.fill(0, g1.offs[0], g1.offs[0] + A_SIZE);
+      g2.big.set(g1.big);
+      drvPos = r.int(size);
+      drvWrap = r.int(2);
+      const cfg = { size, descAddr: A, availAddr: A + 16 * size, usedAddr: A + 16 * size + 4, features, lastAvailIdx: drvPos | (drvWrap << 15) };
+      fast = new PackedDevice(g1.mem, cfg);
+      slow = general(new PackedDevice(g2.mem, cfg) as unknown as SplitDevice) as unknown as PackedDevice;
+      write = r.chance(0.5);
+      episodes++;
+    }
+    if (r.chance(0.05)) write = !write;
+    // slots the device has not consumed yet belong to it
+    const devIdx = fast.lastAvailIdx;
+    const outstanding = ((drvPos + drvWrap * size) - ((devIdx & 0x7fff) + (devIdx >>> 15) * size) + 2 * size) % (2 * size);
+    let free = size - outstanding;
+    const nch = r.int(8);
+    for (let c = 0; c < nch && free > 0; c++) {
+      const dirOk = r.chance(0.95);
+      const dirFlag = (write === dirOk) ? DESC_F_WRITE : 0;
+      const kind = r.int(10);
+      const k = kind >= 7 && kind < 9 && free >= 2 ? 2 : 1;
+      const head = drvPos;
+      for (let j = 0; j < k; j++) {
+        const o = A + 16 * drvPos;
+        let fl = dirFlag | (j < k - 1 ? DESC_F_NEXT : 0) | (drvWrap ? PDESC_F_AVAIL : PDESC_F_USED);
+        if (kind === 9) {
+          const t = A + 12 * 1024 + 16 * r.int(64);
+          w(t, 8, bufAddr(r));
+          w(t + 8, 4, bufLen(r, write));
+          w(t + 12, 2, 0);
+          w(t + 14, 2, dirFlag);
+          w(o, 8, t);
+          w(o + 8, 4, 16);
+          fl = DESC_F_INDIRECT | (drvWrap ? PDESC_F_AVAIL : PDESC_F_USED);
+        } else if (k === 2 && j === 0) {
+          w(o, 8, B + 4 * r.int(1000));
+          w(o + 8, 4, r.pick([10, 12, 0, 20]));
+        } else {
+          w(o, 8, bufAddr(r));
+          w(o + 8, 4, bufLen(r, write));
+        }
+        if (r.chance(0.01)) fl ^= 1 << r.int(16); // damage: any flag bit, availability included
+        w(o + 12, 2, head);
+        w(o + 14, 2, fl);
+        if (++drvPos === size) {
+          drvPos = 0;
+          drvWrap ^= 1;
+        }
+        free--;
+      }
+    }
+    g2.big.set(g1.big.subarray(g1.offs[0], g1.offs[0] + A_SIZE), g2.offs[0]);
+    const n = 1 + r.int(32);
+    if (write) {
+      for (let i = 0; i < n; i++) {
+        offs[i] = r.chance(0.9) ? 2048 * i : 2048 * i + 1 + r.int(3);
+        inLens[i] = r.chance(0.97) ? 14 + r.int(1600) : r.pick([-1, 0, 5000, 40000]);
+        for (let k = 0; k < 64; k++) src[offs[i] + k] = r.int(256);
+      }
+      const a: number = fast.enqueueBurst(src, offs, inLens, n);
+      const b: number = slow.enqueueBurst(src, offs, inLens, n);
+      assert.equal(a, b, `round ${round}: enqueue consumed ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
+    } else {
+      for (let i = 0; i < n; i++) offs[i] = r.chance(0.95) ? 2048 * i : 2048 * i + 1 + r.int(3);
+      const cap = r.chance(0.95) ? 2048 : 100;
+      const a: number = fast.dequeueBurst(dst1, offs, cap, lens1, n);
+      const b: number = slow.dequeueBurst(dst2, offs, cap, lens2, n);
+      assert.equal(a, b, `round ${round}: dequeue delivered ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
+      for (let i = 0; i < a; i++) {
+        assert.equal(lens1[i], lens2[i], `round ${round}: frame ${i} length`);
+        assert.ok(Buffer.from(dst1.buffer, offs[i], lens1[i]).equals(Buffer.from(dst2.buffer, offs[i], lens2[i])), `round ${round}: frame ${i} bytes`);
+      }
+      moved += a;
+    }
+    assert.deepEqual(fast.stats, slow.stats, `round ${round}: counters`);
+    assert.equal(fast.broken, slow.broken, `round ${round}: broken`);
+    assert.equal(fast.lastAvailIdx, slow.lastAvailIdx, `round ${round}: last avail`);
+    assert.equal(fast.lastUsedIdx, slow.lastUsedIdx, `round ${round}: last used`);
+    assert.equal(fast.needsInterrupt(), slow.needsInterrupt(), `round ${round}: interrupt`);
+    assert.ok(Buffer.from(g1.big.buffer).equals(Buffer.from(g2.big.buffer)), `round ${round}: guest memory differs`);
+    assert.ok(g1.guardsIntact(), `round ${round}: guard bytes`);
+    if (fast.broken) fast = null;
+    else if (fast.lastUsedIdx !== fast.lastAvailIdx) fast = null; // (never between bursts) start over
+  }
+  assert.ok(episodes > 10, 'several ring configurations');
+  assert.ok(moved > ROUNDS / 4, `the bursts moved frames (${moved})`);
 });
