@@ -51,13 +51,28 @@
  * 'tx-closed', 'tx-bad-queue'.
  */
 import type { Mempool } from '../mem/mempool.js';
-import { closeQuiet, EAGAIN, EINTR } from '../sys/libc.js';
+import { closeQuiet, EAGAIN, EINTR, SysError } from '../sys/libc.js';
 import {
   getHwAddr,
   getMtu,
   ifNameToIndex,
+  mapPacketRings,
   MmsgVec,
   MSG_TRUNC,
+  packetRingLayout,
+  releasePacketRings,
+  type PacketRings,
+  type PacketRingView,
+  TP2_LEN,
+  TP2_MAC,
+  TP2_PKTTYPE,
+  TP2_RX_MAC_MAX,
+  TP2_SNAPLEN,
+  TP2_VLAN_TCI,
+  TP2_VLAN_TPID,
+  TP_STATUS_KERNEL,
+  TP_STATUS_USER,
+  unmapPacketRings,
   openCtlSocket,
   openPacketSocket,
   PACKET_FANOUT_HASH,
@@ -167,7 +182,21 @@ export interface AfPacketPortOptions {
    * sending host left to offload (TP_STATUS_CSUMNOTREADY).
    */
   fixOffloads?: boolean;
+  /**
+   * Receive through a memory-mapped TPACKET_V2 ring per queue (PACKET_RX_RING;
+   * default true): no system call per burst. When the kernel refuses the ring
+   * the port falls back to recvmmsg() and says why in `status`. Without this
+   * option, TSVS_AFPACKET_RXRING=0 in the environment turns rings off (for A/B measurements).
+   */
+  rxRing?: boolean;
+  /** Frames per rx ring (default 2048; the ring is capped at 16 MiB per queue). */
+  ringFrames?: number;
 }
+
+/** PACKET_RESERVE for rx rings: puts tp_mac at a multiple of 8 (66 + 6 = 72), so frames copy out in 32-bit words. */
+const RX_RESERVE = 6;
+/** Frames up to this length copy word by word in JS; longer ones with one TypedArray.set (faster from ~256 B). */
+const SMALL_COPY = 256;
 
 export class AfPacketPortError extends Error {
   constructor(msg: string) {
@@ -191,8 +220,18 @@ export class AfPacketPort extends KernelPort {
   readonly fixOffloads: boolean;
   /** Frames whose VLAN tag was put back / whose L4 checksum was finished here. */
   readonly offloads = { vlanInserted: 0, csumFinished: 0 };
+  /** How frames are received: 'ring' (PACKET_RX_RING, TPACKET_V2) or 'recvmmsg'. */
+  readonly rxMode: 'ring' | 'recvmmsg';
+  /** Why the rx ring is not used (rxMode 'recvmmsg'), or ''. */
+  readonly ringProblem: string;
   private readonly rxVec: MmsgVec[];
   private readonly txVec: MmsgVec;
+  /** Per queue: mapped rings (null: recvmmsg), ring views, next frame to look at. */
+  private rings: (PacketRings | null)[];
+  private rxRings: (PacketRingView | null)[];
+  private readonly rxCur: Int32Array;
+  /** pool.data as 32-bit words (null when its buffer is not 4-aligned). */
+  private readonly data32: Int32Array | null;
 
   /**
    * Throws SysError naming the call, errno and interface (e.g.
@@ -208,6 +247,7 @@ export class AfPacketPort extends KernelPort {
     }
     const make = () => {
       const fds: number[] = [];
+      const rings: PacketRings[] = [];
       let ctl = -1;
       try {
         ifNameToIndex(opts.iface); // ENODEV naming the interface before anything else
@@ -230,8 +270,21 @@ export class AfPacketPort extends KernelPort {
           ifindex = s.ifindex;
           ignoreOutgoing &&= s.ignoreOutgoing;
         }
-        return { fds, ctl, fanoutId, ifindex, ignoreOutgoing, mtu: getMtu(opts.iface, ctl), mac: getHwAddr(opts.iface, ctl) };
+        let ringProblem = '';
+        if (opts.rxRing ?? process.env.TSVS_AFPACKET_RXRING !== '0') {
+          const layout = packetRingLayout(room, TP2_RX_MAC_MAX + RX_RESERVE, opts.ringFrames ?? 2048);
+          try {
+            for (const fd of fds) rings.push(mapPacketRings(fd, layout, null, RX_RESERVE));
+          } catch (e) {
+            for (let i = 0; i < rings.length; i++) releasePacketRings(fds[i], rings[i]);
+            rings.length = 0;
+            if (!(e instanceof SysError)) throw e;
+            ringProblem = `rx ring refused (${e.message}): using recvmmsg`;
+          }
+        }
+        return { fds, ctl, fanoutId, ifindex, ignoreOutgoing, rings, ringProblem, mtu: getMtu(opts.iface, ctl), mac: getHwAddr(opts.iface, ctl) };
       } catch (e) {
+        for (const r of rings) unmapPacketRings(r);
         for (const fd of fds) closeQuiet(fd);
         closeQuiet(ctl);
         throw e;
@@ -252,11 +305,28 @@ export class AfPacketPort extends KernelPort {
     });
     this.txVec = new MmsgVec(TX_VEC, MAX_TX_SEGS);
     this.txVec.useNames(false);
+    this.rings = r.rings.length === r.fds.length ? r.rings : r.fds.map(() => null);
+    this.rxRings = this.rings.map((x) => (x === null ? null : x.rx));
+    this.rxMode = r.rings.length === r.fds.length ? 'ring' : 'recvmmsg';
+    this.ringProblem = r.ringProblem;
+    this.rxCur = new Int32Array(r.fds.length);
+    const d = pool.data;
+    this.data32 = (d.byteOffset & 3) === 0 ? new Int32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
+  }
+
+  /** How the port receives (and why not through a ring, if it was refused). */
+  get status(): string {
+    if (this.closed) return 'closed';
+    if (this.rxMode === 'recvmmsg') return this.ringProblem || 'rx: recvmmsg';
+    const l = this.rxRings[0]!.layout;
+    return `rx: TPACKET_V2 ring, ${l.frameNr} frames of ${l.frameSize} B per queue`;
   }
 
   rxBurst(q: number, out: Int32Array, max: number): number {
     max = this.rxLimit(q, out, max);
     if (max === 0) return 0;
+    const ring = this.rxRings[q];
+    if (ring !== null) return this.rxRing(q, ring, out, max);
     const st = this.refill(q, max);
     let top = this.stashLen[q];
     const k = top < max ? top : max;
@@ -332,6 +402,108 @@ export class AfPacketPort extends KernelPort {
     }
     top -= r;
     return this.rxDone(q, top, n, bytes);
+  }
+
+  /**
+   * rxBurst through queue q's ring: copy out frames the kernel handed over
+   * (tp_status & TP_STATUS_USER) from our cursor on, give each frame back
+   * (TP_STATUS_KERNEL) once read. No system call.
+   */
+  private rxRing(q: number, ring: PacketRingView, out: Int32Array, max: number): number {
+    const u32 = ring.u32;
+    let cur = this.rxCur[q];
+    let fo = ring.frameOffset(cur);
+    if ((Atomics.load(u32, fo >> 2) & TP_STATUS_USER) === 0) return 0; // empty: the common idle case
+    const st = this.refill(q, max);
+    let top = this.stashLen[q];
+    const pool = this.pool;
+    const stride = pool.stride;
+    const room = this.room;
+    const src = ring.u8;
+    const u16 = ring.u16;
+    const d = pool.data;
+    const filter = !this.ignoreOutgoing;
+    const aux = this.fixOffloads;
+    const frameSize = ring.frameSize;
+    const frameNr = ring.frameNr;
+    let n = 0;
+    let bytes = 0;
+    while (n < max) {
+      const status = Atomics.load(u32, fo >> 2);
+      if ((status & TP_STATUS_USER) === 0) break;
+      const len = u32[(fo + TP2_LEN) >> 2];
+      const snap = u32[(fo + TP2_SNAPLEN) >> 2];
+      const mac = u16[(fo + TP2_MAC) >> 1];
+      if (len > room || snap < len || mac + len > frameSize) {
+        this.rxDrop('rx-too-big');
+      } else if (filter && src[fo + TP2_PKTTYPE] === PACKET_OUTGOING) {
+        // our own (or this host's) transmission: not for us
+      } else {
+        if (top === 0) break; // no buffer: leave the frame to the kernel's accounting (ring fills, drops)
+        const h = st[--top];
+        let off = pool.dataOff[h];
+        const a = fo + mac;
+        let flen = len;
+        if (aux && (status & TP_STATUS_VLAN_VALID) !== 0) {
+          if (off < 4) {
+            this.rxDrop('rx-no-headroom');
+            top++;
+            Atomics.store(u32, fo >> 2, TP_STATUS_KERNEL);
+            cur = cur + 1 === frameNr ? 0 : cur + 1;
+            fo = ring.frameOffset(cur);
+            continue;
+          }
+          off -= 4;
+          const b = pool.bufBase + h * stride + off;
+          this.copyOut(ring, a, b, 12);
+          const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? u16[(fo + TP2_VLAN_TPID) >> 1] : 0x8100;
+          const tci = u16[(fo + TP2_VLAN_TCI) >> 1];
+          d[b + 12] = tpid >> 8;
+          d[b + 13] = tpid & 0xff;
+          d[b + 14] = tci >> 8;
+          d[b + 15] = tci & 0xff;
+          this.copyOut(ring, a + 12, b + 16, len - 12);
+          pool.dataOff[h] = off;
+          flen += 4;
+          this.offloads.vlanInserted++;
+        } else {
+          this.copyOut(ring, a, pool.bufBase + h * stride + off, len);
+        }
+        if (aux && (status & TP_STATUS_CSUMNOTREADY) !== 0) {
+          if (finishL4Checksum(d, pool.bufBase + h * stride + off, flen)) this.offloads.csumFinished++;
+        }
+        pool.dataLen[h] = flen;
+        pool.pktLen[h] = flen;
+        out[n++] = h;
+        bytes += flen;
+      }
+      Atomics.store(u32, fo >> 2, TP_STATUS_KERNEL);
+      cur = cur + 1 === frameNr ? 0 : cur + 1;
+      fo = ring.frameOffset(cur);
+    }
+    this.rxCur[q] = cur;
+    return this.rxDone(q, top, n, bytes);
+  }
+
+  /**
+   * Copy len bytes from ring byte a to pool.data byte b: word by word when
+   * both are 4-aligned and the frame is small, else one TypedArray.set (a
+   * subarray object per long frame: cheaper than a native call).
+   */
+  private copyOut(ring: PacketRingView, a: number, b: number, len: number): void {
+    const d32 = this.data32;
+    if (len <= SMALL_COPY && ((a | b) & 3) === 0 && d32 !== null) {
+      const s32 = ring.i32;
+      let i = a >> 2;
+      let j = b >> 2;
+      const e = i + (len >> 2);
+      while (i < e) d32[j++] = s32[i++];
+      const d = this.pool.data;
+      const src = ring.u8;
+      for (let k = len & ~3; k < len; k++) d[b + k] = src[a + k];
+      return;
+    }
+    this.pool.data.set(ring.u8.subarray(a, a + len), b);
   }
 
   txBurst(q: number, handles: Int32Array, n: number): number {
@@ -413,5 +585,16 @@ export class AfPacketPort extends KernelPort {
   protected override releaseExtra(): void {
     for (const v of this.rxVec) v.free();
     this.txVec.free();
+    const rings = this.rings;
+    this.rxRings = this.rxRings.map(() => null);
+    this.rings = rings.map(() => null);
+    for (const r of rings) {
+      if (r === null) continue;
+      try {
+        unmapPacketRings(r);
+      } catch {
+        /* already gone */
+      }
+    }
   }
 }
