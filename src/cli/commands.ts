@@ -48,6 +48,7 @@ export const COMMANDS: CommandSpec[] = [
       'run-dir': { type: 'string', arg: 'DIR', help: 'sockets, config database, pid (env TSVS_RUN_DIR)' },
       'pmd-cpus': { type: 'string', arg: 'LIST', help: 'CPUs for PMD threads, e.g. 1 or 0,1 (one PMD per CPU)', default: 'one unpinned PMD' },
       'pmd-sleep-max': { type: 'string', arg: 'USEC', help: 'max idle sleep of a PMD in microseconds (0: busy poll)', default: '0' },
+      'pmd-perf-metrics': { type: 'boolean', help: 'pmd-stats also splits the time per packet into rx, processing and tx (costs a few clock reads per burst)' },
       'pool-size': { type: 'string', arg: 'N', help: 'packet buffers in the shared mempool (N x buffer size must stay under 1 GiB)', default: '16384' },
       'max-mtu': {
         type: 'string', arg: 'MTU',

@@ -38,6 +38,7 @@ export async function run(values: Record<string, unknown>): Promise<number> {
       runDir,
       pmdCpus,
       pmdSleepMaxUs: intArg(values['pmd-sleep-max'], 'pmd-sleep-max', 0, 1_000_000, 0),
+      pmdPerfMetrics: values['pmd-perf-metrics'] === true,
       poolSize,
       maxMtu,
       log,

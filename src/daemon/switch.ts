@@ -64,6 +64,8 @@ export interface SwitchOptions {
   runDir: string;
   pmdCpus?: number[];
   pmdSleepMaxUs?: number;
+  /** pmd-stats splits the time per packet into rx, processing and tx (a few clock reads per burst). */
+  pmdPerfMetrics?: boolean;
   poolSize?: number;
   /** Largest port MTU; sizes the packet buffers (default 1500). */
   maxMtu?: number;
@@ -128,7 +130,7 @@ export class Switch {
     cpus.forEach((cpu, i) => {
       sw.pmds.push(
         new PmdThread(
-          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0 },
+          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0, perfMetrics: opts.pmdPerfMetrics === true },
           {
             upcalls: (list) => sw.onUpcalls(list),
             portEvent: (m) => sw.onPortEvent(m),
@@ -524,7 +526,7 @@ export class Switch {
     const b = this.pmdStatsBase.get(s.pmd);
     if (!b) return s;
     const d = { ...s, drops: { ...s.drops } };
-    for (const k of ['iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs'] as const) {
+    for (const k of ['iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs', 'rxNs', 'processNs', 'txNs'] as const) {
       d[k] = s[k] - b[k];
     }
     for (const k of Object.keys(d.drops)) d.drops[k] -= b.drops[k] ?? 0;
@@ -608,6 +610,9 @@ export function formatPmdStats(s: PmdThreadStats): string {
     `  datapath flows: ${s.flows}`,
     `  busy/idle: ${total > 0 ? ((100 * s.busyNs) / total).toFixed(1) : '0.0'}% busy (${(s.busyNs / 1e6).toFixed(1)} ms busy, ${(s.idleNs / 1e6).toFixed(1)} ms idle), ${s.iterations} iterations`,
     `  avg processing time per packet: ${pkts > 0 ? (s.busyNs / pkts).toFixed(1) : '0'} ns`,
+    ...(s.rxNs + s.processNs + s.txNs > 0 && pkts > 0
+      ? [`  per packet by stage: rx ${(s.rxNs / pkts).toFixed(1)} ns, processing ${(s.processNs / pkts).toFixed(1)} ns, tx ${(s.txNs / pkts).toFixed(1)} ns (--pmd-perf-metrics)`]
+      : []),
     `  packet buffers: ${s.poolAvailable} free of ${s.poolCount}${s.poolAllocFail ? `, ${s.poolAllocFail} allocation failures` : ''}`,
     `  drops: ${drops || 'none'}`,
   ].join('\n');

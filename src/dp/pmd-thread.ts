@@ -26,6 +26,8 @@ export interface PmdConfig {
   sliceUs?: number;
   /** Idle datapath flows expire after this many ms. */
   flowIdleMs?: number;
+  /** Time per stage (rx, processing, tx) in pmd-stats (a few clock reads per burst). */
+  perfMetrics?: boolean;
 }
 
 /** One missed packet, as the slow path sees it. */
@@ -99,6 +101,7 @@ function workerMain(cfg: PmdConfig): void {
       upBatch.push({ pmd: cfg.id, id, port: portNo, frame: frame.slice(), key: key.slice() });
     },
   });
+  dp.perf = cfg.perfMetrics === true;
   const sleepMax = cfg.sleepMaxUs ?? 0;
   const slice = (cfg.sliceUs ?? 1000) / 1000;
   let stopping = false;

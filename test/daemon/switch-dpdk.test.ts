@@ -143,3 +143,30 @@ test('two PMD threads: ports spread over both, output crosses threads through ri
   assert.equal((await d.cli('show')).code, 0, 'healthy after deleting a port other PMDs were sending to');
   await tp.quit();
 });
+
+test('--pmd-perf-metrics: pmd-stats splits the time per packet into rx, processing and tx', async (t) => {
+  const d = await startDaemon({ args: ['--pmd-cpus', '1', '--pmd-perf-metrics'] });
+  t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
+  assert.equal((await d.cli('add-br', 'br0')).code, 0);
+  for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
+  const tp = Testpmd.start({
+    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},mac=${M2}`],
+    fwdMode: 'macswap',
+    lcores: '0@1,1@0',
+    extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
+  });
+  t.after(() => tp.kill());
+  await tp.waitFor(/testpmd> /, 30000);
+  for (let i = 0; i < 100 && ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length < 2; i++) await sleep(100);
+  await tp.run('start tx_first 8');
+  await sleep(1500);
+  await tp.stopForwarding();
+  const [s] = await json<(PmdJson & { busyNs: number; rxNs: number; processNs: number; txNs: number })[]>(d, 'pmd-stats');
+  assert.ok(s.rxPackets > 1000, JSON.stringify(s));
+  assert.ok(s.rxNs > 0 && s.processNs > 0 && s.txNs > 0, `every stage measured: ${JSON.stringify(s)}`);
+  // the stages are parts of the busy time (which also holds the polling between them)
+  assert.ok(s.rxNs + s.processNs + s.txNs <= s.busyNs * 1.05, `stages within busy time: ${JSON.stringify(s)}`);
+  const text = (await d.cli('pmd-stats')).stdout;
+  assert.match(text, /per packet by stage: rx [\d.]+ ns, processing [\d.]+ ns, tx [\d.]+ ns/, text);
+  await tp.quit();
+});
