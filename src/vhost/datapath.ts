@@ -157,6 +157,15 @@ export class DataPathLease {
     this.onDetach.push(cb);
   }
 
+  /**
+   * Where ring q stands in this generation: its start position, or where the
+   * last data path that detached from it left off (a data path handed from one
+   * thread to another resumes there, nothing is taken twice).
+   */
+  savedAvail(q: number): number {
+    return Atomics.load(this.ctrl, CB_QBASE + CB_QWORDS * q + CBQ_AVAIL);
+  }
+
   /** Record a ring's positions for the control side (call from onDetaching callbacks). */
   saveIndices(q: number, lastAvail: number, lastUsed: number): void {
     Atomics.store(this.ctrl, CB_QBASE + CB_QWORDS * q + CBQ_AVAIL, lastAvail);

@@ -35,7 +35,7 @@ export class NetDataPath {
     const lease = DataPathLease.attach(desc);
     if (!lease) return null;
     try {
-      const rings: (DeviceQueue | null)[] = desc.queues.map((q) =>
+      const rings: (DeviceQueue | null)[] = desc.queues.map((q, i) =>
         q
           ? createDeviceQueue(lease.mem, {
               size: q.size,
@@ -43,7 +43,8 @@ export class NetDataPath {
               availAddr: q.avail,
               usedAddr: q.used,
               features: desc.features,
-              lastAvailIdx: q.lastAvailIdx,
+              // the generation's start, or where a data path that detached before us left off
+              lastAvailIdx: lease.savedAvail(i),
             })
           : null,
       );
