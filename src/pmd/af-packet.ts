@@ -19,10 +19,21 @@
  * the interface is looked up in the caller's namespace (run the process with
  * `ip netns exec NAME node ...` to reach devices elsewhere).
  *
- * Data path: one recvmmsg() per rx burst straight into pool buffers, one
- * sendmmsg() per tx burst (chained packets as several iovecs). The kernel
- * copies on send, so sent buffers are freed at once. No allocation, no
- * exceptions.
+ * Data path, rx (default): one memory-mapped TPACKET_V2 ring per queue
+ * (PACKET_RX_RING, ~2048 frames, each big enough for a whole pool buffer,
+ * at most 16 MiB). The kernel writes each frame with a tpacket2_hdr and
+ * flips tp_status to TP_STATUS_USER; rxBurst walks frames from its cursor,
+ * copies each into a pool buffer and hands the frame back
+ * (TP_STATUS_KERNEL). No system call per burst, none when idle (a busy poll
+ * reads one status word). The VLAN tag and checksum state come from the
+ * frame header instead of PACKET_AUXDATA. If the kernel refuses the ring
+ * (or rxRing: false, or TSVS_AFPACKET_RXRING=0) the port uses one recvmmsg()
+ * per burst straight into pool buffers, and `status` says why.
+ * Data path, tx: one sendmmsg() per tx burst (chained packets as several
+ * iovecs). The kernel copies on send, so sent buffers are freed at once.
+ * (A PACKET_TX_RING would save only the msghdr/iovec copies: the per-frame
+ * skb and veth work is the same.) No allocation (except a subarray object
+ * per rx frame longer than 256 bytes), no exceptions.
  *
  * Receive offloads (fixOffloads, default on, via PACKET_AUXDATA): a VLAN tag
  * the device stripped (veth does) is put back into the frame (using 4 bytes
@@ -39,11 +50,13 @@
  * buffers: mtu + 22 <= room, see FRAME_OVERHEAD in src/dp/port-factory.ts);
  * without it the device keeps its MTU, and received frames longer than the
  * room are dropped as 'rx-too-big' (recvmmsg reports the full length with
- * MSG_TRUNC, so nothing truncated is ever forwarded).
+ * MSG_TRUNC, a ring frame its tp_len beyond tp_snaplen, so nothing truncated
+ * is ever forwarded).
  *
  * Drops (stats.drops): 'rx-too-big' (frame larger than a pool buffer),
+ * 'rx-runt' (ring frame shorter than an Ethernet header),
  * 'rx-no-headroom' (no room to re-insert a VLAN tag),
- * 'rx-kernel-queue-full' (socket buffer overflow, from PACKET_STATISTICS:
+ * 'rx-kernel-queue-full' (rx ring or socket buffer full, from PACKET_STATISTICS:
  * see pollKernelStats), 'rx-E...' (other errors, e.g. rx-ENETDOWN);
  * tx: 'tx-busy' (EAGAIN/ENOBUFS: returned to the caller, not taken),
  * 'tx-E...' (frame refused, e.g. tx-EMSGSIZE, tx-ENETDOWN: taken and freed),
@@ -229,7 +242,8 @@ export class AfPacketPort extends KernelPort {
   /** Per queue: mapped rings (null: recvmmsg), ring views, next frame to look at. */
   private rings: (PacketRings | null)[];
   private rxRings: (PacketRingView | null)[];
-  private readonly rxCur: Int32Array;
+  /** Per queue: byte offset in its ring of the next frame to look at. */
+  private readonly rxOff: Int32Array;
   /** pool.data as 32-bit words (null when its buffer is not 4-aligned). */
   private readonly data32: Int32Array | null;
 
@@ -309,7 +323,7 @@ export class AfPacketPort extends KernelPort {
     this.rxRings = this.rings.map((x) => (x === null ? null : x.rx));
     this.rxMode = r.rings.length === r.fds.length ? 'ring' : 'recvmmsg';
     this.ringProblem = r.ringProblem;
-    this.rxCur = new Int32Array(r.fds.length);
+    this.rxOff = new Int32Array(r.fds.length);
     const d = pool.data;
     this.data32 = (d.byteOffset & 3) === 0 ? new Int32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
   }
@@ -411,8 +425,7 @@ export class AfPacketPort extends KernelPort {
    */
   private rxRing(q: number, ring: PacketRingView, out: Int32Array, max: number): number {
     const u32 = ring.u32;
-    let cur = this.rxCur[q];
-    let fo = ring.frameOffset(cur);
+    let fo = this.rxOff[q];
     if ((Atomics.load(u32, fo >> 2) & TP_STATUS_USER) === 0) return 0; // empty: the common idle case
     const st = this.refill(q, max);
     let top = this.stashLen[q];
@@ -425,7 +438,10 @@ export class AfPacketPort extends KernelPort {
     const filter = !this.ignoreOutgoing;
     const aux = this.fixOffloads;
     const frameSize = ring.frameSize;
-    const frameNr = ring.frameNr;
+    const frameSize2 = 2 * frameSize;
+    const blockSize = ring.layout.blockSize;
+    const blockMask = blockSize - 1;
+    const ringBytes = blockSize * ring.layout.blockNr;
     let n = 0;
     let bytes = 0;
     while (n < max) {
@@ -436,6 +452,8 @@ export class AfPacketPort extends KernelPort {
       const mac = u16[(fo + TP2_MAC) >> 1];
       if (len > room || snap < len || mac + len > frameSize) {
         this.rxDrop('rx-too-big');
+      } else if (len < 14) {
+        this.rxDrop('rx-runt'); // not an Ethernet frame (the kernel never hands these over)
       } else if (filter && src[fo + TP2_PKTTYPE] === PACKET_OUTGOING) {
         // our own (or this host's) transmission: not for us
       } else {
@@ -449,8 +467,7 @@ export class AfPacketPort extends KernelPort {
             this.rxDrop('rx-no-headroom');
             top++;
             Atomics.store(u32, fo >> 2, TP_STATUS_KERNEL);
-            cur = cur + 1 === frameNr ? 0 : cur + 1;
-            fo = ring.frameOffset(cur);
+            fo = (fo & blockMask) + frameSize2 <= blockSize ? fo + frameSize : (fo | blockMask) + 1 === ringBytes ? 0 : (fo | blockMask) + 1;
             continue;
           }
           off -= 4;
@@ -478,10 +495,10 @@ export class AfPacketPort extends KernelPort {
         bytes += flen;
       }
       Atomics.store(u32, fo >> 2, TP_STATUS_KERNEL);
-      cur = cur + 1 === frameNr ? 0 : cur + 1;
-      fo = ring.frameOffset(cur);
+      // next frame: in this block if a whole one fits after this, else the next block's first (blocks are powers of two)
+      fo = (fo & blockMask) + frameSize2 <= blockSize ? fo + frameSize : (fo | blockMask) + 1 === ringBytes ? 0 : (fo | blockMask) + 1;
     }
-    this.rxCur[q] = cur;
+    this.rxOff[q] = fo;
     return this.rxDone(q, top, n, bytes);
   }
 

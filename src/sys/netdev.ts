@@ -368,7 +368,7 @@ export function packetRingLayout(payload: number, headBytes: number, frames: num
     throw new RangeError(`packetRingLayout(${payload}, ${frames}): payload in 64..2^20, frames >= 1`);
   }
   const frameSize = (payload + headBytes + 15) & ~15;
-  let blockSize = 1 << 16;
+  let blockSize = 1 << 16; // a power of two (walkers rely on it)
   while (blockSize < frameSize) blockSize *= 2;
   const perBlock = Math.floor(blockSize / frameSize);
   let blockNr = Math.ceil(frames / perBlock);
