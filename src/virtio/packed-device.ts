@@ -129,8 +129,10 @@ export class PackedDevice extends DeviceQueue {
       if (((fl >>> 7) & 1) !== wrap || ((fl >>> 15) & 1) === wrap) break; // not available: nothing more
       const o = 4 * pos;
       const d0 = dstOffs[got];
-      if ((fl & 0x7f) === 0 && up === pos && d32[o + 1] <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
-        const addr = d32[o + 1] * 0x100000000 + d32[o];
+      // each descriptor word is read once: the guest may change them while we look
+      const hi = d32[o + 1];
+      if ((fl & 0x7f) === 0 && up === pos && hi <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
+        const addr = hi * 0x100000000 + d32[o];
         const len = d32[o + 2];
         const flen = len - hdrLen;
         if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
@@ -211,10 +213,13 @@ export class PackedDevice extends DeviceQueue {
       const fl = Atomics.load(d16, 8 * pos + 7);
       const o = 4 * pos;
       const total = hdrLen + flen;
+      // each descriptor word is read once: the guest may change them while we look (a length
+      // checked here and re-read for the window check would let a write run past the window)
+      const hi = d32[o + 1];
+      const len = d32[o + 2];
       if (((fl >>> 7) & 1) === wrap && ((fl >>> 15) & 1) !== wrap && (fl & 0x7f) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
-        d32[o + 1] <= 0x1fffff && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && d32[o + 2] >= total) {
-        const addr = d32[o + 1] * 0x100000000 + d32[o];
-        const len = d32[o + 2];
+        hi <= 0x1fffff && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
+        const addr = hi * 0x100000000 + d32[o];
         if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
           const wi = this.mem.findGpa(addr, len);
           if (wi >= 0) this.useWindow(wi);

@@ -142,8 +142,10 @@ export class SplitDevice extends DeviceQueue {
       const head = avail[AV_RING + (la & mask)];
       const o = head << 2;
       const d0 = dstOffs[got];
-      if (head < size && (d32[o + 3] & 0xffff) === 0 && d32[o + 1] <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
-        const addr = d32[o + 1] * 0x100000000 + d32[o];
+      // each descriptor word is read once: the guest may change them while we look
+      const hi = head < size ? d32[o + 1] : 0;
+      if (head < size && (d32[o + 3] & 0xffff) === 0 && hi <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
+        const addr = hi * 0x100000000 + d32[o];
         const len = d32[o + 2];
         const flen = len - hdrLen;
         if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
@@ -229,10 +231,13 @@ export class SplitDevice extends DeviceQueue {
         const head = avail[AV_RING + (la & mask)];
         const o = head << 2;
         const total = hdrLen + flen;
-        if (head < size && hdrLen === 12 && (d32[o + 3] & 0xffff) === DESC_F_WRITE && d32[o + 1] <= 0x1fffff &&
-          sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && d32[o + 2] >= total) {
-          const addr = d32[o + 1] * 0x100000000 + d32[o];
-          const len = d32[o + 2];
+        // each descriptor word is read once: the guest may change them while we look (a length
+        // checked here and re-read for the window check would let a write run past the window)
+        const hi = head < size ? d32[o + 1] : 0;
+        const len = head < size ? d32[o + 2] : 0;
+        if (head < size && hdrLen === 12 && (d32[o + 3] & 0xffff) === DESC_F_WRITE && hi <= 0x1fffff &&
+          sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
+          const addr = hi * 0x100000000 + d32[o];
           if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
             const wi = this.mem.findGpa(addr, len);
             if (wi >= 0) this.useWindow(wi);

@@ -339,3 +339,44 @@ test(`packed fast paths equal the general path (${ROUNDS} bursts)`, () => {
   assert.ok(episodes > 10, 'several ring configurations');
   assert.ok(moved > ROUNDS / 4, `the bursts moved frames (${moved})`);
 });
+
+test('a guest changing a descriptor length while the device reads it cannot push a write past guest memory', () => {
+  // found in review: the RX fast path checked the length and then re-read it for the window check
+  const flipping = (arr: Uint32Array, idx: number, first: number, later: number): Uint32Array => {
+    let reads = 0;
+    return new Proxy(arr, {
+      get(t, p) {
+        if (p === String(idx)) return ++reads === 1 ? first : later;
+        const v = Reflect.get(t, p, t) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+  };
+  const src = new Uint8Array(4096).fill(0x33);
+  for (const packed of [false, true]) {
+    const g = makeGuardedMemory(SPECS);
+    const features = F_VERSION_1 | (packed ? F_RING_PACKED : 0n);
+    const addr = C + C_SIZE - 64; // 64 bytes before the end of guest memory
+    const w32 = (gpa: number, v: number): void => g.dv.setUint32(g.bigOff(gpa), v, true);
+    const w16 = (gpa: number, v: number): void => g.dv.setUint16(g.bigOff(gpa), v, true);
+    w32(A, addr);
+    w32(A + 4, 0);
+    w32(A + 8, 64);
+    let dev: SplitDevice | PackedDevice;
+    if (packed) {
+      w16(A + 12, 0);
+      w16(A + 14, DESC_F_WRITE | PDESC_F_AVAIL);
+      dev = new PackedDevice(g.mem, { size: 8, descAddr: A, availAddr: A + 128, usedAddr: A + 132, features });
+    } else {
+      w16(A + 12, DESC_F_WRITE);
+      w16(A + 0x400 + 4, 0); // avail ring[0] = head 0
+      w16(A + 0x400 + 2, 1); // avail idx 1
+      dev = new SplitDevice(g.mem, { size: 8, descAddr: A, availAddr: A + 0x400, usedAddr: A + 0x800, features });
+    }
+    // the length word reads 4096 first, 64 afterwards
+    (dev.ring as { desc32: Uint32Array }).desc32 = flipping(dev.ring.desc32, 2, 4096, 64);
+    assert.doesNotThrow(() => dev.enqueueBurst(src, Int32Array.of(0), Int32Array.of(1500), 1), packed ? 'packed' : 'split');
+    assert.ok(g.guardsIntact(), `${packed ? 'packed' : 'split'}: nothing written past guest memory`);
+    assert.equal(dev.stats.pkts, 0, 'the frame did not fit the 64-byte buffer');
+  }
+});
