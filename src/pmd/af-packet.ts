@@ -74,7 +74,13 @@ import {
   MSG_TRUNC,
   packetRingLayout,
   releasePacketRings,
+  type PacketRingLayout,
   type PacketRings,
+  packetRingKick,
+  TP2_TX_DATA,
+  TP_STATUS_AVAILABLE,
+  TP_STATUS_SEND_REQUEST,
+  TP_STATUS_WRONG_FORMAT,
   type PacketRingView,
   TP2_LEN,
   TP2_MAC,
@@ -103,6 +109,7 @@ import {
 import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
 
 const ENOBUFS = 105;
+const EINVAL = 22;
 /** cmsghdr (16) + tpacket_auxdata (20), rounded up. */
 const AUX_CTRL = 48;
 
@@ -170,6 +177,24 @@ export function finishL4Checksum(d: Uint8Array, off: number, len: number): boole
 }
 const TX_VEC = 64;
 
+/**
+ * Copy len bytes from s8[a..] to d8[b..] (s32/d32: the same memory as 32-bit
+ * words, or null): word by word when both ends are 4-aligned and the frame is
+ * small, else one TypedArray.set (a subarray object per long frame: cheaper
+ * than a native call).
+ */
+function copyBytes(s8: Uint8Array, s32: Int32Array | null, a: number, d8: Uint8Array, d32: Int32Array | null, b: number, len: number): void {
+  if (len <= SMALL_COPY && ((a | b) & 3) === 0 && s32 !== null && d32 !== null) {
+    let i = a >> 2;
+    let j = b >> 2;
+    const e = i + (len >> 2);
+    while (i < e) d32[j++] = s32[i++];
+    for (let k = len & ~3; k < len; k++) d8[b + k] = s8[a + k];
+    return;
+  }
+  d8.set(s8.subarray(a, a + len), b);
+}
+
 export interface AfPacketPortOptions {
   /** Interface to bind (it must exist). */
   iface: string;
@@ -202,9 +227,20 @@ export interface AfPacketPortOptions {
    * option, TSVS_AFPACKET_RXRING=0 in the environment turns rings off (for A/B measurements).
    */
   rxRing?: boolean;
+  /**
+   * Send through a memory-mapped TPACKET_V2 ring per queue (PACKET_TX_RING,
+   * one sendto() per burst). Default false (sendmmsg; TSVS_AFPACKET_TXRING=1
+   * in the environment turns it on).
+   */
+  txRing?: boolean;
   /** Frames per rx ring (default 2048; the ring is capped at 16 MiB per queue). */
   ringFrames?: number;
 }
+
+/** Ethernet header + one VLAN tag: the most a frame may exceed the MTU by on send. */
+const TX_L2_MAX = 18;
+/** Frames per tx ring (at most 4 MiB). */
+const TX_RING_FRAMES = 512;
 
 /** PACKET_RESERVE for rx rings: puts tp_mac at a multiple of 8 (66 + 6 = 72), so frames copy out in 32-bit words. */
 const RX_RESERVE = 6;
@@ -235,13 +271,20 @@ export class AfPacketPort extends KernelPort {
   readonly offloads = { vlanInserted: 0, csumFinished: 0 };
   /** How frames are received: 'ring' (PACKET_RX_RING, TPACKET_V2) or 'recvmmsg'. */
   readonly rxMode: 'ring' | 'recvmmsg';
-  /** Why the rx ring is not used (rxMode 'recvmmsg'), or ''. */
+  /** How frames are sent: 'ring' (PACKET_TX_RING, TPACKET_V2) or 'sendmmsg'. */
+  readonly txMode: 'ring' | 'sendmmsg';
+  /** Why a ring that was asked for is not used, or ''. */
   readonly ringProblem: string;
   private readonly rxVec: MmsgVec[];
   private readonly txVec: MmsgVec;
   /** Per queue: mapped rings (null: recvmmsg), ring views, next frame to look at. */
   private rings: (PacketRings | null)[];
   private rxRings: (PacketRingView | null)[];
+  private txRings: (PacketRingView | null)[];
+  /** Per queue, tx ring: byte offset of the next free frame we fill, of the oldest frame not yet taken by the kernel, and how many are not. */
+  private readonly txOff: Int32Array;
+  private readonly txHead: Int32Array;
+  private readonly txPending: Int32Array;
   /** Per queue: byte offset in its ring of the next frame to look at. */
   private readonly rxOff: Int32Array;
   /** pool.data as 32-bit words (null when its buffer is not 4-aligned). */
@@ -284,19 +327,27 @@ export class AfPacketPort extends KernelPort {
           ifindex = s.ifindex;
           ignoreOutgoing &&= s.ignoreOutgoing;
         }
+        const mtu = getMtu(opts.iface, ctl);
         let ringProblem = '';
-        if (opts.rxRing ?? process.env.TSVS_AFPACKET_RXRING !== '0') {
-          const layout = packetRingLayout(room, TP2_RX_MAC_MAX + RX_RESERVE, opts.ringFrames ?? 2048);
+        const wantRx = opts.rxRing ?? process.env.TSVS_AFPACKET_RXRING !== '0';
+        const wantTx = opts.txRing ?? process.env.TSVS_AFPACKET_TXRING === '1';
+        const rxL = wantRx ? packetRingLayout(room, TP2_RX_MAC_MAX + RX_RESERVE, opts.ringFrames ?? 2048) : null;
+        const txL = wantTx ? packetRingLayout(Math.max(mtu + TX_L2_MAX, 64), TP2_TX_DATA, TX_RING_FRAMES, 4 << 20) : null;
+        // both rings, else rx only, else tx only, else none (recvmmsg/sendmmsg)
+        const tries: [PacketRingLayout | null, PacketRingLayout | null][] = [[rxL, txL], [rxL, null], [null, txL]];
+        for (const [rl, tl] of tries) {
+          if (rl === null && tl === null) continue;
           try {
-            for (const fd of fds) rings.push(mapPacketRings(fd, layout, null, RX_RESERVE));
+            for (const fd of fds) rings.push(mapPacketRings(fd, rl, tl, rl !== null ? RX_RESERVE : 0));
+            break;
           } catch (e) {
             for (let i = 0; i < rings.length; i++) releasePacketRings(fds[i], rings[i]);
             rings.length = 0;
             if (!(e instanceof SysError)) throw e;
-            ringProblem = `rx ring refused (${e.message}): using recvmmsg`;
+            ringProblem ||= `${rl !== null ? 'rx' : ''}${rl !== null && tl !== null ? '+' : ''}${tl !== null ? 'tx' : ''} ring refused (${e.message})`;
           }
         }
-        return { fds, ctl, fanoutId, ifindex, ignoreOutgoing, rings, ringProblem, mtu: getMtu(opts.iface, ctl), mac: getHwAddr(opts.iface, ctl) };
+        return { fds, ctl, fanoutId, ifindex, ignoreOutgoing, rings, ringProblem, mtu, mac: getHwAddr(opts.iface, ctl) };
       } catch (e) {
         for (const r of rings) unmapPacketRings(r);
         for (const fd of fds) closeQuiet(fd);
@@ -321,19 +372,26 @@ export class AfPacketPort extends KernelPort {
     this.txVec.useNames(false);
     this.rings = r.rings.length === r.fds.length ? r.rings : r.fds.map(() => null);
     this.rxRings = this.rings.map((x) => (x === null ? null : x.rx));
-    this.rxMode = r.rings.length === r.fds.length ? 'ring' : 'recvmmsg';
+    this.txRings = this.rings.map((x) => (x === null ? null : x.tx));
+    this.rxMode = this.rxRings[0] !== null ? 'ring' : 'recvmmsg';
+    this.txMode = this.txRings[0] !== null ? 'ring' : 'sendmmsg';
     this.ringProblem = r.ringProblem;
     this.rxOff = new Int32Array(r.fds.length);
+    this.txOff = new Int32Array(r.fds.length);
+    this.txHead = new Int32Array(r.fds.length);
+    this.txPending = new Int32Array(r.fds.length);
     const d = pool.data;
     this.data32 = (d.byteOffset & 3) === 0 ? new Int32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
   }
 
-  /** How the port receives (and why not through a ring, if it was refused). */
+  /** How the port receives and sends (and why not through rings, if they were refused). */
   get status(): string {
     if (this.closed) return 'closed';
-    if (this.rxMode === 'recvmmsg') return this.ringProblem || 'rx: recvmmsg';
-    const l = this.rxRings[0]!.layout;
-    return `rx: TPACKET_V2 ring, ${l.frameNr} frames of ${l.frameSize} B per queue`;
+    const rl = this.rxRings[0]?.layout;
+    const tl = this.txRings[0]?.layout;
+    const rx = rl ? `rx: TPACKET_V2 ring, ${rl.frameNr} frames of ${rl.frameSize} B per queue` : 'rx: recvmmsg';
+    const tx = tl ? `tx: TPACKET_V2 ring, ${tl.frameNr} frames of ${tl.frameSize} B per queue` : 'tx: sendmmsg';
+    return `${rx}; ${tx}${this.ringProblem ? `; ${this.ringProblem}` : ''}`;
   }
 
   rxBurst(q: number, out: Int32Array, max: number): number {
@@ -502,30 +560,122 @@ export class AfPacketPort extends KernelPort {
     return this.rxDone(q, top, n, bytes);
   }
 
-  /**
-   * Copy len bytes from ring byte a to pool.data byte b: word by word when
-   * both are 4-aligned and the frame is small, else one TypedArray.set (a
-   * subarray object per long frame: cheaper than a native call).
-   */
+  /** Copy len bytes from ring byte a to pool.data byte b. */
   private copyOut(ring: PacketRingView, a: number, b: number, len: number): void {
-    const d32 = this.data32;
-    if (len <= SMALL_COPY && ((a | b) & 3) === 0 && d32 !== null) {
-      const s32 = ring.i32;
-      let i = a >> 2;
-      let j = b >> 2;
-      const e = i + (len >> 2);
-      while (i < e) d32[j++] = s32[i++];
-      const d = this.pool.data;
-      const src = ring.u8;
-      for (let k = len & ~3; k < len; k++) d[b + k] = src[a + k];
-      return;
+    copyBytes(ring.u8, ring.i32, a, this.pool.data, this.data32, b, len);
+  }
+
+  /**
+   * txBurst through queue q's tx ring: copy each packet into the next free
+   * frame (TP_STATUS_AVAILABLE), mark it TP_STATUS_SEND_REQUEST, then one
+   * sendto(MSG_DONTWAIT) has the kernel take every requested frame. Frames
+   * the kernel has not taken yet (EAGAIN) stay requested and go with the next
+   * burst. Frames the kernel would refuse are dropped here first
+   * ('tx-EMSGSIZE' beyond MTU + 14, or + 18 with an 802.1Q tag; 'tx-EINVAL'
+   * under 14 bytes); on any other refusal (ENETDOWN ..., seen twice: a
+   * socket error pending since a link flap is reported once) every frame not
+   * yet taken is dropped with that reason.
+   */
+  private txRing(q: number, ring: PacketRingView, handles: Int32Array, n: number): number {
+    const pool = this.pool;
+    const stride = pool.stride;
+    const u32 = ring.u32;
+    const d = pool.data;
+    const frameSize = ring.frameSize;
+    const frameSize2 = 2 * frameSize;
+    const blockSize = ring.layout.blockSize;
+    const blockMask = blockSize - 1;
+    const ringBytes = blockSize * ring.layout.blockNr;
+    const mtu = this.mtu;
+    const cap = frameSize - TP2_TX_DATA;
+    let fo = this.txOff[q];
+    let taken = 0;
+    let queued = 0;
+    while (taken < n) {
+      const h = handles[taken];
+      const segs = this.txSegments(h);
+      if (segs === 0) {
+        this.txTakeBad(h);
+        taken++;
+        continue;
+      }
+      let len = 0;
+      for (let s = 0, seg = h; s < segs; s++, seg = pool.next[seg]) len += pool.dataLen[seg];
+      if (len > mtu + 14 || len > cap || len < 14) {
+        let ok = false;
+        if (len >= 14 && len <= mtu + TX_L2_MAX && len <= cap && pool.dataLen[h] >= 14) {
+          const a = pool.bufBase + h * stride + pool.dataOff[h];
+          const et = (d[a + 12] << 8) | d[a + 13];
+          ok = et === 0x8100; // the kernel allows the extra 4 bytes for 802.1Q only
+        }
+        if (!ok) {
+          this.txDrop(len < 14 ? 'tx-EINVAL' : 'tx-EMSGSIZE');
+          pool.freeOne(h);
+          taken++;
+          continue;
+        }
+      }
+      if (Atomics.load(u32, fo >> 2) !== TP_STATUS_AVAILABLE) break; // ring full
+      let b = fo + TP2_TX_DATA;
+      for (let s = 0, seg = h; s < segs; s++, seg = pool.next[seg]) {
+        const l = pool.dataLen[seg];
+        copyBytes(d, this.data32, pool.bufBase + seg * stride + pool.dataOff[seg], ring.u8, ring.i32, b, l);
+        b += l;
+      }
+      u32[(fo + TP2_LEN) >> 2] = len;
+      Atomics.store(u32, fo >> 2, TP_STATUS_SEND_REQUEST);
+      pool.freeOne(h);
+      taken++;
+      queued++;
+      fo = (fo & blockMask) + frameSize2 <= blockSize ? fo + frameSize : (fo | blockMask) + 1 === ringBytes ? 0 : (fo | blockMask) + 1;
     }
-    this.pool.data.set(ring.u8.subarray(a, a + len), b);
+    this.txOff[q] = fo;
+    let pending = this.txPending[q] + queued;
+    let sentPkts = 0;
+    let sentBytes = 0;
+    if (pending > 0) {
+      const fd = this.fds[q];
+      let r = packetRingKick(fd);
+      if (r === -EINTR) r = packetRingKick(fd);
+      const first = r < 0 && r !== -EAGAIN && r !== -ENOBUFS && r !== -EINTR ? -r : 0;
+      let err = first;
+      if (first !== 0) {
+        // once more: a socket error left by a link flap (ENETDOWN) is reported once, the frames stay requested
+        r = packetRingKick(fd);
+        err = r < 0 && r !== -EAGAIN && r !== -ENOBUFS && r !== -EINTR ? -r : 0;
+      }
+      // count what the kernel took: the run from the head that is no longer requested
+      let head = this.txHead[q];
+      while (pending > 0) {
+        const st = Atomics.load(u32, head >> 2);
+        if (st === TP_STATUS_SEND_REQUEST || st === TP_STATUS_WRONG_FORMAT) break;
+        sentPkts++;
+        sentBytes += u32[(head + TP2_LEN) >> 2];
+        pending--;
+        head = (head & blockMask) + frameSize2 <= blockSize ? head + frameSize : (head | blockMask) + 1 === ringBytes ? 0 : (head | blockMask) + 1;
+      }
+      if (pending > 0 && (err !== 0 || Atomics.load(u32, head >> 2) === TP_STATUS_WRONG_FORMAT)) {
+        // refused for good (the kernel stops at a frame it marks WRONG_FORMAT): drop the frames not taken and rewind
+        this.txDrop(this.txErrReason(err || first || EINVAL), pending);
+        let f = head;
+        for (let i = 0; i < pending; i++) {
+          Atomics.store(u32, f >> 2, TP_STATUS_AVAILABLE);
+          f = (f & blockMask) + frameSize2 <= blockSize ? f + frameSize : (f | blockMask) + 1 === ringBytes ? 0 : (f | blockMask) + 1;
+        }
+        pending = 0;
+        this.txOff[q] = head;
+      }
+      this.txHead[q] = head;
+      this.txPending[q] = pending;
+    }
+    return this.txDone(taken, n, sentPkts, sentBytes);
   }
 
   txBurst(q: number, handles: Int32Array, n: number): number {
     n = this.txLimit(q, handles, n);
     if (n === 0) return 0;
+    const ring = this.txRings[q];
+    if (ring !== null) return this.txRing(q, ring, handles, n);
     const fd = this.fds[q];
     const pool = this.pool;
     const base = this.base;
@@ -604,6 +754,7 @@ export class AfPacketPort extends KernelPort {
     this.txVec.free();
     const rings = this.rings;
     this.rxRings = this.rxRings.map(() => null);
+    this.txRings = this.txRings.map(() => null);
     this.rings = rings.map(() => null);
     for (const r of rings) {
       if (r === null) continue;

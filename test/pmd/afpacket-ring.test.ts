@@ -88,8 +88,8 @@ test('afpacket rx ring: 6000 frames through a 90-frame ring (wraps ~65 times) ar
   const A = quietNs('afra', t);
   A.addVeth('a0', 'a1', { peer: S });
   const pool = Mempool.create({ name: 'afr', count: 1024 });
-  const maps0 = mapsLines();
   const tx = new AfPacketPort('tx', pool, { iface: 'a0', netns: A.name, rxRing: false });
+  const maps0 = mapsLines();
   const rx = new AfPacketPort('rx', pool, { iface: 'a1', netns: S.name, ringFrames: 64 });
   t.after(() => {
     tx.close();
@@ -99,7 +99,7 @@ test('afpacket rx ring: 6000 frames through a 90-frame ring (wraps ~65 times) ar
   assert.equal(tx.rxMode, 'recvmmsg');
   assert.equal(rx.rxMode, 'ring');
   assert.equal(rx.ringProblem, '');
-  const m = /TPACKET_V2 ring, (\d+) frames of (\d+) B/.exec(rx.status ?? '');
+  const m = /^rx: TPACKET_V2 ring, (\d+) frames of (\d+) B/.exec(rx.status ?? '');
   assert.ok(m, rx.status);
   const frames = Number(m[1]);
   assert.ok(frames >= 64 && frames < 200, `ring of ${frames} frames`);
@@ -201,7 +201,7 @@ test('afpacket rx ring off (rxRing: false): recvmmsg path, same frames', { timeo
     pool.close();
   });
   assert.equal(rx.rxMode, 'recvmmsg');
-  assert.equal(rx.status, 'rx: recvmmsg');
+  assert.match(rx.status ?? '', /^rx: recvmmsg; tx: /);
   await send(tx, pool, 0, 100, (s) => 60 + s * 10);
   const seqs = await drain(rx, pool, 100, (h, s) => assert.ok(intact(pool, h, 60 + s * 10, s)));
   assert.deepEqual(seqs, [...Array(100).keys()]);
@@ -226,4 +226,83 @@ test('afpacket rx ring: close() unmaps every ring and closes every fd (2 queues,
     assert.equal(openFds(), fds0, 'no fd left');
   }
   assert.equal(pool.available(), pool.count);
+});
+
+test('afpacket tx ring (txRing: true): wraps, keeps order and contents, chains, drops what the kernel would refuse, recovers from a down link', { timeout: 30000 }, async (t) => {
+  const S = quietNs('afrs', t);
+  const A = quietNs('afra', t);
+  A.addVeth('a0', 'a1', { peer: S, mtu: 2000, peerOptions: { mtu: 2000 } });
+  const pool = Mempool.create({ name: 'afrt', count: 1024, bufSize: 4096 + 128 });
+  const tx = new AfPacketPort('tx', pool, { iface: 'a0', netns: A.name, txRing: true, rxRing: false });
+  const rx = new AfPacketPort('rx', pool, { iface: 'a1', netns: S.name, txRing: false });
+  t.after(() => {
+    tx.close();
+    rx.close();
+    pool.close();
+  });
+  assert.equal(tx.txMode, 'ring');
+  assert.equal(rx.txMode, 'sendmmsg');
+  const m = /tx: TPACKET_V2 ring, (\d+) frames of (\d+) B/.exec(tx.status ?? '');
+  assert.ok(m, tx.status);
+  const frames = Number(m[1]);
+  assert.ok(Number(m[2]) >= 2000 + 18 + 32, 'a tx frame holds MTU + 18');
+
+  // 4000 frames in bursts the receiver drains: the tx ring wraps several times
+  const N = 4000;
+  const size = (s: number): number => 60 + ((s * 211) % (2014 - 60 + 1));
+  const got: number[] = [];
+  for (let next = 0; next < N; ) {
+    const k = Math.min(64, N - next);
+    await send(tx, pool, next, k, size);
+    got.push(...(await drain(rx, pool, k, (h, s) => {
+      if (!intact(pool, h, size(s), s)) assert.fail(`frame ${s} damaged (len ${pool.dataLen[h]})`);
+    })));
+    assert.equal(got.length, next + k, `frames up to ${next + k}`);
+    next += k;
+  }
+  for (let i = 0; i < N; i++) if (got[i] !== i) assert.fail(`position ${i} holds frame ${got[i]}`);
+  assert.ok(N / frames >= 4, `ring of ${frames} wrapped`);
+  assert.equal(tx.stats.txPackets, N);
+  let bytes = 0;
+  for (let i = 0; i < N; i++) bytes += size(i);
+  assert.equal(tx.stats.txBytes, bytes);
+
+  // a chain (header segment + payload segment) leaves as one frame
+  const two = new Int32Array(2);
+  assert.equal(pool.alloc(two, 2), 2);
+  writeFrame(pool, two[0], 300, N);
+  pool.data.copyWithin(pool.dataOffset(two[1]), pool.dataOffset(two[0]) + 20, pool.dataOffset(two[0]) + 300);
+  pool.dataLen[two[0]] = 20;
+  pool.dataLen[two[1]] = 280;
+  pool.next[two[0]] = two[1];
+  assert.equal(tx.txBurst(0, two, 1), 1);
+  assert.deepEqual(await drain(rx, pool, 1, (h, s) => assert.ok(intact(pool, h, 300, s), 'chain sent whole')), [N]);
+
+  // frames the kernel would refuse are dropped before the ring: over MTU + 14, over MTU + 18 with a tag, a runt
+  const hs = new Int32Array(4);
+  assert.equal(pool.alloc(hs, 4), 4);
+  writeFrame(pool, hs[0], 2015, N + 1); // MTU 2000 + 14 + 1
+  writeFrame(pool, hs[1], 2018, N + 2); // 802.1Q-tagged, MTU + 18: allowed
+  pool.data[pool.dataOffset(hs[1]) + 12] = 0x81;
+  pool.data[pool.dataOffset(hs[1]) + 13] = 0x00;
+  writeFrame(pool, hs[2], 13, N + 3);
+  writeFrame(pool, hs[3], 100, N + 4);
+  const before = tx.stats.txPackets;
+  assert.equal(tx.txBurst(0, hs, 4), 4);
+  assert.equal(tx.stats.drops['tx-EMSGSIZE'], 1);
+  assert.equal(tx.stats.drops['tx-EINVAL'], 1);
+  assert.equal(tx.stats.txPackets, before + 2);
+  assert.deepEqual(await drain(rx, pool, 1, () => {}), [N + 4], 'the untagged good frame arrives (the tagged one is a VLAN frame for a1)');
+
+  // link down: the kernel refuses (ENETDOWN), the frames are dropped with that reason; back up, it works again
+  A.ip('link', 'set', 'a0', 'down');
+  await send(tx, pool, N + 10, 5, 80);
+  assert.equal(tx.stats.drops['tx-ENETDOWN'], 5, JSON.stringify(tx.stats.drops));
+  A.ip('link', 'set', 'a0', 'up');
+  const deadline = Date.now() + 3000;
+  while (tx.link !== 'up' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  const sent0 = tx.stats.txPackets;
+  await send(tx, pool, N + 20, 5, 80);
+  assert.equal(tx.stats.txPackets, sent0 + 5, 'the error left by the flap costs no frame');
+  assert.deepEqual(await drain(rx, pool, 5, () => {}), [N + 20, N + 21, N + 22, N + 23, N + 24]);
 });
