@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Mempool } from '../../src/mem/mempool.js';
 import { AfPacketPort } from '../../src/pmd/af-packet.js';
+import { closeQuiet, SysError } from '../../src/sys/libc.js';
+import { mapPacketRings, MmsgVec, openPacketSocket, packetRingLayout, recvmmsgBurst, releasePacketRings, withNetns } from '../../src/sys/netdev.js';
 import { openFds, quietNs } from './netdev-helpers.js';
 
 const ETH_TEST = 0x88b5;
@@ -305,4 +307,59 @@ test('afpacket tx ring (txRing: true): wraps, keeps order and contents, chains, 
   await send(tx, pool, N + 20, 5, 80);
   assert.equal(tx.stats.txPackets, sent0 + 5, 'the error left by the flap costs no frame');
   assert.deepEqual(await drain(rx, pool, 5, () => {}), [N + 20, N + 21, N + 22, N + 23, N + 24]);
+});
+
+test('packet rings (src/sys/netdev): a refused ring throws SysError naming the call; released rings give the socket back to recvmmsg', { timeout: 30000 }, async (t) => {
+  const A = quietNs('afra', t);
+  A.addVeth('a0', 'a1');
+  const pool = Mempool.create({ name: 'afrr', count: 256 });
+  t.after(() => pool.close());
+  const fds0 = openFds();
+  const maps0 = mapsLines();
+  const s = withNetns(A.name, () => openPacketSocket('a1'));
+  const layout = packetRingLayout(2048, 96, 64);
+  assert.equal(layout.blockSize % 4096, 0);
+  assert.equal(layout.frameSize % 16, 0);
+  assert.ok(layout.frameNr >= 64);
+  const rings = mapPacketRings(s.fd, layout, null, 6);
+  assert.equal(mapsLines(), maps0 + 1);
+  // a socket with a ring cannot change version or get another ring
+  assert.throws(
+    () => mapPacketRings(s.fd, layout, null),
+    (e: unknown) => e instanceof SysError && e.call === 'setsockopt(PACKET_VERSION)' && e.code === 'EBUSY',
+  );
+  // an impossible geometry (frames bigger than blocks) is refused too, and leaves nothing behind
+  const s2 = withNetns(A.name, () => openPacketSocket('a1'));
+  assert.throws(
+    () => mapPacketRings(s2.fd, { blockSize: 4096, blockNr: 2, frameSize: 8192, frameNr: 1 }, null),
+    (e: unknown) => e instanceof SysError && e.call === 'setsockopt(PACKET_RX_RING)' && e.code === 'EINVAL',
+  );
+  releasePacketRings(s.fd, rings);
+  assert.equal(mapsLines(), maps0, 'unmapped');
+  // without its ring the socket receives through recvmmsg again
+  const tx = new AfPacketPort('tx', pool, { iface: 'a0', netns: A.name, rxRing: false });
+  const vec = new MmsgVec(8, 1);
+  const h = pool.allocOne();
+  try {
+    const one = new Int32Array([pool.allocOne()]);
+    writeFrame(pool, one[0], 100, 7);
+    assert.equal(tx.txBurst(0, one, 1), 1);
+    vec.setIov(0, pool.region.addr + pool.dataOffset(h), 2048);
+    let r = -1;
+    const deadline = Date.now() + 2000;
+    while (r <= 0 && Date.now() < deadline) {
+      r = recvmmsgBurst(s.fd, vec, 1);
+      if (r <= 0) await new Promise((res) => setTimeout(res, 1));
+    }
+    assert.equal(r, 1, 'received with recvmmsg');
+    assert.equal(vec.msgLen(0), 100);
+    assert.equal(seqOf(pool, h), 7);
+  } finally {
+    pool.freeOne(h);
+    vec.free();
+    tx.close();
+    closeQuiet(s.fd);
+    closeQuiet(s2.fd);
+  }
+  assert.equal(openFds(), fds0);
 });
