@@ -34,6 +34,7 @@ import {
 } from './features.js';
 import { DESC_F_WRITE } from './layout.js';
 import { initNetHdr, netHdrLen } from './net-header.js';
+import { copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 
 const EMPTY_BYTES = new Uint8Array(0);
 
@@ -217,6 +218,51 @@ export abstract class DeviceQueue {
       this.xW32 = (a.byteOffset & 3) === 0 ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2) : null;
     }
     return this.xW32;
+  }
+
+  /**
+   * Fast paths: the offset of guest range [addr, addr+len) in the fast window
+   * (switching to the window that holds it), or -1 if no single window does.
+   */
+  protected windowOffset(addr: number, len: number): number {
+    if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
+      const wi = this.mem.findGpa(addr, len);
+      if (wi < 0) return -1;
+      this.useWindow(wi);
+    }
+    return this.fwW32 === null ? -1 : addr - this.fwGpa;
+  }
+
+  /** dst[d0, d0+flen) = fast-window bytes from wo (d0, wo 4-aligned; the caller checked both ranges). */
+  protected copyOut(dst: Uint8Array, dw: Int32Array, d0: number, wo: number, flen: number): void {
+    if (flen <= WORD_COPY_MAX) {
+      const nw = flen >> 2;
+      copyWords(dw, d0 >> 2, this.fwW32 as Int32Array, wo >> 2, nw);
+      const fb = this.fwBytes;
+      for (let k = nw << 2; k < flen; k++) dst[d0 + k] = fb[wo + k];
+    } else {
+      dst.set(this.fwBytes.subarray(wo, wo + flen), d0);
+    }
+  }
+
+  /**
+   * Fast-window bytes at wo (4-aligned; the caller checked the room) = a 12-byte
+   * net header with num_buffers 1, then src[so, so+flen) (so 4-aligned).
+   */
+  protected writeIn(wo: number, src: Uint8Array, sw: Int32Array, so: number, flen: number): void {
+    const dw = this.fwW32 as Int32Array;
+    const h4 = wo >> 2;
+    dw[h4] = 0;
+    dw[h4 + 1] = 0;
+    dw[h4 + 2] = 0x10000; // bytes 8-11: csum_offset 0, num_buffers 1
+    if (flen <= WORD_COPY_MAX) {
+      const nw = flen >> 2;
+      copyWords(dw, h4 + 3, sw, so >> 2, nw);
+      const fb = this.fwBytes;
+      for (let k = nw << 2; k < flen; k++) fb[wo + 12 + k] = src[so + k];
+    } else {
+      this.fwBytes.set(src.subarray(so, so + flen), wo + 12);
+    }
   }
 
   // ---- ring-kind primitives ----

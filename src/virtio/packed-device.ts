@@ -10,7 +10,6 @@
  */
 
 import type { GuestMemory } from '../mem/guest-memory.js';
-import { copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 import {
   DESC_F_INDIRECT,
   DESC_F_NEXT,
@@ -135,20 +134,10 @@ export class PackedDevice extends DeviceQueue {
         const addr = hi * 0x100000000 + d32[o];
         const len = d32[o + 2];
         const flen = len - hdrLen;
-        if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
-          const wi = this.mem.findGpa(addr, len);
-          if (wi >= 0) this.useWindow(wi);
-        }
-        const so = addr - this.fwGpa + hdrLen;
-        const sw = this.fwW32;
-        if (addr >= this.fwGpa && addr + len <= this.fwEnd && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && sw !== null && (so & 3) === 0) {
-          if (flen <= WORD_COPY_MAX) {
-            const nw = flen >> 2;
-            copyWords(dw, d0 >> 2, sw, so >> 2, nw);
-            for (let k = nw << 2; k < flen; k++) dst[d0 + k] = this.fwBytes[so + k];
-          } else {
-            dst.set(this.fwBytes.subarray(so, so + flen), d0);
-          }
+        const wo = this.windowOffset(addr, len);
+        const so = wo + hdrLen;
+        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
+          this.copyOut(dst, dw, d0, so, flen);
           lens[got++] = flen;
           fastBytes += flen;
           // used in place: length 0, the id the driver gave, then the flags
@@ -220,25 +209,9 @@ export class PackedDevice extends DeviceQueue {
       if (((fl >>> 7) & 1) === wrap && ((fl >>> 15) & 1) !== wrap && (fl & 0x7f) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
         hi <= 0x1fffff && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
         const addr = hi * 0x100000000 + d32[o];
-        if (!(addr >= this.fwGpa && addr + len <= this.fwEnd)) {
-          const wi = this.mem.findGpa(addr, len);
-          if (wi >= 0) this.useWindow(wi);
-        }
-        const wo = addr - this.fwGpa;
-        const dw = this.fwW32;
-        if (addr >= this.fwGpa && addr + len <= this.fwEnd && dw !== null && (wo & 3) === 0) {
-          const h4 = wo >> 2;
-          dw[h4] = 0;
-          dw[h4 + 1] = 0;
-          dw[h4 + 2] = 0x10000; // num_buffers = 1
-          if (flen <= WORD_COPY_MAX) {
-            const nw = flen >> 2;
-            copyWords(dw, h4 + 3, sw, so >> 2, nw);
-            const fb = this.fwBytes;
-            for (let k = nw << 2; k < flen; k++) fb[wo + 12 + k] = src[so + k];
-          } else {
-            this.fwBytes.set(src.subarray(so, so + flen), wo + 12);
-          }
+        const wo = this.windowOffset(addr, len);
+        if (wo >= 0 && (wo & 3) === 0) {
+          this.writeIn(wo, src, sw, so, flen);
           d32[o + 2] = total;
           Atomics.store(d16, 8 * pos + 7, (uw ? 0x8080 : 0) | DESC_F_WRITE);
           if (++pos === size) {
