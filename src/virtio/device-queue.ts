@@ -220,6 +220,15 @@ export abstract class DeviceQueue {
     return this.xW32;
   }
 
+  /** End of a fast-path burst: count the chains/frames/bytes it moved itself, then publish. */
+  protected endFastBurst(fast: number, fastBytes: number): void {
+    const st = this.stats;
+    st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
+    this.publish();
+  }
+
   /**
    * Fast paths: the offset of guest range [addr, addr+len) in the fast window
    * (switching to the window that holds it), or -1 if no single window does.

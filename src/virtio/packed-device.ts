@@ -164,12 +164,8 @@ export class PackedDevice extends DeviceQueue {
       if (r >= 0) lens[got++] = r;
     }
     this.setCursors(pos, wrap, up, uw);
-    const st = this.stats;
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
     this.usedSince += fast;
-    this.publish();
+    this.endFastBurst(fast, fastBytes);
     return got;
   }
 
@@ -235,12 +231,8 @@ export class PackedDevice extends DeviceQueue {
       if (!ok) break;
     }
     this.setCursors(pos, wrap, up, uw);
-    const st = this.stats;
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
     this.usedSince += fast;
-    this.publish();
+    this.endFastBurst(fast, fastBytes);
     return i;
   }
 

@@ -130,7 +130,6 @@ export class SplitDevice extends DeviceQueue {
     const mask = this.mask;
     const size = this.size;
     const hdrLen = this.hdrLen;
-    const st = this.stats;
     const dw = this.wordsOfCaller(dst);
     const dlen = dst.length;
     let lu = this.lastUsed;
@@ -171,10 +170,7 @@ export class SplitDevice extends DeviceQueue {
       if (r >= 0) lens[got++] = r;
     }
     this.setCursors(la, lu);
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
-    this.publish();
+    this.endFastBurst(fast, fastBytes);
     return got;
   }
 
@@ -204,7 +200,6 @@ export class SplitDevice extends DeviceQueue {
     const mask = this.mask;
     const size = this.size;
     const hdrLen = this.hdrLen;
-    const st = this.stats;
     const sw = this.wordsOfCaller(src);
     const slen = src.length;
     let lu = this.lastUsed;
@@ -249,10 +244,7 @@ export class SplitDevice extends DeviceQueue {
       pending = (this.availCache - la) & 0xffff;
     }
     this.setCursors(la, lu);
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
-    this.publish();
+    this.endFastBurst(fast, fastBytes);
     return i;
   }
 
