@@ -234,11 +234,10 @@ export class VhostUserPort implements Port {
     const ri = 2 * q + 1;
     const vq = dp.rings[ri];
     if (vq === null || max - extra <= 0) return extra;
-    const avail = vq.availCount();
-    if (avail === 0 || !dp.enabled(ri)) return extra;
-    const pool = this.pool;
     // buffers for what the guest has posted, not a whole burst's worth every time
-    const want = avail < max - extra ? avail : max - extra;
+    const want = vq.availCount(max - extra);
+    if (want === 0 || !dp.enabled(ri)) return extra;
+    const pool = this.pool;
     const got = extra === 0 ? pool.alloc(out, want) : pool.alloc(out.subarray(extra), want);
     if (got === 0) {
       // The guest's frames stay in its ring; counted, not lost.

@@ -281,8 +281,8 @@ export abstract class DeviceQueue {
   protected abstract publish(): void;
   /** True if the driver has made at least one buffer available. */
   abstract hasAvail(): boolean;
-  /** How many chains the driver has made available (split: exact; packed: 0 or an upper bound). */
-  abstract availCount(): number;
+  /** How many chains the driver has made available, at most `max` (split: exact; packed: an upper bound). */
+  abstract availCount(max?: number): number;
   /** After a burst: should the driver be interrupted (call fd)? Consumes the pending state. */
   abstract needsInterrupt(): boolean;
   /** Ask the driver to send (true) or not send (false) available-buffer notifications (kicks). */

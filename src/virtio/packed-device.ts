@@ -88,9 +88,27 @@ export class PackedDevice extends DeviceQueue {
     return packedIsAvail(Atomics.load(this.ring.desc16, pdFlags(this.availPos)), this.availWrap);
   }
 
-  /** 0, or the queue size as an upper bound (a packed ring does not say how many). */
-  availCount(): number {
-    return this.hasAvail() ? this.size : 0;
+  /**
+   * Descriptors the driver has made available from our position, counted up to
+   * `max` (a packed ring has no index to read: the flags of each slot say). An
+   * upper bound on the chains available (a chain may take several slots).
+   */
+  availCount(max = this.size): number {
+    if (this.broken) return 0;
+    const d16 = this.ring.desc16;
+    const size = this.size;
+    if (max > size) max = size;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let n = 0;
+    while (n < max && packedIsAvail(Atomics.load(d16, pdFlags(pos)), wrap)) {
+      n++;
+      if (++pos === size) {
+        pos = 0;
+        wrap ^= 1;
+      }
+    }
+    return n;
   }
 
   /** Between chains (no reservation): next avail slot and wrap, and next used slot and wrap. */

@@ -88,10 +88,11 @@ export class SplitDevice extends DeviceQueue {
     return Atomics.load(this.ring.avail, AV_IDX) !== this.lastAvail;
   }
 
-  availCount(): number {
+  availCount(max = this.size): number {
     if (this.broken) return 0;
     const n = (Atomics.load(this.ring.avail, AV_IDX) - this.lastAvail) & 0xffff;
-    return n > this.size ? this.size : n;
+    const m = max < this.size ? max : this.size;
+    return n > m ? m : n;
   }
 
   /** Between chains: next avail entry to consume (and peek) and next used entry to write. */

@@ -380,3 +380,30 @@ test('a guest changing a descriptor length while the device reads it cannot push
     assert.equal(dev.stats.pkts, 0, 'the frame did not fit the 64-byte buffer');
   }
 });
+
+test('availCount: split reads the index, packed counts available slots from its position (with wrap), both capped', () => {
+  const g = makeGuardedMemory(SPECS);
+  const size = 8;
+  const w32 = (gpa: number, v: number): void => g.dv.setUint32(g.bigOff(gpa), v, true);
+  const w16 = (gpa: number, v: number): void => g.dv.setUint16(g.bigOff(gpa), v, true);
+  // packed, starting at slot 6 with wrap counter 1: slots 6, 7 then 0, 1, 2 (wrap 0) made available
+  const dev = new PackedDevice(g.mem, { size, descAddr: A, availAddr: A + 128, usedAddr: A + 132, features: F_VERSION_1 | F_RING_PACKED, lastAvailIdx: 6 | 0x8000 });
+  const slots: [number, number][] = [[6, 1], [7, 1], [0, 0], [1, 0], [2, 0]];
+  for (const [slot, wrap] of slots) {
+    w32(A + 16 * slot, B + 2048 * slot);
+    w32(A + 16 * slot + 4, 0);
+    w32(A + 16 * slot + 8, 12 + 64);
+    w16(A + 16 * slot + 12, slot);
+    w16(A + 16 * slot + 14, wrap ? PDESC_F_AVAIL : PDESC_F_USED);
+  }
+  assert.equal(dev.availCount(), 5);
+  assert.equal(dev.availCount(3), 3);
+  const dst = new Uint8Array(4 * 2048);
+  assert.equal(dev.dequeueBurst(dst, Int32Array.of(0, 2048), 2048, new Int32Array(2), 2), 2);
+  assert.equal(dev.availCount(), 3, 'after the wrap');
+  // split: the avail index says it, capped by max and by the size
+  const sdev = new SplitDevice(g.mem, { size, descAddr: A + 0x1000, availAddr: A + 0x1400, usedAddr: A + 0x1800, features: F_VERSION_1 });
+  w16(A + 0x1400 + 2, 5);
+  assert.equal(sdev.availCount(), 5);
+  assert.equal(sdev.availCount(2), 2);
+});
