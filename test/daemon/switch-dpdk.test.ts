@@ -24,28 +24,30 @@ async function json<T>(d: Daemon, ...args: string[]): Promise<T> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-test('DPDK virtio-user frontends through the switch: NORMAL learning, rules, upcalls vs cache hits, revalidation, port deletion under traffic', async (t) => {
-  const d = await startDaemon({ args: ['--pmd-cpus', '1'] });
-  t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
-  assert.equal((await d.cli('add-br', 'br0')).code, 0);
-  for (const n of ['vm1', 'vm2', 'vm3']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
-  const s1 = path.join(d.runDir, 'vm1');
-  const s2 = path.join(d.runDir, 'vm2');
+/**
+ * dpdk-testpmd with two virtio-user ports on the daemon's vm1 and vm2, macswap on each port back to
+ * itself (a ping-pong between vm1 and vm2 with correct source MACs); resolves once the daemon shows
+ * both links up (or after 10 s: callers check what they need).
+ */
+async function macswapPair(t: { after(fn: () => void): void }, d: Daemon): Promise<Testpmd> {
   const tp = Testpmd.start({
-    vdev: [`net_virtio_user0,path=${s1},queues=1,mac=${M1}`, `net_virtio_user1,path=${s2},queues=1,mac=${M2}`],
-    // macswap on each port back to itself: a ping-pong between vm1 and vm2 with correct source MACs
+    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},queues=1,mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},queues=1,mac=${M2}`],
     fwdMode: 'macswap',
     lcores: '0@1,1@0',
     extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
   });
   t.after(() => tp.kill());
   await tp.waitFor(/testpmd> /, 30000);
-  // links come up
-  for (let i = 0; i < 100; i++) {
-    const show = await d.cli('show');
-    if ((show.stdout.match(/link=up/g) ?? []).length === 2) break;
-    await sleep(100);
-  }
+  for (let i = 0; i < 100 && ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length < 2; i++) await sleep(100);
+  return tp;
+}
+
+test('DPDK virtio-user frontends through the switch: NORMAL learning, rules, upcalls vs cache hits, revalidation, port deletion under traffic', async (t) => {
+  const d = await startDaemon({ args: ['--pmd-cpus', '1'] });
+  t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
+  assert.equal((await d.cli('add-br', 'br0')).code, 0);
+  for (const n of ['vm1', 'vm2', 'vm3']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
+  const tp = await macswapPair(t, d);
   assert.equal(((await d.cli('show')).stdout.match(/link=up/g) ?? []).length, 2, 'vm1 and vm2 up, vm3 has no frontend');
 
   await tp.run('start tx_first 8');
@@ -116,15 +118,7 @@ test('two PMD threads: ports spread over both, output crosses threads through ri
   for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
   const rxq = await json<{ pmd: number; rxqs: { name: string }[] }[]>(d, 'pmd-rxq-show');
   assert.deepEqual(rxq.map((r) => r.rxqs.map((q) => q.name)), [['vm1'], ['vm2']], 'one port per PMD');
-  const tp = Testpmd.start({
-    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},mac=${M2}`],
-    fwdMode: 'macswap',
-    lcores: '0@1,1@0',
-    extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
-  });
-  t.after(() => tp.kill());
-  await tp.waitFor(/testpmd> /, 30000);
-  for (let i = 0; i < 100 && ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length < 2; i++) await sleep(100);
+  const tp = await macswapPair(t, d);
   await tp.run('start tx_first 8');
   await sleep(2500);
   await tp.stopForwarding();
@@ -149,15 +143,7 @@ test('--pmd-perf-metrics: pmd-stats splits the time per packet into rx, processi
   t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
   assert.equal((await d.cli('add-br', 'br0')).code, 0);
   for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
-  const tp = Testpmd.start({
-    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},mac=${M2}`],
-    fwdMode: 'macswap',
-    lcores: '0@1,1@0',
-    extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
-  });
-  t.after(() => tp.kill());
-  await tp.waitFor(/testpmd> /, 30000);
-  for (let i = 0; i < 100 && ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length < 2; i++) await sleep(100);
+  const tp = await macswapPair(t, d);
   await tp.run('start tx_first 8');
   await sleep(1500);
   await tp.stopForwarding();

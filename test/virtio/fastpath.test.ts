@@ -74,17 +74,66 @@ function bufLen(r: Rng, write: boolean): number {
   }
 }
 
+/** Caller and result arrays for one burst on each of the two devices. */
+class BurstArrays {
+  readonly dst1 = new Uint8Array(32 * 2048);
+  readonly dst2 = new Uint8Array(32 * 2048);
+  readonly src = new Uint8Array(32 * 2048 + 8);
+  readonly offs = new Int32Array(32);
+  readonly lens1 = new Int32Array(32);
+  readonly lens2 = new Int32Array(32);
+  readonly inLens = new Int32Array(32);
+}
+
+/**
+ * One random burst of n frames (guest RX if `write`, else guest TX) on the
+ * fast and the general device, and everything they must agree on: the
+ * result, frame lengths and bytes, counters, broken state, ring positions,
+ * interrupts, every byte of both memories, the guard bytes. Returns the
+ * frames the fast device moved.
+ */
+function burstBoth(r: Rng, round: number, fast: DeviceQueue, slow: DeviceQueue, write: boolean, n: number, b: BurstArrays, g1: GuardedMemory, g2: GuardedMemory): number {
+  const { dst1, dst2, src, offs, lens1, lens2, inLens } = b;
+  let moved: number;
+  if (write) {
+    for (let i = 0; i < n; i++) {
+      offs[i] = r.chance(0.9) ? 2048 * i : 2048 * i + 1 + r.int(3);
+      inLens[i] = r.chance(0.97) ? 14 + r.int(1600) : r.pick([-1, 0, 5000, 40000]);
+      for (let k = 0; k < 64; k++) src[offs[i] + k] = r.int(256);
+    }
+    const before = fast.stats.pkts;
+    const a: number = fast.enqueueBurst(src, offs, inLens, n);
+    const c: number = slow.enqueueBurst(src, offs, inLens, n);
+    assert.equal(a, c, `round ${round}: enqueue consumed ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
+    moved = fast.stats.pkts - before;
+  } else {
+    for (let i = 0; i < n; i++) offs[i] = r.chance(0.95) ? 2048 * i : 2048 * i + 1 + r.int(3);
+    const cap = r.chance(0.95) ? 2048 : 100;
+    const a: number = fast.dequeueBurst(dst1, offs, cap, lens1, n);
+    const c: number = slow.dequeueBurst(dst2, offs, cap, lens2, n);
+    assert.equal(a, c, `round ${round}: dequeue delivered ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
+    for (let i = 0; i < a; i++) {
+      assert.equal(lens1[i], lens2[i], `round ${round}: frame ${i} length`);
+      assert.ok(Buffer.from(dst1.buffer, offs[i], lens1[i]).equals(Buffer.from(dst2.buffer, offs[i], lens2[i])), `round ${round}: frame ${i} bytes`);
+    }
+    moved = a;
+  }
+  assert.deepEqual(fast.stats, slow.stats, `round ${round}: counters`);
+  assert.equal(fast.broken, slow.broken, `round ${round}: broken`);
+  assert.equal(fast.lastAvailIdx, slow.lastAvailIdx, `round ${round}: last avail`);
+  assert.equal(fast.lastUsedIdx, slow.lastUsedIdx, `round ${round}: last used`);
+  assert.equal(fast.needsInterrupt(), slow.needsInterrupt(), `round ${round}: interrupt`);
+  assert.ok(Buffer.from(g1.big.buffer).equals(Buffer.from(g2.big.buffer)), `round ${round}: guest memory differs`);
+  assert.ok(g1.guardsIntact(), `round ${round}: guard bytes`);
+  return moved;
+}
+
 test(`split fast paths equal the general path (${ROUNDS} bursts)`, () => {
   const r = new Rng(Number(process.env.TSVS_FUZZ_SEED ?? 0xfa57));
   const g1 = makeGuardedMemory(SPECS);
   const g2 = makeGuardedMemory(SPECS);
-  const dst1 = new Uint8Array(32 * 2048);
-  const dst2 = new Uint8Array(32 * 2048);
-  const src = new Uint8Array(32 * 2048 + 8);
-  const offs = new Int32Array(32);
-  const lens1 = new Int32Array(32);
-  const lens2 = new Int32Array(32);
-  const inLens = new Int32Array(32);
+  const b = new BurstArrays();
+  const { dst1, dst2, src, offs, lens1, lens2, inLens } = b;
   let pair: Pair | null = null;
   let ring = { desc: 0, avail: 0, used: 0, size: 0, write: false, idx: 0 };
   let fastTaken = 0;
@@ -181,35 +230,7 @@ test(`split fast paths equal the general path (${ROUNDS} bursts)`, () => {
       pair = null;
       continue;
     }
-    if (ring.write) {
-      for (let i = 0; i < n; i++) {
-        offs[i] = r.chance(0.9) ? 2048 * i : 2048 * i + 1 + r.int(3);
-        inLens[i] = r.chance(0.97) ? 14 + r.int(1600) : r.pick([-1, 0, 5000, 40000]);
-        for (let k = 0; k < 64; k++) src[offs[i] + k] = r.int(256);
-      }
-      const before = fast.stats.pkts;
-      const a: number = fast.enqueueBurst(src, offs, inLens, n);
-      const b: number = slow.enqueueBurst(src, offs, inLens, n);
-      assert.equal(a, b, `round ${round}: enqueue consumed ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
-      fastTaken += fast.stats.pkts - before;
-    } else {
-      for (let i = 0; i < n; i++) offs[i] = r.chance(0.95) ? 2048 * i : 2048 * i + 1 + r.int(3);
-      const cap = r.chance(0.95) ? 2048 : 100;
-      const a: number = fast.dequeueBurst(dst1, offs, cap, lens1, n);
-      const b: number = slow.dequeueBurst(dst2, offs, cap, lens2, n);
-      assert.equal(a, b, `round ${round}: dequeue delivered ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
-      for (let i = 0; i < a; i++) {
-        assert.equal(lens1[i], lens2[i], `round ${round}: frame ${i} length`);
-        assert.ok(Buffer.from(dst1.buffer, offs[i], lens1[i]).equals(Buffer.from(dst2.buffer, offs[i], lens2[i])), `round ${round}: frame ${i} bytes`);
-      }
-      fastTaken += a;
-    }
-    assert.deepEqual(fast.stats, slow.stats, `round ${round}: counters`);
-    assert.equal(fast.broken, slow.broken, `round ${round}: broken`);
-    assert.equal(fast.lastAvailIdx, slow.lastAvailIdx, `round ${round}: last avail`);
-    assert.equal(fast.lastUsedIdx, slow.lastUsedIdx, `round ${round}: last used`);
-    assert.ok(Buffer.from(g1.big.buffer).equals(Buffer.from(g2.big.buffer)), `round ${round}: guest memory differs`);
-    assert.ok(g1.guardsIntact(), `round ${round}: guard bytes`);
+    fastTaken += burstBoth(r, round, fast, slow, ring.write, n, b, g1, g2);
     if (fast.broken) pair = null;
   }
   assert.ok(episodes > 10, 'several ring configurations');
@@ -220,13 +241,7 @@ test(`packed fast paths equal the general path (${ROUNDS} bursts)`, () => {
   const r = new Rng(Number(process.env.TSVS_FUZZ_SEED ?? 0xbac4ed));
   const g1 = makeGuardedMemory(SPECS);
   const g2 = makeGuardedMemory(SPECS);
-  const dst1 = new Uint8Array(32 * 2048);
-  const dst2 = new Uint8Array(32 * 2048);
-  const src = new Uint8Array(32 * 2048 + 8);
-  const offs = new Int32Array(32);
-  const lens1 = new Int32Array(32);
-  const lens2 = new Int32Array(32);
-  const inLens = new Int32Array(32);
+  const b = new BurstArrays();
   const w = (gpa: number, bytes: number, v: number): void => {
     const o = g1.bigOff(gpa);
     if (bytes === 2) g1.dv.setUint16(o, v & 0xffff, true);
@@ -305,34 +320,8 @@ test(`packed fast paths equal the general path (${ROUNDS} bursts)`, () => {
     }
     g2.big.set(g1.big.subarray(g1.offs[0], g1.offs[0] + A_SIZE), g2.offs[0]);
     const n = 1 + r.int(32);
-    if (write) {
-      for (let i = 0; i < n; i++) {
-        offs[i] = r.chance(0.9) ? 2048 * i : 2048 * i + 1 + r.int(3);
-        inLens[i] = r.chance(0.97) ? 14 + r.int(1600) : r.pick([-1, 0, 5000, 40000]);
-        for (let k = 0; k < 64; k++) src[offs[i] + k] = r.int(256);
-      }
-      const a: number = fast.enqueueBurst(src, offs, inLens, n);
-      const b: number = slow.enqueueBurst(src, offs, inLens, n);
-      assert.equal(a, b, `round ${round}: enqueue consumed ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
-    } else {
-      for (let i = 0; i < n; i++) offs[i] = r.chance(0.95) ? 2048 * i : 2048 * i + 1 + r.int(3);
-      const cap = r.chance(0.95) ? 2048 : 100;
-      const a: number = fast.dequeueBurst(dst1, offs, cap, lens1, n);
-      const b: number = slow.dequeueBurst(dst2, offs, cap, lens2, n);
-      assert.equal(a, b, `round ${round}: dequeue delivered ${JSON.stringify(fast.stats)} ${JSON.stringify(slow.stats)}`);
-      for (let i = 0; i < a; i++) {
-        assert.equal(lens1[i], lens2[i], `round ${round}: frame ${i} length`);
-        assert.ok(Buffer.from(dst1.buffer, offs[i], lens1[i]).equals(Buffer.from(dst2.buffer, offs[i], lens2[i])), `round ${round}: frame ${i} bytes`);
-      }
-      moved += a;
-    }
-    assert.deepEqual(fast.stats, slow.stats, `round ${round}: counters`);
-    assert.equal(fast.broken, slow.broken, `round ${round}: broken`);
-    assert.equal(fast.lastAvailIdx, slow.lastAvailIdx, `round ${round}: last avail`);
-    assert.equal(fast.lastUsedIdx, slow.lastUsedIdx, `round ${round}: last used`);
-    assert.equal(fast.needsInterrupt(), slow.needsInterrupt(), `round ${round}: interrupt`);
-    assert.ok(Buffer.from(g1.big.buffer).equals(Buffer.from(g2.big.buffer)), `round ${round}: guest memory differs`);
-    assert.ok(g1.guardsIntact(), `round ${round}: guard bytes`);
+    const m = burstBoth(r, round, fast, slow, write, n, b, g1, g2);
+    if (!write) moved += m;
     if (fast.broken) fast = null;
     else if (fast.lastUsedIdx !== fast.lastAvailIdx) fast = null; // (never between bursts) start over
   }
