@@ -38,6 +38,7 @@ for (const packed of [false, true]) {
     const t0 = Date.now();
     while ((desc === null || !b.linkUp) && Date.now() - t0 < 10000) await sleep(10);
     assert.ok(desc !== null, 'the backend described a data path');
+    await fe.waitUp(); // the frontend's own side of the handshake may finish after the backend's
     const gen = new TrafficGen({ size: 64 });
     const bufs = new Int32Array(32);
     const got: number[] = [];
