@@ -165,8 +165,13 @@ export class Mempool {
     this.cache = new Int32Array(3 * cs + 2);
   }
 
-  /** Create a pool of `count` buffers in a new memfd region. */
-  static create(opts: { name?: string; count: number; bufSize?: number; headroom?: number; cacheSize?: number }): Mempool {
+  /**
+   * Create a pool of `count` buffers in a new memfd region. `hugepages`: in
+   * 2 MiB hugetlb pages (for devices doing DMA: src/mem/iova.ts); pick a
+   * bufSize whose 64-aligned stride divides 2 MiB (e.g. 2048) so that no
+   * buffer straddles two pages.
+   */
+  static create(opts: { name?: string; count: number; bufSize?: number; headroom?: number; cacheSize?: number; hugepages?: boolean }): Mempool {
     const name = opts.name ?? 'mempool';
     const count = opts.count;
     const bufSize = opts.bufSize ?? DEFAULT_BUF_SIZE;
@@ -182,7 +187,7 @@ export class Mempool {
     const bufOff = align(ringOff + Ring.bytesNeeded(ringSize), 4096);
     const total = bufOff + count * stride;
     if (total > MAX_REGION) throw new MempoolError(`mempool of ${count} x ${bufSize} B needs ${total} bytes; at most ${MAX_REGION} supported`);
-    const region = SharedRegion.create(`tsvs-mempool-${name}`, total);
+    const region = SharedRegion.create(`tsvs-mempool-${name}`, total, { hugepages: opts.hugepages });
     try {
       const bytes = region.bytes;
       const hd = new Int32Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 4);

@@ -7,9 +7,14 @@
 import * as libc from '../sys/libc.js';
 import { WINDOW_SIZE, type GuestRegion } from './guest-memory.js';
 
+/** Size of the hugetlb pages SharedRegion.create({ hugepages }) uses. */
+export const HUGE_PAGE_SIZE = 2 * 1024 * 1024;
+
 export interface RegionAttachInfo {
   addr: number;
   size: number;
+  /** The mapping is hugetlb-backed. */
+  hugepages?: boolean;
   /** The memfd (fds are process-wide, so a worker may share it with peers; it stays owned by the creator). */
   fd: number;
 }
@@ -22,6 +27,8 @@ export class SharedRegion {
   readonly addr: number;
   /** One Uint8Array per window of at most WINDOW_SIZE bytes. */
   readonly views: Uint8Array[];
+  /** Backed by 2 MiB hugetlb pages (create with `hugepages`). */
+  hugepages = false;
   private readonly ownsMapping: boolean;
   private readonly mapAddrs: number[];
   private closed = false;
@@ -35,14 +42,35 @@ export class SharedRegion {
     this.views = mapAddrs.map((a, i) => new Uint8Array(libc.view(a, Math.min(WINDOW_SIZE, size - i * WINDOW_SIZE))));
   }
 
-  /** Create a new zero-filled region of `size` bytes (rounded up to 4 KiB). */
-  static create(name: string, size: number): SharedRegion {
+  /**
+   * Create a new zero-filled region of `size` bytes (rounded up to 4 KiB).
+   * With `hugepages`, the memfd is backed by 2 MiB hugetlb pages (rounded up
+   * to 2 MiB, every page faulted in here, so it is resident and has a fixed
+   * physical address: what a device doing DMA needs, see src/mem/iova.ts).
+   */
+  static create(name: string, size: number, opts: { hugepages?: boolean } = {}): SharedRegion {
     if (!(size > 0) || !Number.isInteger(size)) throw new RangeError(`SharedRegion size must be a positive integer, got ${size}`);
-    const sz = Math.ceil(size / 4096) * 4096;
-    const fd = libc.memfdCreate(name);
+    const huge = opts.hugepages === true;
+    const page = huge ? HUGE_PAGE_SIZE : 4096;
+    const sz = Math.ceil(size / page) * page;
+    const fd = libc.memfdCreate(name, huge ? libc.MFD_HUGETLB | libc.MFD_HUGE_2MB : 0);
     try {
       libc.ftruncate(fd, sz);
-      return SharedRegion.mapFd(fd, sz, 0);
+      let r: SharedRegion;
+      try {
+        r = SharedRegion.mapFd(fd, sz, 0);
+      } catch (e) {
+        if (huge && e instanceof libc.SysError && e.code === 'ENOMEM') {
+          throw new RangeError(
+            `not enough free 2 MiB hugepages for ${sz >> 20} MiB (${name}): reserve more, e.g. ` +
+              '`echo 256 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages` (see HugePages_Free in /proc/meminfo)',
+          );
+        }
+        throw e;
+      }
+      r.hugepages = huge;
+      if (huge) for (let w = 0; w < r.views.length; w++) for (let o = 0; o < r.views[w].length; o += page) r.views[w][o] = 0;
+      return r;
     } catch (e) {
       libc.closeQuiet(fd);
       throw e;
@@ -73,12 +101,14 @@ export class SharedRegion {
   /** Info a worker thread needs to attach to this mapping. Single-window regions only. */
   attachInfo(): RegionAttachInfo {
     if (this.mapAddrs.length !== 1) throw new RangeError('attachInfo: region spans several windows');
-    return { addr: this.addr, size: this.size, fd: this.fd };
+    return { addr: this.addr, size: this.size, fd: this.fd, hugepages: this.hugepages };
   }
 
   /** In a worker thread of the same process: views over an existing mapping (not owned). */
   static attach(info: RegionAttachInfo): SharedRegion {
-    return new SharedRegion(info.fd ?? -1, info.size, [info.addr], false);
+    const r = new SharedRegion(info.fd ?? -1, info.size, [info.addr], false);
+    r.hugepages = info.hugepages === true;
+    return r;
   }
 
   /** The first window as bytes (the whole region when size <= 1 GiB). */

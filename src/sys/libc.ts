@@ -59,6 +59,10 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const MFD_CLOEXEC = 1;
+/** memfd_create: back the file with hugetlb pages (reserved in the kernel's pool). */
+export const MFD_HUGETLB = 4;
+/** With MFD_HUGETLB: 2 MiB pages (log2 21 in bits 26..31). */
+export const MFD_HUGE_2MB = 21 << 26;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 const MAP_FAILED_BIG = 0xffffffffffffffffn;
@@ -68,9 +72,9 @@ function check(call: string, rc: number, detail?: string): number {
   return rc;
 }
 
-/** Create an anonymous memory file (close-on-exec). */
-export function memfdCreate(name: string): number {
-  return check('memfd_create', c_memfd_create(name, MFD_CLOEXEC));
+/** Create an anonymous memory file (close-on-exec; `flags` adds e.g. MFD_HUGETLB | MFD_HUGE_2MB). */
+export function memfdCreate(name: string, flags = 0): number {
+  return check('memfd_create', c_memfd_create(name, MFD_CLOEXEC | flags));
 }
 
 export function ftruncate(fd: number, size: number): void {
