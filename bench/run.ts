@@ -4,7 +4,7 @@
  *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR] [--merge]
  *   node dist/bench/run.js --scenario p2p --quick
  *
- * Scenarios: p2p, generator, kernel, latency, flows, memory, profile (default: all).
+ * Scenarios: p2p, generator, kernel, latency, flows, memory, profile, scrape (default: all).
  * Results: bench/results/latest.json, latest.md, <scenario>.svg. With --merge, the scenarios run
  * replace their namesakes in the existing latest.json (each says when and at which commit it ran).
  * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
@@ -23,8 +23,9 @@ import { latency } from './latency.js';
 import { flows } from './flows.js';
 import { memory } from './memory.js';
 import { profile } from './profile.js';
+import { scrape } from './scrape.js';
 
-export const SCENARIOS: Scenario[] = [p2p, generator, kernel, latency, flows, memory, profile];
+export const SCENARIOS: Scenario[] = [p2p, generator, kernel, latency, flows, memory, profile, scrape];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> repo root. */

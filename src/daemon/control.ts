@@ -40,6 +40,13 @@ export class ControlServer {
     return this;
   }
 
+  /** Run a method in-process (observers: the web dashboard, metrics). */
+  async invoke(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    const h = this.methods.get(method);
+    if (!h) throw new RpcError(`unknown method '${method}'`, -32601);
+    return h(params);
+  }
+
   listMethods(): string[] {
     return [...this.methods.keys()].sort();
   }

@@ -3,6 +3,8 @@ import { pino, destination } from 'pino';
 import { Switch, SwitchConfigError, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
 import { UsageError } from '../cli/main.js';
+import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
+import { startWebServer } from '../web/server.js';
 
 export function parseCpuList(s: string): number[] {
   const out: number[] = [];
@@ -32,6 +34,16 @@ export async function run(values: Record<string, unknown>): Promise<number> {
   const pmdCpus = values['pmd-cpus'] !== undefined ? parseCpuList(String(values['pmd-cpus'])) : undefined;
   const maxMtu = intArg(values['max-mtu'], 'max-mtu', MIN_MAX_MTU, MAX_MAX_MTU, DEFAULT_MAX_MTU);
   const poolSize = intArg(values['pool-size'], 'pool-size', 1024, 1 << 20, DEFAULT_POOL_SIZE);
+  const listenArg = (flag: string): { host: string; port: number } | undefined => {
+    if (values[flag] === undefined) return undefined;
+    try {
+      return parseListen(String(values[flag]), `--${flag}`);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+  const metricsAt = listenArg('metrics');
+  const webAt = listenArg('web');
   let sw: Switch;
   try {
     sw = await Switch.start({
@@ -47,8 +59,26 @@ export async function run(values: Record<string, unknown>): Promise<number> {
     if (e instanceof SwitchConfigError) throw new UsageError(e.message);
     throw e;
   }
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    if (metricsAt) {
+      const m = await startMetricsServer(sw, metricsAt.host, metricsAt.port);
+      closers.push(m.close);
+      log.info({ metrics: m.url }, `Prometheus metrics at ${m.url}`);
+    }
+    if (webAt) {
+      const w = await startWebServer(sw, webAt.host, webAt.port);
+      closers.push(w.close);
+      log.info({ web: w.url }, `web dashboard at ${w.url}`);
+    }
+  } catch (e) {
+    await sw.stop();
+    throw new Error(`cannot serve observers: ${(e as Error).message}`);
+  }
   return new Promise<number>((resolve) => {
-    const done = (): void => resolve(0);
+    const done = (): void => {
+      void Promise.all(closers.map((c) => c())).then(() => resolve(0));
+    };
     sw.onShutdown = done;
     const onSig = (sig: string): void => {
       log.info(`${sig}: shutting down`);

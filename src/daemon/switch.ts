@@ -21,6 +21,9 @@ import { ControlServer, RpcError } from './control.js';
 import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';
 import { Bridge, DEFAULT_FLOW } from './bridge.js';
 import { qemuVhostUserArgs, qemuMemoryArgs } from '../app/qemu-args.js';
+import type { SwitchView, ObservableSwitch } from '../metrics/view.js';
+import { registerObserveMethods } from '../metrics/observe-methods.js';
+import { CaptureSessions } from '../capture/sessions.js';
 
 /** MTU of ports when --max-mtu is not given. */
 export const DEFAULT_MAX_MTU = 1500;
@@ -84,7 +87,7 @@ interface PortRuntime {
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
-export class Switch {
+export class Switch implements ObservableSwitch {
   readonly paths: RunPaths;
   readonly log: Logger;
   readonly db: ConfigDb;
@@ -99,6 +102,8 @@ export class Switch {
   private stopping = false;
   private pmdStatsBase = new Map<number, PmdThreadStats>();
   onShutdown: (() => void) | null = null;
+  /** tsvs capture sessions (frames copied by the PMD threads into shared rings). */
+  private captures: CaptureSessions | null = null;
 
   private constructor(opts: SwitchOptions) {
     this.buffers = bufferLayout(opts.maxMtu ?? DEFAULT_MAX_MTU);
@@ -325,6 +330,28 @@ export class Switch {
     return removed;
   }
 
+  // ---------------- observers ----------------
+
+  /** Counters from the PMD threads' shared-memory boards and the topology; messages no PMD thread. */
+  view(): SwitchView {
+    return {
+      timeMs: Date.now(),
+      pmds: this.pmds.map((p) => ({ id: p.id, cpu: p.cpu ?? null, board: p.board.read() })),
+      bridges: [...this.bridges.values()].map((br) => ({
+        name: br.name,
+        ports: [...br.ports.keys()].map((no) => {
+          const rt = this.ports.get(no)!;
+          return { bridge: br.name, name: rt.cfg.name, ofport: no, type: rt.cfg.type, link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id };
+        }),
+      })),
+      pool: { count: this.pool.count, free: this.pool.available(), bufSize: this.buffers.bufSize },
+    };
+  }
+
+  call(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    return this.control.invoke(method, params);
+  }
+
   // ---------------- control methods ----------------
 
   private persist(): void {
@@ -516,6 +543,20 @@ export class Switch {
       const args = [...qemuMemoryArgs({ share: true }), ...qemuVhostUserArgs(rt.cfg.path!, { server: rt.cfg.type === 'vhost-user-client', queues: rt.cfg.queues })];
       return { text: args.map((a) => (/[\s,]/.test(a) && !a.startsWith('-') ? `'${a}'` : a)).join(' '), data: args };
     });
+    registerObserveMethods(c, this);
+    this.captures = new CaptureSessions({
+      port: (name) => {
+        const no = this.resolvePort(name);
+        const rt = no === undefined ? undefined : this.ports.get(no);
+        return rt && no !== undefined ? { portNo: no, pmd: rt.pmd } : undefined;
+      },
+      bridgeOf: (name) => {
+        const no = this.resolvePort(name);
+        return no === undefined ? undefined : this.ports.get(no)?.bridge;
+      },
+      resolvePort: (n) => this.resolvePort(n),
+    });
+    this.captures.register(c);
     c.on('shutdown', () => {
       setImmediate(() => void this.stop().then(() => this.onShutdown?.()));
       return { text: '' };
@@ -562,6 +603,7 @@ export class Switch {
     if (this.stopping) return;
     this.stopping = true;
     if (this.revalTimer) clearInterval(this.revalTimer);
+    this.captures?.close();
     await this.control.close();
     for (const pmd of this.pmds) await pmd.stop();
     this.pool.close();

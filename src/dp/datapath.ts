@@ -17,6 +17,7 @@ import {
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
 import { ExactMatchCache } from './emc.js';
+import { DIR_RX, DIR_TX, type CaptureSet } from './capture-tap.js';
 import {
   executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
 } from './actions.js';
@@ -96,6 +97,8 @@ export class Datapath {
   private readonly rxBurstMax: number;
   /** Measure time per stage (stats.rxNs/processNs/txNs): three clock reads per burst, off by default. */
   perf = false;
+  /** Packet capture taps (tsvs capture): null when none, one check per burst. */
+  capture: CaptureSet | null = null;
   private txSources: { portNo: number; ring: Ring }[] = [];
   /** Two flow-key buffers: processBurst extracts into one while the other holds the previous lookup's key. */
   private readonly keyA = new Uint32Array(FLOW_WORDS);
@@ -357,6 +360,7 @@ export class Datapath {
         const t0 = perf ? performance.now() : 0;
         const n = port.rxBurst(q, this.rxBuf, this.rxBurstMax);
         if (n > 0) {
+          if (this.capture !== null) this.capture.burst(pn, this.rxBuf, n, DIR_RX);
           total += n;
           this.rxqPackets[pn * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)] += n;
           if (perf) this.processTimed(pn, n, t0);
@@ -374,6 +378,11 @@ export class Datapath {
     this.stats.iterations++;
     if (total > 0) this.stats.busyIterations++;
     return total;
+  }
+
+  /** Packets held while their upcall is in flight (the upcall queue depth). */
+  get pendingUpcalls(): number {
+    return this.pendingCount;
   }
 
   /** Set the coarse clock (ms) used for flow 'used' times. */
@@ -655,6 +664,7 @@ export class Datapath {
     }
     // The port counts what it refuses (txDropped, drops by reason); we free it.
     const t0 = this.perf ? performance.now() : 0;
+    if (this.capture !== null) this.capture.burst(portNo, batch, n, DIR_TX);
     const sent = port.txBurst(0, batch, n);
     if (this.perf) this.stats.txNs += (performance.now() - t0) * 1e6;
     this.stats.txPackets += sent;

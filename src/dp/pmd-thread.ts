@@ -14,6 +14,8 @@ import { Datapath, type DpFlowInfo, type PmdStats } from './datapath.js';
 import { openPort, type PortSpec, type PortInfo, portInfo } from './port-factory.js';
 import * as libc from '../sys/libc.js';
 import { RemoteTxPort } from './remote-port.js';
+import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
+import { CaptureSet, CaptureTap } from './capture-tap.js';
 
 export interface PmdConfig {
   id: number;
@@ -28,6 +30,10 @@ export interface PmdConfig {
   flowIdleMs?: number;
   /** Time per stage (rx, processing, tx) in pmd-stats (a few clock reads per burst). */
   perfMetrics?: boolean;
+  /** Shared memory the thread publishes its counters to (set by PmdThread). */
+  board?: SharedArrayBuffer;
+  /** Publish period of the board, ms (default 10). */
+  boardPeriodMs?: number;
 }
 
 /** One missed packet, as the slow path sees it. */
@@ -74,6 +80,8 @@ type Req =
   | { op: 'flow-flush' }
   | { op: 'dump-flows' }
   | { op: 'stats' }
+  | { op: 'capture-start'; id: number; portNo: number; dirs: number; buf: SharedArrayBuffer }
+  | { op: 'capture-stop'; id: number }
   | { op: 'ports' }
   | { op: 'stop' };
 
@@ -110,6 +118,23 @@ function workerMain(cfg: PmdConfig): void {
   let lastLinkCheck = 0;
   const linkSig = new Map<number, string>();
   const flowIdle = cfg.flowIdleMs ?? 10000;
+  const board = cfg.board ? new StatsBoardWriter(cfg.board) : null;
+  const boardPeriod = cfg.boardPeriodMs ?? 10;
+  let lastPublish = 0;
+  const publish = (now: number): void => {
+    lastPublish = now;
+    const ports: [number, BoardPortSource][] = [];
+    for (const n of dp.portNumbers()) {
+      const p = dp.port(n)!;
+      if (p.type !== 'remote') ports.push([n, p]);
+    }
+    board!.publish(
+      dp.stats,
+      { flows: dp.flowCount, pending: dp.pendingUpcalls, poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail, nowMs: now },
+      ports,
+      (n, q) => dp.rxqCount(n, q),
+    );
+  };
 
   const loop = (): void => {
     if (stopping) return;
@@ -138,6 +163,7 @@ function workerMain(cfg: PmdConfig): void {
     } while (t < end);
     dp.account((t - t0) * 1e6, busyMs * 1e6);
     const now = Date.now();
+    if (board !== null && now - lastPublish >= boardPeriod) publish(now);
     if (now - lastLinkCheck > 200) {
       lastLinkCheck = now;
       for (const n of dp.portNumbers()) {
@@ -209,6 +235,18 @@ function workerMain(cfg: PmdConfig): void {
           poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail,
         } satisfies PmdThreadStats;
       }
+      case 'capture-start': {
+        const p = dp.port(req.portNo);
+        if (!p || p.type === 'remote') throw new Error(`port ${req.portNo} is not polled by pmd ${cfg.id}`);
+        if (dp.capture === null) dp.capture = new CaptureSet(pool);
+        dp.capture.add(new CaptureTap(req.id, req.portNo, req.dirs, req.buf));
+        return true;
+      }
+      case 'capture-stop': {
+        const found = dp.capture?.remove(req.id) ?? false;
+        if (dp.capture !== null && dp.capture.size === 0) dp.capture = null;
+        return found;
+      }
       case 'stop': {
         stopping = true;
         for (const n of dp.portNumbers()) dp.removePort(n)?.close();
@@ -256,6 +294,8 @@ export interface PmdEvents {
 export class PmdThread {
   readonly id: number;
   readonly cpu: number | undefined;
+  /** The thread's counters in shared memory (read without messaging the thread). */
+  readonly board: StatsBoardReader;
   private readonly worker: Worker;
   private seq = 0;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -264,7 +304,9 @@ export class PmdThread {
   constructor(cfg: PmdConfig, events: PmdEvents) {
     this.id = cfg.id;
     this.cpu = cfg.cpu;
-    this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { pmdWorker: true, cfg } });
+    const board = cfg.board ?? newBoardBuffer();
+    this.board = new StatsBoardReader(board);
+    this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { pmdWorker: true, cfg: { ...cfg, board } } });
     this.worker.on('message', (m: { t: string; seq?: number; result?: unknown; error?: { message: string; name: string } } & Record<string, unknown>) => {
       if (m.t === 'resp') {
         const w = this.waiting.get(m.seq!);
@@ -333,6 +375,13 @@ export class PmdThread {
   }
   ports(): Promise<(PortInfo & { portNo: number })[]> {
     return this.request({ op: 'ports' });
+  }
+  /** Start copying frames of a port this thread polls into a capture ring (see capture-tap.ts). */
+  captureStart(id: number, portNo: number, dirs: number, buf: SharedArrayBuffer): Promise<boolean> {
+    return this.request({ op: 'capture-start', id, portNo, dirs, buf });
+  }
+  captureStop(id: number): Promise<boolean> {
+    return this.request({ op: 'capture-stop', id });
   }
 
   async stop(): Promise<void> {
