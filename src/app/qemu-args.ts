@@ -31,6 +31,10 @@ export interface VhostUserNicOptions {
    * QEMU exits at startup when the backend's socket is not there yet, and never reconnects.
    */
   reconnect?: number;
+  /** Packed virtqueues (`packed=on`; the backend must offer VIRTIO_F_RING_PACKED). Default false (split). */
+  packed?: boolean;
+  /** `mrg_rxbuf=off` when false: no mergeable receive buffers (each frame in one buffer). Default QEMU's (on). */
+  mrgRxbuf?: boolean;
 }
 
 export interface TapNicOptions {
@@ -101,7 +105,8 @@ export function qemuVhostUserArgs(socketPath: string, opts: VhostUserNicOptions 
   const chardev = `socket,id=c${index},path=${path}` + (opts.server ? ",server=on,wait=off" : "") +
     (opts.reconnect !== undefined ? `,reconnect=${opts.reconnect}` : "");
   const netdev = `vhost-user,id=n${index},chardev=c${index}` + (queues > 1 ? `,queues=${queues}` : "");
-  const device = `virtio-net-pci,netdev=n${index},mac=${mac}` + (queues > 1 ? ",mq=on" : "") + ",vectors=0,romfile=";
+  const device = `virtio-net-pci,netdev=n${index},mac=${mac}` + (queues > 1 ? ",mq=on" : "") +
+    (opts.packed ? ",packed=on" : "") + (opts.mrgRxbuf === false ? ",mrg_rxbuf=off" : "") + ",vectors=0,romfile=";
   return ["-chardev", chardev, "-netdev", netdev, "-device", device];
 }
 

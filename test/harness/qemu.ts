@@ -25,7 +25,7 @@ export interface GuestOptions {
   name?: string;
   /** Prebuilt image; default `await ensureGuestImage()`. */
   image?: GuestImage;
-  /** Guest RAM in MiB (default 256). Use 2048+ to exercise multi-region memory tables. */
+  /** Guest RAM in MiB (default 256, or the image's minMemoryMiB). Use 2048+ to exercise multi-region memory tables. */
   memoryMiB?: number;
   /** Back RAM by a shared memfd (default true; vhost-user moves no packets without it). */
   shareMemory?: boolean;
@@ -348,18 +348,27 @@ export function guestKernelCmdline(params: GuestOptions["params"] = {}, extra: s
 }
 
 /** The QEMU argument list (without the binary) for a guest. Pure apart from the paths given. */
-export function guestQemuArgs(image: Pick<GuestImage, "kernel" | "initrd">, opts: GuestOptions, scriptPath?: string): string[] {
+export function guestQemuArgs(
+  image: Pick<GuestImage, "kernel" | "initrd"> & Partial<Pick<GuestImage, "kernelArgs" | "cpu" | "minMemoryMiB">>,
+  opts: GuestOptions, scriptPath?: string,
+): string[] {
+  const minMem = image.minMemoryMiB ?? 0;
+  const mem = opts.memoryMiB ?? Math.max(256, minMem);
+  if (mem < minMem) throw new GuestError(`this guest image needs at least ${minMem} MiB of RAM (hugepages + initramfs), got memoryMiB ${mem}`);
   const args = [
     "-accel", "tcg", "-nodefaults", "-nographic", "-no-reboot",
-    ...qemuMemoryArgs({ sizeMiB: opts.memoryMiB ?? 256, share: opts.shareMemory ?? true }),
+    ...qemuMemoryArgs({ sizeMiB: mem, share: opts.shareMemory ?? true }),
+    ...(image.cpu !== undefined ? ["-cpu", image.cpu] : []),
     "-smp", String(opts.cpus ?? 1),
     "-kernel", image.kernel, "-initrd", image.initrd,
-    "-append", guestKernelCmdline(opts.params, opts.extraKernelArgs),
+    "-append", guestKernelCmdline(opts.params, [...(image.kernelArgs ?? []), ...(opts.extraKernelArgs ?? [])]),
     "-serial", "stdio",
   ];
   (opts.nics ?? []).forEach((nic, index) => {
     if (nic.kind === "vhost-user") {
-      args.push(...qemuVhostUserArgs(nic.socket, { server: nic.server, queues: nic.queues, mac: nic.mac, reconnect: nic.reconnect, index }));
+      args.push(...qemuVhostUserArgs(nic.socket, {
+        server: nic.server, queues: nic.queues, mac: nic.mac, reconnect: nic.reconnect, packed: nic.packed, mrgRxbuf: nic.mrgRxbuf, index,
+      }));
     } else {
       args.push(...qemuTapArgs(nic.ifname, { mac: nic.mac, vhostNet: nic.vhostNet, index }));
     }

@@ -35,6 +35,21 @@ describe("qemu-args (pure)", () => {
     ]);
   });
 
+  test("vhost-user NIC, packed rings and no mergeable rx buffers", () => {
+    assert.equal(qemuVhostUserArgs("/tmp/s", { packed: true, mrgRxbuf: false })[5],
+      "virtio-net-pci,netdev=n0,mac=52:54:00:74:73:00,packed=on,mrg_rxbuf=off,vectors=0,romfile=");
+    assert.equal(qemuVhostUserArgs("/tmp/s", { packed: false, mrgRxbuf: true })[5],
+      "virtio-net-pci,netdev=n0,mac=52:54:00:74:73:00,vectors=0,romfile=");
+  });
+
+  test("pmd images bring -cpu, kernel arguments and a memory floor", () => {
+    const img = { kernel: "/k", initrd: "/i", cpu: "max", kernelArgs: ["hugepages=256"], minMemoryMiB: 1024 };
+    const s = guestQemuArgs(img, {}).join(" ");
+    assert.match(s, / -m 1024M .* -cpu max /);
+    assert.match(s, / -append console=ttyS0 panic=-1 loglevel=3 hugepages=256 /);
+    assert.throws(() => guestQemuArgs(img, { memoryMiB: 512 }), /at least 1024 MiB/);
+  });
+
   test("vhost-user NIC, client mode with reconnect", () => {
     assert.equal(qemuVhostUserArgs("/tmp/s", { reconnect: 1 })[1], "socket,id=c0,path=/tmp/s,reconnect=1");
   });

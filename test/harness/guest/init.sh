@@ -1,5 +1,5 @@
 #!/bin/sh
-export PATH=/bin
+export PATH=/bin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -17,8 +17,15 @@ for arg in $(cat /proc/cmdline); do
       export "TSVS_$(echo "$k" | tr a-z A-Z)=$v";;
   esac
 done
+if [ -e /etc/tsvs/pmd ]; then
+  # userspace PMD guests: hugepages (reserved by hugepages=N on the command line) for DPDK / tsvs
+  mkdir -p /mnt/huge /var/run
+  mount -t hugetlbfs nodev /mnt/huge || echo "TSVS-ERROR mount hugetlbfs failed"
+fi
 ip link set lo up
 n=0
+# wait for eth0 only if there is a network controller (PCI class 0x0200xx) to wait for
+grep -q '^0x0200' /sys/bus/pci/devices/*/class 2>/dev/null || n=50
 while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do usleep 100000; n=$((n+1)); done
 for d in /sys/class/net/eth*; do
   [ -e "$d" ] || { echo "TSVS-ERROR no ethernet interface"; break; }

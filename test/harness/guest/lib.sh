@@ -21,3 +21,13 @@ tsvs_wait_ping() {
   done
   return 0
 }
+# tsvs_pci_bind ADDR DRIVER  moves PCI device ADDR (e.g. 0000:00:02.0) to DRIVER (uio_pci_generic,
+# virtio-pci): unbind from its current driver, driver_override, drivers_probe. Returns 1 on failure.
+tsvs_pci_bind() {
+  _d=/sys/bus/pci/devices/$1
+  [ -e "$_d" ] || { echo "TSVS-ERROR no PCI device $1"; return 1; }
+  [ -e "$_d/driver" ] && echo "$1" > "$_d/driver/unbind"
+  echo "$2" > "$_d/driver_override"
+  echo "$1" > /sys/bus/pci/drivers_probe
+  [ "$(basename "$(readlink "$_d/driver")")" = "$2" ] || { echo "TSVS-ERROR $1 did not bind to $2"; return 1; }
+}
