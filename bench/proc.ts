@@ -19,15 +19,32 @@ export interface ProcOptions {
   keep?: number;
 }
 
+type Stream = 'stdout' | 'stderr';
+
+/** Offsets into a process's stdout and stderr. */
+export interface OutputMark {
+  stdout: number;
+  stderr: number;
+}
+
 const live = new Set<Proc>();
 
 export class Proc {
   readonly proc: ChildProcess;
   readonly pid: number;
   readonly name: string;
+  /**
+   * stdout and stderr interleaved as they arrived: for diagnostics (tail) only.
+   * A line of one stream may land inside a line (or a prompt) of the other
+   * here, so nothing matches against it: waitFor reads each stream apart.
+   */
   output = '';
-  /** Characters dropped from the front of output (so offsets stay meaningful). */
-  dropped = 0;
+  /** The process's stdout alone (rolling window of `keep` characters). */
+  stdout = '';
+  /** The process's stderr alone (rolling window). */
+  stderr = '';
+  /** Characters dropped from the front of stdout / stderr (so marks stay meaningful). */
+  private readonly droppedBy = { stdout: 0, stderr: 0 };
   exitCode: number | null = null;
   exitSignal: NodeJS.Signals | null = null;
   exited = false;
@@ -49,17 +66,21 @@ export class Proc {
     if (this.proc.pid === undefined) throw new Error(`cannot start ${full.join(' ')}`);
     this.pid = this.proc.pid;
     live.add(this);
-    const onData = (d: Buffer): void => {
-      this.output += d.toString();
-      if (this.output.length > this.keep * 2) {
-        const cut = this.output.length - this.keep;
-        this.output = this.output.slice(cut);
-        this.dropped += cut;
+    const onData = (stream: 'stdout' | 'stderr', d: Buffer): void => {
+      const text = d.toString();
+      this.output += text;
+      if (this.output.length > this.keep * 2) this.output = this.output.slice(this.output.length - this.keep);
+      let buf = this[stream] + text;
+      if (buf.length > this.keep * 2) {
+        const cut = buf.length - this.keep;
+        buf = buf.slice(cut);
+        this.droppedBy[stream] += cut;
       }
+      this[stream] = buf;
       for (const w of this.waiters.splice(0)) w();
     };
-    this.proc.stdout?.on('data', onData);
-    this.proc.stderr?.on('data', onData);
+    this.proc.stdout?.on('data', (d: Buffer) => onData('stdout', d));
+    this.proc.stderr?.on('data', (d: Buffer) => onData('stderr', d));
     this.proc.stdin?.on('error', () => undefined);
     this.exitPromise = new Promise((resolve) => {
       this.proc.on('exit', (code, sig) => {
@@ -73,17 +94,28 @@ export class Proc {
     });
   }
 
-  /** Absolute output offset (for waitFor's `from`). */
-  get offset(): number {
-    return this.dropped + this.output.length;
+  /** Where each stream's output stands now (for waitFor's `from` and since()). */
+  get mark(): OutputMark {
+    return { stdout: this.droppedBy.stdout + this.stdout.length, stderr: this.droppedBy.stderr + this.stderr.length };
   }
 
-  /** Resolve when output after absolute offset `from` matches re; throw on exit or timeout. */
-  async waitFor(re: RegExp, timeoutMs = 20000, from = 0): Promise<RegExpMatchArray> {
+  /** Output of one stream after a mark. */
+  since(from: OutputMark, stream: Stream): string {
+    return this[stream].slice(Math.max(0, from[stream] - this.droppedBy[stream]));
+  }
+
+  /**
+   * Resolve when the output of `stream` after mark `from` matches re ('either':
+   * stdout or stderr, each matched alone); throw on exit or timeout.
+   */
+  async waitFor(re: RegExp, timeoutMs = 20000, from: OutputMark = { stdout: 0, stderr: 0 }, stream: Stream | 'either' = 'either'): Promise<RegExpMatchArray> {
     const t0 = Date.now();
+    const streams: Stream[] = stream === 'either' ? ['stdout', 'stderr'] : [stream];
     for (;;) {
-      const m = this.output.slice(Math.max(0, from - this.dropped)).match(re);
-      if (m) return m;
+      for (const st of streams) {
+        const m = this.since(from, st).match(re);
+        if (m) return m;
+      }
       if (this.exited) throw new Error(`${this.name} exited (${this.exitCode ?? this.exitSignal}) before ${re}:\n${this.tail()}`);
       const left = timeoutMs - (Date.now() - t0);
       if (left <= 0) throw new Error(`timeout (${timeoutMs} ms) waiting for ${re} from ${this.name}:\n${this.tail()}`);

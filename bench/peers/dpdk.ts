@@ -71,7 +71,7 @@ export class DpdkTestpmd {
     const p = new Proc(DpdkTestpmd.argv(o, prefix), { stdin: true });
     const tp = new DpdkTestpmd(p, o, prefix);
     try {
-      await p.waitFor(PROMPT, o.startTimeoutMs ?? 30000);
+      await p.waitFor(PROMPT, o.startTimeoutMs ?? 30000, undefined, 'stdout');
     } catch (e) {
       await tp.kill();
       throw e;
@@ -81,10 +81,12 @@ export class DpdkTestpmd {
 
   /** Run one interactive command, return its output up to the next prompt. */
   async cmd(c: string, timeoutMs = 20000, until: RegExp = PROMPT): Promise<string> {
-    const at = this.proc.offset;
+    // testpmd prints its prompt and answers on stdout; its stderr lines can land inside
+    // a prompt in the interleaved output, so match stdout alone
+    const at = this.proc.mark;
     this.proc.write(c + '\n');
-    await this.proc.waitFor(until, timeoutMs, at);
-    return this.proc.output.slice(Math.max(0, at - this.proc.dropped));
+    await this.proc.waitFor(until, timeoutMs, at, 'stdout');
+    return this.proc.since(at, 'stdout');
   }
 
   async setFwd(mode: DpdkFwd): Promise<void> {

@@ -157,12 +157,12 @@ export class TsvsTestpmd {
 
   /** Wait until every port reports link up in a stats line. */
   async waitUp(timeoutMs = 20000): Promise<void> {
-    await this.proc.waitFor(/\[up\][^\n]*\n(?![\s\S]*\[down\])/, timeoutMs);
+    await this.proc.waitFor(/\[up\][^\n]*\n(?![\s\S]*\[down\])/, timeoutMs, undefined, 'stderr');
   }
 
   /** Counters from the most recent stats line: per port rx/tx. */
   last(): { rx: number; tx: number }[] {
-    const lines = this.proc.output.split('\n').filter((l) => /\[(up|down)\] rx \d+/.test(l));
+    const lines = this.proc.stderr.split('\n').filter((l) => /\[(up|down)\] rx \d+/.test(l));
     const l = lines[lines.length - 1];
     if (!l) return [];
     return [...l.matchAll(/rx (\d+) \([^)]*\) tx (\d+)/g)].map((m) => ({ rx: Number(m[1]), tx: Number(m[2]) }));
@@ -171,7 +171,7 @@ export class TsvsTestpmd {
   /** SIGINT, then parse the final JSON. */
   async stop(): Promise<TsvsTestpmdPortReport[]> {
     await this.proc.stop('SIGINT', 10000);
-    const m = /\{"duration_s"[^\n]*\}/.exec(this.proc.output);
+    const m = /\{"duration_s"[^\n]*\}/.exec(this.proc.stdout);
     if (!m) throw new Error(`tsvs testpmd printed no final JSON: ${this.proc.tail()}`);
     return (JSON.parse(m[0]) as { ports: TsvsTestpmdPortReport[] }).ports;
   }

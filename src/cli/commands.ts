@@ -82,6 +82,7 @@ export const COMMANDS: CommandSpec[] = [
   ctl('pmd-stats-clear', undefined, 'reset the PMD counters'),
   ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue'),
   ctl('qemu-args', 'PORT', 'print the QEMU arguments that attach a guest NIC to a vhost-user port'),
+  ctl('revalidate-wait', undefined, 'wait until the datapath reflects every rule and port change made so far (as ovs-appctl revalidator/wait)'),
   ctl('shutdown', undefined, 'stop the daemon'),
   {
     name: 'top',

@@ -43,6 +43,7 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   'pmd-stats-clear': () => ({}),
   'pmd-rxq-show': () => ({}),
   'qemu-args': (_v, p) => (need(p, 1, 'port name'), { port: p[0] }),
+  'revalidate-wait': () => ({}),
   shutdown: () => ({}),
 };
 

@@ -1,7 +1,16 @@
 /**
  * The control socket: JSON-RPC 2.0 over a unix stream socket, one JSON object
  * per line. The socket is owner-only (0600). A bad request gets an error
- * response; it never takes the daemon down.
+ * response; it never takes the daemon down: a parse error, a handler's
+ * exception or an answer that cannot be serialised all become JSON-RPC errors.
+ *
+ * Requests of one connection are answered one at a time, in order (as OVS's
+ * unixctl), so a client may pipeline `add-flow` and then `dump-dp-flows` and
+ * the second sees the first's effect. Backpressure: a connection is not read
+ * while it has MAX_PENDING requests waiting, and no request is handled while
+ * more than MAX_OUTPUT bytes of its answers wait to be sent; so a client that
+ * pipelines requests and never reads holds at most about MAX_OUTPUT bytes of
+ * answers plus one read chunk of requests in the daemon.
  */
 import * as net from 'node:net';
 import * as fs from 'node:fs';
@@ -24,11 +33,25 @@ export class RpcError extends Error {
 
 export type RpcHandler = (params: Record<string, unknown>) => unknown | Promise<unknown>;
 
-const MAX_LINE = 1 << 20;
+/** Longest request line, bytes. */
+export const MAX_LINE = 1 << 20;
+/** Requests read but not yet handled, per connection, before reading stops. */
+export const MAX_PENDING = 64;
+/** Answer bytes waiting to be sent, per connection, before handling stops until the client reads. */
+export const MAX_OUTPUT = 1 << 20;
+
+function errorResponse(id: unknown, code: number, message: string, kind?: string): string {
+  return JSON.stringify({ jsonrpc: '2.0', id, error: kind === undefined ? { code, message } : { code, message, kind } });
+}
+
+function validId(id: unknown): number | string | null {
+  return typeof id === 'number' || typeof id === 'string' ? id : null;
+}
 
 export class ControlServer {
   private server: net.Server | null = null;
   private readonly methods = new Map<string, RpcHandler>();
+  private readonly conns = new Set<net.Socket>();
   readonly path: string;
 
   constructor(path: string) {
@@ -51,31 +74,97 @@ export class ControlServer {
     return [...this.methods.keys()].sort();
   }
 
+  /** Answer one request line; never throws. */
   async dispatch(line: string): Promise<string> {
-    let req: RpcRequest;
+    let id: number | string | null = null;
     try {
-      req = JSON.parse(line) as RpcRequest;
-    } catch {
-      return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'parse error: request is not valid JSON' } });
-    }
-    const id = req?.id ?? null;
-    if (typeof req !== 'object' || req === null || typeof req.method !== 'string') {
-      return JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32600, message: 'invalid request: expected {"method": string, "params": object}' } });
-    }
-    const h = this.methods.get(req.method);
-    if (!h) return JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32601, message: `unknown method '${req.method}'` } });
-    const params = req.params ?? {};
-    if (typeof params !== 'object' || params === null || Array.isArray(params)) {
-      return JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32602, message: 'params must be an object' } });
-    }
-    try {
-      const result = await h(params);
+      let req: RpcRequest;
+      try {
+        req = JSON.parse(line) as RpcRequest;
+      } catch {
+        return errorResponse(null, -32700, 'parse error: request is not valid JSON');
+      }
+      if (typeof req !== 'object' || req === null || Array.isArray(req) || typeof req.method !== 'string') {
+        id = validId((req as { id?: unknown } | null)?.id);
+        return errorResponse(id, -32600, 'invalid request: expected {"method": string, "params": object}');
+      }
+      id = validId(req.id);
+      const h = this.methods.get(req.method);
+      if (!h) return errorResponse(id, -32601, `unknown method '${req.method.slice(0, 100)}'`);
+      const params = req.params ?? {};
+      if (typeof params !== 'object' || params === null || Array.isArray(params)) {
+        return errorResponse(id, -32602, 'params must be an object');
+      }
+      let result: unknown;
+      try {
+        result = await h(params);
+      } catch (e) {
+        const err = e instanceof Error ? e : new Error(String(e));
+        const code = e instanceof RpcError ? e.code : -32000;
+        return errorResponse(id, code, err.message, err.name);
+      }
       return JSON.stringify({ jsonrpc: '2.0', id, result: result ?? null });
     } catch (e) {
-      const err = e as Error & { code?: unknown };
-      const code = e instanceof RpcError ? e.code : -32000;
-      return JSON.stringify({ jsonrpc: '2.0', id, error: { code, message: err.message, kind: err.name } });
+      return errorResponse(id, -32603, `internal error: ${e instanceof Error ? e.message : String(e)}`);
     }
+  }
+
+  /** Read requests from one connection and answer them in order, with backpressure. */
+  private serve(sock: net.Socket): void {
+    this.conns.add(sock);
+    let partial = '';
+    const pending: string[] = [];
+    let busy = false;
+    sock.setEncoding('utf8');
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => {
+      this.conns.delete(sock);
+      pending.length = 0;
+    });
+    const waitWritable = (): Promise<void> =>
+      new Promise((resolve) => {
+        const done = (): void => {
+          sock.off('drain', done);
+          sock.off('close', done);
+          resolve();
+        };
+        sock.on('drain', done);
+        sock.on('close', done);
+      });
+    const pump = async (): Promise<void> => {
+      if (busy) return;
+      busy = true;
+      try {
+        while (pending.length > 0 && !sock.destroyed) {
+          if (sock.writableLength > MAX_OUTPUT) {
+            await waitWritable();
+            continue;
+          }
+          const line = pending.shift()!;
+          if (pending.length < MAX_PENDING / 2 && sock.isPaused()) sock.resume();
+          const resp = await this.dispatch(line);
+          if (sock.destroyed || !sock.writable) break;
+          sock.write(resp + '\n');
+        }
+      } finally {
+        busy = false;
+      }
+      if (!sock.destroyed && sock.isPaused() && pending.length < MAX_PENDING) sock.resume();
+    };
+    sock.on('data', (chunk: string) => {
+      partial += chunk;
+      const lines = partial.split('\n');
+      partial = lines.pop()!;
+      if (partial.length > MAX_LINE) {
+        pending.length = 0;
+        partial = '';
+        sock.end(errorResponse(null, -32600, `request too large (over ${MAX_LINE} bytes without a newline)`) + '\n');
+        return;
+      }
+      for (const l of lines) if (l.trim() !== '') pending.push(l);
+      if (pending.length >= MAX_PENDING) sock.pause();
+      void pump();
+    });
   }
 
   listen(): Promise<void> {
@@ -85,28 +174,7 @@ export class ControlServer {
       /* none */
     }
     return new Promise((resolve, reject) => {
-      const srv = net.createServer((sock) => {
-        let buf = '';
-        sock.setEncoding('utf8');
-        sock.on('error', () => sock.destroy());
-        sock.on('data', (chunk: string) => {
-          buf += chunk;
-          if (buf.length > MAX_LINE) {
-            sock.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'request too large' } }) + '\n');
-            buf = '';
-            return;
-          }
-          let nl: number;
-          while ((nl = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (line.trim() === '') continue;
-            void this.dispatch(line).then((resp) => {
-              if (!sock.destroyed) sock.write(resp + '\n');
-            });
-          }
-        });
-      });
+      const srv = net.createServer((sock) => this.serve(sock));
       srv.once('error', reject);
       const old = process.umask(0o177);
       srv.listen(this.path, () => {
@@ -123,6 +191,14 @@ export class ControlServer {
       if (!this.server) return resolve();
       this.server.close(() => resolve());
       this.server = null;
+      // a client that never reads must not keep the daemon from stopping
+      for (const c of this.conns) {
+        if (c.writableLength > 0) c.destroy();
+        else {
+          c.end();
+          setTimeout(() => c.destroy(), 1000).unref();
+        }
+      }
       try {
         fs.unlinkSync(this.path);
       } catch {

@@ -6,6 +6,14 @@
  * Port numbers: every port gets one number, unique across bridges, used both
  * as its OpenFlow port number and as its datapath port number, so upcalls and
  * datapath actions need no translation.
+ *
+ * Rule changes and the datapath: installed datapath flows are checked against
+ * the rules by revalidation passes (every 500 ms, and at once after a change).
+ * `await sw.waitRevalidated()` resolves when a pass that started after the call
+ * has ended, i.e. the datapath reflects every change made before it (as
+ * `ovs-appctl revalidator/wait`); the `add-flow`, `del-flows`, `add-port` and
+ * `del-port` RPCs answer only then, and `revalidate-wait` exposes it on the
+ * control socket. OpenFlow BARRIER_REPLY and OVSDB commits build on it.
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs';
@@ -152,7 +160,10 @@ export class Switch implements ObservableSwitch {
     await sw.restore();
     await sw.control.listen();
     fs.writeFileSync(sw.paths.pid, `${process.pid}\n`);
-    sw.revalTimer = setInterval(() => void sw.revalidate(), opts.revalidateMs ?? 500);
+    sw.revalTimer = setInterval(() => {
+      sw.reqSeq++;
+      sw.kickRevalidation();
+    }, opts.revalidateMs ?? 500);
     sw.revalTimer.unref();
     const b = sw.buffers;
     sw.log.info(
@@ -294,11 +305,72 @@ export class Switch implements ObservableSwitch {
     pmd.upcallResults(results);
   }
 
-  /** Re-check installed datapath flows against the rules; remove those whose translation changed. */
-  private revalidating = false;
-  async revalidate(): Promise<number> {
-    if (this.revalidating || this.stopping) return 0;
-    this.revalidating = true;
+  // ---------------- revalidation ----------------
+  //
+  // As OVS's revalidators: `reqSeq` counts requests for a pass (a rule or port
+  // change, a periodic tick, a caller of waitRevalidated()); a pass takes the
+  // number current when it starts and, when it ends, everything requested up to
+  // that number is reflected in the datapath (`doneSeq`). A request made while a
+  // pass runs makes another pass follow it, so no change waits for the next tick.
+
+  private reqSeq = 0;
+  private doneSeq = 0;
+  private passRunning = false;
+  private revalWaiters: { seq: number; resolve: () => void }[] = [];
+  /** Datapath flows removed by revalidation since start. */
+  revalidatedFlowsRemoved = 0;
+  /** Completed revalidation passes since start. */
+  revalidationPasses = 0;
+
+  /**
+   * Resolves once the datapath reflects every rule and port change made before
+   * the call: a full revalidation pass that started after the call has ended
+   * (as `ovs-appctl revalidator/wait`). Never rejects; resolves at once when the
+   * switch is stopping. OpenFlow BARRIER and OVSDB commits await this.
+   */
+  waitRevalidated(): Promise<void> {
+    const seq = ++this.reqSeq;
+    const p = new Promise<void>((resolve) => {
+      if (this.stopping) resolve();
+      else this.revalWaiters.push({ seq, resolve });
+    });
+    this.kickRevalidation();
+    return p;
+  }
+
+  /** Ask for a pass without waiting for it (the periodic tick). */
+  private kickRevalidation(): void {
+    if (this.passRunning || this.stopping) return;
+    this.passRunning = true;
+    void this.revalidationLoop();
+  }
+
+  private async revalidationLoop(): Promise<void> {
+    try {
+      while (this.doneSeq < this.reqSeq && !this.stopping) {
+        const seq = this.reqSeq;
+        this.revalidatedFlowsRemoved += await this.revalidatePass();
+        this.revalidationPasses++;
+        this.doneSeq = seq;
+        this.releaseWaiters();
+      }
+    } finally {
+      this.passRunning = false;
+      if (this.stopping) this.releaseWaiters(true);
+    }
+  }
+
+  private releaseWaiters(all = false): void {
+    const keep: typeof this.revalWaiters = [];
+    for (const w of this.revalWaiters) {
+      if (all || w.seq <= this.doneSeq) w.resolve();
+      else keep.push(w);
+    }
+    this.revalWaiters = keep;
+  }
+
+  /** One pass: re-check installed datapath flows against the rules; remove those whose translation changed. */
+  private async revalidatePass(): Promise<number> {
     let removed = 0;
     try {
       const now = Date.now();
@@ -324,8 +396,6 @@ export class Switch implements ObservableSwitch {
       }
     } catch (e) {
       if (!this.stopping) this.log.warn(`revalidation: ${(e as Error).message}`);
-    } finally {
-      this.revalidating = false;
     }
     return removed;
   }
@@ -414,6 +484,8 @@ export class Switch implements ObservableSwitch {
       }
       this.db.bridge(br.name)!.ports.push(cfg);
       this.persist();
+      // flows cached before the port existed (e.g. floods) must see it
+      await this.waitRevalidated();
       return { text: type === 'vhost-user' ? `${name}: vhost-user socket ${sock}` : '', data: { ofport, path: sock } };
     });
     c.on('del-port', async (p) => {
@@ -424,21 +496,22 @@ export class Switch implements ObservableSwitch {
       this.persist();
       return { text: '' };
     });
-    c.on('add-flow', (p) => {
+    c.on('add-flow', async (p) => {
       const br = this.bridgeOrThrow(p.bridge);
       const text = String(p.flow ?? '');
       br.addFlow(text, (n) => this.resolvePort(n));
       this.db.bridge(br.name)!.flows.push(text);
       this.persist();
-      void this.revalidate();
+      // answer once the datapath reflects the new rule (traffic sent after the reply sees it)
+      await this.waitRevalidated();
       return { text: '' };
     });
-    c.on('del-flows', (p) => {
+    c.on('del-flows', async (p) => {
       const br = this.bridgeOrThrow(p.bridge);
       const n = br.delFlows(p.match === undefined ? '' : String(p.match), !!p.strict, (x) => this.resolvePort(x));
       this.db.bridge(br.name)!.flows = br.flowTexts();
       this.persist();
-      void this.revalidate();
+      await this.waitRevalidated();
       return { text: '', data: { deleted: n } };
     });
     c.on('dump-flows', (p) => {
@@ -557,6 +630,10 @@ export class Switch implements ObservableSwitch {
       resolvePort: (n) => this.resolvePort(n),
     });
     this.captures.register(c);
+    c.on('revalidate-wait', async () => {
+      await this.waitRevalidated();
+      return { text: '', data: { passes: this.revalidationPasses, flowsRemoved: this.revalidatedFlowsRemoved } };
+    });
     c.on('shutdown', () => {
       setImmediate(() => void this.stop().then(() => this.onShutdown?.()));
       return { text: '' };
@@ -595,7 +672,7 @@ export class Switch implements ObservableSwitch {
     }
     const bc: BridgeConfig | undefined = this.db.bridge(rt.bridge);
     if (bc) bc.ports = bc.ports.filter((p) => p.ofport !== no);
-    await this.revalidate();
+    await this.waitRevalidated();
     this.log.info(`port ${rt.cfg.name} deleted`);
   }
 
@@ -604,6 +681,7 @@ export class Switch implements ObservableSwitch {
     this.stopping = true;
     if (this.revalTimer) clearInterval(this.revalTimer);
     this.captures?.close();
+    this.releaseWaiters(true);
     await this.control.close();
     for (const pmd of this.pmds) await pmd.stop();
     this.pool.close();

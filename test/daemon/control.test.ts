@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { ControlServer, rpcCall, RpcError } from '../../src/daemon/control.js';
 import { ConfigDb, ConfigError } from '../../src/daemon/config-db.js';
 import { CLI, startDaemon } from '../harness/daemon.js';
+import { waitFor } from '../harness/wait.js';
 
 function tmp(t: { after(fn: () => void): void }): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-ctl-'));
@@ -96,4 +97,100 @@ test('the daemon refuses a corrupt database at start with a clear error, and rej
   assert.notEqual(flowErr.code, 0);
   assert.match(flowErr.stderr, /column \d+/);
   assert.equal((await d.cli('show')).code, 0, 'still serving after all of that');
+});
+
+test('control socket: handler exceptions of any kind, unserialisable answers and odd JSON become JSON-RPC errors', async (t) => {
+  const dir = tmp(t);
+  const srv = new ControlServer(path.join(dir, 'c.ctl'));
+  srv.on('echo', (p) => p);
+  srv.on('throw-null', () => {
+    throw null; // eslint-disable-line no-throw-literal
+  });
+  srv.on('throw-string', () => {
+    throw 'just a string'; // eslint-disable-line no-throw-literal
+  });
+  srv.on('reject-undefined', () => Promise.reject(undefined));
+  srv.on('bigint', () => ({ n: 1n }));
+  srv.on('circular', () => {
+    const o: Record<string, unknown> = {};
+    o.self = o;
+    return o;
+  });
+  await srv.listen();
+  t.after(() => srv.close());
+  const ask = async (line: string): Promise<{ id: unknown; error?: { code: number; message: string } }> => JSON.parse(await rawRequest(srv.path, line + '\n'));
+  for (const m of ['throw-null', 'throw-string', 'reject-undefined']) {
+    const r = await ask(JSON.stringify({ id: 7, method: m }));
+    assert.equal(r.id, 7, m);
+    assert.equal(r.error?.code, -32000, m);
+  }
+  assert.match((await ask('{"id":1,"method":"throw-string"}')).error!.message, /just a string/);
+  for (const m of ['bigint', 'circular']) assert.equal((await ask(JSON.stringify({ id: 2, method: m }))).error?.code, -32603, m);
+  for (const line of ['null', '[]', '5', '"x"', '{"method":"__proto__"}', '{"method":"toString"}']) {
+    const r = await ask(line);
+    assert.ok(r.error, `${line} -> ${JSON.stringify(r)}`);
+    assert.ok(r.id === null, `${line}: an id that is not a string or number is answered as null`);
+  }
+  assert.equal((await ask('{"method":"echo","id":{"x":1}}')).id, null, 'an object id is answered as null');
+  // many requests in one write, answered in order
+  const many = await new Promise<string[]>((resolve, reject) => {
+    const c = net.createConnection(srv.path, () => c.write(Array.from({ length: 300 }, (_, i) => JSON.stringify({ id: i, method: i % 3 ? 'echo' : 'throw-null', params: { i } })).join('\n') + '\n'));
+    let buf = '';
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => {
+      buf += d;
+      const lines = buf.split('\n').filter((l) => l);
+      if (lines.length >= 300 && buf.endsWith('\n')) {
+        c.end();
+        resolve(lines);
+      }
+    });
+    c.on('error', reject);
+  });
+  assert.deepEqual(many.map((l) => (JSON.parse(l) as { id: number }).id), Array.from({ length: 300 }, (_, i) => i));
+  assert.deepEqual(await rpcCall(srv.path, 'echo', { ok: true }), { ok: true });
+});
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(m, `no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
+
+test('control socket backpressure: a client that pipelines 200k requests and never reads holds bounded memory; others are served', async (t) => {
+  const d = await startDaemon();
+  t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
+  assert.equal((await d.cli('add-br', 'br0')).code, 0);
+  const ctl = path.join(d.runDir, 'tsvs.ctl');
+  const show = (): Promise<unknown> => rpcCall(ctl, 'show');
+  for (let i = 0; i < 20; i++) await show(); // warm the daemon's code paths up
+  const rss0 = rssKiB(d.proc.pid!);
+  const flood = net.createConnection(ctl);
+  t.after(() => flood.destroy());
+  await new Promise<void>((resolve, reject) => { flood.once('connect', resolve); flood.once('error', reject); });
+  flood.pause(); // never read an answer
+  const line = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'show' }) + '\n';
+  const N = 200_000;
+  flood.write(line.repeat(N));
+  // the daemon stops reading: what the flood wrote stays queued on our side, unchanged across round trips of other clients
+  let last = -1;
+  let same = 0;
+  await waitFor(async () => {
+    await show(); // another client is served meanwhile
+    const wl = flood.writableLength;
+    same = wl === last ? same + 1 : 0;
+    last = wl;
+    return same >= 5;
+  }, { what: 'the flood connection to stop draining', timeout: 60000, describe: () => `writableLength ${flood.writableLength}` });
+  assert.ok(flood.writableLength > line.length * N * 0.5, `the daemon stopped reading the flood (still queued here: ${flood.writableLength} of ${line.length * N} bytes)`);
+  const rss1 = rssKiB(d.proc.pid!);
+  assert.ok(rss1 - rss0 < 40 * 1024, `daemon RSS ${rss0} -> ${rss1} KiB while holding a never-reading client`);
+  // the flooder reads at last: it gets answers, in order, then it goes away and the daemon still serves
+  flood.setEncoding('utf8');
+  let got = 0;
+  flood.on('data', (s: string) => { for (let i = s.indexOf('\n'); i >= 0; i = s.indexOf('\n', i + 1)) got++; });
+  flood.resume();
+  await waitFor(() => got >= 1000, { what: 'the flooder to receive answers once it reads', timeout: 60000, describe: () => `${got} answers` });
+  flood.destroy();
+  assert.equal((await d.cli('show')).code, 0);
 });

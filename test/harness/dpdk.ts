@@ -62,7 +62,15 @@ let seq = 0;
 export class Testpmd {
   readonly proc: ChildProcess;
   readonly pid: number;
+  /**
+   * stdout and stderr interleaved as they arrived, for failure messages only: a
+   * stderr line can land inside a stdout prompt here (`test` + error + `pmd> `).
+   */
   output = '';
+  /** testpmd's stdout alone: its prompt, command answers and EAL log. Everything is matched here. */
+  stdout = '';
+  /** testpmd's stderr alone (its error lines, e.g. "Error during enabling promiscuous mode ... - ignore"). */
+  stderr = '';
   exited = false;
   exitCode: number | null = null;
   private readonly waiters: (() => void)[] = [];
@@ -71,12 +79,14 @@ export class Testpmd {
   private constructor(proc: ChildProcess) {
     this.proc = proc;
     this.pid = proc.pid as number;
-    const onData = (d: Buffer): void => {
-      this.output += d.toString();
+    const onData = (stream: 'stdout' | 'stderr', d: Buffer): void => {
+      const text = d.toString();
+      this.output += text;
+      this[stream] += text;
       for (const w of this.waiters.splice(0)) w();
     };
-    proc.stdout?.on('data', onData);
-    proc.stderr?.on('data', onData);
+    proc.stdout?.on('data', (d: Buffer) => onData('stdout', d));
+    proc.stderr?.on('data', (d: Buffer) => onData('stderr', d));
     this.exitPromise = new Promise((resolve) => {
       proc.on('exit', (code) => {
         this.exited = true;
@@ -118,11 +128,15 @@ export class Testpmd {
     return new Testpmd(proc);
   }
 
-  /** Resolve when the output (from `from`) matches re; reject on exit or timeout. */
+  /**
+   * Resolve when testpmd's stdout (from offset `from` of stdout) matches re;
+   * reject on exit or timeout. stderr is never matched, so its lines cannot
+   * break a prompt or an answer apart.
+   */
   async waitFor(re: RegExp, timeoutMs = 20000, from = 0): Promise<RegExpMatchArray> {
     const t0 = Date.now();
     for (;;) {
-      const m = this.output.slice(from).match(re);
+      const m = this.stdout.slice(from).match(re);
       if (m) return m;
       if (this.exited) throw new Error(`testpmd exited (${this.exitCode}) before ${re}:\n${this.tail()}`);
       const left = timeoutMs - (Date.now() - t0);
@@ -137,9 +151,9 @@ export class Testpmd {
     }
   }
 
-  /** Send an interactive command; returns the output offset before it (for waitFor). */
+  /** Send an interactive command; returns the stdout offset before it (for waitFor). */
   command(cmd: string): number {
-    const at = this.output.length;
+    const at = this.stdout.length;
     this.proc.stdin?.write(cmd + '\n');
     return at;
   }
@@ -148,7 +162,7 @@ export class Testpmd {
   async run(cmd: string, until: RegExp = /testpmd> $/m, timeoutMs = 20000): Promise<string> {
     const at = this.command(cmd);
     await this.waitFor(until, timeoutMs, at);
-    return this.output.slice(at);
+    return this.stdout.slice(at);
   }
 
   /** Interactive: `stop` forwarding and parse the accumulated stats it prints. */
