@@ -5,13 +5,16 @@
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import { FlowTables } from '../ofproto/tables.js';
 import { MacLearningTable } from '../ofproto/mac-learning.js';
-import { xlate, type XlatePort } from '../ofproto/xlate.js';
+import { xlate, type XlatePort, type Group, type ControllerEvent } from '../ofproto/xlate.js';
+import type { RemovedRule, Rule } from '../ofproto/tables.js';
 import { parseFlow, formatFlow, formatFlowStats, type PortResolver, type PortNamer } from '../ofproto/flow-syntax.js';
 
 export interface Translation {
   key: Uint32Array;
   mask: Uint32Array;
   actions: Int32Array;
+  /** output:CONTROLLER events: such translations stay on the slow path (not installed). */
+  controller: ControllerEvent[];
 }
 
 /** The rule a new bridge starts with, as in OVS standalone mode. */
@@ -23,6 +26,10 @@ export class Bridge {
   readonly mac = new MacLearningTable();
   /** ofport -> port name */
   readonly ports = new Map<number, string>();
+  /** OpenFlow group table. */
+  readonly groups = new Map<number, Group>();
+  /** OVS fail-open (standalone, controllers set, none connected): forward as NORMAL. */
+  failOpen = false;
   /** Datapath flow id -> packets/bytes already credited to rules. */
   private readonly credited = new Map<number, { packets: number; bytes: number }>();
 
@@ -40,13 +47,17 @@ export class Bridge {
   }
 
   delFlows(text: string, strict: boolean, resolvePort: PortResolver): number {
-    const spec = parseFlow(text, { mode: 'match', resolvePort });
-    return this.tables.delFlows(spec, strict).length;
+    return this.delFlowRules(text, strict, resolvePort).length;
   }
 
-  /** The current rules as add-flow text (what the database stores). */
+  delFlowRules(text: string, strict: boolean, resolvePort: PortResolver): Rule[] {
+    const spec = parseFlow(text, { mode: 'match', resolvePort });
+    return this.tables.delFlows(spec, strict);
+  }
+
+  /** The current rules as add-flow text (what the database stores; rules from OpenFlow peers are not stored, as in OVS). */
   flowTexts(): string[] {
-    return this.tables.rules().map((r) =>
+    return this.tables.rules().filter((r) => r.origin !== 'openflow').map((r) =>
       formatFlow({
         table: r.table, priority: r.priority, hasPriority: true, cookie: r.cookie, cookieMask: 0n,
         idleTimeout: r.idleTimeout, hardTimeout: r.hardTimeout, match: r.match, actions: r.actions, outPort: undefined,
@@ -97,24 +108,29 @@ export class Bridge {
       this.credited.set(flowId, c);
     }
     const learn = flowId === undefined || dp > 0;
-    const r = xlate({ tables: this.tables, macs: this.mac, ports: this.xlatePorts(), now }, key, 0, {
+    const r = xlate({ tables: this.tables, macs: this.mac, ports: this.xlatePorts(), now, groups: this.groups, failOpen: this.failOpen }, key, 0, {
       learn,
       packetLen: flowId === undefined ? packetLen : undefined,
     });
     if (dp > 0) for (const rule of r.rules) this.tables.credit(rule, dp, db, now);
     const k = key.slice(0, FLOW_WORDS);
     for (let i = 0; i < FLOW_WORDS; i++) k[i] &= r.mask[i];
-    return { key: k, mask: r.mask, actions: r.actions };
+    return { key: k, mask: r.mask, actions: r.actions, controller: r.controller };
+  }
+
+  /** The xlate environment (PACKET_OUT translation). */
+  env(now: number): Parameters<typeof xlate>[0] {
+    return { tables: this.tables, macs: this.mac, ports: this.xlatePorts(), now, groups: this.groups, failOpen: this.failOpen };
   }
 
   megaflowId(key: Uint32Array, mask: Uint32Array): string {
     return `${Array.from(key).join(',')}/${Array.from(mask).join(',')}`;
   }
 
-  /** Age out MAC entries and rules with timeouts. */
-  expire(now: number): void {
+  /** Age out MAC entries and rules with timeouts; returns the expired rules. */
+  expire(now: number): RemovedRule[] {
     this.mac.expire(now);
-    this.tables.expire(now);
+    return this.tables.expire(now);
   }
 
   forgetFlow(flowId: number): void {

@@ -27,6 +27,10 @@ export interface BridgeConfig {
   ports: PortConfig[];
   /** Rules in ovs-ofctl syntax, in the order they were added. */
   flows: string[];
+  /** OpenFlow controller targets (tcp:HOST:PORT, unix:PATH, ptcp:PORT, punix:PATH). */
+  controllers?: string[];
+  /** OVS fail_mode (default standalone). */
+  failMode?: 'standalone' | 'secure';
 }
 
 export interface SwitchConfig {

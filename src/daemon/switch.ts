@@ -32,6 +32,12 @@ import { qemuVhostUserArgs, qemuMemoryArgs } from '../app/qemu-args.js';
 import type { SwitchView, ObservableSwitch } from '../metrics/view.js';
 import { registerObserveMethods } from '../metrics/observe-methods.js';
 import { CaptureSessions } from '../capture/sessions.js';
+import { OpenFlowAgent, type OfBridgeHost, type OfPortStats, type FailMode } from '../openflow/agent.js';
+import type { OfPortDesc } from '../openflow/wire.js';
+import { xlatePacketOut, type ControllerEvent } from '../ofproto/xlate.js';
+import type { OfAction } from '../ofproto/flow-syntax.js';
+import { extractKey, FLOW_WORDS } from '../dp/flow-key.js';
+import { executeActions, EXEC_STATE_WORDS, ST_OFF, ST_LEN, ST_NOUT, EXEC_DONE } from '../dp/actions.js';
 
 /** MTU of ports when --max-mtu is not given. */
 export const DEFAULT_MAX_MTU = 1500;
@@ -105,6 +111,9 @@ export class Switch implements ObservableSwitch {
   readonly pmds: PmdThread[] = [];
   readonly control: ControlServer;
   private readonly bridges = new Map<string, Bridge>();
+  /** OpenFlow agent per bridge (management socket RUNDIR/BRIDGE.mgmt, controllers). */
+  private readonly agents = new Map<string, OpenFlowAgent>();
+  private readonly portAdded = new Map<number, number>();
   private readonly ports = new Map<number, PortRuntime>();
   private revalTimer: NodeJS.Timeout | null = null;
   private stopping = false;
@@ -178,6 +187,7 @@ export class Switch implements ObservableSwitch {
   private async restore(): Promise<void> {
     for (const b of this.db.config.bridges) {
       this.bridges.set(b.name, new Bridge(b.name));
+      await this.startAgent(b.name, b);
       for (const p of b.ports) await this.openPort(b.name, p);
       const br = this.bridges.get(b.name)!;
       for (const f of b.flows) {
@@ -236,6 +246,8 @@ export class Switch implements ObservableSwitch {
         await other.addRemotePort(p.ofport, p.name, ring.bytes);
         await pmd.addTxSource(p.ofport, ring.bytes);
       }
+      this.portAdded.set(p.ofport, Date.now());
+      this.agents.get(bridge)?.portStatus(this.portDesc(p.ofport), 0);
       const mtu = rt.info.mtu;
       this.log.info(`port ${p.name} (${p.type}, ofport ${p.ofport}${mtu !== undefined ? `, mtu ${mtu}` : ''}) added to ${bridge}, polled by pmd ${pmd.id}`);
       if (mtu !== undefined && mtu > this.buffers.maxMtu) {
@@ -254,7 +266,10 @@ export class Switch implements ObservableSwitch {
     if (!rt) return;
     const was = rt.info?.link;
     rt.info = m.info;
-    if (was !== m.info.link) this.log.info(`port ${rt.cfg.name}: link ${m.info.link}${m.info.status ? ` (${m.info.status})` : ''}`);
+    if (was !== m.info.link) {
+      this.log.info(`port ${rt.cfg.name}: link ${m.info.link}${m.info.status ? ` (${m.info.status})` : ''}`);
+      if (was !== undefined) this.agents.get(rt.bridge)?.portStatus(this.portDesc(m.port), 2);
+    }
     if (m.info.link === 'down') {
       const br = this.bridges.get(rt.bridge);
       br?.mac.flushPort(m.port);
@@ -294,6 +309,12 @@ export class Switch implements ObservableSwitch {
       }
       const r = br.translate(m.key, now, undefined, undefined, undefined, m.frame.length);
       const actions = Array.from(r.actions);
+      if (r.controller.length > 0) {
+        // output:CONTROLLER: packet-ins; the flow stays on the slow path (never installed)
+        this.sendPacketIns(br.name, m.frame, m.port, r.actions, r.controller);
+        results.replies.push({ id: m.id, actions });
+        continue;
+      }
       const fid = br.megaflowId(r.key, r.mask);
       if (!seen.has(fid)) {
         // duplicate upcalls of one megaflow in a batch install it once
@@ -374,7 +395,18 @@ export class Switch implements ObservableSwitch {
     let removed = 0;
     try {
       const now = Date.now();
-      for (const br of this.bridges.values()) br.expire(now);
+      for (const br of this.bridges.values()) {
+        const gone = br.expire(now);
+        const agent = this.agents.get(br.name);
+        if (agent) for (const x of gone) agent.flowRemoved(x.rule, x.reason);
+        if (gone.length > 0) {
+          const bc = this.db.bridge(br.name);
+          if (bc && gone.some((x) => x.rule.origin !== 'openflow')) {
+            bc.flows = br.flowTexts();
+            this.persist();
+          }
+        }
+      }
       for (const pmd of this.pmds) {
         const flows = await pmd.dumpFlows();
         for (const f of flows) {
@@ -422,6 +454,145 @@ export class Switch implements ObservableSwitch {
     return this.control.invoke(method, params);
   }
 
+  // ---------------- OpenFlow ----------------
+
+  /** Path of a bridge's OpenFlow management socket (what `ovs-ofctl -O OpenFlow13 ... BRIDGE` uses, as OVS). */
+  mgmtPath(bridge: string): string {
+    return path.join(this.paths.dir, `${bridge}.mgmt`);
+  }
+
+  /** The OpenFlow agent of a bridge (undefined if there is no such bridge). */
+  openflow(bridge: string): OpenFlowAgent | undefined {
+    return this.agents.get(bridge);
+  }
+
+  /**
+   * Set a bridge's controllers (OVS `set-controller`): tcp:HOST[:PORT] and
+   * unix:PATH are connected to (reconnecting with backoff), ptcp:/punix:
+   * listened on; [] removes them. Stored in conf.json. Throws on a bad target.
+   */
+  async setControllers(bridge: string, targets: readonly string[]): Promise<void> {
+    const a = this.agents.get(bridge);
+    if (!a) throw new RpcError(`no bridge named '${bridge}'`);
+    try {
+      await a.setControllers(targets);
+    } catch (e) {
+      throw new RpcError((e as Error).message);
+    }
+    const bc = this.db.bridge(bridge);
+    if (bc) {
+      bc.controllers = [...targets];
+      this.persist();
+    }
+  }
+
+  /** OVS fail_mode: 'standalone' (NORMAL while no controller is connected) or 'secure'. Stored in conf.json. */
+  setFailMode(bridge: string, mode: FailMode): void {
+    const a = this.agents.get(bridge);
+    if (!a) throw new RpcError(`no bridge named '${bridge}'`);
+    try {
+      a.setFailMode(mode);
+    } catch (e) {
+      throw new RpcError((e as Error).message);
+    }
+    const bc = this.db.bridge(bridge);
+    if (bc) {
+      bc.failMode = mode;
+      this.persist();
+    }
+  }
+
+  private async startAgent(name: string, bc: BridgeConfig): Promise<void> {
+    const br = this.bridges.get(name)!;
+    const host: OfBridgeHost = {
+      name,
+      tables: br.tables,
+      groups: br.groups,
+      datapathId: () => datapathId(name),
+      ports: () => [...br.ports.keys()].sort((a, b) => a - b).map((no) => this.portDesc(no)),
+      portStats: async () => {
+        const out: OfPortStats[] = [];
+        for (const pmd of this.pmds) {
+          for (const pi of await pmd.ports()) {
+            if (!br.ports.has(pi.portNo)) continue;
+            const s = pi.stats;
+            out.push({
+              portNo: pi.portNo, rxPackets: s.rxPackets, txPackets: s.txPackets, rxBytes: s.rxBytes, txBytes: s.txBytes,
+              rxDropped: s.rxDropped, txDropped: s.txDropped, durationMs: Date.now() - (this.portAdded.get(pi.portNo) ?? Date.now()),
+            });
+          }
+        }
+        return out.sort((a, b) => a.portNo - b.portNo);
+      },
+      packetOut: (frame, inPort, actions) => this.packetOut(name, frame, inPort, actions),
+      changed: () => {
+        const agent = this.agents.get(name);
+        if (agent) br.failOpen = agent.failOpen;
+        void this.revalidate();
+      },
+      sync: () => this.syncDatapath(),
+    };
+    const agent = new OpenFlowAgent(host, { mgmtPath: this.mgmtPath(name), log: this.log });
+    this.agents.set(name, agent);
+    try {
+      await agent.start();
+      if (bc.failMode) agent.setFailMode(bc.failMode);
+      if (bc.controllers && bc.controllers.length > 0) await agent.setControllers(bc.controllers);
+    } catch (e) {
+      this.log.error(`bridge ${name}: OpenFlow: ${(e as Error).message}`);
+    }
+  }
+
+  private portDesc(no: number): OfPortDesc {
+    const rt = this.ports.get(no);
+    const name = rt?.cfg.name ?? String(no);
+    let mac = 0;
+    if (rt?.cfg.mac && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(rt.cfg.mac)) mac = parseInt(rt.cfg.mac.replace(/:/g, ''), 16);
+    else mac = 0x027473000000 + (no & 0xffffff); // locally administered 02:74:73 ("ts")
+    return { portNo: no, mac, name, linkDown: rt?.info?.link !== 'up', adminDown: false, speed: 10_000_000 };
+  }
+
+  /** Resolves when every rule change made before the call reached the datapath. */
+  async syncDatapath(): Promise<void> {
+    while (this.revalidating && !this.stopping) await new Promise((r) => setTimeout(r, 2));
+    await this.revalidate();
+  }
+
+  /** Frames of packet-ins: the packet as the program leaves it at each controller action. */
+  private sendPacketIns(bridge: string, frame: Uint8Array, inPort: number, prog: Int32Array, evs: ControllerEvent[]): void {
+    const agent = this.agents.get(bridge);
+    if (!agent) return;
+    const head = 64;
+    const buf = new Uint8Array(head + frame.length + 64);
+    buf.set(frame, head);
+    const st = new Int32Array(EXEC_STATE_WORDS);
+    st[ST_OFF] = head;
+    st[ST_LEN] = frame.length;
+    const outs = new Int32Array(4096);
+    let pc = 0;
+    for (const ev of evs) {
+      while (pc < ev.pc) {
+        st[ST_NOUT] = 0;
+        const r = executeActions(prog, pc, ev.pc, buf, st, outs);
+        if (r === EXEC_DONE || r < 0) break;
+        pc = r;
+      }
+      pc = ev.pc;
+      agent.packetIn(buf.slice(st[ST_OFF], st[ST_OFF] + st[ST_LEN]), inPort, ev);
+    }
+  }
+
+  /** PACKET_OUT: translate the actions for the frame and send it through a PMD thread's datapath. */
+  private async packetOut(bridge: string, frame: Uint8Array, inPort: number, actions: OfAction[]): Promise<void> {
+    const br = this.bridges.get(bridge);
+    if (!br || this.pmds.length === 0) return;
+    const key = new Uint32Array(FLOW_WORDS);
+    extractKey(frame, 0, frame.length, inPort, key, 0);
+    const r = xlatePacketOut(br.env(Date.now()), key, inPort, actions);
+    if (r.controller.length > 0) this.sendPacketIns(bridge, frame, inPort, r.actions, r.controller);
+    if (r.actions.length > 0) await this.pmds[0].packetOut(frame, r.actions);
+  }
+
   // ---------------- control methods ----------------
 
   private persist(): void {
@@ -430,20 +601,53 @@ export class Switch implements ObservableSwitch {
 
   private registerMethods(): void {
     const c = this.control;
-    c.on('add-br', (p) => {
+    c.on('add-br', async (p) => {
       const name = String(p.bridge ?? '');
       if (!/^[A-Za-z0-9_.-]{1,15}$/.test(name)) throw new RpcError(`bad bridge name '${name}': use 1-15 of A-Z a-z 0-9 _ . -`);
       if (this.bridges.has(name)) throw new RpcError(`bridge '${name}' already exists`);
       const br = new Bridge(name);
       br.addFlow(DEFAULT_FLOW, () => undefined);
       this.bridges.set(name, br);
-      this.db.config.bridges.push({ name, ports: [], flows: [DEFAULT_FLOW] });
+      const bc: BridgeConfig = { name, ports: [], flows: [DEFAULT_FLOW] };
+      this.db.config.bridges.push(bc);
       this.persist();
+      await this.startAgent(name, bc);
+      return { text: '' };
+    });
+    c.on('set-controller', async (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const targets = Array.isArray(p.targets) ? p.targets.map(String) : [];
+      await this.setControllers(br.name, targets);
+      return { text: '' };
+    });
+    c.on('del-controller', async (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      await this.setControllers(br.name, []);
+      return { text: '' };
+    });
+    c.on('get-controller', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const a = this.agents.get(br.name)!;
+      const st = a.status();
+      const text = [
+        ...a.controllers.map((t) => {
+          const x = st.find((y) => y.target === t);
+          return `Controller "${t}"${x ? `\n    is_connected: ${x.state === 'connected'}${x.state !== 'connected' && x.lastError ? ` (${x.state})` : ''}` : ''}`;
+        }),
+        `fail_mode: ${a.getFailMode()}${a.failOpen ? ' (fail-open: forwarding as NORMAL)' : ''}`,
+      ].join('\n');
+      return { text, data: { controllers: a.controllers, status: st, failMode: a.getFailMode(), failOpen: a.failOpen, mgmt: this.mgmtPath(br.name) } };
+    });
+    c.on('set-fail-mode', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      this.setFailMode(br.name, String(p.mode ?? '') as FailMode);
       return { text: '' };
     });
     c.on('del-br', async (p) => {
       const br = this.bridgeOrThrow(p.bridge);
       for (const no of [...br.ports.keys()]) await this.removePort(no);
+      await this.agents.get(br.name)?.stop();
+      this.agents.delete(br.name);
       this.bridges.delete(br.name);
       this.db.config.bridges = this.db.config.bridges.filter((b) => b.name !== br.name);
       this.persist();
@@ -508,7 +712,9 @@ export class Switch implements ObservableSwitch {
     });
     c.on('del-flows', async (p) => {
       const br = this.bridgeOrThrow(p.bridge);
-      const n = br.delFlows(p.match === undefined ? '' : String(p.match), !!p.strict, (x) => this.resolvePort(x));
+      const gone = br.delFlowRules(p.match === undefined ? '' : String(p.match), !!p.strict, (x) => this.resolvePort(x));
+      const n = gone.length;
+      for (const r of gone) this.agents.get(br.name)?.flowRemoved(r, 'delete');
       this.db.bridge(br.name)!.flows = br.flowTexts();
       this.persist();
       await this.waitRevalidated();
@@ -660,11 +866,14 @@ export class Switch implements ObservableSwitch {
   private async removePort(no: number): Promise<void> {
     const rt = this.ports.get(no);
     if (!rt) return;
+    const desc = this.portDesc(no);
     const warn = (e: Error): void => this.log.warn(`del-port ${rt.cfg.name}: ${e.message}`);
     for (const other of this.pmds) if (other !== rt.pmd) await other.delPort(no).catch(warn);
     await rt.pmd.delTxSources(no).catch(warn);
     await rt.pmd.delPort(no).catch(warn);
     this.ports.delete(no);
+    this.portAdded.delete(no);
+    this.agents.get(rt.bridge)?.portStatus(desc, 1);
     const br = this.bridges.get(rt.bridge);
     if (br) {
       br.ports.delete(no);
@@ -683,6 +892,8 @@ export class Switch implements ObservableSwitch {
     this.captures?.close();
     this.releaseWaiters(true);
     await this.control.close();
+    for (const a of this.agents.values()) await a.stop();
+    this.agents.clear();
     for (const pmd of this.pmds) await pmd.stop();
     this.pool.close();
     try {
@@ -700,6 +911,13 @@ export class SwitchConfigError extends Error {
     super(message);
     this.name = 'SwitchConfigError';
   }
+}
+
+/** A bridge's datapath id: 0x0000 followed by 6 bytes of a hash of its name (stable across restarts). */
+function datapathId(name: string): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (const ch of Buffer.from(name)) h = BigInt.asUintN(64, (h ^ BigInt(ch)) * 0x100000001b3n);
+  return h & 0xffffffffffffn;
 }
 
 function mib(bytes: number): string {

@@ -282,6 +282,36 @@ export class Datapath {
   }
 
   /**
+   * Send a frame given by the control path (OpenFlow PACKET_OUT) through an
+   * action program, as if it were a held packet. Returns false (and counts
+   * the drop) when no buffer is free or the frame does not fit one.
+   */
+  inject(frame: Uint8Array, prog: Int32Array): boolean {
+    const pool = this.pool;
+    if (!validateProgram(prog)) return false;
+    if (frame.length > pool.bufSize - pool.headroom) {
+      this.drop('rx-too-big', 1);
+      return false;
+    }
+    const h = pool.allocOne();
+    if (h < 0) {
+      this.drop('pool-exhausted', 1);
+      return false;
+    }
+    pool.data.set(frame, pool.dataOffset(h));
+    pool.dataLen[h] = frame.length;
+    pool.pktLen[h] = frame.length;
+    if (prog.length === 0) {
+      this.one[0] = h;
+      pool.free(this.one, 1);
+      return true;
+    }
+    this.runActions(h, prog);
+    this.flushAll();
+    return true;
+  }
+
+  /**
    * The slow path's answer to upcall `id`: run prog on the held packet (an
    * empty program drops it). Returns false if the id is unknown (already
    * answered, or its slot was reused after MAX_PENDING newer upcalls).

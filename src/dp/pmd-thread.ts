@@ -78,6 +78,7 @@ type Req =
   | { op: 'flow-put'; key: number[]; mask: number[]; actions: number[] }
   | { op: 'flow-del'; id: number }
   | { op: 'flow-flush' }
+  | { op: 'packet-out'; frame: Uint8Array; actions: number[] }
   | { op: 'dump-flows' }
   | { op: 'stats' }
   | { op: 'capture-start'; id: number; portNo: number; dirs: number; buf: SharedArrayBuffer }
@@ -220,6 +221,8 @@ function workerMain(cfg: PmdConfig): void {
         return dp.removeFlow(req.id);
       case 'flow-flush':
         return dp.flushFlows();
+      case 'packet-out':
+        return dp.inject(req.frame, Int32Array.from(req.actions));
       case 'dump-flows':
         return dp.dumpFlows();
       case 'ports':
@@ -366,6 +369,10 @@ export class PmdThread {
   }
   flushFlows(): Promise<number> {
     return this.request({ op: 'flow-flush' });
+  }
+  /** Send a frame through a datapath action program (OpenFlow PACKET_OUT). */
+  packetOut(frame: Uint8Array, actions: ArrayLike<number>): Promise<boolean> {
+    return this.request({ op: 'packet-out', frame, actions: Array.from(actions) });
   }
   dumpFlows(): Promise<DpFlowInfo[]> {
     return this.request({ op: 'dump-flows' });

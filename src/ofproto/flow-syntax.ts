@@ -70,7 +70,18 @@ export type OfAction =
   | { type: 'push_vlan'; tpid: number }
   /** port undefined: keep in_port; table undefined: the current table. */
   | { type: 'resubmit'; port?: number; table?: number }
-  | { type: 'goto_table'; table: number };
+  | { type: 'goto_table'; table: number }
+  /** output:CONTROLLER: a packet-in with at most maxLen bytes of the packet (0xffff: all). */
+  | { type: 'controller'; maxLen: number }
+  /** Run a group's buckets (OpenFlow 1.1+ group table). */
+  | { type: 'group'; group: number }
+  /** OpenFlow 1.2+ set_field vlan_vid / vlan_pcp: edit an existing tag only (no push when untagged). */
+  | { type: 'set_vlan_vid'; vid: number }
+  | { type: 'set_vlan_pcp'; pcp: number }
+  /** OpenFlow 1.1+ instructions, kept in the list in execution order (after the apply-actions). */
+  | { type: 'clear_actions' }
+  | { type: 'write_actions'; actions: OfAction[] }
+  | { type: 'write_metadata'; value: bigint; mask: bigint };
 
 /** A parsed flow (add-flow) or flow criteria (del-flows / dump-flows). */
 export interface FlowSpec {
@@ -88,6 +99,8 @@ export interface FlowSpec {
   actions: OfAction[];
   /** Match mode: out_port= filter. */
   outPort: number | undefined;
+  /** Match mode: out_group filter (OpenFlow). */
+  outGroup?: number;
 }
 
 export class FlowSyntaxError extends Error {
@@ -417,6 +430,8 @@ function parseActions(s: string, base: number, resolve: PortResolver | undefined
 function parseAction(t: string, resolve: PortResolver | undefined): OfAction | 'drop' {
   if (t === 'drop') return 'drop';
   if (t === 'strip_vlan' || t === 'pop_vlan') return { type: 'strip_vlan' };
+  if (t === 'CONTROLLER' || t === 'controller') return { type: 'controller', maxLen: 0xffff };
+  if (/^CONTROLLER:/.test(t)) return parseAction(t.toLowerCase(), resolve);
   const m = /^([a-z_]+)(?::(.*)|\((.*)\))$/.exec(t);
   if (m) {
     const name = m[1];
@@ -440,6 +455,11 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
         if (v !== 0x8100 && v !== 0x88a8) throw new ValueError(`push_vlan: ethertype ${arg} is not 0x8100 or 0x88a8`);
         return { type: 'push_vlan', tpid: v };
       }
+      case 'controller': {
+        const v = arg === '' ? 0xffffn : parseUint(arg.replace(/^max_len=/, ''), 16, name);
+        return { type: 'controller', maxLen: Number(v) };
+      }
+      case 'group': return { type: 'group', group: Number(parseUint(arg, 32, name)) };
       case 'goto_table': {
         const v = parseUint(arg, 8, name);
         if (v > 254n) throw new ValueError(`goto_table: table ${arg} out of range (0..254)`);
@@ -695,6 +715,13 @@ export function formatActions(actions: readonly OfAction[], namer?: PortNamer): 
       case 'strip_vlan': return 'strip_vlan';
       case 'push_vlan': return `push_vlan:0x${a.tpid.toString(16)}`;
       case 'goto_table': return `goto_table:${a.table}`;
+      case 'controller': return a.maxLen === 0xffff ? 'CONTROLLER' : `CONTROLLER:${a.maxLen}`;
+      case 'group': return `group:${a.group}`;
+      case 'set_vlan_vid': return `set_field:${a.vid | VLAN_CFI}->vlan_vid`;
+      case 'set_vlan_pcp': return `set_field:${a.pcp}->vlan_pcp`;
+      case 'clear_actions': return 'clear_actions';
+      case 'write_actions': return `write_actions(${formatActions(a.actions, namer)})`;
+      case 'write_metadata': return `write_metadata:0x${a.value.toString(16)}${a.mask === 0xffffffffffffffffn ? '' : `/0x${a.mask.toString(16)}`}`;
       case 'resubmit':
         if (a.table === undefined) return `resubmit:${fmtPort(a.port!, namer)}`;
         return `resubmit(${a.port === undefined ? '' : fmtPort(a.port, namer)},${a.table})`;

@@ -28,6 +28,10 @@ export interface Rule {
   lastUsed: number;
   nPackets: number;
   nBytes: number;
+  /** OpenFlow flow-mod flags (OFPFF_SEND_FLOW_REM = 1, ...); 0 for rules from the CLI. */
+  flags?: number;
+  /** Set for rules an OpenFlow peer added (they are not stored in conf.json, as OVS keeps no flows). */
+  origin?: 'openflow';
 }
 
 export type RemovalReason = 'idle_timeout' | 'hard_timeout' | 'delete';
@@ -99,7 +103,8 @@ export class FlowTables {
         if (r.priority !== crit.priority || !matchEquals(r.match, crit.match)) continue;
       } else if (!matchCovers(crit.match, r.match)) continue;
       if (((r.cookie ^ crit.cookie) & crit.cookieMask) !== 0n) continue;
-      if (crit.outPort !== undefined && !r.actions.some((a) => a.type === 'output' && a.port === crit.outPort)) continue;
+      if (crit.outPort !== undefined && !outputsTo(r.actions, crit.outPort)) continue;
+      if (crit.outGroup !== undefined && !usesGroup(r.actions, crit.outGroup)) continue;
       out.push(r);
     }
     return out;
@@ -114,10 +119,15 @@ export class FlowTables {
 
   /** mod-flows: replace the actions of the selected rules. Returns how many. */
   modFlows(crit: FlowSpec, actions: readonly OfAction[], strict: boolean): number {
+    return this.modFlowRules(crit, actions, strict).length;
+  }
+
+  /** mod-flows returning the modified rules. */
+  modFlowRules(crit: FlowSpec, actions: readonly OfAction[], strict: boolean): Rule[] {
     const sel = this.select(crit, strict);
     for (const r of sel) r.actions = actions.slice();
     if (sel.length > 0) this.version++;
-    return sel.length;
+    return sel;
   }
 
   /** Remove one rule by id. */
@@ -193,6 +203,17 @@ export class FlowTables {
     this.byId.delete(r.id);
     this.version++;
   }
+}
+
+/** Whether the actions (write_actions included) output to `port` (OFPP_CONTROLLER: a controller action). */
+export function outputsTo(actions: readonly OfAction[], port: number): boolean {
+  return actions.some((a) => (a.type === 'output' && a.port === port) || (a.type === 'controller' && port === 0xfffd)
+    || (a.type === 'write_actions' && outputsTo(a.actions, port)));
+}
+
+/** Whether the actions (write_actions included) use group `g`. */
+export function usesGroup(actions: readonly OfAction[], g: number): boolean {
+  return actions.some((a) => (a.type === 'group' && a.group === g) || (a.type === 'write_actions' && usesGroup(a.actions, g)));
 }
 
 /** Same mask and same masked value. */

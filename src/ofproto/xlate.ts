@@ -33,6 +33,17 @@
  *
  * Ports: the key's in_port and the program's OUTPUT ports are datapath
  * port numbers; rules match OpenFlow port numbers. XlatePort maps both.
+ *
+ * OpenFlow 1.3 parts: output:CONTROLLER records a ControllerEvent (the
+ * packet-in is sent by the caller, which must not install the translation
+ * as a datapath flow: such flows stay on the slow path, as OVS's
+ * "userspace" datapath action); the action set (write_actions /
+ * clear_actions) runs at the end of the pipeline in the spec's order; groups
+ * ALL/INDIRECT run every bucket on the packet as it was before the group (the
+ * program restores addresses and tags between buckets), SELECT picks a bucket
+ * by a hash of addresses and ports (which are then un-wildcarded).
+ * write_metadata is accepted but metadata is not a match field here (the
+ * flow key has no word for it), so nothing reads it.
  */
 
 import {
@@ -41,8 +52,9 @@ import {
 } from '../dp/flow-key.js';
 import { ProgramBuilder } from '../dp/actions.js';
 import {
-  OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_IN_PORT, OFPP_LOCAL, type OfAction,
+  OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_IN_PORT, OFPP_LOCAL, OFPP_TABLE, type OfAction,
 } from './flow-syntax.js';
+import { W_NW, W_TP, W_L3_SRC, W_L3_DST } from '../dp/flow-key.js';
 import type { FlowTables, Rule } from './tables.js';
 import { isMulticastMac, type MacLearningTable } from './mac-learning.js';
 
@@ -59,6 +71,13 @@ export interface XlatePort {
   noFlood?: boolean;
 }
 
+/** A group table entry (OpenFlow 1.1+ GROUP_MOD). */
+export interface Group {
+  id: number;
+  type: 'all' | 'select' | 'indirect';
+  buckets: { weight: number; actions: OfAction[] }[];
+}
+
 /** Everything xlate reads or updates: no I/O. */
 export interface XlateEnv {
   tables: FlowTables;
@@ -66,6 +85,26 @@ export interface XlateEnv {
   ports: readonly XlatePort[];
   /** ms. */
   now: number;
+  /** Group table (group id -> group); a missing group drops. */
+  groups?: ReadonlyMap<number, Group>;
+  /**
+   * Fail-open (OVS fail_mode=standalone with no controller connected): the
+   * bridge acts as a learning switch (NORMAL) whatever the tables say.
+   */
+  failOpen?: boolean;
+}
+
+/**
+ * An output:CONTROLLER met during translation: the packet as the program
+ * leaves it after `pc` words goes to the controller as a packet-in.
+ */
+export interface ControllerEvent {
+  pc: number;
+  maxLen: number;
+  /** 'no_match': from a table-miss rule (priority 0, match all); 'action': any other rule. */
+  reason: 'no_match' | 'action';
+  table: number;
+  cookie: bigint;
 }
 
 export interface XlateOptions {
@@ -89,6 +128,8 @@ export interface XlateResult {
   tablesVersion: number;
   /** macs.version after the translation (it may learn). */
   macVersion: number;
+  /** Packet-ins to send; when non-empty the translation must not become a datapath flow (slow path). */
+  controller: ControllerEvent[];
   error?: XlateError;
 }
 
@@ -103,6 +144,51 @@ interface Ctx {
   opts: XlateOptions;
   byOf: Map<number, XlatePort>;
   usedMac: boolean;
+  controller: ControllerEvent[];
+  /** The rule whose actions run now (packet-in reason, table, cookie). */
+  rule: Rule | undefined;
+  /** OpenFlow action set (write_actions), by kind; run at the end of the pipeline. */
+  actionSet: Map<string, OfAction>;
+  depth: number;
+}
+
+function newCtx(env: XlateEnv, flow: Uint32Array, wc: Uint32Array, opts: XlateOptions, byOf: Map<number, XlatePort>): Ctx {
+  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0 };
+}
+
+function result(ctx: Ctx, error: XlateError | undefined): XlateResult {
+  return {
+    actions: error ? new Int32Array(0) : ctx.prog.build(),
+    mask: ctx.wc,
+    rules: ctx.rules,
+    usedMacLearning: ctx.usedMac,
+    tablesVersion: ctx.env.tables.version,
+    macVersion: ctx.env.macs.version,
+    controller: error ? [] : ctx.controller,
+    error,
+  };
+}
+
+/**
+ * Translate a PACKET_OUT: run `actions` on the packet whose key is `key`, as
+ * if received on OpenFlow port inOfPort (which may be a reserved port such as
+ * OFPP_CONTROLLER); output to OFPP_TABLE submits it to table 0.
+ */
+export function xlatePacketOut(env: XlateEnv, key: Uint32Array, inOfPort: number, actions: readonly OfAction[]): XlateResult {
+  const flow = key.slice(0, FLOW_WORDS);
+  flow[W_IN_PORT] = inOfPort;
+  const byOf = new Map<number, XlatePort>();
+  for (const p of env.ports) byOf.set(p.ofPort, p);
+  const ctx = newCtx(env, flow, new Uint32Array(FLOW_WORDS), {}, byOf);
+  let error: XlateError | undefined;
+  try {
+    doActions(ctx, actions, 0, 0);
+    runActionSet(ctx);
+  } catch (e) {
+    if (!(e instanceof XlateAbort)) throw e;
+    error = e.why;
+  }
+  return result(ctx, error);
 }
 
 /** Translate the packet whose key is key[keyOff..keyOff+FLOW_WORDS). */
@@ -117,28 +203,53 @@ export function xlate(env: XlateEnv, key: Uint32Array, keyOff = 0, opts: XlateOp
     byOf.set(p.ofPort, p);
     if (p.dpPort === flow[W_IN_PORT]) inPort = p;
   }
-  const ctx: Ctx = { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false };
+  const ctx = newCtx(env, flow, wc, opts, byOf);
   let error: XlateError | undefined;
   if (!inPort) {
     error = 'unknown_in_port';
   } else {
     flow[W_IN_PORT] = inPort.ofPort;
     try {
-      doTable(ctx, 0, 0);
+      if (env.failOpen) doNormal(ctx);
+      else {
+        doTable(ctx, 0, 0);
+        runActionSet(ctx);
+      }
     } catch (e) {
       if (!(e instanceof XlateAbort)) throw e;
       error = e.why;
     }
   }
-  return {
-    actions: error ? new Int32Array(0) : ctx.prog.build(),
-    mask: wc,
-    rules: ctx.rules,
-    usedMacLearning: ctx.usedMac,
-    tablesVersion: env.tables.version,
-    macVersion: env.macs.version,
-    error,
-  };
+  return result(ctx, error);
+}
+
+/** Action-set kind: one action of each kind is kept (spec 5.10); sets are per field. */
+function setKind(a: OfAction): string | undefined {
+  switch (a.type) {
+    case 'strip_vlan': return 'pop_vlan';
+    case 'push_vlan': return 'push_vlan';
+    case 'mod_dl_src': case 'mod_dl_dst': case 'mod_vlan_vid': case 'mod_vlan_pcp':
+    case 'set_vlan_vid': case 'set_vlan_pcp':
+      return `set:${a.type.replace(/^(mod|set)_/, '')}`;
+    case 'group': return 'group';
+    case 'output': case 'controller': return 'output';
+    default: return undefined;
+  }
+}
+
+/** Execute the action set in the spec's order: pop, push, set-field, then group or output. */
+function runActionSet(ctx: Ctx): void {
+  const s = ctx.actionSet;
+  if (s.size === 0) return;
+  ctx.actionSet = new Map();
+  const list: OfAction[] = [];
+  const take = (k: string): void => { const a = s.get(k); if (a) list.push(a); };
+  take('pop_vlan');
+  take('push_vlan');
+  for (const k of s.keys()) if (k.startsWith('set:')) take(k);
+  if (s.has('group')) take('group');
+  else take('output');
+  doActions(ctx, list, ctx.rule?.table ?? 0, ctx.depth);
 }
 
 function doTable(ctx: Ctx, table: number, depth: number): void {
@@ -147,7 +258,68 @@ function doTable(ctx: Ctx, table: number, depth: number): void {
   if (!rule) return;
   ctx.rules.push(rule);
   if (ctx.opts.packetLen !== undefined) ctx.env.tables.credit(rule, 1, ctx.opts.packetLen, ctx.env.now);
+  const saved = ctx.rule;
+  ctx.rule = rule;
+  ctx.depth = depth;
   doActions(ctx, rule.actions, table, depth);
+  ctx.rule = saved;
+}
+
+function isTableMiss(r: Rule): boolean {
+  if (r.priority !== 0) return false;
+  for (let i = 0; i < FLOW_WORDS; i++) if (r.match.mask[i] !== 0) return false;
+  return true;
+}
+
+/** Emit ops that bring the packet back from `cur` to `saved` (Ethernet addresses and VLAN tags). */
+function restorePacket(ctx: Ctx, saved: Uint32Array): void {
+  const f = ctx.flow;
+  if (f[W_DL_HI] !== saved[W_DL_HI] || f[W_DL_SRC_LO] !== saved[W_DL_SRC_LO] || f[W_DL_DST_LO] !== saved[W_DL_DST_LO]) {
+    ctx.prog.setDlSrc(keyDlSrc(saved, 0));
+    ctx.prog.setDlDst(keyDlDst(saved, 0));
+  }
+  if ((f[W_TYPE_TCI] & 0xffff) !== (saved[W_TYPE_TCI] & 0xffff) || f[W_VLAN2] !== saved[W_VLAN2]) {
+    if (f[W_TYPE_TCI] & VLAN_CFI) ctx.prog.popVlan();
+    if (f[W_VLAN2] & VLAN_CFI) ctx.prog.popVlan();
+    if (saved[W_VLAN2] & VLAN_CFI) ctx.prog.pushVlan(0x8100, saved[W_VLAN2] & 0xffff & ~VLAN_CFI);
+    if (saved[W_TYPE_TCI] & VLAN_CFI) ctx.prog.pushVlan(0x8100, saved[W_TYPE_TCI] & 0xffff & ~VLAN_CFI);
+  }
+  f.set(saved);
+}
+
+function doGroup(ctx: Ctx, id: number, table: number, depth: number): void {
+  const g = ctx.env.groups?.get(id);
+  if (!g || g.buckets.length === 0) return;
+  if (depth > MAX_RESUBMIT_DEPTH) throw new XlateAbort('too_deep');
+  if (g.type === 'select') {
+    // the choice depends on addresses and ports: un-wildcard them
+    const f = ctx.flow;
+    const words = [W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_NW, W_TP, W_L3_SRC, W_L3_SRC + 1, W_L3_SRC + 2, W_L3_SRC + 3,
+      W_L3_DST, W_L3_DST + 1, W_L3_DST + 2, W_L3_DST + 3];
+    let h = 0x9e3779b9;
+    for (const w of words) {
+      ctx.wc[w] = 0xffffffff;
+      h = Math.imul(h ^ f[w], 0x85ebca6b) >>> 0;
+      h ^= h >>> 13;
+    }
+    const total = g.buckets.reduce((a, b) => a + Math.max(b.weight, 0), 0);
+    if (total <= 0) return;
+    let pick = h % total;
+    for (const b of g.buckets) {
+      if (pick < b.weight) { doActions(ctx, b.actions, table, depth + 1); return; }
+      pick -= b.weight;
+    }
+    return;
+  }
+  // ALL (and INDIRECT): every bucket sees the packet as it was before the group
+  for (const b of g.buckets) {
+    const saved = ctx.flow.slice();
+    const savedSet = ctx.actionSet;
+    ctx.actionSet = new Map();
+    doActions(ctx, b.actions, table, depth + 1);
+    ctx.actionSet = savedSet;
+    restorePacket(ctx, saved);
+  }
 }
 
 function vlanTouch(ctx: Ctx): void {
@@ -177,6 +349,41 @@ function doActions(ctx: Ctx, actions: readonly OfAction[], table: number, depth:
         ctx.prog.setDlDst(a.mac);
         break;
       }
+      case 'set_vlan_vid':
+      case 'set_vlan_pcp': {
+        vlanTouch(ctx);
+        const tci = f[W_TYPE_TCI] & 0xffff;
+        if (tci & VLAN_CFI) {
+          let nt: number;
+          if (a.type === 'set_vlan_vid') { nt = (tci & ~0xfff) | a.vid; ctx.prog.setVlanVid(a.vid); }
+          else { nt = (tci & ~0xe000) | (a.pcp << 13); ctx.prog.setVlanPcp(a.pcp); }
+          f[W_TYPE_TCI] = ((f[W_TYPE_TCI] & 0xffff0000) | nt) >>> 0;
+        }
+        break;
+      }
+      case 'controller': {
+        const r = ctx.rule;
+        ctx.controller.push({
+          pc: ctx.prog.length, maxLen: a.maxLen, reason: r && isTableMiss(r) ? 'no_match' : 'action',
+          table: r?.table ?? 0, cookie: r?.cookie ?? 0n,
+        });
+        break;
+      }
+      case 'group':
+        doGroup(ctx, a.group, table, depth);
+        break;
+      case 'clear_actions':
+        ctx.actionSet = new Map();
+        break;
+      case 'write_actions':
+        for (const x of a.actions) {
+          const k = setKind(x);
+          if (k !== undefined) ctx.actionSet.set(k, x);
+        }
+        break;
+      case 'write_metadata':
+        // metadata is not a match field in this model (see the module comment): nothing reads it
+        break;
       case 'mod_vlan_vid':
       case 'mod_vlan_pcp': {
         vlanTouch(ctx);
@@ -248,6 +455,7 @@ function doOutput(ctx: Ctx, port: number): void {
     case OFPP_FLOOD: flood(ctx, false); return;
     case OFPP_ALL: flood(ctx, true); return;
     case OFPP_IN_PORT: emit(ctx, ctx.byOf.get(inOf)); return;
+    case OFPP_TABLE: doTable(ctx, 0, ctx.depth + 1); return;
     case OFPP_LOCAL:
       if (inOf !== OFPP_LOCAL) emit(ctx, ctx.byOf.get(OFPP_LOCAL));
       return;
