@@ -528,9 +528,9 @@ export class Switch implements ObservableSwitch {
       changed: () => {
         const agent = this.agents.get(name);
         if (agent) br.failOpen = agent.failOpen;
-        void this.revalidate();
+        this.kickRevalidation();
       },
-      sync: () => this.syncDatapath(),
+      sync: () => this.waitRevalidated(),
     };
     const agent = new OpenFlowAgent(host, { mgmtPath: this.mgmtPath(name), log: this.log });
     this.agents.set(name, agent);
@@ -550,12 +550,6 @@ export class Switch implements ObservableSwitch {
     if (rt?.cfg.mac && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(rt.cfg.mac)) mac = parseInt(rt.cfg.mac.replace(/:/g, ''), 16);
     else mac = 0x027473000000 + (no & 0xffffff); // locally administered 02:74:73 ("ts")
     return { portNo: no, mac, name, linkDown: rt?.info?.link !== 'up', adminDown: false, speed: 10_000_000 };
-  }
-
-  /** Resolves when every rule change made before the call reached the datapath. */
-  async syncDatapath(): Promise<void> {
-    while (this.revalidating && !this.stopping) await new Promise((r) => setTimeout(r, 2));
-    await this.revalidate();
   }
 
   /** Frames of packet-ins: the packet as the program leaves it at each controller action. */
