@@ -58,6 +58,11 @@ export const COMMANDS: CommandSpec[] = [
       'log-level': { type: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error', default: 'info' },
       metrics: { type: 'string', arg: 'ADDR:PORT', help: 'serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone: 127.0.0.1; port 0: any free port, said in the log)', default: 'off' },
       web: { type: 'string', arg: 'ADDR:PORT', help: 'serve the live web dashboard at http://ADDR:PORT/ (PORT alone: 127.0.0.1)', default: 'off' },
+      ovsdb: {
+        type: 'string', arg: 'REMOTE',
+        help: "configuration from ovsdb-server's Open_vSwitch database (unix:PATH or tcp:HOST:PORT), as ovs-vswitchd; conf.json is then not used",
+      },
+      'ovsdb-stats-interval': { type: 'string', arg: 'MS', help: 'OVSDB mode: how often Interface statistics and link state are written', default: '5000' },
     },
     load: () => import('../daemon/main.js'),
   },
@@ -87,6 +92,7 @@ export const COMMANDS: CommandSpec[] = [
   ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue'),
   ctl('qemu-args', 'PORT', 'print the QEMU arguments that attach a guest NIC to a vhost-user port'),
   ctl('revalidate-wait', undefined, 'wait until the datapath reflects every rule and port change made so far (as ovs-appctl revalidator/wait)'),
+  ctl('ovsdb-status', undefined, 'OVSDB mode: connection to ovsdb-server, lock, last applied cur_cfg'),
   ctl('shutdown', undefined, 'stop the daemon'),
   {
     name: 'top',

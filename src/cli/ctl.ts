@@ -48,6 +48,7 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   'pmd-rxq-show': () => ({}),
   'qemu-args': (_v, p) => (need(p, 1, 'port name'), { port: p[0] }),
   'revalidate-wait': () => ({}),
+  'ovsdb-status': () => ({}),
   shutdown: () => ({}),
 };
 

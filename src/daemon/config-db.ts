@@ -96,6 +96,11 @@ export class ConfigDb {
     return new ConfigDb(file, cfg);
   }
 
+  /** An empty database that is never read from disk (save() still writes file if called). */
+  static inMemory(file: string): ConfigDb {
+    return new ConfigDb(file, emptyConfig());
+  }
+
   /** Persist atomically. */
   save(): void {
     const dir = path.dirname(this.file);

@@ -14,6 +14,7 @@
  */
 import * as net from 'node:net';
 import * as fs from 'node:fs';
+import { JsonSplitter } from '../ovsdb/json-stream.js';
 
 export interface RpcRequest {
   jsonrpc?: '2.0';
@@ -32,6 +33,12 @@ export class RpcError extends Error {
 }
 
 export type RpcHandler = (params: Record<string, unknown>) => unknown | Promise<unknown>;
+
+/**
+ * OVS's unixctl (ovs-appctl): JSON-RPC 1.0, `params` an array of strings,
+ * answered with {id, result: text, error: null} or {id, result: null, error: text}.
+ */
+export type UnixctlHandler = (method: string, args: string[]) => Promise<{ result: string | null; error: string | null }>;
 
 /** Longest request line, bytes. */
 export const MAX_LINE = 1 << 20;
@@ -53,6 +60,8 @@ export class ControlServer {
   private readonly methods = new Map<string, RpcHandler>();
   private readonly conns = new Set<net.Socket>();
   readonly path: string;
+  /** Requests in OVS unixctl shape (no "jsonrpc", params an array) go here when set. */
+  unixctl: UnixctlHandler | null = null;
 
   constructor(path: string) {
     this.path = path;
@@ -61,6 +70,11 @@ export class ControlServer {
   on(method: string, handler: RpcHandler): this {
     this.methods.set(method, handler);
     return this;
+  }
+
+  /** The handler registered for method, if any (to wrap or replace it). */
+  handler(method: string): RpcHandler | undefined {
+    return this.methods.get(method);
   }
 
   /** Run a method in-process (observers: the web dashboard, metrics). */
@@ -89,6 +103,17 @@ export class ControlServer {
         return errorResponse(id, -32600, 'invalid request: expected {"method": string, "params": object}');
       }
       id = validId(req.id);
+      const raw = req as unknown as { jsonrpc?: unknown; params?: unknown };
+      if (this.unixctl && raw.jsonrpc === undefined && Array.isArray(raw.params)) {
+        // ovs-appctl: JSON-RPC 1.0 reply shape, text result
+        const args = (raw.params as unknown[]).map((a) => String(a));
+        try {
+          const r = await this.unixctl(req.method, args);
+          return JSON.stringify({ id, result: r.result, error: r.error });
+        } catch (e) {
+          return JSON.stringify({ id, result: null, error: e instanceof Error ? e.message : String(e) });
+        }
+      }
       const h = this.methods.get(req.method);
       if (!h) return errorResponse(id, -32601, `unknown method '${req.method.slice(0, 100)}'`);
       const params = req.params ?? {};
@@ -162,6 +187,19 @@ export class ControlServer {
         return;
       }
       for (const l of lines) if (l.trim() !== '') pending.push(l);
+      if (partial.startsWith('{')) {
+        // ovs-appctl sends one JSON object with no newline after it
+        try {
+          const sp = new JsonSplitter(MAX_LINE);
+          const vals = sp.push(partial);
+          if (vals.length > 0 && sp.pending === 0) {
+            pending.push(...vals);
+            partial = '';
+          }
+        } catch {
+          /* not JSON: answered as a bad line once its newline comes */
+        }
+      }
       if (pending.length >= MAX_PENDING) sock.pause();
       void pump();
     });

@@ -54,6 +54,7 @@ export async function run(values: Record<string, unknown>): Promise<number> {
       poolSize,
       maxMtu,
       log,
+      ephemeral: values.ovsdb !== undefined,
     });
   } catch (e) {
     if (e instanceof SwitchConfigError) throw new UsageError(e.message);
@@ -75,8 +76,20 @@ export async function run(values: Record<string, unknown>): Promise<number> {
     await sw.stop();
     throw new Error(`cannot serve observers: ${(e as Error).message}`);
   }
+  let ovsdb: { stop(): void } | null = null;
+  if (values.ovsdb !== undefined) {
+    const { startOvsdbMode } = await import('./ovsdb-mode.js');
+    try {
+      ovsdb = startOvsdbMode(sw, String(values.ovsdb), log, intArg(values['ovsdb-stats-interval'], 'ovsdb-stats-interval', 100, 3_600_000, 5000));
+    } catch (e) {
+      await Promise.all(closers.map((c) => c()));
+      await sw.stop();
+      throw new UsageError(`--ovsdb: ${(e as Error).message}`);
+    }
+  }
   return new Promise<number>((resolve) => {
     const done = (): void => {
+      ovsdb?.stop();
       void Promise.all(closers.map((c) => c())).then(() => resolve(0));
     };
     sw.onShutdown = done;

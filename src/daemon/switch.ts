@@ -89,6 +89,11 @@ export interface SwitchOptions {
   log: Logger;
   /** Revalidation period, ms. */
   revalidateMs?: number;
+  /**
+   * Keep the configuration in memory only (conf.json is neither read nor
+   * written): OVSDB mode, where ovsdb-server's database is the configuration.
+   */
+  ephemeral?: boolean;
 }
 
 interface PortRuntime {
@@ -118,6 +123,7 @@ export class Switch implements ObservableSwitch {
   private revalTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private pmdStatsBase = new Map<number, PmdThreadStats>();
+  private readonly ephemeral: boolean;
   onShutdown: (() => void) | null = null;
   /** tsvs capture sessions (frames copied by the PMD threads into shared rings). */
   private captures: CaptureSessions | null = null;
@@ -138,11 +144,12 @@ export class Switch implements ObservableSwitch {
     this.log = opts.log;
     try {
       ensureRunDir(this.paths.dir);
-      this.db = ConfigDb.open(this.paths.db);
+      this.db = opts.ephemeral ? ConfigDb.inMemory(this.paths.db) : ConfigDb.open(this.paths.db);
     } catch (e) {
       this.pool.close();
       throw e;
     }
+    this.ephemeral = opts.ephemeral === true;
     this.control = new ControlServer(this.paths.control);
   }
 
@@ -590,7 +597,7 @@ export class Switch implements ObservableSwitch {
   // ---------------- control methods ----------------
 
   private persist(): void {
-    this.db.save();
+    if (!this.ephemeral) this.db.save();
   }
 
   private registerMethods(): void {
