@@ -128,14 +128,31 @@ export class VhostUserPort implements Port {
 
   get link(): LinkState {
     const dp = this.dp;
-    if (dp !== null && dp.valid()) {
+    if (dp !== null && dp.valid() && this.brokenRing(dp) < 0) {
       for (let q = 0; q < this.nQueues; q++) if (dp.rings[2 * q] && dp.rings[2 * q + 1] && dp.enabled(2 * q) && dp.enabled(2 * q + 1)) return 'up';
     }
     return 'down';
   }
 
   get status(): string {
-    return this.backend?.problem ?? this.statusText;
+    const problem = this.backend?.problem;
+    if (problem) return problem;
+    const dp = this.dp;
+    const b = dp !== null ? this.brokenRing(dp) : -1;
+    if (dp !== null && b >= 0) {
+      return (
+        `ring ${b} (guest ${b & 1 ? 'TX' : 'RX'}) marked broken: ${dp.rings[b]!.brokenReason}; ` +
+        'no traffic until the frontend resets the device or reconnects'
+      );
+    }
+    return this.statusText;
+  }
+
+  /** The first ring of the data path marked broken by its device queue, or -1. */
+  private brokenRing(dp: NetDataPath): number {
+    const r = dp.rings;
+    for (let i = 0; i < r.length; i++) if (r[i] !== null && r[i]!.broken) return i;
+    return -1;
   }
 
   /** Counters (drops by reason include the guest-ring violations seen by the device queues). */

@@ -115,6 +115,8 @@ export interface BackendOptions {
 
 export interface BackendStats {
   connections: number;
+  /** Rings whose frontend-given base disagreed with the ring and were resynced from it (see resyncRings). */
+  ringResyncs: number;
   disconnects: number;
   messages: number;
   /** Rejected messages / failed requests by reason. */
@@ -135,6 +137,11 @@ interface Vring {
   lastUsed: number;
   /** SET_VRING_BASE seen (or positions read back): else packed rings start at 0x8000 (wrap 1). */
   baseSet: boolean;
+  /**
+   * The base came from the frontend (SET_VRING_BASE) and is not yet checked
+   * against the ring itself: checked (and resynced) once when the ring starts.
+   */
+  baseUnchecked: boolean;
   kickFd: number;
   kickSet: boolean;
   callFd: number;
@@ -153,6 +160,7 @@ function newVring(): Vring {
     lastAvail: 0,
     lastUsed: 0,
     baseSet: false,
+    baseUnchecked: false,
     kickFd: -1,
     kickSet: false,
     callFd: -1,
@@ -187,7 +195,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   readonly name: string;
   readonly log: Logger;
   readonly control: ControlBlock;
-  readonly stats: BackendStats = { connections: 0, disconnects: 0, messages: 0, errors: {}, closeReasons: {}, generations: 0 };
+  readonly stats: BackendStats = { connections: 0, ringResyncs: 0, disconnects: 0, messages: 0, errors: {}, closeReasons: {}, generations: 0 };
 
   private listener: UnixListener | null = null;
   private listenWatch: FdWatch | null = null;
@@ -624,6 +632,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           v.lastUsed = s.num;
         }
         v.baseSet = true;
+        v.baseUnchecked = true;
       },
       getVringBase: async (m) => {
         const s = decodeState(m.payload);
@@ -862,6 +871,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         v.lastAvail = lastAvail & 0xffff;
         v.lastUsed = lastUsed & 0xffff;
         v.baseSet = true;
+        v.baseUnchecked = false;
       }
       this.current = null;
       this.currentKey = '';
@@ -884,6 +894,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
    */
   private async refresh(): Promise<void> {
     this.checkSharing();
+    this.resyncRings();
     const want = this.desired();
     const key = want ? JSON.stringify(want, (_k, val) => (typeof val === 'bigint' ? val.toString(16) : val)) : '';
     if (this.current && key === this.currentKey) {
@@ -909,6 +920,70 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.log.log('debug', `${this.name}: data path generation ${gen}: queues ${fresh.queues.filter((q) => q).map((q) => q!.index).join(',')}`);
     this.emit('datapath', desc);
     this.updateEnables();
+  }
+
+  /**
+   * Check a frontend-given ring base against the ring itself, once, when the
+   * ring is about to run, and resync where they disagree (what DPDK's vhost
+   * library does). A frontend that outlived its backend (DPDK virtio-user
+   * server=1 or QEMU with a vhost-user-client port, after the switch was
+   * killed or restarted) may send a base that is not where the ring stands:
+   * DPDK sends SET_VRING_BASE 0 while its split ring is far ahead; QEMU sends
+   * the used index it read (right) for split rings but, for packed rings, the
+   * last base it got from GET_VRING_BASE (stale after a crash).
+   *
+   *  - split: the ring's used index is where the device stopped; if the base
+   *    differs, both positions restart there (descriptors posted but not yet
+   *    used are processed again: a guest TX frame in flight may be sent
+   *    twice, guest RX buffers are reused). Same rule as DPDK's
+   *    translate_ring_addresses().
+   *  - packed: no index in shared memory. The descriptor at the base tells
+   *    whether it fits: available for the base's wrap counter (work waiting)
+   *    or used in the previous pass (nothing posted) fit; a descriptor
+   *    already used in this pass (base behind) or posted for the other wrap
+   *    counter (base ahead) does not, and the position is then found from
+   *    the descriptors' flags (see packedResyncPoint).
+   */
+  private resyncRings(): void {
+    const mem = this.mem;
+    if (!mem || this.memProblem) return;
+    const packed = this.packed();
+    this.rings.forEach((v, i) => {
+      if (!v.baseUnchecked || !(v.started && v.addrSet && v.size > 0)) return;
+      if (this.checkRingAddrs(v.size, v.descU, v.availU, v.usedU) !== null) return; // desired() says why
+      v.baseUnchecked = false;
+      try {
+        if (packed) {
+          const descs = mem.slice(mem.uaddrToGpa(v.descU, 16 * v.size), 16 * v.size);
+          const at = packedResyncPoint(descs, v.size, v.lastAvail);
+          if (at === null) return;
+          this.stats.ringResyncs++;
+          this.log.log(
+            'warn',
+            `${this.name}: ring ${i}: the frontend's base (position ${v.lastAvail & 0x7fff}, wrap ${v.lastAvail >>> 15}) does not match the ` +
+              `ring's descriptors: resuming at position ${at & 0x7fff}, wrap ${at >>> 15} (taken from the descriptor flags)`,
+          );
+          v.lastAvail = at;
+          v.lastUsed = at;
+          return;
+        }
+        const used = mem.slice(mem.uaddrToGpa(v.usedU, 4), 4);
+        const avail = mem.slice(mem.uaddrToGpa(v.availU, 4), 4);
+        const usedIdx = used[2] | (used[3] << 8);
+        const availIdx = avail[2] | (avail[3] << 8);
+        if (usedIdx === v.lastAvail && usedIdx === v.lastUsed) return;
+        this.stats.ringResyncs++;
+        this.log.log(
+          'warn',
+          `${this.name}: ring ${i}: the frontend's base ${v.lastAvail} is not the ring's used index ${usedIdx} (avail index ${availIdx}): ` +
+            `resuming at ${usedIdx} (frames posted but not yet used are processed again)`,
+        );
+        v.lastAvail = usedIdx;
+        v.lastUsed = usedIdx;
+      } catch (e) {
+        this.log.log('warn', `${this.name}: ring ${i}: cannot check its base against the ring: ${(e as Error).message}`);
+      }
+    });
   }
 
   /** Is every region shared by the frontend process (not MAP_PRIVATE on its side)? */
@@ -973,6 +1048,65 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.log.log('info', `${this.name}: link ${up ? 'up' : 'down'}`);
     this.emit('link', up);
   }
+}
+
+const PD_F_AVAIL = 1 << 7;
+const PD_F_USED = 1 << 15;
+
+/**
+ * Packed ring: where should the device resume, given the frontend's base
+ * (bits 0-14 position, bit 15 wrap counter)? Null when the base fits the
+ * descriptor at it (available for its wrap counter, or left from the
+ * previous pass with the slot before it written in this one); otherwise the position found from the flags: the AVAIL bit
+ * of every slot is the pass (wrap counter) that last wrote it, driver or
+ * device, so the first slot whose AVAIL bit differs from slot 0's is where
+ * the driver writes next (V); walking back from V over slots still marked
+ * available (AVAIL != USED) finds the first one the device has not used (D).
+ * (Exact for one-descriptor buffers, direct or indirect, which is what DPDK
+ * and Linux post; the trailing slots of a used multi-descriptor chain keep
+ * their available flags and would make D land inside that chain.)
+ */
+export function packedResyncPoint(descs: Uint8Array, size: number, base: number): number | null {
+  const flags = (p: number): number => descs[16 * p + 14] | (descs[16 * p + 15] << 8);
+  const bit = (f: number, m: number): number => ((f & m) !== 0 ? 1 : 0);
+  const pos = base & 0x7fff;
+  const wrap = base >>> 15;
+  if (pos < size) {
+    const f = flags(pos);
+    const a = bit(f, PD_F_AVAIL);
+    const u = bit(f, PD_F_USED);
+    if (a === wrap && u !== wrap) return null; // work waiting at our position
+    if (a !== wrap && u !== wrap) {
+      // used in the previous pass, nothing posted yet: then the slot before it was written in this
+      // pass (the previous one when pos is 0); else the base is a whole pass behind
+      const prevPass = bit(flags(pos === 0 ? size - 1 : pos - 1), PD_F_AVAIL);
+      if (prevPass === (pos === 0 ? wrap ^ 1 : wrap)) return null;
+    }
+  }
+  // the driver's next position and wrap counter
+  const a0 = bit(flags(0), PD_F_AVAIL);
+  let v = 0;
+  while (v < size && bit(flags(v), PD_F_AVAIL) === a0) v++;
+  let vw: number;
+  if (v === size) {
+    v = 0;
+    vw = a0 ^ 1;
+  } else {
+    vw = a0;
+  }
+  // back from the driver's position over slots still available
+  let d = v;
+  let dw = vw;
+  for (let n = 0; n < size; n++) {
+    const p = d === 0 ? size - 1 : d - 1;
+    const pw = d === 0 ? dw ^ 1 : dw;
+    const f = flags(p);
+    if (!(bit(f, PD_F_AVAIL) === pw && bit(f, PD_F_USED) !== pw)) break;
+    d = p;
+    dw = pw;
+  }
+  const at = d | (dw << 15);
+  return at === (base & 0xffff) ? null : at;
 }
 
 function sameRegion(a: MemRegionDesc, b: MemRegionDesc): boolean {

@@ -149,6 +149,8 @@ export abstract class DeviceQueue {
   readonly stats: DeviceQueueStats = newDeviceQueueStats();
   /** Set on an unrecoverable guest error; the queue then does nothing. */
   broken = false;
+  /** Why the queue was marked broken ('' while it is not), for the port's status. */
+  brokenReason = '';
 
   // gathered segments of the reserved chains
   protected readonly segAddr = new Float64Array(SEG_MAX);
@@ -174,6 +176,12 @@ export abstract class DeviceQueue {
   private readonly hdr = new Uint8Array(12);
   /** Bad chains handed back during the current enqueue burst. */
   protected badInBurst = 0;
+
+  /** Mark the queue unusable (once), with the reason shown to the operator. */
+  protected markBroken(why: string): void {
+    if (!this.broken) this.brokenReason = why;
+    this.broken = true;
+  }
 
   protected constructor(mem: GuestMemory, size: number, features: bigint) {
     if (typeof features !== 'bigint') throw new VirtqueueError('BAD_CONFIG', 'features must be a bigint');

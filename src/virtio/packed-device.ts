@@ -273,7 +273,7 @@ export class PackedDevice extends DeviceQueue {
       if (slots >= size) {
         // NEXT on every descriptor of the ring: we cannot find where the chain ends
         this.stats.loop++;
-        this.broken = true;
+        this.markBroken(`a chain from slot ${pos} has NEXT on every descriptor of the ring (size ${size})`);
         this.segN = segStart;
         return PEEK_BROKEN;
       }

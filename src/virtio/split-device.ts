@@ -121,7 +121,7 @@ export class SplitDevice extends DeviceQueue {
     if (pending === 0) return 0;
     if (pending > this.size) {
       this.stats.badIndex++;
-      this.broken = true;
+      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
       return 0;
     }
     this.availCache = ai;
@@ -192,7 +192,7 @@ export class SplitDevice extends DeviceQueue {
     let pending = (ai - la) & 0xffff;
     if (pending > this.size) {
       this.stats.badIndex++;
-      this.broken = true;
+      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
       return 0;
     }
     this.availCache = ai;
@@ -255,7 +255,7 @@ export class SplitDevice extends DeviceQueue {
       const ai = Atomics.load(this.ring.avail, AV_IDX);
       if (((ai - this.lastAvail) & 0xffff) > this.size) {
         this.stats.badIndex++;
-        this.broken = true;
+        this.markBroken(`the driver's avail index ${ai} is ${(ai - this.lastAvail) & 0xffff} entries past ours (${this.lastAvail}): more than the queue size ${this.size}`);
         return PEEK_BROKEN;
       }
       this.availCache = ai;
@@ -264,7 +264,7 @@ export class SplitDevice extends DeviceQueue {
     const head = this.ring.avail[AV_RING + (pos & this.mask)];
     if (head >= this.size) {
       this.stats.badHead++;
-      this.broken = true;
+      this.markBroken(`avail entry ${pos} names descriptor ${head}, outside the queue (size ${this.size})`);
       return PEEK_BROKEN;
     }
     this.peekIdx = (pos + 1) & 0xffff;

@@ -3,6 +3,7 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -35,7 +36,17 @@ export async function startDaemon(opts: { netns?: string; args?: string[]; runDi
   proc.stderr!.on('data', (d) => (log += d));
   const ctl = path.join(runDir, 'tsvs.ctl');
   const t0 = Date.now();
-  while (!fs.existsSync(ctl)) {
+  // (a daemon killed with SIGKILL leaves its socket file behind: wait until one answers)
+  const answers = (): Promise<boolean> =>
+    new Promise((resolve) => {
+      if (!fs.existsSync(ctl)) return resolve(false);
+      const s = net.connect(ctl, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+  while (!(await answers())) {
     if (proc.exitCode !== null) throw new Error(`daemon exited early (${proc.exitCode}): ${log}`);
     if (Date.now() - t0 > 20000) throw new Error(`daemon did not start: ${log}`);
     await new Promise((r) => setTimeout(r, 50));
