@@ -589,7 +589,8 @@ export class Switch implements ObservableSwitch {
     if (!br || this.pmds.length === 0) return;
     const key = new Uint32Array(FLOW_WORDS);
     extractKey(frame, 0, frame.length, inPort, key, 0);
-    const r = xlatePacketOut(br.env(Date.now()), key, inPort, actions);
+    // rules the packet goes through (output to TABLE) are credited, as OVS does
+    const r = xlatePacketOut(br.env(Date.now()), key, inPort, actions, { packetLen: frame.length });
     if (r.controller.length > 0) this.sendPacketIns(bridge, frame, inPort, r.actions, r.controller);
     if (r.actions.length > 0) await this.pmds[0].packetOut(frame, r.actions);
   }

@@ -174,12 +174,12 @@ function result(ctx: Ctx, error: XlateError | undefined): XlateResult {
  * if received on OpenFlow port inOfPort (which may be a reserved port such as
  * OFPP_CONTROLLER); output to OFPP_TABLE submits it to table 0.
  */
-export function xlatePacketOut(env: XlateEnv, key: Uint32Array, inOfPort: number, actions: readonly OfAction[]): XlateResult {
+export function xlatePacketOut(env: XlateEnv, key: Uint32Array, inOfPort: number, actions: readonly OfAction[], opts: XlateOptions = {}): XlateResult {
   const flow = key.slice(0, FLOW_WORDS);
   flow[W_IN_PORT] = inOfPort;
   const byOf = new Map<number, XlatePort>();
   for (const p of env.ports) byOf.set(p.ofPort, p);
-  const ctx = newCtx(env, flow, new Uint32Array(FLOW_WORDS), {}, byOf);
+  const ctx = newCtx(env, flow, new Uint32Array(FLOW_WORDS), opts, byOf);
   let error: XlateError | undefined;
   try {
     doActions(ctx, actions, 0, 0);
