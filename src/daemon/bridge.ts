@@ -5,7 +5,7 @@
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import { FlowTables } from '../ofproto/tables.js';
 import { MacLearningTable } from '../ofproto/mac-learning.js';
-import { xlate, type XlatePort, type Group, type ControllerEvent } from '../ofproto/xlate.js';
+import { xlate, XLATE_ERRORS, type XlatePort, type Group, type ControllerEvent, type XlateError } from '../ofproto/xlate.js';
 import type { RemovedRule, Rule } from '../ofproto/tables.js';
 import { parseFlow, formatFlow, formatFlowStats, type PortResolver, type PortNamer } from '../ofproto/flow-syntax.js';
 
@@ -15,6 +15,8 @@ export interface Translation {
   actions: Int32Array;
   /** output:CONTROLLER events: such translations stay on the slow path (not installed). */
   controller: ControllerEvent[];
+  /** Set when the translation was cut off (the actions are then a drop). */
+  error?: XlateError;
 }
 
 /** The rule a new bridge starts with, as in OVS standalone mode. */
@@ -32,6 +34,8 @@ export class Bridge {
   failOpen = false;
   /** Datapath flow id -> packets/bytes already credited to rules. */
   private readonly credited = new Map<number, { packets: number; bytes: number }>();
+  /** Upcalls whose translation was cut off and dropped, by reason. */
+  readonly xlateErrors = Object.fromEntries(XLATE_ERRORS.map((e) => [e, 0])) as Record<XlateError, number>;
 
   constructor(name: string) {
     this.name = name;
@@ -113,9 +117,10 @@ export class Bridge {
       packetLen: flowId === undefined ? packetLen : undefined,
     });
     if (dp > 0) for (const rule of r.rules) this.tables.credit(rule, dp, db, now);
+    if (r.error && flowId === undefined) this.xlateErrors[r.error]++;
     const k = key.slice(0, FLOW_WORDS);
     for (let i = 0; i < FLOW_WORDS; i++) k[i] &= r.mask[i];
-    return { key: k, mask: r.mask, actions: r.actions, controller: r.controller };
+    return { key: k, mask: r.mask, actions: r.actions, controller: r.controller, error: r.error };
   }
 
   /** The xlate environment (PACKET_OUT translation). */

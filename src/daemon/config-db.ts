@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { portNumberProblem } from '../dp/port-number.js';
 
 export type PortType = 'vhost-user' | 'vhost-user-client' | 'tap' | 'afpacket' | 'virtio-user';
 
@@ -53,23 +54,56 @@ const PORT_TYPES: readonly PortType[] = ['vhost-user', 'vhost-user-client', 'tap
 
 /** Validate a parsed document; throws ConfigError naming the first problem. */
 export function validateConfig(doc: unknown): SwitchConfig {
+  const { config, skipped } = loadConfig(doc);
+  if (skipped.length > 0) throw new ConfigError(skipped[0]);
+  return config;
+}
+
+/**
+ * Read a parsed document, keeping what is valid: a document that is not
+ * {"version":1,"bridges":[...]} throws ConfigError; a bad bridge or port entry
+ * (bad name, unknown type, port number out of range, duplicate) is left out and
+ * named in `skipped`, so that one bad entry cannot keep the switch from starting.
+ */
+export function loadConfig(doc: unknown): { config: SwitchConfig; skipped: string[] } {
   const d = doc as SwitchConfig;
   if (typeof d !== 'object' || d === null || d.version !== 1 || !Array.isArray(d.bridges)) {
     throw new ConfigError('config: expected {"version":1,"bridges":[...]}');
   }
+  const skipped: string[] = [];
+  const bridges: BridgeConfig[] = [];
   const names = new Set<string>();
+  const bridgeNames = new Set<string>();
+  const numbers = new Set<number>();
   for (const b of d.bridges) {
-    if (typeof b?.name !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(b.name)) throw new ConfigError(`config: bad bridge name ${JSON.stringify(b?.name)}`);
-    if (!Array.isArray(b.ports) || !Array.isArray(b.flows)) throw new ConfigError(`config: bridge ${b.name}: ports and flows must be arrays`);
-    for (const p of b.ports) {
-      if (typeof p?.name !== 'string' || names.has(p.name)) throw new ConfigError(`config: bad or duplicate port name ${JSON.stringify(p?.name)}`);
-      names.add(p.name);
-      if (!PORT_TYPES.includes(p.type)) throw new ConfigError(`config: port ${p.name}: unknown type ${JSON.stringify(p.type)}`);
-      if (!Number.isInteger(p.ofport) || p.ofport < 1 || p.ofport > 0xfeff) throw new ConfigError(`config: port ${p.name}: bad ofport ${p.ofport}`);
+    if (typeof b?.name !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(b.name) || bridgeNames.has(b.name)) {
+      skipped.push(`config: bad or duplicate bridge name ${JSON.stringify(b?.name)}: bridge skipped`);
+      continue;
     }
-    if (!b.flows.every((f) => typeof f === 'string')) throw new ConfigError(`config: bridge ${b.name}: flows must be strings`);
+    if (!Array.isArray(b.ports) || !Array.isArray(b.flows)) {
+      skipped.push(`config: bridge ${b.name}: ports and flows must be arrays: bridge skipped`);
+      continue;
+    }
+    bridgeNames.add(b.name);
+    const ports: PortConfig[] = [];
+    for (const p of b.ports as PortConfig[]) {
+      let problem: string | null = null;
+      if (typeof p?.name !== 'string' || names.has(p.name)) problem = `bad or duplicate port name ${JSON.stringify(p?.name)}`;
+      else if (!PORT_TYPES.includes(p.type)) problem = `unknown type ${JSON.stringify(p.type)}`;
+      else problem = portNumberProblem(p.ofport) ?? (numbers.has(p.ofport) ? `port number ${p.ofport} is used twice` : null);
+      if (problem !== null) {
+        skipped.push(`config: bridge ${b.name}: port ${typeof p?.name === 'string' ? p.name : '?'}: ${problem}: port skipped`);
+        continue;
+      }
+      names.add(p.name);
+      numbers.add(p.ofport);
+      ports.push(p);
+    }
+    const flows = (b.flows as unknown[]).filter((f): f is string => typeof f === 'string');
+    if (flows.length !== b.flows.length) skipped.push(`config: bridge ${b.name}: ${b.flows.length - flows.length} rules that are not strings skipped`);
+    bridges.push({ ...b, ports, flows });
   }
-  return d;
+  return { config: { ...d, bridges }, skipped };
 }
 
 export class ConfigDb {
@@ -81,19 +115,46 @@ export class ConfigDb {
     this.config = config;
   }
 
-  /** Open (or create empty) the database at file. A corrupt file is an error, never silently replaced. */
+  /**
+   * Entries of the file that were left out at open (each a message saying
+   * what and why); the file as it was is kept in `keptAs` until the next save.
+   */
+  skipped: string[] = [];
+  /** Where the file as read was copied when entries were skipped. */
+  keptAs: string | null = null;
+  /** Temporary files of earlier writers that died mid-save, removed at open. */
+  removedTemps: string[] = [];
+
+  /**
+   * Open (or create empty) the database at file. A file that is not JSON or not
+   * a configuration is an error, never silently replaced; a bad entry in it is
+   * skipped (see `skipped`), and the original copied to FILE.skipped.json.
+   * Stale `.FILE.PID.tmp` files of dead processes are removed.
+   */
   static open(file: string): ConfigDb {
     let cfg = emptyConfig();
+    const removedTemps = removeStaleTemps(file);
+    let skipped: string[] = [];
+    let keptAs: string | null = null;
     if (fs.existsSync(file)) {
       let doc: unknown;
+      const text = fs.readFileSync(file, 'utf8');
       try {
-        doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+        doc = JSON.parse(text);
       } catch (e) {
         throw new ConfigError(`config database ${file} is not valid JSON: ${(e as Error).message}`);
       }
-      cfg = validateConfig(doc);
+      ({ config: cfg, skipped } = loadConfig(doc));
+      if (skipped.length > 0) {
+        keptAs = `${file}.skipped.json`;
+        fs.writeFileSync(keptAs, text, { mode: 0o600 });
+      }
     }
-    return new ConfigDb(file, cfg);
+    const db = new ConfigDb(file, cfg);
+    db.skipped = skipped;
+    db.keptAs = keptAs;
+    db.removedTemps = removedTemps;
+    return db;
   }
 
   /** An empty database that is never read from disk (save() still writes file if called). */
@@ -123,5 +184,40 @@ export class ConfigDb {
 
   bridge(name: string): BridgeConfig | undefined {
     return this.config.bridges.find((b) => b.name === name);
+  }
+}
+
+/** Remove `.BASENAME.PID.tmp` files next to file whose PID is not a live process (a writer killed mid-save). */
+function removeStaleTemps(file: string): string[] {
+  const dir = path.dirname(file);
+  const re = new RegExp(`^\\.${path.basename(file).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d+)\\.tmp$`);
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const m = re.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid !== process.pid && pidAlive(pid)) continue;
+    try {
+      fs.unlinkSync(path.join(dir, n));
+      removed.push(n);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -121,6 +121,7 @@ export class Switch implements ObservableSwitch {
   private readonly portAdded = new Map<number, number>();
   private readonly ports = new Map<number, PortRuntime>();
   private revalTimer: NodeJS.Timeout | null = null;
+  private lastXlateErrorLog = 0;
   private stopping = false;
   private pmdStatsBase = new Map<number, PmdThreadStats>();
   private readonly ephemeral: boolean;
@@ -315,6 +316,10 @@ export class Switch implements ObservableSwitch {
         continue;
       }
       const r = br.translate(m.key, now, undefined, undefined, undefined, m.frame.length);
+      if (r.error && now - this.lastXlateErrorLog >= 10_000) {
+        this.lastXlateErrorLog = now;
+        this.log.warn(`bridge ${br.name}: translation of a packet from port ${this.portName(m.port) ?? m.port} cut off (${r.error}); dropped (counts in 'tsvs show'; logged at most every 10 s)`);
+      }
       const actions = Array.from(r.actions);
       if (r.controller.length > 0) {
         // output:CONTROLLER: packet-ins; the flow stays on the slow path (never installed)
@@ -755,6 +760,8 @@ export class Switch implements ObservableSwitch {
         }),
         rules: br.ruleCount(),
         macs: br.mac.size,
+        /** Upcalls dropped because their translation was cut off, by reason (too_many_resubmits, too_deep, ...). */
+        xlateErrors: { ...br.xlateErrors },
         // switch-wide, repeated per bridge so that the answer stays a list of bridges
         maxMtu: this.buffers.maxMtu,
         bufSize: this.buffers.bufSize,
@@ -766,6 +773,8 @@ export class Switch implements ObservableSwitch {
       ];
       for (const b of data) {
         lines.push(`  Bridge ${b.bridge}  (${b.rules} rules, ${b.macs} learned MACs)`);
+        const xe = Object.entries(b.xlateErrors).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ');
+        if (xe) lines.push(`    translations cut off and dropped: ${xe}`);
         for (const p of b.ports) {
           lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
         }

@@ -17,6 +17,7 @@ import {
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
 import { ExactMatchCache } from './emc.js';
+import { portNumberProblem, PORT_NO_MAX } from './port-number.js';
 import { DIR_RX, DIR_TX, type CaptureSet } from './capture-tap.js';
 import {
   executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
@@ -69,7 +70,8 @@ export interface DpFlowInfo {
   created: number;
 }
 
-const MAX_PORTS = 1024;
+/** Per-port arrays start this long and grow (to the next power of two, at most PORT_NO_MAX + 1) when a higher port number is added. */
+const INITIAL_PORT_SLOTS = 64;
 /** Rx queues counted per port (pmd-rxq-show); more are polled but counted in the last slot. */
 const RXQ_SLOTS = 16;
 const MAX_OUT = 64;
@@ -81,18 +83,18 @@ export class Datapath {
   readonly pool: Mempool;
   readonly stats: PmdStats;
   private readonly sink: UpcallSink;
-  private readonly ports: (Port | null)[] = new Array(MAX_PORTS).fill(null);
+  private ports: (Port | null)[] = new Array(INITIAL_PORT_SLOTS).fill(null);
   private portList: number[] = [];
   /** Per output port: pending tx batch. */
   /** Per port (packed array: every slot holds an Int32Array, a shared empty one for unused ports). */
-  private readonly txBatch: Int32Array[] = new Array<Int32Array>(MAX_PORTS).fill(NO_BATCH);
-  private readonly txCount = new Int32Array(MAX_PORTS);
+  private txBatch: Int32Array[] = new Array<Int32Array>(INITIAL_PORT_SLOTS).fill(NO_BATCH);
+  private txCount = new Int32Array(INITIAL_PORT_SLOTS);
   /** Packets received per (port, rx queue): [port * RXQ_SLOTS + queue]. */
-  private readonly rxqPackets = new Float64Array(MAX_PORTS * RXQ_SLOTS);
+  private rxqPackets = new Float64Array(INITIAL_PORT_SLOTS * RXQ_SLOTS);
   /** Ports with a pending tx batch (each listed once: isDirty), flushed at the end of a pass. */
-  private readonly dirty = new Int32Array(MAX_PORTS);
+  private dirty = new Int32Array(INITIAL_PORT_SLOTS);
   private nDirty = 0;
-  private readonly isDirty = new Uint8Array(MAX_PORTS);
+  private isDirty = new Uint8Array(INITIAL_PORT_SLOTS);
   private readonly rxBuf = new Int32Array(BURST);
   private readonly rxBurstMax: number;
   /** Measure time per stage (stats.rxNs/processNs/txNs): three clock reads per burst, off by default. */
@@ -143,13 +145,34 @@ export class Datapath {
   // ---- control path ----
 
   addPort(portNo: number, port: Port): void {
-    if (!(portNo >= 0 && portNo < MAX_PORTS)) throw new RangeError(`port number ${portNo} out of range 0..${MAX_PORTS - 1}`);
+    const problem = portNumberProblem(portNo);
+    if (problem !== null) throw new RangeError(problem);
+    if (portNo >= this.ports.length) this.growPortSlots(portNo);
     if (this.ports[portNo]) throw new Error(`port number ${portNo} already in use`);
     this.ports[portNo] = port;
     this.txBatch[portNo] = new Int32Array(BURST);
     this.txCount[portNo] = 0;
     this.rxqPackets.fill(0, portNo * RXQ_SLOTS, (portNo + 1) * RXQ_SLOTS);
     this.portList = this.ports.map((p, i) => (p ? i : -1)).filter((i) => i >= 0);
+  }
+
+  /** Make the per-port arrays long enough for portNo (control path; the hot path reads the fields afresh each burst). */
+  private growPortSlots(portNo: number): void {
+    let n = this.ports.length;
+    while (n <= portNo) n *= 2;
+    n = Math.min(n, PORT_NO_MAX + 1);
+    const old = this.ports.length;
+    this.ports = this.ports.concat(new Array<Port | null>(n - old).fill(null));
+    this.txBatch = this.txBatch.concat(new Array<Int32Array>(n - old).fill(NO_BATCH));
+    const grow = <T extends Int32Array | Uint8Array | Float64Array>(a: T, len: number): T => {
+      const b = new (a.constructor as new (len: number) => T)(len);
+      b.set(a);
+      return b;
+    };
+    this.txCount = grow(this.txCount, n);
+    this.rxqPackets = grow(this.rxqPackets, n * RXQ_SLOTS);
+    this.dirty = grow(this.dirty, n);
+    this.isDirty = grow(this.isDirty, n);
   }
 
   /**
@@ -197,7 +220,7 @@ export class Datapath {
 
   /** Packets received on rx queue q of port portNo since it was added (queues >= 16 share slot 15). */
   rxqCount(portNo: number, q: number): number {
-    if (!(portNo >= 0 && portNo < MAX_PORTS) || !(q >= 0)) return 0;
+    if (!(portNo >= 0 && portNo < this.ports.length) || !(q >= 0)) return 0;
     return this.rxqPackets[portNo * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)];
   }
 
@@ -663,7 +686,7 @@ export class Datapath {
   }
 
   private enqueueTx(portNo: number, h: number): void {
-    const txCount = this.txCount; // MAX_PORTS long (no module-binding loads on this path)
+    const txCount = this.txCount; // one slot per port number up to the highest added
     if (!(portNo >= 0 && portNo < txCount.length) || this.ports[portNo] === null) {
       this.one[0] = h;
       this.pool.free(this.one, 1);

@@ -22,7 +22,12 @@
  * skipped unless the port is IN_PORT; FLOOD skips in_port and no-flood ports,
  * ALL skips in_port; resubmit(port,table) looks the (modified) flow up again
  * with in_port temporarily replaced; goto_table continues in a later table;
- * depth is bounded by MAX_RESUBMIT_DEPTH (beyond it the packet is dropped).
+ * depth is bounded by MAX_RESUBMIT_DEPTH and the total number of table
+ * lookups and group executions of one translation by MAX_RESUBMITS, as OVS
+ * (64 and 64 * 64): a table set whose translation fans out (two resubmits per
+ * table over 40 tables is 2^40 lookups) is cut off, and the packet dropped with
+ * error too_deep / too_many_resubmits and an exact-match mask, so the drop flow
+ * covers that flow alone.
  * A table miss drops. NORMAL learns (vlan, dl_src) -> in_port, then sends to
  * the learned port of dl_dst, or floods (unknown, broadcast or multicast
  * destination); a destination learned on in_port is dropped.
@@ -59,6 +64,8 @@ import type { FlowTables, Rule } from './tables.js';
 import { isMulticastMac, type MacLearningTable } from './mac-learning.js';
 
 export const MAX_RESUBMIT_DEPTH = 64;
+/** Upper bound on resubmits, goto_tables and group executions in one translation (OVS's MAX_RESUBMITS). */
+export const MAX_RESUBMITS = MAX_RESUBMIT_DEPTH * MAX_RESUBMIT_DEPTH;
 /** Upper bound on datapath ops emitted for one translation. */
 export const MAX_XLATE_OPS = 4096;
 
@@ -114,7 +121,10 @@ export interface XlateOptions {
   learn?: boolean;
 }
 
-export type XlateError = 'unknown_in_port' | 'too_deep' | 'too_many_actions';
+export type XlateError = 'unknown_in_port' | 'too_deep' | 'too_many_resubmits' | 'too_many_actions';
+
+/** Every XlateError, for counters. */
+export const XLATE_ERRORS: readonly XlateError[] = ['unknown_in_port', 'too_deep', 'too_many_resubmits', 'too_many_actions'];
 
 export interface XlateResult {
   /** Datapath program (empty = drop). */
@@ -150,13 +160,17 @@ interface Ctx {
   /** OpenFlow action set (write_actions), by kind; run at the end of the pipeline. */
   actionSet: Map<string, OfAction>;
   depth: number;
+  /** Table lookups after the first and group executions (capped at MAX_RESUBMITS). */
+  resubmits: number;
 }
 
 function newCtx(env: XlateEnv, flow: Uint32Array, wc: Uint32Array, opts: XlateOptions, byOf: Map<number, XlatePort>): Ctx {
-  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0 };
+  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0, resubmits: 0 };
 }
 
 function result(ctx: Ctx, error: XlateError | undefined): XlateResult {
+  // a cut-off translation depended on everything it had looked at, and maybe more: its drop flow matches exactly
+  if (error) ctx.wc.fill(0xffffffff);
   return {
     actions: error ? new Int32Array(0) : ctx.prog.build(),
     mask: ctx.wc,
@@ -254,6 +268,7 @@ function runActionSet(ctx: Ctx): void {
 
 function doTable(ctx: Ctx, table: number, depth: number): void {
   if (depth > MAX_RESUBMIT_DEPTH) throw new XlateAbort('too_deep');
+  if (depth > 0 && ++ctx.resubmits > MAX_RESUBMITS) throw new XlateAbort('too_many_resubmits');
   const rule = ctx.env.tables.lookup(table, ctx.flow, 0, ctx.wc, 0);
   if (!rule) return;
   ctx.rules.push(rule);
@@ -291,6 +306,7 @@ function doGroup(ctx: Ctx, id: number, table: number, depth: number): void {
   const g = ctx.env.groups?.get(id);
   if (!g || g.buckets.length === 0) return;
   if (depth > MAX_RESUBMIT_DEPTH) throw new XlateAbort('too_deep');
+  if (++ctx.resubmits > MAX_RESUBMITS) throw new XlateAbort('too_many_resubmits');
   if (g.type === 'select') {
     // the choice depends on addresses and ports: un-wildcard them
     const f = ctx.flow;

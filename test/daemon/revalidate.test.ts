@@ -96,4 +96,21 @@ test('add-flow and del-flows answer once the datapath reflects them; revalidate-
   assert.ok(b.data.passes > a.data.passes, `a second revalidate-wait ran another pass (${a.data.passes} -> ${b.data.passes})`);
   // many concurrent waiters share passes and all resolve
   await Promise.all(Array.from({ length: 20 }, () => sw.waitRevalidated()));
+
+  // issue 18 defect 6: 40 tables of resubmit(,T+1),resubmit(,T+1) (2^40 lookups) are cut off at
+  // MAX_RESUBMITS; the packets are dropped and counted, and the main thread keeps answering
+  const fan = Array.from({ length: 40 }, (_, i) => ({ method: 'add-flow', params: { bridge: 'br0', flow: `table=${i},priority=30,actions=resubmit(,${i + 1}),resubmit(,${i + 1})` } }));
+  const answers = await pipelined(ctl, [{ method: 'del-flows', params: { bridge: 'br0' } }, ...fan, { method: 'add-flow', params: { bridge: 'br0', flow: 'table=40,actions=output:vm2' } }]);
+  assert.ok(answers.every((a) => a.error === undefined), JSON.stringify(answers.filter((a) => a.error)));
+  const shown = await waitFor(async () => {
+    const data = ((await rpcCall(ctl, 'show', {}, 5000)) as { data: { xlateErrors: Record<string, number> }[] }).data;
+    return data[0].xlateErrors.too_many_resubmits >= 1 && data[0].xlateErrors;
+  }, { what: 'a fanned-out translation counted as too_many_resubmits', timeout: 20000 });
+  assert.equal(shown.too_deep, 0);
+  const text = ((await rpcCall(ctl, 'show', {}, 5000)) as { text: string }).text;
+  assert.match(text, /translations cut off and dropped: too_many_resubmits=\d+/);
+  const r3 = await rx();
+  const t3 = await tx();
+  await waitFor(async () => (await tx()) > t3 + 5000, { what: 'the generator to keep sending' });
+  assert.ok((await rx()) - r3 <= 512, 'the fanned-out flow is dropped');
 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { xlate, type XlateEnv, type XlatePort } from '../../src/ofproto/xlate.js';
+import { xlate, MAX_RESUBMITS, type XlateEnv, type XlatePort } from '../../src/ofproto/xlate.js';
 import { FlowTables } from '../../src/ofproto/tables.js';
 import { MacLearningTable } from '../../src/ofproto/mac-learning.js';
 import { parseFlow } from '../../src/ofproto/flow-syntax.js';
@@ -84,6 +84,23 @@ test('resubmit, goto_table, modified flow seen by later tables, depth bound', ()
   const loop = xl(e, udp(1, 2), 4);
   assert.equal(loop.error, 'too_deep');
   assert.equal(loop.actions.length, 0);
+  assert.ok(loop.mask.every((w) => w === 0xffffffff), 'an aborted translation installs an exact-match drop');
+});
+
+test('fan-out: two resubmits per table over 40 tables stops at MAX_RESUBMITS lookups and drops', () => {
+  const flows = Array.from({ length: 40 }, (_, t) => `table=${t},priority=1,actions=resubmit(,${t + 1}),resubmit(,${t + 1})`);
+  flows.push('table=40,priority=1,actions=output:12');
+  const e = env(flows);
+  const r = xl(e, udp(1, 2), 1);
+  assert.equal(r.error, 'too_many_resubmits');
+  assert.equal(r.actions.length, 0);
+  assert.equal(r.rules.length, MAX_RESUBMITS + 1, 'the first lookup and MAX_RESUBMITS more, then stop');
+  assert.ok(r.mask.every((w) => w === 0xffffffff));
+  // a chain of 40 resubmits is fine: the cap is on the total, not on legitimate pipelines
+  const chain = env(Array.from({ length: 40 }, (_, t) => `table=${t},priority=1,actions=resubmit(,${t + 1})`).concat('table=40,priority=1,actions=output:12'));
+  const ok = xl(chain, udp(1, 2), 1);
+  assert.equal(ok.error, undefined);
+  assert.equal(formatProgram(ok.actions), '2');
 });
 
 test('VLAN actions: tagged vs untagged', () => {
