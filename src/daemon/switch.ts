@@ -25,6 +25,7 @@ import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
 import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
+import { portNumberProblem } from '../dp/port-number.js';
 import { ControlServer, RpcError } from './control.js';
 import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';
 import { Bridge, DEFAULT_FLOW } from './bridge.js';
@@ -193,6 +194,11 @@ export class Switch implements ObservableSwitch {
 
   /** Re-create bridges, ports and rules from the database. */
   private async restore(): Promise<void> {
+    for (const t of this.db.removedTemps) this.log.warn(`config: removed ${t}, left by a daemon that died while saving`);
+    for (const m of this.db.skipped) this.log.error(m);
+    if (this.db.skipped.length > 0) {
+      this.log.error(`config: ${this.db.skipped.length} entries of ${this.db.file} skipped; the file as it was is kept in ${this.db.keptAs}`);
+    }
     for (const b of this.db.config.bridges) {
       this.bridges.set(b.name, new Bridge(b.name));
       await this.startAgent(b.name, b);
@@ -672,7 +678,9 @@ export class Switch implements ObservableSwitch {
       if (type === 'vhost-user' && sock === undefined) sock = path.join(this.paths.dir, name);
       if ((type === 'vhost-user-client' || type === 'virtio-user') && sock === undefined) throw new RpcError(`--path is required for type ${type}`);
       if ((type === 'tap' || type === 'afpacket') && p.iface === undefined && type === 'afpacket') throw new RpcError('--iface is required for type afpacket');
-      const ofport = p.ofport !== undefined ? Number(p.ofport) : this.nextOfport();
+      const ofport = p.ofport !== undefined && p.ofport !== null ? Number(p.ofport) : this.nextOfport();
+      const badNo = portNumberProblem(ofport);
+      if (badNo !== null) throw new RpcError(`cannot add port ${name}: ofport: ${badNo}`);
       if (this.ports.has(ofport)) throw new RpcError(`ofport ${ofport} is in use`);
       const mtu = p.mtu !== undefined && p.mtu !== null ? Number(p.mtu) : undefined;
       if (mtu !== undefined) {

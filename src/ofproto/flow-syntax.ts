@@ -292,12 +292,23 @@ const IP_FRAG: ReadonlyMap<string, [number, number]> = new Map([
   ['later', [FRAG_ANY | FRAG_LATER, FRAG_ANY | FRAG_LATER]], ['not_later', [0, FRAG_LATER]],
 ]);
 
-function parsePort(s: string, what: string, resolve: PortResolver | undefined): number {
+/** Reserved port numbers an action may name by number (output:0xfffa is output:NORMAL). */
+const ACTION_RESERVED = new Set([OFPP_IN_PORT, OFPP_TABLE, OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_CONTROLLER, OFPP_LOCAL]);
+
+/**
+ * A port by name or number. In an action (output, resubmit) a number must be a
+ * port (1..OFPP_MAX-1, the range src/dp/port-number.ts enforces everywhere) or
+ * a reserved port: `output:999999` is refused.
+ */
+function parsePort(s: string, what: string, resolve: PortResolver | undefined, action = false): number {
   const r = RESERVED_PORTS.get(s.toUpperCase());
   if (r !== undefined) return r;
   if (/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(s)) {
     const v = Number(s);
     if (v > 0xffffffff) throw new ValueError(`${what}: port ${s} out of range`);
+    if (action && !(v >= 1 && v < OFPP_MAX) && !ACTION_RESERVED.has(v)) {
+      throw new ValueError(`${what}: port ${s} out of range (a port is 1..${OFPP_MAX - 1}, or a reserved port such as NORMAL, FLOOD, ALL, IN_PORT, LOCAL)`);
+    }
     return v;
   }
   const p = resolve?.(s);
@@ -437,7 +448,7 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
     const name = m[1];
     const arg = m[2] ?? m[3] ?? '';
     switch (name) {
-      case 'output': return { type: 'output', port: parsePort(arg, 'output', resolve) };
+      case 'output': return { type: 'output', port: parsePort(arg, 'output', resolve, true) };
       case 'mod_dl_src': return { type: 'mod_dl_src', mac: Number(parseMac(arg, name)) };
       case 'mod_dl_dst': return { type: 'mod_dl_dst', mac: Number(parseMac(arg, name)) };
       case 'mod_vlan_vid': {
@@ -466,13 +477,13 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
         return { type: 'goto_table', table: Number(v) };
       }
       case 'resubmit': {
-        if (m[2] !== undefined) return { type: 'resubmit', port: parsePort(arg, 'resubmit', resolve) };
+        if (m[2] !== undefined) return { type: 'resubmit', port: parsePort(arg, 'resubmit', resolve, true) };
         const parts = arg.split(',');
         if (parts.length > 2) throw new ValueError(`resubmit: expected resubmit(port,table)`);
         const ps = parts[0].trim();
         const ts = (parts[1] ?? '').trim();
         const a: { type: 'resubmit'; port?: number; table?: number } = { type: 'resubmit' };
-        if (ps !== '') a.port = parsePort(ps, 'resubmit', resolve);
+        if (ps !== '') a.port = parsePort(ps, 'resubmit', resolve, true);
         if (ts !== '') {
           const v = parseUint(ts, 8, 'resubmit');
           if (v > 254n) throw new ValueError(`resubmit: table ${ts} out of range (0..254)`);
@@ -488,7 +499,7 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
   // Bare port: number, reserved name, or resolvable port name.
   const r = RESERVED_PORTS.get(t);
   if (r !== undefined && r !== OFPP_NONE) return { type: 'output', port: r };
-  if (/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(t)) return { type: 'output', port: parsePort(t, 'output', resolve) };
+  if (/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(t)) return { type: 'output', port: parsePort(t, 'output', resolve, true) };
   const p = /^[A-Za-z0-9_.-]+$/.test(t) ? resolve?.(t) : undefined;
   if (p !== undefined) return { type: 'output', port: p };
   throw new ValueError(`unknown action ${t}`);

@@ -62,8 +62,30 @@ test('config database: atomic save, corrupt or invalid files are refused with th
   assert.deepEqual(ConfigDb.open(f).config, db.config);
   fs.writeFileSync(f, '{"version":1,"bridges":[');
   assert.throws(() => ConfigDb.open(f), (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message));
-  fs.writeFileSync(f, JSON.stringify({ version: 1, bridges: [{ name: 'br0', ports: [{ name: 'p', type: 'warp', ofport: 1 }], flows: [] }] }));
-  assert.throws(() => ConfigDb.open(f), /unknown type "warp"/);
+  fs.writeFileSync(f, '[1,2]');
+  assert.throws(() => ConfigDb.open(f), (e: unknown) => e instanceof ConfigError && /expected \{"version":1/.test(e.message));
+  // a bad entry is skipped with the reason (issue 18: one bad port must not keep the switch from starting)
+  const bad = { version: 1, bridges: [{ name: 'br0', ports: [
+    { name: 'p', type: 'warp', ofport: 1 }, { name: 'z', type: 'tap', ofport: 0 }, { name: 'big', type: 'tap', ofport: 65280 },
+    { name: 'ok', type: 'tap', ofport: 2 }, { name: 'dup', type: 'tap', ofport: 2 },
+  ], flows: ['actions=NORMAL', 7] }, { name: 'bad name!', ports: [], flows: [] }] };
+  fs.writeFileSync(f, JSON.stringify(bad));
+  const db2 = ConfigDb.open(f);
+  assert.deepEqual(db2.config.bridges.map((b) => [b.name, b.ports.map((p) => p.name), b.flows]), [['br0', ['ok'], ['actions=NORMAL']]]);
+  assert.equal(db2.skipped.length, 6, db2.skipped.join('\n'));
+  assert.match(db2.skipped.join('\n'), /port p: unknown type "warp"/);
+  assert.match(db2.skipped.join('\n'), /port z: port number 0 is out of range \(an integer in 1\.\.65279\)/);
+  assert.match(db2.skipped.join('\n'), /port big: port number 65280 is out of range/);
+  assert.match(db2.skipped.join('\n'), /port dup: port number 2 is used twice/);
+  assert.deepEqual(JSON.parse(fs.readFileSync(db2.keptAs!, 'utf8')), bad, 'the file as it was is kept');
+  // stale temp files of dead writers go; a live writer's stays
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const stale = path.join(dir, `.conf.json.${dead.stdout}.tmp`);
+  const live = path.join(dir, `.conf.json.${process.ppid}.tmp`);
+  fs.writeFileSync(stale, '{');
+  fs.writeFileSync(live, '{');
+  assert.deepEqual(ConfigDb.open(f).removedTemps, [path.basename(stale)]);
+  assert.ok(!fs.existsSync(stale) && fs.existsSync(live));
 });
 
 test('the daemon refuses a corrupt database at start with a clear error, and rejects bad CLI input without dying', async (t) => {
@@ -97,6 +119,35 @@ test('the daemon refuses a corrupt database at start with a clear error, and rej
   assert.notEqual(flowErr.code, 0);
   assert.match(flowErr.stderr, /column \d+/);
   assert.equal((await d.cli('show')).code, 0, 'still serving after all of that');
+});
+
+test('ofport range: the RPC refuses 0 and 65280; a database with a bad entry and a stale temp file still starts (issue 18 defects 7, 9)', async (t) => {
+  const dir = tmp(t);
+  const good = { name: 'vm1', type: 'vhost-user', ofport: 3, path: path.join(dir, 'vm1.sock') };
+  fs.writeFileSync(path.join(dir, 'conf.json'), JSON.stringify({ version: 1, bridges: [{ name: 'br0', ports: [{ name: 'vm0', type: 'vhost-user', ofport: 0, path: path.join(dir, 'vm0.sock') }, good], flows: ['priority=0,actions=NORMAL', 'actions=output:999999'] }] }));
+  fs.writeFileSync(path.join(dir, '.conf.json.999999999.tmp'), '{"version":1');
+  const d = await startDaemon({ runDir: dir });
+  t.after(() => d.stop());
+  const show = await d.cli('show');
+  assert.equal(show.code, 0, d.log());
+  assert.match(show.stdout, /Port vm1 {2}ofport=3/);
+  assert.doesNotMatch(show.stdout, /vm0/);
+  assert.match(d.log(), /port vm0: port number 0 is out of range \(an integer in 1\.\.65279\): port skipped/);
+  assert.match(d.log(), /stored rule 'actions=output:999999' no longer parses: output: port 999999 out of range/);
+  assert.match(d.log(), /removed \.conf\.json\.999999999\.tmp/);
+  assert.ok(!fs.existsSync(path.join(dir, '.conf.json.999999999.tmp')));
+  const ctl = path.join(dir, 'tsvs.ctl');
+  for (const ofport of [0, 65280, -1, 1.5, 'x']) {
+    await assert.rejects(rpcCall(ctl, 'add-port', { bridge: 'br0', name: 'p9', type: 'vhost-user', ofport }), /ofport: port number .* is out of range/, String(ofport));
+  }
+  await assert.rejects(rpcCall(ctl, 'add-flow', { bridge: 'br0', flow: 'actions=output:999999' }), /output: port 999999 out of range/);
+  // what the RPC accepted is saved, and the daemon starts again from it
+  await rpcCall(ctl, 'add-port', { bridge: 'br0', name: 'p9', type: 'vhost-user', ofport: 65279 });
+  await d.stop();
+  const d2 = await startDaemon({ runDir: dir });
+  t.after(() => d2.stop());
+  assert.match((await d2.cli('show')).stdout, /Port p9 {2}ofport=65279/);
+  assert.doesNotMatch(d2.log(), /skipped/);
 });
 
 test('control socket: handler exceptions of any kind, unserialisable answers and odd JSON become JSON-RPC errors', async (t) => {

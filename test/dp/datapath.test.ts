@@ -154,3 +154,25 @@ test('a frame that fills its buffer, VLAN-tagged and output to several ports: co
   assert.deepEqual(on2[0].subarray(16), big.subarray(12), 'payload intact');
   assert.ok(guardOk(), 'no byte written past a buffer');
 });
+
+test('port numbers: 1..65279 (the one range of src/dp/port-number.ts); per-port arrays grow for high numbers', () => {
+  const pool = Mempool.create({ count: 256 });
+  const dp = new Datapath(pool, { upcall: () => undefined });
+  for (const bad of [0, -1, 65280, 1.5, NaN]) assert.throws(() => dp.addPort(bad, RingPort.create('x', pool, 16)), /out of range \(an integer in 1\.\.65279\)/, String(bad));
+  const lo = RingPort.create('lo', pool, 64);
+  const hi = RingPort.create('hi', pool, 64);
+  dp.addPort(1, lo);
+  dp.addPort(65279, hi);
+  const peerLo = RingPort.attach(lo.attachInfo(), pool);
+  const peerHi = RingPort.attach(hi.attachInfo(), pool);
+  const mask = new Uint32Array(FLOW_WORDS);
+  mask[W_IN_PORT] = 0xffffffff;
+  const key = new Uint32Array(FLOW_WORDS);
+  key[W_IN_PORT] = 1;
+  dp.installFlow(key, mask, Int32Array.from([OP_OUTPUT, 65279]));
+  send(pool, peerLo, [frame(2, 1, 7)]);
+  while (dp.pollOnce() > 0);
+  const got = recvAll(pool, peerHi);
+  assert.equal(got.length, 1, 'a frame reaches port 65279');
+  assert.equal(dp.rxqCount(1, 0), 1);
+});

@@ -121,6 +121,9 @@ export class Testpmd {
       `--rxq=${q}`,
       `--txq=${q}`,
       ...(o.interactive === false ? ['--auto-start', '--stats-period', '1'] : ['-i']),
+      // testpmd's default pool (155456 mbufs, 338 MB to touch) took over 20 s to set up under CPU load;
+      // tests never need that many
+      ...((o.extraArgs ?? []).some((a) => a.startsWith('--total-num-mbufs')) ? [] : ['--total-num-mbufs=16384']),
       ...(o.extraArgs ?? []),
     ];
     // testpmd prints with stdio: unbuffer it so interactive output arrives when printed.

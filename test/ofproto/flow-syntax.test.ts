@@ -247,3 +247,12 @@ test('fast-check: random matches round-trip format -> parse', () => {
       assert.equal(back.key.length, FLOW_WORDS);
     }), { numRuns: 2000 });
 });
+
+test('action port numbers: out of range refused with a clear error, reserved numbers and the edges accepted (issue 18)', () => {
+  for (const bad of ['actions=output:999999', 'actions=output:0', 'actions=output:65280', 'actions=999999', 'actions=resubmit:70000', 'actions=resubmit(99999,1)']) {
+    assert.throws(() => parseFlow(bad), (e: unknown) => e instanceof FlowSyntaxError && /out of range \(a port is 1\.\.65279/.test((e as Error).message), bad);
+  }
+  assert.deepEqual(parseFlow('actions=output:65279').actions, [{ type: 'output', port: 65279 }]);
+  assert.deepEqual(parseFlow('actions=output:1').actions, [{ type: 'output', port: 1 }]);
+  assert.deepEqual(parseFlow('actions=output:0xfffa').actions, [{ type: 'output', port: 0xfffa }], 'NORMAL by number');
+});
