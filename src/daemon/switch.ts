@@ -241,7 +241,7 @@ export class Switch implements ObservableSwitch {
   }
 
   private portSpec(p: PortConfig): PortSpec {
-    return { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, queues: p.queues, mac: p.mac, mtu: p.mtu };
+    return { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, queues: p.queues, mac: p.mac, mtu: p.mtu, maxMtu: this.buffers.maxMtu };
   }
 
   private async openPort(bridge: string, p: PortConfig): Promise<void> {

@@ -21,6 +21,8 @@ export interface PortSpec {
   queues?: number;
   mac?: string;
   mtu?: number;
+  /** vhost-user: largest MTU a guest may set (the switch's --max-mtu). */
+  maxMtu?: number;
   /** virtio-user: listen instead of connect. */
   server?: boolean;
   packed?: boolean;
@@ -85,6 +87,7 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
       if (!spec.path) throw new PortSpecError(`port ${spec.name}: vhost-user needs a socket path`);
       return new VhostUserPort({
         name: spec.name, path: spec.path, client: spec.type === 'vhost-user-client', queues: spec.queues, mac: spec.mac, mtu: spec.mtu, mempool: pool,
+        maxMtu: Math.min(spec.maxMtu ?? 65535, poolMaxMtu(pool)),
       });
     case 'virtio-user': {
       if (!spec.path) throw new PortSpecError(`port ${spec.name}: virtio-user needs a socket path`);

@@ -22,6 +22,7 @@ import { NetDataPath } from '../vhost/net-datapath.js';
 import { defaultLogger, type Logger } from '../vhost/connection.js';
 import type { DataPathDescription } from '../vhost/datapath.js';
 import type { DeviceQueueStats } from '../virtio/device-queue.js';
+import { L2_OVERHEAD } from './kernel-port.js';
 import { BURST, countTxDrop, newPortStats, tallyDrop, type LinkState, type Port, type PortStats } from './port.js';
 
 export interface VhostUserPortOptions {
@@ -37,6 +38,8 @@ export interface VhostUserPortOptions {
   mac?: string;
   /** MTU in the device config space (default 1500). */
   mtu?: number;
+  /** Largest MTU a guest may set (NET_SET_MTU); default: the largest whose frames fit the pool's buffers. */
+  maxMtu?: number;
   /** Virtio features to withhold (e.g. F_RING_PACKED). */
   disableFeatures?: bigint;
   mempool: Mempool;
@@ -104,7 +107,7 @@ export class VhostUserPort implements Port {
     }
     const o = opts as VhostUserPortOptions;
     this.device = new NetDevice(
-      { queuePairs: this.nQueues, mac: o.mac, mtu: o.mtu, disableFeatures: o.disableFeatures },
+      { queuePairs: this.nQueues, mac: o.mac, mtu: o.mtu, disableFeatures: o.disableFeatures, maxMtu: o.maxMtu ?? Math.max(68, Math.min(65535, this.cap - L2_OVERHEAD)) },
       (mac) => this.injectRarp(mac),
     );
     this.backend = new VhostUserBackend({

@@ -78,6 +78,8 @@ export interface VhostUserDevice {
   setConfig?(offset: number, data: Uint8Array, flags: number): boolean;
   /** NET_SET_MTU: false refuses. */
   setMtu?(mtu: number): boolean;
+  /** Why NET_SET_MTU would refuse this MTU (for the error), or null. */
+  mtuProblem?(mtu: number): string | null;
   /** SEND_RARP with the guest MAC. */
   sendRarp?(mac: Uint8Array): void;
   /** SET_FEATURES accepted. */
@@ -111,6 +113,10 @@ export interface BackendOptions {
   reconnectMaxMs?: number;
   /** Client mode: first delay (default 20 ms). */
   reconnectMinMs?: number;
+  /** A frontend's message must complete this many ms after its first byte (default 10000, see VhostConnection). */
+  messageTimeoutMs?: number;
+  /** Warnings about one connection's bad messages: at most this many per 10 s, the rest counted (default 10). */
+  warnPer10s?: number;
 }
 
 export interface BackendStats {
@@ -124,6 +130,8 @@ export interface BackendStats {
   /** Connections we closed because of a protocol error, by reason (framing errors included). */
   closeReasons: Record<string, number>;
   generations: number;
+  /** Warning lines about bad messages not logged (rate limit), all connections. */
+  suppressedWarnings: number;
 }
 
 /** Session state of one ring (control side). */
@@ -195,7 +203,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   readonly name: string;
   readonly log: Logger;
   readonly control: ControlBlock;
-  readonly stats: BackendStats = { connections: 0, ringResyncs: 0, disconnects: 0, messages: 0, errors: {}, closeReasons: {}, generations: 0 };
+  readonly stats: BackendStats = { connections: 0, ringResyncs: 0, disconnects: 0, messages: 0, errors: {}, closeReasons: {}, generations: 0, suppressedWarnings: 0 };
 
   private listener: UnixListener | null = null;
   private listenWatch: FdWatch | null = null;
@@ -206,6 +214,12 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   private reconnectDelay: number;
   private readonly reconnectMin: number;
   private readonly reconnectMax: number;
+  private readonly messageTimeoutMs: number | undefined;
+  private readonly warnPer10s: number;
+  /** Rate limit of warnings about the current connection's messages. */
+  private warnWindowStart = 0;
+  private warnsInWindow = 0;
+  private warnsSuppressed = 0;
   /** Serializes message handling, disconnects and close. */
   private serial: Promise<void> = Promise.resolve();
 
@@ -244,6 +258,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.reconnectMin = opts.reconnectMinMs ?? 20;
     this.reconnectMax = opts.reconnectMaxMs ?? 1000;
     this.reconnectDelay = this.reconnectMin;
+    this.messageTimeoutMs = opts.messageTimeoutMs;
+    this.warnPer10s = opts.warnPer10s ?? 10;
     if (!(this.device.maxQueues >= 1 && this.device.maxQueues <= 256)) throw new RangeError(`maxQueues ${this.device.maxQueues} not in 1..256`);
     this.control = new ControlBlock(this.device.maxQueues);
     this.rings = Array.from({ length: this.device.maxQueues }, newVring);
@@ -331,9 +347,13 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           this.stats.closeReasons[err.reason] = (this.stats.closeReasons[err.reason] ?? 0) + 1;
           this.log.log('warn', `${this.name}: closing frontend connection: ${err.message} [${err.reason}]`);
         }
+        this.flushSuppressed();
         void this.enqueue(() => this.onDisconnect(conn, err ? `${err.reason}: ${err.message}` : null));
       },
-    });
+    }, { messageTimeoutMs: this.messageTimeoutMs });
+    this.warnWindowStart = Date.now();
+    this.warnsInWindow = 0;
+    this.warnsSuppressed = 0;
     this.conn = conn;
     this.peer = peerPid(sock.fd);
     this.log.log('info', `${this.name}: frontend connected${this.peer > 0 ? ` (pid ${this.peer})` : ''}`);
@@ -449,7 +469,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   private onInvalid(conn: VhostConnection, hdr: MsgHeader, err: VhostProtocolError): boolean {
     this.countError(err.reason);
     const spec = FRONTEND_REQUESTS.get(hdr.request);
-    this.log.log('warn', `${this.name}: rejected ${requestName(hdr.request)}: ${err.message} [${err.reason}]`);
+    this.warnLimited(`rejected ${requestName(hdr.request)}: ${err.message} [${err.reason}]`);
     // A request that always gets a payload reply cannot be answered sensibly: drop the connection.
     if (spec && spec.reply !== 'ack') return false;
     if (hdr.flags & FLAG_NEED_REPLY) {
@@ -460,6 +480,35 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       }
     }
     return true;
+  }
+
+  /**
+   * A warning about the current frontend's messages, rate-limited per
+   * connection (a hostile frontend must not fill the log): at most
+   * warnPer10s lines per 10 s window; the rest are counted and their number
+   * logged with the next line that gets through (or when the connection ends).
+   */
+  private warnLimited(msg: string): void {
+    const now = Date.now();
+    if (now - this.warnWindowStart >= 10000) {
+      this.warnWindowStart = now;
+      this.warnsInWindow = 0;
+    }
+    if (this.warnsInWindow >= this.warnPer10s) {
+      this.warnsSuppressed++;
+      this.stats.suppressedWarnings++;
+      return;
+    }
+    this.warnsInWindow++;
+    const extra = this.warnsSuppressed > 0 ? ` (${this.warnsSuppressed} similar warnings suppressed before this one)` : '';
+    this.warnsSuppressed = 0;
+    this.log.log('warn', `${this.name}: ${msg}${extra}`);
+  }
+
+  private flushSuppressed(): void {
+    if (this.warnsSuppressed === 0) return;
+    this.log.log('warn', `${this.name}: ${this.warnsSuppressed} warnings about this frontend's messages were suppressed (rate limit)`);
+    this.warnsSuppressed = 0;
   }
 
   private countError(reason: string): void {
@@ -484,7 +533,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         conn.close(err); // the frontend waits for a payload we cannot give (logged in onClose)
         return;
       }
-      this.log.log('warn', `${this.name}: ${err.message} [${err.reason}]`);
+      this.warnLimited(`${err.message} [${err.reason}]`);
       if (msg.hdr.flags & FLAG_NEED_REPLY) this.sendReply(conn, msg.hdr.request, encodeAck(false));
       return;
     }
@@ -689,8 +738,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       },
       netSetMtu: (m) => {
         const mtu = decodeU64Num(m.payload);
-        if (!this.device.setMtu || !(mtu >= 68 && mtu <= 65535) || !this.device.setMtu(mtu)) {
-          throw new VhostProtocolError('bad-value', `MTU ${mtu} refused`, R.NET_SET_MTU);
+        if (!this.device.setMtu) throw new VhostProtocolError('unsupported', 'device has no MTU', R.NET_SET_MTU);
+        if (!(mtu >= 68 && mtu <= 65535) || !this.device.setMtu(mtu)) {
+          const why = this.device.mtuProblem?.(mtu) ?? `MTU ${mtu} not in 68..65535`;
+          throw new VhostProtocolError('bad-value', `refused: ${why}`, R.NET_SET_MTU);
         }
       },
       setBackendReqFd: (m) => {
@@ -701,7 +752,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         const c = decodeConfig(m.payload);
         const data = this.device.getConfig?.(c.offset, c.data.length) ?? null;
         if (!data || data.length !== c.data.length) {
-          this.log.log('warn', `${this.name}: GET_CONFIG offset ${c.offset} size ${c.data.length} refused`);
+          this.warnLimited(`GET_CONFIG offset ${c.offset} size ${c.data.length} refused`);
           this.countError('bad-value');
           return new Uint8Array(0); // zero-length payload = error (spec)
         }
@@ -832,7 +883,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       if (!packed && (v.size & (v.size - 1)) !== 0) return;
       const why = this.checkRingAddrs(v.size, v.descU, v.availU, v.usedU);
       if (why) {
-        this.log.log('warn', `${this.name}: ring ${i} not usable: ${why}`);
+        this.warnLimited(`ring ${i} not usable: ${why}`);
         return;
       }
       queues[i] = {

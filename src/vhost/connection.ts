@@ -76,7 +76,16 @@ export interface ConnectionHandlers {
 export interface ConnectionOptions {
   /** Accept headers with the REPLY flag (the frontend reading replies). Default false. */
   acceptReplies?: boolean;
+  /**
+   * A message whose first byte arrived must be complete within this many ms,
+   * or the connection is closed ('message-timeout'): a peer that sends part of
+   * a header and stops must not hold the port. Default 10000; 0 disables.
+   */
+  messageTimeoutMs?: number;
 }
+
+/** Default for {@link ConnectionOptions.messageTimeoutMs}. */
+export const DEFAULT_MESSAGE_TIMEOUT_MS = 10000;
 
 export class VhostConnection {
   readonly sock: UnixSocket;
@@ -91,11 +100,32 @@ export class VhostConnection {
   private busy = false;
   private closed = false;
   private readonly acceptReplies: boolean;
+  private readonly messageTimeoutMs: number;
+  private messageTimer: NodeJS.Timeout | null = null;
 
   constructor(sock: UnixSocket, handlers: ConnectionHandlers, opts: ConnectionOptions = {}) {
     this.sock = sock;
     this.h = handlers;
     this.acceptReplies = opts.acceptReplies ?? false;
+    this.messageTimeoutMs = opts.messageTimeoutMs ?? DEFAULT_MESSAGE_TIMEOUT_MS;
+  }
+
+  /** Arm the message timer at a message's first byte (no-op if armed or disabled). */
+  private armMessageTimer(): void {
+    if (this.messageTimer !== null || this.messageTimeoutMs <= 0 || this.closed) return;
+    const t0 = Date.now();
+    this.messageTimer = setTimeout(() => {
+      this.messageTimer = null;
+      if (this.closed) return;
+      const got = this.hdr === null ? `${this.hdrGot} of ${HDR_SIZE} header bytes` : `${this.payloadGot} of ${this.payload.length} payload bytes`;
+      this.close(new VhostProtocolError('message-timeout', `incomplete message after ${Date.now() - t0} ms (${got})`));
+    }, this.messageTimeoutMs);
+    this.messageTimer.unref?.();
+  }
+
+  private clearMessageTimer(): void {
+    if (this.messageTimer !== null) clearTimeout(this.messageTimer);
+    this.messageTimer = null;
   }
 
   get isClosed(): boolean {
@@ -120,6 +150,7 @@ export class VhostConnection {
   close(err: VhostProtocolError | null = null): void {
     if (this.closed) return;
     this.closed = true;
+    this.clearMessageTimer();
     this.watch?.close();
     this.watch = null;
     this.dropFds();
@@ -132,6 +163,23 @@ export class VhostConnection {
     this.fds = [];
   }
 
+  /**
+   * A message carries at most MAX_MSG_FDS fds in all, however its bytes are
+   * split over reads (a frontend sending one byte per sendmsg, each with 8
+   * fds, would otherwise make us hold fds without bound until the message
+   * completes). Past the cap the connection is dropped; close() closes
+   * every fd received for the message. A connection holds no other received
+   * fds (handlers take theirs into the session, whose slots are bounded).
+   */
+  private capFds(): void {
+    if (this.fds.length <= MAX_MSG_FDS) return;
+    const n = this.fds.length;
+    throw new VhostProtocolError(
+      'too-many-fds',
+      `${n} fds received for one message (${this.hdrGot + this.payloadGot} bytes so far, sent over several writes); the limit is ${MAX_MSG_FDS}`,
+    );
+  }
+
   private pump(): void {
     if (this.closed || this.busy) return;
     try {
@@ -140,12 +188,14 @@ export class VhostConnection {
         if (this.hdr === null) {
           const n = this.sock.recv(this.hdrBuf.subarray(this.hdrGot), this.fds);
           if (this.sock.lastTruncated) throw new VhostProtocolError('bad-fds', `more than ${MAX_MSG_FDS} fds on one message`);
+          this.capFds();
           if (n < 0) return;
           if (n === 0) {
             if (this.hdrGot === 0 && this.fds.length === 0) return this.close(null);
             throw new VhostProtocolError('short-header', `EOF after ${this.hdrGot} header bytes`);
           }
           this.hdrGot += n;
+          this.armMessageTimer();
           if (this.hdrGot < HDR_SIZE) continue;
           const dv = new DataView(this.hdrBuf.buffer);
           const hdr = { request: dv.getUint32(0, true), flags: dv.getUint32(4, true), size: dv.getUint32(8, true) };
@@ -163,6 +213,7 @@ export class VhostConnection {
         if (this.payloadGot < this.payload.length) {
           const n = this.sock.recv(this.payload.subarray(this.payloadGot), this.fds);
           if (this.sock.lastTruncated) throw new VhostProtocolError('bad-fds', `more than ${MAX_MSG_FDS} fds on one message`);
+          this.capFds();
           if (n < 0) return;
           if (n === 0) throw new VhostProtocolError('short-payload', `EOF after ${this.payloadGot}/${this.payload.length} payload bytes`);
           this.payloadGot += n;
@@ -178,6 +229,7 @@ export class VhostConnection {
   }
 
   private dispatch(): void {
+    this.clearMessageTimer();
     const hdr = this.hdr as MsgHeader;
     const msg: VhostMessage = { hdr, payload: this.payload, fds: this.fds };
     this.hdr = null;

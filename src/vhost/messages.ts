@@ -363,6 +363,8 @@ export type ProtocolErrorReason =
   | 'unknown-request'
   | 'bad-size'
   | 'bad-fds'
+  | 'too-many-fds' // more fds than one message may carry, accumulated over several reads
+  | 'message-timeout' // a message started but not completed in time
   | 'bad-payload'
   | 'bad-value' // well-formed but not acceptable (index out of range, absurd region ...)
   | 'out-of-order' // not valid in the current state

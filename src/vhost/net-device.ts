@@ -41,6 +41,8 @@ export interface NetDeviceOptions {
   mtu?: number;
   /** Remove features from the default offer (e.g. F.F_RING_PACKED). */
   disableFeatures?: bigint;
+  /** Largest MTU a guest may set with NET_SET_MTU (the switch's --max-mtu). Default 65535. */
+  maxMtu?: number;
 }
 
 export function parseMac(s: string): Uint8Array {
@@ -59,8 +61,14 @@ export class NetDevice implements VhostUserDevice {
   readonly features: bigint;
   readonly protocolFeatures = NET_DEVICE_PROTOCOL_FEATURES;
   readonly mac: Uint8Array;
-  /** MTU in config space (may be changed by NET_SET_MTU). */
+  /** MTU in config space (may be changed by NET_SET_MTU; back to the configured one when the frontend leaves). */
   mtu: number;
+  /** The MTU configured for the port (offered to each new frontend). */
+  readonly configuredMtu: number;
+  /** Largest MTU accepted from NET_SET_MTU. */
+  readonly maxMtu: number;
+  /** NET_SET_MTU requests refused (above maxMtu or below 68). */
+  mtuRefused = 0;
   /** Features the frontend acked (0 until SET_FEATURES). */
   acked = 0n;
   /** MAC of a SEND_RARP not yet announced, or null. The port sends the RARP frame. */
@@ -77,6 +85,10 @@ export class NetDevice implements VhostUserDevice {
     const mtu = opts.mtu ?? 1500;
     if (!(Number.isInteger(mtu) && mtu >= 68 && mtu <= 65535)) throw new RangeError(`mtu ${mtu} not in 68..65535`);
     this.mtu = mtu;
+    this.configuredMtu = mtu;
+    const maxMtu = opts.maxMtu ?? 65535;
+    if (!(Number.isInteger(maxMtu) && maxMtu >= 68 && maxMtu <= 65535)) throw new RangeError(`maxMtu ${maxMtu} not in 68..65535`);
+    this.maxMtu = maxMtu;
     this.onRarp = onRarp ?? null;
   }
 
@@ -111,9 +123,21 @@ export class NetDevice implements VhostUserDevice {
     return true;
   }
 
+  /** NET_SET_MTU: refused (and counted) outside 68..maxMtu; see mtuProblem(). */
   setMtu(mtu: number): boolean {
+    if (this.mtuProblem(mtu) !== null) {
+      this.mtuRefused++;
+      return false;
+    }
     this.mtu = mtu;
     return true;
+  }
+
+  /** Why a guest's MTU is refused, or null. */
+  mtuProblem(mtu: number): string | null {
+    if (!(Number.isInteger(mtu) && mtu >= 68)) return `MTU ${mtu} is below 68`;
+    if (mtu > this.maxMtu) return `MTU ${mtu} is above the switch's largest (${this.maxMtu}, --max-mtu)`;
+    return null;
   }
 
   sendRarp(mac: Uint8Array): void {
@@ -127,6 +151,7 @@ export class NetDevice implements VhostUserDevice {
 
   reset(): void {
     this.acked = 0n;
+    this.mtu = this.configuredMtu;
     this.pendingRarp = null;
   }
 }

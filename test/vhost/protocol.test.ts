@@ -386,13 +386,16 @@ test('SEND_RARP makes the owning port announce the guest MAC; NET_SET_MTU and GE
   let c = M.decodeConfig((await rd.next())!.payload);
   assert.deepEqual([...c.data.subarray(0, 6)], [2, 0x11, 0x22, 0x33, 0x44, 0x55]);
   assert.equal(c.data[10] | (c.data[11] << 8), 1500);
-  sendScript(ours, g, { request: R.NET_SET_MTU, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: M.encodeU64(9000n), fds: [] });
+  sendScript(ours, g, { request: R.NET_SET_MTU, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: M.encodeU64(2000n), fds: [] });
   await expectAck(rd, R.NET_SET_MTU, true);
+  // above what the pool's buffers hold (the port's default max MTU): refused
+  sendScript(ours, g, { request: R.NET_SET_MTU, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: M.encodeU64(9000n), fds: [] });
+  await expectAck(rd, R.NET_SET_MTU, false);
   sendScript(ours, g, { request: R.NET_SET_MTU, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: M.encodeU64(10n), fds: [] });
   await expectAck(rd, R.NET_SET_MTU, false);
   sendScript(ours, g, { request: R.GET_CONFIG, flags: M.VERSION, payload: M.encodeConfig({ offset: 10, flags: 0, data: new Uint8Array(2) }), fds: [] });
   c = M.decodeConfig((await rd.next())!.payload);
-  assert.equal(c.data[0] | (c.data[1] << 8), 9000);
+  assert.equal(c.data[0] | (c.data[1] << 8), 2000);
   sendScript(ours, g, { request: R.SEND_RARP, flags: M.VERSION | M.FLAG_NEED_REPLY, payload: Uint8Array.from([0x52, 0x54, 0, 1, 2, 3, 0, 0]), fds: [] });
   await expectAck(rd, R.SEND_RARP, true);
   const out = new Int32Array(32);
