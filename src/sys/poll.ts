@@ -10,11 +10,24 @@ export interface Readiness {
   disconnect: boolean;
 }
 
+// koffi.node.poll() defines the PollHandle class anew on every call (koffi 2.16: PollHandle::Define
+// per call), and V8 keeps every function template for the life of the isolate: a few KB of heap that
+// never come back per watch, i.e. per vhost-user connection (issue 18, defect 5). The class koffi
+// exports, defined once at load, does the same without the leak.
+const PollHandleCtor = koffi.node.PollHandle as unknown as new (fd: number) => InstanceType<typeof koffi.node.PollHandle>;
+
 /** A watch on one fd; close it BEFORE closing the fd. */
 export class FdWatch {
-  private handle: ReturnType<typeof koffi.node.poll> | null;
+  private handle: InstanceType<typeof koffi.node.PollHandle> | null;
   constructor(fd: number, opts: { readable?: boolean; writable?: boolean }, cb: (ev: Readiness) => void) {
-    this.handle = koffi.node.poll(fd, { readable: opts.readable ?? true, writable: opts.writable ?? false, disconnect: true }, cb);
+    const h = new PollHandleCtor(fd);
+    try {
+      h.start({ readable: opts.readable ?? true, writable: opts.writable ?? false, disconnect: true }, cb);
+    } catch (e) {
+      h.close();
+      throw e;
+    }
+    this.handle = h;
   }
   /** Let the process exit even while this watch is active. */
   unref(): this {
