@@ -21,6 +21,8 @@ export { VhostUserFrontend } from './vhost/frontend.js';
 export { BURST, newPortStats, type Port, type PortStats, type LinkState } from './pmd/port.js';
 export { VhostUserPort, type VhostUserPortOptions } from './pmd/vhost-user.js';
 export { VirtioUserPort, type VirtioUserOptions } from './pmd/virtio-user.js';
+export { VirtioPciPort, VirtioPciError, PCI_BUF_SIZE, type VirtioPciOptions } from './pmd/virtio-pci.js';
+export { bindPciDevice, listPciDevices, PciError } from './sys/pci.js';
 export { TapPort, type TapPortOptions } from './pmd/tap.js';
 export { AfPacketPort, type AfPacketPortOptions } from './pmd/af-packet.js';
 export { RingPort } from './pmd/ring-port.js';

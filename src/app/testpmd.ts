@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Mempool, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM, type MempoolAttachInfo } from '../mem/mempool.js';
 import { openPort, portInfo, type PortSpec, type PortInfo } from '../dp/port-factory.js';
 import type { Port } from '../pmd/port.js';
+import { PCI_BUF_SIZE } from '../pmd/virtio-pci.js';
 import * as libc from '../sys/libc.js';
 import { TrafficGen, TxStream, checkFrame, macSwap, CHECK_BAD } from './traffic.js';
 
@@ -22,13 +23,25 @@ export class PortSpecSyntaxError extends Error {
   }
 }
 
-/** Parse `vhost-user:path=SOCK[,client=1][,queues=N]` or `virtio-user:path=SOCK[,server=1][,queues=N][,packed=1]`. */
+/**
+ * Parse `vhost-user:path=SOCK[,client=1][,queues=N]`, `virtio-user:path=SOCK[,server=1][,queues=N][,packed=1]`
+ * or `virtio-pci:ADDR[,packed=1]` (ADDR a PCI address such as 0000:00:02.0, also `addr=ADDR`).
+ */
 export function parsePortArg(s: string, index: number): PortSpec {
   const colon = s.indexOf(':');
   const kind = colon < 0 ? s : s.slice(0, colon);
   const kv = new Map<string, string>();
+  let rest = colon < 0 ? '' : s.slice(colon + 1);
+  if (kind === 'virtio-pci') {
+    // the PCI address itself has colons: it is the first item unless given as addr=
+    const m = /^((?:[0-9a-f]{4}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])(?:,|$)/i.exec(rest);
+    if (m) {
+      kv.set('addr', m[1]);
+      rest = rest.slice(m[0].length);
+    }
+  }
   if (colon >= 0) {
-    for (const part of s.slice(colon + 1).split(',')) {
+    for (const part of rest.split(',')) {
       if (part === '') continue;
       const eq = part.indexOf('=');
       if (eq <= 0) throw new PortSpecSyntaxError(`--port ${s}: expected key=value, got '${part}'`);
@@ -38,17 +51,23 @@ export function parsePortArg(s: string, index: number): PortSpec {
   const allowed: Record<string, string[]> = {
     'vhost-user': ['path', 'client', 'queues', 'mac', 'name'],
     'virtio-user': ['path', 'server', 'queues', 'packed', 'mac', 'name'],
+    'virtio-pci': ['addr', 'packed', 'name'],
   };
-  if (!(kind in allowed)) throw new PortSpecSyntaxError(`--port ${s}: unknown port kind '${kind}' (vhost-user or virtio-user)`);
+  if (!(kind in allowed)) throw new PortSpecSyntaxError(`--port ${s}: unknown port kind '${kind}' (vhost-user, virtio-user or virtio-pci)`);
   for (const k of kv.keys()) if (!allowed[kind].includes(k)) throw new PortSpecSyntaxError(`--port ${s}: unknown option '${k}' for ${kind} (allowed: ${allowed[kind].join(', ')})`);
-  const path = kv.get('path');
-  if (!path) throw new PortSpecSyntaxError(`--port ${s}: path=SOCK is required`);
   const flag = (k: string): boolean => {
     const v = kv.get(k);
     if (v === undefined || v === '0') return false;
     if (v === '1') return true;
     throw new PortSpecSyntaxError(`--port ${s}: ${k} must be 0 or 1`);
   };
+  if (kind === 'virtio-pci') {
+    const addr = kv.get('addr');
+    if (!addr) throw new PortSpecSyntaxError(`--port ${s}: a PCI address is required (virtio-pci:0000:00:02.0)`);
+    return { name: kv.get('name') ?? `port${index}`, type: 'virtio-pci', pci: addr, packed: flag('packed') };
+  }
+  const path = kv.get('path');
+  if (!path) throw new PortSpecSyntaxError(`--port ${s}: path=SOCK is required`);
   const q = kv.get('queues');
   const queues = q === undefined ? 1 : Number(q);
   if (!Number.isInteger(queues) || queues < 1 || queues > 16) throw new PortSpecSyntaxError(`--port ${s}: queues must be 1..16`);
@@ -225,8 +244,11 @@ export class Testpmd {
   constructor(opts: TestpmdOptions) {
     if (opts.ports.length === 0) throw new PortSpecSyntaxError('at least one --port is needed');
     // buffers big enough for one txonly frame (plus headroom for the virtio-net header)
-    const bufSize = Math.max(DEFAULT_BUF_SIZE, DEFAULT_HEADROOM + Math.ceil(opts.txpkts / 64) * 64);
-    this.pool = Mempool.create({ name: 'testpmd', count: opts.poolSize ?? 8192, bufSize });
+    let bufSize = Math.max(DEFAULT_BUF_SIZE, DEFAULT_HEADROOM + Math.ceil(opts.txpkts / 64) * 64);
+    // a PCI device does DMA: buffers in hugepages, none straddling two of them (a power-of-2 size)
+    const hugepages = opts.ports.some((p) => p.type === 'virtio-pci');
+    if (hugepages) bufSize = 1 << Math.ceil(Math.log2(Math.max(PCI_BUF_SIZE, DEFAULT_HEADROOM + Math.ceil(opts.txpkts / 64) * 64)));
+    this.pool = Mempool.create({ name: 'testpmd', count: opts.poolSize ?? 8192, bufSize, hugepages });
     this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { testpmd: true, opts: { ...opts, pool: this.pool.attachInfo() } } });
     this.ready = new Promise((resolve, reject) => {
       this.worker.on('message', (m: { t: string; ports?: unknown; message?: string }) => {

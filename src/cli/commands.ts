@@ -123,7 +123,10 @@ export const COMMANDS: CommandSpec[] = [
     name: 'testpmd',
     summary: 'a testpmd-like application on the tsvs library (ports, forwarding modes, stats)',
     options: {
-      port: { type: 'string', multiple: true, arg: 'SPEC', help: 'vhost-user:path=SOCK[,client=1][,queues=N] | virtio-user:path=SOCK[,server=1][,queues=N][,packed=1] (repeatable)' },
+      port: {
+        type: 'string', multiple: true, arg: 'SPEC',
+        help: 'vhost-user:path=SOCK[,client=1][,queues=N] | virtio-user:path=SOCK[,server=1][,queues=N][,packed=1] | virtio-pci:PCI_ADDR[,packed=1] (in a VM, device bound to uio_pci_generic; repeatable)',
+      },
       fwd: { type: 'string', arg: 'MODE', help: 'io | txonly | rxonly | macswap | mac | txrx (port 0 sends, the others receive and verify)', default: 'io' },
       txpkts: { type: 'string', arg: 'BYTES', help: 'frame size for txonly (64..9000)', default: '64' },
       burst: { type: 'string', arg: 'N', help: 'burst size (1..32)', default: '32' },
@@ -135,5 +138,24 @@ export const COMMANDS: CommandSpec[] = [
       json: { type: 'boolean', help: 'print one final JSON object' },
     },
     load: () => import('../app/testpmd-cli.js'),
+  },
+  {
+    name: 'pci-bind',
+    args: 'PCI_ADDR DRIVER',
+    summary: 'hand a PCI NIC to a driver: uio_pci_generic (for a userspace PMD, e.g. virtio-pci ports) or back to virtio-pci (the kernel)',
+    options: {
+      force: { type: 'boolean', help: 'bind even if its kernel interface is up, a process uses it, or no hugepages are reserved' },
+      json: { type: 'boolean', help: 'print the result as JSON' },
+    },
+    load: () => import('./pci.js').then((m) => ({ run: m.runBind })),
+  },
+  {
+    name: 'pci-list',
+    summary: 'list the network PCI devices with their driver and kernel interface',
+    options: {
+      all: { type: 'boolean', help: 'every PCI device, not only network ones' },
+      json: { type: 'boolean', help: 'print the list as JSON' },
+    },
+    load: () => import('./pci.js').then((m) => ({ run: m.runList })),
   },
 ];

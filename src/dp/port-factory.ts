@@ -9,8 +9,9 @@ import { AfPacketPort } from '../pmd/af-packet.js';
 import { L2_OVERHEAD } from '../pmd/kernel-port.js';
 import { VirtioUserPort } from '../pmd/virtio-user.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
+import { VirtioPciPort } from '../pmd/virtio-pci.js';
 
-export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'tap' | 'afpacket';
+export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket';
 
 export interface PortSpec {
   name: string;
@@ -23,6 +24,8 @@ export interface PortSpec {
   mtu?: number;
   /** vhost-user: largest MTU a guest may set (the switch's --max-mtu). */
   maxMtu?: number;
+  /** virtio-pci: PCI address of the device (bound to uio_pci_generic). */
+  pci?: string;
   /** virtio-user: listen instead of connect. */
   server?: boolean;
   packed?: boolean;
@@ -79,7 +82,7 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
     if (spec.mtu > max) {
       throw new PortSpecError(`port ${spec.name}: mtu ${spec.mtu} does not fit the ${pool.bufSize}-byte packet buffers (at most mtu ${max})`);
     }
-    if (spec.type === 'virtio-user') throw new PortSpecError(`port ${spec.name}: virtio-user ports take no mtu (the device offers it)`);
+    if (spec.type === 'virtio-user' || spec.type === 'virtio-pci') throw new PortSpecError(`port ${spec.name}: ${spec.type} ports take no mtu (the device offers it)`);
   }
   switch (spec.type) {
     case 'vhost-user':
@@ -92,6 +95,10 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
     case 'virtio-user': {
       if (!spec.path) throw new PortSpecError(`port ${spec.name}: virtio-user needs a socket path`);
       return new VirtioUserPort({ name: spec.name, path: spec.path, server: spec.server, queues: spec.queues, packed: spec.packed, mac: spec.mac, pool });
+    }
+    case 'virtio-pci': {
+      if (!spec.pci) throw new PortSpecError(`port ${spec.name}: virtio-pci needs a PCI address`);
+      return new VirtioPciPort({ name: spec.name, addr: spec.pci, packed: spec.packed, pool });
     }
     case 'tap':
       return new TapPort(spec.name, pool, { ifname: spec.iface ?? spec.name, queues: spec.queues, mtu: spec.mtu });
