@@ -64,7 +64,7 @@ export class CaptureSessions {
     this.timer.unref();
   }
 
-  async start(p: { port?: unknown; direction?: unknown; filter?: unknown; count?: unknown; snaplen?: unknown }): Promise<{ id: number; snaplen: number; port: string }> {
+  async start(p: { port?: unknown; direction?: unknown; filter?: unknown; count?: unknown; snaplen?: unknown; buffer?: unknown }): Promise<{ id: number; snaplen: number; port: string }> {
     const name = String(p.port ?? '');
     const at = this.host.port(name);
     if (!at) throw new CaptureError(`no port named '${name}'`);
@@ -84,7 +84,11 @@ export class CaptureSessions {
         throw new CaptureError(`filter: ${(e as Error).message}`);
       }
     }
-    const slots = Math.max(256, Math.min(8192, Math.floor(RING_BYTES / (16 + snap))));
+    let slots = Math.max(256, Math.min(8192, Math.floor(RING_BYTES / (16 + snap))));
+    if (p.buffer !== undefined && p.buffer !== null) {
+      slots = Number(p.buffer);
+      if (!Number.isInteger(slots) || slots < 16 || slots > 65536) throw new CaptureError(`--buffer must be 16..65536 frames, got '${String(p.buffer)}'`);
+    }
     const ring = newCaptureRing(slots, snap);
     const id = this.nextId++;
     await at.pmd.captureStart(id, at.portNo, dirs, ring.buf);

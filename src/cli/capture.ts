@@ -30,9 +30,10 @@ export async function run(values: Record<string, unknown>, pos: string[]): Promi
   const direction = String(values.direction ?? 'both');
   if (!['rx', 'tx', 'both'].includes(direction)) throw new UsageError(`--direction must be rx, tx or both, got '${direction}'`);
   const snaplen = values.snaplen === undefined ? undefined : Number(values.snaplen);
+  const buffer = values.buffer === undefined ? undefined : Number(values.buffer);
   const filter = pos.slice(1).join(' ');
   const file = values.write as string | undefined;
-  const started = (await rpcCall(ctl, 'capture-start', { port: pos[0], direction, filter, count, snaplen })) as { id: number; snaplen: number };
+  const started = (await rpcCall(ctl, 'capture-start', { port: pos[0], direction, filter, count, snaplen, buffer })) as { id: number; snaplen: number };
   let fd: number | null = null;
   const toStdout = file === '-';
   if (file !== undefined && !toStdout) fd = fs.openSync(file, 'w');

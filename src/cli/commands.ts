@@ -116,6 +116,7 @@ export const COMMANDS: CommandSpec[] = [
       count: { type: 'string', short: 'c', arg: 'N', help: 'stop after N frames', default: 'until Ctrl-C' },
       direction: { type: 'string', arg: 'DIR', help: 'rx | tx | both', default: 'both' },
       snaplen: { type: 'string', arg: 'BYTES', help: 'bytes kept of each frame (64..65528)', default: '9216' },
+      buffer: { type: 'string', arg: 'FRAMES', help: 'frames the capture ring holds (16..65536)', default: '16 MiB worth, 256..8192' },
     },
     load: () => import('./capture.js'),
   },
