@@ -55,6 +55,11 @@ export const COMMANDS: CommandSpec[] = [
         help: 'largest port MTU, 68..9710; sizes the packet buffers (MTU + 22 rounded up to 128, + 128 headroom, at least 2176 B: 9000 -> 9216 B, 16384 buffers = 144 MiB)',
         default: '1500',
       },
+      'max-guest-mem': {
+        type: 'string', arg: 'GIB',
+        help: 'most guest memory one vhost-user frontend may share, in GiB (1..65536); a bigger memory table is refused',
+        default: '1024',
+      },
       'log-level': { type: 'string', arg: 'LEVEL', help: 'trace|debug|info|warn|error', default: 'info' },
       metrics: { type: 'string', arg: 'ADDR:PORT', help: 'serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone: 127.0.0.1; port 0: any free port, said in the log)', default: 'off' },
       web: { type: 'string', arg: 'ADDR:PORT', help: 'serve the live web dashboard at http://ADDR:PORT/ (PORT alone: 127.0.0.1)', default: 'off' },

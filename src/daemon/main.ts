@@ -2,9 +2,11 @@
 import { pino, destination } from 'pino';
 import { Switch, SwitchConfigError, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
+import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend.js';
 import { UsageError } from '../cli/main.js';
 import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
 import { startWebServer } from '../web/server.js';
+import { installSigbusGuard, sigbusGuardProblem } from '../sys/sigbus.js';
 
 export function parseCpuList(s: string): number[] {
   const out: number[] = [];
@@ -44,6 +46,9 @@ export async function run(values: Record<string, unknown>): Promise<number> {
   };
   const metricsAt = listenArg('metrics');
   const webAt = listenArg('web');
+  const maxGuestGib = intArg(values['max-guest-mem'], 'max-guest-mem', 1, 65536, DEFAULT_MAX_GUEST_MEMORY / 2 ** 30);
+  // Before any worker starts: a frontend that truncates guest memory we cannot seal faults into the guard, not the default action.
+  if (!installSigbusGuard()) log.warn(`${sigbusGuardProblem()}: guest memory that cannot be sealed against shrinking will be refused`);
   let sw: Switch;
   try {
     sw = await Switch.start({
@@ -53,6 +58,7 @@ export async function run(values: Record<string, unknown>): Promise<number> {
       pmdPerfMetrics: values['pmd-perf-metrics'] === true,
       poolSize,
       maxMtu,
+      maxGuestMemory: maxGuestGib * 2 ** 30,
       log,
       ephemeral: values.ovsdb !== undefined,
     });

@@ -87,6 +87,8 @@ export interface SwitchOptions {
   poolSize?: number;
   /** Largest port MTU; sizes the packet buffers (default 1500). */
   maxMtu?: number;
+  /** Most guest memory one vhost-user frontend may share, bytes (default 1 TiB). */
+  maxGuestMemory?: number;
   log: Logger;
   /** Revalidation period, ms. */
   revalidateMs?: number;
@@ -126,12 +128,14 @@ export class Switch implements ObservableSwitch {
   private stopping = false;
   private pmdStatsBase = new Map<number, PmdThreadStats>();
   private readonly ephemeral: boolean;
+  private readonly maxGuestMemory: number | undefined;
   onShutdown: (() => void) | null = null;
   /** tsvs capture sessions (frames copied by the PMD threads into shared rings). */
   private captures: CaptureSessions | null = null;
 
   private constructor(opts: SwitchOptions) {
     this.buffers = bufferLayout(opts.maxMtu ?? DEFAULT_MAX_MTU);
+    this.maxGuestMemory = opts.maxGuestMemory;
     const count = opts.poolSize ?? DEFAULT_POOL_SIZE;
     const { bufSize, headroom, maxMtu } = this.buffers;
     try {
@@ -241,7 +245,7 @@ export class Switch implements ObservableSwitch {
   }
 
   private portSpec(p: PortConfig): PortSpec {
-    return { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, queues: p.queues, mac: p.mac, mtu: p.mtu, maxMtu: this.buffers.maxMtu };
+    return { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, queues: p.queues, mac: p.mac, mtu: p.mtu, maxMtu: this.buffers.maxMtu, maxGuestMemory: this.maxGuestMemory };
   }
 
   private async openPort(bridge: string, p: PortConfig): Promise<void> {
@@ -764,6 +768,7 @@ export class Switch implements ObservableSwitch {
           return {
             name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, mtu: rt.info?.mtu ?? rt.cfg.mtu,
             link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id,
+            ...(rt.info?.memory ? { memory: rt.info.memory } : {}),
           };
         }),
         rules: br.ruleCount(),
@@ -784,7 +789,7 @@ export class Switch implements ObservableSwitch {
         const xe = Object.entries(b.xlateErrors).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ');
         if (xe) lines.push(`    translations cut off and dropped: ${xe}`);
         for (const p of b.ports) {
-          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
         }
       }
       return { text: lines.join('\n'), data };
@@ -975,3 +980,9 @@ export function formatPmdStats(s: PmdThreadStats): string {
   ].join('\n');
 }
 
+/** How a port's guest memory is protected against the frontend shrinking it, in one word for `show`. */
+function memProtection(m: { regions: number; sealed: number; guarded: number }): string {
+  if (m.sealed === m.regions) return 'sealed';
+  if (m.guarded === m.regions) return m.sealed > 0 ? 'partly-sealed+guarded' : 'guarded';
+  return 'unprotected';
+}

@@ -11,7 +11,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { fileURLToPath } from 'node:url';
 import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
 import { Datapath, type DpFlowInfo, type PmdStats } from './datapath.js';
-import { openPort, type PortSpec, type PortInfo, portInfo } from './port-factory.js';
+import { openPort, type PortSpec, type PortInfo, portInfo, portSignature } from './port-factory.js';
 import * as libc from '../sys/libc.js';
 import { RemoteTxPort } from './remote-port.js';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
@@ -169,7 +169,7 @@ function workerMain(cfg: PmdConfig): void {
       lastLinkCheck = now;
       for (const n of dp.portNumbers()) {
         const p = dp.port(n)!;
-        const sig = `${p.link}|${p.status ?? ''}`;
+        const sig = portSignature(p);
         if (linkSig.get(n) !== sig) {
           linkSig.set(n, sig);
           port.postMessage({ t: 'port-event', pmd: cfg.id, port: n, info: portInfo(p) } satisfies PortEventMsg);

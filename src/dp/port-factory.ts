@@ -10,6 +10,7 @@ import { L2_OVERHEAD } from '../pmd/kernel-port.js';
 import { VirtioUserPort } from '../pmd/virtio-user.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
 import { VirtioPciPort } from '../pmd/virtio-pci.js';
+import type { GuestMemoryInfo } from '../vhost/backend.js';
 
 export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket';
 
@@ -29,6 +30,8 @@ export interface PortSpec {
   /** virtio-user: listen instead of connect. */
   server?: boolean;
   packed?: boolean;
+  /** vhost-user: most guest memory (bytes) a frontend may share (default 1 TiB). */
+  maxGuestMemory?: number;
 }
 
 /**
@@ -52,6 +55,8 @@ export interface PortInfo {
   status?: string;
   /** The port's MTU when known: the kernel device's (tap, afpacket), the one offered in config space (vhost-user). */
   mtu?: number;
+  /** vhost-user: the guest memory mapped now and its protection against truncation. */
+  memory?: GuestMemoryInfo;
   stats: Port['stats'];
 }
 
@@ -63,8 +68,15 @@ function portMtu(p: Port): number | undefined {
   return undefined;
 }
 
+/** What changes in a port's PortInfo apart from counters (the PMD thread reports a port when it changes). */
+export function portSignature(p: Port): string {
+  const m = p instanceof VhostUserPort ? p.memory : null;
+  return `${p.link}|${p.status ?? ''}|${m ? `${m.regions},${m.bytes},${m.sealed},${m.guarded}` : ''}`;
+}
+
 export function portInfo(p: Port): PortInfo {
-  return { name: p.name, type: p.type, link: p.link, nQueues: p.nQueues, status: p.status, mtu: portMtu(p), stats: { ...p.stats, drops: { ...p.stats.drops } } };
+  const memory = p instanceof VhostUserPort ? (p.memory ?? undefined) : undefined;
+  return { name: p.name, type: p.type, link: p.link, nQueues: p.nQueues, status: p.status, mtu: portMtu(p), memory, stats: { ...p.stats, drops: { ...p.stats.drops } } };
 }
 
 export class PortSpecError extends Error {
@@ -91,6 +103,7 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
       return new VhostUserPort({
         name: spec.name, path: spec.path, client: spec.type === 'vhost-user-client', queues: spec.queues, mac: spec.mac, mtu: spec.mtu, mempool: pool,
         maxMtu: Math.min(spec.maxMtu ?? 65535, poolMaxMtu(pool)),
+        maxGuestMemory: spec.maxGuestMemory, maxGuestMemoryName: 'tsvs daemon --max-guest-mem',
       });
     case 'virtio-user': {
       if (!spec.path) throw new PortSpecError(`port ${spec.name}: virtio-user needs a socket path`);

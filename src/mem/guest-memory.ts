@@ -11,13 +11,17 @@
  *    so no overflow can turn an out-of-bounds range into an in-bounds one;
  *  - a region larger than the window size (1 GiB, see INTEROP.md) is split
  *    into several windows; copies may cross windows of the same region since
- *    those are contiguous in guest address space.
+ *    those are contiguous in guest address space;
+ *  - a region given by its mapped address (not views) gets the view of each
+ *    window on first use (a view costs V8 a full GC for its external memory,
+ *    so a big guest that touches little of its memory costs little).
  *
  * The hot path uses the number-based methods, which never allocate and never
  * throw: they return -1 / false on a bad range.
  */
 
 import { copyWords, WORD_COPY_MAX } from './copy.js';
+import * as libc from '../sys/libc.js';
 
 /** Largest address we accept: beyond this, doubles stop being exact. */
 export const MAX_ADDR = Number.MAX_SAFE_INTEGER;
@@ -62,10 +66,16 @@ export interface GuestRegion {
   mmapOffset?: number;
   /**
    * Views of the region bytes, each covering [i*WINDOW_SIZE, ...) of the region.
-   * A region of at most WINDOW_SIZE has exactly one view.
+   * A region of at most WINDOW_SIZE has exactly one view. Omit (or leave
+   * empty) and give `addr` to have windows viewed on first use.
    */
-  views: Uint8Array[];
+  views?: Uint8Array[];
+  /** Our address of the whole region, mapped contiguously (lazy views). */
+  addr?: number;
 }
+
+const NO_BYTES = new Uint8Array(0);
+const NO_DV = new DataView(NO_BYTES.buffer);
 
 /** A contiguous, mapped piece of guest memory. */
 export interface MemWindow {
@@ -73,11 +83,16 @@ export interface MemWindow {
   readonly gpa: number;
   readonly uaddr: number;
   readonly size: number;
+  /** Empty until first used, for a window of a lazily viewed region (the translation methods view it). */
   readonly bytes: Uint8Array;
   readonly dv: DataView;
   /** Int32 view of the window (null if not 4-byte aligned). */
   readonly w32: Int32Array | null;
+  /** Our address of the window when it is viewed lazily, else -1. */
+  readonly addr: number;
 }
+
+type MutWindow = { -readonly [K in keyof MemWindow]: MemWindow[K] };
 
 export class GuestMemoryError extends Error {
   constructor(message: string) {
@@ -109,6 +124,7 @@ export class GuestMemory {
   /** Windows sorted by uaddr. */
   private readonly byUaddr: readonly MemWindow[];
   private last = 0;
+  private released = false;
   /**
    * Offset within `windows[i].bytes` of the last successful translation.
    * Set by {@link findGpa} and {@link findUaddr}.
@@ -158,12 +174,25 @@ export class GuestMemory {
         throw new GuestMemoryError(`region ${ri}: end beyond 2^53`);
       }
       const nwin = Math.ceil(r.size / WINDOW_SIZE);
-      if (r.views.length !== nwin) {
-        throw new GuestMemoryError(`region ${ri}: expected ${nwin} views, got ${r.views.length}`);
+      const views = r.views ?? [];
+      const lazy = views.length === 0 && r.addr !== undefined;
+      if (lazy) {
+        if (!(Number.isInteger(r.addr) && r.addr! > 0 && r.addr! + r.size <= MAX_ADDR)) {
+          throw new GuestMemoryError(`region ${ri}: invalid mapped address ${r.addr}`);
+        }
+      } else if (views.length !== nwin) {
+        throw new GuestMemoryError(`region ${ri}: expected ${nwin} views, got ${views.length}`);
       }
       for (let w = 0; w < nwin; w++) {
         const wsize = Math.min(WINDOW_SIZE, r.size - w * WINDOW_SIZE);
-        const bytes = r.views[w];
+        if (lazy) {
+          wins.push({
+            region: ri, gpa: r.gpa + w * WINDOW_SIZE, uaddr: r.uaddr + w * WINDOW_SIZE, size: wsize,
+            bytes: NO_BYTES, dv: NO_DV, w32: null, addr: r.addr! + w * WINDOW_SIZE,
+          });
+          continue;
+        }
+        const bytes = views[w];
         if (bytes.byteLength < wsize) {
           throw new GuestMemoryError(`region ${ri}: view ${w} has ${bytes.byteLength} bytes, needs ${wsize}`);
         }
@@ -176,6 +205,7 @@ export class GuestMemory {
           bytes: b,
           dv: new DataView(b.buffer, b.byteOffset, b.byteLength),
           w32: wordsOf(b),
+          addr: -1,
         });
       }
     });
@@ -196,6 +226,44 @@ export class GuestMemory {
     this.regions = regions;
     this.windows = byGpa;
     this.byUaddr = byU;
+    // the translation cache starts at window 0: it must be viewed
+    if (byGpa.length > 0 && byGpa[0].bytes === NO_BYTES) this.viewWindow(byGpa[0]);
+  }
+
+  /** Make the views of a lazily viewed window. False once released. */
+  private viewWindow(w: MemWindow): boolean {
+    if (this.released) return false;
+    const m = w as MutWindow;
+    const b = new Uint8Array(libc.view(w.addr, w.size));
+    m.bytes = b;
+    m.dv = new DataView(b.buffer, 0, b.byteLength);
+    m.w32 = wordsOf(b);
+    return true;
+  }
+
+  /** Windows viewed so far (lazily viewed regions make views on first use). */
+  get viewedWindows(): number {
+    let n = 0;
+    for (const w of this.windows) if (w.bytes !== NO_BYTES) n++;
+    return n;
+  }
+
+  /**
+   * Drop every view (before the memory is unmapped). Translations fail from
+   * now on (views are not re-made).
+   */
+  release(): void {
+    this.released = true;
+    for (const w of this.windows) {
+      const m = w as MutWindow;
+      m.bytes = NO_BYTES;
+      m.dv = NO_DV;
+      m.w32 = null;
+      m.size = 0;
+    }
+    this.arrA = this.arrB = null;
+    this.dvA = this.dvB = null;
+    this.w32A = this.w32B = null;
   }
 
   /** Total bytes of guest memory. */
@@ -232,6 +300,7 @@ export class GuestMemory {
     if (found < 0) return -1;
     w = ws[found];
     if (gpa - w.gpa + len > w.size) return -1;
+    if (w.bytes === NO_BYTES && !this.viewWindow(w)) return -1;
     this.last = found;
     this.off = gpa - w.gpa;
     return found;

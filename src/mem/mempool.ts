@@ -187,7 +187,7 @@ export class Mempool {
     const bufOff = align(ringOff + Ring.bytesNeeded(ringSize), 4096);
     const total = bufOff + count * stride;
     if (total > MAX_REGION) throw new MempoolError(`mempool of ${count} x ${bufSize} B needs ${total} bytes; at most ${MAX_REGION} supported`);
-    const region = SharedRegion.create(`tsvs-mempool-${name}`, total, { hugepages: opts.hugepages });
+    const region = SharedRegion.create(`tsvs-mempool-${name}`, total, { hugepages: opts.hugepages, sealable: true });
     try {
       const bytes = region.bytes;
       const hd = new Int32Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 4);

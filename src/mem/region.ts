@@ -47,13 +47,15 @@ export class SharedRegion {
    * With `hugepages`, the memfd is backed by 2 MiB hugetlb pages (rounded up
    * to 2 MiB, every page faulted in here, so it is resident and has a fixed
    * physical address: what a device doing DMA needs, see src/mem/iova.ts).
+   * With `sealable`, the memfd allows seals, so whoever it is shared with can
+   * seal it against shrinking (a vhost-user backend does).
    */
-  static create(name: string, size: number, opts: { hugepages?: boolean } = {}): SharedRegion {
+  static create(name: string, size: number, opts: { hugepages?: boolean; sealable?: boolean } = {}): SharedRegion {
     if (!(size > 0) || !Number.isInteger(size)) throw new RangeError(`SharedRegion size must be a positive integer, got ${size}`);
     const huge = opts.hugepages === true;
     const page = huge ? HUGE_PAGE_SIZE : 4096;
     const sz = Math.ceil(size / page) * page;
-    const fd = libc.memfdCreate(name, huge ? libc.MFD_HUGETLB | libc.MFD_HUGE_2MB : 0);
+    const fd = libc.memfdCreate(name, (huge ? libc.MFD_HUGETLB | libc.MFD_HUGE_2MB : 0) | (opts.sealable ? libc.MFD_ALLOW_SEALING : 0));
     try {
       libc.ftruncate(fd, sz);
       let r: SharedRegion;

@@ -16,7 +16,7 @@
  * Hot path: one atomic load per burst to check the generation, no allocation.
  */
 import type { Mempool } from '../mem/mempool.js';
-import { VhostUserBackend } from '../vhost/backend.js';
+import { VhostUserBackend, type GuestMemoryInfo } from '../vhost/backend.js';
 import { NetDevice } from '../vhost/net-device.js';
 import { NetDataPath } from '../vhost/net-datapath.js';
 import { defaultLogger, type Logger } from '../vhost/connection.js';
@@ -46,6 +46,9 @@ export interface VhostUserPortOptions {
   logger?: Logger;
   /** Client mode: max reconnect backoff (default 1000 ms). */
   reconnectMaxMs?: number;
+  /** Most guest memory a frontend may share (bytes; default 1 TiB) and how the user raises it (named in the refusal). */
+  maxGuestMemory?: number;
+  maxGuestMemoryName?: string;
 }
 
 export interface VhostUserRemoteOptions {
@@ -117,6 +120,8 @@ export class VhostUserPort implements Port {
       logger: this.log,
       name: this.name,
       reconnectMaxMs: o.reconnectMaxMs,
+      maxGuestMemory: o.maxGuestMemory,
+      maxGuestMemoryName: o.maxGuestMemoryName,
     });
     this.backend.on('datapath', (d) => this.setDataPath(d));
     this.backend.on('connect', () => (this.statusText = 'frontend connected'));
@@ -156,6 +161,11 @@ export class VhostUserPort implements Port {
     const r = dp.rings;
     for (let i = 0; i < r.length; i++) if (r[i] !== null && r[i]!.broken) return i;
     return -1;
+  }
+
+  /** The guest memory the frontend shares now and how it is protected against truncation (null: none). */
+  get memory(): GuestMemoryInfo | null {
+    return this.backend?.memoryInfo ?? null;
   }
 
   /** Counters (drops by reason include the guest-ring violations seen by the device queues). */

@@ -103,7 +103,8 @@ export class VirtioUserPort extends VirtioNetPort implements FrontendDevice {
     const ringBytes = Math.max(vringSize(qs), packedVringSize(qs)) + (this.indirect ? driverIndirectSize(qs) + 16 : 0);
     this.vqStride = alignUp(ringBytes, 4096);
     try {
-      this.rings = SharedRegion.create(`tsvs-virtio-user-${this.name}`, this.vqStride * 2 * this.queues);
+      // sealable: the backend may seal it against shrinking (as QEMU's memfd backend is)
+      this.rings = SharedRegion.create(`tsvs-virtio-user-${this.name}`, this.vqStride * 2 * this.queues, { sealable: true });
       this.mem = new GuestMemory([
         this.rings.asGuestRegion(this.rings.addr),
         this.pool.region.asGuestRegion(this.pool.region.addr),

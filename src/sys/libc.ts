@@ -54,15 +54,31 @@ const c_write = libc.func('long write(int fd, const uint8_t *buf, size_t count)'
 const c_sched_setaffinity = libc.func('int sched_setaffinity(int pid, size_t size, const uint8_t *mask)');
 const c_fstat_size = libc.func('lseek', 'int64_t', ['int', 'int64_t', 'int']);
 const c_sched_yield = libc.func('int sched_yield(void)');
+const c_mmap_anon = libc.func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']);
+const c_mprotect = libc.func('mprotect', 'int', ['uint64_t', 'size_t', 'int']);
+// fcntl is variadic; the seal commands take an int (passed like a fixed third argument on x86-64 and arm64)
+const c_fcntl_int = libc.func('int fcntl(int fd, int cmd, int arg)');
+const c_fstat = libc.func('int fstat(int fd, _Out_ uint8_t *st)');
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
+export const PROT_EXEC = 4;
 export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_ANONYMOUS = 0x20;
+/** fcntl file seals (memfd). */
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 1;
+export const F_SEAL_SHRINK = 2;
+export const F_SEAL_GROW = 4;
+export const F_SEAL_WRITE = 8;
 export const MFD_CLOEXEC = 1;
 /** memfd_create: back the file with hugetlb pages (reserved in the kernel's pool). */
 export const MFD_HUGETLB = 4;
 /** With MFD_HUGETLB: 2 MiB pages (log2 21 in bits 26..31). */
 export const MFD_HUGE_2MB = 21 << 26;
+export const MFD_ALLOW_SEALING = 2;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 const MAP_FAILED_BIG = 0xffffffffffffffffn;
@@ -72,7 +88,7 @@ function check(call: string, rc: number, detail?: string): number {
   return rc;
 }
 
-/** Create an anonymous memory file (close-on-exec; `flags` adds e.g. MFD_HUGETLB | MFD_HUGE_2MB). */
+/** Create an anonymous memory file (close-on-exec; `flags` adds e.g. MFD_HUGETLB | MFD_HUGE_2MB, MFD_ALLOW_SEALING). */
 export function memfdCreate(name: string, flags = 0): number {
   return check('memfd_create', c_memfd_create(name, MFD_CLOEXEC | flags));
 }
@@ -99,6 +115,41 @@ export function mmap(fd: number, size: number, offset = 0): number {
     throw new SysError('mmap', osConstants.errno.EOVERFLOW, 'address beyond 2^53');
   }
   return r;
+}
+
+/** Anonymous private mapping of `size` bytes (zero-filled) with protection `prot`; returns the address. */
+export function mmapAnon(size: number, prot = PROT_READ | PROT_WRITE): number {
+  const r = c_mmap_anon(0, size, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) as number | bigint;
+  if (typeof r === 'bigint') {
+    if (r === MAP_FAILED_BIG) throw new SysError('mmap', koffi.errno(), `anonymous, size ${size}`);
+    throw new SysError('mmap', osConstants.errno.EOVERFLOW, 'address beyond 2^53');
+  }
+  return r;
+}
+
+export function mprotect(addr: number, size: number, prot: number): void {
+  check('mprotect', c_mprotect(addr, size, prot), `0x${addr.toString(16)}+${size}`);
+}
+
+/** The seals of a memfd (F_GET_SEALS); throws SysError (EINVAL) for files that have none (not a memfd). */
+export function getSeals(fd: number): number {
+  return check('fcntl(F_GET_SEALS)', c_fcntl_int(fd, F_GET_SEALS, 0), `fd ${fd}`);
+}
+
+/** Add seals to a memfd (F_ADD_SEALS): EPERM if it is sealed against new seals (created without MFD_ALLOW_SEALING) or not writable. */
+export function addSeals(fd: number, seals: number): void {
+  check('fcntl(F_ADD_SEALS)', c_fcntl_int(fd, F_ADD_SEALS, seals), `fd ${fd}`);
+}
+
+const statBuf = new Uint8Array(256);
+const statView = new DataView(statBuf.buffer);
+
+/** fstat: size and preferred I/O block size (hugetlbfs: the huge page size). x86-64 and arm64 layouts. */
+export function fstat(fd: number): { size: number; blksize: number } {
+  check('fstat', c_fstat(fd, statBuf), `fd ${fd}`);
+  if (process.arch === 'x64') return { size: Number(statView.getBigInt64(48, true)), blksize: Number(statView.getBigInt64(56, true)) };
+  // generic (asm-generic/stat.h, arm64): st_size at 48, st_blksize (int) at 56
+  return { size: Number(statView.getBigInt64(48, true)), blksize: statView.getInt32(56, true) };
 }
 
 export function munmap(addr: number, size: number): void {

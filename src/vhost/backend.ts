@@ -16,8 +16,8 @@ import { EventEmitter } from 'node:events';
 import * as libc from '../sys/libc.js';
 import { UnixSocket, UnixListener } from '../sys/socket.js';
 import { watchReadable, type FdWatch } from '../sys/poll.js';
-import { SharedRegion } from '../mem/region.js';
-import { GuestMemory, GuestMemoryError, WINDOW_SIZE, type GuestRegion } from '../mem/guest-memory.js';
+import { sigbusGuard, sigbusGuardProblem, type GuardFault } from '../sys/sigbus.js';
+import { GuestMemory, GuestMemoryError, type GuestRegion } from '../mem/guest-memory.js';
 import {
   Req,
   ProtoF,
@@ -99,6 +99,8 @@ export const GENERIC_PROTOCOL_FEATURES = featureMask(
 
 /** Memory slots we accept with ADD_MEM_REG. */
 export const MAX_MEM_SLOTS = 32;
+/** Default cap on the guest memory one frontend may map (sum of its regions): 1 TiB. */
+export const DEFAULT_MAX_GUEST_MEMORY = 2 ** 40;
 
 export interface BackendOptions {
   /** Unix socket path. */
@@ -117,6 +119,22 @@ export interface BackendOptions {
   messageTimeoutMs?: number;
   /** Warnings about one connection's bad messages: at most this many per 10 s, the rest counted (default 10). */
   warnPer10s?: number;
+  /** Most guest memory (bytes, sum of the regions) a frontend may share with us (default 1 TiB). */
+  maxGuestMemory?: number;
+  /** How the user raises maxGuestMemory, named in the refusal (default 'maxGuestMemory'). */
+  maxGuestMemoryName?: string;
+}
+
+/** What the frontend shares with us, and how it is protected against being shrunk under us. */
+export interface GuestMemoryInfo {
+  regions: number;
+  bytes: number;
+  /** Regions whose file is sealed against shrinking (F_SEAL_SHRINK): the kernel forbids truncation. */
+  sealed: number;
+  /** Regions covered by the SIGBUS guard (a truncation is absorbed and takes the port down). */
+  guarded: number;
+  /** Why some region is not sealed (e.g. 'fcntl(F_ADD_SEALS) (fd 12) failed: EPERM'), or ''. */
+  unsealedWhy: string;
 }
 
 export interface BackendStats {
@@ -178,10 +196,19 @@ function newVring(): Vring {
   };
 }
 
-/** One region of guest memory mapped by us: one SharedRegion per <= 1 GiB window. */
+/** One region of guest memory mapped by us, in one mapping (viewed in <= 1 GiB windows on first use). */
 interface MappedRegion {
   desc: MemRegionDesc;
-  windows: SharedRegion[];
+  /** The region's file (ours to close), or -1 once closed. */
+  fd: number;
+  /** Our address of the mapping, or 0 once unmapped. */
+  addr: number;
+  /** The file is sealed against shrinking. */
+  sealed: boolean;
+  /** Why not sealed ('' when sealed). */
+  unsealedWhy: string;
+  /** SIGBUS guard slot, or -1. */
+  guardSlot: number;
   /** ADD_MEM_REG count (QEMU sends the same region once per queue pair). */
   refs: number;
 }
@@ -204,6 +231,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   readonly log: Logger;
   readonly control: ControlBlock;
   readonly stats: BackendStats = { connections: 0, ringResyncs: 0, disconnects: 0, messages: 0, errors: {}, closeReasons: {}, generations: 0, suppressedWarnings: 0 };
+  readonly maxGuestMemory: number;
+  private readonly maxGuestMemoryName: string;
 
   private listener: UnixListener | null = null;
   private listenWatch: FdWatch | null = null;
@@ -260,6 +289,9 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.reconnectDelay = this.reconnectMin;
     this.messageTimeoutMs = opts.messageTimeoutMs;
     this.warnPer10s = opts.warnPer10s ?? 10;
+    this.maxGuestMemory = opts.maxGuestMemory ?? DEFAULT_MAX_GUEST_MEMORY;
+    this.maxGuestMemoryName = opts.maxGuestMemoryName ?? 'maxGuestMemory';
+    if (!(this.maxGuestMemory > 0)) throw new RangeError(`maxGuestMemory ${this.maxGuestMemory} must be positive`);
     if (!(this.device.maxQueues >= 1 && this.device.maxQueues <= 256)) throw new RangeError(`maxQueues ${this.device.maxQueues} not in 1..256`);
     this.control = new ControlBlock(this.device.maxQueues);
     this.rings = Array.from({ length: this.device.maxQueues }, newVring);
@@ -296,6 +328,19 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
    */
   get problem(): string | null {
     return this.memProblem;
+  }
+
+  /** The guest memory mapped now, and how it is protected (null: none). */
+  get memoryInfo(): GuestMemoryInfo | null {
+    if (this.regions.length === 0) return null;
+    const i: GuestMemoryInfo = { regions: this.regions.length, bytes: 0, sealed: 0, guarded: 0, unsealedWhy: '' };
+    for (const r of this.regions) {
+      i.bytes += r.desc.size;
+      if (r.sealed) i.sealed++;
+      else if (!i.unsealedWhy) i.unsealedWhy = r.unsealedWhy;
+      if (r.guardSlot >= 0) i.guarded++;
+    }
+    return i;
   }
 
   get deviceStatus(): number {
@@ -599,6 +644,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         if (descs.length === this.regions.length && descs.every((d, i) => sameRegion(d, this.regions[i].desc))) {
           return;
         }
+        this.checkTotal(descs.reduce((a, d) => a + Math.max(0, d.size), 0), R.SET_MEM_TABLE);
         const mapped: MappedRegion[] = [];
         try {
           for (let i = 0; i < descs.length; i++) mapped.push(this.mapRegion(descs[i], takeFd(m, i), R.SET_MEM_TABLE));
@@ -621,6 +667,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           return;
         }
         if (this.regions.length >= MAX_MEM_SLOTS) throw new VhostProtocolError('bad-value', `more than ${MAX_MEM_SLOTS} regions`, R.ADD_MEM_REG);
+        this.checkTotal(this.regions.reduce((a, r) => a + r.desc.size, 0) + Math.max(0, d.size), R.ADD_MEM_REG);
         const r = this.mapRegion(d, takeFd(m, 0), R.ADD_MEM_REG);
         try {
           const next = [...this.regions, r];
@@ -791,6 +838,25 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
 
   // ------------------------------------------------------------------ memory
 
+  /** Refuse a memory table whose total exceeds the per-port cap (before anything is mapped). */
+  private checkTotal(bytes: number, request: number): void {
+    if (bytes > this.maxGuestMemory) {
+      throw new VhostProtocolError(
+        'bad-value',
+        `guest memory of ${fmtBytes(bytes)} exceeds this port's limit of ${fmtBytes(this.maxGuestMemory)} (raise it with ${this.maxGuestMemoryName})`,
+        request,
+      );
+    }
+  }
+
+  /**
+   * Map one region. Its file is sealed against shrinking when it can be
+   * (memfd with sealing allowed; QEMU's memory-backend-memfd is sealed
+   * already), its size is checked after sealing, and the mapping is put under
+   * the SIGBUS guard; a file that can neither be sealed nor guarded is
+   * refused. One mapping per region whatever its size (views are made on
+   * first use), so a huge sparse region costs no more than a small one.
+   */
   private mapRegion(d: MemRegionDesc, fd: number, request: number): MappedRegion {
     try {
       if (d.gpa < 0 || d.size < 0 || d.uaddr < 0 || d.mmapOffset < 0) throw new VhostProtocolError('bad-value', 'region field >= 2^53', request);
@@ -799,39 +865,71 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       if (d.gpa + d.size > Number.MAX_SAFE_INTEGER || d.uaddr + d.size > Number.MAX_SAFE_INTEGER) {
         throw new VhostProtocolError('bad-value', 'region end beyond 2^53', request);
       }
-      let fsize: number;
+      // Seal first, so the size checked below cannot shrink afterwards.
+      let sealed = false;
+      let unsealedWhy = '';
       try {
-        fsize = libc.fdSize(fd);
+        if ((libc.getSeals(fd) & libc.F_SEAL_SHRINK) === 0) libc.addSeals(fd, libc.F_SEAL_SHRINK);
+        sealed = true;
+      } catch (e) {
+        unsealedWhy = (e as Error).message;
+      }
+      let st: { size: number; blksize: number };
+      try {
+        st = libc.fstat(fd);
       } catch (e) {
         throw new VhostProtocolError('bad-value', `region fd: ${(e as Error).message}`, request);
       }
       // Mapping past the end of the file would SIGBUS on first touch.
-      if (d.mmapOffset + d.size > fsize) {
-        throw new VhostProtocolError('bad-value', `region 0x${d.size.toString(16)}@0x${d.mmapOffset.toString(16)} beyond its file (0x${fsize.toString(16)} bytes)`, request);
+      if (d.mmapOffset + d.size > st.size) {
+        throw new VhostProtocolError('bad-value', `region 0x${d.size.toString(16)}@0x${d.mmapOffset.toString(16)} beyond its file (0x${st.size.toString(16)} bytes)`, request);
       }
-      const windows: SharedRegion[] = [];
+      const guard = sigbusGuard();
+      if (!sealed && !guard) {
+        this.countError('unsealable-memory');
+        throw new VhostProtocolError(
+          'bad-value',
+          `region fd cannot be sealed against shrinking (${unsealedWhy}) and ${sigbusGuardProblem()}: ` +
+            'refusing memory the frontend could truncate under the switch (share a memfd created with MFD_ALLOW_SEALING, e.g. QEMU memory-backend-memfd)',
+          request,
+        );
+      }
+      let addr: number;
       try {
-        for (let off = 0; off < d.size; off += WINDOW_SIZE) {
-          const wfd = off === 0 ? fd : libc.dup(fd);
-          try {
-            windows.push(SharedRegion.fromFd(wfd, Math.min(WINDOW_SIZE, d.size - off), d.mmapOffset + off));
-          } catch (e) {
-            if (off !== 0) libc.closeQuiet(wfd);
-            throw e;
-          }
-        }
+        addr = libc.mmap(fd, d.size, d.mmapOffset);
       } catch (e) {
-        // windows[0] owns fd; if nothing got mapped, fd is still ours to close.
-        if (windows.length === 0) libc.closeQuiet(fd);
-        for (const w of windows) w.close();
-        fd = -1;
-        throw e instanceof VhostProtocolError ? e : new VhostProtocolError('bad-value', `mmap: ${(e as Error).message}`, request);
+        throw new VhostProtocolError('bad-value', `mmap: ${(e as Error).message}`, request);
       }
-      return { desc: d, windows, refs: 1 };
+      const slot = guard ? guard.register(addr, d.size, st.blksize) : -1;
+      if (slot < 0 && !sealed) {
+        libc.munmap(addr, d.size);
+        throw new VhostProtocolError('bad-value', `region fd cannot be sealed against shrinking (${unsealedWhy}) and the SIGBUS guard table is full`, request);
+      }
+      const r: MappedRegion = { desc: d, fd, addr, sealed, unsealedWhy, guardSlot: slot, refs: 1 };
+      if (slot >= 0) guard!.watch(slot, (f) => this.onGuestMemoryFault(r, f));
+      if (!sealed) this.log.log('info', `${this.name}: region gpa 0x${d.gpa.toString(16)} cannot be sealed (${unsealedWhy}); guarded against truncation`);
+      return r;
     } catch (e) {
-      if (fd >= 0) libc.closeQuiet(fd);
+      libc.closeQuiet(fd);
       throw e;
     }
+  }
+
+  /**
+   * The SIGBUS guard absorbed a fault in one of our regions: the frontend
+   * truncated its memory file. The data path already reads zeros there; drop
+   * the connection (which stops the data path and unmaps everything) and say why.
+   */
+  private onGuestMemoryFault(r: MappedRegion, f: GuardFault): void {
+    if (!this.regions.includes(r) && !this.retiredRegions.includes(r)) return;
+    const why =
+      `guest memory truncated by the frontend (SIGBUS at 0x${f.addr.toString(16)}, offset 0x${(f.addr - r.addr).toString(16)} ` +
+      `of region gpa 0x${r.desc.gpa.toString(16)} size 0x${r.desc.size.toString(16)}); the port's guest memory is dropped`;
+    this.log.log('error', `${this.name}: ${why}`);
+    this.memProblem = why;
+    const conn = this.conn;
+    if (conn && !conn.isClosed) conn.close(new VhostProtocolError('guest-memory-fault', why));
+    else void this.enqueue(() => this.stopDataPath());
   }
 
   private checkRingAddrs(size: number, descU: number, availU: number, usedU: number): string | null {
@@ -899,12 +997,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       any = true;
     });
     if (!any) return null;
-    const regions: DataPathRegion[] = this.regions.map((r) => ({
-      gpa: r.desc.gpa,
-      uaddr: r.desc.uaddr,
-      size: r.desc.size,
-      windows: r.windows.map((w) => ({ addr: w.addr, size: w.size })),
-    }));
+    const regions: DataPathRegion[] = this.regions.map((r) => ({ gpa: r.desc.gpa, uaddr: r.desc.uaddr, size: r.desc.size, addr: r.addr }));
     return { features: this.features, packed, eventIdx: hasFeature(this.features, F_EVENT_IDX), regions, queues };
   }
 
@@ -1069,10 +1162,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.retiredFds = keep;
     // Regions: any retired region's windows may be in the current description only if addresses match.
     if (cur && this.retiredRegions.length) {
-      const used = new Set(cur.regions.flatMap((r) => r.windows.map((w) => w.addr)));
+      const used = new Set(cur.regions.map((r) => r.addr));
       const keepR: MappedRegion[] = [];
       for (const r of this.retiredRegions) {
-        if (r.windows.some((w) => used.has(w.addr))) keepR.push(r);
+        if (used.has(r.addr)) keepR.push(r);
         else closeRegion(r);
       }
       this.retiredRegions = keepR;
@@ -1170,7 +1263,7 @@ function buildMemory(regions: MappedRegion[]): GuestMemory {
     size: r.desc.size,
     uaddr: r.desc.uaddr,
     mmapOffset: r.desc.mmapOffset,
-    views: r.windows.map((w) => w.bytes),
+    addr: r.addr,
   }));
   try {
     return new GuestMemory(gr);
@@ -1181,8 +1274,23 @@ function buildMemory(regions: MappedRegion[]): GuestMemory {
 }
 
 function closeRegion(r: MappedRegion): void {
-  for (const w of r.windows) w.close();
-  r.windows = [];
+  if (r.guardSlot >= 0) sigbusGuard()?.unregister(r.guardSlot);
+  r.guardSlot = -1;
+  if (r.addr !== 0) libc.munmap(r.addr, r.desc.size);
+  r.addr = 0;
+  libc.closeQuiet(r.fd);
+  r.fd = -1;
+}
+
+function fmtBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 function closeRingFds(v: Vring): void {

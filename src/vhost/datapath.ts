@@ -3,7 +3,7 @@
  * (main thread) to whoever runs the rings (same thread or a worker).
  *
  * The protocol side publishes a {@link DataPathDescription}: a plain,
- * postMessage-able object (mapped addresses of the guest memory windows, ring
+ * postMessage-able object (mapped addresses of the guest memory regions, ring
  * GPAs, sizes, features, start indices, call fds) plus a small control block
  * (Int32Array over a SharedArrayBuffer) shared by all threads:
  *
@@ -25,7 +25,6 @@
  * writes GEN before reading USERS (both sequentially consistent), no lease
  * can use memory the control side believes released.
  */
-import * as libc from '../sys/libc.js';
 import { GuestMemory, type GuestRegion } from '../mem/guest-memory.js';
 
 export const CB_GEN = 0;
@@ -36,18 +35,12 @@ export const CBQ_ENABLED = 0;
 export const CBQ_AVAIL = 1;
 export const CBQ_USED = 2;
 
-/** One mapped window of a guest memory region (at most 1 GiB). */
-export interface DataPathWindow {
-  /** Our (backend process) virtual address of the window. */
-  addr: number;
-  size: number;
-}
-
 export interface DataPathRegion {
   gpa: number;
   uaddr: number;
   size: number;
-  windows: DataPathWindow[];
+  /** Our (backend process) virtual address of the region, mapped in one piece (viewed in <= 1 GiB windows on first use). */
+  addr: number;
 }
 
 export interface DataPathQueue {
@@ -124,7 +117,7 @@ export class DataPathLease {
         gpa: r.gpa,
         size: r.size,
         uaddr: r.uaddr,
-        views: r.windows.map((w) => new Uint8Array(libc.view(w.addr, w.size))),
+        addr: r.addr,
       }));
       mem = new GuestMemory(regions);
     } catch (e) {
@@ -185,7 +178,7 @@ export class DataPathLease {
     }
     this.onDetach.length = 0;
     // Drop our views before the control side may unmap.
-    (this.mem.regions as GuestRegion[]).forEach((r) => (r.views.length = 0));
+    this.mem.release();
     const set = localLeases.get(this.desc.control);
     if (set) {
       set.delete(this);

@@ -370,6 +370,7 @@ export type ProtocolErrorReason =
   | 'out-of-order' // not valid in the current state
   | 'unsupported'
   | 'bad-reply'
+  | 'guest-memory-fault' // the frontend shrank a memory file under our mapping (SIGBUS absorbed)
   | 'io';
 
 /** A protocol violation by the peer, with a machine-readable reason. */

@@ -1,7 +1,8 @@
 /**
  * Guests that stretch the vhost-user memory and queue handling, on one tsvs bridge:
  * - a 4 GiB guest: QEMU's memory table has two regions (0..3 GiB at mmap offset 0, 4..5 GiB at
- *   offset 3 GiB), which tsvs maps in <= 1 GiB windows (4 mappings, counted in /proc/PID/maps);
+ *   offset 3 GiB), which tsvs maps with one mapping per region (3 GiB and 1 GiB, counted in
+ *   /proc/PID/maps) and views in <= 1 GiB windows on first use;
  * - a guest with 2 vCPUs on a 2-queue-pair port (`--queues 2`, QEMU `mq=on`): Linux enables one
  *   queue pair per vCPU; pings pinned to each vCPU leave through tx queue 0 and 1 (XPS).
  *   QEMU 7.2 announces guest memory with ADD_MEM_REG once per queue pair (CONFIGURE_MEM_SLOTS),
@@ -69,11 +70,11 @@ describe("switch: big-memory and multiqueue guests", { timeout: 300_000 }, () =>
   test("4 GiB guest: two memory regions, ping and 4 MiB both ways", async (t) => {
     await waitPort(d, "peer", "up", 10_000);
     await waitPort(d, "big", "up", 10_000);
-    // 4 GiB in regions of 3 GiB and 1 GiB, mapped in 1 GiB windows; peer and mq: one 256 MiB window each
+    // 4 GiB in regions of 3 GiB and 1 GiB, one mapping each; peer and mq: one 256 MiB mapping each
     const sizes = memfdMappingSizes(d.proc.pid!);
     const G = 1 << 30;
     const M256 = 256 << 20;
-    assert.deepEqual(sizes.filter((s) => s === G), [G, G, G, G], `daemon's guest-memory mappings: ${sizes.join(", ")}`);
+    assert.deepEqual(sizes.filter((s) => s >= G), [G, 3 * G], `daemon's guest-memory mappings: ${sizes.join(", ")}`);
     assert.ok(sizes.filter((s) => s === M256).length >= 1, sizes.join(", "));
 
     const r = await big.waitPing(IP.peer, 30);
