@@ -117,7 +117,7 @@ export interface BackendOptions {
   reconnectMinMs?: number;
   /** A frontend's message must complete this many ms after its first byte (default 10000, see VhostConnection). */
   messageTimeoutMs?: number;
-  /** Warnings about one connection's bad messages: at most this many per 10 s, the rest counted (default 10). */
+  /** Warnings about frontends' bad messages: at most this many per 10 s per port, the rest counted (default 10); lines about connections coming and going: twice that. */
   warnPer10s?: number;
   /** Most guest memory (bytes, sum of the regions) a frontend may share with us (default 1 TiB). */
   maxGuestMemory?: number;
@@ -246,9 +246,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   private readonly messageTimeoutMs: number | undefined;
   private readonly warnPer10s: number;
   /** Rate limit of warnings about the current connection's messages. */
-  private warnWindowStart = 0;
-  private warnsInWindow = 0;
-  private warnsSuppressed = 0;
+  /** Warnings about frontends' messages (rate-limited per port, not per connection: a new connection gets no new budget). */
+  private readonly msgLog: LogLimiter;
+  /** Lines about frontends coming and going (connected, disconnected, refused, closed by us). */
+  private readonly connLog: LogLimiter;
   /** Serializes message handling, disconnects and close. */
   private serial: Promise<void> = Promise.resolve();
 
@@ -292,6 +293,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.maxGuestMemory = opts.maxGuestMemory ?? DEFAULT_MAX_GUEST_MEMORY;
     this.maxGuestMemoryName = opts.maxGuestMemoryName ?? 'maxGuestMemory';
     if (!(this.maxGuestMemory > 0)) throw new RangeError(`maxGuestMemory ${this.maxGuestMemory} must be positive`);
+    this.msgLog = new LogLimiter(this.warnPer10s);
+    this.connLog = new LogLimiter(2 * this.warnPer10s);
     if (!(this.device.maxQueues >= 1 && this.device.maxQueues <= 256)) throw new RangeError(`maxQueues ${this.device.maxQueues} not in 1..256`);
     this.control = new ControlBlock(this.device.maxQueues);
     this.rings = Array.from({ length: this.device.maxQueues }, newVring);
@@ -376,7 +379,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
    */
   attachSocket(sock: UnixSocket): boolean {
     if (this.closed || this.connected) {
-      this.log.log('warn', `${this.name}: refusing a second frontend connection (one at a time)`);
+      // rate-limited like warnings about messages (a frontend reconnecting in a loop must not flood the log)
+      this.connLine('warn', 'refusing a second frontend connection (one at a time)');
       sock.close();
       return false;
     }
@@ -390,18 +394,15 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       onClose: (err) => {
         if (err) {
           this.stats.closeReasons[err.reason] = (this.stats.closeReasons[err.reason] ?? 0) + 1;
-          this.log.log('warn', `${this.name}: closing frontend connection: ${err.message} [${err.reason}]`);
+          this.connLine('warn', `closing frontend connection: ${err.message} [${err.reason}]`);
         }
         this.flushSuppressed();
         void this.enqueue(() => this.onDisconnect(conn, err ? `${err.reason}: ${err.message}` : null));
       },
     }, { messageTimeoutMs: this.messageTimeoutMs });
-    this.warnWindowStart = Date.now();
-    this.warnsInWindow = 0;
-    this.warnsSuppressed = 0;
     this.conn = conn;
     this.peer = peerPid(sock.fd);
-    this.log.log('info', `${this.name}: frontend connected${this.peer > 0 ? ` (pid ${this.peer})` : ''}`);
+    this.connLine('info', `frontend connected${this.peer > 0 ? ` (pid ${this.peer})` : ''}`);
     this.emit('connect');
     conn.start();
     return true;
@@ -477,7 +478,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.conn = null;
     this.stats.disconnects++;
     await this.resetSession();
-    this.log.log('info', `${this.name}: frontend disconnected${reason ? ` (${reason})` : ''}`);
+    this.connLine('info', `frontend disconnected${reason ? ` (${reason})` : ''}`);
     this.emit('disconnect', reason);
     if (this.client && !this.closed) {
       this.reconnectDelay = this.reconnectMin;
@@ -534,26 +535,28 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
    * logged with the next line that gets through (or when the connection ends).
    */
   private warnLimited(msg: string): void {
-    const now = Date.now();
-    if (now - this.warnWindowStart >= 10000) {
-      this.warnWindowStart = now;
-      this.warnsInWindow = 0;
-    }
-    if (this.warnsInWindow >= this.warnPer10s) {
-      this.warnsSuppressed++;
+    if (!this.msgLog.allow()) {
       this.stats.suppressedWarnings++;
       return;
     }
-    this.warnsInWindow++;
-    const extra = this.warnsSuppressed > 0 ? ` (${this.warnsSuppressed} similar warnings suppressed before this one)` : '';
-    this.warnsSuppressed = 0;
-    this.log.log('warn', `${this.name}: ${msg}${extra}`);
+    const n = this.msgLog.takeSuppressed();
+    this.log.log('warn', `${this.name}: ${msg}${n > 0 ? ` (${n} similar warnings suppressed before this one)` : ''}`);
+  }
+
+  /** A frontend came, went or was refused: logged, rate-limited (a frontend reconnecting in a loop must not flood the log). */
+  private connLine(level: 'info' | 'warn', msg: string): void {
+    if (!this.connLog.allow()) {
+      this.stats.suppressedWarnings++;
+      return;
+    }
+    const n = this.connLog.takeSuppressed();
+    this.log.log(level, `${this.name}: ${msg}${n > 0 ? ` (${n} lines about connections suppressed before this one)` : ''}`);
   }
 
   private flushSuppressed(): void {
-    if (this.warnsSuppressed === 0) return;
-    this.log.log('warn', `${this.name}: ${this.warnsSuppressed} warnings about this frontend's messages were suppressed (rate limit)`);
-    this.warnsSuppressed = 0;
+    const n = this.msgLog.takeSuppressed();
+    if (n === 0) return;
+    this.log.log('warn', `${this.name}: ${n} warnings about this frontend's messages were suppressed (rate limit)`);
   }
 
   private countError(reason: string): void {
@@ -1191,6 +1194,33 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.linkIsUp = up;
     this.log.log('info', `${this.name}: link ${up ? 'up' : 'down'}`);
     this.emit('link', up);
+  }
+}
+
+/** At most `limit` lines per 10 s window; counts what it refuses. */
+class LogLimiter {
+  private windowStart = 0;
+  private inWindow = 0;
+  private suppressed = 0;
+  constructor(private readonly limit: number) {}
+  allow(): boolean {
+    const now = Date.now();
+    if (now - this.windowStart >= 10000) {
+      this.windowStart = now;
+      this.inWindow = 0;
+    }
+    if (this.inWindow >= this.limit) {
+      this.suppressed++;
+      return false;
+    }
+    this.inWindow++;
+    return true;
+  }
+  /** Lines refused since the last call. */
+  takeSuppressed(): number {
+    const n = this.suppressed;
+    this.suppressed = 0;
+    return n;
   }
 }
 

@@ -126,7 +126,7 @@ test("NET_SET_MTU above the switch's max MTU is refused and counted; the guest's
   g.close();
 });
 
-test('a flood of rejected messages logs at most 10 warnings per 10 s per connection, counting the rest', async () => {
+test('a flood of rejected messages logs at most 10 warnings per 10 s per port, counting the rest', async () => {
   const g = new FakeGuest();
   const log = memLogger();
   const b = new VhostUserBackend({ path: '/nonexistent', device: new NetDevice(), logger: log, name: 'p' });
