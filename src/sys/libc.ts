@@ -59,6 +59,7 @@ const c_mprotect = libc.func('mprotect', 'int', ['uint64_t', 'size_t', 'int']);
 // fcntl is variadic; the seal commands take an int (passed like a fixed third argument on x86-64 and arm64)
 const c_fcntl_int = libc.func('int fcntl(int fd, int cmd, int arg)');
 const c_fstat = libc.func('int fstat(int fd, _Out_ uint8_t *st)');
+const c_fstatfs = libc.func('int fstatfs(int fd, _Out_ uint8_t *st)');
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
@@ -145,6 +146,15 @@ const statBuf = new Uint8Array(256);
 const statView = new DataView(statBuf.buffer);
 
 /** fstat: size and preferred I/O block size (hugetlbfs: the huge page size). x86-64 and arm64 layouts. */
+/** statfs f_type of the filesystem holding fd's file. */
+export function fsType(fd: number): number {
+  check('fstatfs', c_fstatfs(fd, statBuf), `fd ${fd}`);
+  return Number(statView.getBigUint64(0, true) & 0xffffffffn);
+}
+
+/** statfs f_type of hugetlbfs (also memfds made with MFD_HUGETLB). */
+export const HUGETLBFS_MAGIC = 0x958458f6;
+
 export function fstat(fd: number): { size: number; blksize: number } {
   check('fstat', c_fstat(fd, statBuf), `fd ${fd}`);
   if (process.arch === 'x64') return { size: Number(statView.getBigInt64(48, true)), blksize: Number(statView.getBigInt64(56, true)) };

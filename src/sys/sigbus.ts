@@ -146,7 +146,9 @@ export class SigbusGuard {
 
   /**
    * Guard [addr, addr+size), a mapping whose pages are `pageSize` bytes (the
-   * mapping starts on a page boundary). Returns the slot, or -1 if the table is full.
+   * mapping starts on a page boundary and its VMA covers whole pages: a fault
+   * replaces the whole page, so give more than 4096 only for hugetlbfs).
+   * Returns the slot, or -1 if the table is full.
    */
   register(addr: number, size: number, pageSize = 4096): number {
     if (!(pageSize >= 4096) || (pageSize & (pageSize - 1)) !== 0 || addr % pageSize !== 0) pageSize = 4096;

@@ -903,7 +903,14 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       } catch (e) {
         throw new VhostProtocolError('bad-value', `mmap: ${(e as Error).message}`, request);
       }
-      const slot = guard ? guard.register(addr, d.size, st.blksize) : -1;
+      // a hugetlbfs mapping can only be replaced a whole huge page (its st_blksize) at a time
+      let page = 4096;
+      try {
+        if (libc.fsType(fd) === libc.HUGETLBFS_MAGIC) page = st.blksize;
+      } catch {
+        /* not a filesystem file: 4 KiB pages */
+      }
+      const slot = guard ? guard.register(addr, d.size, page) : -1;
       if (slot < 0 && !sealed) {
         libc.munmap(addr, d.size);
         throw new VhostProtocolError('bad-value', `region fd cannot be sealed against shrinking (${unsealedWhy}) and the SIGBUS guard table is full`, request);
