@@ -13,7 +13,7 @@ import { pino, destination } from 'pino';
 import { Switch } from '../daemon/switch.js';
 import { rpcCall } from '../daemon/control.js';
 import { Testpmd, type PortReport } from './testpmd.js';
-import { UsageError } from '../cli/main.js';
+import { UsageError } from '../util/options.js';
 
 interface RpcText {
   text: string;

@@ -1,14 +1,10 @@
 /** `tsvs testpmd`: the command-line face of src/app/testpmd.ts. */
 import { Testpmd, parsePortArg, FWD_MODES, type FwdMode, type PortReport } from './testpmd.js';
-import { UsageError } from '../cli/main.js';
+import { UsageError, numberOption } from '../util/options.js';
 
 function int(v: unknown, name: string, min: number, max: number, dflt: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < min || n > max || (name !== 'duration' && name !== 'stats-period' && !Number.isInteger(n))) {
-    throw new UsageError(`--${name} must be a number in ${min}..${max}, got '${String(v)}'`);
-  }
-  return n;
+  // --duration and --stats-period take fractions of a second
+  return numberOption(v, name, min, max, dflt, name !== 'duration' && name !== 'stats-period')!;
 }
 
 function line(r: PortReport[], dt: number, prev: PortReport[] | null): string {

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { rpcCall } from '../daemon/control.js';
 import { runPaths } from '../daemon/run-dir.js';
 import { pcapHeader, pcapRecord, frameSummary } from '../capture/pcap.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../util/options.js';
 
 interface ReadResult {
   frames: { ts: number; dir: string; len: number; data: string }[];

@@ -4,8 +4,8 @@
  */
 import { rpcCall } from '../daemon/control.js';
 import { runPaths } from '../daemon/run-dir.js';
-import type { CommandModule } from './commands.js';
-import { UsageError } from './main.js';
+import { UsageError, intOption } from '../util/options.js';
+import { qemuMemoryArgs, qemuVhostUserArgs } from '../app/qemu-args.js';
 
 type Values = Record<string, unknown>;
 
@@ -13,12 +13,6 @@ function need(pos: string[], n: number, what: string): void {
   if (pos.length < n) throw new UsageError(`missing ${what}`);
 }
 
-function intOpt(v: unknown, name: string, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in ${min}..${max}, got '${String(v)}'`);
-  return n;
-}
 
 /** Build the RPC params of each command from its arguments. */
 const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>> = {
@@ -29,7 +23,7 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
     if (v.type === undefined) throw new UsageError('--type is required (vhost-user | vhost-user-client | tap | afpacket)');
     return {
       bridge: p[0], name: p[1], type: v.type, path: v.path, iface: v.iface,
-      queues: intOpt(v.queues, 'queues', 1, 16), ofport: intOpt(v.ofport, 'ofport', 1, 0xfeff), mtu: intOpt(v.mtu, 'mtu', 68, 65535),
+      queues: intOption(v.queues, 'queues', 1, 16), ofport: intOption(v.ofport, 'ofport', 1, 0xfeff), mtu: intOption(v.mtu, 'mtu', 68, 65535),
     };
   },
   'del-port': (_v, p) => (need(p, 2, 'BR NAME'), { bridge: p[0], name: p[1] }),
@@ -52,6 +46,18 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   shutdown: () => ({}),
 };
 
+/** QEMU arguments for a vhost-user port, from the daemon's description of it. */
+function qemuArgsOf(result: unknown): { text: string; data: string[] } {
+  const d = (result as { data: { path: string; server: boolean; queues?: number } }).data;
+  const args = [...qemuMemoryArgs({ share: true }), ...qemuVhostUserArgs(d.path, { server: d.server, queues: d.queues })];
+  return { text: args.map((a) => (/[\s,]/.test(a) && !a.startsWith('-') ? `'${a}'` : a)).join(' '), data: args };
+}
+
+/** Commands whose answer the CLI turns into text itself (the daemon stays below src/app). */
+const RENDER: Record<string, (result: unknown) => { text: string; data: unknown }> = {
+  'qemu-args': qemuArgsOf,
+};
+
 /** Text rendering: the daemon answers { text?: string, ... }; fall back to JSON. */
 function render(result: unknown): string {
   if (result && typeof result === 'object' && 'text' in result && typeof (result as { text: unknown }).text === 'string') {
@@ -61,13 +67,15 @@ function render(result: unknown): string {
   return JSON.stringify(result, null, 2);
 }
 
-export function command(name: string): CommandModule {
+/** The module of control command `name` (commands.ts loads it on demand; a CommandModule). */
+export function command(name: string): { run(values: Values, positionals: string[]): Promise<number> } {
   return {
     async run(values: Values, positionals: string[]): Promise<number> {
       const mk = PARAMS[name];
       const params = mk(values, positionals);
       const dir = (values['run-dir'] as string | undefined) ?? undefined;
-      const result = await rpcCall(runPaths(dir).control, name, { ...params, json: !!values.json });
+      const answer = await rpcCall(runPaths(dir).control, name, { ...params, json: !!values.json });
+      const result = RENDER[name] ? RENDER[name](answer) : answer;
       if (values.json) {
         const r = result && typeof result === 'object' && 'data' in result ? (result as { data: unknown }).data : result;
         process.stdout.write(JSON.stringify(r ?? null, null, 2) + '\n');

@@ -9,12 +9,9 @@ import { fileURLToPath } from 'node:url';
 import * as path from 'node:path';
 import { COMMANDS, type CommandSpec } from './commands.js';
 
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+import { UsageError } from '../util/options.js';
+
+export { UsageError };
 
 function packageVersion(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));

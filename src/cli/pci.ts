@@ -1,6 +1,6 @@
 /** `tsvs pci-bind` and `tsvs pci-list`: PCI devices for userspace drivers (src/sys/pci.ts). */
 import { bindPciDevice, listPciDevices, hugepageCounts, BIND_DRIVERS, PciError, type BindDriver } from '../sys/pci.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../util/options.js';
 
 export async function runBind(values: Record<string, unknown>, positionals: string[]): Promise<number> {
   if (positionals.length !== 2) throw new UsageError(`expected PCI_ADDR DRIVER (DRIVER: ${BIND_DRIVERS.join(' | ')})`);

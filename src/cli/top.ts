@@ -11,7 +11,7 @@ import { rpcCall } from '../daemon/control.js';
 import { runPaths } from '../daemon/run-dir.js';
 import type { SwitchView, DpFlowRow } from '../metrics/view.js';
 import { computeRates, type Sample, type Rates, type PortRate } from '../metrics/rates.js';
-import { UsageError } from './main.js';
+import { UsageError } from '../util/options.js';
 
 /** 1234567 -> "1.23M" (SI, 3 significant digits). */
 export function si(n: number): string {

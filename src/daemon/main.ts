@@ -3,7 +3,7 @@ import { pino, destination } from 'pino';
 import { Switch, SwitchConfigError, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
 import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend.js';
-import { UsageError } from '../cli/main.js';
+import { UsageError, intOption as intArg } from '../util/options.js';
 import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
 import { startWebServer } from '../web/server.js';
 import { installSigbusGuard, sigbusGuardProblem } from '../sys/sigbus.js';
@@ -21,12 +21,6 @@ export function parseCpuList(s: string): number[] {
   return out;
 }
 
-function intArg(v: unknown, name: string, min: number, max: number, dflt: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in ${min}..${max}, got '${String(v)}'`);
-  return n;
-}
 
 export async function run(values: Record<string, unknown>): Promise<number> {
   const level = String(values['log-level'] ?? process.env.TSVS_LOG_LEVEL ?? 'info');

@@ -29,7 +29,6 @@ import { portNumberProblem } from '../dp/port-number.js';
 import { ControlServer, RpcError } from './control.js';
 import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';
 import { Bridge, DEFAULT_FLOW } from './bridge.js';
-import { qemuVhostUserArgs, qemuMemoryArgs } from '../app/qemu-args.js';
 import type { SwitchView, ObservableSwitch } from '../metrics/view.js';
 import { registerObserveMethods } from '../metrics/observe-methods.js';
 import { CaptureSessions } from '../capture/sessions.js';
@@ -843,8 +842,8 @@ export class Switch implements ObservableSwitch {
       const rt = no === undefined ? undefined : this.ports.get(no);
       if (!rt) throw new RpcError(`no port named '${String(p.port)}'`);
       if (rt.cfg.type !== 'vhost-user' && rt.cfg.type !== 'vhost-user-client') throw new RpcError(`port ${rt.cfg.name} is ${rt.cfg.type}, not vhost-user`);
-      const args = [...qemuMemoryArgs({ share: true }), ...qemuVhostUserArgs(rt.cfg.path!, { server: rt.cfg.type === 'vhost-user-client', queues: rt.cfg.queues })];
-      return { text: args.map((a) => (/[\s,]/.test(a) && !a.startsWith('-') ? `'${a}'` : a)).join(' '), data: args };
+      // what QEMU needs to know of the port; the CLI turns it into QEMU arguments (src/cli/ctl.ts)
+      return { data: { port: rt.cfg.name, path: rt.cfg.path!, server: rt.cfg.type === 'vhost-user-client', queues: rt.cfg.queues } };
     });
     registerObserveMethods(c, this);
     this.captures = new CaptureSessions({

@@ -84,9 +84,9 @@ test('tsvs testpmd rejects bad arguments with clear errors', async () => {
   r = await run(['--port', 'virtio-user:path=/x,client=1']);
   assert.match(r.stderr, /unknown option 'client' for virtio-user/);
   r = await run(['--port', 'virtio-user:path=/x', '--txpkts', '10']);
-  assert.match(r.stderr, /--txpkts must be a number in 64..9000/);
+  assert.match(r.stderr, /--txpkts must be an integer in 64..9000/);
   r = await run(['--port', 'virtio-user:path=/x', '--tx-buffers', '5000']);
-  assert.match(r.stderr, /--tx-buffers must be a number in 0..4096/);
+  assert.match(r.stderr, /--tx-buffers must be an integer in 0..4096/);
   r = await run(['--port', 'virtio-user:path=/x', '--fwd', 'sideways']);
   assert.match(r.stderr, /--fwd must be one of/);
   r = await run(['--bogus']);

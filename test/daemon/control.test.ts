@@ -136,6 +136,11 @@ test('ofport range: the RPC refuses 0 and 65280; a database with a bad entry and
   assert.match(d.log(), /stored rule 'actions=output:999999' no longer parses: output: port 999999 out of range/);
   assert.match(d.log(), /removed \.conf\.json\.999999999\.tmp/);
   assert.ok(!fs.existsSync(path.join(dir, '.conf.json.999999999.tmp')));
+  // qemu-args: the daemon describes the port, the CLI renders QEMU's arguments
+  const qa = await d.cli('qemu-args', 'vm1');
+  assert.match(qa.stdout, /-chardev 'socket,id=\w+,path=\S*vm1\.sock'/);
+  const qaJson = JSON.parse((await d.cli('qemu-args', 'vm1', '--json')).stdout) as string[];
+  assert.ok(Array.isArray(qaJson) && qaJson.includes('-chardev'), JSON.stringify(qaJson));
   const ctl = path.join(dir, 'tsvs.ctl');
   for (const ofport of [0, 65280, -1, 1.5, 'x']) {
     await assert.rejects(rpcCall(ctl, 'add-port', { bridge: 'br0', name: 'p9', type: 'vhost-user', ofport }), /ofport: port number .* is out of range/, String(ofport));
