@@ -112,6 +112,15 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./top.js'),
   },
   {
+    name: 'dashboard',
+    summary: 'serve the web dashboard of a running daemon (same page as tsvs daemon --web)',
+    options: {
+      'run-dir': common['run-dir'],
+      listen: { type: 'string', arg: 'ADDR:PORT', help: 'where to serve it (PORT alone: 127.0.0.1)', default: '127.0.0.1:8080' },
+    },
+    load: () => import('./dashboard.js'),
+  },
+  {
     name: 'capture',
     args: 'PORT [FILTER]',
     summary: "copy a port's frames to a pcap file or stdout (FILTER: an ovs-ofctl match, e.g. udp,tp_dst=53)",

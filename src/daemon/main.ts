@@ -5,7 +5,7 @@ import { defaultRunDir } from './run-dir.js';
 import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend.js';
 import { UsageError, intOption as intArg } from '../util/options.js';
 import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
-import { startWebServer } from '../web/server.js';
+import { startWebServer, localSource } from '../web/server.js';
 import { installSigbusGuard, sigbusGuardProblem } from '../sys/sigbus.js';
 
 export function parseCpuList(s: string): number[] {
@@ -68,7 +68,7 @@ export async function run(values: Record<string, unknown>): Promise<number> {
       log.info({ metrics: m.url }, `Prometheus metrics at ${m.url}`);
     }
     if (webAt) {
-      const w = await startWebServer(sw, webAt.host, webAt.port);
+      const w = await startWebServer(localSource(sw), webAt.host, webAt.port);
       closers.push(w.close);
       log.info({ web: w.url }, `web dashboard at ${w.url}`);
     }

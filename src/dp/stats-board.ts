@@ -211,7 +211,9 @@ export class StatsBoardReader {
   private readonly layoutBytes: Uint8Array;
   private gen = -1;
   private layout: Layout = { pmdReasons: [], ports: [] };
-  private readonly copy = new Float64Array(VALUES);
+  /** The last consistent copy, and the buffer the next attempt copies into. */
+  private good = new Float64Array(VALUES);
+  private scratch = new Float64Array(VALUES);
 
   constructor(buf: SharedArrayBuffer) {
     this.hdr = new Int32Array(buf, 0, 4);
@@ -219,34 +221,40 @@ export class StatsBoardReader {
     this.layoutBytes = new Uint8Array(buf, HDR_BYTES + VALUES * 8, LAYOUT_BYTES);
   }
 
-  /** A consistent copy of the board (retries while the writer is mid-update). */
+  /**
+   * A consistent copy of the board: retries while the writer is mid-update;
+   * if it never finds a quiet moment (a writer that died mid-update), the last
+   * consistent copy is shown again.
+   */
   read(): BoardSnapshot {
-    let layout = this.layout;
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; attempt < 10000; attempt++) {
       const s1 = Atomics.load(this.hdr, 0);
-      if ((s1 & 1) === 0) {
-        const gen = this.hdr[1];
-        if (gen !== this.gen) {
-          const len = this.hdr[2];
-          const text = new TextDecoder().decode(this.layoutBytes.slice(0, len));
-          try {
-            layout = JSON.parse(text) as Layout;
-          } catch {
-            layout = { pmdReasons: [], ports: [] };
-          }
-        }
-        this.copy.set(this.v);
-        if (Atomics.load(this.hdr, 0) === s1) {
-          if (gen !== this.gen) {
-            this.gen = gen;
-            this.layout = layout;
-          }
-          break;
+      if ((s1 & 1) !== 0) continue;
+      const gen = this.hdr[1];
+      let layout = this.layout;
+      if (gen !== this.gen) {
+        const len = this.hdr[2];
+        const text = new TextDecoder().decode(this.layoutBytes.slice(0, len));
+        try {
+          layout = JSON.parse(text) as Layout;
+        } catch {
+          layout = { pmdReasons: [], ports: [] };
         }
       }
-      if (attempt > 1000) break; // a writer stuck mid-update (crashed): show what is there
+      // only the slots of the ports the layout lists
+      const used = PMD_SLOTS + PMD_REASONS + Math.min(layout.ports.length, BOARD_MAX_PORTS) * PORT_SLOTS;
+      this.scratch.set(used === VALUES ? this.v : this.v.subarray(0, used));
+      if (Atomics.load(this.hdr, 0) === s1) {
+        const t = this.good;
+        this.good = this.scratch;
+        this.scratch = t;
+        this.gen = gen;
+        this.layout = layout;
+        break;
+      }
     }
-    const v = this.copy;
+    const layout = this.layout;
+    const v = this.good;
     const pmd = { drops: {} } as PmdStats;
     for (let i = 0; i < PMD_FIELDS.length; i++) pmd[PMD_FIELDS[i]] = v[i];
     layout.pmdReasons.forEach((r, i) => (pmd.drops[r] = v[PMD_SLOTS + i]));

@@ -27,7 +27,18 @@ export interface DashboardUpdate {
   rates: ReturnType<typeof computeRates>;
 }
 
-export async function startWebServer(sw: ObservableSwitch, host: string, port: number, periodMs = 1000): Promise<{ url: string; close(): Promise<void> }> {
+/** Where the dashboard's samples come from: the switch in this process, or a daemon's control socket. */
+export type SampleSource = () => Promise<Sample>;
+
+/** Samples of a switch in this process (tsvs daemon --web). */
+export function localSource(sw: ObservableSwitch): SampleSource {
+  return async () => {
+    const view = sw.view();
+    return { view, flows: await dpFlows(sw).catch(() => []) };
+  };
+}
+
+export async function startWebServer(source: SampleSource, host: string, port: number, periodMs = 1000): Promise<{ url: string; close(): Promise<void> }> {
   const uplotJs = asset('uplot/dist/uPlot.iife.min.js');
   const uplotCss = asset('uplot/dist/uPlot.min.css');
   const clients = new Set<http.ServerResponse>();
@@ -36,18 +47,16 @@ export async function startWebServer(sw: ObservableSwitch, host: string, port: n
   let last: string | null = null;
 
   const sampleOnce = async (): Promise<void> => {
-    const view = sw.view();
-    const flows = await dpFlows(sw).catch(() => []);
-    const cur: Sample = { view, flows };
+    const cur = await source();
     const rates = computeRates(prev, cur);
     prev = cur;
-    const msg: DashboardUpdate = { time: view.timeMs, bridges: view.bridges, rates };
+    const msg: DashboardUpdate = { time: cur.view.timeMs, bridges: cur.view.bridges, rates };
     last = `data: ${JSON.stringify(msg)}\n\n`;
     for (const c of clients) c.write(last);
   };
   const loop = (): void => {
     timer = setTimeout(() => {
-      void sampleOnce().finally(() => {
+      void sampleOnce().catch(() => undefined).finally(() => {
         if (clients.size > 0) loop();
         else timer = null;
       });
@@ -78,7 +87,7 @@ export async function startWebServer(sw: ObservableSwitch, host: string, port: n
         req.on('close', () => clients.delete(res));
         if (timer === null) {
           // the first rates need two samples: take one now
-          void sampleOnce();
+          void sampleOnce().catch(() => undefined);
           loop();
         }
         return;

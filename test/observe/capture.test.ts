@@ -102,16 +102,16 @@ test('tsvs capture under testpmd traffic: pcap that tshark decodes, pipes, filte
   // 4. a capture slower than the traffic: copies beyond the ring are counted, packets still flow
   const big = path.join(d.runDir, 'big.pcap');
   const rxBefore = (JSON.parse((await d.cli('pmd-stats', '--json')).stdout) as { rxPackets: number }[])[0].rxPackets;
-  const c4 = await d.cli('capture', 'vm1', '-w', big, '-c', '20000', '--snaplen', '128');
+  const c4 = await d.cli('capture', 'vm1', '-w', big, '-c', '1000', '--snaplen', '128', '--buffer', '16');
   assert.equal(c4.code, 0, c4.stderr);
-  const m = /20000 frames captured, (\d+) copies dropped/.exec(c4.stderr);
+  const m = /1000 frames captured, (\d+) copies dropped/.exec(c4.stderr);
   assert.ok(m, c4.stderr);
   assert.ok(Number(m[1]) > 0, `overflow counted under line-rate traffic: ${c4.stderr}`);
   const ts4 = await run('tshark', ['-r', big, '-T', 'fields', '-e', 'frame.number']);
   assert.equal(ts4.code, 0, ts4.stderr);
-  assert.equal(ts4.stdout.trim().split('\n').length, 20000);
+  assert.equal(ts4.stdout.trim().split('\n').length, 1000);
   const rxAfter = (JSON.parse((await d.cli('pmd-stats', '--json')).stdout) as { rxPackets: number }[])[0].rxPackets;
-  assert.ok(rxAfter - rxBefore > 100000, `the PMD kept forwarding during the capture: ${rxAfter - rxBefore}`);
+  assert.ok(rxAfter - rxBefore > 5000, `the PMD kept forwarding during the capture: ${rxAfter - rxBefore}`);
   const drops = JSON.parse((await d.cli('port-stats', '--json')).stdout) as { port: string; rxDropped: number; txDropped: number }[];
   for (const p of drops) assert.equal(p.rxDropped, 0, `capture never drops packets: ${JSON.stringify(drops)}`);
   await tp.stopForwarding();

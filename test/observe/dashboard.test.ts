@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startDaemon } from '../harness/daemon.js';
+import { spawn } from 'node:child_process';
+import { startDaemon, CLI } from '../harness/daemon.js';
 import { requireTestpmd } from '../harness/dpdk.js';
 import { macswapPair, urlFromLog, waitFor } from '../harness/observe.js';
 
@@ -91,6 +92,27 @@ test('web dashboard in headless chromium under testpmd traffic: live plots, topo
   assert.ok(fs.statSync(shot).size > 10000, 'a screenshot with content');
   if (process.env.TSVS_DASHBOARD_PNG) fs.copyFileSync(shot, process.env.TSVS_DASHBOARD_PNG);
   assert.deepEqual(errors, [], 'no console errors');
+
+  // tsvs dashboard: the same page served by a separate process over the control socket
+  const dash = spawn(process.execPath, [CLI, 'dashboard', '--listen', '127.0.0.1:0', '--run-dir', d.runDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => {
+    if (dash.exitCode === null) dash.kill('SIGKILL');
+  });
+  let dashErr = '';
+  dash.stderr!.on('data', (x) => (dashErr += x));
+  const url2 = await waitFor('tsvs dashboard URL', () => /tsvs dashboard at (http:\/\/\S+)/.exec(dashErr)?.[1]);
+  const page2 = await browser.newPage();
+  const errors2: string[] = [];
+  page2.on('console', (m) => {
+    if (m.type() === 'error') errors2.push(m.text());
+  });
+  await page2.goto(url2);
+  await page2.locator('.port[data-port="vm3"]').waitFor({ timeout: 10000 });
+  await waitFor('rates from the separate process', async () => (await page2.evaluate(() => (window as unknown as { tsvsDash: { samples: number } }).tsvsDash.samples)) >= 2, 10000, 200);
+  assert.deepEqual(errors2, [], 'no console errors on the tsvs dashboard page either');
+  const exited = new Promise((r) => dash.once('exit', r));
+  dash.kill('SIGTERM');
+  await exited;
   await tp.stopForwarding();
   await tp.quit();
 });
