@@ -97,6 +97,8 @@ export const COMMANDS: CommandSpec[] = [
   ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue'),
   ctl('qemu-args', 'PORT', 'print the QEMU arguments that attach a guest NIC to a vhost-user port'),
   ctl('revalidate-wait', undefined, 'wait until the datapath reflects every rule and port change made so far (as ovs-appctl revalidator/wait)'),
+  ctl('trace', 'BR FLOW', 'trace a flow (ovs-ofctl match, e.g. in_port=1,dl_dst=...) through the tables: rules hit per table, megaflow, datapath actions (as ovs-appctl ofproto/trace)'),
+  ctl('fdb-show', 'BR', 'the MAC learning table (as ovs-appctl fdb/show)'),
   ctl('ovsdb-status', undefined, 'OVSDB mode: connection to ovsdb-server, lock, last applied cur_cfg'),
   ctl('shutdown', undefined, 'stop the daemon'),
   {

@@ -43,6 +43,8 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   'qemu-args': (_v, p) => (need(p, 1, 'port name'), { port: p[0] }),
   'revalidate-wait': () => ({}),
   'ovsdb-status': () => ({}),
+  trace: (_v, p) => (need(p, 2, 'BR FLOW'), { bridge: p[0], flow: p.slice(1).join(',') }),
+  'fdb-show': (_v, p) => (need(p, 1, 'bridge name'), { bridge: p[0] }),
   shutdown: () => ({}),
 };
 

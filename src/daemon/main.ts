@@ -7,6 +7,22 @@ import { UsageError, intOption as intArg } from '../util/options.js';
 import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
 import { startWebServer, localSource } from '../web/server.js';
 import { installSigbusGuard, sigbusGuardProblem } from '../sys/sigbus.js';
+import { Unixctl } from '../unixctl/server.js';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as path from 'node:path';
+
+function packageVersion(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    try {
+      return (JSON.parse(readFileSync(path.join(here, rel), 'utf8')) as { version: string }).version;
+    } catch {
+      /* try next */
+    }
+  }
+  return 'unknown';
+}
 
 export function parseCpuList(s: string): number[] {
   const out: number[] = [];
@@ -61,6 +77,17 @@ export async function run(values: Record<string, unknown>): Promise<number> {
     throw e;
   }
   const closers: (() => Promise<void>)[] = [];
+  // ovs-appctl -t RUNDIR/tsvs.ctl: OVS unixctl requests on the control socket
+  const unixctl = new Unixctl({
+    invoke: (m, p) => sw.control.invoke(m, p ?? {}),
+    version: packageVersion(),
+    setLogLevel: (l) => {
+      log.level = l;
+    },
+    logLevel: () => log.level,
+  }).start();
+  sw.control.unixctl = (m, a) => unixctl.handle(m, a);
+  closers.push(async () => unixctl.stop());
   try {
     if (metricsAt) {
       const m = await startMetricsServer(sw, metricsAt.host, metricsAt.port);

@@ -24,6 +24,7 @@ import { newCrossPmdRing } from '../dp/remote-port.js';
 import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-factory.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
+import { traceFlow } from '../ofproto/trace.js';
 import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
 import { portNumberProblem } from '../dp/port-number.js';
 import { ControlServer, RpcError } from './control.js';
@@ -753,6 +754,9 @@ export class Switch implements ObservableSwitch {
             match: formatMatch({ key: Uint32Array.from(f.key.map((k, i) => k & f.mask[i])), mask: Uint32Array.from(f.mask) }, DEFAULT_PRIORITY, (n) => this.portName(n)) || '(any)',
             mask: f.mask.map((m) => m.toString(16).padStart(8, '0')).join(''),
             actions: formatProgram(Int32Array.from(f.actions)),
+            // raw flow key and mask words (ovs-appctl dpctl/dump-flows prints them in ODP syntax)
+            keyWords: f.key.slice(0, FLOW_WORDS),
+            maskWords: f.mask.slice(0, FLOW_WORDS),
           });
         }
       }
@@ -862,6 +866,21 @@ export class Switch implements ObservableSwitch {
     c.on('revalidate-wait', async () => {
       await this.waitRevalidated();
       return { text: '', data: { passes: this.revalidationPasses, flowsRemoved: this.revalidatedFlowsRemoved } };
+    });
+    c.on('trace', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      try {
+        const r = traceFlow(br.env(Date.now()), br.name, String(p.flow ?? ''), (n) => this.resolvePort(n), (n) => this.portName(n));
+        return { text: r.text, data: r };
+      } catch (e) {
+        throw new RpcError(`bad flow: ${(e as Error).message}`);
+      }
+    });
+    c.on('fdb-show', (p) => {
+      const br = this.bridgeOrThrow(p.bridge);
+      const now = Date.now();
+      const data = br.mac.entries().map((e) => ({ port: e.port, vlan: e.vlan, mac: e.mac, age: Math.max(0, Math.floor((now - e.lastSeen) / 1000)) }));
+      return { text: br.mac.format(now), data };
     });
     c.on('shutdown', () => {
       setImmediate(() => void this.stop().then(() => this.onShutdown?.()));

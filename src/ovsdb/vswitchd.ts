@@ -46,6 +46,7 @@ const READ: Record<string, string[]> = {
   Port: ['name', 'interfaces', 'tag', 'trunks', 'vlan_mode'],
   Interface: ['name', 'type', 'options', 'ofport_request', 'mtu_request', 'other_config'],
   Controller: ['target'],
+  // (Bridge.fail_mode and Bridge.controller are read above)
 };
 
 /** How one interface of the database maps onto a tsvs port. */
@@ -155,6 +156,8 @@ export class OvsdbVswitchd {
   private readonly applied = new Map<string, Applied>();
   /** Bridges we made. */
   private readonly bridges = new Set<string>();
+  /** Controller targets and fail_mode last applied per bridge (JSON). */
+  private readonly ctlApplied = new Map<string, string>();
   /** Output columns as last written, row uuid -> column -> JSON (cleared on reconnect). */
   private written = new Map<string, Map<string, string>>();
   private running = false;
@@ -406,6 +409,26 @@ export class OvsdbVswitchd {
       this.applied.set(p.name, a);
     }
 
+    // ---- controllers and fail_mode (the OpenFlow agent's set-controller / set-fail-mode)
+    const ctlRows = this.table('Controller');
+    for (const [name, br] of wantBridges) {
+      if (!this.bridges.has(name)) continue;
+      const targets = uuidSet(br.row.controller).map((u) => ctlRows.get(u)?.target).filter((x): x is string => typeof x === 'string').sort();
+      const failMode = optional<string>(br.row.fail_mode) ?? 'standalone';
+      const want = JSON.stringify([targets, failMode]);
+      if (this.ctlApplied.get(name) === want) continue;
+      try {
+        await this.sw.call('set-fail-mode', { bridge: name, mode: failMode });
+        await this.sw.call('set-controller', { bridge: name, targets });
+        this.ctlApplied.set(name, want);
+        if (targets.length) this.log.info(`ovsdb: bridge ${name}: controllers ${targets.join(' ')}, fail_mode ${failMode}`);
+      } catch (e) {
+        this.ctlApplied.set(name, want);
+        this.log.warn(`ovsdb: bridge ${name}: controllers ${targets.join(' ')}: ${(e as Error).message}`);
+      }
+    }
+    for (const b of [...this.ctlApplied.keys()]) if (!this.bridges.has(b)) this.ctlApplied.delete(b);
+
     // ---- write back (only columns whose value changed), cur_cfg last in the same transaction
     await this.writeBack(ovsUuid, ovs, nextCfg, wantBridges, plans);
   }
@@ -455,8 +478,26 @@ export class OvsdbVswitchd {
       const row = this.diff(uuid, cols);
       if (row) updates.push({ table, uuid, row, cols });
     };
+    const ctlRows = this.table('Controller');
     for (const [name, br] of bridges) {
       add('Bridge', br.uuid, { datapath_id: datapathId(name, strMap(br.row.other_config)) });
+      const cus = uuidSet(br.row.controller);
+      if (cus.length === 0 || !this.bridges.has(name)) continue;
+      let st: { target: string; state: string; lastError: string }[] = [];
+      try {
+        const g = (await this.sw.call('get-controller', { bridge: name })) as { data?: { status?: typeof st } };
+        st = g.data?.status ?? [];
+      } catch {
+        /* no agent */
+      }
+      for (const cu of cus) {
+        const target = ctlRows.get(cu)?.target;
+        const x = st.find((y) => y.target === target);
+        const connected = x?.state === 'connected';
+        const status: Record<string, string> = { state: connected ? 'ACTIVE' : x ? (x.state === 'connecting' ? 'CONNECTING' : 'BACKOFF') : 'VOID' };
+        if (x?.lastError && !connected) status.last_error = x.lastError;
+        add('Controller', cu, { is_connected: connected, role: connected ? 'other' : mkSet([]), status: mkMap(status) });
+      }
     }
     for (const [name, plan] of plans) {
       const a = this.applied.get(name);
