@@ -47,10 +47,11 @@ export function formatOdpFlow(f: OdpFlow, verbose: boolean, names?: Map<number, 
     const u = crypto.createHash('md5').update(`${f.pmd}:${f.id}:${k.join(',')}`).digest('hex');
     parts.push(`ufid:${u.slice(0, 8)}-${u.slice(8, 12)}-${u.slice(12, 16)}-${u.slice(16, 20)}-${u.slice(20, 32)}`);
   }
-  const key: string[] = ['recirc_id(0)'];
-  if (verbose) key.push('dp_hash(0/0)', 'skb_priority(0/0)');
+  // field order as OVS prints it (odp_flow_format): with -m every metadata field, names for ports
+  const key: string[] = verbose
+    ? ['skb_priority(0/0)', 'skb_mark(0/0)', 'ct_state(0/0)', 'ct_zone(0/0)', 'ct_mark(0/0)', 'ct_label(0/0)', 'recirc_id(0)', 'dp_hash(0/0)']
+    : ['recirc_id(0)'];
   key.push(`in_port(${names?.get(k[W_IN_PORT]) ?? k[W_IN_PORT]})`);
-  if (verbose) key.push('skb_mark(0/0)', 'ct_state(0/0)', 'ct_zone(0/0)', 'ct_mark(0/0)', 'ct_label(0/0)');
   key.push('packet_type(ns=0,id=0)');
   // eth
   const srcM = mac(m[W_DL_HI] >>> 16, m[W_DL_SRC_LO]);
@@ -115,7 +116,8 @@ export function formatOdpFlow(f: OdpFlow, verbose: boolean, names?: Map<number, 
   else key.push(...inner);
   parts.push(key.join(','));
   parts.push(`packets:${f.packets}`, `bytes:${f.bytes}`, `used:${f.used}`);
-  if (verbose) parts.push('dp:tsvs');
-  parts.push(`actions:${f.actions}`);
+  if (verbose) parts.push('dp:ovs');
+  const acts = names ? f.actions.split(',').map((a) => (/^\d+$/.test(a) ? names.get(Number(a)) ?? a : a)).join(',') : f.actions;
+  parts.push(`actions:${acts}`);
   return parts.join(', ');
 }

@@ -143,8 +143,14 @@ export class Unixctl {
     this.cmds.set(name, { usage, min, max, run });
   }
 
-  /** Answer one ovs-appctl request. */
+  /** Answer one ovs-appctl request (a non-empty body always ends with a newline, as lib/unixctl.c makes it). */
   async handle(method: string, args: string[]): Promise<UnixctlReply> {
+    const r = await this.handle1(method, args);
+    const nl = (x: string | null): string | null => (x && !x.endsWith('\n') ? x + '\n' : x);
+    return { result: nl(r.result), error: nl(r.error) };
+  }
+
+  private async handle1(method: string, args: string[]): Promise<UnixctlReply> {
     const c = this.cmds.get(method);
     if (!c) return { result: null, error: `"${method}" is not a valid command (use "list-commands" to see a list of valid commands)` };
     if (args.length < c.min) return { result: null, error: `"${method}" command requires at least ${c.min} arguments` };
@@ -197,6 +203,7 @@ export class Unixctl {
     this.add('coverage/show', '', 0, 0, () => this.coverageShow());
     this.add('dpif-netdev/pmd-stats-show', '[-pmd core] [dp]', 0, 3, (a) => this.pmdStatsShow(a));
     this.add('dpif-netdev/pmd-stats-clear', '[-pmd core] [dp]', 0, 3, async () => {
+      await this.counters(); // coverage keeps what the PMDs counted so far
       await this.deps.invoke('pmd-stats-clear');
       this.perfSince = Date.now();
       return '';
@@ -360,13 +367,11 @@ export class Unixctl {
       if (!byPmd.has(f.pmd)) byPmd.set(f.pmd, []);
       byPmd.get(f.pmd)!.push(f);
     }
-    const pmds = byPmd.size > 1 ? await this.data<PmdJson[]>('pmd-stats') : [];
+    const pmds = byPmd.size > 0 ? await this.data<PmdJson[]>('pmd-stats') : [];
     for (const [pmd, list] of byPmd) {
-      if (byPmd.size > 1) {
-        const p = pmds.find((x) => x.pmd === pmd);
-        out.push(`flow-dump from pmd on cpu core: ${p?.cpu ?? pmd}`);
-      }
-      for (const f of list) out.push(formatOdpFlow(f, verbose, args.includes('--names') ? names : undefined));
+      const p = pmds.find((x) => x.pmd === pmd);
+      out.push(`flow-dump from pmd on cpu core: ${p?.cpu ?? pmd}`);
+      for (const f of list) out.push(formatOdpFlow(f, verbose, verbose || args.includes('--names') ? names : undefined));
     }
     return out.join('\n') + (out.length ? '\n' : '');
   }
@@ -387,7 +392,22 @@ export class Unixctl {
     ].join('\n');
   }
 
+  /** Coverage totals: PMD counters restart at pmd-stats-clear, coverage counters never do. */
+  private readonly covTotal = new Map<string, number>();
+  private readonly covLast = new Map<string, number>();
+
   private async counters(): Promise<Map<string, number>> {
+    const raw = await this.rawCounters();
+    for (const [k, v] of raw) {
+      const last = this.covLast.get(k) ?? 0;
+      const d = v >= last ? v - last : v;
+      this.covLast.set(k, v);
+      this.covTotal.set(k, (this.covTotal.get(k) ?? 0) + d);
+    }
+    return new Map(this.covTotal);
+  }
+
+  private async rawCounters(): Promise<Map<string, number>> {
     const c = new Map<string, number>();
     const add = (k: string, v: number): void => {
       c.set(k, (c.get(k) ?? 0) + v);
@@ -413,10 +433,10 @@ export class Unixctl {
       for (const s of this.samples) if (t - s.t >= sec * 1000 - 500) best = s;
       return (best ?? this.samples[0])?.c;
     };
-    const rate = (k: string, sec: number, digits: number): string => {
+    const rate = (k: string, sec: number, digits: number, width: number): string => {
       const old = ago(sec);
       const d = (now.get(k) ?? 0) - (old?.get(k) ?? 0);
-      return `${(Math.max(0, d) / sec).toFixed(digits)}/sec`;
+      return `${(Math.max(0, d) / sec).toFixed(digits).padStart(width)}/sec`;
     };
     const lines = ['Event coverage, avg rate over last: 5 seconds, last minute, last hour,  hash=00000000:'];
     let never = 0;
@@ -426,7 +446,8 @@ export class Unixctl {
         never++;
         continue;
       }
-      lines.push(`${k.padEnd(26)} ${rate(k, 5, 1).padStart(11)} ${rate(k, 60, 3).padStart(13)} ${rate(k, 3600, 4).padStart(17)}   total: ${total}`);
+      // lib/coverage.c: "%-24s %5.1f/sec %9.3f/sec %13.4f/sec   total: %llu"
+      lines.push(`${k.padEnd(24)} ${rate(k, 5, 1, 5)} ${rate(k, 60, 3, 9)} ${rate(k, 3600, 4, 13)}   total: ${total}`);
     }
     lines.push(`${never} events never hit`);
     return lines.join('\n') + '\n';
