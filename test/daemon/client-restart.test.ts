@@ -77,10 +77,12 @@ async function trafficRound(d: Daemon, tp: Testpmd, what: string, ms = 1500): Pr
   // every frame testpmd transmitted on a port was taken by the switch from that port's TX ring
   assert.equal(delta('vm1', 'rxPackets'), p0.txPackets, `vm1 rx == testpmd port 0 tx: ${info}`);
   assert.equal(delta('vm2', 'rxPackets'), p1.txPackets, `vm2 rx == testpmd port 1 tx: ${info}`);
-  // what the switch put in a guest RX ring testpmd received (testpmd stopped polling: at most a ring's worth waits)
+  // what the switch put in a guest RX ring testpmd received, within a ring's worth either way: testpmd stops
+  // polling at the end of a round (frames wait in its RX ring), and those frames, or ones the switch wrote
+  // before a restart, are received and counted by testpmd in the next round
   for (const [n, p] of [['vm1', p0], ['vm2', p1]] as const) {
     const tx = delta(n, 'txPackets');
-    assert.ok(p.rxPackets <= tx && tx - p.rxPackets <= 256, `${n} tx ${tx} vs testpmd rx ${p.rxPackets}: ${info}`);
+    assert.ok(Math.abs(tx - p.rxPackets) <= 256, `${n} tx ${tx} vs testpmd rx ${p.rxPackets}: ${info}`);
   }
   for (const p of after.values()) {
     assert.equal(p.drops['rx-bad-guest-chain'] ?? 0, 0, `no ring marked broken: ${info}`);
