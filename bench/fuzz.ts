@@ -21,6 +21,7 @@ import { closeQuiet } from '../src/sys/libc.js';
 import { Mempool } from '../src/mem/mempool.js';
 import { VirtioUserPort } from '../src/pmd/virtio-user.js';
 import * as M from '../src/vhost/messages.js';
+import { Rng } from '../test/fixtures/rng.js';
 
 export interface FuzzOptions {
   /** Stop after this long (default 30 s) ... */
@@ -49,27 +50,6 @@ export interface FuzzReport {
   poolCount: number;
   /** Why the target port dropped connections (from the daemon's log lines). */
   logLines: number;
-}
-
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
-  u32(): number {
-    let x = this.s;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return this.s;
-  }
-  int(n: number): number {
-    return this.u32() % n;
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)];
-  }
 }
 
 const M1 = '02:00:00:00:f0:01';

@@ -4,26 +4,14 @@
  * on demand; argument parsing uses node:util parseArgs.
  */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as path from 'node:path';
 import { COMMANDS, type CommandSpec } from './commands.js';
 
 import { UsageError } from '../util/options.js';
+import { packageVersion } from '../util/version.js';
 
 export { UsageError };
-
-function packageVersion(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const rel of ['../../package.json', '../../../package.json']) {
-    try {
-      return (JSON.parse(readFileSync(path.join(here, rel), 'utf8')) as { version: string }).version;
-    } catch {
-      /* try next */
-    }
-  }
-  return 'unknown';
-}
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -8,21 +8,7 @@ import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
 import { startWebServer, localSource } from '../web/server.js';
 import { installSigbusGuard, sigbusGuardProblem } from '../sys/sigbus.js';
 import { Unixctl } from '../unixctl/server.js';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import * as path from 'node:path';
-
-function packageVersion(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const rel of ['../../package.json', '../../../package.json']) {
-    try {
-      return (JSON.parse(readFileSync(path.join(here, rel), 'utf8')) as { version: string }).version;
-    } catch {
-      /* try next */
-    }
-  }
-  return 'unknown';
-}
+import { packageVersion } from '../util/version.js';
 
 export function parseCpuList(s: string): number[] {
   const out: number[] = [];

@@ -10,9 +10,11 @@ import * as path from 'node:path';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
 import { Testpmd } from '../harness/dpdk.js';
 import { waitFor } from '../harness/wait.js';
+import { M1, M2, macswapPair as startMacswapPair } from '../harness/macswap-pair.js';
 
-const M1 = '02:00:00:00:00:01';
-const M2 = '02:00:00:00:00:02';
+/** Both links up within 10 s, or go on anyway: the callers check what they need. */
+const macswapPair = (t: { after(fn: () => void): void }, d: Daemon): Promise<Testpmd> => startMacswapPair(t, d, { linkTimeout: 10000, requireLinks: false });
+
 
 interface DpFlow { actions: string; packets: number; match: string }
 interface PmdJson { pmd: number; rxPackets: number; upcalls: number; emcHits: number; megaflowHits: number; poolAvailable: number; poolCount: number }
@@ -40,24 +42,6 @@ async function receivesMore(d: Daemon, n: number): Promise<void> {
 
 async function txCounts(d: Daemon): Promise<Record<string, number>> {
   return Object.fromEntries((await json<{ port: string; txPackets: number }[]>(d, 'port-stats')).map((p) => [p.port, p.txPackets]));
-}
-
-/**
- * dpdk-testpmd with two virtio-user ports on the daemon's vm1 and vm2, macswap on each port back to
- * itself (a ping-pong between vm1 and vm2 with correct source MACs); resolves once the daemon shows
- * both links up (or after 10 s: callers check what they need).
- */
-async function macswapPair(t: { after(fn: () => void): void }, d: Daemon): Promise<Testpmd> {
-  const tp = Testpmd.start({
-    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},queues=1,mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},queues=1,mac=${M2}`],
-    fwdMode: 'macswap',
-    lcores: '0@1,1@0',
-    extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
-  });
-  t.after(() => tp.kill());
-  await tp.waitFor(/testpmd> /, 30000);
-  await waitFor(async () => ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length >= 2, { what: 'vm1 and vm2 links up', timeout: 10000 }).catch(() => undefined);
-  return tp;
 }
 
 test('DPDK virtio-user frontends through the switch: NORMAL learning, rules, upcalls vs cache hits, revalidation, port deletion under traffic', async (t) => {

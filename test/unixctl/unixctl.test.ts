@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
 import { OvsdbServer, appctl, type Run } from '../harness/ovsdb.js';
-import { Testpmd } from '../harness/dpdk.js';
+import { M1, M2, macswapPair } from '../harness/macswap-pair.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -87,17 +87,7 @@ test('ovs-appctl answers on RUNDIR/tsvs.ctl with the layouts of ovs-vswitchd 3.1
   const ours = async (...args: string[]): Promise<string> => ok(await appctl(ctl, ...args), `tsvs ${args.join(' ')}`);
   assert.equal((await d.cli('add-br', 'br0')).code, 0);
   for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
-  const M1 = '02:00:00:00:00:01';
-  const M2 = '02:00:00:00:00:02';
-  const tp = Testpmd.start({
-    vdev: [`net_virtio_user0,path=${path.join(d.runDir, 'vm1')},queues=1,mac=${M1}`, `net_virtio_user1,path=${path.join(d.runDir, 'vm2')},queues=1,mac=${M2}`],
-    fwdMode: 'macswap',
-    lcores: '0@1,1@0',
-    extraArgs: [`--eth-peer=0,${M2}`, `--eth-peer=1,${M1}`, '--port-topology=loop'],
-  });
-  t.after(() => tp.kill());
-  await tp.waitFor(/testpmd> /, 30000);
-  await until('links up', async () => ((await d.cli('show')).stdout.match(/link=up/g) ?? []).length === 2);
+  const tp = await macswapPair(t, d);
   await tp.run('start tx_first 4');
   await sleep(1500);
   await tp.stopForwarding();

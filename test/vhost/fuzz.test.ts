@@ -28,30 +28,10 @@ import {
   type FdRef,
   type ScriptMsg,
 } from '../fixtures/vhost-session.js';
+import { Rng } from '../fixtures/rng.js';
 
 const CASES = process.env.TSVS_LONG ? 100000 : 10000;
 const SEED = Number(process.env.TSVS_FUZZ_SEED ?? 0x5eed1234);
-
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
-  u32(): number {
-    let x = this.s;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return this.s;
-  }
-  int(n: number): number {
-    return this.u32() % n;
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)];
-  }
-}
 
 const TERMINATOR = new Uint8Array(M.MAX_PAYLOAD + 2 * M.HDR_SIZE);
 const U32S = [0, 1, 2, 7, 8, 0xff, 0x100, 0x101, 0x1ff, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff];
