@@ -6,8 +6,10 @@
  * Dispatch is driven by the request table in messages.ts: the connection
  * validates size and fd count before a handler runs, NEED_REPLY / REPLY_ACK
  * is handled generically here, and a handler only mutates session state and
- * returns its reply payload. Whenever state that the data path depends on
- * changes, {@link VhostUserBackend.refresh} revokes the published
+ * returns its reply payload. Handlers never touch the published data path
+ * themselves: the table's `quiesce` column says which requests change what
+ * the rings use, and the dispatcher ({@link VhostUserBackend.handle}) then
+ * runs {@link VhostUserBackend.refresh}, which revokes the published
  * {@link DataPathDescription} (waiting until every lease has detached, so
  * memory is never unmapped under a running burst), then publishes the next
  * one. The device (e.g. net-device.ts) plugs in through {@link VhostUserDevice}.
@@ -49,6 +51,7 @@ import {
   type MemRegionDesc,
   type MsgHeader,
   type RequestSpec,
+  type HandlerKey,
 } from './messages.js';
 import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
 import { peerPid, mappingSharing } from './peer.js';
@@ -213,7 +216,13 @@ interface MappedRegion {
   refs: number;
 }
 
-type Handler = (msg: VhostMessage) => Uint8Array | void | Promise<Uint8Array | void>;
+/**
+ * A handler's result: the reply payload, nothing (ack-only requests), or a
+ * function that builds the reply once the dispatcher has brought the rings in
+ * line (GET_VRING_BASE reads the positions the stopped data path wrote back).
+ */
+type HandlerResult = Uint8Array | void | (() => Uint8Array);
+type Handler = (msg: VhostMessage) => HandlerResult | Promise<HandlerResult>;
 
 export interface BackendEvents {
   connect: [];
@@ -276,7 +285,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   /** Regions and fds replaced while a data path may still use them. */
   private retiredRegions: MappedRegion[] = [];
   private retiredFds: number[] = [];
-  private readonly handlers: Record<string, Handler>;
+  private readonly handlers: Record<HandlerKey, Handler>;
 
   constructor(opts: BackendOptions) {
     super();
@@ -568,10 +577,22 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     const spec = FRONTEND_REQUESTS.get(msg.hdr.request) as RequestSpec;
     this.stats.messages++;
     this.log.log('debug', `${this.name}: ${spec.name} size ${msg.hdr.size} fds ${msg.fds.length} flags 0x${msg.hdr.flags.toString(16)}`);
-    const h = this.handlers[spec.handler] ?? this.handlers.unsupported;
+    const h = this.handlers[spec.handler];
     let reply: Uint8Array | void;
     try {
-      reply = await h(msg);
+      if (spec.quiesce === 'always') {
+        // every lease released before the handler runs (it may free what the rings use), republished after
+        await this.stopDataPath();
+        try {
+          reply = this.readyReply(await h(msg));
+        } finally {
+          await this.refresh();
+        }
+      } else {
+        const r = await h(msg);
+        if (spec.quiesce === 'changed') await this.refresh();
+        reply = this.readyReply(r);
+      }
     } catch (e) {
       if (!(e instanceof VhostProtocolError) && !(e instanceof GuestMemoryError) && !(e instanceof libc.SysError)) throw e;
       const err =
@@ -592,6 +613,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     }
   }
 
+  private readyReply(r: HandlerResult): Uint8Array | void {
+    return typeof r === 'function' ? r() : r;
+  }
+
   private sendReply(conn: VhostConnection, request: number, payload: Uint8Array): void {
     if (conn.isClosed) return;
     try {
@@ -608,11 +633,16 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     return this.rings[index];
   }
 
-  private makeHandlers(): Record<string, Handler> {
+  /**
+   * The handlers, one per {@link HandlerKey}. A handler changes session state
+   * and returns its reply; it never refreshes the data path (the table's
+   * `quiesce` column does, in {@link handle}).
+   */
+  private makeHandlers(): Record<HandlerKey, Handler> {
     const R = Req;
     return {
       getFeatures: () => encodeU64(this.offeredFeatures),
-      setFeatures: async (m) => {
+      setFeatures: (m) => {
         const f = decodeU64(m.payload);
         const extra = f & ~this.offeredFeatures;
         if (extra !== 0n) throw new VhostProtocolError('bad-value', `features 0x${f.toString(16)} include unoffered 0x${extra.toString(16)}`, R.SET_FEATURES);
@@ -624,23 +654,21 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         this.features = f;
         this.featuresSet = true;
         this.device.featuresAcked?.(f);
-        await this.refresh();
       },
       setOwner: () => {
         this.owner = true;
       },
-      resetOwner: async () => {
+      resetOwner: () => {
         // Deprecated; treated as "disable all rings" (recommended by the spec).
-        await this.resetRings();
+        this.resetRings();
       },
-      resetDevice: async () => {
-        await this.resetRings();
+      resetDevice: () => {
+        this.resetRings();
         this.features = 0n;
         this.featuresSet = false;
         this.status = 0;
-        await this.refresh();
       },
-      setMemTable: async (m) => {
+      setMemTable: (m) => {
         const descs = decodeMemTable(m.payload);
         if (descs.length === 0) throw new VhostProtocolError('bad-value', 'empty memory table', R.SET_MEM_TABLE);
         // Same table again (QEMU resends it): keep our mappings.
@@ -659,9 +687,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           for (const r of mapped) closeRegion(r);
           throw e;
         }
-        await this.refresh();
       },
-      addMemReg: async (m) => {
+      addMemReg: (m) => {
         const d = decodeSingleRegion(m.payload);
         const same = this.regions.find((r) => sameRegion(r.desc, d));
         if (same) {
@@ -680,9 +707,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           closeRegion(r);
           throw e;
         }
-        await this.refresh();
       },
-      remMemReg: async (m) => {
+      remMemReg: (m) => {
         const d = decodeSingleRegion(m.payload);
         const i = this.regions.findIndex((r) => r.desc.gpa === d.gpa && r.desc.size === d.size && (d.uaddr === r.desc.uaddr || d.uaddr === 0));
         if (i < 0) throw new VhostProtocolError('bad-value', `no region at gpa 0x${d.gpa.toString(16)} size 0x${d.size.toString(16)}`, R.REM_MEM_REG);
@@ -691,7 +717,6 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         this.retiredRegions.push(this.regions[i]);
         this.regions = next;
         this.mem = next.length ? buildMemory(next) : null;
-        await this.refresh();
       },
       getMaxMemSlots: () => encodeU64(BigInt(MAX_MEM_SLOTS)),
       setVringNum: (m) => {
@@ -704,7 +729,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         }
         v.size = s.num;
       },
-      setVringAddr: async (m) => {
+      setVringAddr: (m) => {
         const a = decodeAddr(m.payload);
         const v = this.ring(a.index, R.SET_VRING_ADDR);
         if (a.desc < 0 || a.avail < 0 || a.used < 0) throw new VhostProtocolError('bad-value', 'ring address >= 2^53', R.SET_VRING_ADDR);
@@ -716,7 +741,6 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         v.availU = a.avail;
         v.usedU = a.used;
         v.addrSet = true;
-        await this.refresh();
       },
       setVringBase: (m) => {
         const s = decodeState(m.payload);
@@ -733,32 +757,32 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         v.baseSet = true;
         v.baseUnchecked = true;
       },
-      getVringBase: async (m) => {
+      getVringBase: (m) => {
         const s = decodeState(m.payload);
         const v = this.ring(s.index, R.GET_VRING_BASE);
         v.started = false;
         if (v.kickFd >= 0) this.retiredFds.push(v.kickFd);
         v.kickFd = -1;
         v.kickSet = false;
-        await this.refresh();
-        const num = this.packed() ? ((v.lastAvail & 0xffff) | ((v.lastUsed & 0xffff) << 16)) >>> 0 : v.lastAvail & 0xffff;
-        return encodeState({ index: s.index, num });
+        // built after the dispatcher's refresh, which reads back the positions of a stopped ring
+        return () => {
+          const num = this.packed() ? ((v.lastAvail & 0xffff) | ((v.lastUsed & 0xffff) << 16)) >>> 0 : v.lastAvail & 0xffff;
+          return encodeState({ index: s.index, num });
+        };
       },
-      setVringKick: async (m) => {
+      setVringKick: (m) => {
         const a = decodeVringFd(m.payload);
         const v = this.ring(a.index, R.SET_VRING_KICK);
         if (v.kickFd >= 0) this.retiredFds.push(v.kickFd);
         v.kickFd = a.noFd ? -1 : takeFd(m, 0);
         v.kickSet = true;
         v.started = true;
-        await this.refresh();
       },
-      setVringCall: async (m) => {
+      setVringCall: (m) => {
         const a = decodeVringFd(m.payload);
         const v = this.ring(a.index, R.SET_VRING_CALL);
         if (v.callFd >= 0) this.retiredFds.push(v.callFd);
         v.callFd = a.noFd ? -1 : takeFd(m, 0);
-        await this.refresh();
       },
       setVringErr: (m) => {
         const a = decodeVringFd(m.payload);
@@ -775,12 +799,11 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         this.log.log('debug', `${this.name}: protocol features ${protocolFeatureNames(f).join(',')}`);
       },
       getQueueNum: () => encodeU64(BigInt(this.device.queueNum?.() ?? this.device.maxQueues)),
-      setVringEnable: async (m) => {
+      setVringEnable: (m) => {
         const s = decodeState(m.payload);
         const v = this.ring(s.index, R.SET_VRING_ENABLE);
         if (s.num > 1) throw new VhostProtocolError('bad-value', `enable value ${s.num}`, R.SET_VRING_ENABLE);
         v.enabled = s.num === 1;
-        await this.refresh();
       },
       sendRarp: (m) => {
         if (!this.device.sendRarp) throw new VhostProtocolError('unsupported', 'device has no RARP', R.SEND_RARP);
@@ -814,12 +837,11 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
           throw new VhostProtocolError('bad-value', `config write at ${c.offset}+${c.data.length} refused`, R.SET_CONFIG);
         }
       },
-      setStatus: async (m) => {
+      setStatus: (m) => {
         const st = decodeU64Num(m.payload);
         if (!(st >= 0 && st <= 0xff)) throw new VhostProtocolError('bad-value', `status ${st}`, R.SET_STATUS);
         // Stored only (like DPDK): frontends write 0 during their own init; a reset is RESET_DEVICE.
         this.status = st;
-        await this.refresh();
       },
       getStatus: () => encodeU64(BigInt(this.status)),
       vringKick: (m) => {
@@ -962,12 +984,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
 
   // ------------------------------------------------------------------ data path publication
 
-  private async resetRings(): Promise<void> {
-    for (const v of this.rings) {
-      v.started = false;
-      v.enabled = false;
-    }
-    await this.refresh();
+  /** Forget every ring (RESET_OWNER, RESET_DEVICE: quiesced before, see the table). */
+  private resetRings(): void {
     for (const v of this.rings) closeRingFds(v);
     this.rings = Array.from({ length: this.device.maxQueues }, newVring);
   }

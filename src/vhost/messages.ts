@@ -7,7 +7,10 @@
  *
  * {@link FRONTEND_REQUESTS} is the one table of frontend->backend requests:
  * name, payload kind and allowed sizes, allowed fd counts, what the backend
- * answers, and the handler key. {@link BACKEND_REQUESTS} is the same for
+ * answers, the handler key (a {@link HandlerKey}: the compiler checks that
+ * the backend implements every key and that no row names a missing one) and
+ * whether the request quiesces the rings ({@link Quiesce}, DPDK's
+ * `lock_all_qps`). {@link BACKEND_REQUESTS} is the same for
  * backend->frontend requests (sent on the SET_BACKEND_REQ_FD channel).
  * Both sides (src/vhost/backend.ts and the frontend) validate with
  * {@link validateRequest} / {@link validateReply} and build payloads with the
@@ -216,6 +219,59 @@ export interface FdRule {
   fromPayload?: (payload: DataView) => number;
 }
 
+/**
+ * The backend's handler for a request (src/vhost/backend.ts implements
+ * exactly these, as a `Record<HandlerKey, ...>`). Requests we do not
+ * implement name 'unsupported' explicitly.
+ */
+export type HandlerKey =
+  | 'getFeatures'
+  | 'setFeatures'
+  | 'setOwner'
+  | 'resetOwner'
+  | 'resetDevice'
+  | 'setMemTable'
+  | 'addMemReg'
+  | 'remMemReg'
+  | 'getMaxMemSlots'
+  | 'setLogBase'
+  | 'setLogFd'
+  | 'setVringNum'
+  | 'setVringAddr'
+  | 'setVringBase'
+  | 'getVringBase'
+  | 'setVringKick'
+  | 'setVringCall'
+  | 'setVringErr'
+  | 'getProtocolFeatures'
+  | 'setProtocolFeatures'
+  | 'getQueueNum'
+  | 'setVringEnable'
+  | 'sendRarp'
+  | 'netSetMtu'
+  | 'setBackendReqFd'
+  | 'getConfig'
+  | 'setConfig'
+  | 'setStatus'
+  | 'getStatus'
+  | 'vringKick'
+  | 'unsupported';
+
+/**
+ * What a request does to the rings the data path is running (applied by the
+ * backend's dispatcher around the handler, never by the handler itself):
+ *  - 'none': the request changes nothing the data path uses.
+ *  - 'changed': after the handler succeeds (and before its reply is built),
+ *    the published data path is brought in line with the new state: if what
+ *    the rings use changed (memory, addresses, fds, features, started rings)
+ *    every lease is revoked and waited for (the rings are quiesced), then the
+ *    next description is published; if only enable bits changed, only those.
+ *  - 'always': the rings are quiesced before the handler runs (it may free
+ *    what they use, e.g. a device reset) and republished after it, as DPDK's
+ *    `lock_all_qps`.
+ */
+export type Quiesce = 'none' | 'changed' | 'always';
+
 export interface RequestSpec {
   code: number;
   name: string;
@@ -223,8 +279,10 @@ export interface RequestSpec {
   size: SizeRule;
   fds: FdRule;
   reply: ReplyKind;
-  /** Method name in the backend's handler table. */
-  handler: string;
+  /** The backend's handler. */
+  handler: HandlerKey;
+  /** Whether (and when) the request quiesces the rings. */
+  quiesce: Quiesce;
   /** Extra payload check (after size), returning a reason or null. */
   check?: (payload: DataView) => string | null;
 }
@@ -266,10 +324,11 @@ function spec(
   size: SizeRule,
   fds: FdRule,
   reply: ReplyKind,
-  handler: string,
+  handler: HandlerKey,
+  quiesce: Quiesce,
   check?: (p: DataView) => string | null,
 ): RequestSpec {
-  return { code: Req[name], name, payload, size, fds, reply, handler, check };
+  return { code: Req[name], name, payload, size, fds, reply, handler, quiesce, check };
 }
 
 const ALWAYS_U64: ReplyKind = { always: 'u64' };
@@ -277,49 +336,49 @@ const ALWAYS_U64: ReplyKind = { always: 'u64' };
 /** The one table of frontend->backend requests, indexed by request code. */
 export const FRONTEND_REQUESTS: ReadonlyMap<number, RequestSpec> = new Map(
   [
-    spec('GET_FEATURES', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getFeatures'),
-    spec('SET_FEATURES', 'u64', exact(8), NO_FDS, 'ack', 'setFeatures'),
-    spec('SET_OWNER', 'none', exact(0), NO_FDS, 'ack', 'setOwner'),
-    spec('RESET_OWNER', 'none', exact(0), NO_FDS, 'ack', 'resetOwner'),
+    spec('GET_FEATURES', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getFeatures', 'none'),
+    spec('SET_FEATURES', 'u64', exact(8), NO_FDS, 'ack', 'setFeatures', 'changed'),
+    spec('SET_OWNER', 'none', exact(0), NO_FDS, 'ack', 'setOwner', 'none'),
+    spec('RESET_OWNER', 'none', exact(0), NO_FDS, 'ack', 'resetOwner', 'always'),
     spec('SET_MEM_TABLE', 'memory', range(MEMORY_HDR_SIZE, MEMORY_HDR_SIZE + MAX_MEM_REGIONS * REGION_SIZE),
-      { min: 0, max: MAX_MEM_REGIONS, fromPayload: (p) => p.getUint32(0, true) }, 'ack', 'setMemTable', memoryCheck),
+      { min: 0, max: MAX_MEM_REGIONS, fromPayload: (p) => p.getUint32(0, true) }, 'ack', 'setMemTable', 'changed', memoryCheck),
     // Replies a u64 only with LOG_SHMFD, which we never offer: treated as ack-only.
-    spec('SET_LOG_BASE', 'log', exact(LOG_SIZE), ONE_FD, 'ack', 'setLogBase'),
-    spec('SET_LOG_FD', 'opaque', range(0, 8), ONE_FD, 'ack', 'setLogFd'),
-    spec('SET_VRING_NUM', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringNum'),
-    spec('SET_VRING_ADDR', 'addr', exact(ADDR_SIZE), NO_FDS, 'ack', 'setVringAddr'),
-    spec('SET_VRING_BASE', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringBase'),
-    spec('GET_VRING_BASE', 'state', exact(STATE_SIZE), NO_FDS, { always: 'state' }, 'getVringBase'),
-    spec('SET_VRING_KICK', 'u64', exact(8), { min: 0, max: 1, fromPayload: vringFdCount }, 'ack', 'setVringKick', vringFdCheck),
-    spec('SET_VRING_CALL', 'u64', exact(8), { min: 0, max: 1, fromPayload: vringFdCount }, 'ack', 'setVringCall', vringFdCheck),
-    spec('SET_VRING_ERR', 'u64', exact(8), { min: 0, max: 1, fromPayload: vringFdCount }, 'ack', 'setVringErr', vringFdCheck),
-    spec('GET_PROTOCOL_FEATURES', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getProtocolFeatures'),
-    spec('SET_PROTOCOL_FEATURES', 'u64', exact(8), NO_FDS, 'ack', 'setProtocolFeatures'),
-    spec('GET_QUEUE_NUM', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getQueueNum'),
-    spec('SET_VRING_ENABLE', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringEnable'),
-    spec('SEND_RARP', 'u64', exact(8), NO_FDS, 'ack', 'sendRarp'),
-    spec('NET_SET_MTU', 'u64', exact(8), NO_FDS, 'ack', 'netSetMtu'),
-    spec('SET_BACKEND_REQ_FD', 'none', range(0, 8), ONE_FD, 'ack', 'setBackendReqFd'),
-    spec('IOTLB_MSG', 'iotlb', range(26, IOTLB_SIZE), NO_FDS, 'ack', 'iotlbMsg'),
-    spec('SET_VRING_ENDIAN', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringEndian'),
-    spec('GET_CONFIG', 'config', range(CONFIG_HDR_SIZE, CONFIG_HDR_SIZE + MAX_CONFIG_SIZE), NO_FDS, { always: 'config' }, 'getConfig', configCheck),
-    spec('SET_CONFIG', 'config', range(CONFIG_HDR_SIZE, CONFIG_HDR_SIZE + MAX_CONFIG_SIZE), NO_FDS, 'ack', 'setConfig', configCheck),
-    spec('CREATE_CRYPTO_SESSION', 'opaque', range(0, MAX_PAYLOAD), NO_FDS, { always: 'opaque' }, 'unsupported'),
-    spec('CLOSE_CRYPTO_SESSION', 'u64', exact(8), NO_FDS, 'ack', 'unsupported'),
-    spec('POSTCOPY_ADVISE', 'none', exact(0), NO_FDS, { always: 'none' }, 'unsupported'),
-    spec('POSTCOPY_LISTEN', 'none', exact(0), NO_FDS, 'ack', 'unsupported'),
-    spec('POSTCOPY_END', 'none', exact(0), NO_FDS, ALWAYS_U64, 'unsupported'),
-    spec('GET_INFLIGHT_FD', 'inflight', range(20, INFLIGHT_SIZE), NO_FDS, { always: 'inflight' }, 'getInflightFd'),
-    spec('SET_INFLIGHT_FD', 'inflight', range(20, INFLIGHT_SIZE), ONE_FD, 'ack', 'setInflightFd'),
-    spec('GPU_SET_SOCKET', 'none', exact(0), ONE_FD, 'ack', 'unsupported'),
-    spec('RESET_DEVICE', 'none', exact(0), NO_FDS, 'ack', 'resetDevice'),
-    spec('VRING_KICK', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'vringKick'),
-    spec('GET_MAX_MEM_SLOTS', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getMaxMemSlots'),
-    spec('ADD_MEM_REG', 'region', exact(SINGLE_REGION_SIZE), ONE_FD, 'ack', 'addMemReg'),
+    spec('SET_LOG_BASE', 'log', exact(LOG_SIZE), ONE_FD, 'ack', 'setLogBase', 'none'),
+    spec('SET_LOG_FD', 'opaque', range(0, 8), ONE_FD, 'ack', 'setLogFd', 'none'),
+    spec('SET_VRING_NUM', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringNum', 'none'),
+    spec('SET_VRING_ADDR', 'addr', exact(ADDR_SIZE), NO_FDS, 'ack', 'setVringAddr', 'changed'),
+    spec('SET_VRING_BASE', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringBase', 'none'),
+    spec('GET_VRING_BASE', 'state', exact(STATE_SIZE), NO_FDS, { always: 'state' }, 'getVringBase', 'changed'),
+    spec('SET_VRING_KICK', 'u64', exact(8), { min: 0, max: 1, fromPayload: vringFdCount }, 'ack', 'setVringKick', 'changed', vringFdCheck),
+    spec('SET_VRING_CALL', 'u64', exact(8), { min: 0, max: 1, fromPayload: vringFdCount }, 'ack', 'setVringCall', 'changed', vringFdCheck),
+    spec('SET_VRING_ERR', 'u64', exact(8), { min: 0, max: 1, fromPayload: vringFdCount }, 'ack', 'setVringErr', 'none', vringFdCheck),
+    spec('GET_PROTOCOL_FEATURES', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getProtocolFeatures', 'none'),
+    spec('SET_PROTOCOL_FEATURES', 'u64', exact(8), NO_FDS, 'ack', 'setProtocolFeatures', 'none'),
+    spec('GET_QUEUE_NUM', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getQueueNum', 'none'),
+    spec('SET_VRING_ENABLE', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringEnable', 'changed'),
+    spec('SEND_RARP', 'u64', exact(8), NO_FDS, 'ack', 'sendRarp', 'none'),
+    spec('NET_SET_MTU', 'u64', exact(8), NO_FDS, 'ack', 'netSetMtu', 'none'),
+    spec('SET_BACKEND_REQ_FD', 'none', range(0, 8), ONE_FD, 'ack', 'setBackendReqFd', 'none'),
+    spec('IOTLB_MSG', 'iotlb', range(26, IOTLB_SIZE), NO_FDS, 'ack', 'unsupported', 'none'),
+    spec('SET_VRING_ENDIAN', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'unsupported', 'none'),
+    spec('GET_CONFIG', 'config', range(CONFIG_HDR_SIZE, CONFIG_HDR_SIZE + MAX_CONFIG_SIZE), NO_FDS, { always: 'config' }, 'getConfig', 'none', configCheck),
+    spec('SET_CONFIG', 'config', range(CONFIG_HDR_SIZE, CONFIG_HDR_SIZE + MAX_CONFIG_SIZE), NO_FDS, 'ack', 'setConfig', 'none', configCheck),
+    spec('CREATE_CRYPTO_SESSION', 'opaque', range(0, MAX_PAYLOAD), NO_FDS, { always: 'opaque' }, 'unsupported', 'none'),
+    spec('CLOSE_CRYPTO_SESSION', 'u64', exact(8), NO_FDS, 'ack', 'unsupported', 'none'),
+    spec('POSTCOPY_ADVISE', 'none', exact(0), NO_FDS, { always: 'none' }, 'unsupported', 'none'),
+    spec('POSTCOPY_LISTEN', 'none', exact(0), NO_FDS, 'ack', 'unsupported', 'none'),
+    spec('POSTCOPY_END', 'none', exact(0), NO_FDS, ALWAYS_U64, 'unsupported', 'none'),
+    spec('GET_INFLIGHT_FD', 'inflight', range(20, INFLIGHT_SIZE), NO_FDS, { always: 'inflight' }, 'unsupported', 'none'),
+    spec('SET_INFLIGHT_FD', 'inflight', range(20, INFLIGHT_SIZE), ONE_FD, 'ack', 'unsupported', 'none'),
+    spec('GPU_SET_SOCKET', 'none', exact(0), ONE_FD, 'ack', 'unsupported', 'none'),
+    spec('RESET_DEVICE', 'none', exact(0), NO_FDS, 'ack', 'resetDevice', 'always'),
+    spec('VRING_KICK', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'vringKick', 'none'),
+    spec('GET_MAX_MEM_SLOTS', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getMaxMemSlots', 'none'),
+    spec('ADD_MEM_REG', 'region', exact(SINGLE_REGION_SIZE), ONE_FD, 'ack', 'addMemReg', 'changed'),
     // Older QEMU sent an fd with REM_MEM_REG; the spec says accept and ignore it.
-    spec('REM_MEM_REG', 'region', exact(SINGLE_REGION_SIZE), { min: 0, max: 1 }, 'ack', 'remMemReg'),
-    spec('SET_STATUS', 'u64', exact(8), NO_FDS, 'ack', 'setStatus'),
-    spec('GET_STATUS', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getStatus'),
+    spec('REM_MEM_REG', 'region', exact(SINGLE_REGION_SIZE), { min: 0, max: 1 }, 'ack', 'remMemReg', 'changed'),
+    spec('SET_STATUS', 'u64', exact(8), NO_FDS, 'ack', 'setStatus', 'changed'),
+    spec('GET_STATUS', 'none', exact(0), NO_FDS, ALWAYS_U64, 'getStatus', 'none'),
   ].map((s) => [s.code, s]),
 );
 
