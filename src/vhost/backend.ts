@@ -47,7 +47,9 @@ import {
   decodeConfig,
   encodeConfig,
   decodeRarpMac,
+  decodeLog,
   encodeAck,
+  VRING_F_LOG,
   type MemRegionDesc,
   type MsgHeader,
   type RequestSpec,
@@ -55,7 +57,7 @@ import {
 } from './messages.js';
 import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
 import { peerPid, mappingSharing } from './peer.js';
-import { ControlBlock, type DataPathDescription, type DataPathQueue, type DataPathRegion } from './datapath.js';
+import { ControlBlock, type DataPathDescription, type DataPathLog, type DataPathQueue, type DataPathRegion } from './datapath.js';
 
 // Virtio bits the generic layer looks at.
 const F_EVENT_IDX = 29;
@@ -91,9 +93,10 @@ export interface VhostUserDevice {
   reset?(): void;
 }
 
-/** Protocol features the generic layer implements. */
+/** Protocol features the generic layer implements (LOG_SHMFD: the dirty log of live migration, see SET_LOG_BASE). */
 export const GENERIC_PROTOCOL_FEATURES = featureMask(
   ProtoF.MQ,
+  ProtoF.LOG_SHMFD,
   ProtoF.REPLY_ACK,
   ProtoF.STATUS,
   ProtoF.BACKEND_REQ,
@@ -177,6 +180,8 @@ interface Vring {
   errFd: number;
   enabled: boolean;
   started: boolean;
+  /** SET_VRING_ADDR's log_guest_addr when it set VHOST_VRING_F_LOG (used-area writes are logged there), else -1. */
+  logGpa: number;
 }
 
 function newVring(): Vring {
@@ -196,8 +201,22 @@ function newVring(): Vring {
     errFd: -1,
     enabled: false,
     started: false,
+    logGpa: -1,
   };
 }
+
+/** The dirty log shared by SET_LOG_BASE, mapped by us. */
+interface MappedLog {
+  /** Our address of the mapping (file offset 0), or 0 once unmapped. */
+  base: number;
+  /** Bytes mapped (the frontend's offset + size). */
+  mapSize: number;
+  /** The bitmap: base + the frontend's mmap offset, its size. */
+  log: DataPathLog;
+}
+
+/** Largest dirty log we map: one bit per 4 KiB page of 2^45 bytes (32 TiB) of guest memory. */
+export const MAX_LOG_SIZE = 1 << 30;
 
 /** One region of guest memory mapped by us, in one mapping (viewed in <= 1 GiB windows on first use). */
 interface MappedRegion {
@@ -277,6 +296,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   private memProblem: string | null = null;
   private sharingKey = '';
   private logFd = -1;
+  /** The dirty log (SET_LOG_BASE), or null. */
+  private dirtyLog: MappedLog | null = null;
+  /** Dirty logs replaced while a data path may still use them. */
+  private retiredLogs: MappedLog[] = [];
 
   // --- published data path ---
   private current: DataPathDescription | null = null;
@@ -359,9 +382,14 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     return this.status;
   }
 
-  /** Everything offered in GET_FEATURES. */
+  /** Everything offered in GET_FEATURES (VHOST_F_LOG_ALL: we log our guest writes for live migration). */
   get offeredFeatures(): bigint {
-    return this.device.features | (1n << BigInt(F_PROTOCOL_FEATURES));
+    return this.device.features | (1n << BigInt(F_PROTOCOL_FEATURES)) | (1n << BigInt(F_LOG_ALL));
+  }
+
+  /** Dirty logging is on: VHOST_F_LOG_ALL negotiated and a log shared (SET_LOG_BASE). */
+  get logging(): boolean {
+    return this.dirtyLog !== null && hasFeature(this.features, F_LOG_ALL);
   }
 
   get offeredProtocolFeatures(): bigint {
@@ -508,6 +536,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.backendReq = null;
     libc.closeQuiet(this.logFd);
     this.logFd = -1;
+    if (this.dirtyLog) unmapLog(this.dirtyLog);
+    this.dirtyLog = null;
     this.owner = false;
     this.memProblem = null;
     this.sharingKey = '';
@@ -733,6 +763,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         const a = decodeAddr(m.payload);
         const v = this.ring(a.index, R.SET_VRING_ADDR);
         if (a.desc < 0 || a.avail < 0 || a.used < 0) throw new VhostProtocolError('bad-value', 'ring address >= 2^53', R.SET_VRING_ADDR);
+        const logFlag = (a.flags & VRING_F_LOG) !== 0;
+        if (logFlag && a.log > BigInt(Number.MAX_SAFE_INTEGER)) throw new VhostProtocolError('bad-value', 'log address >= 2^53', R.SET_VRING_ADDR);
         if (this.mem && v.size > 0) {
           const why = this.checkRingAddrs(v.size, a.desc, a.avail, a.used);
           if (why) throw new VhostProtocolError('bad-value', `ring ${a.index}: ${why}`, R.SET_VRING_ADDR);
@@ -740,6 +772,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         v.descU = a.desc;
         v.availU = a.avail;
         v.usedU = a.used;
+        v.logGpa = logFlag ? Number(a.log) : -1;
         v.addrSet = true;
       },
       setVringBase: (m) => {
@@ -848,8 +881,21 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         // In-band kick: we poll, nothing to do beyond checking the index.
         this.ring(decodeState(m.payload).index, R.VRING_KICK);
       },
-      setLogBase: () => {
-        throw new VhostProtocolError('unsupported', 'dirty logging is not supported', R.SET_LOG_BASE);
+      setLogBase: async (m) => {
+        // Any failure closes the connection (the reply carries no error QEMU would look at): a
+        // migration must fail rather than copy guest memory we wrote without logging it.
+        const fd = takeFd(m, 0);
+        let mapped: MappedLog;
+        try {
+          mapped = this.mapLog(decodeLog(m.payload), fd);
+        } finally {
+          libc.closeQuiet(fd);
+        }
+        if (this.dirtyLog) this.retiredLogs.push(this.dirtyLog);
+        this.dirtyLog = mapped;
+        this.log.log('info', `${this.name}: dirty log of ${mapped.log.size} bytes shared (pages up to ${fmtBytes(mapped.log.size * 8 * 4096)})`);
+        // the dispatcher's refresh (quiesce 'changed') republishes the data path with the new log before we reply
+        return encodeU64(0n);
       },
       setLogFd: (m) => {
         libc.closeQuiet(this.logFd);
@@ -859,6 +905,28 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         throw new VhostProtocolError('unsupported', 'not supported', m.hdr.request);
       },
     };
+  }
+
+  // ------------------------------------------------------------------ dirty log
+
+  /** Map the dirty log of SET_LOG_BASE (the fd stays the caller's). */
+  private mapLog(d: { mmapSize: number; mmapOffset: number }, fd: number): MappedLog {
+    const R = Req.SET_LOG_BASE;
+    if (!hasFeature(this.protocolFeatures, ProtoF.LOG_SHMFD)) throw new VhostProtocolError('out-of-order', 'LOG_SHMFD not negotiated', R);
+    if (!(d.mmapSize > 0 && d.mmapSize <= MAX_LOG_SIZE)) throw new VhostProtocolError('bad-value', `log size ${d.mmapSize} not in 1..${MAX_LOG_SIZE}`, R);
+    if (!(d.mmapOffset >= 0 && d.mmapOffset <= MAX_LOG_SIZE)) throw new VhostProtocolError('bad-value', `log offset ${d.mmapOffset} beyond ${MAX_LOG_SIZE}`, R);
+    let st: { size: number };
+    try {
+      st = libc.fstat(fd);
+    } catch (e) {
+      throw new VhostProtocolError('bad-value', `log fd: ${(e as Error).message}`, R);
+    }
+    const mapSize = d.mmapOffset + d.mmapSize;
+    // a log past the end of its file would SIGBUS on the first mark
+    if (mapSize > st.size) throw new VhostProtocolError('bad-value', `log 0x${d.mmapSize.toString(16)}@0x${d.mmapOffset.toString(16)} beyond its file (0x${st.size.toString(16)} bytes)`, R);
+    // mapped from file offset 0 (the frontend's offset need not be page aligned), like DPDK
+    const base = libc.mmap(fd, mapSize, 0);
+    return { base, mapSize, log: { addr: base + d.mmapOffset, size: d.mmapSize } };
   }
 
   // ------------------------------------------------------------------ memory
@@ -1002,6 +1070,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     // With STATUS, a frontend that is mid-initialisation (status set, DRIVER_OK not yet) is not ready.
     if (hasFeature(this.protocolFeatures, ProtoF.STATUS) && this.status !== 0 && !(this.status & STATUS_DRIVER_OK)) return null;
     const packed = this.packed();
+    const logging = this.logging;
     const queues: (DataPathQueue | null)[] = this.rings.map(() => null);
     let any = false;
     this.rings.forEach((v, i) => {
@@ -1021,12 +1090,14 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
         lastAvailIdx: v.baseSet || !packed ? v.lastAvail : 0x8000,
         lastUsedIdx: v.baseSet || !packed ? v.lastUsed : 0x8000,
         callFd: v.callFd,
+        logUsed: logging ? v.logGpa : -1,
       };
       any = true;
     });
     if (!any) return null;
     const regions: DataPathRegion[] = this.regions.map((r) => ({ gpa: r.desc.gpa, uaddr: r.desc.uaddr, size: r.desc.size, addr: r.addr }));
-    return { features: this.features, packed, eventIdx: hasFeature(this.features, F_EVENT_IDX), regions, queues };
+    const log = logging && this.dirtyLog ? { ...this.dirtyLog.log } : null;
+    return { features: this.features, packed, eventIdx: hasFeature(this.features, F_EVENT_IDX), regions, queues, log };
   }
 
   /** Stop the published data path (if any), read back ring positions, free retired resources. */
@@ -1058,6 +1129,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.retiredRegions = [];
     for (const fd of this.retiredFds) libc.closeQuiet(fd);
     this.retiredFds = [];
+    for (const l of this.retiredLogs) unmapLog(l);
+    this.retiredLogs = [];
   }
 
   /**
@@ -1071,7 +1144,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     const key = want ? JSON.stringify(want, (_k, val) => (typeof val === 'bigint' ? val.toString(16) : val)) : '';
     if (this.current && key === this.currentKey) {
       this.updateEnables();
-      if (this.retiredFds.length || this.retiredRegions.length) {
+      if (this.retiredFds.length || this.retiredRegions.length || this.retiredLogs.length) {
         // Nothing in use was replaced (a retired fd/region is not in the key): free now.
         this.releaseRetiredNotInUse();
       }
@@ -1188,6 +1261,13 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
       else libc.closeQuiet(fd);
     }
     this.retiredFds = keep;
+    // Logs: a retired one is in use only if the current description names its bitmap.
+    const keepL: MappedLog[] = [];
+    for (const l of this.retiredLogs) {
+      if (cur?.log && cur.log.addr === l.log.addr) keepL.push(l);
+      else unmapLog(l);
+    }
+    this.retiredLogs = keepL;
     // Regions: any retired region's windows may be in the current description only if addresses match.
     if (cur && this.retiredRegions.length) {
       const used = new Set(cur.regions.map((r) => r.addr));
@@ -1346,6 +1426,11 @@ function fmtBytes(n: number): string {
     i++;
   }
   return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+function unmapLog(l: MappedLog): void {
+  if (l.base !== 0) libc.munmap(l.base, l.mapSize);
+  l.base = 0;
 }
 
 function closeRingFds(v: Vring): void {

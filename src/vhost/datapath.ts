@@ -26,6 +26,8 @@
  * can use memory the control side believes released.
  */
 import { GuestMemory, type GuestRegion } from '../mem/guest-memory.js';
+import { DirtyLog } from '../mem/dirty-log.js';
+import * as libc from '../sys/libc.js';
 
 export const CB_GEN = 0;
 export const CB_USERS = 1;
@@ -57,6 +59,20 @@ export interface DataPathQueue {
   lastUsedIdx: number;
   /** eventfd to signal the driver, or -1 (driver polls). */
   callFd: number;
+  /**
+   * Live migration: guest address at which writes to the used area are
+   * logged (SET_VRING_ADDR log_guest_addr with VHOST_VRING_F_LOG), or -1.
+   * Only meaningful while the description has a `log`.
+   */
+  logUsed: number;
+}
+
+/** The dirty log of live migration (SET_LOG_BASE), mapped by the control side. */
+export interface DataPathLog {
+  /** Our address of the bitmap (the mapping's start plus the frontend's mmap offset). */
+  addr: number;
+  /** Bytes of bitmap. */
+  size: number;
 }
 
 /** Everything a data path needs, postMessage-able (no views, no functions). */
@@ -70,6 +86,8 @@ export interface DataPathDescription {
   regions: DataPathRegion[];
   /** Indexed by virtqueue index; null where a ring is not ready. */
   queues: (DataPathQueue | null)[];
+  /** Dirty logging on (VHOST_F_LOG_ALL negotiated and a log shared): every guest write is logged there. Else null. */
+  log: DataPathLog | null;
   /** The control block (see the module comment). */
   control: SharedArrayBuffer;
 }
@@ -93,14 +111,17 @@ export class DataPathLease {
   readonly generation: number;
   /** Guest memory over the description's windows (views made in this thread). */
   readonly mem: GuestMemory;
+  /** The dirty log (view made in this thread) while the description has one, else null. */
+  readonly dirtyLog: DirtyLog | null;
   private attached = true;
   private readonly onDetach: (() => void)[] = [];
 
-  private constructor(desc: DataPathDescription, ctrl: Int32Array, mem: GuestMemory) {
+  private constructor(desc: DataPathDescription, ctrl: Int32Array, mem: GuestMemory, dirtyLog: DirtyLog | null) {
     this.desc = desc;
     this.ctrl = ctrl;
     this.generation = desc.generation;
     this.mem = mem;
+    this.dirtyLog = dirtyLog;
   }
 
   /** Attach to a description; null if it was already revoked. */
@@ -124,7 +145,17 @@ export class DataPathLease {
       release(ctrl);
       throw e;
     }
-    const lease = new DataPathLease(desc, ctrl, mem);
+    let dirtyLog: DirtyLog | null = null;
+    if (desc.log) {
+      try {
+        dirtyLog = new DirtyLog(new Uint8Array(libc.view(desc.log.addr, desc.log.size)));
+      } catch (e) {
+        mem.release();
+        release(ctrl);
+        throw e;
+      }
+    }
+    const lease = new DataPathLease(desc, ctrl, mem, dirtyLog);
     let set = localLeases.get(desc.control);
     if (!set) localLeases.set(desc.control, (set = new Set()));
     set.add(lease);
@@ -179,6 +210,7 @@ export class DataPathLease {
     this.onDetach.length = 0;
     // Drop our views before the control side may unmap.
     this.mem.release();
+    this.dirtyLog?.release();
     const set = localLeases.get(this.desc.control);
     if (set) {
       set.delete(this);

@@ -342,8 +342,9 @@ export const FRONTEND_REQUESTS: ReadonlyMap<number, RequestSpec> = new Map(
     spec('RESET_OWNER', 'none', exact(0), NO_FDS, 'ack', 'resetOwner', 'always'),
     spec('SET_MEM_TABLE', 'memory', range(MEMORY_HDR_SIZE, MEMORY_HDR_SIZE + MAX_MEM_REGIONS * REGION_SIZE),
       { min: 0, max: MAX_MEM_REGIONS, fromPayload: (p) => p.getUint32(0, true) }, 'ack', 'setMemTable', 'changed', memoryCheck),
-    // Replies a u64 only with LOG_SHMFD, which we never offer: treated as ack-only.
-    spec('SET_LOG_BASE', 'log', exact(LOG_SIZE), ONE_FD, 'ack', 'setLogBase', 'none'),
+    // With LOG_SHMFD (the only way we take it: the fd is the log) the frontend waits for a reply
+    // whatever NEED_REPLY says (QEMU reads one and checks only its request code): a u64, 0 = mapped.
+    spec('SET_LOG_BASE', 'log', exact(LOG_SIZE), ONE_FD, ALWAYS_U64, 'setLogBase', 'changed'),
     spec('SET_LOG_FD', 'opaque', range(0, 8), ONE_FD, 'ack', 'setLogFd', 'none'),
     spec('SET_VRING_NUM', 'state', exact(STATE_SIZE), NO_FDS, 'ack', 'setVringNum', 'none'),
     spec('SET_VRING_ADDR', 'addr', exact(ADDR_SIZE), NO_FDS, 'ack', 'setVringAddr', 'changed'),

@@ -49,6 +49,9 @@ export class NetDataPath {
           : null,
       );
       const callFds = Int32Array.from(desc.queues.map((q) => (q ? q.callFd : -1)));
+      // live migration: every guest write of this generation is logged (set before the first write)
+      const dl = lease.dirtyLog;
+      if (dl !== null) rings.forEach((r, i) => r?.setDirtyLog(dl, desc.queues[i]?.logUsed ?? -1));
       for (const r of rings) r?.setNotification(false); // we poll: ask the driver not to kick
       const dp = new NetDataPath(lease, rings, callFds);
       lease.onDetaching(() => {

@@ -35,6 +35,7 @@ import {
 import { DESC_F_WRITE } from './layout.js';
 import { initNetHdr, netHdrLen } from './net-header.js';
 import { copyWords, WORD_COPY_MAX } from '../mem/copy.js';
+import type { DirtyLog } from '../mem/dirty-log.js';
 
 const EMPTY_BYTES = new Uint8Array(0);
 
@@ -176,6 +177,67 @@ export abstract class DeviceQueue {
   private readonly hdr = new Uint8Array(12);
   /** Bad chains handed back during the current enqueue burst. */
   protected badInBurst = 0;
+
+  /**
+   * Live migration: the dirty log, or null (logging off). While it is set,
+   * every write of guest memory is logged through {@link logGuestWrite} (the
+   * one hook): the ring kinds' burst fast paths test it once per burst and
+   * hand the whole burst to the general path, whose commit() logs the
+   * buffers it filled and the ring entries it wrote; publish() and
+   * setNotification() log their ring words. A new path that writes guest
+   * memory must do the same (fall back while logging, or call the hook).
+   */
+  protected dirty: DirtyLog | null = null;
+  /**
+   * Guest address the frontend gave for logging ring writes (vhost-user
+   * SET_VRING_ADDR log_guest_addr with VHOST_VRING_F_LOG: the used ring, or
+   * the packed Device Area), or -1: ring writes are not logged.
+   */
+  protected ringLogGpa = -1;
+
+  /**
+   * Turn dirty logging on (log non-null) or off. `ringLogGpa`: where the
+   * used area's writes are logged (-1: not at all, as without
+   * VHOST_VRING_F_LOG). Call between bursts.
+   */
+  setDirtyLog(log: DirtyLog | null, ringLogGpa = -1): void {
+    this.dirty = log;
+    this.ringLogGpa = log !== null ? ringLogGpa : -1;
+  }
+
+  /** Is dirty logging on? */
+  get logging(): boolean {
+    return this.dirty !== null;
+  }
+
+  /** The one logging hook: guest range [gpa, gpa+len) was written by the device. */
+  protected logGuestWrite(gpa: number, len: number): void {
+    const d = this.dirty;
+    if (d !== null) d.mark(gpa, len);
+  }
+
+  /** Used-area bytes [off, off+len) were written (logged at the frontend's log address, if it gave one). */
+  protected logRingWrite(off: number, len: number): void {
+    const d = this.dirty;
+    if (d !== null && this.ringLogGpa >= 0) d.mark(this.ringLogGpa + off, len);
+  }
+
+  /** While logging: the buffers of the reserved chains written by the device (the first resLen[j] bytes of chain j). */
+  protected logReservedBuffers(): void {
+    const d = this.dirty;
+    if (d === null) return;
+    let s = 0;
+    for (let j = 0; j < this.resN; j++) {
+      const end = this.resSegEnd[j];
+      let left = this.resLen[j];
+      for (; s < end && left > 0; s++) {
+        const n = this.segLen[s] < left ? this.segLen[s] : left;
+        d.mark(this.segAddr[s], n);
+        left -= n;
+      }
+      s = end;
+    }
+  }
 
   /** Mark the queue unusable (once), with the reason shown to the operator. */
   protected markBroken(why: string): void {

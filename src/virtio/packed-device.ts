@@ -60,6 +60,8 @@ export class PackedDevice extends DeviceQueue {
   private usedSince = 0;
   /** Avail position (with wrap) last written to the device event area. */
   private publishedEvent = -1;
+  /** Guest address of the descriptor ring (used descriptors are written there: logged while logging). */
+  private readonly descGpa: number;
 
   constructor(mem: GuestMemory, cfg: DeviceQueueConfig) {
     super(mem, cfg.size, cfg.features);
@@ -69,6 +71,7 @@ export class PackedDevice extends DeviceQueue {
       driverEventAddr: cfg.availAddr,
       deviceEventAddr: cfg.usedAddr,
     });
+    this.descGpa = cfg.descAddr;
     const [pos, wrap] = decodePackedIdx(cfg.lastAvailIdx, cfg.size, 'lastAvailIdx');
     this.availPos = this.peekPos = this.usedPos = pos;
     this.availWrap = this.peekWrap = this.usedWrap = wrap;
@@ -126,6 +129,7 @@ export class PackedDevice extends DeviceQueue {
    */
   override dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    if (this.dirty !== null) return super.dequeueBurst(dst, dstOffs, cap, lens, n); // logging: the general path logs
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
     const d16 = this.ring.desc16;
@@ -194,6 +198,7 @@ export class PackedDevice extends DeviceQueue {
    */
   override enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    if (this.dirty !== null) return super.enqueueBurst(src, srcOffs, lens, n); // logging: the general path logs
     if (n > srcOffs.length) n = srcOffs.length;
     if (n > lens.length) n = lens.length;
     this.badInBurst = 0;
@@ -351,6 +356,7 @@ export class PackedDevice extends DeviceQueue {
       }
     }
     if (firstPos >= 0) Atomics.store(d16, pdFlags(firstPos), firstFlags);
+    if (this.dirty !== null) this.logCommit(write, slots);
     this.usedPos = p;
     this.usedWrap = w;
     this.usedSince += slots;
@@ -360,6 +366,16 @@ export class PackedDevice extends DeviceQueue {
     this.stats.chains += this.resN;
     this.resN = 0;
     this.segN = 0;
+  }
+
+  /** Logging: the buffers filled (guest RX) and the `slots` descriptors written back as used from usedPos. */
+  private logCommit(write: boolean, slots: number): void {
+    if (write) this.logReservedBuffers();
+    if (this.ringLogGpa < 0 || this.dirty === null) return;
+    const p = this.usedPos;
+    const first = Math.min(slots, this.size - p);
+    this.dirty.mark(this.descGpa + DESC_SIZE * p, DESC_SIZE * first);
+    if (slots > first) this.dirty.mark(this.descGpa, DESC_SIZE * (slots - first));
   }
 
   protected rewind(): void {
@@ -376,6 +392,7 @@ export class PackedDevice extends DeviceQueue {
       if (ev !== this.publishedEvent) {
         Atomics.store(this.ring.deviceEvent, EV_OFF_WRAP, ev);
         this.publishedEvent = ev;
+        this.logRingWrite(2 * EV_OFF_WRAP, 2);
       }
     }
   }
@@ -402,5 +419,6 @@ export class PackedDevice extends DeviceQueue {
     } else {
       Atomics.store(ev, EV_FLAGS, RING_EVENT_FLAGS_ENABLE);
     }
+    this.logRingWrite(0, 4); // the Device Area (after the writes: the log bit must not precede the data)
   }
 }

@@ -112,6 +112,7 @@ export class SplitDevice extends DeviceQueue {
    */
   override dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    if (this.dirty !== null) return super.dequeueBurst(dst, dstOffs, cap, lens, n); // logging: the general path logs
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
     const avail = this.ring.avail;
@@ -183,6 +184,7 @@ export class SplitDevice extends DeviceQueue {
    */
   override enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    if (this.dirty !== null) return super.enqueueBurst(src, srcOffs, lens, n); // logging: the general path logs
     if (n > srcOffs.length) n = srcOffs.length;
     if (n > lens.length) n = lens.length;
     this.badInBurst = 0;
@@ -310,7 +312,7 @@ export class SplitDevice extends DeviceQueue {
     }
   }
 
-  protected commit(_write: boolean): void {
+  protected commit(write: boolean): void {
     const used32 = this.ring.used32;
     const mask = this.mask;
     let u = this.lastUsed;
@@ -320,12 +322,23 @@ export class SplitDevice extends DeviceQueue {
       used32[e + 1] = this.resLen[j];
       u = (u + 1) & 0xffff;
     }
+    if (this.dirty !== null) this.logCommit(write);
     this.lastUsed = u;
     this.lastAvail = (this.lastAvail + this.resN) & 0xffff;
     this.peekIdx = this.lastAvail;
     this.stats.chains += this.resN;
     this.resN = 0;
     this.segN = 0;
+  }
+
+  /** Logging: the buffers filled (guest RX) and the used elements written by commit(). */
+  private logCommit(write: boolean): void {
+    if (write) this.logReservedBuffers();
+    let u = this.lastUsed;
+    for (let j = 0; j < this.resN; j++) {
+      this.logRingWrite(4 * usElem(u & this.mask), 8);
+      u = (u + 1) & 0xffff;
+    }
   }
 
   protected rewind(): void {
@@ -340,6 +353,10 @@ export class SplitDevice extends DeviceQueue {
       Atomics.store(this.ring.used16, US_IDX, this.lastUsed);
       this.publishedUsed = this.lastUsed;
       if (this.eventIdx && this.notifyEnabled) Atomics.store(this.ring.used16, usAvailEvent(this.size), this.lastAvail);
+      if (this.dirty !== null) {
+        this.logRingWrite(2 * US_IDX, 2);
+        if (this.eventIdx && this.notifyEnabled) this.logRingWrite(2 * usAvailEvent(this.size), 2);
+      }
     }
   }
 
@@ -359,9 +376,13 @@ export class SplitDevice extends DeviceQueue {
     if (this.broken) return;
     this.notifyEnabled = enable;
     if (this.eventIdx) {
-      if (enable) Atomics.store(this.ring.used16, usAvailEvent(this.size), this.lastAvail);
+      if (enable) {
+        Atomics.store(this.ring.used16, usAvailEvent(this.size), this.lastAvail);
+        this.logRingWrite(2 * usAvailEvent(this.size), 2);
+      }
     } else {
       Atomics.store(this.ring.used16, US_FLAGS, enable ? 0 : USED_F_NO_NOTIFY);
+      this.logRingWrite(2 * US_FLAGS, 2);
     }
   }
 }
