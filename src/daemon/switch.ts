@@ -333,8 +333,9 @@ export class Switch implements ObservableSwitch {
       const actions = Array.from(r.actions);
       if (r.controller.length > 0) {
         // output:CONTROLLER: packet-ins; the flow stays on the slow path (never installed)
+        // (each packet held behind this one goes up on its own: every one is a packet-in)
         this.sendPacketIns(br.name, m.frame, m.port, r.actions, r.controller);
-        results.replies.push({ id: m.id, actions });
+        results.replies.push({ id: m.id, actions, perPacket: true });
         continue;
       }
       const fid = br.megaflowId(r.key, r.mask);

@@ -339,12 +339,13 @@ export class Datapath {
    * empty program drops it). Returns false if the id is unknown (already
    * answered, or its slot was reused after MAX_PENDING newer upcalls).
    */
-  upcallReply(id: number, prog: Int32Array | null): boolean {
+  upcallReply(id: number, prog: Int32Array | null, perPacket = false): boolean {
     const slot = id % MAX_PENDING;
     const h = this.pendingHandle[slot];
     if (h < 0 || this.pendingIds[slot] !== id || this.pendingLeader[slot] !== slot) return false;
     const ok = prog !== null && prog.length > 0 && validateProgram(prog);
     if (this.inflight.get(this.pendingHash[slot]) === slot) this.inflight.delete(this.pendingHash[slot]);
+    if (perPacket) this.reupcallFollowers(slot);
     // the leader, then every packet coalesced behind it, in arrival order
     for (let s = slot; s >= 0; ) {
       const next = this.pendingChain[s];
@@ -364,6 +365,32 @@ export class Datapath {
     if (ok) this.flushAll();
     return true;
   }
+  /**
+   * A per-packet answer (the slow path's result is not a datapath flow, e.g.
+   * it sends a packet-in): every packet held behind the leader goes up as an
+   * upcall of its own, in arrival order, instead of taking the leader's actions.
+   */
+  private reupcallFollowers(leader: number): void {
+    const keyBase = leader * FLOW_WORDS;
+    let s = this.pendingChain[leader];
+    this.pendingChain[leader] = -1;
+    this.pendingTail[leader] = leader;
+    while (s >= 0) {
+      const next = this.pendingChain[s];
+      const ph = this.pendingHandle[s];
+      this.pendingLeader[s] = s;
+      this.pendingTail[s] = s;
+      this.pendingChain[s] = -1;
+      this.pendingHash[s] = this.pendingHash[leader];
+      this.pendingKey.copyWithin(s * FLOW_WORDS, keyBase, keyBase + FLOW_WORDS);
+      this.stats.upcalls++;
+      const off = this.pool.dataOffset(ph);
+      this.sink.upcall(this.pendingIds[s], this.pendingPort[s], this.pool.data.subarray(off, off + this.pool.dataLen[ph]),
+        this.pendingKey.subarray(s * FLOW_WORDS, (s + 1) * FLOW_WORDS));
+      s = next;
+    }
+  }
+  private readonly pendingPort = new Int32Array(MAX_PENDING);
   private readonly pendingLeader = new Int32Array(MAX_PENDING).fill(-1);
   private readonly pendingChain = new Int32Array(MAX_PENDING).fill(-1);
   private readonly pendingTail = new Int32Array(MAX_PENDING).fill(-1);
@@ -585,6 +612,7 @@ export class Datapath {
     this.upcallSeq = id + 1;
     const slot = id % MAX_PENDING;
     this.pendingHandle[slot] = h;
+    this.pendingPort[slot] = inPort;
     this.pendingIds[slot] = id;
     this.pendingChain[slot] = -1;
     this.pendingCount++;

@@ -48,7 +48,8 @@ export interface UpcallMsg {
 /** The slow path's answer to a batch of upcalls: megaflows to install, then actions for each held packet. */
 export interface UpcallResults {
   installs: { key: number[]; mask: number[]; actions: number[] }[];
-  replies: { id: number; actions: number[] | null }[];
+  /** perPacket: the answer is for this packet only; packets held behind it go up as upcalls of their own. */
+  replies: { id: number; actions: number[] | null; perPacket?: boolean }[];
 }
 
 export interface PortEventMsg {
@@ -269,7 +270,7 @@ function workerMain(cfg: PmdConfig): void {
           port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${(e as Error).message}` });
         }
       }
-      for (const a of r.replies) dp.upcallReply(a.id, a.actions ? Int32Array.from(a.actions) : null);
+      for (const a of r.replies) dp.upcallReply(a.id, a.actions ? Int32Array.from(a.actions) : null, a.perPacket === true);
       return;
     }
     if (m.req === undefined) return;

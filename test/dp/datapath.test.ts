@@ -124,6 +124,31 @@ test('flood to several ports copies; no rule drops are counted; unknown upcall r
   assert.equal(pool.available(), free0);
 });
 
+test('a per-packet upcall answer (packet-in) sends each packet held behind it up on its own', () => {
+  const pool = Mempool.create({ count: 512 });
+  const ports = [1, 2].map((i) => RingPort.create(`p${i}`, pool, 64));
+  const peers = ports.map((p) => RingPort.attach(p.attachInfo(), pool));
+  const ups: { id: number; port: number; seq: number }[] = [];
+  const dp = new Datapath(pool, { upcall: (id, port, f) => ups.push({ id, port, seq: new DataView(f.buffer, f.byteOffset).getUint32(60) }) });
+  ports.forEach((p, i) => dp.addPort(i + 1, p));
+  const free0 = pool.available();
+  send(pool, peers[0], [frame(0xff, 1, 1), frame(0xff, 1, 2), frame(0xff, 1, 3)]);
+  dp.pollOnce();
+  assert.equal(ups.length, 1);
+  assert.equal(dp.stats.upcallsCoalesced, 2);
+  // the slow path sent the leader to the controller (nothing to do in the datapath), per packet
+  dp.upcallReply(ups[0].id, null, true);
+  assert.deepEqual(ups.slice(1).map((u) => [u.port, u.seq]), [[1, 2], [1, 3]], 'the held packets went up, in order');
+  assert.equal(dp.pendingUpcalls, 2);
+  // meanwhile the controller installed a rule: they are forwarded
+  for (const u of ups.slice(1)) assert.equal(dp.upcallReply(u.id, Int32Array.from([OP_OUTPUT, 2])), true);
+  assert.deepEqual(recvAll(pool, peers[1]).map((f) => new DataView(f.buffer, f.byteOffset).getUint32(60)), [2, 3]);
+  assert.equal(dp.stats.drops['no-rule'], 1);
+  assert.equal(dp.stats.upcalls, 3);
+  pool.flushCache();
+  assert.equal(pool.available(), free0);
+});
+
 test('a frame that fills its buffer, VLAN-tagged and output to several ports: copies stay inside their buffers', () => {
   const pool = Mempool.create({ count: 64, bufSize: 248, headroom: 64 }); // stride 256: 8 guard bytes after each buffer
   const ports = [1, 2, 3].map((i) => RingPort.create(`p${i}`, pool, 16));
