@@ -273,7 +273,8 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
       }
       case 'ip_dscp':
         if (value > 63n) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_VALUE, 'ip_dscp above 63');
-        putField(m, 'nw_tos', value << 2n, 0xfcn);
+        // the key keeps the DSCP bits only (flow-key.ts), so the whole byte is the mask, as the CLI's nw_tos
+        putField(m, 'nw_tos', value << 2n, 0xffn);
         break;
       case 'arp_op':
         if (value > 255n) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_VALUE, 'arp_op above 255 is not supported');

@@ -123,8 +123,9 @@ test('os-ken learning switch (osken-manager) controls tsvs; tsvs reconnects afte
   const out = ping(a, '10.202.0.2', N);
   assert.match(out, / 0% packet loss/, out + await diag());
   const st1 = ctl.stats()!;
-  // ARP request (flooded), ARP reply, first echo request and reply: a handful of packet-ins, not 2N
-  assert.ok(st1.packet_in >= 2 && st1.packet_in <= 8, `packet-ins ${st1.packet_in}\n${await diag()}`);
+  // ARP request (flooded), ARP reply, the first echo request: packet-ins; so is whatever arrives before the
+  // controller's flows are in (more on a loaded machine), but the bulk of the 2N packets is not
+  assert.ok(st1.packet_in >= 3 && st1.packet_in < N / 2, `packet-ins ${st1.packet_in}\n${await diag()}`);
   assert.equal(st1.packet_in, st1.packet_in_no_match, 'table-miss packet-ins carry reason NO_MATCH');
   assert.equal(st1.packet_in, st1.packet_in_total_len_ok, 'whole frames (OFPCML_NO_BUFFER)');
   assert.deepEqual(st1.errors, [], 'tsvs refused nothing the app sent');
@@ -146,7 +147,7 @@ test('os-ken learning switch (osken-manager) controls tsvs; tsvs reconnects afte
   const out2 = ping(b, '10.202.0.1', N);
   assert.match(out2, / 0% packet loss/, out2 + await diag());
   const st2 = ctl.stats()!;
-  assert.ok(st2.packet_in >= 2 && st2.packet_in <= 8, `packet-ins after the restart ${st2.packet_in}`);
+  assert.ok(st2.packet_in >= 3 && st2.packet_in < N / 2, `packet-ins after the restart ${st2.packet_in}`);
   assert.ok(st2.flows_installed >= 2);
   const fp2 = await waitFor(() => { const n = flowPackets(); return n >= 2 * N - st2.packet_in ? n : 0; }, { what: 'new flows carried the second ping', describe: diag });
   t.diagnostic(`after the restart: ${st2.packet_in} packet-ins, ${st2.flows_installed} flows installed; ${fp2} packets through them`);
