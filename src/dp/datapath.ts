@@ -12,7 +12,7 @@ import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
 import { BURST, tallyDrop } from '../pmd/port.js';
 import {
-  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED,
+  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, assertUnrolledFlowWords,
 } from './flow-key.js';
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
@@ -788,6 +788,7 @@ export class Datapath {
  * a == b over all FLOW_WORDS words: straight-line, the words that vary most between flows first
  * (W_TP, W_L3_SRC, W_L3_DST); literal indices (a module constant costs a load and a TDZ check per use).
  */
+assertUnrolledFlowWords(16, 'datapath sameKey');
 function sameKey(a: Uint32Array, b: Uint32Array): boolean {
   return a[6] === b[6] && a[7] === b[7] && a[11] === b[11] &&
     a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4] && a[5] === b[5] &&

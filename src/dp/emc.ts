@@ -12,7 +12,9 @@
  * Values are caller ids (>= 0); invalidate when the megaflow they name dies.
  */
 
-import { FLOW_WORDS } from './flow-key.js';
+import { FLOW_WORDS, assertUnrolledFlowWords } from './flow-key.js';
+
+assertUnrolledFlowWords(16, 'ExactMatchCache.sameKey');
 
 export const EMC_DEFAULT_ENTRIES = 8192;
 export const EMC_DEFAULT_INSERT_INV_PROB = 100;

@@ -50,6 +50,19 @@ export const W_L3_DST = 11;
 export const W_VLAN2 = 15;
 export const FLOW_WORDS = 16;
 
+/**
+ * The key's width is written out by hand where a loop over it would cost
+ * (hashKey here, the EMC's and the datapath's key compares): each such place
+ * calls this at module load with the width it was written for, so that a
+ * change of FLOW_WORDS fails at start-up instead of comparing half a key.
+ */
+export function assertUnrolledFlowWords(words: number, where: string): void {
+  if (words !== FLOW_WORDS) throw new Error(`${where} is unrolled for ${words} flow key words, FLOW_WORDS is ${FLOW_WORDS}`);
+}
+if (!(W_L3_SRC + 4 === W_L3_DST && W_L3_DST + 4 === W_VLAN2 && W_VLAN2 + 1 === FLOW_WORDS && W_TP + 1 === W_L3_SRC)) {
+  throw new Error('flow key word layout: the W_* indices do not tile FLOW_WORDS');
+}
+
 /** Bit of vlan_tci meaning "a tag is present" (the CFI bit position, as OVS). */
 export const VLAN_CFI = 0x1000;
 export const VLAN_VID_MASK = 0x0fff;
@@ -352,6 +365,7 @@ export function hashMaskedWords(
  * Returns a SIGNED 32-bit value (an int32 crosses function boundaries
  * unboxed; a u32 above 2^31 would be a heap number).
  */
+assertUnrolledFlowWords(16, 'hashKey');
 export function hashKey(key: Uint32Array, keyOff: number, basis: number): number {
   const o = keyOff;
   // words as int32 (| 0): u32 values above 2^31 would otherwise be doubles

@@ -42,6 +42,53 @@ export const PDESC_LEN = 8;
 export const PDESC_ID = 12;
 export const PDESC_FLAGS = 14;
 
+// --- word indices for the hot paths ---
+// const enums: tsc compiles every use to a literal (an imported `const` costs V8 a load and a TDZ
+// check per use in a burst loop). assertLayout() below checks them against the byte layouts.
+
+/** The u32 words of a descriptor in the desc32 views (little-endian host), both kinds. */
+export const enum DescWord {
+  ADDR_LO = 0,
+  ADDR_HI = 1,
+  LEN = 2,
+  /** Split: flags (low 16 bits) | next << 16. */
+  FLAGS_NEXT = 3,
+  /** Packed: id (low 16 bits) | flags << 16. */
+  ID_FLAGS = 3,
+  /** Words per descriptor, and its log2: descriptor i starts at word i << SHIFT. */
+  COUNT = 4,
+  SHIFT = 2,
+}
+
+/** u16 indices into PackedRing.desc16: descriptor i's id at PER_DESC * i + ID, flags at PER_DESC * i + FLAGS. */
+export const enum PackedU16 {
+  PER_DESC = 8,
+  ID = 6,
+  FLAGS = 7,
+}
+
+/** u32 indices into SplitRing.used32: used element i's id at ELEM0 + PER_ELEM * i, its len one further. */
+export const enum UsedWord {
+  ELEM0 = 1,
+  PER_ELEM = 2,
+}
+
+/** Bit fields the fast paths test. */
+export const enum RingBits {
+  /** Largest high word of an address below 2^53 (readAddr's limit), and the high word's weight. */
+  ADDR_HI_MAX = 0x1fffff,
+  ADDR_HI_UNIT = 0x100000000,
+  /** The split flags in DescWord.FLAGS_NEXT. */
+  SPLIT_FLAGS_MASK = 0xffff,
+  /** Packed: bit numbers of the AVAIL and USED flags. */
+  PACKED_AVAIL_BIT = 7,
+  PACKED_USED_BIT = 15,
+  /** Packed: the flags below AVAIL (NEXT, WRITE, INDIRECT, reserved 3-6); a one-buffer chain has only WRITE or none. */
+  PACKED_LOW_MASK = 0x7f,
+  /** Packed: AVAIL|USED, the flags of a descriptor used with wrap counter 1. */
+  PACKED_USED_WRAP1 = 0x8080,
+}
+
 // --- split avail ring: { le16 flags; le16 idx; le16 ring[size]; le16 used_event; } ---
 export const AVAIL_F_NO_INTERRUPT = 1;
 export const AVAIL_FLAGS = 0;
@@ -330,3 +377,26 @@ export function decodePackedIdx(v: number | undefined, size: number, what: strin
   }
   return [v & 0x7fff, v >>> 15];
 }
+
+/**
+ * The u32/u16 word indices above must agree with the byte layouts of the
+ * spec structures: checked once, when the module loads (the hot paths then
+ * use the word indices without checks).
+ */
+function assertLayout(): void {
+  const checks: [string, boolean][] = [
+    ['descriptor = 4 u32 words', DESC_SIZE === DescWord.COUNT * 4 && DescWord.COUNT === 1 << DescWord.SHIFT],
+    ['split desc addr/len/flags/next words', DESC_ADDR === DescWord.ADDR_LO * 4 && DESC_LEN === DescWord.LEN * 4 && DESC_FLAGS === DescWord.FLAGS_NEXT * 4 && DESC_NEXT === DESC_FLAGS + 2],
+    ['packed desc addr/len/id/flags words', PDESC_ADDR === DescWord.ADDR_LO * 4 && PDESC_LEN === DescWord.LEN * 4 && PDESC_ID === DescWord.ID_FLAGS * 4 && PDESC_FLAGS === PDESC_ID + 2],
+    ['packed u16 id/flags of desc i', PackedU16.PER_DESC * 2 === DESC_SIZE && PackedU16.ID * 2 === PDESC_ID && PackedU16.FLAGS * 2 === PDESC_FLAGS && pdId(3) === PackedU16.PER_DESC * 3 + PackedU16.ID && pdFlags(3) === PackedU16.PER_DESC * 3 + PackedU16.FLAGS],
+    ['packed AVAIL/USED bits', PDESC_F_AVAIL === 1 << RingBits.PACKED_AVAIL_BIT && PDESC_F_USED === 1 << RingBits.PACKED_USED_BIT && RingBits.PACKED_LOW_MASK === PDESC_F_AVAIL - 1 && RingBits.PACKED_USED_WRAP1 === (PDESC_F_AVAIL | PDESC_F_USED) && packedUsedBits(1) === RingBits.PACKED_USED_WRAP1],
+    ['split flags fit the low half of word 3', (DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT) <= RingBits.SPLIT_FLAGS_MASK],
+    ['avail ring u16 indices', AV_FLAGS * 2 === AVAIL_FLAGS && AV_IDX * 2 === AVAIL_IDX && AV_RING * 2 === AVAIL_RING && avUsedEvent(8) * 2 === availUsedEventOff(8)],
+    ['used ring u16/u32 indices', US_FLAGS * 2 === USED_FLAGS && US_IDX * 2 === USED_IDX && usElem(5) * 4 === USED_RING + 5 * USED_ELEM_SIZE && usElem(5) === UsedWord.ELEM0 + UsedWord.PER_ELEM * 5 && usAvailEvent(8) * 2 === usedAvailEventOff(8)],
+    ['event suppression u16 indices', EV_OFF_WRAP * 2 === EVENT_OFF_WRAP && EV_FLAGS * 2 === EVENT_FLAGS],
+    ['address words', (RingBits.ADDR_HI_MAX + 1) * RingBits.ADDR_HI_UNIT === 2 ** 53],
+  ];
+  const bad = checks.filter(([, ok]) => !ok).map(([what]) => what);
+  if (bad.length) throw new Error(`virtqueue layout constants disagree: ${bad.join('; ')}`);
+}
+assertLayout();

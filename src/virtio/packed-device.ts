@@ -11,6 +11,9 @@
 
 import type { GuestMemory } from '../mem/guest-memory.js';
 import {
+  DescWord,
+  PackedU16,
+  RingBits,
   DESC_F_INDIRECT,
   DESC_F_NEXT,
   DESC_F_WRITE,
@@ -104,7 +107,7 @@ export class PackedDevice extends DeviceQueue {
     let pos = this.availPos;
     let wrap = this.availWrap;
     let n = 0;
-    while (n < max && packedIsAvail(Atomics.load(d16, pdFlags(pos)), wrap)) {
+    while (n < max && packedIsAvail(Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS), wrap)) {
       n++;
       if (++pos === size) {
         pos = 0;
@@ -146,15 +149,15 @@ export class PackedDevice extends DeviceQueue {
     let fast = 0;
     let fastBytes = 0;
     for (let c = 0; c < n; c++) {
-      const fl = Atomics.load(d16, 8 * pos + 7);
-      if (((fl >>> 7) & 1) !== wrap || ((fl >>> 15) & 1) === wrap) break; // not available: nothing more
-      const o = 4 * pos;
+      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
+      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) !== wrap || ((fl >>> RingBits.PACKED_USED_BIT) & 1) === wrap) break; // not available: nothing more
+      const o = pos << DescWord.SHIFT;
       const d0 = dstOffs[got];
       // each descriptor word is read once: the guest may change them while we look
-      const hi = d32[o + 1];
-      if ((fl & 0x7f) === 0 && up === pos && hi <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
-        const addr = hi * 0x100000000 + d32[o];
-        const len = d32[o + 2];
+      const hi = d32[o + DescWord.ADDR_HI];
+      if ((fl & RingBits.PACKED_LOW_MASK) === 0 && up === pos && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
+        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+        const len = d32[o + DescWord.LEN];
         const flen = len - hdrLen;
         const wo = this.windowOffset(addr, len);
         const so = wo + hdrLen;
@@ -163,8 +166,8 @@ export class PackedDevice extends DeviceQueue {
           lens[got++] = flen;
           fastBytes += flen;
           // used in place: length 0, the id the driver gave, then the flags
-          d32[o + 2] = 0;
-          Atomics.store(d16, 8 * pos + 7, uw ? 0x8080 : 0); // AVAIL|USED = used wrap counter
+          d32[o + DescWord.LEN] = 0;
+          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, uw ? RingBits.PACKED_USED_WRAP1 : 0); // AVAIL|USED = used wrap counter
           if (++pos === size) {
             pos = 0;
             wrap ^= 1;
@@ -218,21 +221,21 @@ export class PackedDevice extends DeviceQueue {
     for (; i < n; i++) {
       const flen = lens[i];
       const so = srcOffs[i];
-      const fl = Atomics.load(d16, 8 * pos + 7);
-      const o = 4 * pos;
+      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
+      const o = pos << DescWord.SHIFT;
       const total = hdrLen + flen;
       // each descriptor word is read once: the guest may change them while we look (a length
       // checked here and re-read for the window check would let a write run past the window)
-      const hi = d32[o + 1];
-      const len = d32[o + 2];
-      if (((fl >>> 7) & 1) === wrap && ((fl >>> 15) & 1) !== wrap && (fl & 0x7f) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
-        hi <= 0x1fffff && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
-        const addr = hi * 0x100000000 + d32[o];
+      const hi = d32[o + DescWord.ADDR_HI];
+      const len = d32[o + DescWord.LEN];
+      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) === wrap && ((fl >>> RingBits.PACKED_USED_BIT) & 1) !== wrap && (fl & RingBits.PACKED_LOW_MASK) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
+        hi <= RingBits.ADDR_HI_MAX && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
+        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
         const wo = this.windowOffset(addr, len);
         if (wo >= 0 && (wo & 3) === 0) {
           this.writeIn(wo, src, sw, so, flen);
-          d32[o + 2] = total;
-          Atomics.store(d16, 8 * pos + 7, (uw ? 0x8080 : 0) | DESC_F_WRITE);
+          d32[o + DescWord.LEN] = total;
+          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, (uw ? RingBits.PACKED_USED_WRAP1 : 0) | DESC_F_WRITE);
           if (++pos === size) {
             pos = 0;
             wrap ^= 1;
@@ -263,7 +266,7 @@ export class PackedDevice extends DeviceQueue {
     const size = this.size;
     if (this.peekSlots >= size) return PEEK_NONE;
     const pos = this.peekPos;
-    const fl0 = Atomics.load(this.ring.desc16, pdFlags(pos));
+    const fl0 = Atomics.load(this.ring.desc16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
     if (!packedIsAvail(fl0, this.peekWrap)) return PEEK_NONE;
     const dv = this.ring.desc;
     const k = this.resN;

@@ -6,6 +6,9 @@
 
 import type { GuestMemory } from '../mem/guest-memory.js';
 import {
+  DescWord,
+  RingBits,
+  UsedWord,
   AV_FLAGS,
   AV_IDX,
   AV_RING,
@@ -140,13 +143,13 @@ export class SplitDevice extends DeviceQueue {
     let fastBytes = 0;
     for (let c = 0; c < n; c++) {
       const head = avail[AV_RING + (la & mask)];
-      const o = head << 2;
+      const o = head << DescWord.SHIFT;
       const d0 = dstOffs[got];
       // each descriptor word is read once: the guest may change them while we look
-      const hi = head < size ? d32[o + 1] : 0;
-      if (head < size && (d32[o + 3] & 0xffff) === 0 && hi <= 0x1fffff && dw !== null && (d0 & 3) === 0) {
-        const addr = hi * 0x100000000 + d32[o];
-        const len = d32[o + 2];
+      const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
+      if (head < size && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === 0 && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
+        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+        const len = d32[o + DescWord.LEN];
         const flen = len - hdrLen;
         const wo = this.windowOffset(addr, len);
         const so = wo + hdrLen;
@@ -154,7 +157,7 @@ export class SplitDevice extends DeviceQueue {
           this.copyOut(dst, dw, d0, so, flen);
           lens[got++] = flen;
           fastBytes += flen;
-          const e = 1 + 2 * (lu & mask);
+          const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
           used32[e] = head;
           used32[e + 1] = 0;
           lu = (lu + 1) & 0xffff;
@@ -214,19 +217,19 @@ export class SplitDevice extends DeviceQueue {
       const so = srcOffs[i];
       if (pending > 0) {
         const head = avail[AV_RING + (la & mask)];
-        const o = head << 2;
+        const o = head << DescWord.SHIFT;
         const total = hdrLen + flen;
         // each descriptor word is read once: the guest may change them while we look (a length
         // checked here and re-read for the window check would let a write run past the window)
-        const hi = head < size ? d32[o + 1] : 0;
-        const len = head < size ? d32[o + 2] : 0;
-        if (head < size && hdrLen === 12 && (d32[o + 3] & 0xffff) === DESC_F_WRITE && hi <= 0x1fffff &&
+        const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
+        const len = head < size ? d32[o + DescWord.LEN] : 0;
+        if (head < size && hdrLen === 12 && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === DESC_F_WRITE && hi <= RingBits.ADDR_HI_MAX &&
           sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
-          const addr = hi * 0x100000000 + d32[o];
+          const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
           const wo = this.windowOffset(addr, len);
           if (wo >= 0 && (wo & 3) === 0) {
             this.writeIn(wo, src, sw, so, flen);
-            const e = 1 + 2 * (lu & mask);
+            const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
             used32[e] = head;
             used32[e + 1] = total;
             lu = (lu + 1) & 0xffff;
