@@ -6,7 +6,7 @@
  * Rows: same thread (enqueue a burst, dequeue it), across two worker threads,
  * across two processes (memfd inherited as fd 3); bursts of 1 and 32.
  * Producer pinned to CPU 0, consumer to CPU 1. Median of R runs.
- * Reference (INTEROP.md): Node cross-process SPSC of single 64 B items 13-15 M/s, C about 22 M/s.
+ * Reference (docs/interop.md#node-and-koffi): Node cross-process SPSC of single 64 B items 13-15 M/s, C about 22 M/s.
  * Cross-process numbers are bimodal on this machine: compare medians of many runs.
  */
 import { Worker, isMainThread, workerData, parentPort } from 'node:worker_threads';
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
     await run('2 workers', 'spsc memfd', burst, (n) => acrossWorkers('memfd', burst, n));
   }
   for (const burst of [1, 32]) await run('2 processes', 'spsc memfd', burst, (n) => acrossProcesses(burst, n));
-  console.log('reference (INTEROP.md): Node cross-process SPSC 13-15 M items/s, C about 22 M items/s');
+  console.log('reference (docs/interop.md#node-and-koffi): Node cross-process SPSC 13-15 M items/s, C about 22 M items/s');
 }
 
 if (!isMainThread) {

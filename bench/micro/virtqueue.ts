@@ -2,7 +2,7 @@
  * Packets per second through a driver <-> device virtqueue loop in one thread
  * (no sockets, no threads): the driver posts 64-byte frames (header in the
  * buffer), the device dequeues them into a mempool-like buffer, the driver
- * reclaims. Split and packed. Reference point (C, from INTEROP.md): DPDK's
+ * reclaims. Split and packed. Reference point (C, from docs/interop.md#dpdk-2211): DPDK's
  * single-process virtio-user/vhost loopback moves about 8.7 Mpps per direction
  * on one core here.
  *   node dist/bench/micro/virtqueue.js [--packets N]
@@ -56,4 +56,4 @@ function run(packed: boolean): number {
 
 const split = run(false);
 const packed = run(true);
-console.log(JSON.stringify({ frame: FRAME, splitMpps: +(split / 1e6).toFixed(2), packedMpps: +(packed / 1e6).toFixed(2), reference: 'DPDK single-process loopback ~8.7 Mpps per direction (INTEROP.md)' }));
+console.log(JSON.stringify({ frame: FRAME, splitMpps: +(split / 1e6).toFixed(2), packedMpps: +(packed / 1e6).toFixed(2), reference: 'DPDK single-process loopback ~8.7 Mpps per direction (docs/interop.md#dpdk-2211)' }));

@@ -4,7 +4,7 @@
  *   const tp = await DpdkTestpmd.start({ vdevs: ['net_virtio_user0,path=/s0'], lcores: '0@1,1@0', fwd: 'io' });
  *   await tp.startFwd({ txFirst: 8 }); const a = await tp.portStats(); ... await tp.stopFwd(); await tp.quit();
  *
- * EAL flags from INTEROP.md: --no-huge -m 1024 --no-pci --file-prefix=UNIQUE; the
+ * EAL flags from docs/interop.md#dpdk-2211: --no-huge -m 1024 --no-pci --file-prefix=UNIQUE; the
  * main lcore on the other CPU than the forwarding lcore. --no-mlockall so that
  * mapping a frontend's memory does not fault all of it in.
  */

@@ -2,7 +2,7 @@
  * OVS-DPDK 3.1 as a benchmark peer, entirely inside a private temp directory:
  * its own ovsdb-server (database, socket, pid, log) and ovs-vswitchd-dpdk, both
  * run in the foreground as our children and stopped by PID. Recipe from
- * INTEROP.md: dpdk-extra "--no-huge -m 4096 --no-pci --legacy-mem", a netdev
+ * docs/interop.md#ovs-dpdk-31: dpdk-extra "--no-huge -m 4096 --no-pci --legacy-mem", a netdev
  * bridge, dpdkvhostuser ports (OVS is the vhost-user server; sockets in the run
  * dir), pmd-cpu-mask for the PMD thread.
  *

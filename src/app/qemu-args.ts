@@ -4,7 +4,7 @@
  * Pure functions: no I/O, no environment lookups. `tsvs qemu-args` prints these; the test
  * harness (test/harness/qemu.ts) spawns QEMU with them.
  *
- * Facts these encode (QEMU 7.2, see INTEROP.md):
+ * Facts these encode (QEMU 7.2, docs/interop.md#qemu-72-tcg):
  * - vhost-user needs guest RAM in a shared memfd (`share=on`), else the guest boots and the
  *   backend can never see its buffers.
  * - `vectors=0` on the virtio-net-pci device: QEMU 7.2 under TCG crashes when MSI-X is used

@@ -9,7 +9,7 @@
  *  - addresses are JS numbers; anything at or above 2^53 (including every
  *    64-bit wire value that would wrap at 2^64) is refused before arithmetic,
  *    so no overflow can turn an out-of-bounds range into an in-bounds one;
- *  - a region larger than the window size (1 GiB, see INTEROP.md) is split
+ *  - a region larger than the window size (1 GiB: a koffi view over 4 GiB aborts the process, docs/interop.md#node-and-koffi) is split
  *    into several windows; copies may cross windows of the same region since
  *    those are contiguous in guest address space;
  *  - a region given by its mapped address (not views) gets the view of each

@@ -13,7 +13,7 @@ import { setAffinity } from '../../src/sys/libc.js';
 import { Testpmd, type TestpmdOptions } from '../harness/dpdk.js';
 import { fillFrame, checkFrame, pollUntil, sleep } from '../fixtures/frontend-traffic.js';
 
-// Our polling loop on CPU 1, testpmd's forwarding lcore on CPU 0 (INTEROP.md).
+// Our polling loop on CPU 1, testpmd's forwarding lcore on CPU 0 (docs/interop.md#dpdk-2211: main and forwarding lcore on different CPUs).
 try {
   setAffinity([1]);
 } catch {

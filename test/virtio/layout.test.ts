@@ -30,7 +30,7 @@ test('feature bits and names', () => {
   assert.equal(F_VERSION_1, 1n << 32n);
   assert.equal(F_RING_PACKED, 1n << 34n);
   assert.equal(VHOST_USER_F_PROTOCOL_FEATURES, 1n << 30n);
-  // what DPDK virtio-user asks for (INTEROP.md)
+  // what DPDK virtio-user asks for (docs/interop.md#dpdk-2211)
   assert.equal(NET_F_MRG_RXBUF | RING_F_INDIRECT_DESC | VHOST_USER_F_PROTOCOL_FEATURES | F_VERSION_1 | F_IN_ORDER, 0x950008000n);
   assert.deepEqual(featureNames(0x950008000n), [
     'NET_F_MRG_RXBUF',
