@@ -5,6 +5,7 @@
  * be unit-tested without a switch.
  */
 import { percentile } from '../stats.js';
+import { ipv4HeaderChecksum } from '../../src/util/net.js';
 
 /** Payload offset (Ethernet 14 + IPv4 20 + UDP 8). */
 export const PAY = 42;
@@ -72,12 +73,7 @@ export function probeTemplate(size: number, macA: Uint8Array, macB: Uint8Array):
   t.set([0x45, 0, ipLen >> 8, ipLen & 0xff, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2], 14);
   const udpLen = ipLen - 20;
   t.set([0x1b, 0x58, 0x1b, 0x59, udpLen >> 8, udpLen & 0xff, 0, 0], 34);
-  let sum = 0;
-  for (let i = 0; i < 20; i += 2) sum += (t[14 + i] << 8) | t[15 + i];
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  const c = ~sum & 0xffff;
-  t[24] = c >> 8;
-  t[25] = c & 0xff;
+  ipv4HeaderChecksum(t, 14);
   return t;
 }
 

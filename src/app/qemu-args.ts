@@ -12,6 +12,8 @@
  * - `romfile=`: Debian's qemu-system-x86 ships no efi-virtio.rom; we boot with -kernel anyway.
  */
 
+import { tryParseMac, formatMac } from '../util/net.js';
+
 /** Thrown for arguments that would make QEMU fail or silently misbehave. */
 export class QemuArgsError extends Error {
   override readonly name = "QemuArgsError";
@@ -53,7 +55,6 @@ export interface MemoryOptions {
   share?: boolean;
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 /** Characters QEMU's option parser treats specially (`,` separates options). */
 const BAD_PATH_RE = /[,\n\0]/;
 
@@ -70,11 +71,12 @@ function checkIndex(index: number): void {
 }
 
 function checkMac(mac: string): string {
-  if (!MAC_RE.test(mac)) throw new QemuArgsError(`invalid MAC address ${JSON.stringify(mac)}`);
-  if ((parseInt(mac.slice(0, 2), 16) & 1) !== 0) {
+  const b = tryParseMac(mac);
+  if (!b) throw new QemuArgsError(`invalid MAC address ${JSON.stringify(mac)}`);
+  if ((b[0] & 1) !== 0) {
     throw new QemuArgsError(`MAC ${mac} is a multicast address; a NIC needs a unicast one`);
   }
-  return mac.toLowerCase();
+  return formatMac(b);
 }
 
 function checkOptValue(what: string, v: string): string {

@@ -5,6 +5,7 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../pmd/port.js';
+import { checksumFold, ipv4HeaderChecksum } from '../util/net.js';
 
 export const MAGIC = 0x54535653; // 'TSVS'
 /** Offset of our payload (after Ethernet 14 + IPv4 20 + UDP 8). */
@@ -44,7 +45,7 @@ export class TrafficGen {
     let sum = 0;
     for (let i = 0; i < 20; i += 2) if (i !== 10 && i !== 14) sum += (t[14 + i] << 8) | t[14 + i + 1];
     this.ipSum = sum; // bytes 28-29 (source address, low word) vary with the flow
-    ipChecksum(t, 14);
+    ipv4HeaderChecksum(t, 14);
     this.template = t;
     this.t32 = new Int32Array(t.buffer, 0, opts.size >> 2);
   }
@@ -101,10 +102,7 @@ export class TrafficGen {
       d[off + 29] = f & 0xff;
       d[off + 34] = 0x04 + ((f >> 16) & 0x3f);
       d[off + 35] = f & 0xff;
-      let s = this.ipSum + (f & 0xffff);
-      s = (s & 0xffff) + (s >>> 16);
-      s = (s & 0xffff) + (s >>> 16);
-      s = ~s & 0xffff;
+      const s = checksumFold(this.ipSum + (f & 0xffff));
       d[off + 24] = s >> 8;
       d[off + 25] = s & 0xff;
     }
@@ -327,16 +325,6 @@ function readU32(d: Uint8Array, o: number): number {
   return ((d[o] << 24) | (d[o + 1] << 16) | (d[o + 2] << 8) | d[o + 3]) >>> 0;
 }
 
-function ipChecksum(d: Uint8Array, o: number): void {
-  d[o + 10] = 0;
-  d[o + 11] = 0;
-  let s = 0;
-  for (let i = 0; i < 20; i += 2) s += (d[o + i] << 8) | d[o + i + 1];
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  s = ~s & 0xffff;
-  d[o + 10] = s >> 8;
-  d[o + 11] = s & 0xff;
-}
 
 /** Swap source and destination MAC in place. */
 export function macSwap(d: Uint8Array, off: number): void {

@@ -3,6 +3,7 @@
  * the format tcpdump -r and tshark read. And a one-line summary of a frame for
  * `tsvs capture` without -w.
  */
+import { formatMac } from '../util/net.js';
 
 export const LINKTYPE_ETHERNET = 1;
 
@@ -31,7 +32,7 @@ export function pcapRecord(tsMs: number, data: Uint8Array, origLen: number): Buf
   return b;
 }
 
-const mac = (d: Uint8Array, o: number): string => Array.from(d.subarray(o, o + 6), (x) => x.toString(16).padStart(2, '0')).join(':');
+const mac = (d: Uint8Array, o: number): string => formatMac(d, o);
 const ip4 = (d: Uint8Array, o: number): string => `${d[o]}.${d[o + 1]}.${d[o + 2]}.${d[o + 3]}`;
 
 /** "02:00:00:00:00:01 > 02:00:00:00:00:02, IPv4 10.0.0.1 > 10.0.0.2, udp 1024 > 1024" (best effort). */

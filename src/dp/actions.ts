@@ -34,6 +34,7 @@
  *   4 bytes of tailroom (the payload moves forward); with neither it fails
  *   with ERR_NO_ROOM. POP_VLAN moves the MACs forward (off += 4).
  */
+import { formatMacWords } from '../util/net.js';
 
 export const OP_DROP = 0;
 export const OP_OUTPUT = 1;
@@ -189,10 +190,6 @@ export function validateProgram(prog: Int32Array, progLen = prog.length): boolea
   return true;
 }
 
-function macStr(hi: number, lo: number): string {
-  const b = [(hi >>> 8) & 255, hi & 255, (lo >>> 24) & 255, (lo >>> 16) & 255, (lo >>> 8) & 255, lo & 255];
-  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
-}
 
 /**
  * Text form in the style of ovs-dpctl dump-flows, e.g.
@@ -208,8 +205,8 @@ export function formatProgram(prog: Int32Array, progLen = prog.length): string {
     switch (op) {
       case OP_DROP: out.push('drop'); break;
       case OP_OUTPUT: out.push(String(prog[pc + 1])); break;
-      case OP_SET_DL_SRC: out.push(`set(eth(src=${macStr(prog[pc + 1], prog[pc + 2])}))`); break;
-      case OP_SET_DL_DST: out.push(`set(eth(dst=${macStr(prog[pc + 1], prog[pc + 2])}))`); break;
+      case OP_SET_DL_SRC: out.push(`set(eth(src=${formatMacWords(prog[pc + 1], prog[pc + 2])}))`); break;
+      case OP_SET_DL_DST: out.push(`set(eth(dst=${formatMacWords(prog[pc + 1], prog[pc + 2])}))`); break;
       case OP_PUSH_VLAN: {
         const tci = prog[pc + 2];
         const tpid = prog[pc + 1];

@@ -544,10 +544,8 @@ export function fieldOnes(f: FieldDef): bigint {
 // ---------------------------------------------------------------------------
 // Small helpers for the control path
 
-/** MAC (6 bytes) -> 48-bit number. */
-export function macToNumber(b: ArrayLike<number>): number {
-  return (b[0] * 2 ** 40) + (b[1] * 2 ** 32) + ((b[2] << 24) >>> 0) + (b[3] << 16) + (b[4] << 8) + b[5];
-}
+/** MAC (6 bytes) -> 48-bit number; a 48-bit MAC number as text (src/util/net.ts). */
+export { macToNumber, formatMacNumber as formatMac } from '../util/net.js';
 
 /** dl_src of a key as a 48-bit number. */
 export function keyDlSrc(key: Uint32Array, keyOff: number): number {
@@ -559,13 +557,6 @@ export function keyDlDst(key: Uint32Array, keyOff: number): number {
   return (key[keyOff + W_DL_HI] & 0xffff) * 2 ** 32 + key[keyOff + W_DL_DST_LO];
 }
 
-/** Format a 48-bit MAC number as aa:bb:cc:dd:ee:ff. */
-export function formatMac(mac: number | bigint): string {
-  const v = BigInt(mac);
-  const out: string[] = [];
-  for (let i = 5; i >= 0; i--) out.push(Number((v >> BigInt(i * 8)) & 0xffn).toString(16).padStart(2, '0'));
-  return out.join(':');
-}
 
 /** Human-readable dump of a key (debugging). */
 export function formatKey(key: Uint32Array, keyOff = 0): string {

@@ -19,6 +19,7 @@ import {
   ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_ARP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP,
   IPPROTO_ICMP, IPPROTO_ICMPV6, FRAG_ANY, FRAG_LATER,
 } from '../dp/flow-key.js';
+import { tryParseMac, macToNumber } from '../util/net.js';
 
 // ---------------------------------------------------------------------------
 // Ports
@@ -160,11 +161,9 @@ function parseUint(s: string, bits: number, what: string): bigint {
 }
 
 function parseMac(s: string, what: string): bigint {
-  const m = /^([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})$/.exec(s);
-  if (!m) throw new ValueError(`${what}: "${s}" is not an Ethernet address`);
-  let v = 0n;
-  for (let i = 1; i <= 6; i++) v = (v << 8n) | BigInt(parseInt(m[i], 16));
-  return v;
+  const b = tryParseMac(s);
+  if (!b) throw new ValueError(`${what}: "${s}" is not an Ethernet address`);
+  return BigInt(macToNumber(b));
 }
 
 function parseIpv4(s: string, what: string): bigint {

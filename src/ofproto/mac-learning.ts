@@ -11,6 +11,7 @@
  *
  * Times are milliseconds supplied by the caller.
  */
+import { formatMacNumber } from '../util/net.js';
 
 export const MAC_DEFAULT_AGING_SEC = 300;
 export const MAC_DEFAULT_MAX_ENTRIES = 8192;
@@ -129,8 +130,7 @@ export class MacLearningTable {
     for (const e of [...this.map.values()].reverse()) {
       const age = Math.max(0, Math.floor((now - e.lastSeen) / 1000));
       const p = portName?.(e.port) ?? String(e.port);
-      const mac = Array.from({ length: 6 }, (_, i) =>
-        Math.floor(e.mac / 2 ** (8 * (5 - i))) % 256).map((b) => b.toString(16).padStart(2, '0')).join(':');
+      const mac = formatMacNumber(e.mac);
       lines.push(`${p.padStart(5)}  ${String(e.vlan).padStart(4)}  ${mac}  ${String(age).padStart(3)}`);
     }
     return lines.join('\n');

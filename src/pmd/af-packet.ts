@@ -111,18 +111,13 @@ import {
   withNetns,
 } from '../sys/netdev.js';
 import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
+import { checksumFold, onesComplementSum } from '../util/net.js';
 
 const ENOBUFS = 105;
 const EINVAL = 22;
 /** cmsghdr (16) + tpacket_auxdata (20), rounded up. */
 const AUX_CTRL = 48;
 
-function sum16(d: Uint8Array, p: number, len: number, acc: number): number {
-  const end = p + (len & ~1);
-  for (; p < end; p += 2) acc += (d[p] << 8) | d[p + 1];
-  if ((len & 1) !== 0) acc += d[end] << 8;
-  return acc;
-}
 
 /**
  * Compute the TCP/UDP/ICMPv6 checksum of the Ethernet frame at d[off..off+len)
@@ -153,14 +148,14 @@ export function finishL4Checksum(d: Uint8Array, off: number, len: number): boole
     proto = d[p + 9];
     l4 = p + ihl;
     l4len = tot - ihl;
-    acc = sum16(d, p + 12, 8, 0) + proto + l4len;
+    acc = onesComplementSum(d, p + 12, 8, 0) + proto + l4len;
   } else if (et === 0x86dd) {
     if (p + 40 > end) return false;
     l4len = (d[p + 4] << 8) | d[p + 5];
     proto = d[p + 6];
     l4 = p + 40;
     if (l4 + l4len > end) return false;
-    acc = sum16(d, p + 8, 32, 0) + (l4len >>> 16) + (l4len & 0xffff) + proto;
+    acc = onesComplementSum(d, p + 8, 32, 0) + (l4len >>> 16) + (l4len & 0xffff) + proto;
   } else {
     return false;
   }
@@ -171,9 +166,7 @@ export function finishL4Checksum(d: Uint8Array, off: number, len: number): boole
   else return false;
   d[field] = 0;
   d[field + 1] = 0;
-  acc = sum16(d, l4, l4len, acc);
-  while (acc > 0xffff) acc = (acc & 0xffff) + (acc >>> 16);
-  let c = ~acc & 0xffff;
+  let c = checksumFold(onesComplementSum(d, l4, l4len, acc));
   if (proto === 17 && c === 0) c = 0xffff;
   d[field] = c >> 8;
   d[field + 1] = c & 0xff;

@@ -10,6 +10,7 @@
  * {@link VirtioNetPort}'s (src/pmd/virtio-net-port.ts), shared with virtio-pci.
  */
 import type { LinkState } from './port.js';
+import { parseMac } from '../util/net.js';
 import { BURST } from './port.js';
 import { VirtioNetPort } from './virtio-net-port.js';
 import { Mempool } from '../mem/mempool.js';
@@ -58,11 +59,7 @@ export interface VirtioUserOptions {
 
 const alignUp = (v: number, a: number): number => Math.ceil(v / a) * a;
 
-export function parseMac(s: string): Uint8Array {
-  const m = /^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$/i.exec(s);
-  if (!m) throw new RangeError(`bad MAC address '${s}'`);
-  return new Uint8Array(m.slice(1).map((x) => parseInt(x, 16)));
-}
+export { parseMac };
 
 function randomMac(): Uint8Array {
   const b = new Uint8Array(6);

@@ -6,6 +6,7 @@
  * mask); partly masked ones print as value/mask.
  */
 import * as crypto from 'node:crypto';
+import { formatMacWords as mac } from '../util/net.js';
 
 const W_IN_PORT = 0, W_DL_HI = 1, W_DL_SRC_LO = 2, W_DL_DST_LO = 3, W_TYPE_TCI = 4, W_NW = 5, W_TP = 6, W_L3_SRC = 7, W_L3_DST = 11;
 
@@ -20,10 +21,6 @@ export interface OdpFlow {
   maskWords: number[];
 }
 
-function mac(hi: number, lo: number): string {
-  const b = [(hi >>> 8) & 0xff, hi & 0xff, (lo >>> 24) & 0xff, (lo >>> 16) & 0xff, (lo >>> 8) & 0xff, lo & 0xff];
-  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
-}
 
 const ip4 = (w: number): string => [(w >>> 24) & 0xff, (w >>> 16) & 0xff, (w >>> 8) & 0xff, w & 0xff].join('.');
 

@@ -7,6 +7,7 @@
 import * as F from '../virtio/features.js';
 import { ProtoF, featureMask } from './messages.js';
 import type { VhostUserDevice } from './backend.js';
+import { parseMac, formatMac } from '../util/net.js';
 
 /** virtio_net_config offsets (virtio 1.2 §5.1.4). */
 export const NETCFG_MAC = 0;
@@ -45,15 +46,7 @@ export interface NetDeviceOptions {
   maxMtu?: number;
 }
 
-export function parseMac(s: string): Uint8Array {
-  const parts = s.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) throw new RangeError(`bad MAC address "${s}"`);
-  return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
-}
-
-export function formatMac(m: Uint8Array): string {
-  return Array.from(m.subarray(0, 6), (b) => b.toString(16).padStart(2, '0')).join(':');
-}
+export { parseMac, formatMac };
 
 export class NetDevice implements VhostUserDevice {
   readonly maxQueues: number;
