@@ -62,9 +62,11 @@ test('DPDK virtio-user frontends through the switch: NORMAL learning, rules, upc
   // the flood-era flows are replaced once revalidation sees the learned MACs
   assert.equal((await d.cli('revalidate-wait')).code, 0);
   const flows = await json<DpFlow[]>(d, 'dump-dp-flows');
-  const busy = flows.filter((f) => f.packets > 100);
-  assert.ok(busy.length >= 2, JSON.stringify(flows));
-  for (const f of busy) assert.doesNotMatch(f.actions, /,/, `a learned flow outputs to one port: ${f.actions}`);
+  // Every flow left is a learned one, both directions are there, and each outputs to one port. (A flood-era
+  // flow that carried the traffic is deleted by this pass and re-installed at the next packet, so the
+  // learned flow of a direction can show 0 packets here: count flows, not their hits.)
+  for (const dir of ['in_port=vm1,', 'in_port=vm2,']) assert.ok(flows.some((f) => f.match.includes(dir)), `a flow for ${dir}: ${JSON.stringify(flows)}`);
+  for (const f of flows) assert.doesNotMatch(f.actions, /,/, `a learned flow outputs to one port: ${f.actions}`);
   const pmd = (await json<PmdJson[]>(d, 'pmd-stats'))[0];
   assert.ok(pmd.upcalls >= 1 && pmd.upcalls <= 1024, `few upcalls: ${pmd.upcalls}`);
   assert.ok(pmd.emcHits + pmd.megaflowHits > pmd.rxPackets * 0.9, `the rest hit caches: ${JSON.stringify(pmd)}`);
