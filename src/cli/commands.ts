@@ -94,6 +94,9 @@ export const COMMANDS: CommandSpec[] = [
   ctl('port-stats', '[PORT]', 'rx/tx counters and drops by reason'),
   ctl('pmd-stats', undefined, 'per PMD thread: packets, cache hits per level, upcalls, ns per packet, busy/idle'),
   ctl('pmd-stats-clear', undefined, 'reset the PMD counters'),
+  ctl('memory', undefined, 'RSS by kind (anonymous, files, shared memory), V8 heap of the main thread and of each PMD thread, packet buffers free', {
+    gc: { type: 'boolean', help: 'full garbage collections first, in every thread (heap = live objects; each PMD pauses a few ms)' },
+  }),
   ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue'),
   ctl('qemu-args', 'PORT', 'print the QEMU arguments that attach a guest NIC to a vhost-user port'),
   ctl('revalidate-wait', undefined, 'wait until the datapath reflects every rule and port change made so far (as ovs-appctl revalidator/wait)'),

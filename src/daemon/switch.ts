@@ -38,6 +38,7 @@ import type { OfPortDesc } from '../openflow/wire.js';
 import { xlatePacketOut, type ControllerEvent } from '../ofproto/xlate.js';
 import type { OfAction } from '../ofproto/flow-syntax.js';
 import { extractKey, FLOW_WORDS } from '../dp/flow-key.js';
+import { memoryReport, type MemoryReport } from '../util/memory.js';
 import { executeActions, EXEC_STATE_WORDS, ST_OFF, ST_LEN, ST_NOUT, EXEC_DONE } from '../dp/actions.js';
 
 /** MTU of ports when --max-mtu is not given. */
@@ -824,6 +825,22 @@ export class Switch implements ObservableSwitch {
     c.on('pmd-stats-clear', async () => {
       for (const pmd of this.pmds) this.pmdStatsBase.set(pmd.id, await pmd.stats());
       return { text: '' };
+    });
+    c.on('memory', async (p) => {
+      const gc = !!p.gc;
+      const main = memoryReport({ gc });
+      const pmds: (MemoryReport & { pmd: number })[] = [];
+      for (const pmd of this.pmds) pmds.push({ pmd: pmd.id, ...(await pmd.memory(gc)) });
+      const data = { main, pmds, pool: { available: this.pool.available(), count: this.pool.count, bytes: this.poolBytes() } };
+      const heap = (m: MemoryReport): string =>
+        `heap ${mib(m.heapUsed)} used${m.gc ? ' (live, after GC)' : ''} of ${mib(m.heapTotal)} MiB, external ${mib(m.external)} MiB (array buffers ${mib(m.arrayBuffers)}), V8 malloc ${mib(m.mallocedMemory)} MiB`;
+      const text = [
+        `process: RSS ${mib(main.rss)} MiB (anonymous ${mib(main.rssAnon)}, files ${mib(main.rssFile)}, shared memory ${mib(main.rssShmem)}: packet pool and guest memory touched), peak ${mib(main.rssPeak)} MiB`,
+        `main thread: ${heap(main)}`,
+        ...pmds.map((m) => `pmd thread ${m.pmd}: ${heap(m)}`),
+        `packet buffers: ${data.pool.available} free of ${data.pool.count} (${mib(data.pool.bytes)} MiB)`,
+      ].join('\n');
+      return { text, data };
     });
     c.on('pmd-rxq-show', async () => {
       const rows = [];

@@ -16,6 +16,7 @@ import * as libc from '../sys/libc.js';
 import { RemoteTxPort } from './remote-port.js';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
 import { CaptureSet, CaptureTap } from './capture-tap.js';
+import { memoryReport, type MemoryReport } from '../util/memory.js';
 
 export interface PmdConfig {
   id: number;
@@ -82,6 +83,7 @@ type Req =
   | { op: 'packet-out'; frame: Uint8Array; actions: number[] }
   | { op: 'dump-flows' }
   | { op: 'stats' }
+  | { op: 'memory'; gc: boolean }
   | { op: 'capture-start'; id: number; portNo: number; dirs: number; buf: SharedArrayBuffer }
   | { op: 'capture-stop'; id: number }
   | { op: 'ports' }
@@ -239,6 +241,8 @@ function workerMain(cfg: PmdConfig): void {
           poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail,
         } satisfies PmdThreadStats;
       }
+      case 'memory':
+        return memoryReport({ gc: req.gc });
       case 'capture-start': {
         const p = dp.port(req.portNo);
         if (!p || p.type === 'remote') throw new Error(`port ${req.portNo} is not polled by pmd ${cfg.id}`);
@@ -380,6 +384,10 @@ export class PmdThread {
   }
   stats(): Promise<PmdThreadStats> {
     return this.request({ op: 'stats' });
+  }
+  /** This thread's V8 heap (its own isolate) and the process's RSS; gc: full GCs first (pauses polling for a few ms). */
+  memory(gc = false): Promise<MemoryReport> {
+    return this.request({ op: 'memory', gc });
   }
   ports(): Promise<(PortInfo & { portNo: number })[]> {
     return this.request({ op: 'ports' });
