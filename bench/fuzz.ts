@@ -22,6 +22,8 @@ import { Mempool } from '../src/mem/mempool.js';
 import { VirtioUserPort } from '../src/pmd/virtio-user.js';
 import * as M from '../src/vhost/messages.js';
 import { Rng } from '../test/fixtures/rng.js';
+import { rpcCall } from '../src/daemon/control.js';
+import type { MemoryReport } from '../src/util/memory.js';
 
 export interface FuzzOptions {
   /** Stop after this long (default 30 s) ... */
@@ -43,6 +45,9 @@ export interface FuzzReport {
   daemonCrashed: boolean;
   rssStartKiB: number;
   rssEndKiB: number;
+  /** `tsvs memory --gc` at the start and at the end: RSS by kind, live heaps (issue 18: what the RSS growth is). */
+  memStart?: MemSplit;
+  memEnd?: MemSplit;
   rssMaxKiB: number;
   fdsStart: number;
   fdsEnd: number;
@@ -57,6 +62,49 @@ const M2 = '02:00:00:00:f0:02';
 const FD_REFS: FdRef[] = ['mem', 'mem2', 'kick0', 'kick1', 'call0', 'call1'];
 const U32S = [0, 1, 2, 7, 8, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff];
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The daemon's memory by kind, KiB. */
+export interface MemSplit {
+  rss: number;
+  anon: number;
+  file: number;
+  shmem: number;
+  mainHeap: number;
+  mainHeapTotal: number;
+  external: number;
+  pmdHeap: number[];
+  pmdHeapTotal: number[];
+  /** Resident KiB per mapping name (/proc/PID/smaps): memfds by name, [heap], [anon], files grouped. */
+  byMapping: Record<string, number>;
+}
+
+function residentByMapping(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let name = '';
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const p = head[1].trim();
+      name = p === '' ? '[anon]' : p.startsWith('/memfd:') ? p.replace(/ \(deleted\)$/, '') : p.startsWith('/') ? '[files]' : p;
+      continue;
+    }
+    const m = /^Rss:\s+(\d+) kB/.exec(line);
+    if (m) out[name] = (out[name] ?? 0) + Number(m[1]);
+  }
+  for (const k of Object.keys(out)) if (out[k] === 0) delete out[k];
+  return out;
+}
+
+async function memSplit(ctl: string, gc: boolean, pid: number): Promise<MemSplit> {
+  const m = ((await rpcCall(ctl, 'memory', { gc })) as { data: { main: MemoryReport; pmds: MemoryReport[] } }).data;
+  const k = (b: number): number => Math.round(b / 1024);
+  return {
+    rss: k(m.main.rss), anon: k(m.main.rssAnon), file: k(m.main.rssFile), shmem: k(m.main.rssShmem),
+    mainHeap: k(m.main.heapUsed), mainHeapTotal: k(m.main.heapTotal), external: k(m.main.external),
+    pmdHeap: m.pmds.map((p) => k(p.heapUsed)), pmdHeapTotal: m.pmds.map((p) => k(p.heapTotal)),
+    byMapping: residentByMapping(pid),
+  };
+}
 
 function procKiB(pid: number): number {
   const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/);
@@ -194,6 +242,8 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
     const first = await w.check();
     if (first) throw new Error(`witnesses do not pass traffic before the fuzzing: ${first}`);
     await sleep(300);
+    const ctl = path.join(d.runDir, 'tsvs.ctl');
+    rep.memStart = await memSplit(ctl, true, d.proc.pid!);
     rep.rssStartKiB = rep.rssMaxKiB = procKiB(d.proc.pid!);
     rep.fdsStart = procFds(d.proc.pid!);
     const target = path.join(d.runDir, 'fz');
@@ -265,7 +315,8 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
         if (why) rep.witnessFailures.push(`after ${rep.messages} messages: ${why}`);
         const rss = procKiB(d.proc.pid!);
         rep.rssMaxKiB = Math.max(rep.rssMaxKiB, rss);
-        o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB, ${procFds(d.proc.pid!)} fds`);
+        const ms = o.progress ? await memSplit(ctl, false, d.proc.pid!) : null;
+        o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB (anon ${(ms!.anon / 1024).toFixed(1)}, file ${(ms!.file / 1024).toFixed(1)}, shmem ${(ms!.shmem / 1024).toFixed(1)}; heap main ${(ms!.mainHeapTotal / 1024).toFixed(1)}, pmd ${(ms!.pmdHeapTotal[0] / 1024).toFixed(1)} MiB), ${procFds(d.proc.pid!)} fds`);
       }
     }
     rep.seconds = (Date.now() - t0) / 1000;
@@ -275,6 +326,7 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
       const why = await w.check();
       if (why) rep.witnessFailures.push(`at the end: ${why}`);
       await sleep(300);
+      rep.memEnd = await memSplit(ctl, true, d.proc.pid!);
       rep.rssEndKiB = procKiB(d.proc.pid!);
       rep.fdsEnd = procFds(d.proc.pid!);
       const pmd = JSON.parse(await cli('pmd-stats', '--json')) as { poolAvailable: number; poolCount: number }[];
