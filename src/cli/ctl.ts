@@ -20,9 +20,10 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   'del-br': (_v, p) => (need(p, 1, 'bridge name'), { bridge: p[0] }),
   'add-port': (v, p) => {
     need(p, 2, 'BR NAME');
-    if (v.type === undefined) throw new UsageError('--type is required (vhost-user | vhost-user-client | tap | afpacket)');
+    if (v.type === undefined) throw new UsageError('--type is required (vhost-user | vhost-user-client | tap | afpacket | vxlan)');
     return {
-      bridge: p[0], name: p[1], type: v.type, path: v.path, iface: v.iface,
+      bridge: p[0], name: p[1], type: v.type, path: v.path, iface: v.iface, netns: v.netns,
+      remote_ip: v['remote-ip'], local_ip: v['local-ip'], key: v.key, dst_port: v.type === 'vxlan' ? intOption(v['dst-port'], 'dst-port', 1, 65535) : undefined,
       queues: intOption(v.queues, 'queues', 1, 16), ofport: intOption(v.ofport, 'ofport', 1, 0xfeff), mtu: intOption(v.mtu, 'mtu', 68, 65535),
     };
   },

@@ -41,8 +41,11 @@ export class Bridge {
     this.name = name;
   }
 
+  /** Tunnel ports with options:key=flow (their outputs carry the flow's tun_id). */
+  readonly flowKeyTunnels = new Set<number>();
+
   private xlatePorts(): XlatePort[] {
-    return [...this.ports.keys()].map((no) => ({ ofPort: no, dpPort: no }));
+    return [...this.ports.keys()].map((no) => (this.flowKeyTunnels.has(no) ? { ofPort: no, dpPort: no, tunnelKeyFlow: true } : { ofPort: no, dpPort: no }));
   }
 
   addFlow(text: string, resolvePort: PortResolver): void {

@@ -7,7 +7,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { portNumberProblem } from '../dp/port-number.js';
 
-export type PortType = 'vhost-user' | 'vhost-user-client' | 'tap' | 'afpacket' | 'virtio-user';
+export type PortType = 'vhost-user' | 'vhost-user-client' | 'tap' | 'afpacket' | 'virtio-user' | 'vxlan';
+
+/** A tunnel port's settings (OVS Interface options remote_ip, local_ip, key, dst_port). */
+export interface TunnelConfig {
+  remoteIp: string;
+  /** Default: the address the kernel's route to remoteIp would use. */
+  localIp?: string;
+  /** VNI, or 'flow' (set_field:N->tun_id). Default 0. */
+  key?: number | 'flow';
+  dstPort?: number;
+}
 
 export interface PortConfig {
   name: string;
@@ -21,6 +31,10 @@ export interface PortConfig {
   queues?: number;
   mac?: string;
   mtu?: number;
+  /** Network namespace of the kernel interface (afpacket, vxlan underlay). */
+  netns?: string;
+  /** vxlan: tunnel settings (iface is the underlay). */
+  tunnel?: TunnelConfig;
 }
 
 export interface BridgeConfig {
@@ -50,7 +64,7 @@ export function emptyConfig(): SwitchConfig {
   return { version: 1, bridges: [] };
 }
 
-const PORT_TYPES: readonly PortType[] = ['vhost-user', 'vhost-user-client', 'tap', 'afpacket', 'virtio-user'];
+const PORT_TYPES: readonly PortType[] = ['vhost-user', 'vhost-user-client', 'tap', 'afpacket', 'virtio-user', 'vxlan'];
 
 /** Validate a parsed document; throws ConfigError naming the first problem. */
 export function validateConfig(doc: unknown): SwitchConfig {

@@ -25,7 +25,9 @@ import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
 import { traceFlow } from '../ofproto/trace.js';
-import { ConfigDb, type BridgeConfig, type PortConfig } from './config-db.js';
+import { ConfigDb, type BridgeConfig, type PortConfig, type TunnelConfig } from './config-db.js';
+import { resolveTunnelRoute } from './tunnel-route.js';
+import { VXLAN_DEFAULT_PORT, parseIpv4 } from '../pmd/vxlan.js';
 import { portNumberProblem } from '../dp/port-number.js';
 import { ControlServer, RpcError } from './control.js';
 import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';
@@ -246,7 +248,14 @@ export class Switch implements ObservableSwitch {
   }
 
   private portSpec(p: PortConfig): PortSpec {
-    return { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, queues: p.queues, mac: p.mac, mtu: p.mtu, maxMtu: this.buffers.maxMtu, maxGuestMemory: this.maxGuestMemory };
+    const spec: PortSpec = { name: p.name, type: p.type as PortKind, path: p.path, iface: p.iface, netns: p.netns, queues: p.queues, mac: p.mac, mtu: p.mtu, maxMtu: this.buffers.maxMtu, maxGuestMemory: this.maxGuestMemory };
+    if (p.type === 'vxlan') {
+      if (p.tunnel === undefined) throw new Error('vxlan port without remote_ip');
+      const r = resolveTunnelRoute(p.tunnel, p.iface, p.netns);
+      spec.iface = r.iface;
+      spec.tunnel = { remoteIp: p.tunnel.remoteIp, localIp: r.localIp, key: p.tunnel.key ?? 0, dstPort: p.tunnel.dstPort ?? VXLAN_DEFAULT_PORT, nextHop: r.nextHop };
+    }
+    return spec;
   }
 
   private async openPort(bridge: string, p: PortConfig): Promise<void> {
@@ -254,6 +263,7 @@ export class Switch implements ObservableSwitch {
     const rt: PortRuntime = { cfg: p, bridge, pmd, info: null };
     this.ports.set(p.ofport, rt);
     this.bridges.get(bridge)!.ports.set(p.ofport, p.name);
+    if (p.tunnel?.key === 'flow') this.bridges.get(bridge)!.flowKeyTunnels.add(p.ofport);
     try {
       const problem = this.mtuProblem(p.mtu);
       if (problem !== null) throw new Error(problem);
@@ -678,7 +688,7 @@ export class Switch implements ObservableSwitch {
       if (!NAME_RE.test(name)) throw new RpcError(`bad port name '${name}'`);
       if (this.resolvePort(name) !== undefined) throw new RpcError(`port '${name}' already exists`);
       const type = String(p.type ?? '');
-      const types = ['vhost-user', 'vhost-user-client', 'tap', 'afpacket', 'virtio-user'];
+      const types = ['vhost-user', 'vhost-user-client', 'tap', 'afpacket', 'virtio-user', 'vxlan'];
       if (!types.includes(type)) throw new RpcError(`unknown port type '${type}' (expected one of ${types.join(', ')})`);
       let sock = p.path === undefined ? undefined : String(p.path);
       if (type === 'vhost-user' && sock === undefined) sock = path.join(this.paths.dir, name);
@@ -696,15 +706,25 @@ export class Switch implements ObservableSwitch {
       }
       const cfg: PortConfig = {
         name, type: type as PortConfig['type'], ofport, path: sock,
-        iface: p.iface !== undefined ? String(p.iface) : type === 'tap' ? name : undefined,
-        queues: p.queues !== undefined ? Number(p.queues) : undefined,
+        iface: p.iface !== undefined && p.iface !== null ? String(p.iface) : type === 'tap' ? name : undefined,
+        queues: p.queues !== undefined && p.queues !== null ? Number(p.queues) : undefined,
         mtu,
       };
+      if (p.netns !== undefined && p.netns !== null) cfg.netns = String(p.netns);
+      if (type === 'vxlan') {
+        if (mtu !== undefined) throw new RpcError(`cannot add port ${name}: a vxlan port takes no --mtu (its MTU is the underlay's - 50)`);
+        try {
+          cfg.tunnel = tunnelOptions(p);
+        } catch (e) {
+          throw new RpcError(`cannot add port ${name}: ${(e as Error).message}`);
+        }
+      } else if (p.remote_ip !== undefined && p.remote_ip !== null) throw new RpcError(`cannot add port ${name}: --remote-ip is for type vxlan`);
       await this.openPort(br.name, cfg);
       const rt = this.ports.get(ofport)!;
       if (rt.error) {
         this.ports.delete(ofport);
         br.ports.delete(ofport);
+        br.flowKeyTunnels.delete(ofport);
         throw new RpcError(`cannot add port ${name}: ${rt.error}`);
       }
       this.db.bridge(br.name)!.ports.push(cfg);
@@ -774,6 +794,7 @@ export class Switch implements ObservableSwitch {
             name: rt.cfg.name, ofport: no, type: rt.cfg.type, path: rt.cfg.path, iface: rt.cfg.iface, mtu: rt.info?.mtu ?? rt.cfg.mtu,
             link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id,
             ...(rt.info?.memory ? { memory: rt.info.memory } : {}),
+            ...(rt.cfg.tunnel ? { tunnel: rt.cfg.tunnel } : {}),
           };
         }),
         rules: br.ruleCount(),
@@ -794,7 +815,7 @@ export class Switch implements ObservableSwitch {
         const xe = Object.entries(b.xlateErrors).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ');
         if (xe) lines.push(`    translations cut off and dropped: ${xe}`);
         for (const p of b.ports) {
-          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.tunnel ? ` remote_ip=${p.tunnel.remoteIp}${p.tunnel.localIp ? ` local_ip=${p.tunnel.localIp}` : ''} key=${p.tunnel.key ?? 0}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
         }
       }
       return { text: lines.join('\n'), data };
@@ -937,6 +958,7 @@ export class Switch implements ObservableSwitch {
     const br = this.bridges.get(rt.bridge);
     if (br) {
       br.ports.delete(no);
+      br.flowKeyTunnels.delete(no);
       br.mac.flushPort(no);
     }
     const bc: BridgeConfig | undefined = this.db.bridge(rt.bridge);
@@ -1021,4 +1043,30 @@ function memProtection(m: { regions: number; sealed: number; guarded: number }):
   if (m.sealed === m.regions) return 'sealed';
   if (m.guarded === m.regions) return m.sealed > 0 ? 'partly-sealed+guarded' : 'guarded';
   return 'unprotected';
+}
+
+/** A vxlan port's options from add-port params (remote_ip, local_ip, key, dst_port); throws naming the bad one. */
+export function tunnelOptions(p: Record<string, unknown>): TunnelConfig {
+  if (p.remote_ip === undefined || p.remote_ip === null) throw new Error('--remote-ip is required for type vxlan');
+  const t: TunnelConfig = { remoteIp: String(p.remote_ip) };
+  parseIpv4(t.remoteIp, 'remote_ip');
+  if (p.local_ip !== undefined && p.local_ip !== null) {
+    t.localIp = String(p.local_ip);
+    parseIpv4(t.localIp, 'local_ip');
+  }
+  if (p.key !== undefined && p.key !== null) {
+    const k = String(p.key);
+    if (k === 'flow') t.key = 'flow';
+    else {
+      const n = /^(0x[0-9a-f]+|\d+)$/i.test(k) ? Number(k) : NaN;
+      if (!(Number.isInteger(n) && n >= 0 && n < 1 << 24)) throw new Error(`key '${k}' must be a VNI in 0..16777215 or 'flow'`);
+      t.key = n;
+    }
+  }
+  if (p.dst_port !== undefined && p.dst_port !== null) {
+    const d = Number(p.dst_port);
+    if (!(Number.isInteger(d) && d > 0 && d < 65536)) throw new Error(`dst_port '${String(p.dst_port)}' must be in 1..65535`);
+    t.dstPort = d;
+  }
+  return t;
 }

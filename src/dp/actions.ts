@@ -13,6 +13,9 @@
  *   OP_SET_VLAN_VID  [vid]         set the outer tag's VID (no-op if untagged)
  *   OP_SET_VLAN_PCP  [pcp]         set the outer tag's PCP (no-op if untagged)
  *   OP_POP_VLAN      []            remove the outer tag (no-op if untagged)
+ *   OP_SET_TUNNEL    [tun_id]      the tunnel id later outputs to flow-keyed tunnel ports
+ *                                  send with (st[ST_TUN_SET] = 1, st[ST_TUN_ID]); the caller
+ *                                  stores it in the packet's (and copies') tunnel metadata
  * An empty program drops the packet.
  *
  * Execution contract (frame = bytes [off, off+len) of a larger buffer):
@@ -44,18 +47,22 @@ export const OP_PUSH_VLAN = 4;
 export const OP_SET_VLAN_VID = 5;
 export const OP_SET_VLAN_PCP = 6;
 export const OP_POP_VLAN = 7;
-const OP_MAX = 7;
+export const OP_SET_TUNNEL = 8;
+const OP_MAX = 8;
 
 /** Total length in words (opcode + args) of each opcode. */
-export const OP_WORDS: readonly number[] = Object.freeze([1, 2, 3, 3, 3, 2, 2, 1]);
+export const OP_WORDS: readonly number[] = Object.freeze([1, 2, 3, 3, 3, 2, 2, 1, 2]);
 const OP_WORDS_I32 = Int32Array.from(OP_WORDS);
-const OP_MODIFIES = Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1]);
+const OP_MODIFIES = Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1, 1]);
 
 export const ST_OFF = 0;
 export const ST_LEN = 1;
 export const ST_NOUT = 2;
 export const ST_ERR = 3;
-export const EXEC_STATE_WORDS = 4;
+/** 1 once OP_SET_TUNNEL ran (the caller sets 0 before a program). */
+export const ST_TUN_SET = 4;
+export const ST_TUN_ID = 5;
+export const EXEC_STATE_WORDS = 6;
 
 export const EXEC_DONE = -1;
 export const EXEC_ERROR = -2;
@@ -149,6 +156,10 @@ export function executeActions(
           len -= 4;
         }
         break;
+      case OP_SET_TUNNEL:
+        st[ST_TUN_SET] = 1;
+        st[ST_TUN_ID] = prog[pc + 1];
+        break;
     }
     pc += OP_WORDS_I32[op];
   }
@@ -168,6 +179,7 @@ export class ProgramBuilder {
   setVlanVid(vid: number): this { this.words.push(OP_SET_VLAN_VID, vid & 0xfff); return this; }
   setVlanPcp(pcp: number): this { this.words.push(OP_SET_VLAN_PCP, pcp & 7); return this; }
   popVlan(): this { this.words.push(OP_POP_VLAN); return this; }
+  setTunnel(id: number): this { this.words.push(OP_SET_TUNNEL, id | 0); return this; }
   drop(): this { this.words.push(OP_DROP); return this; }
   get length(): number { return this.words.length; }
   build(): Int32Array { return Int32Array.from(this.words); }
@@ -216,6 +228,7 @@ export function formatProgram(prog: Int32Array, progLen = prog.length): string {
       case OP_SET_VLAN_VID: out.push(`set_vlan_vid(${prog[pc + 1]})`); break;
       case OP_SET_VLAN_PCP: out.push(`set_vlan_pcp(${prog[pc + 1]})`); break;
       case OP_POP_VLAN: out.push('pop_vlan'); break;
+      case OP_SET_TUNNEL: out.push(`set(tunnel(tun_id=0x${(prog[pc + 1] >>> 0).toString(16)}))`); break;
     }
     pc += OP_WORDS_I32[op];
   }

@@ -20,8 +20,9 @@ import { ExactMatchCache } from './emc.js';
 import { portNumberProblem, PORT_NO_MAX } from './port-number.js';
 import { DIR_RX, DIR_TX, type CaptureSet } from './capture-tap.js';
 import {
-  executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, validateProgram,
+  executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, ST_TUN_ID, ST_TUN_SET, validateProgram,
 } from './actions.js';
+import { TunnelMeta, tunnelMeta } from '../pmd/vxlan.js';
 
 /** The slow path, as seen from the datapath. */
 export interface UpcallSink {
@@ -108,6 +109,10 @@ export class Datapath {
   private readonly outPorts = new Int32Array(MAX_OUT);
   private readonly st = new Int32Array(EXEC_STATE_WORDS);
   private readonly one = new Int32Array(1);
+  /** Per port: 1 when it is a tunnel port (its frames carry tunnel metadata into the key). */
+  private tunnelIn = new Uint8Array(INITIAL_PORT_SLOTS);
+  /** Tunnel id / outer addresses per pool buffer (shared with this thread's tunnel ports). */
+  private readonly tun: TunnelMeta;
 
   // megaflows
   private readonly cls = new Classifier();
@@ -136,6 +141,7 @@ export class Datapath {
     this.rxBurstMax = rb;
     // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
     this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
+    this.tun = tunnelMeta(pool);
     this.stats = {
       iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0, upcallsCoalesced: 0,
       upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, rxNs: 0, processNs: 0, txNs: 0, drops: {},
@@ -150,6 +156,7 @@ export class Datapath {
     if (portNo >= this.ports.length) this.growPortSlots(portNo);
     if (this.ports[portNo]) throw new Error(`port number ${portNo} already in use`);
     this.ports[portNo] = port;
+    this.tunnelIn[portNo] = (port as Port & { meta?: unknown }).meta instanceof TunnelMeta ? 1 : 0;
     this.txBatch[portNo] = new Int32Array(BURST);
     this.txCount[portNo] = 0;
     this.rxqPackets.fill(0, portNo * RXQ_SLOTS, (portNo + 1) * RXQ_SLOTS);
@@ -173,6 +180,7 @@ export class Datapath {
     this.rxqPackets = grow(this.rxqPackets, n * RXQ_SLOTS);
     this.dirty = grow(this.dirty, n);
     this.isDirty = grow(this.isDirty, n);
+    this.tunnelIn = grow(this.tunnelIn, n);
   }
 
   /**
@@ -519,12 +527,19 @@ export class Datapath {
     let runOut = -1;
     let runPackets = 0;
     let runBytes = 0;
+    const tunnel = this.tunnelIn[inPort] !== 0;
+    const tun = this.tun;
     st.rxPackets += n;
     for (let i = 0; i < n; i++) {
       const h = rxBuf[i];
       const off = pool.dataOffset(h);
       const len = pool.dataLen[h];
       const status = extractKey(data, off, len, inPort, key, 0);
+      if (tunnel) {
+        key[16] = tun.tunId[h]; // W_TUN_ID, W_TUN_SRC, W_TUN_DST
+        key[17] = tun.tunSrc[h];
+        key[18] = tun.tunDst[h];
+      }
       if (status === KEY_MALFORMED) {
         this.one[0] = h;
         pool.free(this.one, 1);
@@ -656,6 +671,7 @@ export class Datapath {
     st[ST_LEN] = pool.dataLen[h];
     st[ST_NOUT] = 0;
     st[ST_ERR] = 0;
+    st[ST_TUN_SET] = 0;
     let pc = 0;
     for (;;) {
       const r = executeActions(prog, pc, prog.length, pool.data, st, this.outPorts);
@@ -665,7 +681,7 @@ export class Datapath {
         break;
       }
       // outputs pending before a modification: send copies now
-      this.outputCopies(st[ST_OFF], st[ST_LEN], st[ST_NOUT]);
+      this.outputCopies(h, st[ST_OFF], st[ST_LEN], st[ST_NOUT]);
       st[ST_NOUT] = 0;
       pc = r;
     }
@@ -679,13 +695,15 @@ export class Datapath {
       if (st[ST_ERR] === 0) this.drop('action-drop', 1);
       return;
     }
-    if (nout > 1) this.outputCopies(st[ST_OFF], st[ST_LEN], nout - 1);
+    if (nout > 1) this.outputCopies(h, st[ST_OFF], st[ST_LEN], nout - 1);
+    if (st[ST_TUN_SET] !== 0) this.tun.tunId[h] = st[ST_TUN_ID];
     this.enqueueTx(this.outPorts[nout - 1], h);
   }
 
-  /** Copy the frame to fresh buffers for outPorts[0..n). */
-  private outputCopies(off: number, len: number, n: number): void {
+  /** Copy the frame of packet h to fresh buffers for outPorts[0..n) (tunnel id: the program's, else h's). */
+  private outputCopies(h: number, off: number, len: number, n: number): void {
     const pool = this.pool;
+    const tunId = this.st[ST_TUN_SET] !== 0 ? this.st[ST_TUN_ID] : this.tun.tunId[h];
     for (let i = 0; i < n; i++) {
       const c = pool.allocOne();
       if (c < 0) {
@@ -709,6 +727,7 @@ export class Datapath {
       pool.data.copyWithin(coff, off, off + len);
       pool.dataLen[c] = len;
       pool.pktLen[c] = len;
+      this.tun.tunId[c] = tunId;
       this.enqueueTx(this.outPorts[i], c);
     }
   }
@@ -788,10 +807,10 @@ export class Datapath {
  * a == b over all FLOW_WORDS words: straight-line, the words that vary most between flows first
  * (W_TP, W_L3_SRC, W_L3_DST); literal indices (a module constant costs a load and a TDZ check per use).
  */
-assertUnrolledFlowWords(16, 'datapath sameKey');
+assertUnrolledFlowWords(19, 'datapath sameKey');
 function sameKey(a: Uint32Array, b: Uint32Array): boolean {
   return a[6] === b[6] && a[7] === b[7] && a[11] === b[11] &&
     a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4] && a[5] === b[5] &&
     a[8] === b[8] && a[9] === b[9] && a[10] === b[10] && a[12] === b[12] && a[13] === b[13] &&
-    a[14] === b[14] && a[15] === b[15];
+    a[14] === b[14] && a[15] === b[15] && a[16] === b[16] && a[17] === b[17] && a[18] === b[18];
 }

@@ -14,7 +14,7 @@
 
 import { FLOW_WORDS, assertUnrolledFlowWords } from './flow-key.js';
 
-assertUnrolledFlowWords(16, 'ExactMatchCache.sameKey');
+assertUnrolledFlowWords(19, 'ExactMatchCache.sameKey');
 
 export const EMC_DEFAULT_ENTRIES = 8192;
 export const EMC_DEFAULT_INSERT_INV_PROB = 100;
@@ -148,6 +148,7 @@ export class ExactMatchCache {
       k[b] === key[o] && k[b + 1] === key[o + 1] && k[b + 2] === key[o + 2] && k[b + 3] === key[o + 3] &&
       k[b + 4] === key[o + 4] && k[b + 5] === key[o + 5] && k[b + 8] === key[o + 8] &&
       k[b + 9] === key[o + 9] && k[b + 10] === key[o + 10] && k[b + 12] === key[o + 12] &&
-      k[b + 13] === key[o + 13] && k[b + 14] === key[o + 14] && k[b + 15] === key[o + 15];
+      k[b + 13] === key[o + 13] && k[b + 14] === key[o + 14] && k[b + 15] === key[o + 15] &&
+      k[b + 16] === key[o + 16] && k[b + 17] === key[o + 17] && k[b + 18] === key[o + 18];
   }
 }

@@ -23,6 +23,11 @@
  *  11..14 W_L3_DST same for the destination (nw_dst / arp_tpa in word 11).
  *  15 W_VLAN2      TCI of a second (inner) tag, same present-bit convention
  *                  (an 802.1ad 0x88a8 or 0x8100 outer tag followed by 0x8100).
+ *  16 W_TUN_ID     tunnel id of a frame received on a tunnel port (the VXLAN VNI, 24 bits), else 0
+ *  17 W_TUN_SRC    tunnel outer IPv4 source (the remote endpoint), else 0
+ *  18 W_TUN_DST    tunnel outer IPv4 destination (our endpoint), else 0
+ *                  extractKey writes 0 to these three; the datapath fills them from the
+ *                  tunnel port's per-buffer metadata (src/pmd/vxlan.ts) for frames of tunnel ports.
  *
  * IPv6: the full 128-bit addresses are kept (no hashing). Only the fixed header
  * is parsed: if next-header is TCP (6), UDP (17), SCTP (132) or ICMPv6 (58) the L4
@@ -48,7 +53,10 @@ export const W_TP = 6;
 export const W_L3_SRC = 7;
 export const W_L3_DST = 11;
 export const W_VLAN2 = 15;
-export const FLOW_WORDS = 16;
+export const W_TUN_ID = 16;
+export const W_TUN_SRC = 17;
+export const W_TUN_DST = 18;
+export const FLOW_WORDS = 19;
 
 /**
  * The key's width is written out by hand where a loop over it would cost
@@ -59,7 +67,8 @@ export const FLOW_WORDS = 16;
 export function assertUnrolledFlowWords(words: number, where: string): void {
   if (words !== FLOW_WORDS) throw new Error(`${where} is unrolled for ${words} flow key words, FLOW_WORDS is ${FLOW_WORDS}`);
 }
-if (!(W_L3_SRC + 4 === W_L3_DST && W_L3_DST + 4 === W_VLAN2 && W_VLAN2 + 1 === FLOW_WORDS && W_TP + 1 === W_L3_SRC)) {
+if (!(W_L3_SRC + 4 === W_L3_DST && W_L3_DST + 4 === W_VLAN2 && W_VLAN2 + 1 === W_TUN_ID && W_TUN_ID + 1 === W_TUN_SRC &&
+  W_TUN_SRC + 1 === W_TUN_DST && W_TUN_DST + 1 === FLOW_WORDS && W_TP + 1 === W_L3_SRC)) {
   throw new Error('flow key word layout: the W_* indices do not tile FLOW_WORDS');
 }
 
@@ -149,6 +158,9 @@ export function extractKey(
         key[ko + 13] = 0;
         key[ko + 14] = 0;
         key[ko + 15] = 0; // W_VLAN2
+        key[ko + 16] = 0; // W_TUN_ID
+        key[ko + 17] = 0; // W_TUN_SRC
+        key[ko + 18] = 0; // W_TUN_DST
         return 0; // KEY_OK
       }
     }
@@ -163,6 +175,9 @@ export function extractKeyFull(
 ): number {
   const ko = keyOff;
   key[ko] = inPort >>> 0;
+  key[ko + W_TUN_ID] = 0;
+  key[ko + W_TUN_SRC] = 0;
+  key[ko + W_TUN_DST] = 0;
   if (off < 0 || len < 0 || off + len > frame.length) {
     if (off < 0 || off > frame.length) { zeroFrom1(key, ko); return KEY_TRUNCATED; }
     len = frame.length - off;
@@ -365,7 +380,7 @@ export function hashMaskedWords(
  * Returns a SIGNED 32-bit value (an int32 crosses function boundaries
  * unboxed; a u32 above 2^31 would be a heap number).
  */
-assertUnrolledFlowWords(16, 'hashKey');
+assertUnrolledFlowWords(19, 'hashKey');
 export function hashKey(key: Uint32Array, keyOff: number, basis: number): number {
   const o = keyOff;
   // words as int32 (| 0): u32 values above 2^31 would otherwise be doubles
@@ -379,7 +394,8 @@ export function hashKey(key: Uint32Array, keyOff: number, basis: number): number
   k = key[o + 6] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x4d62a825)) | 0;
   k = key[o + 7] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xe4c7cd8f)) | 0;
   k = key[o + 11] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x4b7a8965)) | 0;
-  const up = key[o + 8] | key[o + 9] | key[o + 10] | key[o + 12] | key[o + 13] | key[o + 14] | key[o + 15];
+  const up = key[o + 8] | key[o + 9] | key[o + 10] | key[o + 12] | key[o + 13] | key[o + 14] | key[o + 15] |
+    key[o + 16] | key[o + 17] | key[o + 18];
   if (up !== 0) {
     k = key[o + 8] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0xa94990b9)) | 0;
     k = key[o + 9] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x11367baf)) | 0;
@@ -388,6 +404,9 @@ export function hashKey(key: Uint32Array, keyOff: number, basis: number): number
     k = key[o + 13] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x9ad83375)) | 0;
     k = key[o + 14] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x03876567)) | 0;
     k = key[o + 15] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x1d62f337)) | 0;
+    k = key[o + 16] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x5bd1e995)) | 0;
+    k = key[o + 17] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x7feb352d)) | 0;
+    k = key[o + 18] | 0; h = (h + Math.imul(k ^ (k >>> 16), 0x846ca68b)) | 0;
   }
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
@@ -478,6 +497,9 @@ const part = (word: number, shift: number, width: number): FieldPart => Object.f
  */
 export const FIELDS: readonly FieldDef[] = Object.freeze([
   fd('in_port', 'port', 'none', false, part(W_IN_PORT, 0, 32)),
+  fd('tun_id', 'hex', 'none', true, part(W_TUN_ID, 0, 32)),
+  fd('tun_src', 'ipv4', 'none', true, part(W_TUN_SRC, 0, 32)),
+  fd('tun_dst', 'ipv4', 'none', true, part(W_TUN_DST, 0, 32)),
   fd('dl_src', 'mac', 'none', true, part(W_DL_HI, 16, 16), part(W_DL_SRC_LO, 0, 32)),
   fd('dl_dst', 'mac', 'none', true, part(W_DL_HI, 0, 16), part(W_DL_DST_LO, 0, 32)),
   fd('dl_type', 'hex', 'none', false, part(W_TYPE_TCI, 16, 16)),

@@ -10,9 +10,10 @@ import { L2_OVERHEAD } from '../pmd/kernel-port.js';
 import { VirtioUserPort } from '../pmd/virtio-user.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
 import { VirtioPciPort } from '../pmd/virtio-pci.js';
+import { VxlanPort } from '../pmd/vxlan.js';
 import type { GuestMemoryInfo } from '../vhost/backend.js';
 
-export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket';
+export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket' | 'vxlan';
 
 export interface PortSpec {
   name: string;
@@ -32,6 +33,8 @@ export interface PortSpec {
   packed?: boolean;
   /** vhost-user: most guest memory (bytes) a frontend may share (default 1 TiB). */
   maxGuestMemory?: number;
+  /** vxlan: resolved tunnel settings (iface is the underlay). */
+  tunnel?: { remoteIp: string; localIp: string; key: number | 'flow'; dstPort: number; nextHop?: string };
 }
 
 /**
@@ -117,7 +120,13 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
       return new TapPort(spec.name, pool, { ifname: spec.iface ?? spec.name, queues: spec.queues, mtu: spec.mtu });
     case 'afpacket':
       if (!spec.iface) throw new PortSpecError(`port ${spec.name}: afpacket needs an interface (iface)`);
-      return new AfPacketPort(spec.name, pool, { iface: spec.iface, queues: spec.queues, mtu: spec.mtu });
+      return new AfPacketPort(spec.name, pool, { iface: spec.iface, queues: spec.queues, mtu: spec.mtu, netns: spec.netns });
+    case 'vxlan': {
+      const t = spec.tunnel;
+      if (!spec.iface || !t) throw new PortSpecError(`port ${spec.name}: vxlan needs an underlay interface and a remote_ip`);
+      if (spec.mtu !== undefined) throw new PortSpecError(`port ${spec.name}: vxlan ports take no mtu (set the underlay's: the inner MTU is the underlay's - 50)`);
+      return new VxlanPort(spec.name, pool, { iface: spec.iface, netns: spec.netns, remoteIp: t.remoteIp, localIp: t.localIp, key: t.key, dstPort: t.dstPort, nextHop: t.nextHop });
+    }
     default:
       throw new PortSpecError(`port ${spec.name}: type '${spec.type}' is not available in this build`);
   }

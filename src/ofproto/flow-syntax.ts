@@ -82,7 +82,9 @@ export type OfAction =
   /** OpenFlow 1.1+ instructions, kept in the list in execution order (after the apply-actions). */
   | { type: 'clear_actions' }
   | { type: 'write_actions'; actions: OfAction[] }
-  | { type: 'write_metadata'; value: bigint; mask: bigint };
+  | { type: 'write_metadata'; value: bigint; mask: bigint }
+  /** set_field:N->tun_id (set_tunnel:N): the tunnel id outputs to flow-keyed tunnel ports (options:key=flow) send with. */
+  | { type: 'set_tunnel'; id: number };
 
 /** A parsed flow (add-flow) or flow criteria (del-flows / dump-flows). */
 export interface FlowSpec {
@@ -442,7 +444,7 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
   if (t === 'strip_vlan' || t === 'pop_vlan') return { type: 'strip_vlan' };
   if (t === 'CONTROLLER' || t === 'controller') return { type: 'controller', maxLen: 0xffff };
   if (/^CONTROLLER:/.test(t)) return parseAction(t.toLowerCase(), resolve);
-  const m = /^([a-z_]+)(?::(.*)|\((.*)\))$/.exec(t);
+  const m = /^([a-z_][a-z_0-9]*)(?::(.*)|\((.*)\))$/.exec(t);
   if (m) {
     const name = m[1];
     const arg = m[2] ?? m[3] ?? '';
@@ -470,6 +472,20 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
         return { type: 'controller', maxLen: Number(v) };
       }
       case 'group': return { type: 'group', group: Number(parseUint(arg, 32, name)) };
+      case 'set_tunnel':
+      case 'set_tunnel64': {
+        const v = parseUint(arg, 64, name);
+        if (v > 0xffffffffn) throw new ValueError(`${name}: tunnel id ${arg} does not fit 32 bits (a VXLAN VNI is 24)`);
+        return { type: 'set_tunnel', id: Number(v) };
+      }
+      case 'set_field': {
+        const sf = /^(.+)->\s*([a-z_0-9]+)$/.exec(arg);
+        if (sf === null) throw new ValueError(`set_field: expected set_field:VALUE->FIELD`);
+        if (sf[2] !== 'tun_id') throw new ValueError(`set_field: field ${sf[2]} is not supported here (tun_id is)`);
+        const v = parseUint(sf[1].trim(), 64, 'set_field');
+        if (v > 0xffffffffn) throw new ValueError(`set_field: tunnel id ${sf[1]} does not fit 32 bits (a VXLAN VNI is 24)`);
+        return { type: 'set_tunnel', id: Number(v) };
+      }
       case 'goto_table': {
         const v = parseUint(arg, 8, name);
         if (v > 254n) throw new ValueError(`goto_table: table ${arg} out of range (0..254)`);
@@ -662,9 +678,15 @@ export function formatMatch(m: Match, priority = DEFAULT_PRIORITY, namer?: PortN
         break;
       }
       case 'port': out.push(`${nm}=${fmtPort(Number(v), namer)}`); break;
-      default: out.push(`${nm}=${fmtInt(v, mk, ones, f.kind === 'hex')}`);
+      default:
+        if (name === 'tun_id') out.push(mk === ones ? `${nm}=0x${v.toString(16)}` : `${nm}=0x${v.toString(16)}/0x${mk.toString(16)}`);
+        else out.push(`${nm}=${fmtInt(v, mk, ones, f.kind === 'hex')}`);
     }
   };
+  // tunnel metadata first, as OVS prints it
+  put('tun_id');
+  put('tun_src');
+  put('tun_dst');
   put('in_port');
   // VLAN, with OVS's rule for when dl_vlan/dl_vlan_pcp can express the mask.
   {
@@ -727,6 +749,7 @@ export function formatActions(actions: readonly OfAction[], namer?: PortNamer): 
       case 'goto_table': return `goto_table:${a.table}`;
       case 'controller': return a.maxLen === 0xffff ? 'CONTROLLER' : `CONTROLLER:${a.maxLen}`;
       case 'group': return `group:${a.group}`;
+      case 'set_tunnel': return `set_field:0x${a.id.toString(16)}->tun_id`;
       case 'set_vlan_vid': return `set_field:${a.vid | VLAN_CFI}->vlan_vid`;
       case 'set_vlan_pcp': return `set_field:${a.pcp}->vlan_pcp`;
       case 'clear_actions': return 'clear_actions';

@@ -52,7 +52,7 @@
  */
 
 import {
-  FLOW_WORDS, W_IN_PORT, W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_TYPE_TCI, W_VLAN2, VLAN_CFI,
+  FLOW_WORDS, W_IN_PORT, W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_TYPE_TCI, W_VLAN2, W_TUN_ID, VLAN_CFI,
   keyDlSrc, keyDlDst,
 } from '../dp/flow-key.js';
 import { ProgramBuilder } from '../dp/actions.js';
@@ -76,6 +76,8 @@ export interface XlatePort {
   dpPort: number;
   /** Excluded from FLOOD and from NORMAL flooding. */
   noFlood?: boolean;
+  /** A tunnel port with options:key=flow: outputs carry the flow's tun_id (OP_SET_TUNNEL first). */
+  tunnelKeyFlow?: boolean;
 }
 
 /** A group table entry (OpenFlow 1.1+ GROUP_MOD). */
@@ -162,10 +164,12 @@ interface Ctx {
   depth: number;
   /** Table lookups after the first and group executions (capped at MAX_RESUBMITS). */
   resubmits: number;
+  /** tun_id was set by an action (else an output to a flow-keyed tunnel depends on the received one). */
+  tunSet: boolean;
 }
 
 function newCtx(env: XlateEnv, flow: Uint32Array, wc: Uint32Array, opts: XlateOptions, byOf: Map<number, XlatePort>): Ctx {
-  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0, resubmits: 0 };
+  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0, resubmits: 0, tunSet: false };
 }
 
 function result(ctx: Ctx, error: XlateError | undefined): XlateResult {
@@ -246,6 +250,7 @@ function setKind(a: OfAction): string | undefined {
     case 'set_vlan_vid': case 'set_vlan_pcp':
       return `set:${a.type.replace(/^(mod|set)_/, '')}`;
     case 'group': return 'group';
+    case 'set_tunnel': return 'set:tunnel';
     case 'output': case 'controller': return 'output';
     default: return undefined;
   }
@@ -397,6 +402,10 @@ function doActions(ctx: Ctx, actions: readonly OfAction[], table: number, depth:
           if (k !== undefined) ctx.actionSet.set(k, x);
         }
         break;
+      case 'set_tunnel':
+        f[W_TUN_ID] = a.id >>> 0;
+        ctx.tunSet = true;
+        break;
       case 'write_metadata':
         // metadata is not a match field in this model (see the module comment): nothing reads it
         break;
@@ -452,7 +461,16 @@ function doActions(ctx: Ctx, actions: readonly OfAction[], table: number, depth:
 }
 
 function emit(ctx: Ctx, p: XlatePort | undefined): void {
-  if (p) ctx.prog.output(p.dpPort);
+  if (p) output(ctx, p);
+}
+
+/** OUTPUT to p; a flow-keyed tunnel port gets the flow's tun_id first. */
+function output(ctx: Ctx, p: XlatePort): void {
+  if (p.tunnelKeyFlow === true) {
+    if (!ctx.tunSet) ctx.wc[W_TUN_ID] = 0xffffffff;
+    ctx.prog.setTunnel(ctx.flow[W_TUN_ID]);
+  }
+  ctx.prog.output(p.dpPort);
 }
 
 function flood(ctx: Ctx, all: boolean): void {
@@ -460,7 +478,7 @@ function flood(ctx: Ctx, all: boolean): void {
   for (const p of ctx.env.ports) {
     if (p.ofPort === inOf) continue;
     if (!all && p.noFlood) continue;
-    ctx.prog.output(p.dpPort);
+    output(ctx, p);
   }
 }
 
@@ -502,5 +520,5 @@ function doNormal(ctx: Ctx): void {
   if (out === inOf) return;
   const p = ctx.byOf.get(out);
   if (!p) { flood(ctx, false); return; }
-  ctx.prog.output(p.dpPort);
+  output(ctx, p);
 }

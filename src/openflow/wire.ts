@@ -490,6 +490,7 @@ export function encodeAction(w: Writer, a: OfAction): void {
     case 'mod_dl_src': setField(4, 6, BigInt(a.mac)); break;
     case 'set_vlan_vid': case 'mod_vlan_vid': setField(6, 2, BigInt(a.vid | VLAN_CFI)); break;
     case 'set_vlan_pcp': case 'mod_vlan_pcp': setField(7, 1, BigInt(a.pcp)); break;
+    case 'set_tunnel': setField(38, 8, BigInt(a.id)); break; // OXM_OF_TUNNEL_ID
     case 'resubmit':
       w.u16(AT.EXPERIMENTER).u16(16).u32(NX_VENDOR).u16(NXAST_RESUBMIT_TABLE)
         .u16(a.port ?? OFPP_IN_PORT).u8(a.table ?? 255).zeros(3);

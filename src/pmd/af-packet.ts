@@ -112,6 +112,7 @@ import {
 } from '../sys/netdev.js';
 import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
 import { checksumFold, onesComplementSum } from '../util/net.js';
+import { PKT_F_CSUM_PARTIAL } from './port.js';
 
 const ENOBUFS = 105;
 const EINVAL = 22;
@@ -462,6 +463,7 @@ export class AfPacketPort extends KernelPort {
           }
           if ((status & TP_STATUS_CSUMNOTREADY) !== 0) {
             if (finishL4Checksum(pool.data, pool.dataOffset(h), flen)) this.offloads.csumFinished++;
+            pool.flags[h] |= PKT_F_CSUM_PARTIAL;
           }
         }
       }
@@ -544,6 +546,7 @@ export class AfPacketPort extends KernelPort {
         }
         if (aux && (status & TP_STATUS_CSUMNOTREADY) !== 0) {
           if (finishL4Checksum(d, pool.bufBase + h * stride + off, flen)) this.offloads.csumFinished++;
+          pool.flags[h] |= PKT_F_CSUM_PARTIAL;
         }
         pool.dataLen[h] = flen;
         pool.pktLen[h] = flen;

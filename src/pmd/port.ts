@@ -14,6 +14,13 @@ import type { Mempool } from '../mem/mempool.js';
 
 export const BURST = 32;
 
+/**
+ * Mempool flags bit (pool.flags[h]): the sender left a checksum to offload
+ * (CHECKSUM_PARTIAL); the receiving driver finished the outermost L4 checksum
+ * only. A tunnel port that decapsulates such a frame finishes the inner one.
+ */
+export const PKT_F_CSUM_PARTIAL = 1;
+
 /** Counters every port keeps; drops are split by reason. */
 export interface PortStats {
   rxPackets: number;
