@@ -21,7 +21,7 @@ export const DB = 'Open_vSwitch';
 export const LOCK = 'ovs_vswitchd';
 
 /** Interface types we can make (Open_vSwitch iface_types). */
-export const IFACE_TYPES = ['dpdkvhostuser', 'dpdkvhostuserclient', 'internal', 'system', 'tap'];
+export const IFACE_TYPES = ['dpdkvhostuser', 'dpdkvhostuserclient', 'internal', 'system', 'tap', 'vxlan'];
 export const DATAPATH_TYPES = ['netdev'];
 /** Number given to a bridge's own (internal) port: the highest the datapath has (OVS uses 65534). */
 export const LOCAL_PORT = 1023;
@@ -87,6 +87,17 @@ export function planInterface(bridge: string, iface: Row, sockDir: string): Port
     case 'system':
       plan.params = { ...base, type: 'afpacket', iface: name };
       break;
+    case 'vxlan': {
+      // as OVS: options:remote_ip (a fixed address), local_ip, key (VNI or 'flow'), dst_port; the underlay
+      // is the interface of the kernel's route to remote_ip
+      const remote = opts.get('remote_ip');
+      const unsupported = [...opts.keys()].filter((k) => !['remote_ip', 'local_ip', 'key', 'dst_port'].includes(k));
+      if (!remote || remote === 'flow') plan.error = `${name}: vxlan needs options:remote_ip (an IPv4 address; remote_ip=flow is not supported)`;
+      else if (unsupported.length > 0) plan.error = `${name}: vxlan options ${unsupported.join(', ')} are not supported (remote_ip, local_ip, key, dst_port are)`;
+      else if (mtu !== undefined) plan.error = `${name}: a vxlan interface takes no mtu_request (its MTU is the underlay's - 50)`;
+      else plan.params = { ...base, mtu: undefined, type: 'vxlan', remote_ip: remote, local_ip: opts.get('local_ip'), key: opts.get('key'), dst_port: opts.get('dst_port') };
+      break;
+    }
     default:
       plan.error = `could not open network device ${name} (Address family not supported by protocol)`;
   }
