@@ -4,7 +4,7 @@
  *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR] [--merge]
  *   node dist/bench/run.js --scenario p2p --quick
  *
- * Scenarios: p2p, generator, kernel, latency, flows, memory, profile, scrape (default: all).
+ * Scenarios: p2p, p2p-vxlan, generator, kernel, latency, flows, memory, profile, scrape (default: all).
  * Results: bench/results/latest.json, latest.md, <scenario>.svg. With --merge, the scenarios run
  * replace their namesakes in the existing latest.json (each says when and at which commit it ran).
  * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
@@ -16,7 +16,7 @@ import { writeReport, readReport, machineInfo, gitCommit, type BenchReport, type
 import { errText, type BenchContext, type Scenario } from './common.js';
 import { stopAll, killAllSync } from './proc.js';
 import { nsDelAll } from './peers/kernel.js';
-import { p2p } from './p2p.js';
+import { p2p, p2pVxlan } from './p2p.js';
 import { generator } from './generator.js';
 import { kernel } from './kernel.js';
 import { latency } from './latency.js';
@@ -25,7 +25,7 @@ import { memory } from './memory.js';
 import { profile } from './profile.js';
 import { scrape } from './scrape.js';
 
-export const SCENARIOS: Scenario[] = [p2p, generator, kernel, latency, flows, memory, profile, scrape];
+export const SCENARIOS: Scenario[] = [p2p, p2pVxlan, generator, kernel, latency, flows, memory, profile, scrape];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> repo root. */

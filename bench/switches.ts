@@ -6,6 +6,7 @@
  *   dpdk-testpmd  DPDK testpmd with two net_vhost ports in io mode (upper bound)
  */
 import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Unavailable } from './common.js';
@@ -14,8 +15,16 @@ import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
 import { OvsDpdk, ovsAvailable, parsePmdStatsShow } from './peers/ovs.js';
 import { TsvsDaemon } from './peers/tsvs.js';
 
-export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd';
+export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket';
 export const SWITCH_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'dpdk-testpmd'];
+/**
+ * The tunnel shape (bench p2p-vxlan): the same two vhost-user ports, but each frame leaves the
+ * switch through one port on a veth pair and comes back in on the other end:
+ *   tsvs-vxlan     vhu1 -> vx0 (VXLAN encap, afpacket on va) = veth = vx1 (decap, afpacket on vb) -> vhu2, and back
+ *   tsvs-afpacket  the same hairpin through plain afpacket ports (the kernel veth cost without the tunnel)
+ * The veth pair lives in a namespace the bench makes (MTU 1600, so 1518-byte frames fit with the 50-byte header).
+ */
+export const TUNNEL_KINDS: readonly SwitchKind[] = ['tsvs', 'tsvs-afpacket', 'tsvs-vxlan'];
 
 export const P2P_FLOWS = ['in_port=1,actions=output:2', 'in_port=2,actions=output:1'];
 
@@ -110,6 +119,51 @@ export async function startOvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<Sw
   }
 }
 
+/** tsvs with the hairpin of TUNNEL_KINDS (see there): vhu1/vhu2 are ofports 1/2, the veth ends 3 and 4. */
+export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'): Promise<SwitchUnderTest> {
+  const ns = `tsvs-bench-vx-${process.pid}-${Math.random().toString(16).slice(2, 8)}`;
+  const ip = (...a: string[]): void => { execFileSync('ip', a, { stdio: ['ignore', 'ignore', 'pipe'] }); };
+  try {
+    ip('netns', 'add', ns);
+  } catch (e) {
+    throw new Unavailable(`ip netns add: ${(e as Error).message}`);
+  }
+  const dropNs = (): void => { try { ip('netns', 'del', ns); } catch { /* gone */ } };
+  let d: TsvsDaemon | null = null;
+  try {
+    ip('-n', ns, 'link', 'add', 'va', 'mtu', '1600', 'type', 'veth', 'peer', 'name', 'vb', 'mtu', '1600');
+    d = await TsvsDaemon.start({ cpu });
+    await d.cli('add-br', 'br0');
+    const s1 = await d.addVhostUserPort('br0', 'vhu1', 1);
+    const s2 = await d.addVhostUserPort('br0', 'vhu2', 2);
+    if (mode === 'vxlan') {
+      await d.cli('add-port', 'br0', 'vx0', '--type', 'vxlan', '--netns', ns, '--iface', 'va', '--local-ip', '10.230.0.1', '--remote-ip', '10.230.0.2', '--key', '5', '--ofport', '3');
+      await d.cli('add-port', 'br0', 'vx1', '--type', 'vxlan', '--netns', ns, '--iface', 'vb', '--local-ip', '10.230.0.2', '--remote-ip', '10.230.0.1', '--key', '5', '--ofport', '4');
+    } else {
+      await d.cli('add-port', 'br0', 'af0', '--type', 'afpacket', '--netns', ns, '--iface', 'va', '--ofport', '3');
+      await d.cli('add-port', 'br0', 'af1', '--type', 'afpacket', '--netns', ns, '--iface', 'vb', '--ofport', '4');
+    }
+    await d.setFlows('br0', ['in_port=1,actions=output:3', 'in_port=4,actions=output:2', 'in_port=2,actions=output:4', 'in_port=3,actions=output:1']);
+    await waitFiles([s1, s2], 10000, 'tsvs');
+    const dd = d;
+    return {
+      kind: mode === 'vxlan' ? 'tsvs-vxlan' : 'tsvs-afpacket',
+      pid: dd.pid,
+      socks: [s1, s2],
+      tsvs: dd,
+      pmdRx: async () => (await dd.pmdStats()).reduce((a, x) => a + x.rxPackets, 0),
+      stop: async () => {
+        await dd.stop();
+        dropNs();
+      },
+    };
+  } catch (e) {
+    await d?.stop();
+    dropNs();
+    throw e;
+  }
+}
+
 /** DPDK testpmd as a 2-port vhost-user io forwarder: main lcore on the generator's CPU (idle), forwarding on `cpu`. */
 export async function startTestpmdSwitch(cpu: number, otherCpu: number): Promise<SwitchUnderTest> {
   const why = dpdkAvailable();
@@ -151,5 +205,9 @@ export function startSwitch(kind: SwitchKind, cpu: number, otherCpu: number, flo
       return startOvsSwitch(cpu, flows);
     case 'dpdk-testpmd':
       return startTestpmdSwitch(cpu, otherCpu);
+    case 'tsvs-vxlan':
+      return startTsvsHairpin(cpu, 'vxlan');
+    case 'tsvs-afpacket':
+      return startTsvsHairpin(cpu, 'afpacket');
   }
 }

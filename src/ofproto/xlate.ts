@@ -6,7 +6,8 @@
  * it matches (OVS "wildcards un-wildcarding").
  *
  * What goes into the mask:
- *  - always in_port and dl_type (as OVS does);
+ *  - always in_port and dl_type (as OVS does), and for a frame received from a tunnel
+ *    (tun_dst set) tun_id, tun_src and tun_dst;
  *  - for each table lookup, the masks of every classifier subtable examined
  *    (Classifier.lookupPriority), which is exactly what the choice of the
  *    winning rule depended on;
@@ -52,7 +53,7 @@
  */
 
 import {
-  FLOW_WORDS, W_IN_PORT, W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_TYPE_TCI, W_VLAN2, W_TUN_ID, VLAN_CFI,
+  FLOW_WORDS, W_IN_PORT, W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_TYPE_TCI, W_VLAN2, W_TUN_ID, W_TUN_SRC, W_TUN_DST, VLAN_CFI,
   keyDlSrc, keyDlDst,
 } from '../dp/flow-key.js';
 import { ProgramBuilder } from '../dp/actions.js';
@@ -215,6 +216,12 @@ export function xlate(env: XlateEnv, key: Uint32Array, keyOff = 0, opts: XlateOp
   const wc = new Uint32Array(FLOW_WORDS);
   wc[W_IN_PORT] = 0xffffffff;
   wc[W_TYPE_TCI] |= 0xffff0000;
+  // a frame that came through a tunnel: its megaflow matches the tunnel fields exactly (as OVS's xlate_wc_init)
+  if (flow[W_TUN_DST] !== 0) {
+    wc[W_TUN_ID] = 0xffffffff;
+    wc[W_TUN_SRC] = 0xffffffff;
+    wc[W_TUN_DST] = 0xffffffff;
+  }
   const byOf = new Map<number, XlatePort>();
   let inPort: XlatePort | undefined;
   for (const p of env.ports) {

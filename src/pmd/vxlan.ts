@@ -38,6 +38,7 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import { AfPacketPort, finishL4Checksum } from './af-packet.js';
+import { checksumFold, formatMacWords, onesComplementSum } from '../util/net.js';
 import { countRxDrop, countTxDrop, newPortStats, PKT_F_CSUM_PARTIAL, type LinkState, type Port, type PortStats } from './port.js';
 
 export const VXLAN_DEFAULT_PORT = 4789;
@@ -172,9 +173,8 @@ export class VxlanPort implements Port {
     // 38-39 UDP length: per packet; 40-41 checksum 0
     t[42] = 0x08; // I flag
     if (this.vni >= 0) { t[46] = this.vni >>> 16; t[47] = (this.vni >>> 8) & 255; t[48] = this.vni & 255; }
-    let s = 0;
-    for (let i = 14; i < 34; i += 2) if (i !== 16 && i !== 18 && i !== 24) s += (t[i] << 8) | t[i + 1];
-    this.ipSumBase = s;
+    // the header's sum with total length, id and checksum still 0: tx adds the first two per frame
+    this.ipSumBase = onesComplementSum(t, 14, 20, 0);
   }
 
   get link(): LinkState {
@@ -183,7 +183,7 @@ export class VxlanPort implements Port {
 
   get status(): string {
     const nh = formatIpv4(this.nextHop);
-    return this.arp.resolved ? `next hop ${nh} at ${macText(this.nhHi, this.nhLo)} (${this.arp.learnedFrom})` : `next hop ${nh} not resolved (ARP)`;
+    return this.arp.resolved ? `next hop ${nh} at ${formatMacWords(this.nhHi, this.nhLo)} (${this.arp.learnedFrom})` : `next hop ${nh} not resolved (ARP)`;
   }
 
   /** Underlay fd (readable when frames wait). */
@@ -361,10 +361,7 @@ export class VxlanPort implements Port {
       const id = (this.ipId = (this.ipId + 1) & 0xffff);
       d[off + 16] = totLen >>> 8; d[off + 17] = totLen & 255;
       d[off + 18] = id >>> 8; d[off + 19] = id & 255;
-      let s = this.ipSumBase + totLen + id;
-      s = (s & 0xffff) + (s >>> 16);
-      s = (s & 0xffff) + (s >>> 16);
-      const cs = ~s & 0xffff;
+      const cs = checksumFold(this.ipSumBase + totLen + id);
       d[off + 24] = cs >>> 8; d[off + 25] = cs & 255;
       const sport = 0xc000 | (hash & 0x3fff);
       d[off + 34] = sport >>> 8; d[off + 35] = sport & 255;
@@ -429,9 +426,4 @@ function rd32(d: Uint8Array, p: number): number {
 
 function wr32(d: Uint8Array, p: number, v: number): void {
   d[p] = v >>> 24; d[p + 1] = (v >>> 16) & 255; d[p + 2] = (v >>> 8) & 255; d[p + 3] = v & 255;
-}
-
-function macText(hi: number, lo: number): string {
-  const b = [hi >>> 8, hi & 255, lo >>> 24, (lo >>> 16) & 255, (lo >>> 8) & 255, lo & 255];
-  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }

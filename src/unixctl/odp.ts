@@ -48,6 +48,14 @@ export function formatOdpFlow(f: OdpFlow, verbose: boolean, names?: Map<number, 
   const key: string[] = verbose
     ? ['skb_priority(0/0)', 'skb_mark(0/0)', 'ct_state(0/0)', 'ct_zone(0/0)', 'ct_mark(0/0)', 'ct_label(0/0)', 'recirc_id(0)', 'dp_hash(0/0)']
     : ['recirc_id(0)'];
+  // tunnel metadata of frames from a tunnel port (words 16..18: tun_id, outer source, outer destination)
+  if ((m[16] | m[17] | m[18]) !== 0) {
+    const tn: string[] = [];
+    if (m[16]) tn.push(`tun_id=0x${k[16].toString(16)}${m[16] === 0xffffffff ? '' : `/0x${m[16].toString(16)}`}`);
+    if (m[17]) tn.push(`src=${ip4(k[17])}${m[17] === 0xffffffff ? '' : `/${ip4(m[17])}`}`);
+    if (m[18]) tn.push(`dst=${ip4(k[18])}${m[18] === 0xffffffff ? '' : `/${ip4(m[18])}`}`);
+    key.splice(verbose ? 1 : 0, 0, `tunnel(${tn.join(',')})`);
+  }
   key.push(`in_port(${names?.get(k[W_IN_PORT]) ?? k[W_IN_PORT]})`);
   key.push('packet_type(ns=0,id=0)');
   // eth

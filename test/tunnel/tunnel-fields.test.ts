@@ -15,6 +15,7 @@ import {
 } from '../../src/dp/actions.js';
 import { FLOW_WORDS, W_IN_PORT, W_TUN_ID, W_TUN_SRC, W_TUN_DST, extractKey, KEY_OK } from '../../src/dp/flow-key.js';
 import { buildFrame, mac } from '../dp/frame-builder.js';
+import { planInterface } from '../../src/ovsdb/vswitchd.js';
 
 /** dp 1 = of 11 (plain), dp 2 = of 12 (vxlan key=flow), dp 3 = of 13 (vxlan, fixed key). */
 const PORTS: XlatePort[] = [{ ofPort: 11, dpPort: 1 }, { ofPort: 12, dpPort: 2, tunnelKeyFlow: true }, { ofPort: 13, dpPort: 3 }];
@@ -55,7 +56,7 @@ test('xlate: rules match on tunnel fields; set_field tun_id goes to flow-keyed t
   ]);
   const fromTun = xlate(e, key(2, { id: 42, src: 0x0ad20002, dst: 0x0ad20001 }));
   assert.equal(formatProgram(fromTun.actions), '1');
-  assert.equal(fromTun.mask[W_TUN_ID], 0xffffffff, 'the rule looked at tun_id');
+  assert.deepEqual([fromTun.mask[W_TUN_ID], fromTun.mask[W_TUN_SRC], fromTun.mask[W_TUN_DST]], [0xffffffff, 0xffffffff, 0xffffffff], 'tunnel traffic: the megaflow matches the tunnel fields');
   assert.equal(xlate(e, key(2, { id: 43, src: 1, dst: 2 })).actions.length, 0);
 
   const toTun = xlate(e, key(1));
@@ -92,4 +93,16 @@ test('OP_SET_TUNNEL: sets the tunnel state for later outputs, is a modification 
   assert.equal(st[ST_TUN_SET], 1);
   assert.equal(st[ST_TUN_ID], 0x123456);
   assert.equal(outs[0], 2);
+});
+
+test('OVSDB: type=vxlan Interface rows map to vxlan ports (options as OVS), unsupported ones are refused', () => {
+  const row = (options: [string, string][], extra: Record<string, unknown> = {}) => ({ name: 'vx0', type: 'vxlan', options: ['map', options], ...extra });
+  const p = planInterface('br0', row([['remote_ip', '10.0.0.2'], ['key', 'flow'], ['local_ip', '10.0.0.1']]), '/run');
+  assert.equal(p.error, undefined);
+  assert.deepEqual({ ...p.params, ofport: undefined, mtu: undefined }, {
+    bridge: 'br0', name: 'vx0', ofport: undefined, mtu: undefined, type: 'vxlan', remote_ip: '10.0.0.2', local_ip: '10.0.0.1', key: 'flow', dst_port: undefined,
+  });
+  assert.match(planInterface('br0', row([]), '/run').error ?? '', /needs options:remote_ip/);
+  assert.match(planInterface('br0', row([['remote_ip', 'flow']]), '/run').error ?? '', /remote_ip=flow is not supported/);
+  assert.match(planInterface('br0', row([['remote_ip', '10.0.0.2'], ['csum', 'true']]), '/run').error ?? '', /options csum are not supported/);
 });
