@@ -141,6 +141,16 @@ export class AgentGuest {
     return new AgentGuest(g, opts.ip.replace(/\/.*/, ""));
   }
 
+  /**
+   * Drive an already running guest's command loop through another QEMU process: the
+   * destination of a live migration (its serial console continues the same loop).
+   */
+  static adopt(guest: Guest, ip: string, seq = 1000): AgentGuest {
+    const a = new AgentGuest(guest, ip.replace(/\/.*/, ""));
+    a.seq = seq; // markers distinct from the source's
+    return a;
+  }
+
   get pid(): number {
     return this.guest.pid;
   }
