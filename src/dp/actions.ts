@@ -16,6 +16,12 @@
  *   OP_SET_TUNNEL    [tun_id]      the tunnel id later outputs to flow-keyed tunnel ports
  *                                  send with (st[ST_TUN_SET] = 1, st[ST_TUN_ID]); the caller
  *                                  stores it in the packet's (and copies') tunnel metadata
+ *   OP_SET_NW_SRC    [addr]        IPv4 source; the IP header checksum and the
+ *   OP_SET_NW_DST    [addr]        TCP/UDP checksum (pseudo-header) are updated
+ *                                  incrementally (RFC 1624); not IPv4: no-op
+ *   OP_SET_TP_SRC    [port]        TCP/UDP source port (IPv4 or IPv6 without
+ *   OP_SET_TP_DST    [port]        extension headers), checksum updated; a UDP
+ *                                  checksum of 0 (none) stays 0; other: no-op
  * An empty program drops the packet.
  *
  * Execution contract (frame = bytes [off, off+len) of a larger buffer):
@@ -48,12 +54,16 @@ export const OP_SET_VLAN_VID = 5;
 export const OP_SET_VLAN_PCP = 6;
 export const OP_POP_VLAN = 7;
 export const OP_SET_TUNNEL = 8;
-const OP_MAX = 8;
+export const OP_SET_NW_SRC = 9;
+export const OP_SET_NW_DST = 10;
+export const OP_SET_TP_SRC = 11;
+export const OP_SET_TP_DST = 12;
+const OP_MAX = 12;
 
 /** Total length in words (opcode + args) of each opcode. */
-export const OP_WORDS: readonly number[] = Object.freeze([1, 2, 3, 3, 3, 2, 2, 1, 2]);
+export const OP_WORDS: readonly number[] = Object.freeze([1, 2, 3, 3, 3, 2, 2, 1, 2, 2, 2, 2, 2]);
 const OP_WORDS_I32 = Int32Array.from(OP_WORDS);
-const OP_MODIFIES = Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1, 1]);
+const OP_MODIFIES = Int32Array.from([0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
 
 export const ST_OFF = 0;
 export const ST_LEN = 1;
@@ -160,11 +170,107 @@ export function executeActions(
         st[ST_TUN_SET] = 1;
         st[ST_TUN_ID] = prog[pc + 1];
         break;
+      case OP_SET_NW_SRC:
+      case OP_SET_NW_DST:
+        setIpv4Addr(buf, off, len, op === OP_SET_NW_SRC ? 12 : 16, prog[pc + 1] >>> 0);
+        break;
+      case OP_SET_TP_SRC:
+      case OP_SET_TP_DST:
+        setL4Port(buf, off, len, op === OP_SET_TP_SRC ? 0 : 2, prog[pc + 1] & 0xffff);
+        break;
     }
     pc += OP_WORDS_I32[op];
   }
   st[ST_OFF] = off; st[ST_LEN] = len;
   return EXEC_DONE;
+}
+
+/** Offset of the L3 header after up to two VLAN tags, or -1; l3Type gets the ethertype. */
+function l3Start(f: Uint8Array, off: number, len: number): number {
+  let p = off + 12;
+  for (let i = 0; i < 3; i++) {
+    if (p + 2 > off + len) return -1;
+    const t = (f[p] << 8) | f[p + 1];
+    if (t === 0x8100 || t === 0x88a8) { p += 4; continue; }
+    l3TypeScratch = t;
+    return p + 2;
+  }
+  return -1;
+}
+let l3TypeScratch = 0;
+
+/** One's complement checksum `sum` after a 16-bit word changed from `from` to `to` (RFC 1624 eq. 3). */
+function csumUpdate16(sum: number, from: number, to: number): number {
+  let s = (~sum & 0xffff) + (~from & 0xffff) + (to & 0xffff);
+  s = (s & 0xffff) + (s >>> 16);
+  s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+function rd16(f: Uint8Array, p: number): number { return (f[p] << 8) | f[p + 1]; }
+function wr16(f: Uint8Array, p: number, v: number): void { f[p] = v >>> 8; f[p + 1] = v; }
+
+/** Where the TCP/UDP checksum of an L4 header at l4 lives (offset in the header), or -1; UDP with checksum 0 gives -1. */
+function l4CsumAt(f: Uint8Array, proto: number, l4: number, end: number): number {
+  if (proto === 6) return l4 + 18 <= end ? l4 + 16 : -1;
+  if (proto === 17) return l4 + 8 <= end && rd16(f, l4 + 6) !== 0 ? l4 + 6 : -1;
+  return -1;
+}
+
+function setIpv4Addr(f: Uint8Array, off: number, len: number, at: number, addr: number): void {
+  const ip = l3Start(f, off, len);
+  const end = off + len;
+  if (ip < 0 || l3TypeScratch !== 0x0800 || ip + 20 > end || (f[ip] >>> 4) !== 4) return;
+  const ihl = (f[ip] & 15) * 4;
+  if (ihl < 20 || ip + ihl > end) return;
+  const p = ip + at;
+  const oldHi = rd16(f, p);
+  const oldLo = rd16(f, p + 2);
+  const newHi = addr >>> 16;
+  const newLo = addr & 0xffff;
+  let c = csumUpdate16(rd16(f, ip + 10), oldHi, newHi);
+  c = csumUpdate16(c, oldLo, newLo);
+  wr16(f, ip + 10, c);
+  // the pseudo-header of TCP/UDP includes the addresses (first fragment only carries the L4 header)
+  if ((rd16(f, ip + 6) & 0x1fff) === 0) {
+    const cs = l4CsumAt(f, f[ip + 9], ip + ihl, end);
+    if (cs >= 0) {
+      let l = csumUpdate16(rd16(f, cs), oldHi, newHi);
+      l = csumUpdate16(l, oldLo, newLo);
+      if (l === 0 && f[ip + 9] === 17) l = 0xffff;
+      wr16(f, cs, l);
+    }
+  }
+  wr16(f, p, newHi);
+  wr16(f, p + 2, newLo);
+}
+
+function setL4Port(f: Uint8Array, off: number, len: number, at: number, port: number): void {
+  const ip = l3Start(f, off, len);
+  const end = off + len;
+  if (ip < 0) return;
+  let proto: number;
+  let l4: number;
+  if (l3TypeScratch === 0x0800) {
+    if (ip + 20 > end || (f[ip] >>> 4) !== 4 || (rd16(f, ip + 6) & 0x1fff) !== 0) return;
+    proto = f[ip + 9];
+    l4 = ip + (f[ip] & 15) * 4;
+  } else if (l3TypeScratch === 0x86dd) {
+    if (ip + 40 > end) return;
+    proto = f[ip + 6];
+    l4 = ip + 40;
+  } else {
+    return;
+  }
+  if ((proto !== 6 && proto !== 17) || l4 + 4 > end) return;
+  const old = rd16(f, l4 + at);
+  const cs = l4CsumAt(f, proto, l4, end);
+  if (cs >= 0) {
+    let l = csumUpdate16(rd16(f, cs), old, port);
+    if (l === 0 && proto === 17) l = 0xffff;
+    wr16(f, cs, l);
+  }
+  wr16(f, l4 + at, port);
 }
 
 /** Builds a program (control path). */
@@ -180,6 +286,10 @@ export class ProgramBuilder {
   setVlanPcp(pcp: number): this { this.words.push(OP_SET_VLAN_PCP, pcp & 7); return this; }
   popVlan(): this { this.words.push(OP_POP_VLAN); return this; }
   setTunnel(id: number): this { this.words.push(OP_SET_TUNNEL, id | 0); return this; }
+  setNwSrc(addr: number): this { this.words.push(OP_SET_NW_SRC, addr | 0); return this; }
+  setNwDst(addr: number): this { this.words.push(OP_SET_NW_DST, addr | 0); return this; }
+  setTpSrc(port: number): this { this.words.push(OP_SET_TP_SRC, port & 0xffff); return this; }
+  setTpDst(port: number): this { this.words.push(OP_SET_TP_DST, port & 0xffff); return this; }
   drop(): this { this.words.push(OP_DROP); return this; }
   get length(): number { return this.words.length; }
   build(): Int32Array { return Int32Array.from(this.words); }
@@ -229,6 +339,13 @@ export function formatProgram(prog: Int32Array, progLen = prog.length): string {
       case OP_SET_VLAN_PCP: out.push(`set_vlan_pcp(${prog[pc + 1]})`); break;
       case OP_POP_VLAN: out.push('pop_vlan'); break;
       case OP_SET_TUNNEL: out.push(`set(tunnel(tun_id=0x${(prog[pc + 1] >>> 0).toString(16)}))`); break;
+      case OP_SET_NW_SRC: case OP_SET_NW_DST: {
+        const a = prog[pc + 1] >>> 0;
+        out.push(`set(ipv4(${op === OP_SET_NW_SRC ? 'src' : 'dst'}=${[a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.')}))`);
+        break;
+      }
+      case OP_SET_TP_SRC: out.push(`set(l4(src=${prog[pc + 1]}))`); break;
+      case OP_SET_TP_DST: out.push(`set(l4(dst=${prog[pc + 1]}))`); break;
     }
     pc += OP_WORDS_I32[op];
   }

@@ -79,6 +79,12 @@ export type OfAction =
   /** OpenFlow 1.2+ set_field vlan_vid / vlan_pcp: edit an existing tag only (no push when untagged). */
   | { type: 'set_vlan_vid'; vid: number }
   | { type: 'set_vlan_pcp'; pcp: number }
+  /** set_field ipv4_src / ipv4_dst (checksums follow); no-op unless the packet is IPv4. */
+  | { type: 'set_nw_src'; ip: number }
+  | { type: 'set_nw_dst'; ip: number }
+  /** set_field tcp_src/tcp_dst/udp_src/udp_dst (checksum follows); no-op unless the packet is of that protocol. */
+  | { type: 'set_tp_src'; proto: 'tcp' | 'udp'; port: number }
+  | { type: 'set_tp_dst'; proto: 'tcp' | 'udp'; port: number }
   /** OpenFlow 1.1+ instructions, kept in the list in execution order (after the apply-actions). */
   | { type: 'clear_actions' }
   | { type: 'write_actions'; actions: OfAction[] }
@@ -439,6 +445,42 @@ function parseActions(s: string, base: number, resolve: PortResolver | undefined
   return out;
 }
 
+/** set_field:VALUE->FIELD (ovs-ofctl syntax) for the fields the datapath can set. */
+function parseSetField(arg: string): OfAction {
+  const m = /^(.+)->\s*([a-z0-9_]+)$/.exec(arg);
+  if (!m) throw new ValueError(`set_field: expected VALUE->FIELD, got '${arg}'`);
+  const [, v, field] = m;
+  const port = (): number => {
+    const n = parseUint(v, 16, `set_field ${field}`);
+    return Number(n);
+  };
+  switch (field) {
+    case 'eth_src': case 'dl_src': return { type: 'mod_dl_src', mac: Number(parseMac(v, field)) };
+    case 'eth_dst': case 'dl_dst': return { type: 'mod_dl_dst', mac: Number(parseMac(v, field)) };
+    case 'vlan_vid': {
+      const n = parseUint(v, 16, field);
+      return { type: 'set_vlan_vid', vid: Number(n & 0xfffn) };
+    }
+    case 'vlan_pcp': {
+      const n = parseUint(v, 8, field);
+      if (n > 7n) throw new ValueError(`set_field: vlan_pcp ${v} is not a priority (0..7)`);
+      return { type: 'set_vlan_pcp', pcp: Number(n) };
+    }
+    case 'tun_id': {
+      const n = parseUint(v.trim(), 64, 'set_field');
+      if (n > 0xffffffffn) throw new ValueError(`set_field: tunnel id ${v} does not fit 32 bits (a VXLAN VNI is 24)`);
+      return { type: 'set_tunnel', id: Number(n) };
+    }
+    case 'ip_src': case 'nw_src': case 'ipv4_src': return { type: 'set_nw_src', ip: Number(parseIpv4(v, field)) };
+    case 'ip_dst': case 'nw_dst': case 'ipv4_dst': return { type: 'set_nw_dst', ip: Number(parseIpv4(v, field)) };
+    case 'tcp_src': return { type: 'set_tp_src', proto: 'tcp', port: port() };
+    case 'tcp_dst': return { type: 'set_tp_dst', proto: 'tcp', port: port() };
+    case 'udp_src': return { type: 'set_tp_src', proto: 'udp', port: port() };
+    case 'udp_dst': return { type: 'set_tp_dst', proto: 'udp', port: port() };
+    default: throw new ValueError(`set_field: field ${field} is not supported (eth_src, eth_dst, vlan_vid, vlan_pcp, ip_src, ip_dst, tcp_src, tcp_dst, udp_src, udp_dst, tun_id are)`);
+  }
+}
+
 function parseAction(t: string, resolve: PortResolver | undefined): OfAction | 'drop' {
   if (t === 'drop') return 'drop';
   if (t === 'strip_vlan' || t === 'pop_vlan') return { type: 'strip_vlan' };
@@ -478,14 +520,9 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
         if (v > 0xffffffffn) throw new ValueError(`${name}: tunnel id ${arg} does not fit 32 bits (a VXLAN VNI is 24)`);
         return { type: 'set_tunnel', id: Number(v) };
       }
-      case 'set_field': {
-        const sf = /^(.+)->\s*([a-z_0-9]+)$/.exec(arg);
-        if (sf === null) throw new ValueError(`set_field: expected set_field:VALUE->FIELD`);
-        if (sf[2] !== 'tun_id') throw new ValueError(`set_field: field ${sf[2]} is not supported here (tun_id is)`);
-        const v = parseUint(sf[1].trim(), 64, 'set_field');
-        if (v > 0xffffffffn) throw new ValueError(`set_field: tunnel id ${sf[1]} does not fit 32 bits (a VXLAN VNI is 24)`);
-        return { type: 'set_tunnel', id: Number(v) };
-      }
+      case 'mod_nw_src': return { type: 'set_nw_src', ip: Number(parseIpv4(arg, name)) };
+      case 'mod_nw_dst': return { type: 'set_nw_dst', ip: Number(parseIpv4(arg, name)) };
+      case 'set_field': return parseSetField(arg);
       case 'goto_table': {
         const v = parseUint(arg, 8, name);
         if (v > 254n) throw new ValueError(`goto_table: table ${arg} out of range (0..254)`);
@@ -752,6 +789,10 @@ export function formatActions(actions: readonly OfAction[], namer?: PortNamer): 
       case 'set_tunnel': return `set_field:0x${a.id.toString(16)}->tun_id`;
       case 'set_vlan_vid': return `set_field:${a.vid | VLAN_CFI}->vlan_vid`;
       case 'set_vlan_pcp': return `set_field:${a.pcp}->vlan_pcp`;
+      case 'set_nw_src': return `set_field:${formatIpv4(BigInt(a.ip))}->ip_src`;
+      case 'set_nw_dst': return `set_field:${formatIpv4(BigInt(a.ip))}->ip_dst`;
+      case 'set_tp_src': return `set_field:${a.port}->${a.proto}_src`;
+      case 'set_tp_dst': return `set_field:${a.port}->${a.proto}_dst`;
       case 'clear_actions': return 'clear_actions';
       case 'write_actions': return `write_actions(${formatActions(a.actions, namer)})`;
       case 'write_metadata': return `write_metadata:0x${a.value.toString(16)}${a.mask === 0xffffffffffffffffn ? '' : `/0x${a.mask.toString(16)}`}`;

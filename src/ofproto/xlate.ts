@@ -54,7 +54,7 @@
 
 import {
   FLOW_WORDS, W_IN_PORT, W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_TYPE_TCI, W_VLAN2, W_TUN_ID, W_TUN_SRC, W_TUN_DST, VLAN_CFI,
-  keyDlSrc, keyDlDst,
+  keyDlSrc, keyDlDst, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP, FRAG_LATER,
 } from '../dp/flow-key.js';
 import { ProgramBuilder } from '../dp/actions.js';
 import {
@@ -254,7 +254,7 @@ function setKind(a: OfAction): string | undefined {
     case 'strip_vlan': return 'pop_vlan';
     case 'push_vlan': return 'push_vlan';
     case 'mod_dl_src': case 'mod_dl_dst': case 'mod_vlan_vid': case 'mod_vlan_pcp':
-    case 'set_vlan_vid': case 'set_vlan_pcp':
+    case 'set_vlan_vid': case 'set_vlan_pcp': case 'set_nw_src': case 'set_nw_dst': case 'set_tp_src': case 'set_tp_dst':
       return `set:${a.type.replace(/^(mod|set)_/, '')}`;
     case 'group': return 'group';
     case 'set_tunnel': return 'set:tunnel';
@@ -304,6 +304,12 @@ function restorePacket(ctx: Ctx, saved: Uint32Array): void {
   if (f[W_DL_HI] !== saved[W_DL_HI] || f[W_DL_SRC_LO] !== saved[W_DL_SRC_LO] || f[W_DL_DST_LO] !== saved[W_DL_DST_LO]) {
     ctx.prog.setDlSrc(keyDlSrc(saved, 0));
     ctx.prog.setDlDst(keyDlDst(saved, 0));
+  }
+  if (f[W_L3_SRC] !== saved[W_L3_SRC] && (saved[W_TYPE_TCI] >>> 16) === ETH_TYPE_IP) ctx.prog.setNwSrc(saved[W_L3_SRC]);
+  if (f[W_L3_DST] !== saved[W_L3_DST] && (saved[W_TYPE_TCI] >>> 16) === ETH_TYPE_IP) ctx.prog.setNwDst(saved[W_L3_DST]);
+  if (f[W_TP] !== saved[W_TP]) {
+    const proto = saved[W_NW] >>> 24;
+    if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) { ctx.prog.setTpSrc(saved[W_TP] >>> 16); ctx.prog.setTpDst(saved[W_TP] & 0xffff); }
   }
   if ((f[W_TYPE_TCI] & 0xffff) !== (saved[W_TYPE_TCI] & 0xffff) || f[W_VLAN2] !== saved[W_VLAN2]) {
     if (f[W_TYPE_TCI] & VLAN_CFI) ctx.prog.popVlan();
@@ -375,6 +381,29 @@ function doActions(ctx: Ctx, actions: readonly OfAction[], table: number, depth:
         f[W_DL_HI] = ((f[W_DL_HI] & 0xffff0000) | hi) >>> 0;
         f[W_DL_DST_LO] = a.mac % 2 ** 32;
         ctx.prog.setDlDst(a.mac);
+        break;
+      }
+      case 'set_nw_src':
+      case 'set_nw_dst': {
+        // only an IPv4 packet is changed: the decision depends on dl_type
+        ctx.wc[W_TYPE_TCI] |= 0xffff0000;
+        if ((f[W_TYPE_TCI] >>> 16) !== ETH_TYPE_IP) break;
+        // the TCP/UDP checksum update depends on the protocol and fragment state
+        ctx.wc[W_NW] |= 0xff0000ff;
+        if (a.type === 'set_nw_src') { f[W_L3_SRC] = a.ip >>> 0; ctx.prog.setNwSrc(a.ip); }
+        else { f[W_L3_DST] = a.ip >>> 0; ctx.prog.setNwDst(a.ip); }
+        break;
+      }
+      case 'set_tp_src':
+      case 'set_tp_dst': {
+        ctx.wc[W_TYPE_TCI] |= 0xffff0000;
+        ctx.wc[W_NW] |= 0xff0000ff;
+        const type = f[W_TYPE_TCI] >>> 16;
+        const proto = f[W_NW] >>> 24;
+        if ((type !== ETH_TYPE_IP && type !== ETH_TYPE_IPV6) || proto !== (a.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP)) break;
+        if ((f[W_NW] & FRAG_LATER) !== 0) break;
+        if (a.type === 'set_tp_src') { f[W_TP] = ((a.port << 16) | (f[W_TP] & 0xffff)) >>> 0; ctx.prog.setTpSrc(a.port); }
+        else { f[W_TP] = ((f[W_TP] & 0xffff0000) | a.port) >>> 0; ctx.prog.setTpDst(a.port); }
         break;
       }
       case 'set_vlan_vid':

@@ -189,7 +189,7 @@ export const OXM_FIELDS: readonly OxmDef[] = Object.freeze([
 ]);
 const OXM_BY_FIELD = new Map<number, OxmDef>(OXM_FIELDS.map((d) => [d.field, d]));
 /** Fields set_field can write (the datapath has ops for these). */
-export const SETTABLE_OXM: readonly number[] = [3, 4, 6, 7];
+export const SETTABLE_OXM: readonly number[] = [3, 4, 6, 7, 11, 12, 13, 14, 15, 16];
 
 export function oxmHeader(field: number, hasMask: boolean, len: number): number {
   return ((OXM_CLASS_BASIC << 16) | (field << 9) | (hasMask ? 0x100 : 0) | (hasMask ? 2 * len : len)) >>> 0;
@@ -465,6 +465,12 @@ function decodeSetField(b: Buffer, off: number, len: number): OfAction {
     case 3: return { type: 'mod_dl_dst', mac: Number(v) };
     case 4: return { type: 'mod_dl_src', mac: Number(v) };
     case 6: return { type: 'set_vlan_vid', vid: Number(v & 0xfffn) };
+    case 11: return { type: 'set_nw_src', ip: Number(v) };
+    case 12: return { type: 'set_nw_dst', ip: Number(v) };
+    case 13: return { type: 'set_tp_src', proto: 'tcp', port: Number(v) };
+    case 14: return { type: 'set_tp_dst', proto: 'tcp', port: Number(v) };
+    case 15: return { type: 'set_tp_src', proto: 'udp', port: Number(v) };
+    case 16: return { type: 'set_tp_dst', proto: 'udp', port: Number(v) };
     default:
       if (v > 7n) throw new OfError(ET.BAD_ACTION, EC.BA_BAD_SET_ARGUMENT, 'set_field vlan_pcp above 7');
       return { type: 'set_vlan_pcp', pcp: Number(v) };
@@ -491,6 +497,10 @@ export function encodeAction(w: Writer, a: OfAction): void {
     case 'set_vlan_vid': case 'mod_vlan_vid': setField(6, 2, BigInt(a.vid | VLAN_CFI)); break;
     case 'set_vlan_pcp': case 'mod_vlan_pcp': setField(7, 1, BigInt(a.pcp)); break;
     case 'set_tunnel': setField(38, 8, BigInt(a.id)); break; // OXM_OF_TUNNEL_ID
+    case 'set_nw_src': setField(11, 4, BigInt(a.ip >>> 0)); break;
+    case 'set_nw_dst': setField(12, 4, BigInt(a.ip >>> 0)); break;
+    case 'set_tp_src': setField(a.proto === 'tcp' ? 13 : 15, 2, BigInt(a.port)); break;
+    case 'set_tp_dst': setField(a.proto === 'tcp' ? 14 : 16, 2, BigInt(a.port)); break;
     case 'resubmit':
       w.u16(AT.EXPERIMENTER).u16(16).u32(NX_VENDOR).u16(NXAST_RESUBMIT_TABLE)
         .u16(a.port ?? OFPP_IN_PORT).u8(a.table ?? 255).zeros(3);

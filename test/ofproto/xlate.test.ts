@@ -293,3 +293,20 @@ test('megaflow masks are not trivially exact: unrelated fields stay wildcarded',
   assert.equal(r.mask[5] >>> 24, 0xff);
   assert.equal(r.mask[6] & 0xffff, 0xffff);
 });
+
+test('set_field on IPv4 addresses and TCP/UDP ports: applied to matching packets, later tables see the new values, groups restore them', () => {
+  const e = env([
+    'priority=10,in_port=11,ip,actions=set_field:10.1.1.1->ip_src,mod_nw_dst:10.2.2.2,set_field:5353->udp_dst,set_field:80->tcp_dst,goto_table:1',
+    'table=1,priority=10,udp,nw_src=10.1.1.1,tp_dst=5353,actions=output:12',
+    'table=1,priority=5,actions=output:13',
+    'priority=10,in_port=12,actions=set_field:10.9.9.9->ip_src,output:13',
+  ]);
+  const r = xl(e, udp(1, 2), 1);
+  assert.equal(formatProgram(r.actions), 'set(ipv4(src=10.1.1.1)),set(ipv4(dst=10.2.2.2)),set(l4(dst=5353)),2', 'tcp_dst skipped on UDP; table 1 saw the rewrite');
+  // the choice depended on dl_type, nw_proto and the fragment bits: un-wildcarded
+  assert.equal(r.mask[W_TYPE_TCI] >>> 16, 0xffff);
+  // not IPv4: set_field ip_src does nothing
+  const arp = buildFrame({ dst: BCAST, src: mac(2), l3: 'arp', arpOp: 1, srcIp: [10, 0, 0, 2], dstIp: [10, 0, 0, 1] });
+  assert.equal(formatProgram(xl(e, arp, 2).actions), '3');
+  assert.equal(formatProgram(xl(e, udp(1, 2), 2).actions), 'set(ipv4(src=10.9.9.9)),3');
+});

@@ -87,6 +87,10 @@ const actionArb: fc.Arbitrary<OfAction> = fc.oneof(
   fc.integer({ min: 0, max: 0xffffffffffff }).map((mac) => ({ type: 'mod_dl_dst' as const, mac })),
   fc.integer({ min: 0, max: 4095 }).map((vid) => ({ type: 'set_vlan_vid' as const, vid })),
   fc.integer({ min: 0, max: 7 }).map((pcp) => ({ type: 'set_vlan_pcp' as const, pcp })),
+  fc.integer({ min: 0, max: 0xffffffff }).map((ip) => ({ type: 'set_nw_src' as const, ip })),
+  fc.integer({ min: 0, max: 0xffffffff }).map((ip) => ({ type: 'set_nw_dst' as const, ip })),
+  fc.tuple(fc.constantFrom('tcp' as const, 'udp' as const), portArb).map(([proto, port]) => ({ type: 'set_tp_src' as const, proto, port })),
+  fc.tuple(fc.constantFrom('tcp' as const, 'udp' as const), portArb).map(([proto, port]) => ({ type: 'set_tp_dst' as const, proto, port })),
   fc.tuple(fc.option(fc.integer({ min: 1, max: 0xfeff }), { nil: undefined }), fc.option(fc.integer({ min: 0, max: 254 }), { nil: undefined }))
     .filter(([p, t]) => p !== undefined || t !== undefined)
     .map(([port, table]) => ({ type: 'resubmit' as const, ...(port !== undefined ? { port } : {}), ...(table !== undefined ? { table } : {}) })),
