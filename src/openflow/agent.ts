@@ -18,7 +18,8 @@
  *   await a.stop();
  *
  * Connections: the management socket and punix:/ptcp: targets are "service"
- * connections (no asynchronous messages until SET_ASYNC asks), tcp:/unix:
+ * connections (no asynchronous messages until SET_CONFIG sets a nonzero
+ * miss_send_len, as OVS), tcp:/unix:
  * targets are controllers (role EQUAL, the spec's default async masks).
  * Messages of one connection are handled in order, one at a time; BARRIER
  * answers only after host.sync() (the rule changes reached the datapath).
@@ -76,9 +77,19 @@ interface Session {
   chain: Promise<void>;
 }
 
-const defaultAsync = (service: boolean): Async => service
-  ? { packetIn: [0, 0], portStatus: [0, 0], flowRemoved: [0, 0] }
-  : { packetIn: [0x7, 0], portStatus: [0x7, 0x7], flowRemoved: [0xf, 0] };
+/** The spec's default asynchronous configuration (service connections too: they are gated by miss_send_len, see wantsAsync). */
+const defaultAsync = (): Async => ({ packetIn: [0x7, 0], portStatus: [0x7, 0x7], flowRemoved: [0xf, 0] });
+
+/**
+ * Whether a session receives an asynchronous message of this kind and reason.
+ * As OVS: a service connection (management socket, punix:, ptcp:) receives
+ * none until it sets a nonzero miss_send_len (SET_CONFIG, what `ovs-ofctl
+ * monitor` does); then its SET_ASYNC masks apply as for a controller.
+ */
+function wantsAsync(s: Session, masks: [number, number], reason: number): boolean {
+  if (!s.conn.ready || (s.service && s.missSendLen === 0)) return false;
+  return (masks[s.role === ROLE.SLAVE ? 1 : 0] & (1 << reason)) !== 0;
+}
 
 const REASON_CODE: Record<RemovalReason, number> = { idle_timeout: RR.IDLE_TIMEOUT, hard_timeout: RR.HARD_TIMEOUT, delete: RR.DELETE };
 
@@ -164,7 +175,7 @@ export class OpenFlowAgent {
   // ---------------- sessions ----------------
 
   private attach(conn: OfConnection, service: boolean): void {
-    const s: Session = { conn, service, role: ROLE.EQUAL, async: defaultAsync(service), missSendLen: service ? 0 : 128, configFlags: 0, chain: Promise.resolve() };
+    const s: Session = { conn, service, role: ROLE.EQUAL, async: defaultAsync(), missSendLen: service ? 0 : 128, configFlags: 0, chain: Promise.resolve() };
     this.sessions.add(s);
     conn.on('ready', () => { if (!service) this.host.changed(); });
     conn.on('message', (msg, h) => {
@@ -434,9 +445,7 @@ export class OpenFlowAgent {
     const len = ev.maxLen === OFPCML_NO_BUFFER ? frame.length : Math.min(frame.length, ev.maxLen);
     let built: Buffer | undefined;
     for (const s of this.sessions) {
-      if (!s.conn.ready) continue;
-      const mask = s.async.packetIn[s.role === ROLE.SLAVE ? 1 : 0];
-      if ((mask & (1 << reason)) === 0) continue;
+      if (!wantsAsync(s, s.async.packetIn, reason)) continue;
       built ??= message(T.PACKET_IN, 0, (w) => {
         w.u32(OFP_NO_BUFFER).u16(frame.length).u8(reason).u8(ev.table).u64(ev.cookie);
         encodeInPortMatch(w, inPort);
@@ -453,9 +462,7 @@ export class OpenFlowAgent {
     const now = Date.now();
     let built: Buffer | undefined;
     for (const s of this.sessions) {
-      if (!s.conn.ready) continue;
-      const mask = s.async.flowRemoved[s.role === ROLE.SLAVE ? 1 : 0];
-      if ((mask & (1 << code)) === 0) continue;
+      if (!wantsAsync(s, s.async.flowRemoved, code)) continue;
       built ??= message(T.FLOW_REMOVED, 0, (w) => {
         const d = Math.max(0, now - r.created);
         w.u64(r.cookie).u16(r.priority).u8(code).u8(r.table).u32(Math.floor(d / 1000)).u32((d % 1000) * 1e6);
@@ -470,9 +477,7 @@ export class OpenFlowAgent {
   portStatus(p: OfPortDesc, reason: number): void {
     let built: Buffer | undefined;
     for (const s of this.sessions) {
-      if (!s.conn.ready) continue;
-      const mask = s.async.portStatus[s.role === ROLE.SLAVE ? 1 : 0];
-      if ((mask & (1 << reason)) === 0) continue;
+      if (!wantsAsync(s, s.async.portStatus, reason)) continue;
       built ??= message(T.PORT_STATUS, 0, (w) => { w.u8(reason).zeros(7); encodePort(w, p); });
       s.conn.send(built);
     }

@@ -196,7 +196,7 @@ test('the agent answers malformed messages of every type with OFPT_ERROR and kee
   const samples = fc.sample(fc.tuple(fc.constantFrom(...types), fc.uint8Array({ maxLength: 160 })), { numRuns: 600, seed: 14 });
   let xid = 100;
   for (const [type, body] of samples) sock.write(message(type, xid++, (w) => w.bytes(body)));
-  const last = xid;
+  const last = xid++;
   sock.write(message(T.BARRIER_REQUEST, last));
   await waitFor(() => got.some((g) => g.type === T.BARRIER_REPLY && g.xid === last), { what: 'the BARRIER after the malformed messages', timeout: 20000 });
   assert.deepEqual(unexpected, [], 'no exception other than OfError');
@@ -204,4 +204,35 @@ test('the agent answers malformed messages of every type with OFPT_ERROR and kee
   assert.ok(errors.length >= 300, `${errors.length} ERROR replies to ${samples.length} mostly malformed messages`);
   assert.ok(errors.every((e) => e.etype !== undefined && e.etype <= ET.TABLE_FEATURES_FAILED));
   assert.equal(agent.sessionCount, 1, 'the connection stayed up');
+
+  // a service connection gets no packet-in until it sets a nonzero miss_send_len (as OVS); then its SET_ASYNC applies
+  const ev = { pc: 0, maxLen: 0xffff, reason: 'action' as const, table: 3, cookie: 0x77n };
+  const frame = new Uint8Array(60).fill(0xab);
+  const count = (): number => got.filter((g) => g.type === T.PACKET_IN).length;
+  const setConfig = (n: number): Buffer => message(T.SET_CONFIG, xid++, (w) => w.u16(0).u16(n));
+  const barrier = async (): Promise<void> => {
+    const x = xid++;
+    sock.write(message(T.BARRIER_REQUEST, x));
+    await waitFor(() => got.some((g) => g.type === T.BARRIER_REPLY && g.xid === x), { what: 'barrier' });
+  };
+  // undo what the random messages may have set: miss_send_len, role, async masks
+  sock.write(setConfig(0));
+  sock.write(message(T.ROLE_REQUEST, xid++, (w) => w.u32(1).zeros(4).u64(0n)));
+  sock.write(message(T.SET_ASYNC, xid++, (w) => { w.u32(7).u32(0).u32(7).u32(7).u32(15).u32(0); }));
+  await barrier();
+  const before = count();
+  agent.packetIn(frame, 1, ev);
+  await barrier();
+  assert.equal(count(), before, 'miss_send_len 0: no asynchronous messages');
+  sock.write(setConfig(128));
+  await barrier();
+  agent.packetIn(frame, 1, ev);
+  await waitFor(() => count() === before + 1, { what: 'a packet-in once miss_send_len is set' });
+  sock.write(message(T.SET_ASYNC, xid++, (w) => { w.u32(1).u32(0).u32(7).u32(7).u32(15).u32(0); })); // NO_MATCH only
+  await barrier();
+  agent.packetIn(frame, 1, ev);
+  agent.packetIn(frame, 1, { ...ev, reason: 'no_match' });
+  await waitFor(() => count() === before + 2, { what: 'the NO_MATCH packet-in' });
+  await barrier();
+  assert.equal(count(), before + 2, 'the ACTION packet-in was masked off by SET_ASYNC');
 });
