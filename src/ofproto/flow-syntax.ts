@@ -54,6 +54,12 @@ export type PortNamer = (port: number) => string | undefined;
 export interface Match {
   readonly key: Uint32Array;
   readonly mask: Uint32Array;
+  /**
+   * OpenFlow metadata (the 64-bit pipeline register write_metadata sets), if
+   * matched: value & mask. Not a datapath field (always 0 when a packet enters
+   * the pipeline), so it lives beside the key.
+   */
+  meta?: { value: bigint; mask: bigint };
 }
 
 export function newMatch(): Match {
@@ -523,6 +529,11 @@ function parseAction(t: string, resolve: PortResolver | undefined): OfAction | '
       case 'mod_nw_src': return { type: 'set_nw_src', ip: Number(parseIpv4(arg, name)) };
       case 'mod_nw_dst': return { type: 'set_nw_dst', ip: Number(parseIpv4(arg, name)) };
       case 'set_field': return parseSetField(arg);
+      case 'write_metadata': {
+        const sl = arg.indexOf('/');
+        const mask = sl >= 0 ? parseUint(arg.slice(sl + 1), 64, name) : (1n << 64n) - 1n;
+        return { type: 'write_metadata', value: parseUint(sl >= 0 ? arg.slice(0, sl) : arg, 64, name) & mask, mask };
+      }
       case 'goto_table': {
         const v = parseUint(arg, 8, name);
         if (v > 254n) throw new ValueError(`goto_table: table ${arg} out of range (0..254)`);
@@ -631,6 +642,13 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
           if (mode !== 'match') throw new ValueError('out_port: only allowed when matching flows');
           spec.outPort = parsePort(val, name, resolve);
           continue;
+        case 'metadata': {
+          const sl = val.indexOf('/');
+          const mask = sl >= 0 ? parseUint(val.slice(sl + 1), 64, name) : (1n << 64n) - 1n;
+          const value = parseUint(sl >= 0 ? val.slice(0, sl) : val, 64, name);
+          if (mask !== 0n) spec.match.meta = { value: value & mask, mask };
+          continue;
+        }
         case 'ip_frag': {
           const fr = IP_FRAG.get(val);
           if (!fr) throw new ValueError(`ip_frag: "${val}" is not one of no, yes, first, later, not_later`);
@@ -656,7 +674,7 @@ export function parseFlow(text: string, opts: ParseOptions = {}): FlowSpec {
 }
 
 function isMeta(name: string): boolean {
-  return ['table', 'priority', 'cookie', 'idle_timeout', 'hard_timeout', 'out_port', 'ip_frag'].includes(name);
+  return ['table', 'priority', 'cookie', 'idle_timeout', 'hard_timeout', 'out_port', 'ip_frag', 'metadata'].includes(name);
 }
 
 // ---------------------------------------------------------------------------
@@ -693,6 +711,7 @@ export function formatMatch(m: Match, priority = DEFAULT_PRIORITY, namer?: PortN
     } else shorthand = v6 ? 'ipv6' : 'ip';
   }
   if (shorthand) out.push(shorthand);
+  if (m.meta) out.push(`metadata=0x${m.meta.value.toString(16)}${m.meta.mask === (1n << 64n) - 1n ? '' : `/0x${m.meta.mask.toString(16)}`}`);
   const val = (name: string): [bigint, bigint, FieldDef] => {
     const f = F(name);
     return [getField(m.key, 0, f), getField(m.mask, 0, f), f];

@@ -43,6 +43,11 @@ export interface RemovedRule {
 
 interface Table {
   cls: Classifier;
+  /**
+   * Rules that match metadata: not in the classifier (whose key is the
+   * datapath's), looked up by a scan in priority order after it.
+   */
+  metaRules: Rule[];
   /** classifier handle -> rule */
   byHandle: Map<number, Rule>;
   /** rule id -> classifier handle */
@@ -73,18 +78,32 @@ export class FlowTables {
     const tid = spec.table ?? 0;
     if (tid < 0 || tid >= N_TABLES) throw new RangeError(`table ${tid} out of range`);
     const t = this.table(tid);
-    const old = t.cls.findExact(spec.match.key, 0, spec.match.mask, 0, spec.priority);
-    if (old >= 0) this.removeRule(t.byHandle.get(old)!);
+    const sm = spec.match.meta;
+    if (sm === undefined) {
+      const old = t.cls.findExact(spec.match.key, 0, spec.match.mask, 0, spec.priority);
+      if (old >= 0) this.removeRule(t.byHandle.get(old)!);
+    } else {
+      const old = t.metaRules.find((r) => r.priority === spec.priority && matchEquals(r.match, spec.match));
+      if (old) this.removeRule(old);
+    }
     const match: Match = { key: new Uint32Array(FLOW_WORDS), mask: spec.match.mask.slice() };
     for (let i = 0; i < FLOW_WORDS; i++) match.key[i] = spec.match.key[i] & match.mask[i];
+    if (sm !== undefined) match.meta = { value: sm.value & sm.mask, mask: sm.mask };
     const rule: Rule = {
       id: this.nextId++, table: tid, priority: spec.priority, match, actions: spec.actions.slice(),
       cookie: spec.cookie, idleTimeout: spec.idleTimeout, hardTimeout: spec.hardTimeout,
       created: now, lastUsed: now, nPackets: 0, nBytes: 0,
     };
-    const h = t.cls.insert(match.key, 0, match.mask, 0, rule.priority, rule.id);
-    t.byHandle.set(h, rule);
-    t.handleOf.set(rule.id, h);
+    if (sm === undefined) {
+      const h = t.cls.insert(match.key, 0, match.mask, 0, rule.priority, rule.id);
+      t.byHandle.set(h, rule);
+      t.handleOf.set(rule.id, h);
+    } else {
+      // priority descending, then insertion order
+      let i = 0;
+      while (i < t.metaRules.length && t.metaRules[i].priority >= rule.priority) i++;
+      t.metaRules.splice(i, 0, rule);
+    }
     this.byId.set(rule.id, rule);
     this.version++;
     return rule;
@@ -142,11 +161,25 @@ export class FlowTables {
    * Highest-priority rule of `table` matching the key; the masks the lookup
    * examined are OR-ed into wc (if given).
    */
-  lookup(table: number, key: Uint32Array, keyOff = 0, wc?: Uint32Array, wcOff = 0): Rule | undefined {
+  lookup(table: number, key: Uint32Array, keyOff = 0, wc?: Uint32Array, wcOff = 0, metadata = 0n): Rule | undefined {
     const t = this.tables[table];
     if (!t) return undefined;
     const h = t.cls.lookupPriority(key, keyOff, wc, wcOff);
-    return h < 0 ? undefined : t.byHandle.get(h);
+    const best = h < 0 ? undefined : t.byHandle.get(h);
+    if (t.metaRules.length === 0) return best;
+    // metadata rules of a higher priority win; each one examined adds its mask to wc
+    // (metadata itself is a function of fields already in wc: the actions that wrote it depended on them)
+    for (const r of t.metaRules) {
+      if (best !== undefined && r.priority <= best.priority) break;
+      const mk = r.match.mask;
+      let ok = ((metadata ^ r.match.meta!.value) & r.match.meta!.mask) === 0n;
+      for (let i = 0; i < FLOW_WORDS; i++) {
+        if (wc) wc[wcOff + i] |= mk[i];
+        if (((key[keyOff + i] ^ r.match.key[i]) & mk[i]) !== 0) ok = false;
+      }
+      if (ok) return r;
+    }
+    return best;
   }
 
   /** Account traffic to a rule. */
@@ -172,7 +205,7 @@ export class FlowTables {
     const out: Rule[] = [];
     if (table !== undefined) {
       const t = this.tables[table];
-      if (t) out.push(...t.byHandle.values());
+      if (t) out.push(...t.byHandle.values(), ...t.metaRules);
     } else out.push(...this.byId.values());
     out.sort((a, b) => a.table - b.table || b.priority - a.priority || a.id - b.id);
     return out;
@@ -188,7 +221,7 @@ export class FlowTables {
   private table(tid: number): Table {
     let t = this.tables[tid];
     if (!t) {
-      t = { cls: new Classifier(16), byHandle: new Map(), handleOf: new Map() };
+      t = { cls: new Classifier(16), metaRules: [], byHandle: new Map(), handleOf: new Map() };
       this.tables[tid] = t;
     }
     return t;
@@ -196,10 +229,14 @@ export class FlowTables {
 
   private removeRule(r: Rule): void {
     const t = this.tables[r.table]!;
-    const h = t.handleOf.get(r.id)!;
-    t.cls.remove(h);
-    t.byHandle.delete(h);
-    t.handleOf.delete(r.id);
+    const h = t.handleOf.get(r.id);
+    if (h === undefined) {
+      t.metaRules.splice(t.metaRules.indexOf(r), 1);
+    } else {
+      t.cls.remove(h);
+      t.byHandle.delete(h);
+      t.handleOf.delete(r.id);
+    }
     this.byId.delete(r.id);
     this.version++;
   }
@@ -218,6 +255,8 @@ export function usesGroup(actions: readonly OfAction[], g: number): boolean {
 
 /** Same mask and same masked value. */
 export function matchEquals(a: Match, b: Match): boolean {
+  const am = a.meta?.mask ?? 0n;
+  if (am !== (b.meta?.mask ?? 0n) || (((a.meta?.value ?? 0n) ^ (b.meta?.value ?? 0n)) & am) !== 0n) return false;
   for (let i = 0; i < FLOW_WORDS; i++) {
     if (a.mask[i] !== b.mask[i]) return false;
     if (((a.key[i] ^ b.key[i]) & a.mask[i]) !== 0) return false;
@@ -230,6 +269,8 @@ export function matchEquals(a: Match, b: Match): boolean {
  * `rule` to the same value, i.e. rule is at least as specific as crit.
  */
 export function matchCovers(crit: Match, rule: Match): boolean {
+  const cm = crit.meta?.mask ?? 0n;
+  if ((cm & ~(rule.meta?.mask ?? 0n)) !== 0n || (((crit.meta?.value ?? 0n) ^ (rule.meta?.value ?? 0n)) & cm) !== 0n) return false;
   for (let i = 0; i < FLOW_WORDS; i++) {
     const cm = crit.mask[i];
     if ((cm & ~rule.mask[i]) !== 0) return false;

@@ -48,8 +48,9 @@
  * ALL/INDIRECT run every bucket on the packet as it was before the group (the
  * program restores addresses and tags between buckets), SELECT picks a bucket
  * by a hash of addresses and ports (which are then un-wildcarded).
- * write_metadata is accepted but metadata is not a match field here (the
- * flow key has no word for it), so nothing reads it.
+ * write_metadata sets the metadata register that later tables match
+ * (FlowTables keeps metadata rules beside the classifier); it starts at 0
+ * for every packet and is not part of the datapath key.
  */
 
 import {
@@ -167,10 +168,12 @@ interface Ctx {
   resubmits: number;
   /** tun_id was set by an action (else an output to a flow-keyed tunnel depends on the received one). */
   tunSet: boolean;
+  /** OpenFlow metadata register (write_metadata; 0 when the packet enters the pipeline). */
+  meta: bigint;
 }
 
 function newCtx(env: XlateEnv, flow: Uint32Array, wc: Uint32Array, opts: XlateOptions, byOf: Map<number, XlatePort>): Ctx {
-  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0, resubmits: 0, tunSet: false };
+  return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0, resubmits: 0, tunSet: false, meta: 0n };
 }
 
 function result(ctx: Ctx, error: XlateError | undefined): XlateResult {
@@ -281,7 +284,7 @@ function runActionSet(ctx: Ctx): void {
 function doTable(ctx: Ctx, table: number, depth: number): void {
   if (depth > MAX_RESUBMIT_DEPTH) throw new XlateAbort('too_deep');
   if (depth > 0 && ++ctx.resubmits > MAX_RESUBMITS) throw new XlateAbort('too_many_resubmits');
-  const rule = ctx.env.tables.lookup(table, ctx.flow, 0, ctx.wc, 0);
+  const rule = ctx.env.tables.lookup(table, ctx.flow, 0, ctx.wc, 0, ctx.meta);
   if (!rule) return;
   ctx.rules.push(rule);
   if (ctx.opts.packetLen !== undefined) ctx.env.tables.credit(rule, 1, ctx.opts.packetLen, ctx.env.now);
@@ -293,7 +296,7 @@ function doTable(ctx: Ctx, table: number, depth: number): void {
 }
 
 function isTableMiss(r: Rule): boolean {
-  if (r.priority !== 0) return false;
+  if (r.priority !== 0 || r.match.meta !== undefined) return false;
   for (let i = 0; i < FLOW_WORDS; i++) if (r.match.mask[i] !== 0) return false;
   return true;
 }
@@ -443,7 +446,7 @@ function doActions(ctx: Ctx, actions: readonly OfAction[], table: number, depth:
         ctx.tunSet = true;
         break;
       case 'write_metadata':
-        // metadata is not a match field in this model (see the module comment): nothing reads it
+        ctx.meta = (ctx.meta & ~a.mask) | (a.value & a.mask);
         break;
       case 'mod_vlan_vid':
       case 'mod_vlan_pcp': {

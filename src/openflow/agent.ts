@@ -31,7 +31,7 @@ import { newMatch, type FlowSpec, type OfAction } from '../ofproto/flow-syntax.j
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import {
   T, MP, ET, EC, FC, FF, PR, RR, ROLE, GT, GC, OFPP13, OFPG_ANY, OFPG_ALL, OFPG_MAX, OFPTT_ALL, OFP_NO_BUFFER,
-  OFPCML_NO_BUFFER, OXM_FIELDS, SETTABLE_OXM, OfError, Writer, message, encodeError, multipartReplies, entry,
+  OXM_FIELDS, SETTABLE_OXM, OfError, Writer, message, encodeError, multipartReplies, entry,
   decodeMatch, encodeMatch, encodeInPortMatch, decodeInstructions, encodeInstructions, decodeActions, encodeAction,
   encodePort, fromOfPort, toOfPort, oxmHeader, type OfHeader, type OfPortDesc,
 } from './wire.js';
@@ -442,7 +442,9 @@ export class OpenFlowAgent {
   /** Send a packet-in (from the slow path or a packet-out) to the connections whose async config asks for it. */
   packetIn(frame: Uint8Array, inPort: number, ev: ControllerEvent): void {
     const reason = ev.reason === 'no_match' ? PR.NO_MATCH : PR.ACTION;
-    const len = ev.maxLen === OFPCML_NO_BUFFER ? frame.length : Math.min(frame.length, ev.maxLen);
+    // never buffered (buffer_id NO_BUFFER), so the whole packet goes up whatever max_len says
+    // (OpenFlow 1.3.5 section 7.4.1; OVS 3.1 does the same)
+    const len = frame.length;
     let built: Buffer | undefined;
     for (const s of this.sessions) {
       if (!wantsAsync(s, s.async.packetIn, reason)) continue;

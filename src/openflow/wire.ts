@@ -162,6 +162,7 @@ const ox = (field: number, name: string, len: number, maskable: boolean, prereq:
 /** The OXM fields tsvs matches on and sets (table features advertise exactly these). */
 export const OXM_FIELDS: readonly OxmDef[] = Object.freeze([
   ox(0, 'in_port', 4, false, 'none', 'in_port'),
+  ox(2, 'metadata', 8, true, 'none', 'metadata'),
   ox(3, 'eth_dst', 6, true, 'none', 'dl_dst'),
   ox(4, 'eth_src', 6, true, 'none', 'dl_src'),
   ox(5, 'eth_type', 2, false, 'none', 'dl_type'),
@@ -256,6 +257,9 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
         inPort = Number(value);
         putField(m, 'in_port', BigInt(fromOfPort(inPort)), 0xffffffffn);
         break;
+      case 'metadata':
+        if (mask !== 0n) m.meta = { value, mask };
+        break;
       case 'vlan_vid': {
         // OFPVID_PRESENT (0x1000) is the tag-present bit, exactly ofproto's vlan_tci CFI convention
         const cur = getField(m.mask, 0, FD('vlan_tci'));
@@ -339,6 +343,7 @@ export function encodeMatch(w: Writer, m: Match): void {
   const g = (name: string): [bigint, bigint] => { const f = FD(name); return [getField(m.key, 0, f), getField(m.mask, 0, f)]; };
   const [pv, pm] = g('in_port');
   if (pm !== 0n) oxm(w, 0, 4, BigInt(toOfPort(Number(pv))));
+  if (m.meta && m.meta.mask !== 0n) oxm(w, 2, 8, m.meta.value, m.meta.mask);
   for (const [name, field] of [['dl_dst', 3], ['dl_src', 4]] as const) {
     const [v, mk] = g(name);
     if (mk !== 0n) oxm(w, field, 6, v, mk);

@@ -310,3 +310,29 @@ test('set_field on IPv4 addresses and TCP/UDP ports: applied to matching packets
   assert.equal(formatProgram(xl(e, arp, 2).actions), '3');
   assert.equal(formatProgram(xl(e, udp(1, 2), 2).actions), 'set(ipv4(src=10.9.9.9)),3');
 });
+
+test('write_metadata and metadata matches: later tables see the register, masks apply, strict deletes tell metadata apart', () => {
+  const e = env([
+    'priority=10,in_port=11,actions=write_metadata:0x1234/0xff00,goto_table:1',
+    'priority=10,in_port=12,actions=write_metadata:0x5,goto_table:1',
+    'table=1,priority=30,metadata=0x1200/0xff00,actions=output:13',
+    'table=1,priority=20,metadata=0x5,udp,actions=output:11',
+    'table=1,priority=10,actions=output:14',
+  ]);
+  assert.equal(formatProgram(xl(e, udp(1, 2), 1).actions), '3', 'masked write, masked match');
+  assert.equal(formatProgram(xl(e, udp(1, 2), 2).actions), '1', 'exact metadata (write_metadata without mask)');
+  assert.equal(formatProgram(xl(e, udp(1, 2), 3).actions), 'drop', 'no rule in table 0 for port 13');
+  // a metadata rule of lower priority than a classifier hit loses; the megaflow keeps what the metadata rules looked at
+  const r = xl(e, udp(1, 2), 2);
+  assert.equal(r.mask[W_TYPE_TCI] >>> 16, 0xffff, 'the udp metadata rule un-wildcarded dl_type');
+  // strict selection distinguishes rules that differ only in metadata
+  const t = e.tables;
+  t.addFlow(parseFlow('table=1,priority=20,metadata=0x6,udp,actions=output:12'), 0);
+  assert.equal(t.rules(1).length, 4);
+  t.addFlow(parseFlow('table=1,priority=20,metadata=0x6,udp,actions=output:13'), 0);
+  assert.equal(t.rules(1).length, 4, 'same priority and match (metadata included): replaced');
+  assert.equal(t.delFlows(parseFlow('table=1,priority=20,metadata=0x5,udp', { mode: 'match' }), true).length, 1);
+  assert.equal(t.rules(1).length, 3);
+  assert.equal(formatProgram(xl(e, udp(1, 2), 2).actions), '4', 'the exact-metadata rule is gone');
+  assert.equal(t.delFlows(parseFlow('table=1,metadata=0x1200/0xff00', { mode: 'match' }), false).length, 1, 'loose delete by metadata');
+});

@@ -1,7 +1,7 @@
 /**
  * OpenFlow 1.3 wire format (src/openflow/wire.ts) without a network:
  *  - matches written in ovs-ofctl syntax survive encodeMatch -> decodeMatch
- *    unchanged (key and mask), for generated combinations of every OXM field
+ *    unchanged (key, mask, metadata), for generated combinations of every OXM field
  *    tsvs supports with their prerequisites;
  *  - action lists and instructions survive encode -> decode;
  *  - arbitrary bytes given to the decoders either decode or raise OfError
@@ -36,6 +36,8 @@ const portArb = fc.integer({ min: 0, max: 65535 });
 /** ovs-ofctl match text covering the OXM fields tsvs decodes, prerequisites satisfied. */
 const matchText = fc.record({
   inPort: fc.option(fc.integer({ min: 1, max: 60000 }), { nil: undefined }),
+  meta: fc.option(fc.tuple(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.option(fc.bigInt({ min: 1n, max: (1n << 64n) - 1n }), { nil: undefined }))
+    .map(([v, m]) => (m === undefined ? `metadata=0x${v.toString(16)}` : `metadata=0x${(v & m).toString(16)}/0x${m.toString(16)}`)), { nil: undefined }),
   dlSrc: fc.option(fc.oneof(macArb, fc.tuple(macArb, macArb).map(([a, m]) => `${a}/${m}`)), { nil: undefined }),
   dlDst: fc.option(macArb, { nil: undefined }),
   vlan: fc.option(fc.oneof(
@@ -58,7 +60,7 @@ const matchText = fc.record({
     fc.tuple(fc.integer({ min: 1, max: 2 }), cidrArb, ipArb).map(([op, spa, tpa]) => `arp,arp_op=${op},arp_spa=${spa},arp_tpa=${tpa}`),
   ),
 }).map((r) => [
-  r.inPort !== undefined ? `in_port=${r.inPort}` : '', r.dlSrc ? `dl_src=${r.dlSrc}` : '', r.dlDst ? `dl_dst=${r.dlDst}` : '', r.vlan ?? '', r.l3,
+  r.inPort !== undefined ? `in_port=${r.inPort}` : '', r.meta ?? '', r.dlSrc ? `dl_src=${r.dlSrc}` : '', r.dlDst ? `dl_dst=${r.dlDst}` : '', r.vlan ?? '', r.l3,
 ].filter(Boolean).join(','));
 
 test('matches in ovs-ofctl syntax survive encodeMatch -> decodeMatch', () => {
@@ -73,6 +75,7 @@ test('matches in ovs-ofctl syntax survive encodeMatch -> decodeMatch', () => {
     assert.equal(3 + size, buf.length);
     assert.deepEqual(Array.from(match.mask), Array.from(spec.match.mask), text);
     assert.deepEqual(Array.from(match.key), Array.from(spec.match.key), text);
+    assert.deepEqual(match.meta, spec.match.meta, text);
   }), { numRuns: 400 });
 });
 
