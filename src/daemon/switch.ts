@@ -168,11 +168,11 @@ export class Switch implements ObservableSwitch {
     cpus.forEach((cpu, i) => {
       sw.pmds.push(
         new PmdThread(
-          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0, perfMetrics: opts.pmdPerfMetrics === true },
+          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0, perfMetrics: opts.pmdPerfMetrics === true, logLevel: portLogLevel(opts.log) },
           {
             upcalls: (list) => sw.onUpcalls(list),
             portEvent: (m) => sw.onPortEvent(m),
-            log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : 'info'](msg),
+            log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info'](msg),
             exit: (code) => {
               if (!sw.stopping) sw.log.error(`pmd ${i} exited unexpectedly (code ${code})`);
             },
@@ -1010,6 +1010,12 @@ function sameArray(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if ((a[i] | 0) !== (b[i] | 0)) return false;
   return true;
+}
+
+/** The lowest level worth sending from a PMD thread's ports to the daemon's pino logger. */
+function portLogLevel(log: Logger): 'debug' | 'info' | 'warn' | 'error' {
+  const v = log.levelVal;
+  return v <= 20 ? 'debug' : v <= 30 ? 'info' : v <= 40 ? 'warn' : 'error';
 }
 
 export function formatPmdStats(s: PmdThreadStats): string {

@@ -17,6 +17,7 @@ import { RemoteTxPort } from './remote-port.js';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
 import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, type MemoryReport } from '../util/memory.js';
+import type { Logger, LogLevel } from '../vhost/connection.js';
 
 export interface PmdConfig {
   id: number;
@@ -35,6 +36,11 @@ export interface PmdConfig {
   board?: SharedArrayBuffer;
   /** Publish period of the board, ms (default 10). */
   boardPeriodMs?: number;
+  /**
+   * Lowest level of the lines the thread's ports log (default 'info'). Lines go to the main
+   * thread as { t: 'log' } messages and out through the daemon's logger (one pino stream).
+   */
+  logLevel?: LogLevel;
 }
 
 /** One missed packet, as the slow path sees it. */
@@ -91,8 +97,17 @@ type Req =
 
 // ---------------- worker side ----------------
 
+const LOG_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
 function workerMain(cfg: PmdConfig): void {
   const port = parentPort!;
+  // the ports' lines (vhost-user protocol, virtio-user) go to the main thread's logger
+  const minRank = LOG_RANK[cfg.logLevel ?? 'info'];
+  const portLog: Logger = {
+    log: (level, msg) => {
+      if (LOG_RANK[level] >= minRank) port.postMessage({ t: 'log', level, msg });
+    },
+  };
   if (cfg.cpu !== undefined) {
     try {
       libc.setAffinity([cfg.cpu]);
@@ -195,7 +210,7 @@ function workerMain(cfg: PmdConfig): void {
   const handle = async (req: Req): Promise<unknown> => {
     switch (req.op) {
       case 'add-port': {
-        const p = await openPort(req.spec, pool);
+        const p = await openPort(req.spec, pool, portLog);
         try {
           dp.addPort(req.portNo, p);
         } catch (e) {

@@ -12,6 +12,7 @@ import { VhostUserPort } from '../pmd/vhost-user.js';
 import { VirtioPciPort } from '../pmd/virtio-pci.js';
 import { VxlanPort } from '../pmd/vxlan.js';
 import type { GuestMemoryInfo } from '../vhost/backend.js';
+import type { Logger } from '../vhost/connection.js';
 
 export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket' | 'vxlan';
 
@@ -90,7 +91,7 @@ export class PortSpecError extends Error {
 }
 
 /** Open a port of the given spec (link changes are watched by the PMD thread that polls it). */
-export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
+export async function openPort(spec: PortSpec, pool: Mempool, logger?: Logger): Promise<Port> {
   if (spec.mtu !== undefined) {
     if (!Number.isInteger(spec.mtu) || spec.mtu < 68) throw new PortSpecError(`port ${spec.name}: mtu ${spec.mtu} must be an integer >= 68`);
     const max = poolMaxMtu(pool);
@@ -106,11 +107,11 @@ export async function openPort(spec: PortSpec, pool: Mempool): Promise<Port> {
       return new VhostUserPort({
         name: spec.name, path: spec.path, client: spec.type === 'vhost-user-client', queues: spec.queues, mac: spec.mac, mtu: spec.mtu, mempool: pool,
         maxMtu: Math.min(spec.maxMtu ?? 65535, poolMaxMtu(pool)),
-        maxGuestMemory: spec.maxGuestMemory, maxGuestMemoryName: 'tsvs daemon --max-guest-mem',
+        maxGuestMemory: spec.maxGuestMemory, maxGuestMemoryName: 'tsvs daemon --max-guest-mem', logger,
       });
     case 'virtio-user': {
       if (!spec.path) throw new PortSpecError(`port ${spec.name}: virtio-user needs a socket path`);
-      return new VirtioUserPort({ name: spec.name, path: spec.path, server: spec.server, queues: spec.queues, packed: spec.packed, mac: spec.mac, pool });
+      return new VirtioUserPort({ name: spec.name, path: spec.path, server: spec.server, queues: spec.queues, packed: spec.packed, mac: spec.mac, pool, logger });
     }
     case 'virtio-pci': {
       if (!spec.pci) throw new PortSpecError(`port ${spec.name}: virtio-pci needs a PCI address`);

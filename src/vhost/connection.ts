@@ -34,7 +34,12 @@ export interface Logger {
 
 const LEVELS: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
-/** A logger writing to stderr at `min` level and above (default warn). */
+/**
+ * A logger writing text lines to stderr at `min` level and above (default warn): for library
+ * users and standalone tools (tsvs testpmd, tests). The daemon never lets a port fall back to
+ * it: every port gets a logger that feeds the daemon's pino stream (in a PMD thread, through
+ * { t: 'log' } messages to the main thread, see src/dp/pmd-thread.ts).
+ */
 export function stderrLogger(min: LogLevel = 'warn', prefix = 'vhost'): Logger {
   return {
     log(level, msg) {

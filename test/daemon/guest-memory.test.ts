@@ -192,6 +192,17 @@ test('guest memory attacks: a truncated memfd takes down only its port, sealable
     seq += 64;
   }
   assert.match(d.log(), /guest memory of 56 TiB exceeds this port's limit of 1 TiB \(raise it with tsvs daemon --max-guest-mem\)/);
+  // one logger: the port's vhost-user protocol runs in a PMD thread, and its lines come out as the daemon's pino records
+  const lines = d.log().split('\n').filter((l) => l.trim() !== '');
+  const notJson = lines.filter((l) => {
+    try {
+      return typeof JSON.parse(l) !== 'object';
+    } catch {
+      return true;
+    }
+  });
+  assert.deepEqual(notJson, [], 'every line of the daemon log is a JSON record');
+  assert.ok(lines.some((l) => /exceeds this port's limit/.test(String((JSON.parse(l) as { msg?: string }).msg))), 'the vhost-user warning is one of them');
   const bp = await portState(d, 'big');
   assert.equal(bp.memory?.regions, 8, 'the 768 GiB table is mapped');
   assert.ok(alive(d));
