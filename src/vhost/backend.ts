@@ -16,8 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as libc from '../sys/libc.js';
-import { UnixSocket, UnixListener } from '../sys/socket.js';
-import { watchReadable, type FdWatch } from '../sys/poll.js';
+import { UnixSocket } from '../sys/socket.js';
 import { sigbusGuard, sigbusGuardProblem, type GuardFault } from '../sys/sigbus.js';
 import { GuestMemory, GuestMemoryError, type GuestRegion } from '../mem/guest-memory.js';
 import {
@@ -56,6 +55,7 @@ import {
   type HandlerKey,
 } from './messages.js';
 import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
+import { SocketEndpoint } from './endpoint.js';
 import { peerPid, mappingSharing } from './peer.js';
 import { ControlBlock, type DataPathDescription, type DataPathLog, type DataPathQueue, type DataPathRegion } from './datapath.js';
 
@@ -262,13 +262,11 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   readonly maxGuestMemory: number;
   private readonly maxGuestMemoryName: string;
 
-  private listener: UnixListener | null = null;
-  private listenWatch: FdWatch | null = null;
+  /** Listening / connecting and reconnecting (shared with the frontend). */
+  private readonly endpoint: SocketEndpoint;
   private conn: VhostConnection | null = null;
   private closed = false;
   private started = false;
-  private reconnectTimer: NodeJS.Timeout | null = null;
-  private reconnectDelay: number;
   private readonly reconnectMin: number;
   private readonly reconnectMax: number;
   private readonly messageTimeoutMs: number | undefined;
@@ -319,7 +317,6 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.log = opts.logger ?? defaultLogger;
     this.reconnectMin = opts.reconnectMinMs ?? 20;
     this.reconnectMax = opts.reconnectMaxMs ?? 1000;
-    this.reconnectDelay = this.reconnectMin;
     this.messageTimeoutMs = opts.messageTimeoutMs;
     this.warnPer10s = opts.warnPer10s ?? 10;
     this.maxGuestMemory = opts.maxGuestMemory ?? DEFAULT_MAX_GUEST_MEMORY;
@@ -331,6 +328,19 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.control = new ControlBlock(this.device.maxQueues);
     this.rings = Array.from({ length: this.device.maxQueues }, newVring);
     this.handlers = this.makeHandlers();
+    this.endpoint = new SocketEndpoint({
+      path: this.path,
+      client: this.client,
+      reconnectMinMs: this.reconnectMin,
+      reconnectMaxMs: this.reconnectMax,
+      busy: () => this.connected,
+      onSocket: (s) => {
+        this.endpoint.resetBackoff();
+        this.attachSocket(s);
+      },
+      onConnectError: (e, ms) => this.log.log('debug', `${this.name}: connect: ${e.message}; retry in ${ms} ms`),
+      onAcceptError: (e) => this.log.log('warn', `${this.name}: accept: ${e.message}`),
+    });
   }
 
   // ------------------------------------------------------------------ public state
@@ -402,12 +412,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   start(): void {
     if (this.started) throw new Error('backend already started');
     this.started = true;
-    if (this.client) {
-      this.tryConnect();
-    } else {
-      this.listener = UnixListener.listen(this.path);
-      this.listenWatch = watchReadable(this.listener.fd, () => this.onAcceptable());
-    }
+    this.endpoint.start();
   }
 
   /**
@@ -454,52 +459,11 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   async close(): Promise<void> {
     if (this.closed) return this.serial;
     this.closed = true;
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    this.reconnectTimer = null;
-    this.listenWatch?.close();
-    this.listenWatch = null;
-    this.listener?.close();
-    this.listener = null;
+    this.endpoint.close();
     this.conn?.close(null);
     await this.enqueue(async () => {
       await this.resetSession();
     });
-  }
-
-  private onAcceptable(): void {
-    if (!this.listener) return;
-    for (;;) {
-      let s: UnixSocket | null;
-      try {
-        s = this.listener.accept();
-      } catch (e) {
-        this.log.log('warn', `${this.name}: accept: ${(e as Error).message}`);
-        return;
-      }
-      if (!s) return;
-      this.attachSocket(s);
-    }
-  }
-
-  private tryConnect(): void {
-    this.reconnectTimer = null;
-    if (this.closed || this.connected) return;
-    let s: UnixSocket;
-    try {
-      s = UnixSocket.connect(this.path);
-    } catch (e) {
-      this.log.log('debug', `${this.name}: connect: ${(e as Error).message}; retry in ${this.reconnectDelay} ms`);
-      this.scheduleReconnect();
-      return;
-    }
-    this.reconnectDelay = this.reconnectMin;
-    this.attachSocket(s);
-  }
-
-  private scheduleReconnect(): void {
-    if (this.closed || !this.client || this.reconnectTimer) return;
-    this.reconnectTimer = setTimeout(() => this.tryConnect(), this.reconnectDelay);
-    this.reconnectDelay = Math.min(this.reconnectMax, this.reconnectDelay * 2);
   }
 
   private enqueue(fn: () => void | Promise<void>): Promise<void> {
@@ -517,9 +481,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     await this.resetSession();
     this.connLine('info', `frontend disconnected${reason ? ` (${reason})` : ''}`);
     this.emit('disconnect', reason);
-    if (this.client && !this.closed) {
-      this.reconnectDelay = this.reconnectMin;
-      this.scheduleReconnect();
+    if (!this.closed) {
+      // client: connect again, from the shortest delay (a server keeps listening)
+      this.endpoint.resetBackoff();
+      this.endpoint.retry();
     }
   }
 

@@ -25,10 +25,9 @@
  * exponential backoff, a server keeps listening. Each new connection does the
  * whole negotiation again with fresh rings.
  */
-import { UnixListener, UnixSocket } from '../sys/socket.js';
+import { UnixSocket } from '../sys/socket.js';
 import * as libc from '../sys/libc.js';
 import { SysError } from '../sys/libc.js';
-import { watchReadable, type FdWatch } from '../sys/poll.js';
 import {
   Req,
   ProtoF,
@@ -50,6 +49,7 @@ import {
   type MsgHeader,
 } from './messages.js';
 import { VhostConnection, defaultLogger, type Logger, type VhostMessage } from './connection.js';
+import { SocketEndpoint } from './endpoint.js';
 import {
   F_VERSION_1,
   NET_F_MRG_RXBUF,
@@ -181,16 +181,14 @@ export class VhostUserFrontend {
   disconnects = 0;
   negotiated: NegotiatedConfig | null = null;
 
-  private listener: UnixListener | null = null;
-  private listenWatch: FdWatch | null = null;
+  /** Listening / connecting and reconnecting (shared with the backend). */
+  private readonly endpoint: SocketEndpoint;
   private conn: VhostConnection | null = null;
   private gen = 0;
   private pending: Pending | null = null;
   private kickFds: number[] = [];
   private callFds: number[] = [];
   private deviceSetUp = false;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private backoff: number;
   private upWaiters: (() => void)[] = [];
 
   constructor(opts: FrontendOptions, device: FrontendDevice) {
@@ -216,7 +214,25 @@ export class VhostUserFrontend {
     if (!this.opts.packed && (qs & (qs - 1)) !== 0) throw new RangeError(`split queueSize ${qs} must be a power of 2`);
     this.dev = device;
     this.log = opts.logger ?? defaultLogger;
-    this.backoff = this.opts.reconnectMinMs;
+    this.endpoint = new SocketEndpoint({
+      path: this.path,
+      client: !this.server,
+      reconnectMinMs: this.opts.reconnectMinMs,
+      reconnectMaxMs: this.opts.reconnectMaxMs,
+      busy: () => this.conn !== null,
+      onSocket: (s) => {
+        if (this.conn) {
+          this.log.log('warn', `${this.path}: a second backend connected while one is active; refused`);
+          s.close();
+          return;
+        }
+        this.attach(s);
+      },
+      onConnectError: (e) => {
+        this.lastError = e.message;
+      },
+      onAcceptError: (e) => this.log.log('warn', `accept on ${this.path}: ${e.message}`),
+    });
   }
 
   get state(): FrontendState {
@@ -244,12 +260,7 @@ export class VhostUserFrontend {
   start(): void {
     if (this._state !== 'idle') return;
     this._state = 'connecting';
-    if (this.server) {
-      this.listener = UnixListener.listen(this.path);
-      this.listenWatch = watchReadable(this.listener.fd, () => this.onAccept());
-    } else {
-      this.tryConnect();
-    }
+    this.endpoint.start();
   }
 
   /** Resolve when the link is up (rejects after ms). */
@@ -285,56 +296,10 @@ export class VhostUserFrontend {
     if (this._state === 'closed') return;
     this.teardown('closed by us', false);
     this._state = 'closed';
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    this.listenWatch?.close();
-    this.listenWatch = null;
-    this.listener?.close();
-    this.listener = null;
+    this.endpoint.close();
   }
 
   // ------------------------------------------------------------ connecting
-
-  private tryConnect(): void {
-    this.retryTimer = null;
-    if (this._state === 'closed') return;
-    let sock: UnixSocket;
-    try {
-      sock = UnixSocket.connect(this.path);
-    } catch (e) {
-      this.lastError = (e as Error).message;
-      this.scheduleRetry();
-      return;
-    }
-    this.attach(sock);
-  }
-
-  private scheduleRetry(): void {
-    if (this._state === 'closed' || this.server || this.retryTimer) return;
-    const d = this.backoff;
-    this.backoff = Math.min(this.backoff * 2, this.opts.reconnectMaxMs);
-    this.retryTimer = setTimeout(() => this.tryConnect(), d);
-  }
-
-  private onAccept(): void {
-    if (!this.listener) return;
-    for (;;) {
-      let s: UnixSocket | null;
-      try {
-        s = this.listener.accept();
-      } catch (e) {
-        this.log.log('warn', `accept on ${this.path}: ${(e as Error).message}`);
-        return;
-      }
-      if (!s) return;
-      if (this.conn) {
-        this.log.log('warn', `${this.path}: a second backend connected while one is active; refused`);
-        s.close();
-        continue;
-      }
-      this.attach(s);
-    }
-  }
 
   private attach(sock: UnixSocket): void {
     const gen = ++this.gen;
@@ -394,7 +359,7 @@ export class VhostUserFrontend {
     this.negotiated = null;
     if (this._state !== 'closed') this._state = 'connecting';
     if (wasUp) this.log.log('info', `vhost-user frontend ${this.path}: link down (${reason})`);
-    if (retry && !this.server) this.scheduleRetry();
+    if (retry && this._state !== 'closed') this.endpoint.retry();
   }
 
   // ------------------------------------------------------------ request/reply
@@ -571,7 +536,7 @@ export class VhostUserFrontend {
     this.negotiated = cfg;
     this._state = 'up';
     this.connects++;
-    this.backoff = o.reconnectMinMs;
+    this.endpoint.resetBackoff();
     this.lastError = '';
     this.log.log(
       'info',
