@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Testpmd as Dpdk } from '../harness/dpdk.js';
 import { CLI } from '../harness/daemon.js';
+import { waitFor } from '../harness/wait.js';
 
 interface Report { duration_s: number; ports: { name: string; rx_packets: number; tx_packets: number; rx_bad: number; tx_bytes: number; rx_bytes: number }[] }
 
@@ -44,7 +45,7 @@ test(`tsvs testpmd virtio-user txonly -> DPDK net_vhost rxonly, ${mode}: counts 
   const sent = rep.ports[0].tx_packets;
   assert.ok(sent > 1000, `sent ${sent}`);
   assert.equal(rep.ports[0].tx_bytes, sent * 128);
-  await new Promise((res) => setTimeout(res, 300));
+  await waitFor(async () => (await dpdk.portStats()).rxPackets >= sent, { what: `DPDK to receive the ${sent} frames tsvs testpmd sent` });
   const st = await dpdk.stopForwarding();
   assert.equal(st.rxPackets, sent, 'DPDK received exactly what tsvs testpmd sent');
   await dpdk.quit();
@@ -56,12 +57,12 @@ test('DPDK virtio-user txonly -> tsvs testpmd vhost-user rxonly: counts match, n
   const sock = path.join(dir, 'vh.sock');
   const r = tsvs(['testpmd', '--port', `vhost-user:path=${sock}`, '--fwd', 'rxonly', '--duration', '6', '--json', '--cpu', '0']);
   t.after(() => { try { process.kill(r.pid, 'SIGKILL'); } catch { /* exited */ } });
-  for (let i = 0; i < 100 && !fs.existsSync(sock); i++) await new Promise((res) => setTimeout(res, 50));
+  await waitFor(() => fs.existsSync(sock), { what: 'tsvs testpmd to listen on its vhost-user socket', timeout: 5000, interval: 50 });
   const dpdk = Dpdk.start({ vdev: `net_virtio_user0,path=${sock},queues=1`, fwdMode: 'txonly', lcores: '0@1,1@0', txpkts: 200 });
   t.after(() => dpdk.kill());
   await dpdk.waitFor(/testpmd> /, 30000);
   await dpdk.run('start');
-  await new Promise((res) => setTimeout(res, 1500));
+  await waitFor(async () => (await dpdk.portStats()).txPackets > 20000, { what: 'DPDK to send 20000 frames (tsvs testpmd stops after its 6 s)', timeout: 3000 });
   const st = await dpdk.stopForwarding();
   await dpdk.quit();
   const out = await r.done;

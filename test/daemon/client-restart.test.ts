@@ -13,10 +13,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
 import { Testpmd } from '../harness/dpdk.js';
+import { waitFor } from '../harness/wait.js';
 
 const M1 = '02:00:00:00:00:01';
 const M2 = '02:00:00:00:00:02';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface PortRow { port: string; rxPackets: number; txPackets: number; drops: Record<string, number> }
 interface ShowPort { name: string; link: string; status: string }
@@ -34,13 +34,22 @@ async function showPorts(d: Daemon): Promise<ShowPort[]> {
 }
 
 async function waitLinksUp(d: Daemon, what: string): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    const ports = await showPorts(d);
-    if (ports.length === 2 && ports.every((p) => p.link === 'up')) return;
-    if (Date.now() - t0 > 20000) throw new Error(`${what}: links not up: ${JSON.stringify(ports)}\n${d.log().slice(-3000)}`);
-    await sleep(100);
-  }
+  let ports: ShowPort[] = [];
+  await waitFor(async () => (ports = await showPorts(d)).length === 2 && ports.every((p) => p.link === 'up'), {
+    what: `${what}: links up`,
+    timeout: 20000,
+    interval: 100,
+    describe: () => `${JSON.stringify(ports)}\n${d.log().slice(-3000)}`,
+  });
+}
+
+/** Both ports have received at least n frames more than in `before` (the switch's counters). */
+async function flowed(d: Daemon, before: Map<string, PortRow>, n: number, what: string): Promise<void> {
+  let now = before;
+  await waitFor(async () => {
+    now = await portStats(d);
+    return ['vm1', 'vm2'].every((p) => now.get(p)!.rxPackets - before.get(p)!.rxPackets >= n);
+  }, { what: `${what}: ${n} frames each way through the switch`, describe: () => JSON.stringify([...now.values()]) });
 }
 
 async function killDaemon(d: Daemon): Promise<void> {
@@ -59,18 +68,27 @@ async function shutdownDaemon(d: Daemon): Promise<void> {
 
 /**
  * One traffic round: testpmd sends (macswap ping-pong between its two ports through the switch)
- * for `ms`, stops; returns the switch's and testpmd's counter deltas, which must agree.
+ * until 20000 frames went each way, stops; then the switch's and testpmd's counter deltas must agree.
  */
-async function trafficRound(d: Daemon, tp: Testpmd, what: string, ms = 1500): Promise<void> {
+async function trafficRound(d: Daemon, tp: Testpmd, what: string): Promise<void> {
   await tp.run('clear port stats all');
   const before = await portStats(d);
   await tp.run('start tx_first 8');
-  await sleep(ms);
+  await flowed(d, before, 20000, what);
   await tp.stopForwarding();
-  await sleep(400);
-  const after = await portStats(d);
-  const p0 = await tp.portStats(0);
-  const p1 = await tp.portStats(1);
+  // testpmd stopped: the switch has taken every frame testpmd transmitted once its rx counts reach testpmd's tx
+  let after = before;
+  let p0 = await tp.portStats(0);
+  let p1 = await tp.portStats(1);
+  await waitFor(
+    async () => {
+      after = await portStats(d);
+      p0 = await tp.portStats(0);
+      p1 = await tp.portStats(1);
+      return after.get('vm1')!.rxPackets - before.get('vm1')!.rxPackets >= p0.txPackets && after.get('vm2')!.rxPackets - before.get('vm2')!.rxPackets >= p1.txPackets;
+    },
+    { what: `${what}: the switch to take every frame testpmd sent`, describe: () => `switch ${JSON.stringify([...after.values()])} testpmd ${JSON.stringify([p0, p1])}` },
+  );
   const delta = (n: string, k: 'rxPackets' | 'txPackets'): number => after.get(n)![k] - before.get(n)![k];
   const info = `${what}: switch ${JSON.stringify([...after.values()])} testpmd ${JSON.stringify([p0, p1])}\n${d.log().slice(-2000)}`;
   assert.ok(delta('vm1', 'rxPackets') > 1000 && delta('vm2', 'rxPackets') > 1000, `traffic flows both ways: ${info}`);
@@ -116,10 +134,11 @@ for (const kind of ['split', 'packed'] as const) {
     for (const how of ['SIGKILL', 'shutdown'] as const) {
       // traffic is running when the switch goes away: the rings are far from their start
       await tp.run('start tx_first 8');
-      await sleep(800);
+      await flowed(d, await portStats(d), 50000, `before ${how}`);
       if (how === 'SIGKILL') await killDaemon(d);
       else await shutdownDaemon(d);
-      await sleep(300);
+      // testpmd runs on against the vanished switch until it sees both links go down
+      await waitFor(async () => !(await tp.linkUp(0)) && !(await tp.linkUp(1)), { what: `testpmd to see the switch gone (${how})` });
       await tp.stopForwarding();
       d = await startDaemon({ runDir, args: ['--pmd-cpus', '1'] });
       await waitLinksUp(d, `after ${how}`);

@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
+import { waitFor as waitUntil } from '../harness/wait.js';
 import * as libc from '../../src/sys/libc.js';
 import { UnixSocket } from '../../src/sys/socket.js';
 import { Mempool } from '../../src/mem/mempool.js';
@@ -34,13 +35,7 @@ async function portState(d: Daemon, name: string): Promise<PortJson> {
 }
 
 async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, ms = 10000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return (await waitUntil(fn, { what, timeout: ms, interval: 50 })) as T;
 }
 
 function alive(d: Daemon): boolean {

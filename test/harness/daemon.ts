@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from './wait.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../src/cli/main.js');
@@ -35,7 +36,6 @@ export async function startDaemon(opts: { netns?: string; args?: string[]; runDi
   let log = '';
   proc.stderr!.on('data', (d) => (log += d));
   const ctl = path.join(runDir, 'tsvs.ctl');
-  const t0 = Date.now();
   // (a daemon killed with SIGKILL leaves its socket file behind: wait until one answers)
   const answers = (): Promise<boolean> =>
     new Promise((resolve) => {
@@ -46,11 +46,13 @@ export async function startDaemon(opts: { netns?: string; args?: string[]; runDi
       });
       s.on('error', () => resolve(false));
     });
-  while (!(await answers())) {
-    if (proc.exitCode !== null) throw new Error(`daemon exited early (${proc.exitCode}): ${log}`);
-    if (Date.now() - t0 > 20000) throw new Error(`daemon did not start: ${log}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const started = await waitFor(async () => (proc.exitCode !== null ? 'exited' : await answers()), {
+    what: 'the daemon to answer on its control socket',
+    timeout: 20000,
+    interval: 50,
+    describe: () => log,
+  });
+  if (started === 'exited') throw new Error(`daemon exited early (${proc.exitCode}): ${log}`);
   const d: Daemon = {
     runDir,
     proc,

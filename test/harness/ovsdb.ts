@@ -11,6 +11,7 @@ import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_pro
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { waitFor } from './wait.js';
 
 export const OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
 
@@ -39,7 +40,6 @@ export function run(argv: string[], env: Record<string, string> = {}, timeoutMs 
   });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class OvsdbServer {
   readonly dir: string;
@@ -81,12 +81,12 @@ export class OvsdbServer {
     });
     p.stderr!.on('data', (x) => (this.log += x));
     this.proc = p;
-    const t0 = Date.now();
-    while (!fs.existsSync(`${d}/db.sock`)) {
-      if (p.exitCode !== null) throw new Error(`ovsdb-server exited (${p.exitCode}): ${this.log}`);
-      if (Date.now() - t0 > 15000) throw new Error(`ovsdb-server did not create its socket: ${this.log}`);
-      await sleep(20);
-    }
+    const r = await waitFor(() => (p.exitCode !== null ? 'exited' : fs.existsSync(`${d}/db.sock`)), {
+      what: 'ovsdb-server to create its socket',
+      timeout: 15000,
+      describe: () => this.log,
+    });
+    if (r === 'exited') throw new Error(`ovsdb-server exited (${p.exitCode}): ${this.log}`);
   }
 
   get pid(): number | undefined {

@@ -7,7 +7,9 @@
  * The condition is polled (sync or async) until it returns a truthy value,
  * which waitFor returns; after `timeout` ms it throws an Error naming `what`
  * and, if given, the last value `describe()` reports (so a failure says what
- * was seen instead of "timed out").
+ * was seen instead of "timed out"). An exception in the condition counts as
+ * "not yet" (reported at the timeout); waitForOrTimeout instead treats the
+ * timeout as an answer (undefined) and throws a condition's exception at once.
  */
 
 export interface WaitOptions {
@@ -51,6 +53,32 @@ export async function waitFor<T>(cond: () => T | Promise<T>, opts: WaitOptions):
       throw new WaitTimeout(`timed out after ${timeout} ms waiting for ${opts.what}${extra}`);
     }
     await pause(interval);
+  }
+}
+
+/**
+ * As waitFor, but a timeout is an answer, not an error: resolves with the
+ * condition's value, or undefined when `timeout` passed first (for pumps that
+ * take what arrived within a budget, e.g. "receive until 10 frames or 3 s").
+ */
+export async function waitForOrTimeout<T>(cond: () => T | Promise<T>, opts: WaitOptions): Promise<Exclude<T, false | null | undefined | 0 | ''> | undefined> {
+  // an exception in cond (a failed check on what arrived) ends the wait at once and is thrown
+  let failed: { e: unknown } | null = null;
+  const guarded = async (): Promise<T | true> => {
+    try {
+      return await cond();
+    } catch (e) {
+      failed = { e };
+      return true;
+    }
+  };
+  try {
+    const v = await waitFor(guarded, opts);
+    if (failed) throw (failed as { e: unknown }).e;
+    return v as Exclude<T, false | null | undefined | 0 | ''>;
+  } catch (e) {
+    if (e instanceof WaitTimeout) return undefined;
+    throw e;
   }
 }
 

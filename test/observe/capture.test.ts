@@ -94,7 +94,11 @@ test('tsvs capture under testpmd traffic: pcap that tshark decodes, pipes, filte
   let noneErr = '';
   none.stderr!.on('data', (x) => (noneErr += x));
   await waitFor('the tcp capture to start', () => noneErr.includes('Ctrl-C'));
-  await new Promise((r) => setTimeout(r, 500)); // traffic time: every frame of it is UDP
+  // frames pass while the capture runs (every one of them UDP): the switch's rx count moves on by 1000
+  const rxNow = async (): Promise<number> =>
+    (JSON.parse((await d.cli('port-stats', '--json')).stdout) as { port: string; rxPackets: number }[]).find((p) => p.port === 'vm1')!.rxPackets;
+  const rxAtStart = await rxNow();
+  await waitFor('1000 frames through vm1 during the tcp capture', async () => (await rxNow()) > rxAtStart + 1000);
   none.kill('SIGINT');
   await new Promise((r) => none.once('exit', r));
   assert.match(noneErr, /0 frames captured, [1-9]\d* did not match the filter/, noneErr);

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import parsePrometheusTextFormat, { type PromFamily } from 'parse-prometheus-text-format';
 import { startDaemon } from '../harness/daemon.js';
 import { requireTestpmd } from '../harness/dpdk.js';
-import { macswapPair, sleep, urlFromLog, waitFor } from '../harness/observe.js';
+import { macswapPair, urlFromLog, waitFor } from '../harness/observe.js';
 
 async function scrape(url: string): Promise<Map<string, PromFamily>> {
   const r = await fetch(url);
@@ -58,12 +58,19 @@ test('Prometheus metrics under DPDK testpmd traffic: names, labels, counters tha
   const rx0 = value(m0, 'tsvs_interface_rx_packets_total', { port: 'vm1' });
 
   await tp.run('start tx_first 8');
-  await sleep(1500);
-  const m1 = await scrape(url);
-  await sleep(500);
-  const m2 = await scrape(url);
-  const rx1 = value(m1, 'tsvs_interface_rx_packets_total', { port: 'vm1' });
-  const rx2 = value(m2, 'tsvs_interface_rx_packets_total', { port: 'vm1' });
+  const rxOf = (m: Map<string, PromFamily>): number => value(m, 'tsvs_interface_rx_packets_total', { port: 'vm1' });
+  const busyOf = (m: Map<string, PromFamily>): number => value(m, 'tsvs_pmd_busy_seconds_total', { pmd: '0' });
+  // counters are published periodically: scrape until they show the traffic, then until they move again
+  const m1 = await waitFor('the rx counter to show 1000 frames', async () => {
+    const m = await scrape(url);
+    return rxOf(m) > rx0 + 1000 && m;
+  });
+  const m2 = await waitFor('the rx counter and busy time to move on', async () => {
+    const m = await scrape(url);
+    return rxOf(m) > rxOf(m1) && busyOf(m) > busyOf(m1) && m;
+  });
+  const rx1 = rxOf(m1);
+  const rx2 = rxOf(m2);
   assert.ok(rx1 > rx0 + 1000 && rx2 > rx1, `rx counter moves while traffic flows: ${rx0} ${rx1} ${rx2}`);
   assert.ok(value(m2, 'tsvs_pmd_busy_seconds_total', { pmd: '0' }) > value(m1, 'tsvs_pmd_busy_seconds_total', { pmd: '0' }), 'busy time moves');
   const hits = value(m2, 'tsvs_pmd_emc_hits_total', { pmd: '0' }) + value(m2, 'tsvs_pmd_megaflow_hits_total', { pmd: '0' });

@@ -15,17 +15,10 @@ import { parseRemote } from '../../src/ovsdb/client.js';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
 import { OvsdbServer, parseList, parseMap } from '../harness/ovsdb.js';
 import { Testpmd } from '../harness/dpdk.js';
+import { waitFor } from '../harness/wait.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 15000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
+async function until(what: string, f: () => Promise<boolean>, ms = 15000): Promise<void> {
+  await waitFor(f, { what, timeout: ms, interval: 100 });
 }
 
 async function json<T>(d: Daemon, ...args: string[]): Promise<T> {

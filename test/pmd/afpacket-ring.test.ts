@@ -13,6 +13,7 @@ import { AfPacketPort } from '../../src/pmd/af-packet.js';
 import { closeQuiet, SysError } from '../../src/sys/libc.js';
 import { mapPacketRings, MmsgVec, openPacketSocket, packetRingLayout, recvmmsgBurst, releasePacketRings, withNetns } from '../../src/sys/netdev.js';
 import { openFds, quietNs } from './netdev-helpers.js';
+import { waitFor, waitForOrTimeout } from '../harness/wait.js';
 
 const ETH_TEST = 0x88b5;
 
@@ -56,10 +57,7 @@ async function send(tx: AfPacketPort, pool: Mempool, first: number, count: numbe
     assert.equal(pool.alloc(hs, n), n, 'tx buffers');
     for (let i = 0; i < n; i++) writeFrame(pool, hs[i], typeof len === 'number' ? len : len(s + i), s + i);
     let done = 0;
-    for (let tries = 0; done < n && tries < 1000; tries++) {
-      done += tx.txBurst(0, hs.subarray(done), n - done);
-      if (done < n) await new Promise((r) => setTimeout(r, 1));
-    }
+    await waitForOrTimeout(() => (done += tx.txBurst(0, hs.subarray(done), n - done)) === n, { what: 'the kernel to take the burst', timeout: 1000, interval: 1 });
     assert.equal(done, n, 'all frames taken');
     s += n;
   }
@@ -69,19 +67,25 @@ async function send(tx: AfPacketPort, pool: Mempool, first: number, count: numbe
 async function drain(rx: AfPacketPort, pool: Mempool, want: number, check: (h: number, seq: number) => void, ms = 3000): Promise<number[]> {
   const seqs: number[] = [];
   const buf = new Int32Array(64);
-  const deadline = Date.now() + ms;
-  while (seqs.length < want && Date.now() < deadline) {
-    const n = rx.rxBurst(0, buf, buf.length);
-    for (let i = 0; i < n; i++) {
-      const s = seqOf(pool, buf[i]);
-      if (s >= 0) {
-        check(buf[i], s);
-        seqs.push(s);
+  const pump = (): boolean => {
+    for (;;) {
+      const n = rx.rxBurst(0, buf, buf.length);
+      try {
+        for (let i = 0; i < n; i++) {
+          const s = seqOf(pool, buf[i]);
+          if (s >= 0) {
+            check(buf[i], s);
+            seqs.push(s);
+          }
+        }
+      } finally {
+        pool.free(buf, n);
       }
+      if (seqs.length >= want) return true;
+      if (n === 0) return false;
     }
-    pool.free(buf, n);
-    if (n === 0) await new Promise((r) => setTimeout(r, 1));
-  }
+  };
+  await waitForOrTimeout(pump, { what: `${want} frames`, timeout: ms, interval: 1 });
   return seqs;
 }
 
@@ -144,7 +148,12 @@ test('afpacket rx ring: a full ring loses frames as rx-kernel-queue-full, the re
   const frames = Number(/ring, (\d+) frames/.exec(rx.status ?? '')![1]);
   const N = 400;
   await send(tx, pool, 0, N, 60); // nobody reads meanwhile
-  await new Promise((r) => setTimeout(r, 50));
+  // the kernel has dealt with every frame once the ring is full and the rest counted as drops
+  let dropped = 0;
+  await waitFor(() => {
+    rx.pollKernelStats();
+    return (dropped = rx.stats.drops['rx-kernel-queue-full'] ?? 0) >= N - frames;
+  }, { what: `at least ${N - frames} of ${N} frames dropped by the kernel (ring of ${frames})`, describe: () => `${dropped} dropped` });
   const seqs = await drain(rx, pool, N, () => {}, 300);
   rx.pollKernelStats();
   const lost = rx.stats.drops['rx-kernel-queue-full'] ?? 0;
@@ -301,8 +310,7 @@ test('afpacket tx ring (txRing: true): wraps, keeps order and contents, chains, 
   await send(tx, pool, N + 10, 5, 80);
   assert.equal(tx.stats.drops['tx-ENETDOWN'], 5, JSON.stringify(tx.stats.drops));
   A.ip('link', 'set', 'a0', 'up');
-  const deadline = Date.now() + 3000;
-  while (tx.link !== 'up' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await waitForOrTimeout(() => tx.link === 'up', { what: 'a0 up again', timeout: 3000, interval: 10 });
   const sent0 = tx.stats.txPackets;
   await send(tx, pool, N + 20, 5, 80);
   assert.equal(tx.stats.txPackets, sent0 + 5, 'the error left by the flap costs no frame');
@@ -346,11 +354,7 @@ test('packet rings (src/sys/netdev): a refused ring throws SysError naming the c
     assert.equal(tx.txBurst(0, one, 1), 1);
     vec.setIov(0, pool.region.addr + pool.dataOffset(h), 2048);
     let r = -1;
-    const deadline = Date.now() + 2000;
-    while (r <= 0 && Date.now() < deadline) {
-      r = recvmmsgBurst(s.fd, vec, 1);
-      if (r <= 0) await new Promise((res) => setTimeout(res, 1));
-    }
+    await waitForOrTimeout(() => (r = recvmmsgBurst(s.fd, vec, 1)) > 0, { what: 'the frame on the raw socket', timeout: 2000, interval: 1 });
     assert.equal(r, 1, 'received with recvmmsg');
     assert.equal(vec.msgLen(0), 100);
     assert.equal(seqOf(pool, h), 7);

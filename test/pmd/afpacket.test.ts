@@ -15,6 +15,7 @@ import { Mempool } from '../../src/mem/mempool.js';
 import { AfPacketPort } from '../../src/pmd/af-packet.js';
 import { SysError } from '../../src/sys/libc.js';
 import { Fwd, openFds, ping, quietNs } from './netdev-helpers.js';
+import { waitForOrTimeout } from '../harness/wait.js';
 
 const ETH_TEST = 0x88b5;
 
@@ -54,15 +55,19 @@ function checkFrame(pool: Mempool, h: number, len: number, seq: number): void {
 async function receive(port: AfPacketPort, pool: Mempool, want: number, ms = 3000, q = 0): Promise<number[]> {
   const got: number[] = [];
   const buf = new Int32Array(32);
-  const deadline = Date.now() + ms;
-  while (got.length < want && Date.now() < deadline) {
-    const n = port.rxBurst(q, buf, buf.length);
-    for (let i = 0; i < n; i++) {
-      if (isTestFrame(pool, buf[i])) got.push(buf[i]);
-      else pool.freeOne(buf[i]);
-    }
-    if (n === 0) await new Promise((r) => setTimeout(r, 1));
-  }
+  await waitForOrTimeout(
+    () => {
+      for (let n = -1; n !== 0 && got.length < want; ) {
+        n = port.rxBurst(q, buf, buf.length);
+        for (let i = 0; i < n; i++) {
+          if (isTestFrame(pool, buf[i])) got.push(buf[i]);
+          else pool.freeOne(buf[i]);
+        }
+      }
+      return got.length >= want;
+    },
+    { what: `${want} test frames`, timeout: ms, interval: 1 },
+  );
   return got;
 }
 
@@ -191,12 +196,16 @@ test('afpacket bursts in process (netns option): contents, chains, drops by reas
   writeFrame(bigPool, one[0], 3000, 601);
   const rxBefore = rx.stats.rxPackets;
   assert.equal(tx.txBurst(0, one, 1), 1, 'fits the 4000 MTU');
-  const deadline = Date.now() + 3000;
-  while (!rx.stats.drops['rx-too-big'] && Date.now() < deadline) {
-    const n = rx.rxBurst(0, hs, 32);
-    pool.free(hs, n);
-    if (n === 0) await new Promise((r) => setTimeout(r, 1));
-  }
+  await waitForOrTimeout(
+    () => {
+      for (let n = -1; n !== 0 && !rx.stats.drops['rx-too-big']; ) {
+        n = rx.rxBurst(0, hs, 32);
+        pool.free(hs, n);
+      }
+      return rx.stats.drops['rx-too-big'];
+    },
+    { what: 'the 3000-byte frame dropped as rx-too-big', timeout: 3000, interval: 1 },
+  );
   assert.equal(rx.stats.drops['rx-too-big'], 1, '3000 bytes do not fit a 2048-byte buffer');
   assert.equal(rx.stats.rxPackets, rxBefore);
 
@@ -265,24 +274,26 @@ test('afpacket with 2 queues: a fanout group spreads flows, each frame received 
   const seen = new Map<number, number>();
   const perQueue = [0, 0];
   const buf = new Int32Array(32);
-  const deadline = Date.now() + 3000;
-  while (perQueue[0] + perQueue[1] < N && Date.now() < deadline) {
-    let any = 0;
-    for (let q = 0; q < 2; q++) {
-      const n = rx.rxBurst(q, buf, 32);
-      any += n;
-      for (let i = 0; i < n; i++) {
-        const off = pool.dataOffset(buf[i]);
-        if (pool.data[off + 12] === 0x08 && pool.data[off + 23] === 17) {
-          const flow = pool.data[off + 42];
-          seen.set(flow, (seen.get(flow) ?? 0) + 1);
-          perQueue[q]++;
+  await waitForOrTimeout(() => {
+    let any = 1;
+    while (any > 0 && perQueue[0] + perQueue[1] < N) {
+      any = 0;
+      for (let q = 0; q < 2; q++) {
+        const n = rx.rxBurst(q, buf, 32);
+        any += n;
+        for (let i = 0; i < n; i++) {
+          const off = pool.dataOffset(buf[i]);
+          if (pool.data[off + 12] === 0x08 && pool.data[off + 23] === 17) {
+            const flow = pool.data[off + 42];
+            seen.set(flow, (seen.get(flow) ?? 0) + 1);
+            perQueue[q]++;
+          }
         }
+        pool.free(buf, n);
       }
-      pool.free(buf, n);
     }
-    if (any === 0) await new Promise((r) => setTimeout(r, 1));
-  }
+    return perQueue[0] + perQueue[1] >= N;
+  }, { what: `${N} frames over both queues`, timeout: 3000, interval: 1 });
   assert.equal(perQueue[0] + perQueue[1], N, `received ${perQueue}`);
   assert.equal(seen.size, N, 'every flow seen');
   for (const [flow, c] of seen) assert.equal(c, 1, `flow ${flow} received once`);
@@ -370,18 +381,22 @@ test('afpacket rx undoes receive offloads: VLAN tag put back, UDP checksum finis
   const collect = async (port: AfPacketPort): Promise<{ udp?: Uint8Array; vlan?: Uint8Array }> => {
     const got: { udp?: Uint8Array; vlan?: Uint8Array } = {};
     const buf = new Int32Array(32);
-    const deadline = Date.now() + 3000;
-    while (!(got.udp && got.vlan) && Date.now() < deadline) {
-      const n = port.rxBurst(0, buf, 32);
-      for (let i = 0; i < n; i++) {
-        const o = pool.dataOffset(buf[i]);
-        const f = pool.data.slice(o, o + pool.dataLen[buf[i]]);
-        if (f[12] === 8 && f[13] === 0 && f[23] === 17) got.udp = f;
-        else if (f.includes(ETH_TEST >> 8) && f[f.indexOf(ETH_TEST >> 8) + 1] === (ETH_TEST & 0xff) && f.length < 120) got.vlan = f;
-      }
-      pool.free(buf, n);
-      if (n === 0) await new Promise((r) => setTimeout(r, 1));
-    }
+    await waitForOrTimeout(
+      () => {
+        for (let n = -1; n !== 0 && !(got.udp && got.vlan); ) {
+          n = port.rxBurst(0, buf, 32);
+          for (let i = 0; i < n; i++) {
+            const o = pool.dataOffset(buf[i]);
+            const f = pool.data.slice(o, o + pool.dataLen[buf[i]]);
+            if (f[12] === 8 && f[13] === 0 && f[23] === 17) got.udp = f;
+            else if (f.includes(ETH_TEST >> 8) && f[f.indexOf(ETH_TEST >> 8) + 1] === (ETH_TEST & 0xff) && f.length < 120) got.vlan = f;
+          }
+          pool.free(buf, n);
+        }
+        return got.udp && got.vlan;
+      },
+      { what: 'the UDP and the VLAN frame', timeout: 3000, interval: 1 },
+    );
     return got;
   };
   const a = await collect(fixed);

@@ -18,6 +18,7 @@ import { Mempool } from '../../src/mem/mempool.js';
 import { TapPort, TapPortError } from '../../src/pmd/tap.js';
 import { SysError } from '../../src/sys/libc.js';
 import { openFds, Fwd, ping, quietNs } from './netdev-helpers.js';
+import { waitForOrTimeout } from '../harness/wait.js';
 
 const PEER_MAC = [2, 0, 0, 0, 0, 2];
 
@@ -63,24 +64,26 @@ function put(pool: Mempool, h: number, f: Uint8Array): void {
 async function replies(port: TapPort, pool: Mempool, id: number, want: number, ms = 3000): Promise<Map<number, Uint8Array>> {
   const got = new Map<number, Uint8Array>();
   const buf = new Int32Array(32);
-  const deadline = Date.now() + ms;
-  while (got.size < want && Date.now() < deadline) {
-    let any = 0;
-    for (let q = 0; q < port.nQueues; q++) {
-      const n = port.rxBurst(q, buf, 32);
-      any += n;
-      for (let i = 0; i < n; i++) {
-        const h = buf[i];
-        const o = pool.dataOffset(h);
-        const d = pool.data;
-        if (d[o + 12] === 8 && d[o + 13] === 0 && d[o + 23] === 1 && d[o + 34] === 0 && ((d[o + 38] << 8) | d[o + 39]) === id) {
-          got.set((d[o + 40] << 8) | d[o + 41], d.slice(o, o + pool.dataLen[h]));
+  const pump = (): boolean => {
+    for (let any = 1; any > 0 && got.size < want; ) {
+      any = 0;
+      for (let q = 0; q < port.nQueues; q++) {
+        const n = port.rxBurst(q, buf, 32);
+        any += n;
+        for (let i = 0; i < n; i++) {
+          const h = buf[i];
+          const o = pool.dataOffset(h);
+          const d = pool.data;
+          if (d[o + 12] === 8 && d[o + 13] === 0 && d[o + 23] === 1 && d[o + 34] === 0 && ((d[o + 38] << 8) | d[o + 39]) === id) {
+            got.set((d[o + 40] << 8) | d[o + 41], d.slice(o, o + pool.dataLen[h]));
+          }
         }
+        pool.free(buf, n);
       }
-      pool.free(buf, n);
     }
-    if (any === 0) await new Promise((r) => setTimeout(r, 1));
-  }
+    return got.size >= want;
+  };
+  await waitForOrTimeout(pump, { what: `${want} echo replies`, timeout: ms, interval: 1 });
   return got;
 }
 
@@ -200,12 +203,14 @@ test('tap in process: the kernel answers echo requests we write; chains, queues,
   // a frame bigger than a pool buffer (MTU raised behind our back): dropped as rx-too-big
   A.ip('link', 'set', 'tp0', 'mtu', '3000');
   const pinging = ping(A, '10.99.1.2', 1, ['-s', '2500', '-W', '1']); // a 2542-byte frame into the tap
-  const deadline = Date.now() + 3000;
   const buf = new Int32Array(32);
-  while (!port.stats.drops['rx-too-big'] && Date.now() < deadline) {
-    for (let q = 0; q < 2; q++) pool.free(buf, port.rxBurst(q, buf, 32));
-    await new Promise((r) => setTimeout(r, 1));
-  }
+  await waitForOrTimeout(
+    () => {
+      for (let q = 0; q < 2; q++) pool.free(buf, port.rxBurst(q, buf, 32));
+      return port.stats.drops['rx-too-big'];
+    },
+    { what: 'the 2542-byte frame dropped as rx-too-big', timeout: 3000, interval: 1 },
+  );
   assert.equal(port.stats.drops['rx-too-big'], 1, JSON.stringify(port.stats));
   await pinging;
 

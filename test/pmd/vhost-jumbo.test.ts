@@ -16,10 +16,10 @@ import { VhostUserPort } from '../../src/pmd/vhost-user.js';
 import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
 import type { Port } from '../../src/pmd/port.js';
 import { bufferLayout } from '../../src/daemon/switch.js';
+import { waitFor, waitForOrTimeout } from '../harness/wait.js';
 
 const quiet = { log: () => {} };
 const FRAME = 9014;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function fill(pool: Mempool, h: number, len: number, seed: number): void {
   const o = pool.dataOffset(h);
@@ -50,17 +50,16 @@ async function oneFrame(from: Port, fromPool: Mempool, to: Port, len: number, se
   fill(fromPool, out[0], len, seed);
   const sent = from.txBurst(0, out, 1);
   if (sent < 1) fromPool.free(out, 1);
-  const t0 = Date.now();
-  while (Date.now() - t0 < 2000) {
-    from.rxBurst(0, out, 0); // lets a virtio-user sender reclaim
-    const n = to.rxBurst(0, out, 32);
-    if (n > 0) {
-      assert.equal(n, 1);
-      return { h: out[0], port: to };
-    }
-    await sleep(1);
-  }
-  return null;
+  const n = await waitForOrTimeout(
+    () => {
+      from.rxBurst(0, out, 0); // lets a virtio-user sender reclaim
+      return to.rxBurst(0, out, 32);
+    },
+    { what: 'the frame at the other end', timeout: 2000, interval: 1 },
+  );
+  if (n === undefined) return null;
+  assert.equal(n, 1);
+  return { h: out[0], port: to };
 }
 
 async function pair(t: { after(fn: () => void | Promise<void>): void }, swBuf: number, feBuf: number, o: { packed?: boolean; mrgRxbuf?: boolean }) {
@@ -76,11 +75,7 @@ async function pair(t: { after(fn: () => void | Promise<void>): void }, swBuf: n
     fePool.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  const t0 = Date.now();
-  while (sw.link !== 'up' || fe.link !== 'up') {
-    if (Date.now() - t0 > 10000) throw new Error(`link did not come up: ${sw.status}`);
-    await sleep(5);
-  }
+  await waitFor(() => sw.link === 'up' && fe.link === 'up', { what: 'both links up', timeout: 10000, interval: 5, describe: () => sw.status ?? '' });
   return { sw, fe, swPool, fePool };
 }
 

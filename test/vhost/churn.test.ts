@@ -15,17 +15,13 @@ import { Mempool } from '../../src/mem/mempool.js';
 import { VhostUserPort } from '../../src/pmd/vhost-user.js';
 import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
 import { openFdCount } from '../fixtures/vhost-session.js';
+import { waitFor } from '../harness/wait.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timeout waiting for ${what}`);
-    await sleep(1);
-  }
+  await waitFor(cond, { timeout: ms, what, interval: 1 });
 }
 
 function settled(): { heap: number; rss: number } {

@@ -10,6 +10,7 @@ import { Mempool } from '../../src/mem/mempool.js';
 import { VhostUserPort } from '../../src/pmd/vhost-user.js';
 import { Testpmd, requireTestpmd } from '../harness/dpdk.js';
 import { Poller } from '../fixtures/vhost-poller.js';
+import { waitFor } from '../harness/wait.js';
 
 requireTestpmd();
 
@@ -18,11 +19,7 @@ function tmp(): string {
 }
 
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timeout: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(cond, { timeout: ms, what });
 }
 
 test('DPDK virtio-user txonly -> our backend (server): exact count', { timeout: 60000 }, async () => {
@@ -69,7 +66,11 @@ test('our backend generating -> DPDK virtio-user rxonly: counts match', { timeou
     await tp.run('start');
     poller.start();
     await until(() => poller.txOffered >= 300000, 30000, 'generator done');
-    await new Promise((r) => setTimeout(r, 300));
+    let seen = -1;
+    await waitFor(async () => (seen = (await tp.portStats()).rxPackets) >= port.stats.txPackets && pool.available() === 4096, {
+      what: 'testpmd to receive every frame we delivered, and every mbuf back in our pool',
+      describe: () => `testpmd rx ${seen}, we delivered ${port.stats.txPackets}, pool ${pool.available()}/4096`,
+    });
     const st = await tp.stopForwarding();
     const ours = port.stats;
     assert.ok(ours.txPackets > 1000, `we delivered ${ours.txPackets}`);

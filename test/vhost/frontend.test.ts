@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { VirtioUserPort, type VirtioUserOptions } from '../../src/pmd/virtio-user.js';
 import { setAffinity } from '../../src/sys/libc.js';
 import { Testpmd, type TestpmdOptions } from '../harness/dpdk.js';
-import { fillFrame, checkFrame, pollUntil, sleep } from '../fixtures/frontend-traffic.js';
+import { fillFrame, checkFrame, pollUntil } from '../fixtures/frontend-traffic.js';
+import { waitFor } from '../harness/wait.js';
 
 // Our polling loop on CPU 1, testpmd's forwarding lcore on CPU 0 (docs/interop.md#dpdk-2211: main and forwarding lcore on different CPUs).
 try {
@@ -167,7 +168,7 @@ test('virtio-user txonly -> DPDK net_vhost rxonly: every frame arrives with its 
   assert.equal(r.port.link, 'up');
   const total = 20000;
   const { sent, bytes } = await sendAll(r.port, total);
-  await sleep(100);
+  await waitFor(async () => (await r.tp.portStats()).rxPackets >= sent, { what: `testpmd received all ${sent} frames`, timeout: 5000 });
   const fwd = await r.tp.stopForwarding();
   const nic = await r.tp.portStats();
   assert.equal(fwd.rxPackets, sent);
@@ -266,7 +267,10 @@ test('client mode: backend restarts, we retry with backoff and renegotiate', asy
   assert.equal(r.port.txBurst(0, h, 1), 0);
   r.port.pool.free(h, 1);
   assert.equal(r.port.stats.drops['tx-link-down'], 1);
-  await sleep(300); // a few failed connects
+  await waitFor(() => /^connect .* failed/.test(r.port.frontend.lastError), {
+    what: 'a failed reconnect attempt while no backend listens',
+    describe: () => r.port.frontend.lastError,
+  });
   const tp2 = backend(r.sock, { mode: 'io' });
   t.after(() => tp2.kill());
   await forward(tp2);

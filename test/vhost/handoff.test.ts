@@ -16,8 +16,8 @@ import type { DataPathDescription } from '../../src/vhost/datapath.js';
 import { VhostUserPort } from '../../src/pmd/vhost-user.js';
 import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
 import { TrafficGen } from '../../src/app/traffic.js';
+import { waitFor } from '../harness/wait.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 for (const packed of [false, true]) {
   test(`a data path handed to a new owner resumes where the old one stopped (${packed ? 'packed' : 'split'})`, async (t) => {
@@ -35,9 +35,7 @@ for (const packed of [false, true]) {
       await b.close();
       pool.close();
     });
-    const t0 = Date.now();
-    while ((desc === null || !b.linkUp) && Date.now() - t0 < 10000) await sleep(10);
-    assert.ok(desc !== null, 'the backend described a data path');
+    await waitFor(() => desc !== null && b.linkUp, { what: 'the backend to describe a data path with the link up', interval: 10 });
     await fe.waitUp(); // the frontend's own side of the handshake may finish after the backend's
     const gen = new TrafficGen({ size: 64 });
     const bufs = new Int32Array(32);

@@ -18,6 +18,7 @@ import { NetDevice } from '../../src/vhost/net-device.js';
 import * as M from '../../src/vhost/messages.js';
 import type { Logger } from '../../src/vhost/connection.js';
 import { FakeGuest, ReplyReader, dpdkSession, sendScript, openFdCount } from '../fixtures/vhost-session.js';
+import { waitFor } from '../harness/wait.js';
 
 const R = M.Req;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -28,11 +29,7 @@ function memLogger(): Logger & { lines: string[] } {
 }
 
 async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timeout waiting for ${what}`);
-    await sleep(2);
-  }
+  await waitFor(cond, { timeout: ms, what, interval: 2 });
 }
 
 /** Play the DPDK start sequence on sock; resolves when b's link is up. */
@@ -79,7 +76,7 @@ test('a message sent one byte per sendmsg with 8 fds on each byte: at most 8 fds
     if (victim.stats.closeReasons['too-many-fds']) break;
   }
   await until(() => !victim.connected, 3000, 'attacker dropped');
-  await sleep(20);
+  await until(() => openFdCount() - base <= -1, 3000, "the dropped connection's fds and socket closed");
   assert.ok(maxHeld <= 8, `at most one message's worth of fds held at any time (held ${maxHeld} after ${sent + 1} bytes)`);
   assert.equal(openFdCount() - base, -1, 'every received fd closed, and the dropped connection\'s own socket');
   assert.equal(victim.stats.closeReasons['too-many-fds'], 1);

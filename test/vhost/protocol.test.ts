@@ -4,6 +4,7 @@
  * one connection, and leave the process and other connections healthy.
  */
 import { test } from 'node:test';
+import { waitFor } from '../harness/wait.js';
 import assert from 'node:assert/strict';
 import { UnixSocket } from '../../src/sys/socket.js';
 import { VhostUserBackend } from '../../src/vhost/backend.js';
@@ -50,12 +51,8 @@ async function connect(b: VhostUserBackend): Promise<{ sock: UnixSocket; rd: Rep
   return { sock: ours, rd: new ReplyReader(ours) };
 }
 
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('timeout');
-    await new Promise((r) => setTimeout(r, 2));
-  }
+async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
+  await waitFor(cond, { timeout: ms, what, interval: 2 });
 }
 
 /** Send msgs; collect the replies the ones that expect one produce. */
@@ -444,8 +441,10 @@ test('a frontend that maps guest memory privately (share=off) is reported, link 
     }
     return m;
   });
+  const m0 = b.stats.messages;
   await play(sock, rd, g, sess);
-  await new Promise((r) => setTimeout(r, 50));
+  // every message of the session handled (the last ones have no reply): then the link must still be down
+  await until(() => b.stats.messages - m0 === sess.length, 3000, 'the whole session handled');
   assert.equal(b.linkUp, false);
   assert.equal(b.dataPath, null);
   assert.match(b.problem ?? '', /not shared/);

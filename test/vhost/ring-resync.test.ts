@@ -5,6 +5,7 @@
  * reported with the reason (port status / `tsvs show`).
  */
 import { test } from 'node:test';
+import { waitFor } from '../harness/wait.js';
 import assert from 'node:assert/strict';
 import { UnixSocket } from '../../src/sys/socket.js';
 import { VhostUserBackend, packedResyncPoint } from '../../src/vhost/backend.js';
@@ -22,12 +23,8 @@ function memLogger(): Logger & { lines: string[] } {
   return { lines, log: (level, msg) => lines.push(`${level}: ${msg}`) };
 }
 
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('timeout');
-    await new Promise((r) => setTimeout(r, 2));
-  }
+async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
+  await waitFor(cond, { timeout: ms, what, interval: 2 });
 }
 
 /** A backend ("the switch") with a same-thread port, serving one session of the guest g. */
