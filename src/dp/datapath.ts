@@ -23,6 +23,7 @@ import {
   executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, ST_TUN_ID, ST_TUN_SET, validateProgram,
 } from './actions.js';
 import { TunnelMeta, tunnelMeta } from '../pmd/vxlan.js';
+import { Drop, type DropReason } from '../pmd/port.js';
 
 /** The slow path, as seen from the datapath. */
 export interface UpcallSink {
@@ -199,7 +200,7 @@ export class Datapath {
         const n = src.ring.dequeueBurst(this.rxBuf, BURST);
         if (n === 0) break;
         this.pool.free(this.rxBuf, n);
-        this.drop('port-down', n);
+        this.drop(Drop.PORT_DOWN, n);
       }
     }
     this.txSources = this.txSources.filter((s) => s.portNo !== portNo);
@@ -321,12 +322,12 @@ export class Datapath {
     const pool = this.pool;
     if (!validateProgram(prog)) return false;
     if (frame.length > pool.bufSize - pool.headroom) {
-      this.drop('rx-too-big', 1);
+      this.drop(Drop.RX_TOO_BIG, 1);
       return false;
     }
     const h = pool.allocOne();
     if (h < 0) {
-      this.drop('pool-exhausted', 1);
+      this.drop(Drop.POOL_EXHAUSTED, 1);
       return false;
     }
     pool.data.set(frame, pool.dataOffset(h));
@@ -366,7 +367,7 @@ export class Datapath {
       else {
         this.one[0] = ph;
         this.pool.free(this.one, 1);
-        this.drop('no-rule', 1);
+        this.drop(Drop.NO_RULE, 1);
       }
       s = next;
     }
@@ -543,7 +544,7 @@ export class Datapath {
       if (status === KEY_MALFORMED) {
         this.one[0] = h;
         pool.free(this.one, 1);
-        this.drop('malformed', 1);
+        this.drop(Drop.MALFORMED, 1);
         continue;
       }
       if (runFlow >= 0 && sameKey(key, prev)) {
@@ -610,7 +611,7 @@ export class Datapath {
   private dropNoRule(h: number): void {
     this.one[0] = h;
     this.pool.free(this.one, 1);
-    this.drop('no-rule', 1);
+    this.drop(Drop.NO_RULE, 1);
   }
 
   private doUpcall(h: number, inPort: number, off: number, len: number, hash: number, key: Uint32Array): void {
@@ -618,7 +619,7 @@ export class Datapath {
       this.one[0] = h;
       this.pool.free(this.one, 1);
       this.stats.upcallsLost++;
-      this.drop('upcall-queue-full', 1);
+      this.drop(Drop.UPCALL_QUEUE_FULL, 1);
       return;
     }
     // find a free slot starting at the next sequence number
@@ -677,7 +678,7 @@ export class Datapath {
       const r = executeActions(prog, pc, prog.length, pool.data, st, this.outPorts);
       if (r === EXEC_DONE) break;
       if (r === EXEC_ERROR) {
-        this.drop('action-error', 1);
+        this.drop(Drop.ACTION_ERROR, 1);
         break;
       }
       // outputs pending before a modification: send copies now
@@ -692,7 +693,7 @@ export class Datapath {
     if (nout === 0) {
       this.one[0] = h;
       pool.free(this.one, 1);
-      if (st[ST_ERR] === 0) this.drop('action-drop', 1);
+      if (st[ST_ERR] === 0) this.drop(Drop.ACTION_DROP, 1);
       return;
     }
     if (nout > 1) this.outputCopies(h, st[ST_OFF], st[ST_LEN], nout - 1);
@@ -707,7 +708,7 @@ export class Datapath {
     for (let i = 0; i < n; i++) {
       const c = pool.allocOne();
       if (c < 0) {
-        this.drop('pool-exhausted', 1);
+        this.drop(Drop.POOL_EXHAUSTED, 1);
         continue;
       }
       // a frame that grew into its headroom (push_vlan) may not fit after a fresh buffer's headroom:
@@ -717,7 +718,7 @@ export class Datapath {
         if (len > pool.bufSize) {
           this.one[0] = c;
           pool.free(this.one, 1);
-          this.drop('copy-too-big', 1);
+          this.drop(Drop.COPY_TOO_BIG, 1);
           continue;
         }
         room = pool.bufSize - len;
@@ -737,7 +738,7 @@ export class Datapath {
     if (!(portNo >= 0 && portNo < txCount.length) || this.ports[portNo] === null) {
       this.one[0] = h;
       this.pool.free(this.one, 1);
-      this.drop('port-down', 1);
+      this.drop(Drop.PORT_DOWN, 1);
       return;
     }
     const c = txCount[portNo];
@@ -759,7 +760,7 @@ export class Datapath {
     this.txCount[portNo] = 0;
     if (port === null) {
       this.pool.free(batch, n);
-      this.drop('port-down', n);
+      this.drop(Drop.PORT_DOWN, n);
       return;
     }
     // The port counts what it refuses (txDropped, drops by reason); we free it.
@@ -770,7 +771,7 @@ export class Datapath {
     this.stats.txPackets += sent;
     if (sent < n) {
       this.pool.free(batch, n - sent, sent);
-      this.drop(port.link === 'up' ? 'tx-queue-full' : 'port-down', n - sent);
+      this.drop(port.link === 'up' ? Drop.TX_QUEUE_FULL : Drop.PORT_DOWN, n - sent);
     }
   }
 
@@ -784,7 +785,7 @@ export class Datapath {
     this.nDirty = 0;
   }
 
-  private drop(reason: string, n: number): void {
+  private drop(reason: DropReason, n: number): void {
     tallyDrop(this.stats.drops, reason, n);
   }
 

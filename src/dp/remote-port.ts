@@ -7,6 +7,7 @@
  */
 import { Ring } from '../ring/ring.js';
 import { newPortStats, type LinkState, type Port, type PortStats } from '../pmd/port.js';
+import { Drop, type DropReason } from '../pmd/port.js';
 
 export class RemoteTxPort implements Port {
   readonly name: string;
@@ -33,7 +34,7 @@ export class RemoteTxPort implements Port {
     this.stats.txPackets += k;
     if (k < n) {
       this.stats.txDropped += n - k;
-      this.stats.drops['tx-cross-pmd-ring-full'] = (this.stats.drops['tx-cross-pmd-ring-full'] ?? 0) + (n - k);
+      this.stats.drops[Drop.TX_CROSS_PMD_RING_FULL] = (this.stats.drops[Drop.TX_CROSS_PMD_RING_FULL] ?? 0) + (n - k);
     }
     return k;
   }

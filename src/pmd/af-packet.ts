@@ -113,6 +113,7 @@ import {
 import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
 import { checksumFold, onesComplementSum } from '../util/net.js';
 import { PKT_F_CSUM_PARTIAL } from './port.js';
+import { Drop, type DropReason } from './port.js';
 
 const ENOBUFS = 105;
 const EINVAL = 22;
@@ -428,7 +429,7 @@ export class AfPacketPort extends KernelPort {
       const h = st[top - 1 - i];
       const len = vec.msgLen(i);
       if (len > room || (vec.msgFlags(i) & MSG_TRUNC) !== 0) {
-        this.rxDrop('rx-too-big');
+        this.rxDrop(Drop.RX_TOO_BIG);
         pool.freeOne(h);
         continue;
       }
@@ -443,7 +444,7 @@ export class AfPacketPort extends KernelPort {
           if ((status & TP_STATUS_VLAN_VALID) !== 0) {
             const off = pool.dataOff[h];
             if (off < 4) {
-              this.rxDrop('rx-no-headroom');
+              this.rxDrop(Drop.RX_NO_HEADROOM);
               pool.freeOne(h);
               continue;
             }
@@ -509,9 +510,9 @@ export class AfPacketPort extends KernelPort {
       const snap = u32[(fo + TP2_SNAPLEN) >> 2];
       const mac = u16[(fo + TP2_MAC) >> 1];
       if (len > room || snap < len || mac + len > frameSize) {
-        this.rxDrop('rx-too-big');
+        this.rxDrop(Drop.RX_TOO_BIG);
       } else if (len < 14) {
-        this.rxDrop('rx-runt'); // not an Ethernet frame (the kernel never hands these over)
+        this.rxDrop(Drop.RX_RUNT); // not an Ethernet frame (the kernel never hands these over)
       } else if (filter && src[fo + TP2_PKTTYPE] === PACKET_OUTGOING) {
         // our own (or this host's) transmission: not for us
       } else {
@@ -522,7 +523,7 @@ export class AfPacketPort extends KernelPort {
         let flen = len;
         if (aux && (status & TP_STATUS_VLAN_VALID) !== 0) {
           if (off < 4) {
-            this.rxDrop('rx-no-headroom');
+            this.rxDrop(Drop.RX_NO_HEADROOM);
             top++;
             Atomics.store(u32, fo >> 2, TP_STATUS_KERNEL);
             fo = (fo & blockMask) + frameSize2 <= blockSize ? fo + frameSize : (fo | blockMask) + 1 === ringBytes ? 0 : (fo | blockMask) + 1;
@@ -737,7 +738,7 @@ export class AfPacketPort extends KernelPort {
     for (const fd of this.fds) {
       try {
         const s = packetStatistics(fd);
-        if (s.drops > 0) this.rxDrop('rx-kernel-queue-full', s.drops);
+        if (s.drops > 0) this.rxDrop(Drop.RX_KERNEL_QUEUE_FULL, s.drops);
       } catch {
         /* socket gone: nothing to fold */
       }

@@ -8,6 +8,7 @@ import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, errnoName } from '../sys/libc.js';
 import { getIfFlags, IFF_RUNNING, IFF_UP } from '../sys/netdev.js';
 import { countRxDrop, countTxDrop, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+import { Drop, type DropReason } from './port.js';
 
 /** Most packets one rxBurst returns (bigger `max` is clamped). */
 export const MAX_RX_BURST = 64;
@@ -43,8 +44,8 @@ export abstract class KernelPort implements Port {
   private readonly stash: Int32Array[];
   protected readonly stashLen: Int32Array;
   private readonly tmp = new Int32Array(MAX_RX_BURST);
-  private readonly rxReasons: string[] = [];
-  private readonly txReasons: string[] = [];
+  private readonly rxReasons: DropReason[] = [];
+  private readonly txReasons: DropReason[] = [];
 
   protected constructor(name: string, pool: Mempool, ifname: string, netns: string | undefined, fds: number[], ctlFd: number) {
     this.name = name;
@@ -117,7 +118,7 @@ export abstract class KernelPort implements Port {
     if (n > handles.length) n = handles.length;
     if (n <= 0) return 0;
     if (this.closed || q < 0 || q >= this.nQueues) {
-      this.txDrop(this.closed ? 'tx-closed' : 'tx-bad-queue', n);
+      this.txDrop(this.closed ? Drop.TX_CLOSED : Drop.TX_BAD_QUEUE, n);
       return 0;
     }
     return n;
@@ -128,31 +129,31 @@ export abstract class KernelPort implements Port {
    * the rest of n count as 'tx-busy'; `sent` frames of `bytes` went out. Returns taken.
    */
   protected txDone(taken: number, n: number, sent: number, bytes: number): number {
-    if (taken < n) this.txDrop('tx-busy', n - taken);
+    if (taken < n) this.txDrop(Drop.TX_BUSY, n - taken);
     this.stats.txPackets += sent;
     this.stats.txBytes += bytes;
     return taken;
   }
 
-  protected rxDrop(reason: string, n = 1): void {
+  protected rxDrop(reason: DropReason, n = 1): void {
     countRxDrop(this.stats, reason, n);
   }
 
-  protected txDrop(reason: string, n = 1): void {
+  protected txDrop(reason: DropReason, n = 1): void {
     countTxDrop(this.stats, reason, n);
   }
 
   /** 'rx-EIO' style reason for an errno, built once per errno. */
-  protected rxErrReason(errno: number): string {
-    return this.rxReasons[errno] ??= `rx-${errnoName(errno)}`;
+  protected rxErrReason(errno: number): DropReason {
+    return this.rxReasons[errno] ??= `rx-${errnoName(errno)}` as DropReason;
   }
 
-  protected txErrReason(errno: number): string {
-    return this.txReasons[errno] ??= `tx-${errnoName(errno)}`;
+  protected txErrReason(errno: number): DropReason {
+    return this.txReasons[errno] ??= `tx-${errnoName(errno)}` as DropReason;
   }
 
   /** Why the last txSegments() call refused a packet (counted by the caller when it takes it). */
-  protected txBad = '';
+  protected txBad: DropReason = Drop.TX_BAD_HANDLE;
 
   /**
    * Validate packet h for tx: returns its segment count (1..MAX_TX_SEGS), or
@@ -161,7 +162,7 @@ export abstract class KernelPort implements Port {
   protected txSegments(h: number): number {
     const pool = this.pool;
     if (h < 0 || h >= pool.count) {
-      this.txBad = 'tx-bad-handle';
+      this.txBad = Drop.TX_BAD_HANDLE;
       return 0;
     }
     let segs = 0;
@@ -169,17 +170,17 @@ export abstract class KernelPort implements Port {
     const bufSize = pool.bufSize;
     while (seg !== -1) {
       if (seg < 0 || seg >= pool.count) {
-        this.txBad = 'tx-bad-chain';
+        this.txBad = Drop.TX_BAD_CHAIN;
         return 0;
       }
       if (++segs > MAX_TX_SEGS) {
-        this.txBad = 'tx-too-many-segs';
+        this.txBad = Drop.TX_TOO_MANY_SEGS;
         return 0;
       }
       const off = pool.dataOff[seg];
       const len = pool.dataLen[seg];
       if (off < 0 || len < 0 || off + len > bufSize) {
-        this.txBad = 'tx-bad-len';
+        this.txBad = Drop.TX_BAD_LEN;
         return 0;
       }
       seg = pool.next[seg];

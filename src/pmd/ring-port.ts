@@ -20,6 +20,7 @@ import { SharedRegion, type RegionAttachInfo } from '../mem/region.js';
 import type { Mempool } from '../mem/mempool.js';
 import * as libc from '../sys/libc.js';
 import { countTxDrop, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
+import { Drop, type DropReason } from './port.js';
 
 export class RingPortError extends Error {
   constructor(msg: string) {
@@ -208,11 +209,11 @@ export class RingPort implements Port {
     if (n > handles.length) n = handles.length;
     if (n <= 0) return 0;
     if (this.closed || q < 0 || q >= this.nQueues) {
-      countTxDrop(this.stats, this.closed ? 'tx-closed' : 'tx-bad-queue', n);
+      countTxDrop(this.stats, this.closed ? Drop.TX_CLOSED : Drop.TX_BAD_QUEUE, n);
       return 0;
     }
     if (Atomics.load(this.hdr, H_STATE0 + 1 - this.side) === ST_CLOSED) {
-      countTxDrop(this.stats, 'tx-peer-closed', n);
+      countTxDrop(this.stats, Drop.TX_PEER_CLOSED, n);
       return 0;
     }
     // Sum lengths before the enqueue: once taken, the peer owns the buffers.
@@ -223,7 +224,7 @@ export class RingPort implements Port {
     for (let i = k; i < n; i++) bytes -= pktLen[handles[i]];
     this.stats.txPackets += k;
     this.stats.txBytes += bytes;
-    if (k < n) countTxDrop(this.stats, 'tx-no-room', n - k);
+    if (k < n) countTxDrop(this.stats, Drop.TX_NO_ROOM, n - k);
     return k;
   }
 

@@ -51,6 +51,7 @@ import {
   writevEntry,
 } from '../sys/netdev.js';
 import { KernelPort, L2_OVERHEAD, MAX_TX_SEGS } from './kernel-port.js';
+import { Drop, type DropReason } from './port.js';
 
 
 export interface TapPortOptions {
@@ -142,7 +143,7 @@ export class TapPort extends KernelPort {
         break;
       }
       if (r > room) {
-        this.rxDrop('rx-too-big');
+        this.rxDrop(Drop.RX_TOO_BIG);
         continue;
       }
       if (r === 0) break;

@@ -24,6 +24,7 @@ import type { DataPathDescription } from '../vhost/datapath.js';
 import type { DeviceQueueStats } from '../virtio/device-queue.js';
 import { L2_OVERHEAD } from './kernel-port.js';
 import { BURST, countTxDrop, newPortStats, tallyDrop, type LinkState, type Port, type PortStats } from './port.js';
+import { Drop, type DropReason } from './port.js';
 
 export interface VhostUserPortOptions {
   /** Port name (default: the socket path). */
@@ -57,16 +58,6 @@ export interface VhostUserRemoteOptions {
   queues?: number;
   logger?: Logger;
 }
-
-// Drop reasons (keys of stats.drops).
-export const DROP_TX_NO_GUEST_BUFFERS = 'tx-no-guest-buffers';
-export const DROP_TX_LINK_DOWN = 'tx-link-down';
-export const DROP_TX_TOO_BIG = 'tx-too-big';
-export const DROP_TX_BAD_CHAIN = 'tx-bad-guest-chain';
-export const DROP_TX_MULTISEG = 'tx-multi-segment';
-export const DROP_RX_POOL_EXHAUSTED = 'rx-pool-exhausted';
-export const DROP_RX_BAD_CHAIN = 'rx-bad-guest-chain';
-export const DROP_RX_TOO_BIG = 'rx-too-big';
 
 /** RARP frame length (Ethernet header + 28-byte ARP-format body), padded to the minimum. */
 const RARP_LEN = 60;
@@ -188,10 +179,10 @@ export class VhostUserPort implements Port {
         }
       });
     }
-    setDrop(s, DROP_RX_BAD_CHAIN, rxBad);
-    setDrop(s, DROP_RX_TOO_BIG, rxTooBig);
-    setDrop(s, DROP_TX_TOO_BIG, txTooBig);
-    setDrop(s, DROP_TX_BAD_CHAIN, txBad);
+    setDrop(s, Drop.RX_BAD_GUEST_CHAIN, rxBad);
+    setDrop(s, Drop.RX_TOO_BIG, rxTooBig);
+    setDrop(s, Drop.TX_TOO_BIG, txTooBig);
+    setDrop(s, Drop.TX_BAD_GUEST_CHAIN, txBad);
     return s;
   }
 
@@ -271,7 +262,7 @@ export class VhostUserPort implements Port {
     const got = extra === 0 ? pool.alloc(out, want) : pool.alloc(out.subarray(extra), want);
     if (got === 0) {
       // The guest's frames stay in its ring; counted, not lost.
-      tallyDrop(this.s.drops, DROP_RX_POOL_EXHAUSTED, 1);
+      tallyDrop(this.s.drops, Drop.RX_POOL_EXHAUSTED, 1);
       return extra;
     }
     const offs = this.offs;
@@ -302,7 +293,7 @@ export class VhostUserPort implements Port {
     const ri = 2 * q;
     const vq = dp !== null && q >= 0 && q < this.nQueues ? dp.rings[ri] : null;
     if (dp === null || vq === null || !dp.enabled(ri)) {
-      countTxDrop(this.s, DROP_TX_LINK_DOWN, n);
+      countTxDrop(this.s, Drop.TX_LINK_DOWN, n);
       pool.free(handles, n);
       return n;
     }
@@ -316,7 +307,7 @@ export class VhostUserPort implements Port {
         const h = handles[done + i];
         if (pool.next[h] !== -1) {
           // multi-segment mbufs are not supported by this PMD: drop
-          countTxDrop(this.s, DROP_TX_MULTISEG, 1);
+          countTxDrop(this.s, Drop.TX_MULTI_SEGMENT, 1);
           offs[k] = 0;
           lens[k] = -1; // enqueueBurst counts it as badFrame and skips it
           k++;
@@ -333,7 +324,7 @@ export class VhostUserPort implements Port {
       this.s.txPackets += sent;
       this.s.txBytes += vq.stats.bytes - bytesBefore;
       if (consumed < k) {
-        countTxDrop(this.s, DROP_TX_NO_GUEST_BUFFERS, k - consumed);
+        countTxDrop(this.s, Drop.TX_NO_GUEST_BUFFERS, k - consumed);
       }
       // consumed-but-not-sent frames (too big / bad chains) are counted via device stats
       this.s.txDropped += consumed - sent - countMultiseg(lens, consumed);
@@ -341,7 +332,7 @@ export class VhostUserPort implements Port {
       if (consumed < k) break;
     }
     if (done < n) {
-      countTxDrop(this.s, DROP_TX_NO_GUEST_BUFFERS, n - done);
+      countTxDrop(this.s, Drop.TX_NO_GUEST_BUFFERS, n - done);
     }
     pool.free(handles, n);
     dp.notify(ri);
@@ -397,7 +388,7 @@ function badCount(s: DeviceQueueStats): number {
   return s.badChain + s.badAddr + s.loop + s.badIndirect + s.short + s.badIndex + s.badHead;
 }
 
-function setDrop(s: PortStats, reason: string, v: number): void {
+function setDrop(s: PortStats, reason: DropReason, v: number): void {
   if (v > 0 || reason in s.drops) s.drops[reason] = v;
 }
 

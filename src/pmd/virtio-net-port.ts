@@ -28,6 +28,7 @@ import type { Port, PortStats, LinkState } from './port.js';
 import { newPortStats, countRxDrop, countTxDrop, tallyDrop } from './port.js';
 import type { Mempool } from '../mem/mempool.js';
 import type { DriverQueue } from '../virtio/index.js';
+import { Drop, type DropReason } from './port.js';
 
 /** Scratch entries per burst call (bursts larger than this are cut). */
 const SCRATCH = 256;
@@ -163,7 +164,7 @@ export abstract class VirtioNetPort implements Port {
       const want = left < SCRATCH ? left : SCRATCH;
       const k = pool.alloc(tok, want);
       if (k === 0) {
-        tallyDrop(this.stats.drops, 'rx-no-mbuf', 1);
+        tallyDrop(this.stats.drops, Drop.RX_NO_MBUF, 1);
         break;
       }
       for (let i = 0; i < k; i++) {
@@ -211,12 +212,12 @@ export abstract class VirtioNetPort implements Port {
           // the device started a new frame before finishing the last one
           pool.freeOne(prev);
           this.pendHead[q] = -1;
-          countRxDrop(this.stats, 'rx-bad-chain', 1);
+          countRxDrop(this.stats, Drop.RX_BAD_CHAIN, 1);
         }
         if (len < hdrLen || len > cap) {
           pool.freeOne(h);
           this.pendRemain[q] = nb - 1; // continuation buffers are dropped with it
-          countRxDrop(this.stats, len < hdrLen ? 'rx-short' : 'rx-bad-len', 1);
+          countRxDrop(this.stats, len < hdrLen ? Drop.RX_SHORT : Drop.RX_BAD_LEN, 1);
           continue;
         }
         dataOff[h] = headroom;
@@ -239,7 +240,7 @@ export abstract class VirtioNetPort implements Port {
           if (head >= 0) {
             pool.freeOne(head);
             this.pendHead[q] = -1;
-            countRxDrop(this.stats, 'rx-bad-len', 1);
+            countRxDrop(this.stats, Drop.RX_BAD_LEN, 1);
           }
           continue;
         }
@@ -289,7 +290,7 @@ export abstract class VirtioNetPort implements Port {
     if (n > handles.length) n = handles.length;
     if (n <= 0) return 0;
     if (!this.active || q < 0 || q >= this.nq) {
-      countTxDrop(this.stats, this.closed ? 'tx-closed' : this.active ? 'tx-bad-queue' : 'tx-link-down', n);
+      countTxDrop(this.stats, this.closed ? Drop.TX_CLOSED : this.active ? Drop.TX_BAD_QUEUE : Drop.TX_LINK_DOWN, n);
       return 0;
     }
     const d = this.txq[q];
@@ -321,19 +322,19 @@ export abstract class VirtioNetPort implements Port {
     for (let i = 0; i < m; i++) {
       const h = handles[i];
       if (h < 0 || h >= count) {
-        countTxDrop(this.stats, 'tx-bad-handle', 1);
+        countTxDrop(this.stats, Drop.TX_BAD_HANDLE, 1);
         continue;
       }
       const off = dataOff[h];
       const len = dataLen[h];
       if (next[h] !== -1) {
         pool.freeOne(h);
-        countTxDrop(this.stats, 'tx-multi-seg', 1);
+        countTxDrop(this.stats, Drop.TX_MULTI_SEG, 1);
         continue;
       }
       if (off < hdrLen || len <= 0 || off + len > bufSize) {
         pool.freeOne(h);
-        countTxDrop(this.stats, off < hdrLen ? 'tx-no-headroom' : 'tx-bad-len', 1);
+        countTxDrop(this.stats, off < hdrLen ? Drop.TX_NO_HEADROOM : Drop.TX_BAD_LEN, 1);
         continue;
       }
       const ho = bufBase + h * stride + off - hdrLen; // header offset in pool.data
@@ -369,12 +370,12 @@ export abstract class VirtioNetPort implements Port {
         bytes -= lens[i] - hdrLen;
       }
       pool.free(tok, j - p, p);
-      countTxDrop(this.stats, 'tx-queue-refused', j - p);
+      countTxDrop(this.stats, Drop.TX_QUEUE_REFUSED, j - p);
     }
     if (p > 0 && d.needsKick()) this.notify(2 * q + 1);
     this.stats.txPackets += p;
     this.stats.txBytes += bytes;
-    if (m < n) countTxDrop(this.stats, 'tx-no-room', n - m);
+    if (m < n) countTxDrop(this.stats, Drop.TX_NO_ROOM, n - m);
     return m;
   }
 

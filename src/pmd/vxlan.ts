@@ -39,7 +39,7 @@
 import type { Mempool } from '../mem/mempool.js';
 import { AfPacketPort, finishL4Checksum } from './af-packet.js';
 import { checksumFold, formatMacWords, onesComplementSum } from '../util/net.js';
-import { countRxDrop, countTxDrop, newPortStats, PKT_F_CSUM_PARTIAL, type LinkState, type Port, type PortStats } from './port.js';
+import { countRxDrop, countTxDrop, newPortStats, PKT_F_CSUM_PARTIAL, type DropReason, type LinkState, type Port, type PortStats } from './port.js';
 
 export const VXLAN_DEFAULT_PORT = 4789;
 /** Outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8). */
@@ -231,7 +231,7 @@ export class VxlanPort implements Port {
   }
 
   /** null: a tunnel frame for us; '' : ARP, handled; else the drop reason. */
-  private classify(d: Uint8Array, off: number, len: number, h: number): string | null {
+  private classify(d: Uint8Array, off: number, len: number, h: number): DropReason | '' | null {
     if (len < 14) return 'rx-not-tunnel';
     const type = (d[off + 12] << 8) | d[off + 13];
     if (type === 0x0806) {
@@ -391,7 +391,7 @@ export class VxlanPort implements Port {
     return n;
   }
 
-  private txFree(h: number, reason: string): void {
+  private txFree(h: number, reason: DropReason): void {
     this.pool.freeOne(h);
     countTxDrop(this.stats, reason, 1);
   }
