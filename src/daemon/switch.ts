@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { Mempool, MempoolError, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../mem/mempool.js';
 import { PmdThread, type UpcallMsg, type UpcallResults, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { newCrossPmdRing } from '../dp/remote-port.js';
+import { PMD_STAT_FIELDS } from '../dp/datapath.js';
 import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-factory.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
@@ -931,9 +932,7 @@ export class Switch implements ObservableSwitch {
     const b = this.pmdStatsBase.get(s.pmd);
     if (!b) return s;
     const d = { ...s, drops: { ...s.drops } };
-    for (const k of ['iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs', 'rxNs', 'processNs', 'txNs'] as const) {
-      d[k] = s[k] - b[k];
-    }
+    for (const k of PMD_STAT_FIELDS) d[k] = s[k] - b[k];
     for (const k of Object.keys(d.drops)) d.drops[k] -= b.drops[k] ?? 0;
     return d;
   }

@@ -60,6 +60,36 @@ export interface PmdStats {
   drops: Record<string, number>;
 }
 
+/**
+ * The PMD counters by index (as OVS's pmd_stat_type): {@link Datapath.counters} is a
+ * Float64Array indexed by these, and everything that lists the counters (pmd-stats, pmd-stats-clear,
+ * the stats board) loops over {@link PMD_STAT_FIELDS}. A const enum: literal indices in the hot path.
+ */
+export const enum PmdStat {
+  ITERATIONS = 0,
+  BUSY_ITERATIONS = 1,
+  RX_PACKETS = 2,
+  EMC_HITS = 3,
+  MEGAFLOW_HITS = 4,
+  MISSES = 5,
+  UPCALLS = 6,
+  UPCALLS_COALESCED = 7,
+  UPCALLS_LOST = 8,
+  TX_PACKETS = 9,
+  BUSY_NS = 10,
+  IDLE_NS = 11,
+  RX_NS = 12,
+  PROCESS_NS = 13,
+  TX_NS = 14,
+  COUNT = 15,
+}
+
+/** The {@link PmdStats} field of each {@link PmdStat}, in enum order. */
+export const PMD_STAT_FIELDS = [
+  'iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs', 'rxNs', 'processNs', 'txNs',
+] as const satisfies readonly Exclude<keyof PmdStats, 'drops'>[];
+if (PMD_STAT_FIELDS.length !== PmdStat.COUNT || PMD_STAT_FIELDS[PmdStat.TX_NS] !== 'txNs') throw new Error('PmdStat and PMD_STAT_FIELDS disagree');
+
 export interface DpFlowInfo {
   id: number;
   key: number[];
@@ -83,7 +113,10 @@ const NO_BATCH = new Int32Array(0);
 
 export class Datapath {
   readonly pool: Mempool;
-  readonly stats: PmdStats;
+  /** The PMD counters, indexed by {@link PmdStat}. */
+  readonly counters = new Float64Array(PmdStat.COUNT);
+  /** Datapath drops by reason. */
+  readonly drops: Record<string, number> = {};
   private readonly sink: UpcallSink;
   private ports: (Port | null)[] = new Array(INITIAL_PORT_SLOTS).fill(null);
   private portList: number[] = [];
@@ -143,10 +176,14 @@ export class Datapath {
     // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
     this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
     this.tun = tunnelMeta(pool);
-    this.stats = {
-      iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0, upcallsCoalesced: 0,
-      upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, rxNs: 0, processNs: 0, txNs: 0, drops: {},
-    };
+  }
+
+  /** The counters as a {@link PmdStats} object (a copy: control path). */
+  get stats(): PmdStats {
+    const c = this.counters;
+    const o = { drops: this.drops } as PmdStats;
+    for (let i = 0; i < PmdStat.COUNT; i++) o[PMD_STAT_FIELDS[i]] = c[i];
+    return o;
   }
 
   // ---- control path ----
@@ -392,7 +429,7 @@ export class Datapath {
       this.pendingChain[s] = -1;
       this.pendingHash[s] = this.pendingHash[leader];
       this.pendingKey.copyWithin(s * FLOW_WORDS, keyBase, keyBase + FLOW_WORDS);
-      this.stats.upcalls++;
+      this.counters[PmdStat.UPCALLS]++;
       const off = this.pool.dataOffset(ph);
       this.sink.upcall(this.pendingIds[s], this.pendingPort[s], this.pool.data.subarray(off, off + this.pool.dataLen[ph]),
         this.pendingKey.subarray(s * FLOW_WORDS, (s + 1) * FLOW_WORDS));
@@ -464,8 +501,8 @@ export class Datapath {
       for (let j = 0; j < n; j++) this.enqueueTx(pn, this.rxBuf[j]);
     }
     if (this.nDirty > 0) this.flushAll();
-    this.stats.iterations++;
-    if (total > 0) this.stats.busyIterations++;
+    this.counters[PmdStat.ITERATIONS]++;
+    if (total > 0) this.counters[PmdStat.BUSY_ITERATIONS]++;
     return total;
   }
 
@@ -482,8 +519,8 @@ export class Datapath {
   /** Add elapsedNs of polling, busyNs of which went to passes that moved packets. */
   account(elapsedNs: number, busyNs: number): void {
     const b = Math.min(busyNs, elapsedNs);
-    this.stats.busyNs += b;
-    this.stats.idleNs += elapsedNs - b;
+    this.counters[PmdStat.BUSY_NS] += b;
+    this.counters[PmdStat.IDLE_NS] += elapsedNs - b;
   }
 
   /**
@@ -503,18 +540,18 @@ export class Datapath {
    */
   /** processBurst with its time split into rx (since t0, the rx burst's start), processing and tx (nested flushes). */
   private processTimed(inPort: number, n: number, t0: number): void {
-    const st = this.stats;
+    const st = this.counters;
     const t1 = performance.now();
-    const tx0 = st.txNs;
+    const tx0 = st[PmdStat.TX_NS];
     this.processBurst(inPort, n);
-    st.rxNs += (t1 - t0) * 1e6;
-    st.processNs += (performance.now() - t1) * 1e6 - (st.txNs - tx0);
+    st[PmdStat.RX_NS] += (t1 - t0) * 1e6;
+    st[PmdStat.PROCESS_NS] += (performance.now() - t1) * 1e6 - (st[PmdStat.TX_NS] - tx0);
   }
 
   private processBurst(inPort: number, n: number): void {
     const pool = this.pool;
     const data = pool.data;
-    const st = this.stats;
+    const st = this.counters;
     const emc = this.emc;
     const rxBuf = this.rxBuf;
     let key = this.keyA;
@@ -530,7 +567,7 @@ export class Datapath {
     let runBytes = 0;
     const tunnel = this.tunnelIn[inPort] !== 0;
     const tun = this.tun;
-    st.rxPackets += n;
+    st[PmdStat.RX_PACKETS] += n;
     for (let i = 0; i < n; i++) {
       const h = rxBuf[i];
       const off = pool.dataOffset(h);
@@ -548,9 +585,9 @@ export class Datapath {
         continue;
       }
       if (runFlow >= 0 && sameKey(key, prev)) {
-        if (runInEmc) st.emcHits++;
+        if (runInEmc) st[PmdStat.EMC_HITS]++;
         else {
-          st.megaflowHits++;
+          st[PmdStat.MEGAFLOW_HITS]++;
           if (emc.insert(key, 0, runHash, runFlow)) runInEmc = true;
         }
         runPackets++;
@@ -572,16 +609,16 @@ export class Datapath {
       const hash = hashKey(key, 0, HASH_BASIS);
       let flow = emc.lookup(key, 0, hash);
       let inEmc = true;
-      if (flow >= 0) st.emcHits++;
+      if (flow >= 0) st[PmdStat.EMC_HITS]++;
       else {
         flow = this.cls.lookup(key, 0);
         if (flow >= 0) {
-          st.megaflowHits++;
+          st[PmdStat.MEGAFLOW_HITS]++;
           inEmc = emc.insert(key, 0, hash, flow);
         }
       }
       if (flow < 0) {
-        st.misses++;
+        st[PmdStat.MISSES]++;
         this.doUpcall(h, inPort, off, len, hash, key);
         continue;
       }
@@ -618,7 +655,7 @@ export class Datapath {
     if (this.pendingCount >= MAX_PENDING) {
       this.one[0] = h;
       this.pool.free(this.one, 1);
-      this.stats.upcallsLost++;
+      this.counters[PmdStat.UPCALLS_LOST]++;
       this.drop(Drop.UPCALL_QUEUE_FULL, 1);
       return;
     }
@@ -639,7 +676,7 @@ export class Datapath {
       const tail = this.pendingTail[leader];
       this.pendingChain[tail] = slot;
       this.pendingTail[leader] = slot;
-      this.stats.upcallsCoalesced++;
+      this.counters[PmdStat.UPCALLS_COALESCED]++;
       return;
     }
     this.pendingLeader[slot] = slot;
@@ -647,7 +684,7 @@ export class Datapath {
     this.pendingHash[slot] = hash;
     this.pendingKey.set(key, slot * FLOW_WORDS);
     this.inflight.set(hash, slot);
-    this.stats.upcalls++;
+    this.counters[PmdStat.UPCALLS]++;
     this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), key);
   }
 
@@ -767,8 +804,8 @@ export class Datapath {
     const t0 = this.perf ? performance.now() : 0;
     if (this.capture !== null) this.capture.burst(portNo, batch, n, DIR_TX);
     const sent = port.txBurst(0, batch, n);
-    if (this.perf) this.stats.txNs += (performance.now() - t0) * 1e6;
-    this.stats.txPackets += sent;
+    if (this.perf) this.counters[PmdStat.TX_NS] += (performance.now() - t0) * 1e6;
+    this.counters[PmdStat.TX_PACKETS] += sent;
     if (sent < n) {
       this.pool.free(batch, n - sent, sent);
       this.drop(port.link === 'up' ? Drop.TX_QUEUE_FULL : Drop.PORT_DOWN, n - sent);
@@ -786,7 +823,7 @@ export class Datapath {
   }
 
   private drop(reason: DropReason, n: number): void {
-    tallyDrop(this.stats.drops, reason, n);
+    tallyDrop(this.drops, reason, n);
   }
 
   private ensureFlowCap(n: number): void {

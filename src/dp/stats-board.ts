@@ -12,15 +12,13 @@
  * lets the reader on another thread take a consistent copy without stopping
  * the writer. A reader sees values at most one period old.
  */
-import type { PmdStats } from './datapath.js';
+import { PMD_STAT_FIELDS, type PmdStats } from './datapath.js';
 import type { PortStats } from '../pmd/port.js';
 
 /** PMD-level slots, in this order, from offset 0 of the values. */
-const PMD_FIELDS = [
-  'iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced',
-  'upcallsLost', 'txPackets', 'busyNs', 'idleNs', 'rxNs', 'processNs', 'txNs',
-] as const;
+const PMD_FIELDS = PMD_STAT_FIELDS;
 const PMD_FLOWS = 16;
+if (PMD_FIELDS.length > PMD_FLOWS) throw new Error(`stats board: ${PMD_FIELDS.length} PMD counters do not fit the ${PMD_FLOWS} slots before the flow count`);
 const PMD_PENDING = 17;
 const PMD_POOL_AVAIL = 18;
 const PMD_POOL_COUNT = 19;
