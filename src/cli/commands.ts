@@ -48,6 +48,11 @@ export const COMMANDS: CommandSpec[] = [
       'run-dir': { type: 'string', arg: 'DIR', help: 'sockets, config database, pid (env TSVS_RUN_DIR)' },
       'pmd-cpus': { type: 'string', arg: 'LIST', help: 'CPUs for PMD threads, e.g. 1 or 0,1 (one PMD per CPU)', default: 'one unpinned PMD' },
       'pmd-sleep-max': { type: 'string', arg: 'USEC', help: 'max idle sleep of a PMD in microseconds (0: busy poll)', default: '0' },
+      'pmd-auto-lb': { type: 'boolean', help: 'PMD auto load balancing (OVS pmd-auto-lb): move rx queues between PMD threads when one is overloaded and the move evens the load' },
+      'pmd-auto-lb-load-threshold': { type: 'string', arg: 'PCT', help: 'a PMD thread this busy over the whole load window is overloaded', default: '95' },
+      'pmd-auto-lb-improvement-threshold': { type: 'string', arg: 'PCT', help: 'rebalance only when the load variance improves by this much', default: '25' },
+      'pmd-auto-lb-rebal-interval': { type: 'string', arg: 'MIN', help: 'minutes between automatic rebalances (fractions allowed)', default: '1' },
+      'pmd-load-interval': { type: 'string', arg: 'MS', help: 'rx-queue load sampling period; loads are taken over the last 10 samples', default: '1000' },
       'pmd-perf-metrics': { type: 'boolean', help: 'pmd-stats also splits the time per packet into rx, processing and tx (costs a few clock reads per burst)' },
       'pool-size': { type: 'string', arg: 'N', help: 'packet buffers in the shared mempool (N x buffer size must stay under 1 GiB)', default: '16384' },
       'max-mtu': {
@@ -102,7 +107,8 @@ export const COMMANDS: CommandSpec[] = [
   ctl('memory', undefined, 'RSS by kind (anonymous, files, shared memory), V8 heap of the main thread and of each PMD thread, packet buffers free', {
     gc: { type: 'boolean', help: 'full garbage collections first, in every thread (heap = live objects; each PMD pauses a few ms)' },
   }),
-  ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue'),
+  ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue, and each queue\'s measured share of its thread (pmd usage %)'),
+  ctl('pmd-rxq-rebalance', undefined, 'move rx queues (vhost-user ports) between PMD threads by measured load now, as ovs-appctl dpif-netdev/pmd-rxq-rebalance'),
   ctl('qemu-args', 'PORT', 'print the QEMU arguments that attach a guest NIC to a vhost-user port'),
   ctl('revalidate-wait', undefined, 'wait until the datapath reflects every rule and port change made so far (as ovs-appctl revalidator/wait)'),
   ctl('trace', 'BR FLOW', 'trace a flow (ovs-ofctl match, e.g. in_port=1,dl_dst=...) through the tables: rules hit per table, megaflow, datapath actions (as ovs-appctl ofproto/trace)'),

@@ -42,6 +42,7 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   'pmd-stats-clear': () => ({}),
   'pmd-rxq-show': () => ({}),
   memory: (v) => ({ gc: !!v.gc }),
+  'pmd-rxq-rebalance': () => ({}),
   'qemu-args': (_v, p) => (need(p, 1, 'port name'), { port: p[0] }),
   'revalidate-wait': () => ({}),
   'ovsdb-status': () => ({}),

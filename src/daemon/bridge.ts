@@ -19,6 +19,9 @@ export interface Translation {
   error?: XlateError;
 }
 
+/** A cached translation is redone in full at least this often (MAC learning refresh). */
+const XCACHE_REFRESH_MS = 5000;
+
 /** The rule a new bridge starts with, as in OVS standalone mode. */
 export const DEFAULT_FLOW = 'priority=0,actions=NORMAL';
 
@@ -34,6 +37,11 @@ export class Bridge {
   failOpen = false;
   /** Datapath flow id -> packets/bytes already credited to rules. */
   private readonly credited = new Map<number, { packets: number; bytes: number }>();
+  /**
+   * Per datapath flow, what its last full translation depended on (xlateSig)
+   * and the rules it hit (OVS's ukey and xlate cache): see revalidate().
+   */
+  private readonly xcache = new Map<number, { sig: string; key: Uint32Array; rules: Rule[]; at: number }>();
   /** Upcalls whose translation was cut off and dropped, by reason. */
   readonly xlateErrors = Object.fromEntries(XLATE_ERRORS.map((e) => [e, 0])) as Record<XlateError, number>;
 
@@ -99,6 +107,48 @@ export class Bridge {
    * packets/bytes are credited as a delta, and MAC learning is refreshed only
    * if the flow saw traffic since the last pass.
    */
+  /**
+   * Revalidation of datapath flow `flowId` (cumulative packets/bytes): while
+   * nothing a translation reads has changed (`sig`, from xlateSig() at the
+   * start of the pass) and its last full translation is younger than
+   * XCACHE_REFRESH_MS, its new hits are credited to the cached rules and null
+   * is returned (the flow stands); otherwise it is translated in full (which
+   * also refreshes MAC learning for a flow with traffic).
+   */
+  revalidate(key: Uint32Array, now: number, packets: number, bytes: number, flowId: number, sig: string): Translation | null {
+    const c = this.xcache.get(flowId);
+    // (flow ids are reused, and per PMD thread: the key must match too)
+    if (c !== undefined && c.sig === sig && now - c.at < XCACHE_REFRESH_MS && sameKey(c.key, key)) {
+      const cr = this.credited.get(flowId);
+      if (cr !== undefined && packets >= cr.packets) {
+        const dp = packets - cr.packets;
+        const db = bytes - cr.bytes;
+        cr.packets = packets;
+        cr.bytes = bytes;
+        if (dp > 0) for (const rule of c.rules) this.tables.credit(rule, dp, db, now);
+        return null;
+      }
+    }
+    const r = this.translate(key, now, packets, bytes, flowId);
+    if (!r.error && r.controller.length === 0) this.xcache.set(flowId, { sig, key: key.slice(0, FLOW_WORDS), rules: this.lastRules, at: now });
+    else this.xcache.delete(flowId);
+    return r;
+  }
+
+  /**
+   * What every translation reads besides the flow key: the rule tables, the
+   * MAC table, the ports and fail-open. Groups are not versioned: while any
+   * group exists nothing is cached (every pass translates in full).
+   */
+  xlateSig(): string {
+    if (this.groups.size > 0) return `g${++this.sigSeq}`;
+    return `${this.tables.version}|${this.mac.version}|${[...this.ports].join(';')}|${this.failOpen}`;
+  }
+
+  private sigSeq = 0;
+  /** The rules hit by the last translate(). */
+  private lastRules: Rule[] = [];
+
   translate(key: Uint32Array, now: number, packets?: number, bytes?: number, flowId?: number, packetLen?: number): Translation {
     let dp = 0;
     let db = 0;
@@ -120,6 +170,7 @@ export class Bridge {
       packetLen: flowId === undefined ? packetLen : undefined,
     });
     if (dp > 0) for (const rule of r.rules) this.tables.credit(rule, dp, db, now);
+    this.lastRules = r.rules;
     if (r.error && flowId === undefined) this.xlateErrors[r.error]++;
     const k = key.slice(0, FLOW_WORDS);
     for (let i = 0; i < FLOW_WORDS; i++) k[i] &= r.mask[i];
@@ -143,5 +194,11 @@ export class Bridge {
 
   forgetFlow(flowId: number): void {
     this.credited.delete(flowId);
+    this.xcache.delete(flowId);
   }
+}
+
+function sameKey(a: Uint32Array, b: ArrayLike<number>): boolean {
+  for (let i = 0; i < FLOW_WORDS; i++) if (a[i] !== b[i] >>> 0) return false;
+  return true;
 }

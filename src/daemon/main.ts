@@ -24,6 +24,13 @@ export function parseCpuList(s: string): number[] {
 }
 
 
+function numArg(v: unknown, name: string, lo: number, hi: number, def: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (String(v).trim() === '' || !Number.isFinite(n) || n < lo || n > hi) throw new UsageError(`--${name}: '${String(v)}' must be a number in ${lo}..${hi}`);
+  return n;
+}
+
 export async function run(values: Record<string, unknown>): Promise<number> {
   const level = String(values['log-level'] ?? process.env.TSVS_LOG_LEVEL ?? 'info');
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level '${level}'`);
@@ -52,6 +59,13 @@ export async function run(values: Record<string, unknown>): Promise<number> {
       pmdCpus,
       pmdSleepMaxUs: intArg(values['pmd-sleep-max'], 'pmd-sleep-max', 0, 1_000_000, 0),
       pmdPerfMetrics: values['pmd-perf-metrics'] === true,
+      pmdAutoLb: {
+        enabled: values['pmd-auto-lb'] === true,
+        loadThreshold: numArg(values['pmd-auto-lb-load-threshold'], 'pmd-auto-lb-load-threshold', 0, 100, 95),
+        improvementThreshold: numArg(values['pmd-auto-lb-improvement-threshold'], 'pmd-auto-lb-improvement-threshold', 0, 100, 25),
+        rebalIntervalMin: numArg(values['pmd-auto-lb-rebal-interval'], 'pmd-auto-lb-rebal-interval', 0, 20000, 1),
+      },
+      pmdLoadIntervalMs: intArg(values['pmd-load-interval'], 'pmd-load-interval', 10, 600_000, 1000),
       poolSize,
       maxMtu,
       maxGuestMemory: maxGuestGib * 2 ** 30,

@@ -19,9 +19,11 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { Mempool, MempoolError, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../mem/mempool.js';
-import { PmdThread, type UpcallMsg, type UpcallResults, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
+import { PmdThread, type UpcallBatch, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
+import { UpcallAnswerBuilder } from '../dp/upcall-batch.js';
 import { newCrossPmdRing } from '../dp/remote-port.js';
 import { PMD_STAT_FIELDS } from '../dp/datapath.js';
+import { AUTO_LB_DEFAULTS, autoLbDecision, loadsBetween, planRebalance, type AutoLbConfig, type LoadSample, type Plan, type RxqLoad } from './pmd-balance.js';
 import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-factory.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
@@ -88,6 +90,10 @@ export interface SwitchOptions {
   pmdSleepMaxUs?: number;
   /** pmd-stats splits the time per packet into rx, processing and tx (a few clock reads per burst). */
   pmdPerfMetrics?: boolean;
+  /** PMD auto load balancing (OVS's pmd-auto-lb; off by default). */
+  pmdAutoLb?: Partial<AutoLbConfig>;
+  /** Rx-queue load sampling period, ms (default 1000); loads are taken over the last 10 samples. */
+  pmdLoadIntervalMs?: number;
   poolSize?: number;
   /** Largest port MTU; sizes the packet buffers (default 1500). */
   maxMtu?: number;
@@ -131,6 +137,15 @@ export class Switch implements ObservableSwitch {
   private lastXlateErrorLog = 0;
   private stopping = false;
   private pmdStatsBase = new Map<number, PmdThreadStats>();
+  /** PMD rx-queue balancing: settings, load samples (oldest first), last rebalance, and one move at a time. */
+  private autoLb: AutoLbConfig = { ...AUTO_LB_DEFAULTS };
+  private loadSamples: LoadSample[] = [];
+  private loadTimer: NodeJS.Timeout | null = null;
+  private lastRebalance = 0;
+  private rebalancing: Promise<unknown> = Promise.resolve();
+  /** Rebalances done and ports moved (pmd-rxq-show, logs). */
+  private rebalances = 0;
+  private portsMoved = 0;
   private readonly ephemeral: boolean;
   private readonly maxGuestMemory: number | undefined;
   onShutdown: (() => void) | null = null;
@@ -171,9 +186,14 @@ export class Switch implements ObservableSwitch {
         new PmdThread(
           { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0, perfMetrics: opts.pmdPerfMetrics === true, logLevel: portLogLevel(opts.log) },
           {
-            upcalls: (list) => sw.onUpcalls(list),
+            upcalls: (b) => sw.onUpcalls(b),
             portEvent: (m) => sw.onPortEvent(m),
-            log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info'](msg),
+            dataPath: (m) => {
+              // a moved port's backend (kept by the thread that opened it) has new rings: tell the thread polling it
+              const rt = sw.ports.get(m.port);
+              if (rt && rt.pmd.id !== m.pmd) rt.pmd.setDataPath(m.port, m.desc).catch((e: Error) => sw.log.warn(`port ${rt.cfg.name}: data path hand-over: ${e.message}`));
+            },
+                        log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info'](msg),
             exit: (code) => {
               if (!sw.stopping) sw.log.error(`pmd ${i} exited unexpectedly (code ${code})`);
             },
@@ -191,6 +211,9 @@ export class Switch implements ObservableSwitch {
       sw.kickRevalidation();
     }, opts.revalidateMs ?? 500);
     sw.revalTimer.unref();
+    sw.setAutoLb(opts.pmdAutoLb ?? {});
+    sw.loadTimer = setInterval(() => void sw.sampleLoad(), opts.pmdLoadIntervalMs ?? 1000);
+    sw.loadTimer.unref();
     const b = sw.buffers;
     sw.log.info(
       { maxMtu: b.maxMtu, bufSize: b.bufSize, buffers: sw.pool.count, poolBytes: sw.poolBytes() },
@@ -274,7 +297,7 @@ export class Switch implements ObservableSwitch {
         if (other === pmd) continue;
         const ring = newCrossPmdRing();
         await other.addRemotePort(p.ofport, p.name, ring.bytes);
-        await pmd.addTxSource(p.ofport, ring.bytes);
+        await pmd.addTxSource(p.ofport, ring.bytes, other.id);
       }
       this.portAdded.set(p.ofport, Date.now());
       this.agents.get(bridge)?.portStatus(this.portDesc(p.ofport), 0);
@@ -324,41 +347,48 @@ export class Switch implements ObservableSwitch {
   // ---------------- slow path ----------------
 
   /** Translate a batch of upcalls from one PMD; answer with one message (installs, then replies). */
-  private onUpcalls(list: UpcallMsg[]): void {
-    if (list.length === 0) return;
-    const pmd = this.pmds[list[0].pmd];
-    const results: UpcallResults = { installs: [], replies: [] };
-    const seen = new Set<string>();
+  private onUpcalls(b: UpcallBatch): void {
+    if (b.n === 0) return;
+    const pmd = this.pmds[b.pmd];
+    const out = new UpcallAnswerBuilder();
+    /** megaflow id -> its program's offset and length in the answer (installed once per batch) */
+    const seen = new Map<string, number>();
     const now = Date.now();
-    for (const m of list) {
-      const rt = this.ports.get(m.port);
+    for (let i = 0; i < b.n; i++) {
+      const id = b.ids[i];
+      const portNo = b.ports[i];
+      const rt = this.ports.get(portNo);
       const br = rt ? this.bridges.get(rt.bridge) : undefined;
       if (!br) {
-        results.replies.push({ id: m.id, actions: null });
+        out.reply(id, -1, 0);
         continue;
       }
-      const r = br.translate(m.key, now, undefined, undefined, undefined, m.frame.length);
+      const key = b.keys.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      const frameLen = b.frameOff[i + 1] - b.frameOff[i];
+      const r = br.translate(key, now, undefined, undefined, undefined, frameLen);
       if (r.error && now - this.lastXlateErrorLog >= 10_000) {
         this.lastXlateErrorLog = now;
-        this.log.warn(`bridge ${br.name}: translation of a packet from port ${this.portName(m.port) ?? m.port} cut off (${r.error}); dropped (counts in 'tsvs show'; logged at most every 10 s)`);
+        this.log.warn(`bridge ${br.name}: translation of a packet from port ${this.portName(portNo) ?? portNo} cut off (${r.error}); dropped (counts in 'tsvs show'; logged at most every 10 s)`);
       }
-      const actions = Array.from(r.actions);
       if (r.controller.length > 0) {
         // output:CONTROLLER: packet-ins; the flow stays on the slow path (never installed)
         // (each packet held behind this one goes up on its own: every one is a packet-in)
-        this.sendPacketIns(br.name, m.frame, m.port, r.actions, r.controller);
-        results.replies.push({ id: m.id, actions, perPacket: true });
+        this.sendPacketIns(br.name, b.frames.slice(b.frameOff[i], b.frameOff[i + 1]), portNo, r.actions, r.controller);
+        out.reply(id, out.program(r.actions), r.actions.length, true);
         continue;
       }
       const fid = br.megaflowId(r.key, r.mask);
-      if (!seen.has(fid)) {
+      let off = seen.get(fid);
+      if (off === undefined) {
         // duplicate upcalls of one megaflow in a batch install it once
-        seen.add(fid);
-        results.installs.push({ key: Array.from(r.key), mask: Array.from(r.mask), actions });
+        off = out.program(r.actions);
+        seen.set(fid, off);
+        out.install(r.key, r.mask, off, r.actions.length);
       }
-      results.replies.push({ id: m.id, actions });
+      if (id >= 0) out.reply(id, off, r.actions.length); // (an upcall past the queue holds no packet: install only)
     }
-    pmd.upcallResults(results);
+    const { answer, transfer } = out.build();
+    pmd.upcallAnswer(answer, transfer);
   }
 
   // ---------------- revalidation ----------------
@@ -442,24 +472,30 @@ export class Switch implements ObservableSwitch {
           }
         }
       }
+      // what translations read, per bridge, as the pass starts (flows whose cached translation still holds are not translated again)
+      const sigs = new Map<Bridge, string>();
+      for (const br of this.bridges.values()) sigs.set(br, br.xlateSig());
       for (const pmd of this.pmds) {
-        const flows = await pmd.dumpFlows();
-        for (const f of flows) {
-          const rt = this.ports.get(f.key[0]);
+        const fl = await pmd.dumpFlowsPacked();
+        const gone: number[] = [];
+        for (let i = 0; i < fl.ids.length; i++) {
+          const id = fl.ids[i];
+          const key = fl.keys.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+          const rt = this.ports.get(key[0]);
           const br = rt ? this.bridges.get(rt.bridge) : undefined;
           if (!br) {
-            await pmd.delFlow(f.id);
-            removed++;
+            gone.push(id);
             continue;
           }
           // credit rule counters with the hits since the last pass, and refresh MAC learning
-          const r = br.translate(Uint32Array.from(f.key), now, f.packets, f.bytes, f.id);
-          if (!sameArray(r.mask, f.mask) || !sameArray(r.actions, f.actions)) {
-            await pmd.delFlow(f.id);
-            br.forgetFlow(f.id);
-            removed++;
+          const r = br.revalidate(key, now, fl.packets[i], fl.bytes[i], id, sigs.get(br)!);
+          if (r !== null && (!sameArray(r.mask, fl.masks.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS)) || !sameArray(r.actions, fl.acts.subarray(fl.actOff[i], fl.actOff[i + 1])))) {
+            gone.push(id);
+            br.forgetFlow(id);
           }
         }
+        // one message for all of this thread's flows that no longer stand
+        if (gone.length > 0) removed += await pmd.delFlows(gone);
       }
     } catch (e) {
       if (!this.stopping) this.log.warn(`revalidation: ${(e as Error).message}`);
@@ -841,6 +877,9 @@ export class Switch implements ObservableSwitch {
     c.on('pmd-stats', async () => {
       const rows = [];
       for (const pmd of this.pmds) rows.push(this.pmdDelta(await pmd.stats()));
+      // each rx queue's share of its thread's time over the load window (pmd-rxq-show's "pmd usage")
+      const { rxqs } = await this.currentLoads();
+      for (const r of rows) for (const q of r.rxqs) q.usage = Math.round(100 * (rxqs.find((x) => x.port === q.port && x.queue === q.queue)?.load ?? 0));
       const text = rows.map((s) => formatPmdStats(s)).join('\n');
       return { text, data: rows };
     });
@@ -865,21 +904,39 @@ export class Switch implements ObservableSwitch {
       return { text, data };
     });
     c.on('pmd-rxq-show', async () => {
-      const rows = [];
-      for (const pmd of this.pmds) {
-        const s = await pmd.stats();
-        rows.push({ pmd: pmd.id, cpu: s.cpu, rxqs: s.rxqs });
-      }
-      const text = rows
-        .map((r) => {
-          const tot = r.rxqs.reduce((a, q) => a + q.rxPackets, 0);
-          return [
-            `pmd thread ${r.pmd} core_id ${r.cpu ?? 'any'}:`,
-            ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${String(q.queue).padEnd(3)} rx packets: ${String(q.rxPackets).padEnd(12)} share: ${tot > 0 ? Math.round((100 * q.rxPackets) / tot) : 0} %`),
-          ].join('\n');
-        })
-        .join('\n');
+      const { rxqs, pmdBusy, windowMs } = await this.currentLoads();
+      const rows = this.pmds.map((pmd) => ({
+        pmd: pmd.id,
+        cpu: pmd.cpu ?? null,
+        busy: pmdBusy.get(pmd.id) ?? 0,
+        rxqs: rxqs.filter((q) => q.pmd === pmd.id).map((q) => ({ port: q.port, name: q.name, queue: q.queue, rxPackets: q.rxPackets, usage: Math.round(q.load * 100), movable: q.movable })),
+      }));
+      const lb = this.autoLb;
+      const text = [
+        `Displaying last ${Math.round(windowMs / 1000)} seconds pmd usage % (pmd-auto-lb ${lb.enabled ? `on: load ${lb.loadThreshold}%, improvement ${lb.improvementThreshold}%, interval ${lb.rebalIntervalMin} min` : 'off'}; ${this.rebalances} rebalances, ${this.portsMoved} ports moved)`,
+        ...rows.map((r) =>
+          [
+            `pmd thread ${r.pmd} core_id ${r.cpu ?? 'any'}: busy ${Math.round(r.busy * 100)} %`,
+            ...r.rxqs.map((q) => `  port: ${q.name.padEnd(16)} queue-id: ${String(q.queue).padStart(2)}   pmd usage: ${String(q.usage).padStart(3)} %  rx packets: ${q.rxPackets}${q.movable ? '' : '  (stays: not vhost-user)'}`),
+          ].join('\n'),
+        ),
+      ].join('\n');
       return { text, data: rows };
+    });
+    c.on('pmd-rxq-rebalance', async () => {
+      const { rxqs } = await this.currentLoads();
+      const plan = planRebalance(rxqs, this.pmds.map((p) => p.id));
+      const moved = await this.rebalance(plan);
+      const pct = (m: Map<number, number>): string => [...m].map(([id, l]) => `pmd ${id} ${Math.round(l * 100)}%`).join(', ');
+      const text = [
+        `pmd rxq rebalance: ${moved.length} port(s) moved${moved.length ? ': ' + moved.map((m) => `${m.name} pmd ${m.from} -> ${m.to}`).join(', ') : ''}`,
+        `  estimated load before: ${pct(plan.before)}; after: ${pct(plan.after)} (variance improvement ${plan.improvement.toFixed(0)}%)`,
+      ].join('\n');
+      return { text, data: { moves: moved, before: Object.fromEntries(plan.before), after: Object.fromEntries(plan.after), improvement: plan.improvement } };
+    });
+    c.on('pmd-auto-lb-set', (p) => {
+      const cfg = this.setAutoLb(p as Partial<Record<keyof AutoLbConfig, unknown>>);
+      return { text: '', data: cfg };
     });
     c.on('qemu-args', (p) => {
       const no = this.resolvePort(String(p.port));
@@ -937,6 +994,128 @@ export class Switch implements ObservableSwitch {
     return d;
   }
 
+  // ---------------- PMD rx-queue balancing ----------------
+
+  /** Set pmd-auto-lb (values as strings from OVSDB other_config, or numbers; missing ones take OVS's defaults). */
+  setAutoLb(p: Partial<Record<keyof AutoLbConfig, unknown>>): AutoLbConfig {
+    const num = (v: unknown, name: string, lo: number, hi: number, def: number): number => {
+      if (v === undefined || v === null || v === '') return def;
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < lo || n > hi) throw new RpcError(`${name}: '${String(v)}' is not a number in ${lo}..${hi}`);
+      return n;
+    };
+    const d = AUTO_LB_DEFAULTS;
+    const cfg: AutoLbConfig = {
+      enabled: p.enabled === true || p.enabled === 'true',
+      loadThreshold: num(p.loadThreshold, 'pmd-auto-lb-load-threshold', 0, 100, d.loadThreshold),
+      improvementThreshold: num(p.improvementThreshold, 'pmd-auto-lb-improvement-threshold', 0, 100, d.improvementThreshold),
+      rebalIntervalMin: num(p.rebalIntervalMin, 'pmd-auto-lb-rebal-interval', 0, 20000, d.rebalIntervalMin),
+    };
+    const was = JSON.stringify(this.autoLb);
+    this.autoLb = cfg;
+    if (JSON.stringify(cfg) !== was) {
+      this.log.info(
+        cfg.enabled
+          ? `pmd-auto-lb on: load threshold ${cfg.loadThreshold}%, improvement threshold ${cfg.improvementThreshold}%, interval ${cfg.rebalIntervalMin} min${this.pmds.length < 2 ? ' (one PMD thread: nothing to balance)' : ''}`
+          : 'pmd-auto-lb off',
+      );
+    }
+    return cfg;
+  }
+
+  /** Every PMD thread's rx queues and times, now. */
+  private async takeLoadSample(): Promise<LoadSample> {
+    const pmds = new Map<number, { totalNs: number; busyNs: number }>();
+    const rxqs: LoadSample['rxqs'] = [];
+    for (const pmd of this.pmds) {
+      const s = await pmd.stats();
+      pmds.set(pmd.id, { totalNs: s.busyNs + s.idleNs, busyNs: s.busyNs });
+      for (const q of s.rxqs) rxqs.push({ port: q.port, name: q.name, queue: q.queue, pmd: pmd.id, busyNs: q.busyNs, rxPackets: q.rxPackets, movable: q.movable });
+    }
+    return { t: Date.now(), pmds, rxqs };
+  }
+
+  /** Loads over the sample window (the oldest kept sample to now). */
+  private async currentLoads(): Promise<{ rxqs: RxqLoad[]; pmdBusy: Map<number, number>; windowMs: number }> {
+    const now = await this.takeLoadSample();
+    const old = this.loadSamples[0];
+    return { ...loadsBetween(old, now), windowMs: old ? now.t - old.t : 0 };
+  }
+
+  private sampling = false;
+
+  /** The periodic sample; with pmd-auto-lb on, the automatic rebalance check. */
+  private async sampleLoad(): Promise<void> {
+    if (this.stopping || this.sampling || this.pmds.length === 0) return;
+    this.sampling = true;
+    try {
+      const s = await this.takeLoadSample();
+      this.loadSamples.push(s);
+      while (this.loadSamples.length > 11) this.loadSamples.shift();
+      const lb = this.autoLb;
+      if (!lb.enabled || this.pmds.length < 2 || this.loadSamples.length < 2) return;
+      if (Date.now() - this.lastRebalance < lb.rebalIntervalMin * 60_000) return;
+      const window: Map<number, number>[] = [];
+      for (let i = 1; i < this.loadSamples.length; i++) window.push(loadsBetween(this.loadSamples[i - 1], this.loadSamples[i]).pmdBusy);
+      const { rxqs } = loadsBetween(this.loadSamples[0], s);
+      const plan = planRebalance(rxqs, this.pmds.map((p) => p.id));
+      const d = autoLbDecision(lb, window, plan);
+      if (!d.go) return;
+      this.log.info(`pmd-auto-lb: rebalancing (${d.why})`);
+      await this.rebalance(plan);
+    } catch (e) {
+      if (!this.stopping) this.log.warn(`pmd load sampling: ${(e as Error).message}`);
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /**
+   * Move the ports of a plan (one at a time, no packet lost or reordered: see
+   * PmdThread.releasePort/adoptPort); serialised with other rebalances and
+   * port deletion. Samples restart afterwards (loads were measured under the
+   * old placement).
+   */
+  private rebalance(plan: Plan): Promise<Plan['moves']> {
+    const run = async (): Promise<Plan['moves']> => {
+      const done: Plan['moves'] = [];
+      for (const m of plan.moves) {
+        const rt = this.ports.get(m.port);
+        const to = this.pmds.find((p) => p.id === m.to);
+        if (!rt || !to || rt.pmd === to || rt.pmd.id !== m.from) continue;
+        if (await this.movePort(m.port, rt, to)) done.push(m);
+      }
+      this.lastRebalance = Date.now();
+      this.rebalances++;
+      this.portsMoved += done.length;
+      this.loadSamples = [];
+      for (const m of done) this.log.info(`port ${m.name}: rx queues moved from pmd ${m.from} to pmd ${m.to}`);
+      return done;
+    };
+    const p = this.rebalancing.catch(() => {}).then(run);
+    this.rebalancing = p;
+    return p;
+  }
+
+  /** Hand a vhost-user port's rings from its PMD thread to `to`; back to the first on failure. */
+  private async movePort(no: number, rt: PortRuntime, to: PmdThread): Promise<boolean> {
+    const from = rt.pmd;
+    const ring = newCrossPmdRing();
+    const rel = await from.releasePort(no, ring.bytes);
+    // from now on `from` reaches the port through `ring`, drained by the new poller
+    rel.sources.push({ from: from.id, ring: ring.bytes });
+    rt.pmd = to;
+    try {
+      await to.adoptPort(no, rt.cfg.name, rel);
+      return true;
+    } catch (e) {
+      this.log.error(`port ${rt.cfg.name}: pmd ${to.id} could not take it (${(e as Error).message}); back to pmd ${from.id}`);
+      rt.pmd = from;
+      await from.adoptPort(no, rt.cfg.name, rel);
+      return false;
+    }
+  }
+
   private nextOfport(): number {
     let n = 1;
     while (this.ports.has(n)) n++;
@@ -944,6 +1123,7 @@ export class Switch implements ObservableSwitch {
   }
 
   private async removePort(no: number): Promise<void> {
+    await this.rebalancing.catch(() => {}); // not while the port may be moving
     const rt = this.ports.get(no);
     if (!rt) return;
     const desc = this.portDesc(no);
@@ -970,6 +1150,8 @@ export class Switch implements ObservableSwitch {
     if (this.stopping) return;
     this.stopping = true;
     if (this.revalTimer) clearInterval(this.revalTimer);
+    if (this.loadTimer) clearInterval(this.loadTimer);
+    await this.rebalancing.catch(() => {});
     this.captures?.close();
     this.releaseWaiters(true);
     await this.control.close();

@@ -34,6 +34,15 @@ export interface UpcallSink {
   upcall(id: number, portNo: number, frame: Uint8Array, key: Uint32Array): void;
 }
 
+/**
+ * Upcall id of a miss whose packet was not held (the upcall queue was full):
+ * the slow path installs its megaflow and sends no reply for it.
+ */
+export const UPCALL_NO_PACKET = -1;
+/** Setup-only upcalls for one flow key hash are sent at most once per this many ms. */
+const SETUP_ONLY_GAP_MS = 20;
+const SETUP_ONLY_SLOTS = 4096;
+
 /** Per-PMD counters, the material of `tsvs pmd-stats`. */
 export interface PmdStats {
   iterations: number;
@@ -104,6 +113,17 @@ export interface DpFlowInfo {
 
 /** Per-port arrays start this long and grow (to the next power of two, at most PORT_NO_MAX + 1) when a higher port number is added. */
 const INITIAL_PORT_SLOTS = 64;
+/** Datapath flows as flat arrays: flow i has key/mask words [i*FLOW_WORDS, (i+1)*FLOW_WORDS) and actions acts[actOff[i]..actOff[i+1]). */
+export interface PackedFlows {
+  ids: Int32Array;
+  keys: Uint32Array;
+  masks: Uint32Array;
+  packets: Float64Array;
+  bytes: Float64Array;
+  actOff: Int32Array;
+  acts: Int32Array;
+}
+
 /** Rx queues counted per port (pmd-rxq-show); more are polled but counted in the last slot. */
 const RXQ_SLOTS = 16;
 const MAX_OUT = 64;
@@ -136,7 +156,14 @@ export class Datapath {
   perf = false;
   /** Packet capture taps (tsvs capture): null when none, one check per burst. */
   capture: CaptureSet | null = null;
-  private txSources: { portNo: number; ring: Ring }[] = [];
+  /** Rings other PMD threads fill for our ports; `from` is the producing thread's id (-1: unknown). */
+  private txSources: { portNo: number; from: number; ring: Ring }[] = [];
+  /** Busy time per rx queue (ns), same slots as rxqPackets: what rx-queue rebalancing weighs (see chargePass). */
+  private rxqBusyNs = new Float64Array(INITIAL_PORT_SLOTS * RXQ_SLOTS);
+  /** Rx queue slots that received in the current pass and how much, for chargePass. */
+  private readonly passSlot = new Int32Array(256);
+  private readonly passPkts = new Int32Array(256);
+  private passCount = 0;
   /** Two flow-key buffers: processBurst extracts into one while the other holds the previous lookup's key. */
   private readonly keyA = new Uint32Array(FLOW_WORDS);
   private readonly keyB = new Uint32Array(FLOW_WORDS);
@@ -198,6 +225,8 @@ export class Datapath {
     this.txBatch[portNo] = new Int32Array(BURST);
     this.txCount[portNo] = 0;
     this.rxqPackets.fill(0, portNo * RXQ_SLOTS, (portNo + 1) * RXQ_SLOTS);
+    this.rxqBusyNs.fill(0, portNo * RXQ_SLOTS, (portNo + 1) * RXQ_SLOTS);
+    this.passCount = 0;
     this.portList = this.ports.map((p, i) => (p ? i : -1)).filter((i) => i >= 0);
   }
 
@@ -216,6 +245,7 @@ export class Datapath {
     };
     this.txCount = grow(this.txCount, n);
     this.rxqPackets = grow(this.rxqPackets, n * RXQ_SLOTS);
+    this.rxqBusyNs = grow(this.rxqBusyNs, n * RXQ_SLOTS);
     this.dirty = grow(this.dirty, n);
     this.isDirty = grow(this.isDirty, n);
     this.tunnelIn = grow(this.tunnelIn, n);
@@ -225,8 +255,43 @@ export class Datapath {
    * Packets for local port portNo that other PMD threads put in ring (see
    * RemoteTxPort): drained into the port's tx batch on every pass.
    */
-  addTxSource(portNo: number, ringBytes: Uint8Array): void {
-    this.txSources.push({ portNo, ring: Ring.attach(ringBytes, 0) });
+  addTxSource(portNo: number, ringBytes: Uint8Array, from = -1): void {
+    this.txSources.push({ portNo, from, ring: Ring.attach(ringBytes, 0) });
+  }
+
+  /**
+   * Stop draining the rings for portNo without touching what they hold, and
+   * give them out (moving the port to another PMD thread, which drains them on:
+   * each ring keeps one consumer at a time and its order).
+   */
+  takeTxSources(portNo: number): { from: number; ring: Uint8Array }[] {
+    const out = this.txSources.filter((s) => s.portNo === portNo).map((s) => ({ from: s.from, ring: s.ring.bytes }));
+    this.txSources = this.txSources.filter((s) => s.portNo !== portNo);
+    return out;
+  }
+
+  /**
+   * Send now, to local port portNo, every packet waiting in a cross-PMD ring
+   * that this thread filled itself while another thread polled the port (the
+   * port moved here): they go out before anything this thread sends it next.
+   */
+  drainToPort(portNo: number, ringBytes: Uint8Array): number {
+    const ring = Ring.attach(ringBytes, 0);
+    let total = 0;
+    for (;;) {
+      const n = ring.dequeueBurst(this.rxBuf, BURST);
+      if (n === 0) break;
+      total += n;
+      for (let j = 0; j < n; j++) this.enqueueTx(portNo, this.rxBuf[j]);
+    }
+    this.flushPort(portNo);
+    if (this.isDirty[portNo] !== 0) {
+      let w = 0;
+      for (let i = 0; i < this.nDirty; i++) if (this.dirty[i] !== portNo) this.dirty[w++] = this.dirty[i];
+      this.nDirty = w;
+      this.isDirty[portNo] = 0;
+    }
+    return total;
   }
 
   /** Stop draining ring(s) for portNo; leftover packets go back to the pool. */
@@ -268,6 +333,30 @@ export class Datapath {
   rxqCount(portNo: number, q: number): number {
     if (!(portNo >= 0 && portNo < this.ports.length) || !(q >= 0)) return 0;
     return this.rxqPackets[portNo * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)];
+  }
+
+  /** Busy time (ns) spent on rx queue q of port portNo since it was added here (see chargePass). */
+  rxqBusy(portNo: number, q: number): number {
+    if (!(portNo >= 0 && portNo < this.ports.length) || !(q >= 0)) return 0;
+    return this.rxqBusyNs[portNo * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)];
+  }
+
+  /**
+   * Charge the busy time of the last pass (ns, measured by the caller around
+   * pollOnce) to the rx queues that received in it, in proportion to their
+   * packets (OVS reads the TSC per rx queue; one clock read per busy pass is
+   * what the PMD loop already takes). Tx-source draining and held upcalls'
+   * work in the pass count to the queues that received.
+   */
+  chargePass(ns: number): void {
+    const k = this.passCount;
+    if (k === 0) return;
+    this.passCount = 0;
+    let tot = 0;
+    for (let i = 0; i < k; i++) tot += this.passPkts[i];
+    if (tot <= 0) return;
+    const per = ns / tot;
+    for (let i = 0; i < k; i++) this.rxqBusyNs[this.passSlot[i]] += per * this.passPkts[i];
   }
 
   port(portNo: number): Port | null {
@@ -329,6 +418,39 @@ export class Datapath {
     return this.cls.size;
   }
 
+  /**
+   * Every flow in flat typed arrays (revalidation: one structured-clone copy
+   * of a few arrays instead of an object with three arrays per flow).
+   */
+  dumpFlowsPacked(): PackedFlows {
+    const ids = this.cls.handles();
+    const n = ids.length;
+    const keys = new Uint32Array(n * FLOW_WORDS);
+    const masks = new Uint32Array(n * FLOW_WORDS);
+    const packets = new Float64Array(n);
+    const bytes = new Float64Array(n);
+    const actOff = new Int32Array(n + 1);
+    let total = 0;
+    for (let i = 0; i < n; i++) total += this.flowProg[ids[i]]?.length ?? 0;
+    const acts = new Int32Array(total);
+    let o = 0;
+    for (let i = 0; i < n; i++) {
+      const id = ids[i];
+      this.cls.keyOf(id, keys, i * FLOW_WORDS);
+      this.cls.maskOf(id, masks, i * FLOW_WORDS);
+      packets[i] = this.flowPackets[id];
+      bytes[i] = this.flowBytes[id];
+      actOff[i] = o;
+      const p = this.flowProg[id];
+      if (p) {
+        acts.set(p, o);
+        o += p.length;
+      }
+    }
+    actOff[n] = o;
+    return { ids: Int32Array.from(ids), keys, masks, packets, bytes, actOff, acts };
+  }
+
   dumpFlows(): DpFlowInfo[] {
     const out: DpFlowInfo[] = [];
     const k = new Uint32Array(FLOW_WORDS);
@@ -386,6 +508,7 @@ export class Datapath {
    * answered, or its slot was reused after MAX_PENDING newer upcalls).
    */
   upcallReply(id: number, prog: Int32Array | null, perPacket = false): boolean {
+    if (id < 0) return false; // UPCALL_NO_PACKET: nothing held
     const slot = id % MAX_PENDING;
     const h = this.pendingHandle[slot];
     if (h < 0 || this.pendingIds[slot] !== id || this.pendingLeader[slot] !== slot) return false;
@@ -445,6 +568,9 @@ export class Datapath {
   /** Flow-key hash -> leader slot of an upcall in flight. */
   private readonly inflight = new Map<number, number>();
   private readonly pendingIds = new Float64Array(MAX_PENDING).fill(-1);
+  /** Setup-only upcalls sent recently (direct-mapped by key hash): hash and coarse time. */
+  private readonly setupHash = new Int32Array(SETUP_ONLY_SLOTS);
+  private readonly setupAt = new Float64Array(SETUP_ONLY_SLOTS).fill(-1e12);
 
   /** Free held packets and pending tx (shutdown). */
   drain(): void {
@@ -475,6 +601,7 @@ export class Datapath {
    */
   pollOnce(): number {
     let total = 0;
+    this.passCount = 0;
     const perf = this.perf;
     const list = this.portList;
     for (let i = 0; i < list.length; i++) {
@@ -488,7 +615,14 @@ export class Datapath {
         if (n > 0) {
           if (this.capture !== null) this.capture.burst(pn, this.rxBuf, n, DIR_RX);
           total += n;
-          this.rxqPackets[pn * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1)] += n;
+          const slot = pn * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1);
+          this.rxqPackets[slot] += n;
+          const pc = this.passCount;
+          if (pc < 256) {
+            this.passSlot[pc] = slot;
+            this.passPkts[pc] = n;
+            this.passCount = pc + 1;
+          }
           if (perf) this.processTimed(pn, n, t0);
           else this.processBurst(pn, n);
         }
@@ -653,10 +787,24 @@ export class Datapath {
 
   private doUpcall(h: number, inPort: number, off: number, len: number, hash: number, key: Uint32Array): void {
     if (this.pendingCount >= MAX_PENDING) {
+      // Past the queue (MAX_PENDING held packets): the packet is dropped and counted (upcallsLost,
+      // drop reason upcall-queue-full), but the flow is still set up: an upcall without a packet,
+      // unless this key is already in flight or was asked for in the last SETUP_ONLY_GAP_MS.
       this.one[0] = h;
-      this.pool.free(this.one, 1);
       this.counters[PmdStat.UPCALLS_LOST]++;
       this.drop(Drop.UPCALL_QUEUE_FULL, 1);
+      const leader = this.inflight.get(hash);
+      if (leader === undefined || !this.samePendingKey(leader, key)) {
+        const k = hash & (SETUP_ONLY_SLOTS - 1);
+        const now = this.nowMs;
+        if (this.setupHash[k] !== hash || now - this.setupAt[k] >= SETUP_ONLY_GAP_MS) {
+          this.setupHash[k] = hash;
+          this.setupAt[k] = now;
+          this.counters[PmdStat.UPCALLS]++;
+          this.sink.upcall(UPCALL_NO_PACKET, inPort, this.pool.data.subarray(off, off + len), key);
+        }
+      }
+      this.pool.free(this.one, 1);
       return;
     }
     // find a free slot starting at the next sequence number

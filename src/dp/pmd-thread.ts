@@ -10,7 +10,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
-import { Datapath, type DpFlowInfo, type PmdStats } from './datapath.js';
+import { Datapath, type DpFlowInfo, type PackedFlows, type PmdStats } from './datapath.js';
 import { openPort, type PortSpec, type PortInfo, portInfo, portSignature } from './port-factory.js';
 import * as libc from '../sys/libc.js';
 import { RemoteTxPort } from './remote-port.js';
@@ -18,6 +18,11 @@ import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSourc
 import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, type MemoryReport } from '../util/memory.js';
 import type { Logger, LogLevel } from '../vhost/connection.js';
+import { FLOW_WORDS } from './flow-key.js';
+import { UpcallBatcher, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
+import { VhostUserPort } from '../pmd/vhost-user.js';
+import type { DataPathDescription } from '../vhost/datapath.js';
+import type { PortStats } from '../pmd/port.js';
 
 export interface PmdConfig {
   id: number;
@@ -43,21 +48,7 @@ export interface PmdConfig {
   logLevel?: LogLevel;
 }
 
-/** One missed packet, as the slow path sees it. */
-export interface UpcallMsg {
-  pmd: number;
-  id: number;
-  port: number;
-  frame: Uint8Array;
-  key: Uint32Array;
-}
-
-/** The slow path's answer to a batch of upcalls: megaflows to install, then actions for each held packet. */
-export interface UpcallResults {
-  installs: { key: number[]; mask: number[]; actions: number[] }[];
-  /** perPacket: the answer is for this packet only; packets held behind it go up as upcalls of their own. */
-  replies: { id: number; actions: number[] | null; perPacket?: boolean }[];
-}
+export type { UpcallBatch, UpcallAnswer };
 
 export interface PortEventMsg {
   t: 'port-event';
@@ -66,11 +57,42 @@ export interface PortEventMsg {
   info: PortInfo;
 }
 
+/** One rx queue a PMD thread polls. */
+export interface PmdRxq {
+  port: number;
+  name: string;
+  queue: number;
+  rxPackets: number;
+  /** Busy time spent on this queue since the port came to this thread, ns. */
+  busyNs: number;
+  /** Can move to another PMD thread (vhost-user ports; other types stay where they were opened). */
+  movable: boolean;
+  /** Share of the thread's time over the switch's load window, percent (filled in by the switch). */
+  usage?: number;
+}
+
+/** What a PMD thread gives up when a port moves away (see PmdThread.releasePort). */
+export interface PortRelease {
+  desc: DataPathDescription | null;
+  stats: PortStats;
+  nQueues: number;
+  /** Cross-PMD rings into the port that this thread drained; the new poller drains them on. */
+  sources: { from: number; ring: Uint8Array }[];
+}
+
+/** A later data-path description of a moved port, from the thread that keeps its backend. */
+export interface DataPathEventMsg {
+  t: 'datapath';
+  pmd: number;
+  port: number;
+  desc: DataPathDescription | null;
+}
+
 export interface PmdThreadStats extends PmdStats {
   pmd: number;
   cpu: number | null;
   flows: number;
-  rxqs: { port: number; name: string; queue: number; rxPackets: number }[];
+  rxqs: PmdRxq[];
   /** Packet buffers free in the shared pool (as seen from this thread) and its size. */
   poolAvailable: number;
   poolCount: number;
@@ -81,13 +103,18 @@ type Req =
   | { op: 'add-port'; portNo: number; spec: PortSpec }
   | { op: 'del-port'; portNo: number }
   | { op: 'add-remote-port'; portNo: number; name: string; ring: Uint8Array }
-  | { op: 'add-tx-source'; portNo: number; ring: Uint8Array }
+  | { op: 'add-tx-source'; portNo: number; ring: Uint8Array; from?: number }
+  | { op: 'release-port'; portNo: number; ring: Uint8Array }
+  | { op: 'adopt-port'; portNo: number; name: string; rel: PortRelease }
+  | { op: 'set-datapath'; portNo: number; desc: DataPathDescription | null }
   | { op: 'del-tx-sources'; portNo: number }
   | { op: 'flow-put'; key: number[]; mask: number[]; actions: number[] }
   | { op: 'flow-del'; id: number }
+  | { op: 'flow-del-many'; ids: Int32Array }
   | { op: 'flow-flush' }
   | { op: 'packet-out'; frame: Uint8Array; actions: number[] }
   | { op: 'dump-flows' }
+  | { op: 'dump-flows-packed' }
   | { op: 'stats' }
   | { op: 'memory'; gc: boolean }
   | { op: 'capture-start'; id: number; portNo: number; dirs: number; buf: SharedArrayBuffer }
@@ -116,16 +143,18 @@ function workerMain(cfg: PmdConfig): void {
     }
   }
   const pool = Mempool.attach(cfg.pool);
-  let upBatch: UpcallMsg[] = [];
+  /** Ports whose backend lives here while another PMD thread polls their rings (moved away). */
+  const parked = new Map<number, VhostUserPort>();
+  const upBatch = new UpcallBatcher(cfg.id);
   const flushUpcalls = (): void => {
-    if (upBatch.length === 0) return;
-    port.postMessage({ t: 'upcalls', list: upBatch });
-    upBatch = [];
+    if (upBatch.count === 0) return;
+    const { batch, transfer } = upBatch.take();
+    port.postMessage({ t: 'upcalls', batch }, transfer);
   };
   const dp = new Datapath(pool, {
     upcall(id, portNo, frame, key) {
-      // batched: one message per time slice chunk, not per packet
-      upBatch.push({ pmd: cfg.id, id, port: portNo, frame: frame.slice(), key: key.slice() });
+      // in bulk: many misses per message (flushed every 32 passes), flat arrays transferred, not cloned
+      upBatch.add(id, portNo, frame, key);
     },
   });
   dp.perf = cfg.perfMetrics === true;
@@ -174,10 +203,11 @@ function workerMain(cfg: PmdConfig): void {
           moved += n;
           const now = performance.now();
           busyMs += now - mark;
+          dp.chargePass((now - mark) * 1e6);
           mark = now;
         }
       }
-      if (upBatch.length > 0) flushUpcalls();
+      if (upBatch.count > 0) flushUpcalls();
       t = performance.now();
     } while (t < end);
     dp.account((t - t0) * 1e6, busyMs * 1e6);
@@ -222,14 +252,68 @@ function workerMain(cfg: PmdConfig): void {
       case 'del-port': {
         const p = dp.removePort(req.portNo);
         p?.close();
-        return p !== null;
+        const owner = parked.get(req.portNo);
+        if (owner !== undefined) {
+          parked.delete(req.portNo);
+          owner.close();
+        }
+        return p !== null || owner !== undefined;
       }
       case 'add-remote-port':
         dp.addPort(req.portNo, new RemoteTxPort(req.name, req.ring));
         return true;
       case 'add-tx-source':
-        dp.addTxSource(req.portNo, req.ring);
+        dp.addTxSource(req.portNo, req.ring, req.from ?? -1);
         return true;
+      case 'release-port': {
+        // This thread stops polling the port: its rings are detached (positions saved), packets for it
+        // go to the new poller through `ring`, and the rings other threads fill for it go along.
+        const p = dp.port(req.portNo);
+        if (!(p instanceof VhostUserPort)) throw new Error(`port ${req.portNo} cannot move (only vhost-user ports move between PMD threads)`);
+        dp.removePort(req.portNo); // sends what is batched for it first
+        const sources = dp.takeTxSources(req.portNo);
+        let rel: { desc: DataPathDescription | null; stats: PortStats };
+        if (p.backend !== null) {
+          // keep the backend (socket, protocol) here; its later descriptions go to the poller via main
+          parked.set(req.portNo, p);
+          const portNo = req.portNo;
+          rel = p.handOff((d) => port.postMessage({ t: 'datapath', pmd: cfg.id, port: portNo, desc: d } satisfies DataPathEventMsg));
+        } else {
+          rel = p.handOff(null);
+          p.close();
+        }
+        dp.addPort(req.portNo, new RemoteTxPort(p.name, req.ring));
+        linkSig.delete(req.portNo);
+        return { ...rel, nQueues: p.nQueues, sources } satisfies PortRelease;
+      }
+      case 'adopt-port': {
+        const rel = req.rel;
+        const old = dp.port(req.portNo);
+        if (old !== null && !(old instanceof RemoteTxPort)) throw new Error(`port ${req.portNo} is already polled by pmd ${cfg.id}`);
+        if (old !== null) dp.removePort(req.portNo);
+        const owner = parked.get(req.portNo);
+        let p: VhostUserPort;
+        if (owner !== undefined) {
+          parked.delete(req.portNo);
+          p = owner;
+          p.carryStats(rel.stats);
+          p.takeBack();
+        } else {
+          p = VhostUserPort.remote({ name: req.name, mempool: pool, queues: rel.nQueues });
+          p.carryStats(rel.stats);
+          p.setDataPath(rel.desc);
+        }
+        dp.addPort(req.portNo, p);
+        // what this thread queued for the port while another polled it goes out first, in order
+        if (old instanceof RemoteTxPort) dp.drainToPort(req.portNo, old.ringBytes);
+        for (const s of rel.sources) if (s.from !== cfg.id) dp.addTxSource(req.portNo, s.ring, s.from);
+        return true;
+      }
+      case 'set-datapath': {
+        const p = dp.port(req.portNo);
+        if (p instanceof VhostUserPort && p.backend === null) p.setDataPath(req.desc);
+        return true;
+      }
       case 'del-tx-sources':
         dp.removeTxSources(req.portNo);
         return true;
@@ -237,19 +321,27 @@ function workerMain(cfg: PmdConfig): void {
         return dp.installFlow(req.key, req.mask, Int32Array.from(req.actions));
       case 'flow-del':
         return dp.removeFlow(req.id);
+      case 'flow-del-many': {
+        let n = 0;
+        for (const id of req.ids) if (dp.removeFlow(id)) n++;
+        return n;
+      }
       case 'flow-flush':
         return dp.flushFlows();
       case 'packet-out':
         return dp.inject(req.frame, Int32Array.from(req.actions));
       case 'dump-flows':
         return dp.dumpFlows();
+      case 'dump-flows-packed':
+        return dp.dumpFlowsPacked();
       case 'ports':
         return dp.portNumbers().filter((n) => dp.port(n)!.type !== 'remote').map((n) => ({ portNo: n, ...portInfo(dp.port(n)!) }));
       case 'stats': {
-        const rxqs: { port: number; name: string; queue: number; rxPackets: number }[] = [];
+        const rxqs: PmdRxq[] = [];
         for (const n of dp.portNumbers()) {
           const p = dp.port(n)!;
-          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q, rxPackets: dp.rxqCount(n, q) });
+          const movable = p instanceof VhostUserPort;
+          for (let q = 0; q < p.nQueues; q++) rxqs.push({ port: n, name: p.name, queue: q, rxPackets: dp.rxqCount(n, q), busyNs: dp.rxqBusy(n, q), movable });
         }
         return {
           ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs,
@@ -273,23 +365,33 @@ function workerMain(cfg: PmdConfig): void {
       case 'stop': {
         stopping = true;
         for (const n of dp.portNumbers()) dp.removePort(n)?.close();
+        for (const p of parked.values()) p.close();
+        parked.clear();
         dp.drain();
         return true;
       }
     }
   };
 
-  port.on('message', (m: { seq?: number; req?: Req; t?: string; results?: UpcallResults }) => {
-    if (m.t === 'upcall-results') {
-      const r = m.results!;
-      for (const f of r.installs) {
+  port.on('message', (m: { seq?: number; req?: Req; t?: string; answer?: UpcallAnswer }) => {
+    if (m.t === 'upcall-answer') {
+      // megaflows first (in one go), then the held packets
+      const r = m.answer!;
+      for (let i = 0; i < r.nInstall; i++) {
         try {
-          dp.installFlow(f.key, f.mask, Int32Array.from(f.actions));
+          dp.installFlow(
+            r.instKeys.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS),
+            r.instMasks.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS),
+            r.acts.slice(r.instOff[i], r.instOff[i] + r.instLen[i]),
+          );
         } catch (e) {
           port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${(e as Error).message}` });
         }
       }
-      for (const a of r.replies) dp.upcallReply(a.id, a.actions ? Int32Array.from(a.actions) : null, a.perPacket === true);
+      for (let i = 0; i < r.nReply; i++) {
+        const off = r.repOff[i];
+        dp.upcallReply(r.repIds[i], off < 0 ? null : r.acts.subarray(off, off + r.repLen[i]), r.repPerPacket[i] === 1);
+      }
       return;
     }
     if (m.req === undefined) return;
@@ -308,8 +410,10 @@ if (!isMainThread && (workerData as { pmdWorker?: boolean } | undefined)?.pmdWor
 // ---------------- main side ----------------
 
 export interface PmdEvents {
-  upcalls(list: UpcallMsg[]): void;
+  upcalls(batch: UpcallBatch): void;
   portEvent(msg: PortEventMsg): void;
+  /** A moved port's backend (parked in this thread) has a new data-path description for the poller. */
+  dataPath?(msg: DataPathEventMsg): void;
   log(level: string, msg: string): void;
   exit(code: number): void;
 }
@@ -340,8 +444,9 @@ export class PmdThread {
           e.name = m.error.name;
           w.reject(e);
         } else w.resolve(m.result);
-      } else if (m.t === 'upcalls') events.upcalls(m.list as unknown as UpcallMsg[]);
+      } else if (m.t === 'upcalls') events.upcalls(m.batch as unknown as UpcallBatch);
       else if (m.t === 'port-event') events.portEvent(m as unknown as PortEventMsg);
+      else if (m.t === 'datapath') events.dataPath?.(m as unknown as DataPathEventMsg);
       else if (m.t === 'log') events.log(String(m.level), String(m.msg));
     });
     this.worker.on('error', (e) => events.log('error', `pmd ${cfg.id} crashed: ${e.stack ?? e.message}`));
@@ -362,8 +467,9 @@ export class PmdThread {
     });
   }
 
-  upcallResults(results: UpcallResults): void {
-    if (!this.exited) this.worker.postMessage({ t: 'upcall-results', results });
+  /** Answer a batch of upcalls (the answer's buffers are transferred). */
+  upcallAnswer(answer: UpcallAnswer, transfer: ArrayBuffer[]): void {
+    if (!this.exited) this.worker.postMessage({ t: 'upcall-answer', answer }, transfer);
   }
 
   addPort(portNo: number, spec: PortSpec): Promise<PortInfo> {
@@ -375,8 +481,20 @@ export class PmdThread {
   addRemotePort(portNo: number, name: string, ring: Uint8Array): Promise<boolean> {
     return this.request({ op: 'add-remote-port', portNo, name, ring });
   }
-  addTxSource(portNo: number, ring: Uint8Array): Promise<boolean> {
-    return this.request({ op: 'add-tx-source', portNo, ring });
+  addTxSource(portNo: number, ring: Uint8Array, from?: number): Promise<boolean> {
+    return this.request({ op: 'add-tx-source', portNo, ring, from });
+  }
+  /** Stop polling a port (it moves to another PMD thread); packets for it go into `ring` from now on. */
+  releasePort(portNo: number, ring: Uint8Array): Promise<PortRelease> {
+    return this.request({ op: 'release-port', portNo, ring });
+  }
+  /** Poll a port another PMD thread released (resumes its rings where they stopped). */
+  adoptPort(portNo: number, name: string, rel: PortRelease): Promise<boolean> {
+    return this.request({ op: 'adopt-port', portNo, name, rel });
+  }
+  /** A later data-path description for a port this thread polls without owning it. */
+  setDataPath(portNo: number, desc: DataPathDescription | null): Promise<boolean> {
+    return this.request({ op: 'set-datapath', portNo, desc });
   }
   delTxSources(portNo: number): Promise<boolean> {
     return this.request({ op: 'del-tx-sources', portNo });
@@ -387,6 +505,10 @@ export class PmdThread {
   delFlow(id: number): Promise<boolean> {
     return this.request({ op: 'flow-del', id });
   }
+  /** Remove many flows in one message; resolves to how many existed. */
+  delFlows(ids: ArrayLike<number>): Promise<number> {
+    return this.request({ op: 'flow-del-many', ids: Int32Array.from(ids) });
+  }
   flushFlows(): Promise<number> {
     return this.request({ op: 'flow-flush' });
   }
@@ -396,6 +518,10 @@ export class PmdThread {
   }
   dumpFlows(): Promise<DpFlowInfo[]> {
     return this.request({ op: 'dump-flows' });
+  }
+  /** All flows as flat arrays (revalidation). */
+  dumpFlowsPacked(): Promise<PackedFlows> {
+    return this.request({ op: 'dump-flows-packed' });
   }
   stats(): Promise<PmdThreadStats> {
     return this.request({ op: 'stats' });

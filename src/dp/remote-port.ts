@@ -15,9 +15,12 @@ export class RemoteTxPort implements Port {
   readonly nQueues = 0;
   readonly stats: PortStats = newPortStats();
   private readonly ring: Ring;
+  /** The ring's bytes (the port's owner drains them; a port moving here drains what is left). */
+  readonly ringBytes: Uint8Array;
 
   constructor(name: string, ringBytes: Uint8Array) {
     this.name = name;
+    this.ringBytes = ringBytes;
     this.ring = Ring.attach(ringBytes, 0);
   }
 

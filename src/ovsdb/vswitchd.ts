@@ -440,9 +440,30 @@ export class OvsdbVswitchd {
     }
     for (const b of [...this.ctlApplied.keys()]) if (!this.bridges.has(b)) this.ctlApplied.delete(b);
 
+    // ---- PMD auto load balancing (other_config:pmd-auto-lb*, as ovs-vswitchd reads them)
+    const oc = strMap(ovs.other_config);
+    const lb = {
+      enabled: oc.get('pmd-auto-lb') === 'true',
+      loadThreshold: oc.get('pmd-auto-lb-load-threshold'),
+      improvementThreshold: oc.get('pmd-auto-lb-improvement-threshold'),
+      rebalIntervalMin: oc.get('pmd-auto-lb-rebal-interval'),
+    };
+    const lbWant = JSON.stringify(lb);
+    if (this.autoLbApplied !== lbWant) {
+      this.autoLbApplied = lbWant;
+      try {
+        await this.sw.call('pmd-auto-lb-set', lb);
+      } catch (e) {
+        this.log.warn(`ovsdb: other_config:pmd-auto-lb*: ${(e as Error).message}`);
+      }
+    }
+
     // ---- write back (only columns whose value changed), cur_cfg last in the same transaction
     await this.writeBack(ovsUuid, ovs, nextCfg, wantBridges, plans);
   }
+
+  /** The pmd-auto-lb settings last given to the switch (JSON). */
+  private autoLbApplied = '';
 
   private async ofportTaken(n: number): Promise<boolean> {
     for (const a of this.applied.values()) if (a.ofport === n) return true;

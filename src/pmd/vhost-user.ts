@@ -76,6 +76,10 @@ export class VhostUserPort implements Port {
   private closed = false;
   private statusText = 'waiting for frontend';
   private pendingRarp: Uint8Array | null = null;
+  /** Owner ports: the backend's latest description (what a thread polling this port runs on). */
+  private lastDesc: DataPathDescription | null = null;
+  /** Set while another thread polls this port's rings: new descriptions go there (see handOff). */
+  private forward: ((d: DataPathDescription | null) => void) | null = null;
 
   // burst scratch (no allocation per burst)
   private readonly offs = new Int32Array(BURST * 8);
@@ -114,7 +118,11 @@ export class VhostUserPort implements Port {
       maxGuestMemory: o.maxGuestMemory,
       maxGuestMemoryName: o.maxGuestMemoryName,
     });
-    this.backend.on('datapath', (d) => this.setDataPath(d));
+    this.backend.on('datapath', (d) => {
+      this.lastDesc = d;
+      if (this.forward !== null) this.forward(d);
+      else this.setDataPath(d);
+    });
     this.backend.on('connect', () => (this.statusText = 'frontend connected'));
     this.backend.on('disconnect', (r) => (this.statusText = r ? `frontend disconnected: ${r}` : 'frontend disconnected'));
     this.backend.start();
@@ -196,6 +204,50 @@ export class VhostUserPort implements Port {
     }
     this.pending = desc;
     this.tryAttach();
+  }
+
+  /**
+   * Hand the data path to another thread (PMD rx-queue rebalancing): detach
+   * here, which saves where every ring stopped in the shared control block,
+   * so the next owner resumes there (nothing taken twice or skipped). An owner
+   * port keeps its backend (socket, protocol) and passes the backend's later
+   * descriptions to `forward`; a remote port is done after this (close it).
+   * Returns the description the next owner should attach, and the counters,
+   * which move with the polling (see carryStats).
+   */
+  handOff(forward: ((d: DataPathDescription | null) => void) | null): { desc: DataPathDescription | null; stats: PortStats } {
+    const desc = this.backend !== null ? this.lastDesc : (this.dp?.lease.desc ?? this.pending);
+    this.dropDataPath();
+    this.pending = null;
+    const stats = this.stats;
+    const snap = { ...stats, drops: { ...stats.drops } };
+    this.forward = forward;
+    if (forward !== null) this.statusText = 'polled by another PMD thread';
+    return { desc, stats: snap };
+  }
+
+  /** An owner port polls its rings again (after handOff): the backend's latest description. */
+  takeBack(): void {
+    this.forward = null;
+    this.setDataPath(this.lastDesc);
+  }
+
+  /** Continue the counters of the port's previous poller (call before attaching a data path). */
+  carryStats(snap: PortStats): void {
+    const s = this.s;
+    s.rxPackets = snap.rxPackets;
+    s.rxBytes = snap.rxBytes;
+    s.txPackets = snap.txPackets;
+    s.txBytes = snap.txBytes;
+    s.rxDropped = snap.rxDropped;
+    s.txDropped = snap.txDropped;
+    const drops: Record<string, number> = { ...snap.drops };
+    this.folded.rxBad = drops[Drop.RX_BAD_GUEST_CHAIN] ?? 0;
+    this.folded.rxTooBig = drops[Drop.RX_TOO_BIG] ?? 0;
+    this.folded.txTooBig = drops[Drop.TX_TOO_BIG] ?? 0;
+    this.folded.txBad = drops[Drop.TX_BAD_GUEST_CHAIN] ?? 0;
+    for (const k of [Drop.RX_BAD_GUEST_CHAIN, Drop.RX_TOO_BIG, Drop.TX_TOO_BIG, Drop.TX_BAD_GUEST_CHAIN]) delete drops[k];
+    s.drops = drops;
   }
 
   /** Queue a RARP announcement for `mac` (sent on the next rxBurst of queue 0). */

@@ -47,7 +47,7 @@ interface PmdJson {
   busyIterations: number;
   busyNs: number;
   idleNs: number;
-  rxqs: { port: number; name: string; queue: number; rxPackets: number }[];
+  rxqs: { port: number; name: string; queue: number; rxPackets: number; usage?: number }[];
   drops: Record<string, number>;
 }
 
@@ -209,6 +209,10 @@ export class Unixctl {
       return '';
     });
     this.add('dpif-netdev/pmd-rxq-show', '[-pmd core] [-secs secs] [dp]', 0, 5, (a) => this.pmdRxqShow(a));
+    this.add('dpif-netdev/pmd-rxq-rebalance', '[dp]', 0, 1, async () => {
+      await this.deps.invoke('pmd-rxq-rebalance');
+      return 'pmd rxq rebalance requested.\n';
+    });
     this.add('dpif-netdev/pmd-perf-show', '[-nh] [-it iter-history-len] [-ms ms-history-len] [-pmd core] [dp]', 0, 8, (a) => this.pmdPerfShow(a));
     this.add('dpctl/show', '[-s] [dp...]', 0, 3, (a) => this.dpctlShow(a));
     this.add('dpctl/dump-flows', '[-m] [--names] [dp] [filter=..] [type=..] [pmd=..]', 0, 6, (a) => this.dumpFlows(a));
@@ -285,7 +289,8 @@ export class Unixctl {
       const busyPct = p.busyNs + p.idleNs > 0 ? p.busyNs / (p.busyNs + p.idleNs) : 0;
       out.push(this.pmdHeader(p), '  isolated : false');
       for (const q of p.rxqs) {
-        const use = tot > 0 ? Math.round(100 * busyPct * (q.rxPackets / tot)) : 0;
+        // measured busy share of the queue over the switch's load window; older switches: packets' share of busy time
+        const use = q.usage ?? (tot > 0 ? Math.round(100 * busyPct * (q.rxPackets / tot)) : 0);
         out.push(`  port: ${q.name.padEnd(16)}  queue-id: ${String(q.queue).padStart(2)} (enabled)   pmd usage: ${String(use).padStart(2)} %`);
       }
       const over = tot > 0 ? 0 : Math.round(100 * busyPct);

@@ -1,0 +1,174 @@
+/**
+ * Upcalls in bulk between a PMD thread and the slow path (main thread): many
+ * misses per message and many flow installs per answer, as flat typed arrays
+ * whose buffers are transferred, not cloned (a structured clone of one object
+ * with two typed arrays per miss cost more than the translation itself).
+ *
+ *   PMD -> main   UpcallBatch:   n misses: id, in port, flow key (FLOW_WORDS
+ *                                words), frame bytes (frames[frameOff[i]..frameOff[i+1]))
+ *   main -> PMD   UpcallAnswer:  megaflows to install (key, mask, actions) and,
+ *                                per held packet, the actions to run (or none: drop)
+ *
+ * Action programs live once in `acts`; installs and replies refer to them by
+ * offset and length (the replies of one megaflow share its program).
+ */
+import { FLOW_WORDS } from './flow-key.js';
+
+export interface UpcallBatch {
+  pmd: number;
+  n: number;
+  ids: Float64Array;
+  ports: Int32Array;
+  keys: Uint32Array;
+  frameOff: Int32Array;
+  frames: Uint8Array;
+}
+
+export interface UpcallAnswer {
+  nInstall: number;
+  /** Install i: key/mask words at i*FLOW_WORDS; actions acts[instOff[i] .. +instLen[i]). */
+  instKeys: Uint32Array;
+  instMasks: Uint32Array;
+  instOff: Int32Array;
+  instLen: Int32Array;
+  nReply: number;
+  /** Reply i: upcall id, actions acts[repOff[i] .. +repLen[i]) or none (repOff -1: drop). */
+  repIds: Float64Array;
+  repOff: Int32Array;
+  repLen: Int32Array;
+  /** 1: the answer is for this packet only; packets held behind it go up as upcalls of their own (packet-ins). */
+  repPerPacket: Uint8Array;
+  acts: Int32Array;
+}
+
+/** Collects misses in a PMD thread; take() hands the batch over (its buffers are then transferred). */
+export class UpcallBatcher {
+  readonly pmd: number;
+  private n = 0;
+  private cap = 0;
+  private ids!: Float64Array;
+  private ports!: Int32Array;
+  private keys!: Uint32Array;
+  private frameOff!: Int32Array;
+  private frames!: Uint8Array;
+  private fb = 0;
+
+  constructor(pmd: number, initial = 256) {
+    this.pmd = pmd;
+    this.alloc(initial, initial * 128);
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  private alloc(cap: number, frameBytes: number): void {
+    this.cap = cap;
+    this.ids = new Float64Array(cap);
+    this.ports = new Int32Array(cap);
+    this.keys = new Uint32Array(cap * FLOW_WORDS);
+    this.frameOff = new Int32Array(cap + 1);
+    this.frames = new Uint8Array(frameBytes);
+    this.fb = 0;
+    this.n = 0;
+  }
+
+  add(id: number, port: number, frame: Uint8Array, key: Uint32Array): void {
+    let i = this.n;
+    if (i === this.cap) this.growEntries();
+    if (this.fb + frame.length > this.frames.length) this.growFrames(this.fb + frame.length);
+    this.ids[i] = id;
+    this.ports[i] = port;
+    this.keys.set(key.subarray(0, FLOW_WORDS), i * FLOW_WORDS);
+    this.frameOff[i] = this.fb;
+    this.frames.set(frame, this.fb);
+    this.fb += frame.length;
+    this.n = ++i;
+    this.frameOff[i] = this.fb;
+  }
+
+  private growEntries(): void {
+    const c = this.cap * 2;
+    const g = <T extends Float64Array | Int32Array | Uint32Array>(a: T, len: number): T => {
+      const b = new (a.constructor as new (n: number) => T)(len);
+      b.set(a);
+      return b;
+    };
+    this.ids = g(this.ids, c);
+    this.ports = g(this.ports, c);
+    this.keys = g(this.keys, c * FLOW_WORDS);
+    this.frameOff = g(this.frameOff, c + 1);
+    this.cap = c;
+  }
+
+  private growFrames(need: number): void {
+    let len = this.frames.length * 2;
+    while (len < need) len *= 2;
+    const b = new Uint8Array(len);
+    b.set(this.frames.subarray(0, this.fb));
+    this.frames = b;
+  }
+
+  /** The batch so far (fresh buffers are made for the next one), with the buffers to transfer. */
+  take(): { batch: UpcallBatch; transfer: ArrayBuffer[] } {
+    const batch: UpcallBatch = {
+      pmd: this.pmd, n: this.n, ids: this.ids, ports: this.ports, keys: this.keys, frameOff: this.frameOff, frames: this.frames,
+    };
+    const transfer = [this.ids.buffer, this.ports.buffer, this.keys.buffer, this.frameOff.buffer, this.frames.buffer] as ArrayBuffer[];
+    this.alloc(Math.max(256, Math.min(this.cap, 4096)), Math.max(256 * 128, Math.min(this.frames.length, 1 << 20)));
+    return { batch, transfer };
+  }
+}
+
+/** Builds an answer on the main thread. */
+export class UpcallAnswerBuilder {
+  private readonly instKeys: number[] = [];
+  private readonly instMasks: number[] = [];
+  private readonly instOff: number[] = [];
+  private readonly instLen: number[] = [];
+  private readonly repIds: number[] = [];
+  private readonly repOff: number[] = [];
+  private readonly repLen: number[] = [];
+  private readonly repPerPacket: number[] = [];
+  private readonly acts: number[] = [];
+
+  /** Store an action program once; returns its offset (for install/reply). */
+  program(actions: ArrayLike<number>): number {
+    const off = this.acts.length;
+    for (let i = 0; i < actions.length; i++) this.acts.push(actions[i]);
+    return off;
+  }
+
+  install(key: ArrayLike<number>, mask: ArrayLike<number>, off: number, len: number): void {
+    for (let i = 0; i < FLOW_WORDS; i++) this.instKeys.push(key[i] >>> 0);
+    for (let i = 0; i < FLOW_WORDS; i++) this.instMasks.push(mask[i] >>> 0);
+    this.instOff.push(off);
+    this.instLen.push(len);
+  }
+
+  /** off -1: no actions (the held packets are dropped as no-rule). */
+  reply(id: number, off: number, len: number, perPacket = false): void {
+    this.repIds.push(id);
+    this.repOff.push(off);
+    this.repLen.push(len);
+    this.repPerPacket.push(perPacket ? 1 : 0);
+  }
+
+  build(): { answer: UpcallAnswer; transfer: ArrayBuffer[] } {
+    const answer: UpcallAnswer = {
+      nInstall: this.instOff.length,
+      instKeys: Uint32Array.from(this.instKeys),
+      instMasks: Uint32Array.from(this.instMasks),
+      instOff: Int32Array.from(this.instOff),
+      instLen: Int32Array.from(this.instLen),
+      nReply: this.repIds.length,
+      repIds: Float64Array.from(this.repIds),
+      repOff: Int32Array.from(this.repOff),
+      repLen: Int32Array.from(this.repLen),
+      repPerPacket: Uint8Array.from(this.repPerPacket),
+      acts: Int32Array.from(this.acts),
+    };
+    const transfer = [answer.instKeys, answer.instMasks, answer.instOff, answer.instLen, answer.repIds, answer.repOff, answer.repLen, answer.repPerPacket, answer.acts].map((a) => a.buffer as ArrayBuffer);
+    return { answer, transfer };
+  }
+}
