@@ -27,6 +27,7 @@ import { sleep } from './proc.js';
 import { rate } from './stats.js';
 import { TsvsTestpmd, type TsvsDaemon } from './peers/tsvs.js';
 import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.js';
+import { parsePmdStatsShow } from './peers/ovs.js';
 
 const ONE_WAY = ['in_port=1,actions=output:2', 'in_port=2,actions=drop'];
 /** Every packet is checked against an exact nw_src rule: source IPs are un-wildcarded. */
@@ -132,3 +133,87 @@ export async function runFlows(ctx: BenchContext): Promise<ScenarioResult> {
 }
 
 export const flows: Scenario = { name: 'flows', title: 'flow count and flow setup', run: runFlows };
+
+/** Counters of the exception path: upcalls, datapath flows, misses dropped. */
+interface SetupCounters { upcalls: number; flows: number; lost: number }
+
+async function setupCounters(sw: SwitchUnderTest): Promise<SetupCounters> {
+  if (sw.tsvs) {
+    const ps = await sw.tsvs.pmdStats();
+    return { upcalls: ps.reduce((a, p) => a + p.upcalls, 0), flows: ps.reduce((a, p) => a + p.flows, 0), lost: ps.reduce((a, p) => a + p.upcallsLost, 0) };
+  }
+  const o = sw.ovs!;
+  const st = parsePmdStatsShow(await o.pmdStats());
+  const m = /flows:\s*(\d+)/.exec(await o.appctl('dpctl/show'));
+  return { upcalls: st.upcalls, flows: m ? Number(m[1]) : NaN, lost: st.failedUpcalls };
+}
+
+/**
+ * flowsetup: new megaflows per second through the exception path, tsvs and
+ * OVS-DPDK side by side in the same run (interleaved). Both get the PER_FLOW
+ * rules (an exact nw_src rule makes the source address part of every
+ * megaflow); OVS's prefix tracking is turned off for the table (prefixes=none),
+ * otherwise its megaflows would wildcard most of the source address and it
+ * would install a handful instead of one per source. The generator offers
+ * SETUP_FLOWS flows (`tsvs testpmd --flows`, about 4 Mpps); sampled every
+ * ~0.3 s until the flow count stops growing (or 30 s). Reported: the average
+ * setup rate to 95% of the flows reached, the peak interval, the flows reached
+ * and the misses dropped (tsvs: past its upcall queue, their flows are still set up).
+ */
+export async function runFlowSetup(ctx: BenchContext): Promise<ScenarioResult> {
+  const c = new Collector('flowsetup', `flow setup through the exception path: ${SETUP_FLOWS} new flows offered, new megaflows per second`);
+  c.note(`Generator (tsvs testpmd txonly --flows ${SETUP_FLOWS}) alone on CPU ${ctx.genCpu}; switch on CPU ${ctx.swCpu}; rules ${PER_FLOW.join(' ; ')}; OVS with Flow_Table prefixes=none (see bench/flows.ts).`);
+  const subjects = wanted<SwitchKind>(ctx, ['tsvs', 'ovs-dpdk']);
+  const cs = `${SETUP_FLOWS / 1000}k new flows`;
+  for (let rep = 0; rep < ctx.reps; rep++) {
+    for (const kind of rotate(subjects, rep)) {
+      if (c.isUnavailable(kind)) continue;
+      ctx.log(`flowsetup rep ${rep + 1}/${ctx.reps}: ${kind}`);
+      let sw: SwitchUnderTest | null = null;
+      let gen: TsvsTestpmd | null = null;
+      try {
+        sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu, PER_FLOW);
+        if (sw.ovs) await sw.ovs.vsctl('--', '--id=@ft', 'create', 'Flow_Table', 'prefixes=none', '--', 'set', 'Bridge', 'br0', 'flow_tables:0=@ft');
+        const base = await setupCounters(sw);
+        gen = TsvsTestpmd.start({ ports: [`virtio-user:path=${sw.socks[0]}`], fwd: 'txonly', flows: SETUP_FLOWS, cpu: ctx.genCpu });
+        const samples: (SetupCounters & { t: number })[] = [{ t: performance.now(), ...base }];
+        const t0 = performance.now();
+        let stable = 0;
+        while (performance.now() - t0 < 30000 && stable < 4) {
+          if (gen.proc.exited) throw new Error(`tsvs testpmd exited: ${gen.proc.tail(500)}`);
+          await sleep(250);
+          const s = await setupCounters(sw);
+          const last = samples[samples.length - 1];
+          samples.push({ t: performance.now(), ...s });
+          stable = s.flows > base.flows && s.flows === last.flows ? stable + 1 : 0;
+        }
+        let peak = 0;
+        for (let i = 1; i < samples.length; i++) peak = Math.max(peak, rate(samples[i - 1].flows, samples[i].flows, samples[i].t - samples[i - 1].t));
+        const end = samples[samples.length - 1];
+        const first = samples.findIndex((x) => x.flows > base.flows);
+        const at95 = samples.find((x) => x.flows - base.flows >= 0.95 * (end.flows - base.flows)) ?? end;
+        const startT = samples[Math.max(0, first - 1)].t;
+        const avg = at95.t > startT ? ((at95.flows - base.flows) * 1000) / (at95.t - startT) : NaN;
+        c.add(cs, 'new megaflows/s (average to 95% reached)', kind, 'k/s', avg / 1000);
+        c.add(cs, 'new megaflows/s (peak interval)', kind, 'k/s', peak / 1000);
+        c.add(cs, 'datapath flows reached', kind, 'count', end.flows - base.flows);
+        c.add(cs, 'misses dropped (failed upcalls)', kind, 'count', end.lost - base.lost);
+        c.add(cs, 'upcalls', kind, 'count', end.upcalls - base.upcalls);
+      } catch (e) {
+        if (e instanceof Unavailable) c.markUnavailable(kind, e.message);
+        else {
+          ctx.log(`flowsetup ${kind} failed: ${errText(e)}`);
+          c.fail(kind, rep, errText(e));
+        }
+      } finally {
+        await gen?.stop().catch(() => undefined);
+        await gen?.proc.stop('SIGKILL', 1000);
+        await sw?.stop();
+      }
+    }
+  }
+  c.ratio('tsvs', 'ovs-dpdk', { metric: 'new megaflows/s (average to 95% reached)', label: 'tsvs/ovs-dpdk' });
+  return c.result();
+}
+
+export const flowsetup: Scenario = { name: 'flowsetup', title: 'flow setup rate, tsvs and OVS-DPDK', run: runFlowSetup };

@@ -20,12 +20,12 @@ import { p2p, p2pVxlan } from './p2p.js';
 import { generator } from './generator.js';
 import { kernel } from './kernel.js';
 import { latency } from './latency.js';
-import { flows } from './flows.js';
+import { flows, flowsetup } from './flows.js';
 import { memory } from './memory.js';
 import { profile } from './profile.js';
 import { scrape } from './scrape.js';
 
-export const SCENARIOS: Scenario[] = [p2p, p2pVxlan, generator, kernel, latency, flows, memory, profile, scrape];
+export const SCENARIOS: Scenario[] = [p2p, p2pVxlan, generator, kernel, latency, flows, flowsetup, memory, profile, scrape];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> repo root. */

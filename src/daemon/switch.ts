@@ -145,6 +145,8 @@ export class Switch implements ObservableSwitch {
   private rebalancing: Promise<unknown> = Promise.resolve();
   /** Rebalances done and ports moved (pmd-rxq-show, logs). */
   private rebalances = 0;
+  /** The latest data-path description a moved port's backend forwarded (see movePort). */
+  private readonly movedDesc = new Map<number, import('../vhost/datapath.js').DataPathDescription | null>();
   private portsMoved = 0;
   private readonly ephemeral: boolean;
   private readonly maxGuestMemory: number | undefined;
@@ -191,6 +193,7 @@ export class Switch implements ObservableSwitch {
             dataPath: (m) => {
               // a moved port's backend (kept by the thread that opened it) has new rings: tell the thread polling it
               const rt = sw.ports.get(m.port);
+              sw.movedDesc.set(m.port, m.desc);
               if (rt && rt.pmd.id !== m.pmd) rt.pmd.setDataPath(m.port, m.desc).catch((e: Error) => sw.log.warn(`port ${rt.cfg.name}: data path hand-over: ${e.message}`));
             },
                         log: (level, msg) => sw.log[level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info'](msg),
@@ -316,7 +319,8 @@ export class Switch implements ObservableSwitch {
 
   private onPortEvent(m: PortEventMsg): void {
     const rt = this.ports.get(m.port);
-    if (!rt) return;
+    // only the thread polling the port speaks for it (others hold a ring to it, or held it before a move)
+    if (!rt || rt.pmd.id !== m.pmd) return;
     const was = rt.info?.link;
     rt.info = m.info;
     if (was !== m.info.link) {
@@ -1102,8 +1106,13 @@ export class Switch implements ObservableSwitch {
     const from = rt.pmd;
     const ring = newCrossPmdRing();
     const rel = await from.releasePort(no, ring.bytes);
+    this.movedDesc.delete(no); // from here on, descriptions the backend forwards are newer than rel.desc
     // from now on `from` reaches the port through `ring`, drained by the new poller
     rel.sources.push({ from: from.id, ring: ring.bytes });
+    // what `from` forwarded to ports of third threads goes out before what `to` will forward
+    for (const other of this.pmds) if (other !== from && other !== to) await other.drainTxSources();
+    if (this.movedDesc.has(no)) rel.desc = this.movedDesc.get(no)!;
+    // (synchronously with posting the adoption: later descriptions go to `to`, after it)
     rt.pmd = to;
     try {
       await to.adoptPort(no, rt.cfg.name, rel);
@@ -1133,6 +1142,7 @@ export class Switch implements ObservableSwitch {
     await rt.pmd.delPort(no).catch(warn);
     this.ports.delete(no);
     this.portAdded.delete(no);
+    this.movedDesc.delete(no);
     this.agents.get(rt.bridge)?.portStatus(desc, 1);
     const br = this.bridges.get(rt.bridge);
     if (br) {

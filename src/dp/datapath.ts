@@ -271,6 +271,25 @@ export class Datapath {
   }
 
   /**
+   * Send now everything other threads have put in the cross-PMD rings for our
+   * ports (a port moving between threads: frames another thread forwarded
+   * before the move go out before anything forwarded after it).
+   */
+  drainTxSources(): number {
+    let total = 0;
+    for (const src of this.txSources) {
+      for (;;) {
+        const n = src.ring.dequeueBurst(this.rxBuf, BURST);
+        if (n === 0) break;
+        total += n;
+        for (let j = 0; j < n; j++) this.enqueueTx(src.portNo, this.rxBuf[j]);
+      }
+    }
+    if (this.nDirty > 0) this.flushAll();
+    return total;
+  }
+
+  /**
    * Send now, to local port portNo, every packet waiting in a cross-PMD ring
    * that this thread filled itself while another thread polled the port (the
    * port moved here): they go out before anything this thread sends it next.

@@ -22,7 +22,9 @@ import { FLOW_WORDS } from './flow-key.js';
 import { UpcallBatcher, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
 import type { DataPathDescription } from '../vhost/datapath.js';
-import type { PortStats } from '../pmd/port.js';
+import { PortMover, type PortRelease } from './port-move.js';
+
+export type { PortRelease };
 
 export interface PmdConfig {
   id: number;
@@ -71,15 +73,6 @@ export interface PmdRxq {
   usage?: number;
 }
 
-/** What a PMD thread gives up when a port moves away (see PmdThread.releasePort). */
-export interface PortRelease {
-  desc: DataPathDescription | null;
-  stats: PortStats;
-  nQueues: number;
-  /** Cross-PMD rings into the port that this thread drained; the new poller drains them on. */
-  sources: { from: number; ring: Uint8Array }[];
-}
-
 /** A later data-path description of a moved port, from the thread that keeps its backend. */
 export interface DataPathEventMsg {
   t: 'datapath';
@@ -107,6 +100,7 @@ type Req =
   | { op: 'release-port'; portNo: number; ring: Uint8Array }
   | { op: 'adopt-port'; portNo: number; name: string; rel: PortRelease }
   | { op: 'set-datapath'; portNo: number; desc: DataPathDescription | null }
+  | { op: 'drain-tx-sources' }
   | { op: 'del-tx-sources'; portNo: number }
   | { op: 'flow-put'; key: number[]; mask: number[]; actions: number[] }
   | { op: 'flow-del'; id: number }
@@ -143,8 +137,6 @@ function workerMain(cfg: PmdConfig): void {
     }
   }
   const pool = Mempool.attach(cfg.pool);
-  /** Ports whose backend lives here while another PMD thread polls their rings (moved away). */
-  const parked = new Map<number, VhostUserPort>();
   const upBatch = new UpcallBatcher(cfg.id);
   const flushUpcalls = (): void => {
     if (upBatch.count === 0) return;
@@ -158,6 +150,7 @@ function workerMain(cfg: PmdConfig): void {
     },
   });
   dp.perf = cfg.perfMetrics === true;
+  const mover = new PortMover(dp, pool, cfg.id);
   const sleepMax = cfg.sleepMaxUs ?? 0;
   const slice = (cfg.sliceUs ?? 1000) / 1000;
   let stopping = false;
@@ -217,6 +210,7 @@ function workerMain(cfg: PmdConfig): void {
       lastLinkCheck = now;
       for (const n of dp.portNumbers()) {
         const p = dp.port(n)!;
+        if (p.type === 'remote') continue; // a ring to another thread's port: that thread reports it
         const sig = portSignature(p);
         if (linkSig.get(n) !== sig) {
           linkSig.set(n, sig);
@@ -252,12 +246,8 @@ function workerMain(cfg: PmdConfig): void {
       case 'del-port': {
         const p = dp.removePort(req.portNo);
         p?.close();
-        const owner = parked.get(req.portNo);
-        if (owner !== undefined) {
-          parked.delete(req.portNo);
-          owner.close();
-        }
-        return p !== null || owner !== undefined;
+        const parked = mover.closeParked(req.portNo);
+        return p !== null || parked;
       }
       case 'add-remote-port':
         dp.addPort(req.portNo, new RemoteTxPort(req.name, req.ring));
@@ -266,54 +256,19 @@ function workerMain(cfg: PmdConfig): void {
         dp.addTxSource(req.portNo, req.ring, req.from ?? -1);
         return true;
       case 'release-port': {
-        // This thread stops polling the port: its rings are detached (positions saved), packets for it
-        // go to the new poller through `ring`, and the rings other threads fill for it go along.
-        const p = dp.port(req.portNo);
-        if (!(p instanceof VhostUserPort)) throw new Error(`port ${req.portNo} cannot move (only vhost-user ports move between PMD threads)`);
-        dp.removePort(req.portNo); // sends what is batched for it first
-        const sources = dp.takeTxSources(req.portNo);
-        let rel: { desc: DataPathDescription | null; stats: PortStats };
-        if (p.backend !== null) {
-          // keep the backend (socket, protocol) here; its later descriptions go to the poller via main
-          parked.set(req.portNo, p);
-          const portNo = req.portNo;
-          rel = p.handOff((d) => port.postMessage({ t: 'datapath', pmd: cfg.id, port: portNo, desc: d } satisfies DataPathEventMsg));
-        } else {
-          rel = p.handOff(null);
-          p.close();
-        }
-        dp.addPort(req.portNo, new RemoteTxPort(p.name, req.ring));
-        linkSig.delete(req.portNo);
-        return { ...rel, nQueues: p.nQueues, sources } satisfies PortRelease;
+        const portNo = req.portNo;
+        const rel = mover.release(portNo, req.ring, (d) => port.postMessage({ t: 'datapath', pmd: cfg.id, port: portNo, desc: d } satisfies DataPathEventMsg));
+        linkSig.delete(portNo);
+        return rel;
       }
-      case 'adopt-port': {
-        const rel = req.rel;
-        const old = dp.port(req.portNo);
-        if (old !== null && !(old instanceof RemoteTxPort)) throw new Error(`port ${req.portNo} is already polled by pmd ${cfg.id}`);
-        if (old !== null) dp.removePort(req.portNo);
-        const owner = parked.get(req.portNo);
-        let p: VhostUserPort;
-        if (owner !== undefined) {
-          parked.delete(req.portNo);
-          p = owner;
-          p.carryStats(rel.stats);
-          p.takeBack();
-        } else {
-          p = VhostUserPort.remote({ name: req.name, mempool: pool, queues: rel.nQueues });
-          p.carryStats(rel.stats);
-          p.setDataPath(rel.desc);
-        }
-        dp.addPort(req.portNo, p);
-        // what this thread queued for the port while another polled it goes out first, in order
-        if (old instanceof RemoteTxPort) dp.drainToPort(req.portNo, old.ringBytes);
-        for (const s of rel.sources) if (s.from !== cfg.id) dp.addTxSource(req.portNo, s.ring, s.from);
+      case 'adopt-port':
+        mover.adopt(req.portNo, req.name, req.rel);
         return true;
-      }
-      case 'set-datapath': {
-        const p = dp.port(req.portNo);
-        if (p instanceof VhostUserPort && p.backend === null) p.setDataPath(req.desc);
+      case 'set-datapath':
+        mover.setDataPath(req.portNo, req.desc);
         return true;
-      }
+      case 'drain-tx-sources':
+        return dp.drainTxSources();
       case 'del-tx-sources':
         dp.removeTxSources(req.portNo);
         return true;
@@ -365,8 +320,7 @@ function workerMain(cfg: PmdConfig): void {
       case 'stop': {
         stopping = true;
         for (const n of dp.portNumbers()) dp.removePort(n)?.close();
-        for (const p of parked.values()) p.close();
-        parked.clear();
+        mover.closeAll();
         dp.drain();
         return true;
       }
@@ -491,6 +445,10 @@ export class PmdThread {
   /** Poll a port another PMD thread released (resumes its rings where they stopped). */
   adoptPort(portNo: number, name: string, rel: PortRelease): Promise<boolean> {
     return this.request({ op: 'adopt-port', portNo, name, rel });
+  }
+  /** Send now what other threads put in the rings for this thread's ports (see PortMover). */
+  drainTxSources(): Promise<number> {
+    return this.request({ op: 'drain-tx-sources' });
   }
   /** A later data-path description for a port this thread polls without owning it. */
   setDataPath(portNo: number, desc: DataPathDescription | null): Promise<boolean> {
