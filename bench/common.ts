@@ -16,6 +16,8 @@ export interface BenchContext {
   log(msg: string): void;
   /** Only these subjects (e.g. 'tsvs', 'ovs-dpdk'); empty: all. */
   only?: string[];
+  /** Frame sizes for the scenarios that take several (--sizes); default: theirs. */
+  sizes?: number[];
 }
 
 /** The subjects of a scenario that --subject selected. */

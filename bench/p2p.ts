@@ -21,7 +21,7 @@ import { rate } from './stats.js';
 import { DpdkTestpmd } from './peers/dpdk.js';
 import { startSwitch, SWITCH_KINDS, TUNNEL_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
 
-export type LoopVariant = 'oneway' | 'bidir';
+export type LoopVariant = 'oneway' | 'bidir' | 'txfirst';
 
 export interface LoopMeasurement {
   /** Mpps switch port 1 -> 2 (received on testpmd port 1). */
@@ -61,14 +61,22 @@ export async function waitLoopReady(gen: DpdkTestpmd, timeoutMs = 30000): Promis
 /** One primed io-loop run (see the file comment). */
 export async function measureLoop(gen: DpdkTestpmd, o: { size: number; variant: LoopVariant; warmup: number; seconds: number }): Promise<LoopMeasurement> {
   await gen.setTxpkts(o.size);
-  await gen.cmd(o.variant === 'oneway' ? 'set portlist 0' : 'set portlist 0,1');
-  await gen.setFwd('txonly');
-  await gen.startFwd();
-  await sleep(50);
-  await gen.stopFwd();
-  await gen.cmd('set portlist 0,1');
-  await gen.setFwd('io');
-  await gen.startFwd();
+  if (o.variant === 'txfirst') {
+    // the io-loop shape users run by hand: io forwarding started with `start tx_first` (one burst of
+    // 32 per port), counters read after the warm-up over a fixed window
+    await gen.cmd('set portlist 0,1');
+    await gen.setFwd('io');
+    await gen.startFwd({ txFirst: 1 });
+  } else {
+    await gen.cmd(o.variant === 'oneway' ? 'set portlist 0' : 'set portlist 0,1');
+    await gen.setFwd('txonly');
+    await gen.startFwd();
+    await sleep(50);
+    await gen.stopFwd();
+    await gen.cmd('set portlist 0,1');
+    await gen.setFwd('io');
+    await gen.startFwd();
+  }
   await sleep(o.warmup * 1000);
   const a = await gen.portStats();
   const ta = performance.now();
@@ -103,10 +111,10 @@ export async function measureLoop(gen: DpdkTestpmd, o: { size: number; variant: 
 
 export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?: LoopVariant[]; subjects?: SwitchKind[]; name?: string; title?: string } = {}): Promise<ScenarioResult> {
   const c = new Collector(o.name ?? 'p2p', o.title ?? 'DPDK testpmd (2x virtio-user, io loop) <-> switch (2x vhost-user), Mpps per direction');
-  const sizes = o.sizes ?? (ctx.quick ? [64, 1518] : [...FRAME_SIZES]);
-  const variants = o.variants ?? ['oneway', 'bidir'];
+  const sizes = o.sizes ?? ctx.sizes ?? (ctx.quick ? [64, 1518] : [...FRAME_SIZES]);
+  const variants = o.variants ?? ['oneway', 'bidir', 'txfirst'];
   const subjects = wanted(ctx, o.subjects ?? SWITCH_KINDS);
-  c.note('Traffic: one dpdk-testpmd (forwarding lcore pinned to the generator CPU) with two net_virtio_user ports; primed io loop (see bench/p2p.ts). "oneway" primes port 0 only, so frames cross the switch 1->2 only; "bidir" primes both.');
+  c.note('Traffic: one dpdk-testpmd (forwarding lcore pinned to the generator CPU) with two net_virtio_user ports; primed io loop (see bench/p2p.ts). "oneway" primes port 0 only, so frames cross the switch 1->2 only; "bidir" primes both; "txfirst" is the plain io loop started with `start tx_first` (32 frames per port in flight).');
   c.note(`Switch under test pinned to CPU ${ctx.swCpu}; generator forwarding on CPU ${ctx.genCpu}.`);
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const kind of rotate(subjects, rep)) {
@@ -127,7 +135,7 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
             if (m.mpps12 === 0 && m.mpps21 === 0) throw new Error(`no frames came back through ${kind} (${cs}); generator: ${gen.proc.tail(600)}`);
             const counts = { sent: m.sent, received: m.received };
             c.add(cs, 'port1->2', kind, 'Mpps', m.mpps12, counts);
-            if (variant === 'bidir') {
+            if (variant !== 'oneway') {
               c.add(cs, 'port2->1', kind, 'Mpps', m.mpps21);
               c.add(cs, 'sum', kind, 'Mpps', m.mpps12 + m.mpps21);
             }

@@ -39,6 +39,8 @@ export interface RunOptions {
   quick: boolean;
   out: string;
   subjects: string[];
+  /** Frame sizes (--sizes 64,256), for scenarios that take several. */
+  sizes?: number[];
   /** Replace only the scenarios run in the existing report of `out`. */
   merge: boolean;
 }
@@ -56,6 +58,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
       quick: { type: 'boolean' },
       out: { type: 'string' },
       subject: { type: 'string', multiple: true },
+      sizes: { type: 'string' },
       merge: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -80,10 +83,15 @@ export function parseRunArgs(argv: string[]): RunOptions {
     out: values.out ?? path.join(REPO, 'bench', 'results'),
     subjects: (values.subject ?? []).flatMap((s) => s.split(',')).filter(Boolean),
     merge: !!values.merge,
+    sizes: values.sizes === undefined ? undefined : String(values.sizes).split(',').map((x) => {
+      const n = Number(x);
+      if (!Number.isInteger(n) || n < 60 || n > 9000) throw new BenchUsageError(`--sizes: '${x}' is not a frame size in 60..9000`);
+      return n;
+    }),
   };
 }
 
-const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR] [--merge]
+const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--out DIR] [--merge]
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
   --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vhost-user)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
@@ -135,7 +143,7 @@ export async function runBench(args: string[]): Promise<number> {
   const log = (m: string): void => {
     process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   };
-  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects };
+  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects, sizes: o.sizes };
   let interrupted = false;
   const onSig = (): void => {
     if (interrupted) {
