@@ -35,8 +35,10 @@ const placement = (rows: RxqRow[]): string[][] => rows.map((r) => r.rxqs.map((q)
 test('pmd-auto-lb moves a loaded vhost-user port to the idle PMD thread; every frame accounted for', { timeout: 180_000 }, async (t) => {
   const d = await startDaemon({
     args: [
-      '--pmd-cpus', '0,1', '--pmd-load-interval', '200',
-      '--pmd-auto-lb', '--pmd-auto-lb-load-threshold', '50', '--pmd-auto-lb-rebal-interval', '0.02',
+      // a low load threshold: on this shared machine the loaded thread is not always 95% busy (the
+      // generator shares the CPUs), and the test is about what moves and what arrives, not about load
+      '--pmd-cpus', '0,1', '--pmd-load-interval', '300',
+      '--pmd-auto-lb', '--pmd-auto-lb-load-threshold', '10', '--pmd-auto-lb-rebal-interval', '0.02',
     ],
   });
   t.after(async () => {
@@ -77,7 +79,7 @@ test('pmd-auto-lb moves a loaded vhost-user port to the idle PMD thread; every f
     return q !== undefined && q.rxPackets > 20000 && q.usage > 0;
   }, { what: `pmd 1 receives on ${moved} and measures its usage`, timeout: 30000, interval: 200, describe: async () => (await d.cli('pmd-rxq-show')).stdout });
   const text = (await d.cli('pmd-rxq-show')).stdout;
-  assert.match(text, /pmd-auto-lb on: load 50%, improvement 25%/);
+  assert.match(text, /pmd-auto-lb on: load 10%, improvement 25%/);
   assert.match(text, new RegExp(`pmd thread 1 [^\\n]*\\n(  port: .*\\n)*  port: ${moved}\\s+queue-id:  0\\s+pmd usage:\\s+\\d+ %`));
   // on demand, through both front doors: the load is even now, so nothing has to move (and nothing breaks)
   const r = await d.cli('pmd-rxq-rebalance');
