@@ -354,9 +354,7 @@ export class Switch implements ObservableSwitch {
   private onUpcalls(b: UpcallBatch): void {
     if (b.n === 0) return;
     const pmd = this.pmds[b.pmd];
-    const out = new UpcallAnswerBuilder();
-    /** megaflow id -> its program's offset and length in the answer (installed once per batch) */
-    const seen = new Map<string, number>();
+    const out = new UpcallAnswerBuilder(b.n);
     const now = Date.now();
     for (let i = 0; i < b.n; i++) {
       const id = b.ids[i];
@@ -381,13 +379,12 @@ export class Switch implements ObservableSwitch {
         out.reply(id, out.program(r.actions), r.actions.length, true);
         continue;
       }
-      const fid = br.megaflowId(r.key, r.mask);
-      let off = seen.get(fid);
-      if (off === undefined) {
-        // duplicate upcalls of one megaflow in a batch install it once
+      // duplicate upcalls of one megaflow in a batch install it once (hash of key and mask, then compared)
+      const dup = out.installed(r.key, r.mask);
+      let off = dup.off;
+      if (off < 0) {
         off = out.program(r.actions);
-        seen.set(fid, off);
-        out.install(r.key, r.mask, off, r.actions.length);
+        out.install(r.key, r.mask, off, r.actions.length, dup.hash);
       }
       if (id >= 0) out.reply(id, off, r.actions.length); // (an upcall past the queue holds no packet: install only)
     }

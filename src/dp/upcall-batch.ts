@@ -120,53 +120,126 @@ export class UpcallBatcher {
   }
 }
 
-/** Builds an answer on the main thread. */
+/** Builds an answer on the main thread (typed arrays sized for the batch; no per-upcall allocation). */
 export class UpcallAnswerBuilder {
-  private readonly instKeys: number[] = [];
-  private readonly instMasks: number[] = [];
-  private readonly instOff: number[] = [];
-  private readonly instLen: number[] = [];
-  private readonly repIds: number[] = [];
-  private readonly repOff: number[] = [];
-  private readonly repLen: number[] = [];
-  private readonly repPerPacket: number[] = [];
-  private readonly acts: number[] = [];
+  private nInst = 0;
+  private nRep = 0;
+  private nActs = 0;
+  private instKeys: Uint32Array;
+  private instMasks: Uint32Array;
+  private instOff: Int32Array;
+  private instLen: Int32Array;
+  private instHash: Int32Array;
+  private readonly repIds: Float64Array;
+  private readonly repOff: Int32Array;
+  private readonly repLen: Int32Array;
+  private readonly repPerPacket: Uint8Array;
+  private acts: Int32Array;
+  /** key+mask hash -> install index (dedup of one megaflow's installs within the batch) */
+  private readonly byHash = new Map<number, number>();
+
+  constructor(maxReplies: number) {
+    const n = Math.max(1, maxReplies);
+    this.instKeys = new Uint32Array(n * FLOW_WORDS);
+    this.instMasks = new Uint32Array(n * FLOW_WORDS);
+    this.instOff = new Int32Array(n);
+    this.instLen = new Int32Array(n);
+    this.instHash = new Int32Array(n);
+    this.repIds = new Float64Array(n);
+    this.repOff = new Int32Array(n);
+    this.repLen = new Int32Array(n);
+    this.repPerPacket = new Uint8Array(n);
+    this.acts = new Int32Array(n * 4);
+  }
 
   /** Store an action program once; returns its offset (for install/reply). */
   program(actions: ArrayLike<number>): number {
-    const off = this.acts.length;
-    for (let i = 0; i < actions.length; i++) this.acts.push(actions[i]);
+    const off = this.nActs;
+    if (off + actions.length > this.acts.length) {
+      const b = new Int32Array(Math.max(this.acts.length * 2, off + actions.length));
+      b.set(this.acts.subarray(0, off));
+      this.acts = b;
+    }
+    for (let i = 0; i < actions.length; i++) this.acts[off + i] = actions[i];
+    this.nActs = off + actions.length;
     return off;
   }
 
-  install(key: ArrayLike<number>, mask: ArrayLike<number>, off: number, len: number): void {
-    for (let i = 0; i < FLOW_WORDS; i++) this.instKeys.push(key[i] >>> 0);
-    for (let i = 0; i < FLOW_WORDS; i++) this.instMasks.push(mask[i] >>> 0);
-    this.instOff.push(off);
-    this.instLen.push(len);
+  /**
+   * The program offset of a megaflow (key, mask) already installed in this
+   * batch, or -1 (then program() and install() it).
+   */
+  installed(key: ArrayLike<number>, mask: ArrayLike<number>): { off: number; hash: number } {
+    let h = 0x811c9dc5 | 0;
+    for (let i = 0; i < FLOW_WORDS; i++) {
+      h = Math.imul(h ^ (key[i] >>> 0), 0x01000193);
+      h = Math.imul(h ^ (mask[i] >>> 0), 0x01000193);
+    }
+    const j = this.byHash.get(h);
+    if (j !== undefined) {
+      let same = true;
+      const b = j * FLOW_WORDS;
+      for (let i = 0; i < FLOW_WORDS && same; i++) same = this.instKeys[b + i] === key[i] >>> 0 && this.instMasks[b + i] === mask[i] >>> 0;
+      if (same) return { off: this.instOff[j], hash: h };
+    }
+    return { off: -1, hash: h };
   }
 
-  /** off -1: no actions (the held packets are dropped as no-rule). */
+  install(key: ArrayLike<number>, mask: ArrayLike<number>, off: number, len: number, hash?: number): void {
+    const j = this.nInst;
+    if (j === this.instOff.length) this.growInstalls();
+    const b = j * FLOW_WORDS;
+    for (let i = 0; i < FLOW_WORDS; i++) {
+      this.instKeys[b + i] = key[i] >>> 0;
+      this.instMasks[b + i] = mask[i] >>> 0;
+    }
+    this.instOff[j] = off;
+    this.instLen[j] = len;
+    if (hash !== undefined) {
+      this.instHash[j] = hash;
+      this.byHash.set(hash, j);
+    }
+    this.nInst = j + 1;
+  }
+
+  private growInstalls(): void {
+    const n = this.instOff.length * 2;
+    const g = <T extends Uint32Array | Int32Array>(a: T, len: number): T => {
+      const b = new (a.constructor as new (n: number) => T)(len);
+      b.set(a);
+      return b;
+    };
+    this.instKeys = g(this.instKeys, n * FLOW_WORDS);
+    this.instMasks = g(this.instMasks, n * FLOW_WORDS);
+    this.instOff = g(this.instOff, n);
+    this.instLen = g(this.instLen, n);
+    this.instHash = g(this.instHash, n);
+  }
+
+  /** off -1: no actions (the held packets are dropped as no-rule). At most maxReplies replies. */
   reply(id: number, off: number, len: number, perPacket = false): void {
-    this.repIds.push(id);
-    this.repOff.push(off);
-    this.repLen.push(len);
-    this.repPerPacket.push(perPacket ? 1 : 0);
+    const j = this.nRep++;
+    this.repIds[j] = id;
+    this.repOff[j] = off;
+    this.repLen[j] = len;
+    this.repPerPacket[j] = perPacket ? 1 : 0;
   }
 
   build(): { answer: UpcallAnswer; transfer: ArrayBuffer[] } {
+    const ni = this.nInst;
+    const nr = this.nRep;
     const answer: UpcallAnswer = {
-      nInstall: this.instOff.length,
-      instKeys: Uint32Array.from(this.instKeys),
-      instMasks: Uint32Array.from(this.instMasks),
-      instOff: Int32Array.from(this.instOff),
-      instLen: Int32Array.from(this.instLen),
-      nReply: this.repIds.length,
-      repIds: Float64Array.from(this.repIds),
-      repOff: Int32Array.from(this.repOff),
-      repLen: Int32Array.from(this.repLen),
-      repPerPacket: Uint8Array.from(this.repPerPacket),
-      acts: Int32Array.from(this.acts),
+      nInstall: ni,
+      instKeys: this.instKeys.slice(0, ni * FLOW_WORDS),
+      instMasks: this.instMasks.slice(0, ni * FLOW_WORDS),
+      instOff: this.instOff.slice(0, ni),
+      instLen: this.instLen.slice(0, ni),
+      nReply: nr,
+      repIds: this.repIds.slice(0, nr),
+      repOff: this.repOff.slice(0, nr),
+      repLen: this.repLen.slice(0, nr),
+      repPerPacket: this.repPerPacket.slice(0, nr),
+      acts: this.acts.slice(0, this.nActs),
     };
     const transfer = [answer.instKeys, answer.instMasks, answer.instOff, answer.instLen, answer.repIds, answer.repOff, answer.repLen, answer.repPerPacket, answer.acts].map((a) => a.buffer as ArrayBuffer);
     return { answer, transfer };
