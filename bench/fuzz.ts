@@ -48,6 +48,8 @@ export interface FuzzReport {
   /** `tsvs memory --gc` at the start and at the end: RSS by kind, live heaps (issue 18: what the RSS growth is). */
   memStart?: MemSplit;
   memEnd?: MemSplit;
+  /** The same once the witnesses have disconnected (their memory unmapped). */
+  memAfterWitnesses?: MemSplit;
   rssMaxKiB: number;
   fdsStart: number;
   fdsEnd: number;
@@ -74,6 +76,8 @@ export interface MemSplit {
   external: number;
   pmdHeap: number[];
   pmdHeapTotal: number[];
+  /** Committed KiB per V8 heap space of the first PMD thread (new_space grows under a high allocation rate). */
+  pmdSpaces: Record<string, number>;
   /** Resident KiB per mapping name (/proc/PID/smaps): memfds by name, [heap], [anon], files grouped. */
   byMapping: Record<string, number>;
 }
@@ -102,6 +106,7 @@ async function memSplit(ctl: string, gc: boolean, pid: number): Promise<MemSplit
     rss: k(m.main.rss), anon: k(m.main.rssAnon), file: k(m.main.rssFile), shmem: k(m.main.rssShmem),
     mainHeap: k(m.main.heapUsed), mainHeapTotal: k(m.main.heapTotal), external: k(m.main.external),
     pmdHeap: m.pmds.map((p) => k(p.heapUsed)), pmdHeapTotal: m.pmds.map((p) => k(p.heapTotal)),
+    pmdSpaces: Object.fromEntries((m.pmds[0]?.spaces ?? []).filter((x) => x.committed > 0).map((x) => [x.name, k(x.committed)])),
     byMapping: residentByMapping(pid),
   };
 }
@@ -315,8 +320,9 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
         if (why) rep.witnessFailures.push(`after ${rep.messages} messages: ${why}`);
         const rss = procKiB(d.proc.pid!);
         rep.rssMaxKiB = Math.max(rep.rssMaxKiB, rss);
-        const ms = o.progress ? await memSplit(ctl, false, d.proc.pid!) : null;
-        o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB (anon ${(ms!.anon / 1024).toFixed(1)}, file ${(ms!.file / 1024).toFixed(1)}, shmem ${(ms!.shmem / 1024).toFixed(1)}; heap main ${(ms!.mainHeapTotal / 1024).toFixed(1)}, pmd ${(ms!.pmdHeapTotal[0] / 1024).toFixed(1)} MiB), ${procFds(d.proc.pid!)} fds`);
+        // live heaps (full GC) every 10th check, the cheap split otherwise
+        const ms = o.progress ? await memSplit(ctl, rep.witnessChecks % 10 === 0, d.proc.pid!) : null;
+        o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB (anon ${(ms!.anon / 1024).toFixed(1)}, file ${(ms!.file / 1024).toFixed(1)}, shmem ${(ms!.shmem / 1024).toFixed(1)}; heap total main ${(ms!.mainHeapTotal / 1024).toFixed(1)}, pmd ${(ms!.pmdHeapTotal[0] / 1024).toFixed(1)} MiB${rep.witnessChecks % 10 === 0 ? `; live heap main ${(ms!.mainHeap / 1024).toFixed(2)}, pmd ${(ms!.pmdHeap[0] / 1024).toFixed(2)} MiB` : ''}), ${procFds(d.proc.pid!)} fds`);
       }
     }
     rep.seconds = (Date.now() - t0) / 1000;
@@ -336,6 +342,15 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
       rep.daemonCrashed = true;
     }
     rep.logLines = d.log().split('\n').length;
+    if (!rep.daemonCrashed && w) {
+      // the witnesses' memory the switch touched is theirs: it leaves the daemon's RSS with them
+      w.close();
+      w = null;
+      const pid = d.proc.pid!;
+      const t1 = Date.now();
+      while (residentByMapping(pid)['/memfd:tsvs-mempool-fuzz-witness'] !== undefined && Date.now() - t1 < 5000) await sleep(50);
+      rep.memAfterWitnesses = await memSplit(ctl, true, pid);
+    }
   } finally {
     w?.close();
     g.close();
