@@ -31,6 +31,8 @@ export interface FuzzOptions {
   /** ... or after this many messages, whichever comes first. */
   messages?: number;
   seed?: number;
+  /** Write heap snapshots of every daemon thread into this directory after 30 s and at the end. */
+  snapshotDir?: string;
   /** Progress lines (default: none). */
   progress?: (line: string) => void;
 }
@@ -321,6 +323,7 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
         const rss = procKiB(d.proc.pid!);
         rep.rssMaxKiB = Math.max(rep.rssMaxKiB, rss);
         // live heaps (full GC) every 10th check, the cheap split otherwise
+        if (o.snapshotDir && rep.witnessChecks === 15) await rpcCall(ctl, 'memory', { gc: true, snapshotDir: o.snapshotDir }, 120000);
         const ms = o.progress ? await memSplit(ctl, rep.witnessChecks % 10 === 0, d.proc.pid!) : null;
         o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB (anon ${(ms!.anon / 1024).toFixed(1)}, file ${(ms!.file / 1024).toFixed(1)}, shmem ${(ms!.shmem / 1024).toFixed(1)}; heap total main ${(ms!.mainHeapTotal / 1024).toFixed(1)}, pmd ${(ms!.pmdHeapTotal[0] / 1024).toFixed(1)} MiB${rep.witnessChecks % 10 === 0 ? `; live heap main ${(ms!.mainHeap / 1024).toFixed(2)}, pmd ${(ms!.pmdHeap[0] / 1024).toFixed(2)} MiB` : ''}), ${procFds(d.proc.pid!)} fds`);
       }
@@ -332,6 +335,7 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
       const why = await w.check();
       if (why) rep.witnessFailures.push(`at the end: ${why}`);
       await sleep(300);
+      if (o.snapshotDir) await rpcCall(ctl, 'memory', { gc: true, snapshotDir: o.snapshotDir }, 120000);
       rep.memEnd = await memSplit(ctl, true, d.proc.pid!);
       rep.rssEndKiB = procKiB(d.proc.pid!);
       rep.fdsEnd = procFds(d.proc.pid!);
@@ -367,7 +371,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   };
   const messages = arg('messages');
   const seconds = arg('seconds') ?? (messages !== undefined ? 24 * 3600 : 30);
-  runFuzz({ seconds, messages, seed: arg('seed'), progress: (l) => console.log(l) }).then(
+  const snap = process.argv.indexOf('--heap-snapshots');
+  runFuzz({ seconds, messages, seed: arg('seed'), snapshotDir: snap > 0 ? path.resolve(process.argv[snap + 1]) : undefined, progress: (l) => console.log(l) }).then(
     (r) => {
       console.log(JSON.stringify(r, null, 2));
       const ok = !r.daemonCrashed && r.witnessFailures.length === 0;

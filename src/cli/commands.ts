@@ -106,6 +106,7 @@ export const COMMANDS: CommandSpec[] = [
   ctl('pmd-stats-clear', undefined, 'reset the PMD counters'),
   ctl('memory', undefined, 'RSS by kind (anonymous, files, shared memory), V8 heap of the main thread and of each PMD thread, packet buffers free', {
     gc: { type: 'boolean', help: 'full garbage collections first, in every thread (heap = live objects; each PMD pauses a few ms)' },
+    'heap-snapshot': { type: 'string', arg: 'DIR', help: 'also write a V8 heap snapshot of every thread into DIR (for Chrome DevTools; pauses each thread about 1 s)' },
   }),
   ctl('pmd-rxq-show', undefined, 'which PMD thread polls which rx queue, and each queue\'s measured share of its thread (pmd usage %)'),
   ctl('pmd-rxq-rebalance', undefined, 'move rx queues (vhost-user ports) between PMD threads by measured load now, as ovs-appctl dpif-netdev/pmd-rxq-rebalance'),

@@ -2,6 +2,7 @@
  * Control commands: each sends one JSON-RPC request to the running daemon
  * and prints the answer, as text for people or as JSON with --json.
  */
+import { resolve as resolvePath } from 'node:path';
 import { rpcCall } from '../daemon/control.js';
 import { runPaths } from '../daemon/run-dir.js';
 import { UsageError, intOption } from '../util/options.js';
@@ -41,7 +42,7 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
   'pmd-stats': () => ({}),
   'pmd-stats-clear': () => ({}),
   'pmd-rxq-show': () => ({}),
-  memory: (v) => ({ gc: !!v.gc }),
+  memory: (v) => ({ gc: !!v.gc, snapshotDir: v['heap-snapshot'] === undefined ? undefined : resolvePath(String(v['heap-snapshot'])) }),
   'pmd-rxq-rebalance': () => ({}),
   'qemu-args': (_v, p) => (need(p, 1, 'port name'), { port: p[0] }),
   'revalidate-wait': () => ({}),

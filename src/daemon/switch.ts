@@ -43,7 +43,7 @@ import type { OfPortDesc } from '../openflow/wire.js';
 import { xlatePacketOut, type ControllerEvent } from '../ofproto/xlate.js';
 import type { OfAction } from '../ofproto/flow-syntax.js';
 import { extractKey, FLOW_WORDS } from '../dp/flow-key.js';
-import { memoryReport, type MemoryReport } from '../util/memory.js';
+import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
 import { executeActions, EXEC_STATE_WORDS, ST_OFF, ST_LEN, ST_NOUT, EXEC_DONE } from '../dp/actions.js';
 
 /** MTU of ports when --max-mtu is not given. */
@@ -890,9 +890,13 @@ export class Switch implements ObservableSwitch {
     });
     c.on('memory', async (p) => {
       const gc = !!p.gc;
-      const main = memoryReport({ gc });
-      const pmds: (MemoryReport & { pmd: number })[] = [];
-      for (const pmd of this.pmds) pmds.push({ pmd: pmd.id, ...(await pmd.memory(gc)) });
+      // heap snapshots (diagnostics): one file per thread in an existing directory
+      const snapshotDir = p.snapshotDir === undefined || p.snapshotDir === null ? undefined : path.resolve(String(p.snapshotDir));
+      if (snapshotDir !== undefined && !fs.statSync(snapshotDir, { throwIfNoEntry: false })?.isDirectory()) throw new RpcError(`no directory ${snapshotDir}`);
+      const main: MemoryReport & { snapshot?: string } = memoryReport({ gc });
+      if (snapshotDir !== undefined) main.snapshot = writeHeapSnapshot(snapshotDir, 'main');
+      const pmds: (MemoryReport & { pmd: number; snapshot?: string })[] = [];
+      for (const pmd of this.pmds) pmds.push({ pmd: pmd.id, ...(await pmd.memory(gc, snapshotDir)) });
       const data = { main, pmds, pool: { available: this.pool.available(), count: this.pool.count, bytes: this.poolBytes() } };
       const heap = (m: MemoryReport): string =>
         `heap ${mib(m.heapUsed)} used${m.gc ? ' (live, after GC)' : ''} of ${mib(m.heapTotal)} MiB, external ${mib(m.external)} MiB (array buffers ${mib(m.arrayBuffers)}), V8 malloc ${mib(m.mallocedMemory)} MiB`;
@@ -901,6 +905,7 @@ export class Switch implements ObservableSwitch {
         `main thread: ${heap(main)}`,
         ...pmds.map((m) => `pmd thread ${m.pmd}: ${heap(m)}`),
         `packet buffers: ${data.pool.available} free of ${data.pool.count} (${mib(data.pool.bytes)} MiB)`,
+        ...[main, ...pmds].filter((m) => m.snapshot).map((m) => `heap snapshot: ${m.snapshot}`),
       ].join('\n');
       return { text, data };
     });

@@ -16,7 +16,7 @@ import * as libc from '../sys/libc.js';
 import { RemoteTxPort } from './remote-port.js';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
 import { CaptureSet, CaptureTap } from './capture-tap.js';
-import { memoryReport, type MemoryReport } from '../util/memory.js';
+import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
 import type { Logger, LogLevel } from '../vhost/connection.js';
 import { FLOW_WORDS } from './flow-key.js';
 import { UpcallBatcher, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
@@ -110,7 +110,7 @@ type Req =
   | { op: 'dump-flows' }
   | { op: 'dump-flows-packed' }
   | { op: 'stats' }
-  | { op: 'memory'; gc: boolean }
+  | { op: 'memory'; gc: boolean; snapshotDir?: string }
   | { op: 'capture-start'; id: number; portNo: number; dirs: number; buf: SharedArrayBuffer }
   | { op: 'capture-stop'; id: number }
   | { op: 'ports' }
@@ -303,8 +303,10 @@ function workerMain(cfg: PmdConfig): void {
           poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail,
         } satisfies PmdThreadStats;
       }
-      case 'memory':
-        return memoryReport({ gc: req.gc });
+      case 'memory': {
+        const r = memoryReport({ gc: req.gc });
+        return req.snapshotDir ? { ...r, snapshot: writeHeapSnapshot(req.snapshotDir, `pmd${cfg.id}`) } : r;
+      }
       case 'capture-start': {
         const p = dp.port(req.portNo);
         if (!p || p.type === 'remote') throw new Error(`port ${req.portNo} is not polled by pmd ${cfg.id}`);
@@ -485,8 +487,8 @@ export class PmdThread {
     return this.request({ op: 'stats' });
   }
   /** This thread's V8 heap (its own isolate) and the process's RSS; gc: full GCs first (pauses polling for a few ms). */
-  memory(gc = false): Promise<MemoryReport> {
-    return this.request({ op: 'memory', gc });
+  memory(gc = false, snapshotDir?: string): Promise<MemoryReport & { snapshot?: string }> {
+    return this.request({ op: 'memory', gc, snapshotDir });
   }
   ports(): Promise<(PortInfo & { portNo: number })[]> {
     return this.request({ op: 'ports' });
