@@ -27,7 +27,7 @@
 import type { Logger } from 'pino';
 import type { FlowTables, Rule, RemovalReason } from '../ofproto/tables.js';
 import type { Group, ControllerEvent } from '../ofproto/xlate.js';
-import { newMatch, type FlowSpec, type OfAction } from '../ofproto/flow-syntax.js';
+import { newMatch, type FlowSpec, type Match, type OfAction } from '../ofproto/flow-syntax.js';
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import {
   T, MP, ET, EC, FC, FF, PR, RR, ROLE, GT, GC, OFPP13, OFPG_ANY, OFPG_ALL, OFPG_MAX, OFPTT_ALL, OFP_NO_BUFFER,
@@ -339,7 +339,7 @@ export class OpenFlowAgent {
     const add = (): void => {
       if (flags & FF.CHECK_OVERLAP) {
         for (const r of tables.rules(spec.table)) {
-          if (r.priority === priority && overlaps(r.match.key, r.match.mask, match.key, match.mask)) {
+          if (r.priority === priority && overlaps(r.match, match)) {
             throw new OfError(ET.FLOW_MOD_FAILED, EC.FMF_OVERLAP, 'overlapping rule of the same priority');
           }
         }
@@ -601,8 +601,12 @@ function emptyCrit(): FlowSpec {
   };
 }
 
-function overlaps(ak: Uint32Array, am: Uint32Array, bk: Uint32Array, bm: Uint32Array): boolean {
-  for (let i = 0; i < FLOW_WORDS; i++) if (((ak[i] ^ bk[i]) & am[i] & bm[i]) !== 0) return false;
+/** Whether some packet (with some metadata) could match both. */
+function overlaps(a: Match, b: Match): boolean {
+  const am = a.meta?.mask ?? 0n;
+  const bm = b.meta?.mask ?? 0n;
+  if ((((a.meta?.value ?? 0n) ^ (b.meta?.value ?? 0n)) & am & bm) !== 0n) return false;
+  for (let i = 0; i < FLOW_WORDS; i++) if (((a.key[i] ^ b.key[i]) & a.mask[i] & b.mask[i]) !== 0) return false;
   return true;
 }
 

@@ -238,4 +238,23 @@ test('the agent answers malformed messages of every type with OFPT_ERROR and kee
   await waitFor(() => count() === before + 2, { what: 'the NO_MATCH packet-in' });
   await barrier();
   assert.equal(count(), before + 2, 'the ACTION packet-in was masked off by SET_ASYNC');
+
+  // FLOW_MOD with CHECK_OVERLAP: rules of one priority that differ in metadata do not overlap; the same metadata does
+  const flowMod = (text: string): number => {
+    const spec = parseFlow(text);
+    const x = xid++;
+    sock.write(message(T.FLOW_MOD, x, (w) => {
+      w.u64(0n).u64(0n).u8(5).u8(0).u16(0).u16(0).u16(spec.priority).u32(0xffffffff).u32(0xffffffff).u32(0xffffffff).u16(2).zeros(2);
+      encodeMatch(w, spec.match);
+      encodeInstructions(w, spec.actions);
+    }));
+    return x;
+  };
+  const refused = (x: number): boolean => got.some((g) => g.type === T.ERROR && g.xid === x);
+  const a1 = flowMod('priority=7,metadata=0x1/0xf,actions=output:1');
+  const a2 = flowMod('priority=7,metadata=0x2/0xf,actions=output:1');
+  const a3 = flowMod('priority=7,metadata=0x11/0xff,actions=output:1');
+  await barrier();
+  assert.deepEqual([refused(a1), refused(a2), refused(a3)], [false, false, true]);
+  assert.equal(tables.rules(5).length, 2);
 });
