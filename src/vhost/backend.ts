@@ -296,6 +296,8 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
   private logFd = -1;
   /** The dirty log (SET_LOG_BASE), or null. */
   private dirtyLog: MappedLog | null = null;
+  /** Whether the last published data path logged (for the on/off log line). */
+  private logAnnounced = false;
   /** Dirty logs replaced while a data path may still use them. */
   private retiredLogs: MappedLog[] = [];
 
@@ -503,6 +505,7 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.logFd = -1;
     if (this.dirtyLog) unmapLog(this.dirtyLog);
     this.dirtyLog = null;
+    this.logAnnounced = false;
     this.owner = false;
     this.memProblem = null;
     this.sharingKey = '';
@@ -1129,6 +1132,10 @@ export class VhostUserBackend extends EventEmitter<BackendEvents> {
     this.stats.generations++;
     this.log.log('debug', `${this.name}: data path generation ${gen}: queues ${fresh.queues.filter((q) => q).map((q) => q!.index).join(',')}`);
     this.emit('datapath', desc);
+    if ((desc.log !== null) !== this.logAnnounced) {
+      this.logAnnounced = desc.log !== null;
+      this.log.log('info', `${this.name}: dirty logging ${this.logAnnounced ? `on (live migration): every guest page written is logged, ${desc.log!.size}-byte log` : 'off'}`);
+    }
     this.updateEnables();
   }
 
