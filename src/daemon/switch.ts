@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import { Mempool, MempoolError, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../mem/mempool.js';
 import { PmdThread, type UpcallBatch, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { UpcallAnswerBuilder } from '../dp/upcall-batch.js';
-import { newCrossPmdRing } from '../dp/remote-port.js';
+import { newCrossPmdRing } from '../dp/cross-pmd-port.js';
 import { PMD_STAT_FIELDS } from '../dp/datapath.js';
 import { AUTO_LB_DEFAULTS, autoLbDecision, loadsBetween, planRebalance, type AutoLbConfig, type LoadSample, type Plan, type RxqLoad } from './pmd-balance.js';
 import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-factory.js';
@@ -146,7 +146,7 @@ export class Switch implements ObservableSwitch {
   /** Rebalances done and ports moved (pmd-rxq-show, logs). */
   private rebalances = 0;
   /** The latest data-path description a moved port's backend forwarded (see movePort). */
-  private readonly movedDesc = new Map<number, import('../vhost/datapath.js').DataPathDescription | null>();
+  private readonly movedDesc = new Map<number, import('../vhost/ring-lease.js').DataPathDescription | null>();
   private portsMoved = 0;
   private readonly ephemeral: boolean;
   private readonly maxGuestMemory: number | undefined;

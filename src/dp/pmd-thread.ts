@@ -6,6 +6,10 @@
  *
  * Main side: {@link PmdThread} (spawn, request/response over postMessage).
  * Worker side: this same file, when loaded as a worker.
+ *
+ * Where it runs: PmdThread on the daemon's main thread; workerMain in each PMD worker (one per
+ * --pmd-cpus entry), which also runs the protocol side of the ports it polls (vhost-user messages,
+ * virtio-user negotiation).
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +17,7 @@ import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
 import { Datapath, type DpFlowInfo, type PackedFlows, type PmdStats } from './datapath.js';
 import { openPort, type PortSpec, type PortInfo, portInfo, portSignature } from './port-factory.js';
 import * as libc from '../sys/libc.js';
-import { RemoteTxPort } from './remote-port.js';
+import { RemoteTxPort } from './cross-pmd-port.js';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
 import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
@@ -21,7 +25,7 @@ import type { Logger, LogLevel } from '../vhost/connection.js';
 import { FLOW_WORDS } from './flow-key.js';
 import { UpcallBatcher, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
-import type { DataPathDescription } from '../vhost/datapath.js';
+import type { DataPathDescription } from '../vhost/ring-lease.js';
 import { PortMover, type PortRelease } from './port-move.js';
 
 export type { PortRelease };

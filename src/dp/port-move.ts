@@ -23,9 +23,9 @@
 import type { Mempool } from '../mem/mempool.js';
 import { VhostUserPort } from '../pmd/vhost-user.js';
 import type { PortStats } from '../pmd/port.js';
-import type { DataPathDescription } from '../vhost/datapath.js';
+import type { DataPathDescription } from '../vhost/ring-lease.js';
 import type { Datapath } from './datapath.js';
-import { RemoteTxPort } from './remote-port.js';
+import { RemoteTxPort } from './cross-pmd-port.js';
 
 /** What a thread gives up when a port moves away (postMessage-able). */
 export interface PortRelease {

@@ -66,6 +66,8 @@
  * 'tx-E...' (frame refused, e.g. tx-EMSGSIZE, tx-ENETDOWN: taken and freed),
  * 'tx-bad-handle', 'tx-bad-chain', 'tx-bad-len', 'tx-too-many-segs',
  * 'tx-closed', 'tx-bad-queue'.
+ *
+ * Where it runs: in the PMD worker that polls the port (the daemon) or the thread that opened it.
  */
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, EAGAIN, EINTR, SysError } from '../sys/libc.js';

@@ -3,6 +3,8 @@
  * stashes of pre-allocated rx buffers, drop accounting by reason (errno
  * reasons named once, then reused), link state from interface flags, and
  * close() that returns buffers and closes every fd.
+ *
+ * Where it runs: as its subclasses (af-packet.ts, tap.ts), in the PMD worker that polls the port.
  */
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, errnoName } from '../sys/libc.js';

@@ -9,6 +9,9 @@
  *    retry the rest, and the port counts those in stats.txDropped and
  *    stats.drops[reason] (link down, no room, ...). Neither call throws or
  *    allocates on the hot path.
+ *
+ * Where it runs: a port runs on the thread that opened it: in the daemon, the PMD worker that
+ * polls it (src/dp/pmd-thread.ts); in tsvs testpmd and the tests, their own thread.
  */
 import type { Mempool } from '../mem/mempool.js';
 

@@ -14,6 +14,9 @@
  *
  * The creator must close last when the peer is a worker thread of the same
  * process (the worker's views point into the creator's mapping).
+ *
+ * Where it runs: each end in the thread that opened it (the two ends may be in different threads
+ * or processes).
  */
 import { Ring, RingError } from '../ring/ring.js';
 import { SharedRegion, type RegionAttachInfo } from '../mem/region.js';

@@ -32,6 +32,8 @@
  * while the device is down, EINVAL for a frame below 14 bytes: taken and
  * freed), 'tx-bad-handle', 'tx-bad-chain', 'tx-bad-len', 'tx-too-many-segs',
  * 'tx-closed', 'tx-bad-queue'.
+ *
+ * Where it runs: in the PMD worker that polls the port (the daemon) or the thread that opened it.
  */
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, EAGAIN, EINTR } from '../sys/libc.js';

@@ -14,13 +14,16 @@
  *                                                   backend emits ('datapath' event).
  *
  * Hot path: one atomic load per burst to check the generation, no allocation.
+ *
+ * Where it runs: in the PMD worker that polls the port (the daemon), both the rings and the
+ * vhost-user protocol (the backend's socket is served on that worker's event loop).
  */
 import type { Mempool } from '../mem/mempool.js';
 import { VhostUserBackend, type GuestMemoryInfo } from '../vhost/backend.js';
 import { NetDevice } from '../vhost/net-device.js';
-import { NetDataPath } from '../vhost/net-datapath.js';
+import { NetDataPath } from '../vhost/net-rings.js';
 import { defaultLogger, type Logger } from '../vhost/connection.js';
-import type { DataPathDescription } from '../vhost/datapath.js';
+import type { DataPathDescription } from '../vhost/ring-lease.js';
 import type { DeviceQueueStats } from '../virtio/device-queue.js';
 import { L2_OVERHEAD } from './kernel-port.js';
 import { BURST, countTxDrop, newPortStats, tallyDrop, type LinkState, type Port, type PortStats } from './port.js';

@@ -23,6 +23,9 @@
  *
  * Which handles sit in our rings is tracked in one byte per pool buffer, so a
  * disconnect or reset returns every one of them to the pool.
+ *
+ * Where it runs: as its subclasses (virtio-user.ts, virtio-pci.ts), in the PMD worker that polls
+ * the port.
  */
 import type { Port, PortStats, LinkState } from './port.js';
 import { newPortStats, countRxDrop, countTxDrop, tallyDrop } from './port.js';

@@ -31,6 +31,9 @@
  * comes back the device is reset and set up again from scratch, so whatever
  * the host side lost is forgotten on both sides. DEVICE_NEEDS_RESET, or a
  * queue the device broke (bad used entry), triggers the same reinitialisation.
+ *
+ * Where it runs: in the PMD worker that polls the port (the daemon) or the guest process that
+ * opened it.
  */
 import type { LinkState } from './port.js';
 import { VirtioNetPort } from './virtio-net-port.js';

@@ -8,6 +8,9 @@
  * the backend by address (our virtual address: the frontend's "guest
  * physical" space is ours): zero copy both ways. The burst data path is
  * {@link VirtioNetPort}'s (src/pmd/virtio-net-port.ts), shared with virtio-pci.
+ *
+ * Where it runs: in the PMD worker that polls the port (the daemon), rings and the vhost-user
+ * frontend alike.
  */
 import type { LinkState } from './port.js';
 import { parseMac } from '../util/net.js';

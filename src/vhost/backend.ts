@@ -57,7 +57,7 @@ import {
 import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
 import { SocketEndpoint } from './endpoint.js';
 import { peerPid, mappingSharing } from './peer.js';
-import { ControlBlock, type DataPathDescription, type DataPathLog, type DataPathQueue, type DataPathRegion } from './datapath.js';
+import { ControlBlock, type DataPathDescription, type DataPathLog, type DataPathQueue, type DataPathRegion } from './ring-lease.js';
 
 // Virtio bits the generic layer looks at.
 const F_EVENT_IDX = 29;

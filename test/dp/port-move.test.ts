@@ -18,7 +18,7 @@ import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
 import { RingPort } from '../../src/pmd/ring-port.js';
 import { Datapath } from '../../src/dp/datapath.js';
 import { PortMover } from '../../src/dp/port-move.js';
-import { RemoteTxPort, newCrossPmdRing } from '../../src/dp/remote-port.js';
+import { RemoteTxPort, newCrossPmdRing } from '../../src/dp/cross-pmd-port.js';
 import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
 import { OP_OUTPUT } from '../../src/dp/actions.js';
 import { TrafficGen, frameSeq } from '../../src/app/traffic.js';

@@ -7,10 +7,12 @@
  * Ring 2q is the guest's RX queue of pair q (we enqueue), ring 2q+1 its TX
  * queue (we dequeue). Kicks are suppressed (we poll); calls are sent only
  * when the device queue says the driver asked for one.
+ *
+ * Where it runs: on the thread that polls the port's rings (in the daemon, the port's PMD worker).
  */
 import * as libc from '../sys/libc.js';
 import { createDeviceQueue, type DeviceQueue } from '../virtio/index.js';
-import { DataPathLease, type DataPathDescription } from './datapath.js';
+import { DataPathLease, type DataPathDescription } from './ring-lease.js';
 
 export class NetDataPath {
   readonly lease: DataPathLease;

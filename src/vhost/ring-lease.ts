@@ -24,6 +24,10 @@
  * Because a lease increments USERS before reading GEN and the control side
  * writes GEN before reading USERS (both sequentially consistent), no lease
  * can use memory the control side believes released.
+ *
+ * Where it runs: the control side (publish, revoke) on the thread that runs the port's vhost-user
+ * protocol (in the daemon, the port's PMD worker); a lease on whichever thread runs the rings (the
+ * same worker, or another thread the description is posted to).
  */
 import { GuestMemory, type GuestRegion } from '../mem/guest-memory.js';
 import { DirtyLog } from '../mem/dirty-log.js';

@@ -4,6 +4,9 @@
  * single-producer/single-consumer ring; the owning PMD drains that ring into
  * the real port's txBurst (Datapath.addTxSource). Buffers come from the one
  * shared mempool, so a handle means the same buffer in every thread.
+ *
+ * Where it runs: RemoteTxPort in the sending PMD worker; the ring is drained by the PMD worker
+ * that owns the port.
  */
 import { Ring } from '../ring/ring.js';
 import { newPortStats, type LinkState, type Port, type PortStats } from '../pmd/port.js';
