@@ -4,7 +4,7 @@
  *   npm run bench -- [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--out DIR] [--merge]
  *   node dist/bench/run.js --scenario p2p --quick
  *
- * Scenarios: p2p, p2p-vxlan, generator, kernel, latency, flows, memory, profile, scrape (default: all).
+ * Scenarios: p2p, p2p-vxlan, generator, kernel, latency, flows, flowsetup, memory, profile, scrape, vm2vm (default: all).
  * Results: bench/results/latest.json, latest.md, <scenario>.svg. With --merge, the scenarios run
  * replace their namesakes in the existing latest.json (each says when and at which commit it ran).
  * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
@@ -24,8 +24,9 @@ import { flows, flowsetup } from './flows.js';
 import { memory } from './memory.js';
 import { profile } from './profile.js';
 import { scrape } from './scrape.js';
+import { vm2vm } from './vm2vm.js';
 
-export const SCENARIOS: Scenario[] = [p2p, p2pVxlan, generator, kernel, latency, flows, flowsetup, memory, profile, scrape];
+export const SCENARIOS: Scenario[] = [p2p, p2pVxlan, generator, kernel, latency, flows, flowsetup, memory, profile, scrape, vm2vm];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** dist/bench -> repo root. */
@@ -93,7 +94,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
 
 const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--out DIR] [--merge]
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
-  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vhost-user)
+  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
 
 /**

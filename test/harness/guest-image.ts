@@ -11,6 +11,7 @@
  *   ensureGuestImage({ dpdk: true })           + dpdk-testpmd (its ldd closure, the virtio and
  *                                              mempool_ring plugins; see DPDK_PLUGINS / dpdkEalArgs())
  *   ensureGuestImage({ node: true, dpdk: true, hugepages: 256, cacheDir })   both; options combine.
+ *   ensureGuestImage({ ..., modules: ["pktgen"] })   more kernel modules loaded at boot (bench/vm2vm.ts)
  * Every variant with `pmd` (implied by node and dpdk) is a guest for a userspace poll-mode driver:
  * - modules uio + uio_pci_generic as well (the virtio NICs still come up as ethN under virtio_pci;
  *   unbind them first, see `g_pci_bind` in test/harness/guest/lib.sh),
@@ -91,6 +92,8 @@ export interface GuestVariant {
   dpdk?: boolean;
   /** 2 MiB hugepages reserved at boot (pmd variants). Default 256 (512 MiB). */
   hugepages?: number;
+  /** More kernel modules to load at boot (with their dependencies), e.g. ["pktgen"]. */
+  modules?: string[];
 }
 
 export class GuestImageError extends Error {
@@ -228,7 +231,7 @@ function findFiles(dir: string, pred: (name: string) => boolean, out: string[] =
 
 const BUSYBOX = "/bin/busybox";
 
-interface Resolved { cacheDir: string; pmd: boolean; node: boolean; dpdk: boolean; hugepages: number }
+interface Resolved { cacheDir: string; pmd: boolean; node: boolean; dpdk: boolean; hugepages: number; modules: string[] }
 
 function resolveVariant(v: GuestVariant | string | undefined): Resolved {
   const o: GuestVariant = typeof v === "string" ? { cacheDir: v } : (v ?? {});
@@ -239,7 +242,9 @@ function resolveVariant(v: GuestVariant | string | undefined): Resolved {
   if (!Number.isInteger(hugepages) || hugepages < 0 || hugepages > 4096) {
     throw new GuestImageError(`hugepages must be an integer in 0..4096, got ${hugepages}`);
   }
-  return { cacheDir: o.cacheDir ?? path.join(repoRoot(), ".cache", "guest"), pmd, node, dpdk, hugepages: pmd ? hugepages : 0 };
+  const modules = [...(o.modules ?? [])].sort();
+  for (const m of modules) if (!/^[a-z0-9_]+$/.test(m)) throw new GuestImageError(`bad module name ${JSON.stringify(m)}`);
+  return { cacheDir: o.cacheDir ?? path.join(repoRoot(), ".cache", "guest"), pmd, node, dpdk, hugepages: pmd ? hugepages : 0, modules };
 }
 
 /**
@@ -267,7 +272,7 @@ function ensureUncached(r: Resolved): GuestImage {
   const busybox = fs.readFileSync(BUSYBOX);
   const init = fs.readFileSync(path.join(guestScriptDir(), "init.sh"), "utf8");
   const lib = fs.readFileSync(path.join(guestScriptDir(), "lib.sh"), "utf8");
-  const inputs: BaseInputs = { busybox, init, lib, pmd: r.pmd };
+  const inputs: BaseInputs = { busybox, init, lib, pmd: r.pmd, modules: r.modules };
   const base = ((): GuestImage => {
     const localDeb = process.env["TSVS_GUEST_KERNEL_DEB"];
     if (localDeb) {
@@ -295,10 +300,10 @@ function ensureUncached(r: Resolved): GuestImage {
 
 class DownloadError extends GuestImageError {}
 
-interface BaseInputs { busybox: Buffer; init: string; lib: string; pmd: boolean }
+interface BaseInputs { busybox: Buffer; init: string; lib: string; pmd: boolean; modules: string[] }
 
 function ensureFor(pkg: KernelPackage, localDeb: string | undefined, base: string, inp: BaseInputs): GuestImage {
-  const wanted = inp.pmd ? [...WANTED_MODULES, ...PMD_MODULES] : [...WANTED_MODULES];
+  const wanted = [...WANTED_MODULES, ...(inp.pmd ? PMD_MODULES : []), ...inp.modules];
   const key = sha256(
     JSON.stringify({ v: BUILDER_VERSION, pkg: pkg.name, ver: pkg.version, init: inp.init, lib: inp.lib,
       wanted, pmd: inp.pmd, busybox: sha256(inp.busybox) }),
