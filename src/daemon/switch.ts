@@ -853,7 +853,7 @@ export class Switch implements ObservableSwitch {
         const xe = Object.entries(b.xlateErrors).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ');
         if (xe) lines.push(`    translations cut off and dropped: ${xe}`);
         for (const p of b.ports) {
-          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.tunnel ? ` remote_ip=${p.tunnel.remoteIp}${p.tunnel.localIp ? ` local_ip=${p.tunnel.localIp}` : ''} key=${p.tunnel.key ?? 0}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && p.link !== 'up' ? `  (${p.status})` : ''}`);
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.tunnel ? ` remote_ip=${p.tunnel.remoteIp}${p.tunnel.localIp ? ` local_ip=${p.tunnel.localIp}` : ''} key=${p.tunnel.key ?? 0}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && (p.link !== 'up' || p.type === 'vxlan') ? `  (${p.status})` : ''}`);
         }
       }
       return { text: lines.join('\n'), data };

@@ -183,7 +183,8 @@ export class VxlanPort implements Port {
 
   get status(): string {
     const nh = formatIpv4(this.nextHop);
-    return this.arp.resolved ? `next hop ${nh} at ${formatMacWords(this.nhHi, this.nhLo)} (${this.arp.learnedFrom})` : `next hop ${nh} not resolved (ARP)`;
+    const u = `underlay ${this.underlay.ifname}${this.underlay.netns !== undefined ? ` in ${this.underlay.netns}` : ''}`;
+    return `${u}, ${this.arp.resolved ? `next hop ${nh} at ${formatMacWords(this.nhHi, this.nhLo)} (${this.arp.learnedFrom})` : `next hop ${nh} not resolved (ARP)`}`;
   }
 
   /** Underlay fd (readable when frames wait). */

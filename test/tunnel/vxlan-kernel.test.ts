@@ -89,6 +89,7 @@ test('tsvs vxlan port <-> Linux kernel vxlan: ARP, ping up to the inner MTU, 4 M
   // R -> B: the kernel ARPs for 10.210.0.1 (tsvs answers), then tunnels
   const small = ping(r, '10.211.0.1', 20);
   assert.match(small, / 0% packet loss/, small + d.log());
+  assert.match((await d.cli('show')).stdout, /Port vx0 .* \(underlay u1, next hop 10\.210\.0\.2 at [0-9a-f:]{17} \((arp|tunnel)\)\)/);
   // 1400-byte inner frames (1386-byte IP packets), and the largest that fits the 1450 inner MTU with DF
   for (const size of [1358, 1422]) {
     const big = ping(r, '10.211.0.1', 10, size);
