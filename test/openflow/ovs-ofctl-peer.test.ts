@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { NetNs } from '../harness/netns.js';
 import { startDaemon } from '../harness/daemon.js';
 import { startDummyOvs, ofctl } from '../harness/ovs-dummy.js';
+import { waitFor } from '../harness/wait.js';
 
 const FLOWS_FILE = [
   'priority=300,in_port=1,tcp,nw_dst=10.0.0.2,tp_dst=80,actions=output:2',
@@ -110,16 +111,9 @@ test('ovs-ofctl -O OpenFlow13 programs tsvs and real OVS alike', async (t) => {
   assert.deepEqual(flowsAfter[0], flowsAfter[1], 'rule counters after the packet-outs');
   assert.ok(flowsAfter[0].some((l) => /n_packets=[1-9]/.test(l)));
   const wantTx = txByPort(ofctl('dump-ports', ovs.mgmt('br0')));
-  const gotTx = await (async () => {
-    // the tap ports count what they sent once the PMD flushed it
-    const t0 = Date.now();
-    let m = txByPort(ofctl('dump-ports', tsvs));
-    while (JSON.stringify([...m]) !== JSON.stringify([...wantTx]) && Date.now() - t0 < 5000) {
-      await new Promise((r) => setTimeout(r, 50));
-      m = txByPort(ofctl('dump-ports', tsvs));
-    }
-    return m;
-  })();
+  // the tap ports count what they sent once the PMD flushed it (on timeout, the comparison below shows the difference)
+  let gotTx = txByPort(ofctl('dump-ports', tsvs));
+  await waitFor(() => JSON.stringify([...(gotTx = txByPort(ofctl('dump-ports', tsvs)))]) === JSON.stringify([...wantTx]), { what: 'tap tx counters as OVS', timeout: 5000, interval: 50 }).catch(() => undefined);
   assert.deepEqual([...gotTx].sort(), [...wantTx].sort(), 'packets left by the same ports');
   assert.ok([...wantTx.values()].reduce((a, b) => a + b, 0) >= 6);
 

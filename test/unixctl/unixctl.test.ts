@@ -13,15 +13,10 @@ import { spawn } from 'node:child_process';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
 import { OvsdbServer, appctl, type Run } from '../harness/ovsdb.js';
 import { M1, M2, macswapPair } from '../harness/macswap-pair.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from '../harness/wait.js';
 
 async function until(what: string, f: () => Promise<boolean>, ms = 15000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await f())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
+  await waitFor(f, { what, timeout: ms, interval: 100 });
 }
 
 /** The real ovs-vswitchd on the dummy datapath, for reference layouts. */
@@ -89,7 +84,11 @@ test('ovs-appctl answers on RUNDIR/tsvs.ctl with the layouts of ovs-vswitchd 3.1
   for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
   const tp = await macswapPair(t, d);
   await tp.run('start tx_first 4');
-  await sleep(1500);
+  // enough traffic for every counter below (pmd stats, datapath flows, MAC table) to be non-zero
+  await until('10000 frames through the switch', async () => {
+    const r = await d.cli('pmd-stats', '--json');
+    return r.code === 0 && (JSON.parse(r.stdout) as { rxPackets: number }[]).reduce((a, p) => a + p.rxPackets, 0) >= 10000;
+  }, 30000);
   await tp.stopForwarding();
 
   // our own JSON-RPC CLI keeps working on the same socket

@@ -29,6 +29,7 @@ import {
   type ScriptMsg,
 } from '../fixtures/vhost-session.js';
 import { Rng } from '../fixtures/rng.js';
+import { waitFor } from '../harness/wait.js';
 
 const CASES = process.env.TSVS_LONG ? 100000 : 10000;
 const SEED = Number(process.env.TSVS_FUZZ_SEED ?? 0x5eed1234);
@@ -191,9 +192,7 @@ test(`fuzz: ${CASES} mutated sessions against one backend; clean session still w
         if (spec.reply === 'ack') assert.equal(M.decodeU64(r.payload), 0n);
       }
     }
-    const t1 = Date.now();
-    while (!be.linkUp && Date.now() - t1 < 3000) await new Promise((r) => setTimeout(r, 5));
-    assert.ok(be.linkUp, 'clean session brings the link up');
+    await waitFor(() => be.linkUp, { what: 'clean session brings the link up', timeout: 3000, interval: 5 });
     sock.close();
   }
   await b.close();
