@@ -38,7 +38,10 @@ async function truncateAndRead(guarded) {
   let sum = 0;
   for (let o = 0; o < size; o += 4096) sum += v[o];  // every page faults
   v[0x3000] = 5;                                      // a write to a replaced page goes nowhere harmful
+  // the guard's poll timer is unref'd (a daemon has other handles): hold this child's event loop open until it reports
+  const keepAlive = setInterval(() => {}, 1000);
   const f = await seen;
+  clearInterval(keepAlive);
   const r = { sum, fault: guarded ? g.fault(slot) : null, watched: f, base: addr, end: addr + size, worker: !isMainThread };
   g.unregister(slot);
   libc.munmap(addr, size);
