@@ -92,8 +92,8 @@ describe("switch: big-memory and multiqueue guests", { timeout: 300_000 }, () =>
     const qa = (JSON.parse(await cli(d, "qemu-args", "mq", "--json")) as string[]).join(" ");
     assert.match(qa, /vhost-user,id=n0,chardev=c0,queues=2 .*mq=on/, qa);
     const rxq = await cli(d, "pmd-rxq-show");
-    assert.match(rxq, /port: mq\s+queue-id: 0/, rxq);
-    assert.match(rxq, /port: mq\s+queue-id: 1/, rxq);
+    assert.match(rxq, /port: mq\s+queue-id:\s+0\s/, rxq);
+    assert.match(rxq, /port: mq\s+queue-id:\s+1\s/, rxq);
     const qemuFellBack = /unable to start vhost net/.test(mq.guest.stderr());
     await waitPort(d, "mq", "up", 10_000).catch(async (e: Error) => {
       throw new Error(`${e.message}\nQEMU stderr: ${mq.guest.stderr().trim()}\n${await diag(d)}`);
