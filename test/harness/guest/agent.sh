@@ -21,10 +21,10 @@ g_nc_listen() {
   rm -f /tmp/rx
   sleep 100000 </dev/null | nc -l -p "$1" > /tmp/rx &
   echo $! > /tmp/ncpid
-  # return once the socket listens (IPv4 or IPv6), so a sender that connects at once is not refused
+  # return once the socket listens (IPv4 or IPv6; at most 20 s), so a sender that connects at once is not refused
   _hex=$(printf '%04X' "$1"); _n=0
   until cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ":$_hex [0-9A-F:]* 0A "; do
-    _n=$((_n+1)); [ $_n -ge 200 ] && break
+    _n=$((_n+1)); [ $_n -ge 400 ] && break
     usleep 50000
   done
 }
