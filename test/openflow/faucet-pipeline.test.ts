@@ -27,9 +27,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NetNs } from '../harness/netns.js';
-import { startDaemon } from '../harness/daemon.js';
-import { startDummyOvs, ofctl } from '../harness/ovs-dummy.js';
+import { ofctl } from '../harness/ovs-dummy.js';
+import { startSideBySide } from '../harness/of-side-by-side.js';
 import { OfTestClient, type PacketIn } from '../harness/of-client.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -139,26 +138,7 @@ const pinKey = (p: PacketIn): string => `reason=${p.reason} table=${p.table} coo
 test('a Faucet-style 4-table pipeline behaves on tsvs as on real OVS (frames, counters, packet-ins, SET_ASYNC)', async (t) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-faucet-'));
   t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
-  const ovs = startDummyOvs();
-  t.after(() => ovs.stop());
-  ovs.vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=dummy', 'fail_mode=secure', 'protocols=OpenFlow13',
-    ...[1, 2, 3].flatMap((i) => ['--', 'add-port', 'br0', `p${i}`, '--', 'set', 'interface', `p${i}`, 'type=dummy', `ofport_request=${i}`,
-      `options:tx_pcap=${path.join(tmp, `ovs-p${i}.pcap`)}`]));
-
-  const ns = NetNs.create({ prefix: 'faucet' });
-  t.after(() => ns.delete());
-  ns.exec('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1');
-  ns.exec('sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1');
-  const d = await startDaemon({ netns: ns.name });
-  t.after(async () => { await d.stop(); });
-  assert.equal((await d.cli('add-br', 'br0')).code, 0);
-  await d.cli('set-fail-mode', 'br0', 'secure');
-  for (const i of [1, 2, 3]) {
-    const r = await d.cli('add-port', 'br0', `p${i}`, '--type', 'tap', '--iface', `p${i}`, '--ofport', String(i));
-    assert.equal(r.code, 0, r.stderr);
-  }
-  const tsvs = `unix:${path.join(d.runDir, 'br0.mgmt')}`;
-  const both = [tsvs, ovs.mgmt('br0')];
+  const { ovs, ns, d, tsvs, both } = await startSideBySide(t, { prefix: 'faucet', pcapDir: tmp, secure: true });
 
   // tcpdump on tsvs's taps: what tsvs transmits
   const dumps: ChildProcess[] = [];

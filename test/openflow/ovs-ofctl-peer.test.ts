@@ -12,9 +12,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NetNs } from '../harness/netns.js';
-import { startDaemon } from '../harness/daemon.js';
-import { startDummyOvs, ofctl } from '../harness/ovs-dummy.js';
+import { ofctl } from '../harness/ovs-dummy.js';
+import { startSideBySide } from '../harness/of-side-by-side.js';
 import { waitFor } from '../harness/wait.js';
 
 const FLOWS_FILE = [
@@ -66,24 +65,7 @@ function portsOf(show: string): string[] {
 }
 
 test('ovs-ofctl -O OpenFlow13 programs tsvs and real OVS alike', async (t) => {
-  const ovs = startDummyOvs();
-  t.after(() => ovs.stop());
-  ovs.vsctl('add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=dummy', 'fail_mode=secure', 'protocols=OpenFlow13',
-    ...[1, 2, 3].flatMap((i) => ['--', 'add-port', 'br0', `p${i}`, '--', 'set', 'interface', `p${i}`, 'type=dummy', `ofport_request=${i}`]));
-
-  const ns = NetNs.create({ prefix: 'ofctl' });
-  t.after(() => ns.delete());
-  ns.exec('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1');
-  ns.exec('sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1');
-  const d = await startDaemon({ netns: ns.name });
-  t.after(async () => { await d.stop(); });
-  assert.equal((await d.cli('add-br', 'br0')).code, 0);
-  for (const i of [1, 2, 3]) {
-    const r = await d.cli('add-port', 'br0', `p${i}`, '--type', 'tap', '--iface', `p${i}`, '--ofport', String(i));
-    assert.equal(r.code, 0, r.stderr);
-  }
-  const tsvs = `unix:${path.join(d.runDir, 'br0.mgmt')}`;
-  const both = [tsvs, ovs.mgmt('br0')];
+  const { ovs, tsvs, both } = await startSideBySide(t, { prefix: 'ofctl' });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-flows-'));
   t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
   const file = path.join(tmp, 'flows.txt');
