@@ -4,7 +4,7 @@
  *
  * Layers, bottom to top:
  *   util (leaf helpers, e.g. option parsing) and sys,
- *   ring, mem, virtio, vhost, pmd, dp, ofproto,
+ *   ring, mem, virtio, vhost, port (the poll-mode port drivers), dp, ofproto,
  *   protocols and services on top of the switch core (each its own folder: openflow, ovsdb, unixctl,
  *     metrics, capture, web; they may use each other, never daemon/app/cli),
  *   daemon, app, cli; src/index.ts (the library's entry) may import anything.
@@ -16,7 +16,7 @@ const LAYERS = [
   ['mem'],
   ['virtio'],
   ['vhost'],
-  ['pmd'],
+  ['port'],
   ['dp'],
   ['ofproto'],
   ['openflow', 'ovsdb', 'unixctl', 'metrics', 'capture', 'web'],

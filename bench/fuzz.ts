@@ -19,7 +19,7 @@ import { FakeGuest, dpdkSession, extraMessages, sendScript, GUEST_SIZE, GUEST_GP
 import { UnixSocket } from '../src/sys/socket.js';
 import { closeQuiet } from '../src/sys/libc.js';
 import { Mempool } from '../src/mem/mempool.js';
-import { VirtioUserPort } from '../src/pmd/virtio-user.js';
+import { VirtioUserPort } from '../src/port/virtio-user.js';
 import * as M from '../src/vhost/messages.js';
 import { Rng } from '../test/fixtures/rng.js';
 import { rpcCall } from '../src/daemon/control.js';

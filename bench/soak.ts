@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { startDaemon } from '../test/harness/daemon.js';
 import { Testpmd } from '../test/harness/dpdk.js';
 import { rpcCall } from '../src/daemon/control.js';
-import { VirtioUserPort } from '../src/pmd/virtio-user.js';
+import { VirtioUserPort } from '../src/port/virtio-user.js';
 import type { MemoryReport } from '../src/util/memory.js';
 
 export interface SoakOptions {

@@ -18,14 +18,14 @@ export * as virtio from './virtio/index.js';
 export { VhostUserBackend } from './vhost/backend.js';
 export { VhostUserFrontend } from './vhost/frontend.js';
 // pmd
-export { BURST, newPortStats, type Port, type PortStats, type LinkState } from './pmd/port.js';
-export { VhostUserPort, type VhostUserPortOptions } from './pmd/vhost-user.js';
-export { VirtioUserPort, type VirtioUserOptions } from './pmd/virtio-user.js';
-export { VirtioPciPort, VirtioPciError, PCI_BUF_SIZE, type VirtioPciOptions } from './pmd/virtio-pci.js';
+export { BURST, newPortStats, type Port, type PortStats, type LinkState } from './port/port.js';
+export { VhostUserPort, type VhostUserPortOptions } from './port/vhost-user.js';
+export { VirtioUserPort, type VirtioUserOptions } from './port/virtio-user.js';
+export { VirtioPciPort, VirtioPciError, PCI_BUF_SIZE, type VirtioPciOptions } from './port/virtio-pci.js';
 export { bindPciDevice, listPciDevices, PciError } from './sys/pci.js';
-export { TapPort, type TapPortOptions } from './pmd/tap.js';
-export { AfPacketPort, type AfPacketPortOptions } from './pmd/af-packet.js';
-export { RingPort } from './pmd/ring-port.js';
+export { TapPort, type TapPortOptions } from './port/tap.js';
+export { AfPacketPort, type AfPacketPortOptions } from './port/af-packet.js';
+export { RingPort } from './port/ring-port.js';
 // dp, ofproto
 export { Datapath, type UpcallSink, type PmdStats } from './dp/datapath.js';
 export { openPort, type PortSpec } from './dp/port-factory.js';

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from '../../src/dp/stats-board.js';
-import { newPortStats } from '../../src/pmd/port.js';
+import { newPortStats } from '../../src/port/port.js';
 import { switchRegistry } from '../../src/metrics/prometheus.js';
 import type { SwitchView } from '../../src/metrics/view.js';
 import type { PmdStats } from '../../src/dp/datapath.js';

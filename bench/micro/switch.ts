@@ -24,13 +24,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import { Datapath } from '../../src/dp/datapath.js';
 import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
 import { OP_OUTPUT } from '../../src/dp/actions.js';
 import { TrafficGen } from '../../src/app/traffic.js';
-import { BURST } from '../../src/pmd/port.js';
+import { BURST } from '../../src/port/port.js';
 
 const { values } = parseArgs({
   options: {

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Mempool, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../../src/mem/mempool.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import { TrafficGen, TxStream } from '../../src/app/traffic.js';
 import { F_VERSION_1, F_IN_ORDER, F_RING_PACKED, RING_F_EVENT_IDX, NET_F_MRG_RXBUF } from '../../src/virtio/features.js';
 import type { PackedDriver } from '../../src/virtio/packed-driver.js';

@@ -33,8 +33,8 @@
  * (see vu-latency-lib.ts); diagnostics go to stderr.
  */
 import { parseArgs } from 'node:util';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
-import { BURST } from '../../src/pmd/port.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
+import { BURST } from '../../src/port/port.js';
 import type { Mempool } from '../../src/mem/mempool.js';
 import {
   BG_MAGIC,

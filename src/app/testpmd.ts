@@ -7,8 +7,8 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { fileURLToPath } from 'node:url';
 import { Mempool, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM, type MempoolAttachInfo } from '../mem/mempool.js';
 import { openPort, portInfo, type PortSpec, type PortInfo } from '../dp/port-factory.js';
-import type { Port } from '../pmd/port.js';
-import { PCI_BUF_SIZE } from '../pmd/virtio-pci.js';
+import type { Port } from '../port/port.js';
+import { PCI_BUF_SIZE } from '../port/virtio-pci.js';
 import * as libc from '../sys/libc.js';
 import { TrafficGen, TxStream, checkFrame, macSwap, CHECK_BAD } from './traffic.js';
 

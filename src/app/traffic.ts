@@ -4,7 +4,7 @@
  * intact frames from corrupted ones. Generation and checking allocate nothing.
  */
 import type { Mempool } from '../mem/mempool.js';
-import type { Port } from '../pmd/port.js';
+import type { Port } from '../port/port.js';
 import { checksumFold, ipv4HeaderChecksum } from '../util/net.js';
 
 export const MAGIC = 0x54535653; // 'TSVS'

@@ -9,8 +9,8 @@
  * that owns the port.
  */
 import { Ring } from '../ring/ring.js';
-import { newPortStats, type LinkState, type Port, type PortStats } from '../pmd/port.js';
-import { Drop, type DropReason } from '../pmd/port.js';
+import { newPortStats, type LinkState, type Port, type PortStats } from '../port/port.js';
+import { Drop, type DropReason } from '../port/port.js';
 
 export class RemoteTxPort implements Port {
   readonly name: string;

@@ -9,8 +9,8 @@
  * The hot path allocates nothing, creates no closures and throws nothing.
  */
 import type { Mempool } from '../mem/mempool.js';
-import type { Port } from '../pmd/port.js';
-import { BURST, tallyDrop } from '../pmd/port.js';
+import type { Port } from '../port/port.js';
+import { BURST, tallyDrop } from '../port/port.js';
 import {
   FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, assertUnrolledFlowWords,
 } from './flow-key.js';
@@ -22,8 +22,8 @@ import { DIR_RX, DIR_TX, type CaptureSet } from './capture-tap.js';
 import {
   executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, ST_TUN_ID, ST_TUN_SET, validateProgram,
 } from './actions.js';
-import { TunnelMeta, tunnelMeta } from '../pmd/vxlan.js';
-import { Drop, type DropReason } from '../pmd/port.js';
+import { TunnelMeta, tunnelMeta } from '../port/vxlan.js';
+import { Drop, type DropReason } from '../port/port.js';
 
 /** The slow path, as seen from the datapath. */
 export interface UpcallSink {

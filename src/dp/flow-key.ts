@@ -27,7 +27,7 @@
  *  17 W_TUN_SRC    tunnel outer IPv4 source (the remote endpoint), else 0
  *  18 W_TUN_DST    tunnel outer IPv4 destination (our endpoint), else 0
  *                  extractKey writes 0 to these three; the datapath fills them from the
- *                  tunnel port's per-buffer metadata (src/pmd/vxlan.ts) for frames of tunnel ports.
+ *                  tunnel port's per-buffer metadata (src/port/vxlan.ts) for frames of tunnel ports.
  *
  * IPv6: the full 128-bit addresses are kept (no hashing). Only the fixed header
  * is parsed: if next-header is TCP (6), UDP (17), SCTP (132) or ICMPv6 (58) the L4

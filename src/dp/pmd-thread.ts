@@ -24,7 +24,7 @@ import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memo
 import type { Logger, LogLevel } from '../vhost/connection.js';
 import { FLOW_WORDS } from './flow-key.js';
 import { UpcallBatcher, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
-import { VhostUserPort } from '../pmd/vhost-user.js';
+import { VhostUserPort } from '../port/vhost-user.js';
 import type { DataPathDescription } from '../vhost/ring-lease.js';
 import { PortMover, type PortRelease } from './port-move.js';
 

@@ -3,14 +3,14 @@
  * never branches on port type; only this factory knows the drivers.
  */
 import type { Mempool } from '../mem/mempool.js';
-import type { Port } from '../pmd/port.js';
-import { TapPort } from '../pmd/tap.js';
-import { AfPacketPort } from '../pmd/af-packet.js';
-import { L2_OVERHEAD } from '../pmd/kernel-port.js';
-import { VirtioUserPort } from '../pmd/virtio-user.js';
-import { VhostUserPort } from '../pmd/vhost-user.js';
-import { VirtioPciPort } from '../pmd/virtio-pci.js';
-import { VxlanPort } from '../pmd/vxlan.js';
+import type { Port } from '../port/port.js';
+import { TapPort } from '../port/tap.js';
+import { AfPacketPort } from '../port/af-packet.js';
+import { L2_OVERHEAD } from '../port/kernel-port.js';
+import { VirtioUserPort } from '../port/virtio-user.js';
+import { VhostUserPort } from '../port/vhost-user.js';
+import { VirtioPciPort } from '../port/virtio-pci.js';
+import { VxlanPort } from '../port/vxlan.js';
 import type { GuestMemoryInfo } from '../vhost/backend.js';
 import type { Logger } from '../vhost/connection.js';
 

@@ -21,8 +21,8 @@
  * Counters move with the polling (carryStats).
  */
 import type { Mempool } from '../mem/mempool.js';
-import { VhostUserPort } from '../pmd/vhost-user.js';
-import type { PortStats } from '../pmd/port.js';
+import { VhostUserPort } from '../port/vhost-user.js';
+import type { PortStats } from '../port/port.js';
 import type { DataPathDescription } from '../vhost/ring-lease.js';
 import type { Datapath } from './datapath.js';
 import { RemoteTxPort } from './cross-pmd-port.js';

@@ -13,7 +13,7 @@
  * the writer. A reader sees values at most one period old.
  */
 import { PMD_STAT_FIELDS, type PmdStats } from './datapath.js';
-import type { PortStats } from '../pmd/port.js';
+import type { PortStats } from '../port/port.js';
 
 /** PMD-level slots, in this order, from offset 0 of the values. */
 const PMD_FIELDS = PMD_STAT_FIELDS;

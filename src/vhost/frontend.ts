@@ -3,7 +3,7 @@
  * any vhost-user backend (DPDK net_vhost, OVS dpdkvhostuser, our own backend)
  * and hands it our rings and packet memory.
  *
- * Control path only. The device that owns the rings (src/pmd/virtio-user.ts)
+ * Control path only. The device that owns the rings (src/port/virtio-user.ts)
  * plugs in through {@link FrontendDevice}: after feature negotiation it builds
  * fresh rings and says which memory to share; on a disconnect it takes back
  * every buffer. Addresses are our own process's virtual addresses, exactly as

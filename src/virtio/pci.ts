@@ -2,7 +2,7 @@
  * The virtio 1.x PCI transport, described once (virtio 1.2 §4.1): the vendor
  * capabilities that locate its structures in the BARs, the common
  * configuration layout, the device status bits, and the virtio-net device
- * configuration. Pure data and parsing; src/pmd/virtio-pci.ts drives it.
+ * configuration. Pure data and parsing; src/port/virtio-pci.ts drives it.
  *
  *   struct virtio_pci_cap {            // in PCI config space, cap id 0x09
  *     u8 cap_vndr, cap_next, cap_len, cfg_type, bar, id, padding[2];

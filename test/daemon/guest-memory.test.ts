@@ -17,7 +17,7 @@ import { waitFor as waitUntil } from '../harness/wait.js';
 import * as libc from '../../src/sys/libc.js';
 import { UnixSocket } from '../../src/sys/socket.js';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import * as M from '../../src/vhost/messages.js';
 import { FakeGuest, ReplyReader, dpdkSession, sendScript, type ScriptMsg } from '../fixtures/vhost-session.js';
 import { fillFrame, checkFrame, pollUntil } from '../fixtures/frontend-traffic.js';

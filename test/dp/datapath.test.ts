@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Mempool } from '../../src/mem/mempool.js';
-import { RingPort } from '../../src/pmd/ring-port.js';
+import { RingPort } from '../../src/port/ring-port.js';
 import { Datapath } from '../../src/dp/datapath.js';
 import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
 import { OP_OUTPUT, OP_PUSH_VLAN, OP_SET_DL_DST } from '../../src/dp/actions.js';

@@ -14,7 +14,7 @@ import {
   W_NW, W_VLAN2,
 } from '../../src/dp/flow-key.js';
 import { Mempool } from '../../src/mem/mempool.js';
-import { RingPort } from '../../src/pmd/ring-port.js';
+import { RingPort } from '../../src/port/ring-port.js';
 import { Datapath } from '../../src/dp/datapath.js';
 import { OP_OUTPUT, OP_SET_DL_DST, OP_PUSH_VLAN, OP_POP_VLAN } from '../../src/dp/actions.js';
 import { buildFrame, mac, type PacketDesc } from './frame-builder.js';

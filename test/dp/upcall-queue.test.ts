@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Mempool } from '../../src/mem/mempool.js';
-import { RingPort } from '../../src/pmd/ring-port.js';
+import { RingPort } from '../../src/port/ring-port.js';
 import { Datapath, UPCALL_NO_PACKET } from '../../src/dp/datapath.js';
 import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
 import { OP_OUTPUT } from '../../src/dp/actions.js';

@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer } from '../../src/dp/stats-board.js';
 import { newCaptureRing, CaptureTap, CaptureReader, DIR_RX, DIR_TX } from '../../src/dp/capture-tap.js';
 import { Mempool } from '../../src/mem/mempool.js';
-import { newPortStats } from '../../src/pmd/port.js';
+import { newPortStats } from '../../src/port/port.js';
 import { pcapHeader, pcapRecord, frameSummary } from '../../src/capture/pcap.js';
 import type { PmdStats } from '../../src/dp/datapath.js';
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { Mempool } from '../../src/mem/mempool.js';
-import { RingPort, RingPortError } from '../../src/pmd/ring-port.js';
+import { RingPort, RingPortError } from '../../src/port/ring-port.js';
 import * as libc from '../../src/sys/libc.js';
 import { idle } from '../fixtures/ring-roles.js';
 

@@ -12,8 +12,8 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import { openFdCount } from '../fixtures/vhost-session.js';
 import { waitFor } from '../harness/wait.js';
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
 import { Testpmd, requireTestpmd } from '../harness/dpdk.js';
 import { Poller } from '../fixtures/vhost-poller.js';
 import { waitFor } from '../harness/wait.js';

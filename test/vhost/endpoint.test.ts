@@ -10,8 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import { waitFor } from '../harness/wait.js';
 
 const quiet = { log(): void {} };

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { VirtioUserPort, type VirtioUserOptions } from '../../src/pmd/virtio-user.js';
+import { VirtioUserPort, type VirtioUserOptions } from '../../src/port/virtio-user.js';
 import { setAffinity } from '../../src/sys/libc.js';
 import { Testpmd, type TestpmdOptions } from '../harness/dpdk.js';
 import { fillFrame, checkFrame, pollUntil } from '../fixtures/frontend-traffic.js';

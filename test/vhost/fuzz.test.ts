@@ -12,7 +12,7 @@ import { UnixSocket } from '../../src/sys/socket.js';
 import { Mempool } from '../../src/mem/mempool.js';
 import { VhostUserBackend } from '../../src/vhost/backend.js';
 import { NetDevice } from '../../src/vhost/net-device.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
 import * as M from '../../src/vhost/messages.js';
 import type { Logger } from '../../src/vhost/connection.js';
 import {

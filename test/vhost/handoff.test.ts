@@ -13,8 +13,8 @@ import { Mempool } from '../../src/mem/mempool.js';
 import { VhostUserBackend } from '../../src/vhost/backend.js';
 import { NetDevice } from '../../src/vhost/net-device.js';
 import type { DataPathDescription } from '../../src/vhost/ring-lease.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import { TrafficGen } from '../../src/app/traffic.js';
 import { waitFor } from '../harness/wait.js';
 

@@ -21,7 +21,7 @@ import { SharedRegion } from '../../src/mem/region.js';
 import { dirtyPages } from '../../src/mem/dirty-log.js';
 import { createDriverQueue, type DriverQueue } from '../../src/virtio/index.js';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
 import type { Logger } from '../../src/vhost/connection.js';
 import { waitFor } from '../harness/wait.js';
 import { FakeGuest, ReplyReader, dpdkSession, sendScript, SESSION_FEATURES, SESSION_PROTOCOL_FEATURES, type ScriptMsg, type Reply } from '../fixtures/vhost-session.js';

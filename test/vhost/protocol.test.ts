@@ -14,7 +14,7 @@ import type { Logger } from '../../src/vhost/connection.js';
 import { GuestMemory } from '../../src/mem/guest-memory.js';
 import { createDriverQueue } from '../../src/virtio/index.js';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
 import * as libc from '../../src/sys/libc.js';
 import { SharedRegion } from '../../src/mem/region.js';
 import * as fs from 'node:fs';

@@ -13,7 +13,7 @@ import { NetDevice } from '../../src/vhost/net-device.js';
 import { GuestMemory } from '../../src/mem/guest-memory.js';
 import { createDriverQueue } from '../../src/virtio/index.js';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
 import * as M from '../../src/vhost/messages.js';
 import { FakeGuest, ReplyReader, dpdkSession, sendScript, GUEST_GPA, SESSION_FEATURES } from '../fixtures/vhost-session.js';
 import type { Logger } from '../../src/vhost/connection.js';

@@ -1,5 +1,5 @@
 /**
- * Our own virtio-pci PMD (src/pmd/virtio-pci.ts) inside a QEMU/TCG guest, through a real tsvs
+ * Our own virtio-pci PMD (src/port/virtio-pci.ts) inside a QEMU/TCG guest, through a real tsvs
  * switch, against the host's `tsvs testpmd` (virtio-user). One boot, two NICs: 00:02.0 split
  * rings, 00:03.0 packed rings (QEMU packed=on); QEMU listens, the switch connects
  * (vhost-user-client), so the switch can be killed and started again under the guest.

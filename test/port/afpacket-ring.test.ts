@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Mempool } from '../../src/mem/mempool.js';
-import { AfPacketPort } from '../../src/pmd/af-packet.js';
+import { AfPacketPort } from '../../src/port/af-packet.js';
 import { closeQuiet, SysError } from '../../src/sys/libc.js';
 import { mapPacketRings, MmsgVec, openPacketSocket, packetRingLayout, recvmmsgBurst, releasePacketRings, withNetns } from '../../src/sys/netdev.js';
 import { openFds, quietNs } from './netdev-helpers.js';

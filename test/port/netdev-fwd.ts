@@ -18,10 +18,10 @@
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { Mempool } from '../../src/mem/mempool.js';
-import { AfPacketPort, type AfPacketPortOptions } from '../../src/pmd/af-packet.js';
-import { TapPort, type TapPortOptions } from '../../src/pmd/tap.js';
-import type { KernelPort } from '../../src/pmd/kernel-port.js';
-import { BURST } from '../../src/pmd/port.js';
+import { AfPacketPort, type AfPacketPortOptions } from '../../src/port/af-packet.js';
+import { TapPort, type TapPortOptions } from '../../src/port/tap.js';
+import type { KernelPort } from '../../src/port/kernel-port.js';
+import { BURST } from '../../src/port/port.js';
 import { FdWatch, watchReadable } from '../../src/sys/poll.js';
 
 type PortSpec = { kind: 'afpacket'; name: string; opts: AfPacketPortOptions } | { kind: 'tap'; name: string; opts: TapPortOptions };

@@ -1,7 +1,7 @@
 /**
  * The data path of our virtio-net driver (DPDK's virtio-pmd), shared by every
- * transport: virtio-user (rings shared with a vhost-user backend, src/pmd/virtio-user.ts)
- * and virtio-pci (a real PCI device from userspace, src/pmd/virtio-pci.ts).
+ * transport: virtio-user (rings shared with a vhost-user backend, src/port/virtio-user.ts)
+ * and virtio-pci (a real PCI device from userspace, src/port/virtio-pci.ts).
  * The transport sets the queues up (installQueues) and says how a queue is
  * notified; this class owns the burst rx/tx over the driver queues of
  * src/virtio.

@@ -12,9 +12,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Mempool } from '../../src/mem/mempool.js';
-import { VhostUserPort } from '../../src/pmd/vhost-user.js';
-import { VirtioUserPort } from '../../src/pmd/virtio-user.js';
-import type { Port } from '../../src/pmd/port.js';
+import { VhostUserPort } from '../../src/port/vhost-user.js';
+import { VirtioUserPort } from '../../src/port/virtio-user.js';
+import type { Port } from '../../src/port/port.js';
 import { bufferLayout } from '../../src/daemon/switch.js';
 import { waitFor, waitForOrTimeout } from '../harness/wait.js';
 

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetNs } from '../harness/netns.js';
 import type { CleanupRegistrar } from '../harness/qemu.js';
-import type { PortStats } from '../../src/pmd/port.js';
+import type { PortStats } from '../../src/port/port.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 

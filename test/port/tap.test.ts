@@ -15,7 +15,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Mempool } from '../../src/mem/mempool.js';
-import { TapPort, TapPortError } from '../../src/pmd/tap.js';
+import { TapPort, TapPortError } from '../../src/port/tap.js';
 import { SysError } from '../../src/sys/libc.js';
 import { openFds, Fwd, ping, quietNs } from './netdev-helpers.js';
 import { waitForOrTimeout } from '../harness/wait.js';

@@ -1,4 +1,7 @@
 /**
+ * The port layer (the architecture's "pmd" layer: poll-mode port drivers; the threads that poll them
+ * are the datapath's PMD threads, src/dp/pmd-thread.ts, as OVS names them).
+ *
  * The one burst interface every port driver implements (DPDK's rte_eth_dev ops,
  * reduced to what the datapath needs). The datapath never branches on port type.
  *
@@ -89,7 +92,7 @@ export const enum Drop {
   /** The ring to the PMD thread that owns the output port was full. */
   TX_CROSS_PMD_RING_FULL = 'tx-cross-pmd-ring-full',
   TX_QUEUE_FULL = 'tx-queue-full',
-  // vxlan tunnel ports (src/pmd/vxlan.ts): underlay frames that are not our tunnel, inner frames that cannot go out
+  // vxlan tunnel ports (src/port/vxlan.ts): underlay frames that are not our tunnel, inner frames that cannot go out
   RX_NOT_TUNNEL = 'rx-not-tunnel',
   RX_IP_OPTIONS = 'rx-ip-options',
   RX_IP_FRAGMENT = 'rx-ip-fragment',

@@ -7,7 +7,7 @@
  * in it) plus the mempool's own memfd region. Packet buffers are handed to
  * the backend by address (our virtual address: the frontend's "guest
  * physical" space is ours): zero copy both ways. The burst data path is
- * {@link VirtioNetPort}'s (src/pmd/virtio-net-port.ts), shared with virtio-pci.
+ * {@link VirtioNetPort}'s (src/port/virtio-net-port.ts), shared with virtio-pci.
  *
  * Where it runs: in the PMD worker that polls the port (the daemon), rings and the vhost-user
  * frontend alike.

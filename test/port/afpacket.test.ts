@@ -12,7 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Mempool } from '../../src/mem/mempool.js';
-import { AfPacketPort } from '../../src/pmd/af-packet.js';
+import { AfPacketPort } from '../../src/port/af-packet.js';
 import { SysError } from '../../src/sys/libc.js';
 import { Fwd, openFds, ping, quietNs } from './netdev-helpers.js';
 import { waitForOrTimeout } from '../harness/wait.js';
