@@ -31,7 +31,7 @@ import { newMatch, type FlowSpec, type Match, type OfAction } from '../ofproto/f
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import {
   T, MP, ET, EC, FC, FF, PR, RR, ROLE, GT, GC, OFPP13, OFPG_ANY, OFPG_ALL, OFPG_MAX, OFPTT_ALL, OFP_NO_BUFFER,
-  OXM_FIELDS, SETTABLE_OXM, OfError, Writer, message, encodeError, multipartReplies, entry,
+  OXM_FIELDS, OXM_CLASS_BASIC, SETTABLE_OXM, OfError, Writer, message, encodeError, multipartReplies, entry,
   decodeMatch, encodeMatch, encodeInPortMatch, decodeInstructions, encodeInstructions, decodeActions, encodeAction,
   encodePort, fromOfPort, toOfPort, oxmHeader, type OfHeader, type OfPortDesc,
 } from './wire.js';
@@ -614,9 +614,9 @@ function overlaps(a: Match, b: Match): boolean {
 function tableFeatures(): Buffer[] {
   const instr = [1, 2, 3, 4, 5];
   const acts = [0, 17, 18, 22, 25];
-  const matchHdrs = OXM_FIELDS.map((d) => oxmHeader(d.field, d.maskable, d.len));
-  const wildHdrs = OXM_FIELDS.map((d) => oxmHeader(d.field, false, d.len));
-  const setHdrs = OXM_FIELDS.filter((d) => SETTABLE_OXM.includes(d.field)).map((d) => oxmHeader(d.field, false, d.len));
+  const matchHdrs = OXM_FIELDS.map((d) => oxmHeader(d.field, d.maskable, d.len, d.cls));
+  const wildHdrs = OXM_FIELDS.map((d) => oxmHeader(d.field, false, d.len, d.cls));
+  const setHdrs = OXM_FIELDS.filter((d) => d.cls === OXM_CLASS_BASIC && SETTABLE_OXM.includes(d.field)).map((d) => oxmHeader(d.field, false, d.len));
   const out: Buffer[] = [];
   for (let t = 0; t < N_OF_TABLES; t++) {
     out.push(entry((w) => {

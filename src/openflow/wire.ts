@@ -141,10 +141,14 @@ function need(b: Buffer, off: number, n: number, type: number, code: number, wha
 // OXM fields (class OFPXMC_OPENFLOW_BASIC = 0x8000), as data
 
 export const OXM_CLASS_BASIC = 0x8000;
+/** Nicira's NXM_1 class: OVS's tunnel endpoint fields (tun_src, tun_dst) travel in OpenFlow 1.3 matches under it. */
+export const OXM_CLASS_NXM1 = 0x0001;
 
 type Prereq = 'none' | 'ip' | 'ipv6' | 'ip_any' | 'arp' | 'tcp' | 'udp' | 'sctp' | 'icmp4' | 'icmp6' | 'vlan';
 
 export interface OxmDef {
+  /** OXM class (OXM_CLASS_BASIC, or OXM_CLASS_NXM1 for Nicira fields). */
+  readonly cls: number;
   /** OXM field number. */
   readonly field: number;
   readonly name: string;
@@ -156,8 +160,8 @@ export interface OxmDef {
   readonly of: string;
 }
 
-const ox = (field: number, name: string, len: number, maskable: boolean, prereq: Prereq, of: string): OxmDef =>
-  Object.freeze({ field, name, len, maskable, prereq, of });
+const ox = (field: number, name: string, len: number, maskable: boolean, prereq: Prereq, of: string, cls = OXM_CLASS_BASIC): OxmDef =>
+  Object.freeze({ cls, field, name, len, maskable, prereq, of });
 
 /** The OXM fields tsvs matches on and sets (table features advertise exactly these). */
 export const OXM_FIELDS: readonly OxmDef[] = Object.freeze([
@@ -187,13 +191,22 @@ export const OXM_FIELDS: readonly OxmDef[] = Object.freeze([
   ox(27, 'ipv6_dst', 16, true, 'ipv6', 'ipv6_dst'),
   ox(29, 'icmpv6_type', 1, false, 'icmp6', 'icmpv6_type'),
   ox(30, 'icmpv6_code', 1, false, 'icmp6', 'icmpv6_code'),
+  // tunnel metadata (frames received on tunnel ports, src/port/vxlan.ts): the key keeps 32 bits of the
+  // 64-bit tunnel id (a VXLAN VNI is 24), so a match or set_field above 32 bits is refused
+  ox(38, 'tunnel_id', 8, true, 'none', 'tun_id'),
+  ox(31, 'tun_ipv4_src', 4, true, 'none', 'tun_src', OXM_CLASS_NXM1),
+  ox(32, 'tun_ipv4_dst', 4, true, 'none', 'tun_dst', OXM_CLASS_NXM1),
 ]);
-const OXM_BY_FIELD = new Map<number, OxmDef>(OXM_FIELDS.map((d) => [d.field, d]));
-/** Fields set_field can write (the datapath has ops for these). */
-export const SETTABLE_OXM: readonly number[] = [3, 4, 6, 7, 11, 12, 13, 14, 15, 16];
+/** Class and field as one number (the top 23 bits of an OXM header, without mask bit and length). */
+const oxmId = (cls: number, field: number): number => cls * 128 + field;
+const OXM_BY_ID = new Map<number, OxmDef>(OXM_FIELDS.map((d) => [oxmId(d.cls, d.field), d]));
+/** OpenFlow-basic fields by number. */
+const OXM_BY_FIELD = new Map<number, OxmDef>(OXM_FIELDS.filter((d) => d.cls === OXM_CLASS_BASIC).map((d) => [d.field, d]));
+/** OpenFlow-basic fields set_field can write (the datapath has ops for these). */
+export const SETTABLE_OXM: readonly number[] = [3, 4, 6, 7, 11, 12, 13, 14, 15, 16, 38];
 
-export function oxmHeader(field: number, hasMask: boolean, len: number): number {
-  return ((OXM_CLASS_BASIC << 16) | (field << 9) | (hasMask ? 0x100 : 0) | (hasMask ? 2 * len : len)) >>> 0;
+export function oxmHeader(field: number, hasMask: boolean, len: number, cls = OXM_CLASS_BASIC): number {
+  return ((cls << 16) | (field << 9) | (hasMask ? 0x100 : 0) | (hasMask ? 2 * len : len)) >>> 0;
 }
 
 function readBig(b: Buffer, off: number, len: number): bigint {
@@ -228,7 +241,7 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
   if (len < 4) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_LEN, 'match length below 4');
   need(b, off, len, ET.BAD_MATCH, EC.BM_BAD_LEN, 'match');
   const m = newMatch();
-  const seen = new Set<number>();
+  const seen = new Set<OxmDef>();
   const present = new Map<number, bigint>();
   let inPort: number | undefined;
   let p = off + 4;
@@ -241,17 +254,17 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
     const hasMask = (hdr & 0x100) !== 0;
     const plen = hdr & 0xff;
     if (p + 4 + plen > end) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_LEN, 'OXM payload truncated');
-    const def = cls === OXM_CLASS_BASIC ? OXM_BY_FIELD.get(field) : undefined;
+    const def = OXM_BY_ID.get(oxmId(cls, field));
     if (!def) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_FIELD, `OXM class 0x${cls.toString(16)} field ${field} is not supported`);
     if (plen !== (hasMask ? 2 * def.len : def.len)) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_LEN, `OXM ${def.name}: length ${plen}`);
     if (hasMask && !def.maskable) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_MASK, `OXM ${def.name} is not maskable`);
-    if (seen.has(field)) throw new OfError(ET.BAD_MATCH, EC.BM_DUP_FIELD, `OXM ${def.name} twice`);
-    seen.add(field);
+    if (seen.has(def)) throw new OfError(ET.BAD_MATCH, EC.BM_DUP_FIELD, `OXM ${def.name} twice`);
+    seen.add(def);
     const value = readBig(b, p + 4, def.len);
     const ones = (1n << BigInt(8 * def.len)) - 1n;
     const mask = hasMask ? readBig(b, p + 4 + def.len, def.len) : ones;
     if ((value & ~mask) !== 0n) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_VALUE, `OXM ${def.name}: value has bits outside its mask`);
-    if (mask === ones) present.set(field, value);
+    if (mask === ones && def.cls === OXM_CLASS_BASIC) present.set(field, value);
     switch (def.name) {
       case 'in_port':
         inPort = Number(value);
@@ -280,6 +293,11 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
         // the key keeps the DSCP bits only (flow-key.ts), so the whole byte is the mask, as the CLI's nw_tos
         putField(m, 'nw_tos', value << 2n, 0xffn);
         break;
+      case 'tunnel_id':
+        if ((value >> 32n) !== 0n) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_VALUE, `tunnel_id 0x${value.toString(16)} does not fit 32 bits (a VXLAN VNI is 24)`);
+        // bits 32-63 of every tunnel id here are 0, so a mask on them adds nothing: keep the low 32
+        putField(m, 'tun_id', value, mask & 0xffffffffn);
+        break;
       case 'arp_op':
         if (value > 255n) throw new OfError(ET.BAD_MATCH, EC.BM_BAD_VALUE, 'arp_op above 255 is not supported');
         putField(m, 'arp_op', value, 0xffn);
@@ -294,8 +312,7 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
   const proto = present.get(10);
   const isIp = type_ === BigInt(ETH_TYPE_IP);
   const isIp6 = type_ === BigInt(ETH_TYPE_IPV6);
-  for (const field of seen) {
-    const def = OXM_BY_FIELD.get(field)!;
+  for (const def of seen) {
     let ok = true;
     switch (def.prereq) {
       case 'none': break;
@@ -309,7 +326,7 @@ export function decodeMatch(b: Buffer, off: number): { match: Match; inPort?: nu
       case 'icmp4': ok = isIp && proto === BigInt(IPPROTO_ICMP); break;
       case 'icmp6': ok = isIp6 && proto === BigInt(IPPROTO_ICMPV6); break;
       case 'vlan': {
-        const vid = seen.has(6) ? getField(m.key, 0, FD('vlan_tci')) & BigInt(VLAN_CFI) : 0n;
+        const vid = seen.has(OXM_BY_FIELD.get(6)!) ? getField(m.key, 0, FD('vlan_tci')) & BigInt(VLAN_CFI) : 0n;
         ok = vid !== 0n;
         break;
       }
@@ -328,10 +345,10 @@ export function toOfPort(p: number): number {
   return p >= 0xff00 && p <= 0xffff ? (0xffff0000 | p) >>> 0 : p;
 }
 
-function oxm(w: Writer, field: number, len: number, value: bigint, mask?: bigint): void {
+function oxm(w: Writer, field: number, len: number, value: bigint, mask?: bigint, cls = OXM_CLASS_BASIC): void {
   const ones = (1n << BigInt(8 * len)) - 1n;
   const hasMask = mask !== undefined && mask !== ones;
-  w.u32(oxmHeader(field, hasMask, len));
+  w.u32(oxmHeader(field, hasMask, len, cls));
   writeBig(w, value & (hasMask ? mask : ones), len);
   if (hasMask) writeBig(w, mask, len);
 }
@@ -344,6 +361,12 @@ export function encodeMatch(w: Writer, m: Match): void {
   const [pv, pm] = g('in_port');
   if (pm !== 0n) oxm(w, 0, 4, BigInt(toOfPort(Number(pv))));
   if (m.meta && m.meta.mask !== 0n) oxm(w, 2, 8, m.meta.value, m.meta.mask);
+  const [iv, im] = g('tun_id');
+  if (im !== 0n) oxm(w, 38, 8, iv, im === 0xffffffffn ? (1n << 64n) - 1n : im);
+  const [sv4, sm4] = g('tun_src');
+  if (sm4 !== 0n) oxm(w, 31, 4, sv4, sm4, OXM_CLASS_NXM1);
+  const [dv4, dm4] = g('tun_dst');
+  if (dm4 !== 0n) oxm(w, 32, 4, dv4, dm4, OXM_CLASS_NXM1);
   for (const [name, field] of [['dl_dst', 3], ['dl_src', 4]] as const) {
     const [v, mk] = g(name);
     if (mk !== 0n) oxm(w, field, 6, v, mk);
@@ -476,6 +499,9 @@ function decodeSetField(b: Buffer, off: number, len: number): OfAction {
     case 14: return { type: 'set_tp_dst', proto: 'tcp', port: Number(v) };
     case 15: return { type: 'set_tp_src', proto: 'udp', port: Number(v) };
     case 16: return { type: 'set_tp_dst', proto: 'udp', port: Number(v) };
+    case 38:
+      if (v > 0xffffffffn) throw new OfError(ET.BAD_ACTION, EC.BA_BAD_SET_ARGUMENT, `set_field tunnel_id 0x${v.toString(16)} does not fit 32 bits (a VXLAN VNI is 24)`);
+      return { type: 'set_tunnel', id: Number(v) };
     default:
       if (v > 7n) throw new OfError(ET.BAD_ACTION, EC.BA_BAD_SET_ARGUMENT, 'set_field vlan_pcp above 7');
       return { type: 'set_vlan_pcp', pcp: Number(v) };

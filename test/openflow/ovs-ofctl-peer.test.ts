@@ -29,6 +29,10 @@ const FLOWS_ONE = [
   'table=1,priority=1,actions=output:2,output:3',
   'table=2,priority=1,dl_src=02:00:00:00:00:00/ff:ff:ff:00:00:00,icmp,icmp_type=8,actions=output:3',
   'table=2,priority=7,cookie=0x20,dl_type=0x88b5,actions=CONTROLLER:64',
+  // tunnel metadata: OXM tunnel_id and Nicira's tun_src/tun_dst in OpenFlow 1.3 matches, set_field tun_id
+  'table=4,priority=5,tun_id=0x7,actions=output:2',
+  'table=4,priority=4,tun_id=0x10/0xf0,tun_src=192.168.1.1,tun_dst=192.168.1.0/24,actions=set_field:0x9->tun_id,output:3',
+  'table=4,priority=3,in_port=2,actions=set_tunnel:0x1234,output:1',
 ];
 
 function hex(...parts: string[]): string {

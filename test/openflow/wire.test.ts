@@ -38,6 +38,11 @@ const matchText = fc.record({
   inPort: fc.option(fc.integer({ min: 1, max: 60000 }), { nil: undefined }),
   meta: fc.option(fc.tuple(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.option(fc.bigInt({ min: 1n, max: (1n << 64n) - 1n }), { nil: undefined }))
     .map(([v, m]) => (m === undefined ? `metadata=0x${v.toString(16)}` : `metadata=0x${(v & m).toString(16)}/0x${m.toString(16)}`)), { nil: undefined }),
+  tun: fc.option(fc.oneof(
+    fc.integer({ min: 0, max: 0xffffffff }).map((v) => `tun_id=0x${v.toString(16)}`),
+    fc.tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 1, max: 0xffffffff })).map(([v, m]) => `tun_id=0x${((v & m) >>> 0).toString(16)}/0x${m.toString(16)}`),
+    fc.tuple(ipArb, cidrArb).map(([s, d]) => `tun_src=${s},tun_dst=${d}`),
+  ), { nil: undefined }),
   dlSrc: fc.option(fc.oneof(macArb, fc.tuple(macArb, macArb).map(([a, m]) => `${a}/${m}`)), { nil: undefined }),
   dlDst: fc.option(macArb, { nil: undefined }),
   vlan: fc.option(fc.oneof(
@@ -60,7 +65,7 @@ const matchText = fc.record({
     fc.tuple(fc.integer({ min: 1, max: 2 }), cidrArb, ipArb).map(([op, spa, tpa]) => `arp,arp_op=${op},arp_spa=${spa},arp_tpa=${tpa}`),
   ),
 }).map((r) => [
-  r.inPort !== undefined ? `in_port=${r.inPort}` : '', r.meta ?? '', r.dlSrc ? `dl_src=${r.dlSrc}` : '', r.dlDst ? `dl_dst=${r.dlDst}` : '', r.vlan ?? '', r.l3,
+  r.inPort !== undefined ? `in_port=${r.inPort}` : '', r.meta ?? '', r.tun ?? '', r.dlSrc ? `dl_src=${r.dlSrc}` : '', r.dlDst ? `dl_dst=${r.dlDst}` : '', r.vlan ?? '', r.l3,
 ].filter(Boolean).join(','));
 
 test('matches in ovs-ofctl syntax survive encodeMatch -> decodeMatch', () => {
@@ -94,6 +99,7 @@ const actionArb: fc.Arbitrary<OfAction> = fc.oneof(
   fc.integer({ min: 0, max: 0xffffffff }).map((ip) => ({ type: 'set_nw_dst' as const, ip })),
   fc.tuple(fc.constantFrom('tcp' as const, 'udp' as const), portArb).map(([proto, port]) => ({ type: 'set_tp_src' as const, proto, port })),
   fc.tuple(fc.constantFrom('tcp' as const, 'udp' as const), portArb).map(([proto, port]) => ({ type: 'set_tp_dst' as const, proto, port })),
+  fc.integer({ min: 0, max: 0xffffffff }).map((id) => ({ type: 'set_tunnel' as const, id })),
   fc.tuple(fc.option(fc.integer({ min: 1, max: 0xfeff }), { nil: undefined }), fc.option(fc.integer({ min: 0, max: 254 }), { nil: undefined }))
     .filter(([p, t]) => p !== undefined || t !== undefined)
     .map(([port, table]) => ({ type: 'resubmit' as const, ...(port !== undefined ? { port } : {}), ...(table !== undefined ? { table } : {}) })),
