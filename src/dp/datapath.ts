@@ -511,6 +511,7 @@ export class Datapath {
     pool.data.set(frame, pool.dataOffset(h));
     pool.dataLen[h] = frame.length;
     pool.pktLen[h] = frame.length;
+    this.tun.tunId[h] = 0; // a packet-out has no tunnel metadata unless its actions set it
     if (prog.length === 0) {
       this.one[0] = h;
       pool.free(this.one, 1);
@@ -730,6 +731,10 @@ export class Datapath {
         key[16] = tun.tunId[h]; // W_TUN_ID, W_TUN_SRC, W_TUN_DST
         key[17] = tun.tunSrc[h];
         key[18] = tun.tunDst[h];
+      } else {
+        // a frame of another port has tunnel id 0 (as OVS): a key=flow tunnel port must not send it
+        // with whatever id this buffer carried last time
+        tun.tunId[h] = 0;
       }
       if (status === KEY_MALFORMED) {
         this.one[0] = h;

@@ -56,7 +56,7 @@ export const MAX_CACHE_SIZE = 512;
 export const PORT_NONE = -1;
 
 const MAGIC = 0x4655424d; // 'MBUF'
-const VERSION = 1;
+const VERSION = 2;
 const H_MAGIC = 0;
 const H_VERSION = 1;
 const H_COUNT = 2;
@@ -70,7 +70,15 @@ const H_BUFOFF = 9;
 const H_ID = 10;
 const H_NMETA = 11;
 const HEADER_BYTES = 64;
-const N_META = 8;
+/** Per-buffer i32 arrays: the 8 fields below, then USER_WORDS words for upper layers. */
+const N_FIELDS = 8;
+/**
+ * Per-buffer words an upper layer may use (as DPDK's mbuf dynamic fields), shared by every thread
+ * attached to the pool, so the value travels with the handle across threads. Not reset on alloc:
+ * the layer that reads one writes it first. Used: 0..2 by tunnel ports (src/port/vxlan.ts TunnelMeta).
+ */
+export const USER_WORDS = 3;
+const N_META = N_FIELDS + USER_WORDS;
 /** Largest region we map as one view (and can share with workers by address). */
 const MAX_REGION = 1 << 30;
 
@@ -106,6 +114,8 @@ export class Mempool {
   readonly hash: Int32Array;
   /** Offload / driver flags (alloc sets 0). */
   readonly flags: Int32Array;
+  /** USER_WORDS per-buffer words for upper layers (see USER_WORDS). */
+  readonly user: readonly Int32Array[];
 
   readonly stats: MempoolStats = { allocFail: 0, badFree: 0 };
   readonly cacheSize: number;
@@ -155,6 +165,7 @@ export class Mempool {
     this.next = meta(5);
     this.hash = meta(6);
     this.flags = meta(7);
+    this.user = Object.freeze(Array.from({ length: USER_WORDS }, (_, i) => meta(N_FIELDS + i)));
     this.ring = Ring.attach(bytes, ringOff);
     if (this.ring.mode !== 'mpmc' || this.ring.capacity < count) throw new MempoolError('corrupt mempool free ring');
     const cs = cacheSize ?? Math.min(256, Math.floor(count / 8));

@@ -79,24 +79,31 @@ export function formatIpv4(v: number): string {
   return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }
 
-/** Per-buffer tunnel metadata, indexed by pool handle (shared by the tunnel ports of one pool in one thread). */
+/**
+ * Per-buffer tunnel metadata, indexed by pool handle: views of the pool's user words 0..2 in shared
+ * memory, so a tunnel id set in one PMD thread (set_field:N->tun_id) reaches a tunnel port polled by
+ * another with the handle. Written by a tunnel port's rx (decap) and by the datapath (0 for frames of
+ * other ports, the program's id after set_tunnel); read by the datapath's flow key and a key=flow
+ * port's tx.
+ */
 export class TunnelMeta {
   readonly tunId: Uint32Array;
   readonly tunSrc: Uint32Array;
   readonly tunDst: Uint32Array;
-  constructor(count: number) {
-    this.tunId = new Uint32Array(count);
-    this.tunSrc = new Uint32Array(count);
-    this.tunDst = new Uint32Array(count);
+  constructor(pool: Mempool) {
+    const u32 = (a: Int32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
+    this.tunId = u32(pool.user[0]);
+    this.tunSrc = u32(pool.user[1]);
+    this.tunDst = u32(pool.user[2]);
   }
 }
 
 const metaByPool = new WeakMap<Mempool, TunnelMeta>();
-/** The tunnel metadata arrays for this pool (one set per pool object, i.e. per thread). */
+/** The tunnel metadata views for this pool object (one per thread; all over the same memory). */
 export function tunnelMeta(pool: Mempool): TunnelMeta {
   let m = metaByPool.get(pool);
   if (m === undefined) {
-    m = new TunnelMeta(pool.count);
+    m = new TunnelMeta(pool);
     metaByPool.set(pool, m);
   }
   return m;

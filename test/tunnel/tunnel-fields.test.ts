@@ -16,6 +16,11 @@ import {
 import { FLOW_WORDS, W_IN_PORT, W_TUN_ID, W_TUN_SRC, W_TUN_DST, extractKey, KEY_OK } from '../../src/dp/flow-key.js';
 import { buildFrame, mac } from '../dp/frame-builder.js';
 import { planInterface } from '../../src/ovsdb/vswitchd.js';
+import { Mempool } from '../../src/mem/mempool.js';
+import { RingPort } from '../../src/port/ring-port.js';
+import { tunnelMeta } from '../../src/port/vxlan.js';
+import { Datapath } from '../../src/dp/datapath.js';
+import { OP_OUTPUT } from '../../src/dp/actions.js';
 
 /** dp 1 = of 11 (plain), dp 2 = of 12 (vxlan key=flow), dp 3 = of 13 (vxlan, fixed key). */
 const PORTS: XlatePort[] = [{ ofPort: 11, dpPort: 1 }, { ofPort: 12, dpPort: 2, tunnelKeyFlow: true }, { ofPort: 13, dpPort: 3 }];
@@ -105,4 +110,50 @@ test('OVSDB: type=vxlan Interface rows map to vxlan ports (options as OVS), unsu
   assert.match(planInterface('br0', row([]), '/run').error ?? '', /needs options:remote_ip/);
   assert.match(planInterface('br0', row([['remote_ip', 'flow']]), '/run').error ?? '', /remote_ip=flow is not supported/);
   assert.match(planInterface('br0', row([['remote_ip', '10.0.0.2'], ['csum', 'true']]), '/run').error ?? '', /options csum are not supported/);
+});
+
+test('tunnel metadata travels with the handle: one pool attached twice (two threads) sees one tun_id', () => {
+  const pool = Mempool.create({ count: 64 });
+  const other = Mempool.attach(pool.attachInfo()); // as a second PMD thread attaches it
+  try {
+    const h = pool.allocOne();
+    tunnelMeta(pool).tunId[h] = 0xabcdef; // set_field:0xabcdef->tun_id in the sending thread
+    assert.equal(tunnelMeta(other).tunId[h], 0xabcdef, 'the thread that owns the key=flow port reads the same id');
+    assert.notEqual(tunnelMeta(other), tunnelMeta(pool));
+  } finally {
+    other.close();
+    pool.close();
+  }
+});
+
+test('datapath: a frame of a plain port carries tunnel id 0, not the last id its buffer held', () => {
+  const pool = Mempool.create({ count: 256 });
+  const a = RingPort.create('a', pool, 64);
+  const b = RingPort.create('b', pool, 64);
+  const peerA = RingPort.attach(a.attachInfo(), pool);
+  const peerB = RingPort.attach(b.attachInfo(), pool);
+  const dp = new Datapath(pool, { upcall: () => undefined }, {});
+  dp.addPort(1, a);
+  dp.addPort(2, b);
+  const mask = new Uint32Array(FLOW_WORDS);
+  mask[W_IN_PORT] = 0xffffffff;
+  const k = key(1);
+  dp.installFlow(k, mask, Int32Array.from([OP_OUTPUT, 2]));
+  const f = buildFrame({ dst: mac(2), src: mac(1), l3: 'ipv4', proto: 17, srcIp: [10, 0, 0, 1], dstIp: [10, 0, 0, 2], sport: 1, dport: 2, payload: 4 });
+  const hs = new Int32Array(8);
+  assert.equal(pool.alloc(hs, 8), 8);
+  const meta = tunnelMeta(pool);
+  for (const h of hs) {
+    meta.tunId[h] = 0x77; // left by an earlier decap or set_tunnel
+    pool.data.set(f, pool.dataOffset(h));
+    pool.dataLen[h] = f.length;
+    pool.pktLen[h] = f.length;
+  }
+  assert.equal(peerA.txBurst(0, hs, 8), 8);
+  while (dp.pollOnce() > 0);
+  const out = new Int32Array(8);
+  assert.equal(peerB.rxBurst(0, out, 8), 8);
+  for (const h of out) assert.equal(meta.tunId[h], 0, `buffer ${h}: tunnel id`);
+  pool.free(out, 8);
+  pool.close();
 });
