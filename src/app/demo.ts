@@ -15,6 +15,13 @@ import { rpcCall } from '../daemon/control.js';
 import { Testpmd, type PortReport } from './testpmd.js';
 import { UsageError } from '../util/options.js';
 
+/** What the drops the demo can meet mean, in a user's words. */
+const DROP_HINT: Record<string, string> = {
+  'tx-no-guest-buffers': 'the receiver had posted no free rx buffers: it is slower than the sender',
+  'upcall-queue-full': 'new flows arrived faster than the slow path set them up',
+  'pool-exhausted': 'no free packet buffer in the switch',
+};
+
 interface RpcText {
   text: string;
   data?: unknown;
@@ -84,14 +91,29 @@ export async function run(values: Record<string, unknown>): Promise<number> {
     const sent = genFinal[0]?.tx_packets ?? 0;
     const got = sinkFinal[0]?.rx_packets ?? 0;
     const bad = sinkFinal[0]?.rx_bad ?? 0;
-    out(`\nsummary: sent ${sent}, received ${got} intact=${got - bad}, bad ${bad}, average ${(got / duration / 1e6).toFixed(3)} Mpps`);
+    // where every frame went: received, or dropped by the switch (per port and per PMD thread, by reason)
+    const why: Record<string, number> = {};
+    for (const p of (ports.data ?? []) as { drops?: Record<string, number> }[]) for (const [k, v] of Object.entries(p.drops ?? {})) why[k] = (why[k] ?? 0) + v;
+    for (const t of (pmd.data ?? []) as { drops?: Record<string, number> }[]) for (const [k, v] of Object.entries(t.drops ?? {})) why[k] = (why[k] ?? 0) + v;
+    const dropped = Object.values(why).reduce((a, b) => a + b, 0);
+    const unaccounted = sent - got - dropped;
+    out(`\nsummary: sent ${sent}, received ${got} (intact ${got - bad}, bad ${bad}), average ${(got / duration / 1e6).toFixed(3)} Mpps`);
+    if (dropped > 0) {
+      const reasons = Object.entries(why).map(([k, v]) => `${k} ${v}${DROP_HINT[k] ? ` (${DROP_HINT[k]})` : ''}`).join(', ');
+      out(`         dropped by the switch ${dropped}: ${reasons}`);
+    }
+    out(unaccounted === 0 ? '         every frame is accounted for' : `         unaccounted ${unaccounted} (sent - received - dropped)`);
     if (json) {
       process.stdout.write(
-        JSON.stringify({ duration_s: duration, sent, received: got, bad, generator: genFinal, receiver: sinkFinal, pmd: pmd.data, ports: ports.data, dp_flows: dpFlows.data }) + '\n',
+        JSON.stringify({ duration_s: duration, sent, received: got, bad, dropped, drops: why, unaccounted, generator: genFinal, receiver: sinkFinal, pmd: pmd.data, ports: ports.data, dp_flows: dpFlows.data }) + '\n',
       );
     }
     if (got === 0) {
       process.stderr.write('tsvs demo: no packets arrived; see the port-stats drops above\n');
+      return 1;
+    }
+    if (unaccounted !== 0) {
+      process.stderr.write(`tsvs demo: ${unaccounted} frames are neither received nor counted as dropped\n`);
       return 1;
     }
     return bad === 0 ? 0 : 1;

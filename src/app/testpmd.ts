@@ -166,13 +166,35 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
     if (m.t === 'stats') pp.postMessage({ t: 'stats', ports: ports.map((p, i) => report(p, rxBad[i], retried(i), discarded[i])) });
   });
   const fwd = opts.fwd;
+  let lastRx = 0;
+  /** One rx pass over the receiving ports (rxonly, txrx's second port): checks and frees; returns frames taken. */
+  const receiveOnce = (): number => {
+    let taken = 0;
+    for (let i = fwd === 'txrx' ? 1 : 0; i < n; i++) {
+      const port = ports[i];
+      if (port.link !== 'up') continue;
+      for (let q = 0; q < port.nQueues; q++) {
+        const got = port.rxBurst(q, bufs, burst);
+        for (let j = 0; j < got; j++) {
+          const h = bufs[j];
+          if (checkFrame(pool.data, pool.dataOffset(h), pool.dataLen[h]) === CHECK_BAD) rxBad[i]++;
+        }
+        if (got > 0) pool.free(bufs, got);
+        taken += got;
+      }
+    }
+    return taken;
+  };
   const peerOf = (i: number): number => (n === 1 ? 0 : (i ^ 1) < n ? i ^ 1 : i);
 
   const slice = (): void => {
     if (stop) {
       for (let x = 0; x < streams.length; x++) discarded[x >> 4] += streams[x].discard();
       // Let the peer take what is still in our tx rings before closing (else it is counted sent but never arrives).
-      if (stopDeadline === 0) stopDeadline = performance.now() + 1000;
+      if (stopDeadline === 0) {
+        stopDeadline = performance.now() + 1000;
+        lastRx = performance.now();
+      }
       let inFlight = 0;
       for (const p of ports) {
         const f = (p as Port & { txInFlight?: (q: number) => number }).txInFlight;
@@ -181,7 +203,11 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
           inFlight += f.call(p, q);
         }
       }
-      if (inFlight > 0 && performance.now() < stopDeadline) {
+      // receivers keep receiving meanwhile, until nothing has come for 20 ms: what the peer delivers
+      // after our tx rings drained (e.g. a switch's queues) is counted, not left in our rx rings
+      const now = performance.now();
+      if ((fwd === 'rxonly' || fwd === 'txrx') && receiveOnce() > 0) lastRx = now;
+      if ((inFlight > 0 || now - lastRx < 20) && now < stopDeadline) {
         setTimeout(slice, 1);
         return;
       }
