@@ -20,7 +20,7 @@ const w = new StatsBoardWriter(buf);
 const r = new StatsBoardReader(buf);
 const pmd: PmdStats = {
   iterations: 1, busyIterations: 1, rxPackets: 1, emcHits: 1, megaflowHits: 1, misses: 1, upcalls: 1, upcallsCoalesced: 0,
-  upcallsLost: 0, txPackets: 1, busyNs: 1, idleNs: 1, rxNs: 0, processNs: 0, txNs: 0, drops: { 'no-rule': 1, 'tx-queue-full': 2 },
+  upcallsLost: 0, txPackets: 1, busyNs: 1, idleNs: 1, rxNs: 0, processNs: 0, txNs: 0, oneCopy: 0, drops: { 'no-rule': 1, 'tx-queue-full': 2 },
 };
 const ports: [number, BoardPortSource][] = [];
 for (let i = 0; i < nPorts; i++) {

@@ -1,6 +1,6 @@
 /** `tsvs daemon`: run the switch in the foreground. */
 import { pino, destination } from 'pino';
-import { Switch, SwitchConfigError, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
+import { Switch, SwitchConfigError, parseOneCopy, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
 import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend.js';
 import { UsageError, intOption as intArg } from '../util/options.js';
@@ -31,6 +31,14 @@ function numArg(v: unknown, name: string, lo: number, hi: number, def: number): 
   return n;
 }
 
+function oneCopyArg(v: unknown): boolean {
+  try {
+    return parseOneCopy(v);
+  } catch {
+    throw new UsageError(`--one-copy: '${String(v)}' must be on or off`);
+  }
+}
+
 export async function run(values: Record<string, unknown>): Promise<number> {
   const level = String(values['log-level'] ?? process.env.TSVS_LOG_LEVEL ?? 'info');
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level '${level}'`);
@@ -59,6 +67,7 @@ export async function run(values: Record<string, unknown>): Promise<number> {
       pmdCpus,
       pmdSleepMaxUs: intArg(values['pmd-sleep-max'], 'pmd-sleep-max', 0, 1_000_000, 0),
       pmdPerfMetrics: values['pmd-perf-metrics'] === true,
+      oneCopy: oneCopyArg(values['one-copy']),
       pmdAutoLb: {
         enabled: values['pmd-auto-lb'] === true,
         loadThreshold: numArg(values['pmd-auto-lb-load-threshold'], 'pmd-auto-lb-load-threshold', 0, 100, 95),

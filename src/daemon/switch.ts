@@ -56,6 +56,16 @@ export const MIN_MAX_MTU = 68;
  */
 export const MAX_MAX_MTU = 9710;
 export const DEFAULT_POOL_SIZE = 16384;
+/** One copy guest-to-guest by default (--one-copy, other_config:one-copy): see README "One copy". */
+export const DEFAULT_ONE_COPY = false;
+
+/** 'on'/'true' or 'off'/'false' (CLI --one-copy, OVSDB other_config:one-copy); undefined or '': the default. */
+export function parseOneCopy(v: unknown): boolean {
+  if (v === undefined || v === null || v === '') return DEFAULT_ONE_COPY;
+  if (v === true || v === 'on' || v === 'true') return true;
+  if (v === false || v === 'off' || v === 'false') return false;
+  throw new SwitchConfigError(`one-copy: '${String(v)}' is not on or off`);
+}
 
 export interface BufferLayout {
   /** The --max-mtu the layout was derived from. */
@@ -92,6 +102,8 @@ export interface SwitchOptions {
   pmdPerfMetrics?: boolean;
   /** PMD auto load balancing (OVS's pmd-auto-lb; off by default). */
   pmdAutoLb?: Partial<AutoLbConfig>;
+  /** One copy guest-to-guest between vhost-user ports of one PMD thread (src/port/one-copy.ts; default DEFAULT_ONE_COPY). */
+  oneCopy?: boolean;
   /** Rx-queue load sampling period, ms (default 1000); loads are taken over the last 10 samples. */
   pmdLoadIntervalMs?: number;
   poolSize?: number;
@@ -145,6 +157,10 @@ export class Switch implements ObservableSwitch {
   private rebalancing: Promise<unknown> = Promise.resolve();
   /** Rebalances done and ports moved (pmd-rxq-show, logs). */
   private rebalances = 0;
+  /** One copy guest-to-guest (set at start, changed by other_config:one-copy). */
+  oneCopy = DEFAULT_ONE_COPY;
+  /** The setting the daemon started with (other_config:one-copy removed: back to it). */
+  private startOneCopy = DEFAULT_ONE_COPY;
   /** The latest data-path description a moved port's backend forwarded (see movePort). */
   private readonly movedDesc = new Map<number, import('../vhost/ring-lease.js').DataPathDescription | null>();
   private portsMoved = 0;
@@ -182,11 +198,12 @@ export class Switch implements ObservableSwitch {
 
   static async start(opts: SwitchOptions): Promise<Switch> {
     const sw = new Switch(opts);
+    sw.oneCopy = sw.startOneCopy = opts.oneCopy ?? DEFAULT_ONE_COPY;
     const cpus = opts.pmdCpus && opts.pmdCpus.length > 0 ? opts.pmdCpus : [undefined];
     cpus.forEach((cpu, i) => {
       sw.pmds.push(
         new PmdThread(
-          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0, perfMetrics: opts.pmdPerfMetrics === true, logLevel: portLogLevel(opts.log) },
+          { id: i, pool: sw.pool.attachInfo(), cpu, sleepMaxUs: opts.pmdSleepMaxUs ?? 0, perfMetrics: opts.pmdPerfMetrics === true, oneCopy: opts.oneCopy ?? DEFAULT_ONE_COPY, logLevel: portLogLevel(opts.log) },
           {
             upcalls: (b) => sw.onUpcalls(b),
             portEvent: (m) => sw.onPortEvent(m),
@@ -940,6 +957,12 @@ export class Switch implements ObservableSwitch {
       ].join('\n');
       return { text, data: { moves: moved, before: Object.fromEntries(plan.before), after: Object.fromEntries(plan.after), improvement: plan.improvement } };
     });
+    c.on('one-copy-set', async (p) => {
+      const on = p.value === undefined || p.value === '' ? this.startOneCopy : parseOneCopy(p.value);
+      await Promise.all(this.pmds.map((t) => t.setOneCopy(on)));
+      this.oneCopy = on;
+      return { text: `one-copy ${on ? 'on' : 'off'}`, data: { oneCopy: on } };
+    });
     c.on('pmd-auto-lb-set', (p) => {
       const cfg = this.setAutoLb(p as Partial<Record<keyof AutoLbConfig, unknown>>);
       return { text: '', data: cfg };
@@ -1226,6 +1249,7 @@ export function formatPmdStats(s: PmdThreadStats): string {
     `  miss coalesced behind an upcall in flight: ${s.upcallsCoalesced}`,
     `  miss with failed upcall: ${s.upcallsLost}`,
     `  packets sent: ${s.txPackets}`,
+    `  one-copy packets (guest to guest, one copy): ${s.oneCopy}`,
     `  datapath flows: ${s.flows}`,
     `  busy/idle: ${total > 0 ? ((100 * s.busyNs) / total).toFixed(1) : '0.0'}% busy (${(s.busyNs / 1e6).toFixed(1)} ms busy, ${(s.idleNs / 1e6).toFixed(1)} ms idle), ${s.iterations} iterations`,
     `  avg processing time per packet: ${pkts > 0 ? (s.busyNs / pkts).toFixed(1) : '0'} ns`,

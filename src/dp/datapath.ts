@@ -12,8 +12,9 @@ import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../port/port.js';
 import { BURST, tallyDrop } from '../port/port.js';
 import {
-  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, assertUnrolledFlowWords,
+  FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, assertUnrolledFlowWords, keyFitsPrefix,
 } from './flow-key.js';
+import { OneCopyTails, ONE_COPY_PRIVATE, isOneCopyPort } from '../port/one-copy.js';
 import { Classifier } from './classifier.js';
 import { Ring } from '../ring/ring.js';
 import { ExactMatchCache } from './emc.js';
@@ -66,6 +67,8 @@ export interface PmdStats {
   rxNs: number;
   processNs: number;
   txNs: number;
+  /** Frames copied once, straight from the source guest's buffer into the destination guest's (src/port/one-copy.ts). */
+  oneCopy: number;
   drops: Record<string, number>;
 }
 
@@ -90,12 +93,13 @@ export const enum PmdStat {
   RX_NS = 12,
   PROCESS_NS = 13,
   TX_NS = 14,
-  COUNT = 15,
+  ONE_COPY = 15,
+  COUNT = 16,
 }
 
 /** The {@link PmdStats} field of each {@link PmdStat}, in enum order. */
 export const PMD_STAT_FIELDS = [
-  'iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs', 'rxNs', 'processNs', 'txNs',
+  'iterations', 'busyIterations', 'rxPackets', 'emcHits', 'megaflowHits', 'misses', 'upcalls', 'upcallsCoalesced', 'upcallsLost', 'txPackets', 'busyNs', 'idleNs', 'rxNs', 'processNs', 'txNs', 'oneCopy',
 ] as const satisfies readonly Exclude<keyof PmdStats, 'drops'>[];
 if (PMD_STAT_FIELDS.length !== PmdStat.COUNT || PMD_STAT_FIELDS[PmdStat.TX_NS] !== 'txNs') throw new Error('PmdStat and PMD_STAT_FIELDS disagree');
 
@@ -172,6 +176,12 @@ export class Datapath {
   private readonly one = new Int32Array(1);
   /** Per port: 1 when it is a tunnel port (its frames carry tunnel metadata into the key). */
   private tunnelIn = new Uint8Array(INITIAL_PORT_SLOTS);
+  /** One copy guest-to-guest (src/port/one-copy.ts): the tail table, null when off. */
+  private tails: OneCopyTails | null = null;
+  /** Per port: 1 when it took the tail table (frames to it keep their tails; its rx bursts hold chains). */
+  private tailPort = new Uint8Array(INITIAL_PORT_SLOTS);
+  /** Word view of the pool's bytes (tail copies). */
+  private readonly dataW32: Int32Array | null;
   /** Tunnel id / outer addresses per pool buffer (shared with this thread's tunnel ports). */
   private readonly tun: TunnelMeta;
 
@@ -194,7 +204,7 @@ export class Datapath {
    * opts.rxBurst: packets taken per rx call (1..BURST, default BURST); 1 turns
    * off every per-burst shortcut (tests compare against it).
    */
-  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number; rxBurst?: number } = {}) {
+  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number; rxBurst?: number; oneCopy?: boolean } = {}) {
     this.pool = pool;
     this.sink = sink;
     const rb = opts.rxBurst ?? BURST;
@@ -203,6 +213,34 @@ export class Datapath {
     // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
     this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
     this.tun = tunnelMeta(pool);
+    const d = pool.data;
+    this.dataW32 = (d.byteOffset & 3) === 0 ? new Int32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
+    if (opts.oneCopy === true) this.setOneCopy(true);
+  }
+
+  /**
+   * One copy guest-to-guest on or off (src/port/one-copy.ts; tsvs daemon --one-copy). Call
+   * between passes (no burst in progress).
+   */
+  setOneCopy(on: boolean): void {
+    if (on && this.tails === null) this.tails = new OneCopyTails(this.pool.count);
+    for (const n of this.portList) {
+      const p = this.ports[n];
+      if (p === null) continue;
+      this.tailPort[n] = on && isOneCopyPort(p) && p.useOneCopy(this.tails) ? 1 : 0;
+      if (!on && isOneCopyPort(p)) p.useOneCopy(null);
+    }
+    if (!on) this.tails = null;
+  }
+
+  /** Is one copy on? */
+  get oneCopy(): boolean {
+    return this.tails !== null;
+  }
+
+  /** Tails copied into mempool buffers for the pool path since one copy was turned on (tests, diagnostics). */
+  get oneCopyMaterialized(): number {
+    return this.tails?.materialized ?? 0;
   }
 
   /** The counters as a {@link PmdStats} object (a copy: control path). */
@@ -222,6 +260,7 @@ export class Datapath {
     if (this.ports[portNo]) throw new Error(`port number ${portNo} already in use`);
     this.ports[portNo] = port;
     this.tunnelIn[portNo] = (port as Port & { meta?: unknown }).meta instanceof TunnelMeta ? 1 : 0;
+    this.tailPort[portNo] = this.tails !== null && isOneCopyPort(port) && port.useOneCopy(this.tails) ? 1 : 0;
     this.txBatch[portNo] = new Int32Array(BURST);
     this.txCount[portNo] = 0;
     this.rxqPackets.fill(0, portNo * RXQ_SLOTS, (portNo + 1) * RXQ_SLOTS);
@@ -249,6 +288,7 @@ export class Datapath {
     this.dirty = grow(this.dirty, n);
     this.isDirty = grow(this.isDirty, n);
     this.tunnelIn = grow(this.tunnelIn, n);
+    this.tailPort = grow(this.tailPort, n);
   }
 
   /**
@@ -336,6 +376,8 @@ export class Datapath {
       this.pool.free(this.txBatch[portNo], this.txCount[portNo]);
       this.txCount[portNo] = 0;
     }
+    if (this.tailPort[portNo] !== 0 && isOneCopyPort(p)) p.useOneCopy(null);
+    this.tailPort[portNo] = 0;
     this.ports[portNo] = null;
     this.portList = this.portList.filter((i) => i !== portNo);
     if (this.isDirty[portNo] !== 0) {
@@ -509,6 +551,7 @@ export class Datapath {
       return false;
     }
     pool.data.set(frame, pool.dataOffset(h));
+    if (this.tails !== null) this.tails.len[h] = 0;
     pool.dataLen[h] = frame.length;
     pool.pktLen[h] = frame.length;
     this.tun.tunId[h] = 0; // a packet-out has no tunnel metadata unless its actions set it
@@ -633,7 +676,11 @@ export class Datapath {
         const t0 = perf ? performance.now() : 0;
         const n = port.rxBurst(q, this.rxBuf, this.rxBurstMax);
         if (n > 0) {
-          if (this.capture !== null) this.capture.burst(pn, this.rxBuf, n, DIR_RX);
+          const oneCopy = this.tailPort[pn] !== 0;
+          if (this.capture !== null) {
+            if (oneCopy) this.materializeBurst(n); // a capture reads whole frames
+            this.capture.burst(pn, this.rxBuf, n, DIR_RX);
+          }
           total += n;
           const slot = pn * RXQ_SLOTS + (q < RXQ_SLOTS ? q : RXQ_SLOTS - 1);
           this.rxqPackets[slot] += n;
@@ -645,6 +692,7 @@ export class Datapath {
           }
           if (perf) this.processTimed(pn, n, t0);
           else this.processBurst(pn, n);
+          if (oneCopy) this.endOneCopyBurst(port, q, n);
         }
       }
     }
@@ -658,6 +706,33 @@ export class Datapath {
     this.counters[PmdStat.ITERATIONS]++;
     if (total > 0) this.counters[PmdStat.BUSY_ITERATIONS]++;
     return total;
+  }
+
+  /**
+   * After a burst from a port that holds its rx chains (one copy): send every tx batch (the
+   * tails are read now), return the chains to the source guest, forget the burst's tails.
+   */
+  private endOneCopyBurst(port: Port, q: number, n: number): void {
+    if (this.nDirty > 0) this.flushAll();
+    (port as Port & { rxRelease(q: number): void }).rxRelease(q);
+    const t = this.tails;
+    if (t === null) return;
+    t.clearBurst(this.rxBuf, n);
+    if (t.direct > 0) {
+      this.counters[PmdStat.ONE_COPY] += t.direct;
+      t.direct = 0;
+    }
+  }
+
+  /** Copy in the tails of rxBuf[0..n) (they become ordinary packets). */
+  private materializeBurst(n: number): void {
+    for (let i = 0; i < n; i++) this.materialize(this.rxBuf[i]);
+  }
+
+  /** Copy packet h's tail (if it has one) into its buffer: the pool path from here on. */
+  private materialize(h: number): void {
+    const t = this.tails;
+    if (t !== null && t.len[h] > 0) t.materialize(h, this.pool.data, this.dataW32, this.pool.dataOffset(h) + ONE_COPY_PRIVATE);
   }
 
   /** Packets held while their upcall is in flight (the upcall queue depth). */
@@ -721,11 +796,15 @@ export class Datapath {
     let runBytes = 0;
     const tunnel = this.tunnelIn[inPort] !== 0;
     const tun = this.tun;
+    /** One copy: tail lengths per handle (frames of this burst may have their tails in the source guest). */
+    const tl = this.tailPort[inPort] !== 0 && this.tails !== null ? this.tails.len : null;
     st[PmdStat.RX_PACKETS] += n;
     for (let i = 0; i < n; i++) {
       const h = rxBuf[i];
       const off = pool.dataOffset(h);
       const len = pool.dataLen[h];
+      // the key is taken from the private copy only: a frame whose key needs more than its private part gets its tail first
+      if (tl !== null && tl[h] > 0 && !keyFitsPrefix(data, off, len)) this.materialize(h);
       const status = extractKey(data, off, len, inPort, key, 0);
       if (tunnel) {
         key[16] = tun.tunId[h]; // W_TUN_ID, W_TUN_SRC, W_TUN_DST
@@ -810,6 +889,7 @@ export class Datapath {
   }
 
   private doUpcall(h: number, inPort: number, off: number, len: number, hash: number, key: Uint32Array): void {
+    this.materialize(h); // held or handed to the slow path: a whole frame of ours
     if (this.pendingCount >= MAX_PENDING) {
       // Past the queue (MAX_PENDING held packets): the packet is dropped and counted (upcallsLost,
       // drop reason upcall-queue-full), but the flow is still set up: an upcall without a packet,
@@ -874,6 +954,7 @@ export class Datapath {
       this.enqueueTx(prog[1], h);
       return;
     }
+    this.materialize(h); // rewrites, several outputs: the pool path
     const pool = this.pool;
     const st = this.st;
     const base = pool.bufAddrOffset(h);
@@ -933,6 +1014,7 @@ export class Datapath {
         room = pool.bufSize - len;
         pool.dataOff[c] = room;
       }
+      if (this.tails !== null) this.tails.len[c] = 0; // a fresh buffer inside a burst: no stale tail
       const coff = pool.bufAddrOffset(c) + room;
       pool.data.copyWithin(coff, off, off + len);
       pool.dataLen[c] = len;
@@ -950,6 +1032,8 @@ export class Datapath {
       this.drop(Drop.PORT_DOWN, 1);
       return;
     }
+    // one copy: a port that cannot take a tail (another type, another thread's) gets the whole frame
+    if (this.tails !== null && this.tailPort[portNo] === 0) this.materialize(h);
     const c = txCount[portNo];
     if (this.isDirty[portNo] === 0) {
       this.isDirty[portNo] = 1;

@@ -168,6 +168,27 @@ export function extractKey(
   return extractKeyFull(frame, off, len, inPort, key, keyOff);
 }
 
+/**
+ * Bytes of a frame {@link extractKey} reads when {@link keyFitsPrefix} holds: the key then depends
+ * on frame[off, off+KEY_PREFIX_BYTES) only (one copy keeps just a private prefix of the frame).
+ */
+export const KEY_PREFIX_BYTES = 38;
+
+/**
+ * Does extractKey take this frame's key from its first KEY_PREFIX_BYTES bytes (its inlined IPv4
+ * TCP/UDP branch: no options, not a fragment, L4 header inside the IP length)? Reads only those
+ * bytes; `len` is the whole frame's length. Must stay the same test as extractKey's first branch.
+ */
+export function keyFitsPrefix(frame: Uint8Array, off: number, len: number): boolean {
+  if (!(off >= 0 && len >= 42 && off + KEY_PREFIX_BYTES <= frame.length)) return false;
+  const dv = viewOf(frame);
+  if ((dv.getUint32(off + 12) >>> 8) !== 0x080045) return false;
+  const ff = dv.getUint32(off + 20);
+  const proto = ff & 0xff;
+  const totLen = dv.getUint16(off + 16);
+  return (ff & 0x3fff0000) === 0 && totLen <= len - 14 && ((proto === 17 && totLen >= 28) || (proto === 6 && totLen >= 40));
+}
+
 /** extractKey for any frame (see there). */
 export function extractKeyFull(
   frame: Uint8Array, off: number, len: number, inPort: number,

@@ -43,6 +43,8 @@ export interface PmdConfig {
   flowIdleMs?: number;
   /** Time per stage (rx, processing, tx) in pmd-stats (a few clock reads per burst). */
   perfMetrics?: boolean;
+  /** One copy guest-to-guest between the thread's vhost-user ports (src/port/one-copy.ts). */
+  oneCopy?: boolean;
   /** Shared memory the thread publishes its counters to (set by PmdThread). */
   board?: SharedArrayBuffer;
   /** Publish period of the board, ms (default 10). */
@@ -118,6 +120,7 @@ type Req =
   | { op: 'capture-start'; id: number; portNo: number; dirs: number; buf: SharedArrayBuffer }
   | { op: 'capture-stop'; id: number }
   | { op: 'ports' }
+  | { op: 'set-one-copy'; on: boolean }
   | { op: 'stop' };
 
 // ---------------- worker side ----------------
@@ -152,7 +155,7 @@ function workerMain(cfg: PmdConfig): void {
       // in bulk: many misses per message (flushed every 32 passes), flat arrays transferred, not cloned
       upBatch.add(id, portNo, frame, key);
     },
-  });
+  }, { oneCopy: cfg.oneCopy === true });
   dp.perf = cfg.perfMetrics === true;
   const mover = new PortMover(dp, pool, cfg.id);
   const sleepMax = cfg.sleepMaxUs ?? 0;
@@ -323,6 +326,9 @@ function workerMain(cfg: PmdConfig): void {
         if (dp.capture !== null && dp.capture.size === 0) dp.capture = null;
         return found;
       }
+      case 'set-one-copy':
+        dp.setOneCopy(req.on);
+        return dp.oneCopy;
       case 'stop': {
         stopping = true;
         for (const n of dp.portNumbers()) dp.removePort(n)?.close();
@@ -500,6 +506,10 @@ export class PmdThread {
   /** Start copying frames of a port this thread polls into a capture ring (see capture-tap.ts). */
   captureStart(id: number, portNo: number, dirs: number, buf: SharedArrayBuffer): Promise<boolean> {
     return this.request({ op: 'capture-start', id, portNo, dirs, buf });
+  }
+  /** One copy guest-to-guest on or off (between passes). */
+  setOneCopy(on: boolean): Promise<boolean> {
+    return this.request({ op: 'set-one-copy', on });
   }
   captureStop(id: number): Promise<boolean> {
     return this.request({ op: 'capture-stop', id });

@@ -21,3 +21,18 @@ export function copyWords(dst: Int32Array, d4: number, src: Int32Array, s4: numb
   }
   for (let k = nw & 3; k > 0; k--) dst[d4++] = src[s4++];
 }
+
+/**
+ * dst[d, d+n) = src[s, s+n) between two different arrays (the caller checked both ranges):
+ * by words when both offsets are 4-aligned, both arrays have word views and n is small, else
+ * TypedArray.set over a subarray (one view per call: the large-copy case, as the fast paths do).
+ */
+export function copyBytes(dst: Uint8Array, dw: Int32Array | null, d: number, src: Uint8Array, sw: Int32Array | null, s: number, n: number): void {
+  if (n <= WORD_COPY_MAX && dw !== null && sw !== null && ((d | s) & 3) === 0) {
+    const nw = n >> 2;
+    copyWords(dw, d >> 2, sw, s >> 2, nw);
+    for (let k = nw << 2; k < n; k++) dst[d + k] = src[s + k];
+  } else {
+    dst.set(src.subarray(s, s + n), d);
+  }
+}

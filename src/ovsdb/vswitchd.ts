@@ -448,6 +448,16 @@ export class OvsdbVswitchd {
       improvementThreshold: oc.get('pmd-auto-lb-improvement-threshold'),
       rebalIntervalMin: oc.get('pmd-auto-lb-rebal-interval'),
     };
+    // ---- one copy guest-to-guest (other_config:one-copy=true|false, ours: OVS has no such key)
+    const oneCopy = oc.get('one-copy') ?? '';
+    if (this.oneCopyApplied !== oneCopy) {
+      this.oneCopyApplied = oneCopy;
+      try {
+        await this.sw.call('one-copy-set', { value: oneCopy });
+      } catch (e) {
+        this.log.warn(`ovsdb: other_config:one-copy: ${(e as Error).message}`);
+      }
+    }
     const lbWant = JSON.stringify(lb);
     if (this.autoLbApplied !== lbWant) {
       this.autoLbApplied = lbWant;
@@ -464,6 +474,7 @@ export class OvsdbVswitchd {
 
   /** The pmd-auto-lb settings last given to the switch (JSON). */
   private autoLbApplied = '';
+  private oneCopyApplied = '';
 
   private async ofportTaken(n: number): Promise<boolean> {
     for (const a of this.applied.values()) if (a.ofport === n) return true;

@@ -28,6 +28,7 @@ import type { DeviceQueueStats } from '../virtio/device-queue.js';
 import { L2_OVERHEAD } from './kernel-port.js';
 import { BURST, countTxDrop, newPortStats, tallyDrop, type LinkState, type Port, type PortStats } from './port.js';
 import { Drop, type DropReason } from './port.js';
+import { ONE_COPY_PRIVATE, type OneCopyPort, type OneCopyTails } from './one-copy.js';
 
 export interface VhostUserPortOptions {
   /** Port name (default: the socket path). */
@@ -65,7 +66,7 @@ export interface VhostUserRemoteOptions {
 /** RARP frame length (Ethernet header + 28-byte ARP-format body), padded to the minimum. */
 const RARP_LEN = 60;
 
-export class VhostUserPort implements Port {
+export class VhostUserPort implements Port, OneCopyPort {
   readonly name: string;
   readonly type = 'vhost-user';
   readonly nQueues: number;
@@ -88,6 +89,15 @@ export class VhostUserPort implements Port {
   private readonly offs = new Int32Array(BURST * 8);
   private readonly lens = new Int32Array(BURST * 8);
   private readonly cap: number;
+  /** One copy (one-copy.ts): the PMD thread's tail table, or null (pool path). */
+  private tails: OneCopyTails | null = null;
+  /** Ring whose last rx burst is held (chains not yet returned to the guest), or -1. */
+  private held = -1;
+  // tails of a burst (rx: as dequeued; tx: gathered from the table)
+  private readonly tWin: (Uint8Array | null)[] = new Array<Uint8Array | null>(BURST * 8).fill(null);
+  private readonly tW32: (Int32Array | null)[] = new Array<Int32Array | null>(BURST * 8).fill(null);
+  private readonly tOff = new Int32Array(BURST * 8);
+  private readonly tLen = new Int32Array(BURST * 8);
 
   private readonly s: PortStats = newPortStats();
   /** Device-queue counters of data paths already detached, folded into stats. */
@@ -275,6 +285,7 @@ export class VhostUserPort implements Port {
   private dropDataPath(): void {
     const dp = this.dp;
     if (!dp) return;
+    if (this.held >= 0) this.rxReleaseOn(dp);
     dp.rings.forEach((r, i) => {
       if (!r) return;
       if (i & 1) {
@@ -292,6 +303,8 @@ export class VhostUserPort implements Port {
   /** Current data path if still valid (detaches a revoked one). */
   private active(): NetDataPath | null {
     const dp = this.dp;
+    // chains held for one copy: keep this data path (and its memory) until rxRelease
+    if (this.held >= 0) return dp;
     if (dp !== null) {
       if (dp.valid()) return dp;
       this.dropDataPath();
@@ -303,6 +316,7 @@ export class VhostUserPort implements Port {
   rxBurst(q: number, out: Int32Array, max: number): number {
     const dp = this.active();
     if (dp === null || q < 0 || q >= this.nQueues) return 0;
+    if (this.held >= 0) this.rxReleaseOn(dp); // a caller that did not release (the datapath always does)
     if (max > out.length) max = out.length;
     if (max > this.offs.length) max = this.offs.length;
     let extra = 0;
@@ -323,6 +337,35 @@ export class VhostUserPort implements Port {
     const offs = this.offs;
     for (let i = 0; i < got; i++) offs[i] = pool.dataOffset(out[extra + i]);
     const lens = this.lens;
+    const t = this.tails;
+    if (t !== null) {
+      // one copy: the private part now, the tails described in t, the chains held until rxRelease
+      if (extra > 0) t.len[out[0]] = 0;
+      const tLen = this.tLen;
+      const n = vq.dequeueBurstDeferred(pool.data, offs, this.cap, lens, ONE_COPY_PRIVATE, this.tWin, this.tW32, this.tOff, tLen, got);
+      let bytes = 0;
+      for (let i = 0; i < n; i++) {
+        const h = out[extra + i];
+        pool.dataLen[h] = lens[i];
+        pool.pktLen[h] = lens[i];
+        bytes += lens[i];
+        const tl = tLen[i];
+        t.len[h] = tl;
+        if (tl > 0) {
+          t.win[h] = this.tWin[i];
+          t.w32[h] = this.tW32[i];
+          t.off[h] = this.tOff[i];
+        }
+      }
+      if (n < got) pool.free(out, got - n, extra + n);
+      if (n > 0) {
+        this.s.rxPackets += n;
+        this.s.rxBytes += bytes;
+      }
+      this.held = ri;
+      if (extra + n === 0) this.rxReleaseOn(dp); // nothing for the datapath (bad chains only): return them now
+      return extra + n;
+    }
     const n = vq.dequeueBurst(pool.data, offs, this.cap, lens, got);
     // frame k landed at offs[k] = buffer out[extra+k]
     let bytes = 0;
@@ -354,10 +397,13 @@ export class VhostUserPort implements Port {
     }
     const offs = this.offs;
     const lens = this.lens;
+    const t = this.tails;
+    const tLen = this.tLen;
     let done = 0;
     while (done < n) {
       const m = Math.min(n - done, offs.length);
       let k = 0;
+      let tails = 0;
       for (let i = 0; i < m; i++) {
         const h = handles[done + i];
         if (pool.next[h] !== -1) {
@@ -365,16 +411,33 @@ export class VhostUserPort implements Port {
           countTxDrop(this.s, Drop.TX_MULTI_SEGMENT, 1);
           offs[k] = 0;
           lens[k] = -1; // enqueueBurst counts it as badFrame and skips it
+          if (t !== null) tLen[k] = 0;
           k++;
           continue;
         }
         offs[k] = pool.dataOffset(h);
         lens[k] = pool.dataLen[h];
+        if (t !== null) {
+          const tl = t.len[h];
+          tLen[k] = tl;
+          if (tl > 0) {
+            this.tWin[k] = t.win[h];
+            this.tW32[k] = t.w32[h];
+            this.tOff[k] = t.off[h];
+            tails++;
+          }
+        }
         k++;
       }
       const before = vq.stats.pkts;
       const bytesBefore = vq.stats.bytes;
-      const consumed = vq.enqueueBurst(pool.data, offs, lens, k);
+      let consumed: number;
+      if (tails > 0) {
+        consumed = vq.enqueueBurstTails(pool.data, offs, lens, ONE_COPY_PRIVATE, this.tWin, this.tW32, this.tOff, tLen, k);
+        t!.direct += vq.lastDirect;
+      } else {
+        consumed = vq.enqueueBurst(pool.data, offs, lens, k);
+      }
       const sent = vq.stats.pkts - before;
       this.s.txPackets += sent;
       this.s.txBytes += vq.stats.bytes - bytesBefore;
@@ -392,6 +455,33 @@ export class VhostUserPort implements Port {
     pool.free(handles, n);
     dp.notify(ri);
     return n;
+  }
+
+  /** One copy (one-copy.ts): use the PMD thread's tail table (null: back to the pool path). */
+  useOneCopy(t: OneCopyTails | null): boolean {
+    if (this.held >= 0 && this.dp !== null) this.rxReleaseOn(this.dp);
+    this.tails = t;
+    return true;
+  }
+
+  /** One copy: return to the guest the chains the last rxBurst of queue q held, and signal it. */
+  rxRelease(q: number): void {
+    void q;
+    const dp = this.dp;
+    if (this.held < 0 || dp === null) {
+      this.held = -1;
+      return;
+    }
+    this.rxReleaseOn(dp);
+  }
+
+  private rxReleaseOn(dp: NetDataPath): void {
+    const ri = this.held;
+    this.held = -1;
+    const vq = dp.rings[ri];
+    if (vq === null || vq === undefined) return;
+    vq.releaseDeferred();
+    dp.notify(ri);
   }
 
   /** Build a RARP frame announcing pendingRarp into a fresh mbuf at out[0]. */

@@ -34,7 +34,7 @@ import {
 } from './features.js';
 import { DESC_F_WRITE } from './layout.js';
 import { initNetHdr, netHdrLen } from './net-header.js';
-import { copyWords, WORD_COPY_MAX } from '../mem/copy.js';
+import { copyBytes, copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 import type { DirtyLog } from '../mem/dirty-log.js';
 
 const EMPTY_BYTES = new Uint8Array(0);
@@ -510,6 +510,65 @@ export abstract class DeviceQueue {
     for (; i < n; i++) if (!this.enqueueOne(src, srcOffs[i], lens[i])) break;
     this.publish();
     return i;
+  }
+
+  // ---- one copy guest-to-guest (src/port/one-copy.ts has the design) ----
+
+  /** Frames of the last {@link enqueueBurstTails} whose tail went straight from the source guest into this one. */
+  lastDirect = 0;
+
+  /**
+   * Guest TX with deferred release (one copy): like {@link dequeueBurst}, but a
+   * frame longer than `priv` bytes that the ring kind's fast path takes is copied
+   * only up to `priv` bytes; the rest (its tail) stays in guest memory and is
+   * described by tWin[i] (window bytes), tW32[i] (its word view), tOff[i] (offset
+   * of the tail in the window) and tLen[i] (tail bytes; 0: the whole frame was
+   * copied). The chains are not returned to the driver (used index / flags not
+   * published) until {@link releaseDeferred}: the tails stay the driver's
+   * buffers, unchanged by any rule of ours, until then. This default defers
+   * nothing (every tLen is 0).
+   */
+  dequeueBurstDeferred(
+    dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): number {
+    void priv;
+    void tWin;
+    void tW32;
+    void tOff;
+    const got = this.dequeueBurst(dst, dstOffs, cap, lens, n);
+    for (let i = 0; i < got; i++) tLen[i] = 0;
+    return got;
+  }
+
+  /** Return to the driver the chains {@link dequeueBurstDeferred} kept (publish them as used). */
+  releaseDeferred(): void {
+    this.publish();
+  }
+
+  /**
+   * Guest RX with tails (one copy): frame i is src[srcOffs[i], +priv) followed by
+   * tLen[i] bytes of another guest's memory at tWin[i][tOff[i]..] (tLen[i] 0: the
+   * whole frame, lens[i] bytes, is in src). The ring kind's fast path writes the
+   * tail straight from the other guest; every other case first copies the tail
+   * into src after the private part (the buffer has room: the frame was sized to
+   * it), then goes the ordinary way. lastDirect says how many went straight.
+   * Returns as {@link enqueueBurst}.
+   */
+  enqueueBurstTails(
+    src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): number {
+    this.lastDirect = 0;
+    if (n > srcOffs.length) n = srcOffs.length;
+    for (let i = 0; i < n; i++) if (tLen[i] > 0) this.materializeTail(src, srcOffs[i], lens[i], priv, tWin[i], tW32[i], tOff[i], tLen[i]);
+    return this.enqueueBurst(src, srcOffs, lens, n);
+  }
+
+  /** Copy a frame's tail into src after its private part (when it fits where the frame says it is). */
+  protected materializeTail(src: Uint8Array, so: number, flen: number, priv: number, tw: Uint8Array | null, tw32: Int32Array | null, toff: number, tlen: number): void {
+    if (tw === null || !(so >= 0 && priv + tlen === flen && so + flen <= src.length && toff >= 0 && toff + tlen <= tw.length)) return;
+    copyBytes(src, this.wordsOfCaller(src), so + priv, tw, tw32, toff, tlen);
   }
 
   /**

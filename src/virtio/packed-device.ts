@@ -47,6 +47,7 @@ import {
   V_BAD_INDIRECT,
   V_OK,
 } from './device-queue.js';
+import { copyBytes } from '../mem/copy.js';
 
 /** Device side of a packed virtqueue. */
 export class PackedDevice extends DeviceQueue {
@@ -192,6 +193,223 @@ export class PackedDevice extends DeviceQueue {
     this.usedSince += fast;
     this.endFastBurst(fast, fastBytes);
     return got;
+  }
+
+  /** Slots taken by dequeueBurstDeferred and not yet marked used (in ring order), and how many. */
+  private deferPos: Int32Array | null = null;
+  private deferN = 0;
+  /** Used wrap counter of each deferred slot. */
+  private deferWrap: Uint8Array | null = null;
+
+  /**
+   * One copy, guest TX (see DeviceQueue.dequeueBurstDeferred): the fast path of
+   * {@link dequeueBurst}, copying at most `priv` bytes of each frame and leaving
+   * its tail in guest memory; the slots are marked used only by
+   * {@link releaseDeferred}. A chain the fast path does not take is handled the
+   * general way (whole copy, marked used at once).
+   */
+  override dequeueBurstDeferred(
+    dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): number {
+    if (this.broken) return 0;
+    if (this.deferN !== 0) this.releaseDeferred(); // a caller that did not release: never leave slots behind
+    if (this.dirty !== null) return super.dequeueBurstDeferred(dst, dstOffs, cap, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
+    if (n > dstOffs.length) n = dstOffs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tLen.length) n = tLen.length;
+    if (this.deferPos === null || this.deferPos.length < n) {
+      this.deferPos = new Int32Array(Math.max(n, 256)); // once per queue (bursts are at most 256)
+      this.deferWrap = new Uint8Array(this.deferPos.length);
+    }
+    const dp = this.deferPos;
+    const dwr = this.deferWrap as Uint8Array;
+    const d16 = this.ring.desc16;
+    const d32 = this.ring.desc32;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const dw = this.wordsOfCaller(dst);
+    const dlen = dst.length;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let up = this.usedPos;
+    let uw = this.usedWrap;
+    let got = 0;
+    let fast = 0;
+    let fastBytes = 0;
+    for (let c = 0; c < n; c++) {
+      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
+      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) !== wrap || ((fl >>> RingBits.PACKED_USED_BIT) & 1) === wrap) break; // not available: nothing more
+      const o = pos << DescWord.SHIFT;
+      const d0 = dstOffs[got];
+      // each descriptor word is read once: the guest may change them while we look
+      const hi = d32[o + DescWord.ADDR_HI];
+      if ((fl & RingBits.PACKED_LOW_MASK) === 0 && up === pos && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
+        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+        const len = d32[o + DescWord.LEN];
+        const flen = len - hdrLen;
+        const wo = this.windowOffset(addr, len);
+        const so = wo + hdrLen;
+        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
+          if (flen > priv) {
+            this.copyOut(dst, dw, d0, so, priv);
+            tWin[got] = this.fwBytes;
+            tW32[got] = this.fwW32;
+            tOff[got] = so + priv;
+            tLen[got] = flen - priv;
+          } else {
+            this.copyOut(dst, dw, d0, so, flen);
+            tLen[got] = 0;
+          }
+          lens[got++] = flen;
+          fastBytes += flen;
+          // the used length now (the slot is still the device's: the driver reads it once the flags say
+          // used), the flags at release; a later chain that runs around the ring into this slot then
+          // reads what it reads without deferral
+          d32[o + DescWord.LEN] = 0;
+          dp[fast] = pos;
+          dwr[fast] = uw;
+          if (++pos === size) {
+            pos = 0;
+            wrap ^= 1;
+          }
+          up = pos;
+          if (pos === 0) uw ^= 1;
+          fast++;
+          continue;
+        }
+      }
+      // general path for this chain (checks and counts everything; copies the whole frame; marks it
+      // used now, at a later slot than the deferred ones: the driver reads used slots in ring order, so
+      // it sees this one only after releaseDeferred has marked those before it)
+      this.setCursors(pos, wrap, up, uw);
+      const r = this.dequeueOne(dst, d0, cap);
+      pos = this.availPos;
+      wrap = this.availWrap;
+      up = this.usedPos;
+      uw = this.usedWrap;
+      if (r === DQ_STOP) break;
+      if (r >= 0) {
+        tLen[got] = 0;
+        lens[got++] = r;
+      }
+    }
+    this.setCursors(pos, wrap, up, uw);
+    this.deferN = fast;
+    const st = this.stats;
+    st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
+    return got;
+  }
+
+  /** Mark the deferred slots used (their length 0 was written when they were taken), in ring order; then publish. */
+  override releaseDeferred(): void {
+    const k = this.deferN;
+    if (k > 0) {
+      this.deferN = 0;
+      if (!this.broken) {
+        const dp = this.deferPos as Int32Array;
+        const dwr = this.deferWrap as Uint8Array;
+        const d16 = this.ring.desc16;
+        for (let j = 0; j < k; j++) {
+          const pos = dp[j];
+          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, dwr[j] ? RingBits.PACKED_USED_WRAP1 : 0);
+        }
+        this.usedSince += k;
+      }
+    }
+    this.publish();
+  }
+
+  /**
+   * One copy, guest RX: {@link enqueueBurst}'s fast path with frame i made of
+   * src[srcOffs[i], +priv) and a tail read straight from another guest's memory
+   * (see DeviceQueue.enqueueBurstTails); anything else materializes the tail and
+   * goes the general way.
+   */
+  override enqueueBurstTails(
+    src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): number {
+    this.lastDirect = 0;
+    if (this.broken) return 0;
+    if (this.dirty !== null) return super.enqueueBurstTails(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
+    if (n > srcOffs.length) n = srcOffs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tLen.length) n = tLen.length;
+    this.badInBurst = 0;
+    const d16 = this.ring.desc16;
+    const d32 = this.ring.desc32;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const sw = this.wordsOfCaller(src);
+    const slen = src.length;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let up = this.usedPos;
+    let uw = this.usedWrap;
+    let fast = 0;
+    let fastBytes = 0;
+    let direct = 0;
+    let i = 0;
+    for (; i < n; i++) {
+      const flen = lens[i];
+      const so = srcOffs[i];
+      const tl = tLen[i];
+      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
+      const o = pos << DescWord.SHIFT;
+      const total = hdrLen + flen;
+      // each descriptor word is read once (see enqueueBurst)
+      const hi = d32[o + DescWord.ADDR_HI];
+      const len = d32[o + DescWord.LEN];
+      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) === wrap && ((fl >>> RingBits.PACKED_USED_BIT) & 1) !== wrap && (fl & RingBits.PACKED_LOW_MASK) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
+        hi <= RingBits.ADDR_HI_MAX && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
+        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+        const wo = this.windowOffset(addr, len);
+        if (wo >= 0 && (wo & 3) === 0) {
+          if (tl > 0) {
+            const tw = tWin[i];
+            const toff = tOff[i];
+            if (tw !== null && priv + tl === flen && toff >= 0 && toff + tl <= tw.length) {
+              this.writeIn(wo, src, sw, so, priv);
+              copyBytes(this.fwBytes, this.fwW32, wo + 12 + priv, tw, tW32[i], toff, tl);
+              direct++;
+            } else {
+              this.stats.badFrame++; // inconsistent tail description (a caller error): dropped
+              continue;
+            }
+          } else {
+            this.writeIn(wo, src, sw, so, flen);
+          }
+          d32[o + DescWord.LEN] = total;
+          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, (uw ? RingBits.PACKED_USED_WRAP1 : 0) | DESC_F_WRITE);
+          if (++pos === size) {
+            pos = 0;
+            wrap ^= 1;
+          }
+          up = pos;
+          if (pos === 0) uw ^= 1;
+          fastBytes += flen;
+          fast++;
+          continue;
+        }
+      }
+      // general path for this frame: its tail first joins the private part
+      if (tl > 0) this.materializeTail(src, so, flen, priv, tWin[i], tW32[i], tOff[i], tl);
+      this.setCursors(pos, wrap, up, uw);
+      const ok = this.enqueueOne(src, so, flen);
+      pos = this.availPos;
+      wrap = this.availWrap;
+      up = this.usedPos;
+      uw = this.usedWrap;
+      if (!ok) break;
+    }
+    this.setCursors(pos, wrap, up, uw);
+    this.usedSince += fast;
+    this.endFastBurst(fast, fastBytes);
+    this.lastDirect = direct;
+    return i;
   }
 
   /**

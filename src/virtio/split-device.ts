@@ -45,6 +45,7 @@ import {
   V_LOOP,
   V_OK,
 } from './device-queue.js';
+import { copyBytes } from '../mem/copy.js';
 
 /** Device side of a split virtqueue. */
 export class SplitDevice extends DeviceQueue {
@@ -177,6 +178,194 @@ export class SplitDevice extends DeviceQueue {
     this.setCursors(la, lu);
     this.endFastBurst(fast, fastBytes);
     return got;
+  }
+
+  /**
+   * One copy, guest TX (see DeviceQueue.dequeueBurstDeferred): the fast path of
+   * {@link dequeueBurst}, copying at most `priv` bytes of each frame and leaving
+   * its tail in guest memory; every chain (fast or general) gets its used entry
+   * now, but the used index is published only by {@link releaseDeferred}.
+   */
+  override dequeueBurstDeferred(
+    dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): number {
+    if (this.broken) return 0;
+    if (this.dirty !== null) return super.dequeueBurstDeferred(dst, dstOffs, cap, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
+    if (n > dstOffs.length) n = dstOffs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tLen.length) n = tLen.length;
+    const avail = this.ring.avail;
+    const ai = Atomics.load(avail, AV_IDX);
+    let la = this.lastAvail;
+    const pending = (ai - la) & 0xffff;
+    if (pending === 0) return 0;
+    if (pending > this.size) {
+      this.stats.badIndex++;
+      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
+      return 0;
+    }
+    this.availCache = ai;
+    if (n > pending) n = pending;
+    const d32 = this.ring.desc32;
+    const used32 = this.ring.used32;
+    const mask = this.mask;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const dw = this.wordsOfCaller(dst);
+    const dlen = dst.length;
+    let lu = this.lastUsed;
+    let got = 0;
+    let fast = 0;
+    let fastBytes = 0;
+    for (let c = 0; c < n; c++) {
+      const head = avail[AV_RING + (la & mask)];
+      const o = head << DescWord.SHIFT;
+      const d0 = dstOffs[got];
+      // each descriptor word is read once: the guest may change them while we look
+      const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
+      if (head < size && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === 0 && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
+        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+        const len = d32[o + DescWord.LEN];
+        const flen = len - hdrLen;
+        const wo = this.windowOffset(addr, len);
+        const so = wo + hdrLen;
+        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
+          if (flen > priv) {
+            // the private part now; the tail stays in the guest's buffer, which stays the guest's until release
+            this.copyOut(dst, dw, d0, so, priv);
+            tWin[got] = this.fwBytes;
+            tW32[got] = this.fwW32;
+            tOff[got] = so + priv;
+            tLen[got] = flen - priv;
+          } else {
+            this.copyOut(dst, dw, d0, so, flen);
+            tLen[got] = 0;
+          }
+          lens[got++] = flen;
+          fastBytes += flen;
+          const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
+          used32[e] = head;
+          used32[e + 1] = 0;
+          lu = (lu + 1) & 0xffff;
+          la = (la + 1) & 0xffff;
+          fast++;
+          continue;
+        }
+      }
+      // general path for this chain (it checks and counts everything; copies the whole frame)
+      this.setCursors(la, lu);
+      const r = this.dequeueOne(dst, d0, cap);
+      la = this.lastAvail;
+      lu = this.lastUsed;
+      if (r === DQ_STOP) break;
+      if (r >= 0) {
+        tLen[got] = 0;
+        lens[got++] = r;
+      }
+    }
+    this.setCursors(la, lu);
+    const st = this.stats;
+    st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
+    return got; // not published: releaseDeferred()
+  }
+
+  /**
+   * One copy, guest RX: {@link enqueueBurst}'s fast path with frame i made of
+   * src[srcOffs[i], +priv) and a tail read straight from another guest's memory
+   * (see DeviceQueue.enqueueBurstTails); anything else materializes the tail and
+   * goes the general way.
+   */
+  override enqueueBurstTails(
+    src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): number {
+    this.lastDirect = 0;
+    if (this.broken) return 0;
+    if (this.dirty !== null) return super.enqueueBurstTails(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
+    if (n > srcOffs.length) n = srcOffs.length;
+    if (n > lens.length) n = lens.length;
+    if (n > tLen.length) n = tLen.length;
+    this.badInBurst = 0;
+    const avail = this.ring.avail;
+    const ai = Atomics.load(avail, AV_IDX);
+    let la = this.lastAvail;
+    let pending = (ai - la) & 0xffff;
+    if (pending > this.size) {
+      this.stats.badIndex++;
+      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
+      return 0;
+    }
+    this.availCache = ai;
+    const d32 = this.ring.desc32;
+    const used32 = this.ring.used32;
+    const mask = this.mask;
+    const size = this.size;
+    const hdrLen = this.hdrLen;
+    const sw = this.wordsOfCaller(src);
+    const slen = src.length;
+    let lu = this.lastUsed;
+    let fast = 0;
+    let fastBytes = 0;
+    let direct = 0;
+    let i = 0;
+    for (; i < n; i++) {
+      const flen = lens[i];
+      const so = srcOffs[i];
+      const tl = tLen[i];
+      if (pending > 0) {
+        const head = avail[AV_RING + (la & mask)];
+        const o = head << DescWord.SHIFT;
+        const total = hdrLen + flen;
+        // each descriptor word is read once (see enqueueBurst)
+        const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
+        const len = head < size ? d32[o + DescWord.LEN] : 0;
+        if (head < size && hdrLen === 12 && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === DESC_F_WRITE && hi <= RingBits.ADDR_HI_MAX &&
+          sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
+          const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+          const wo = this.windowOffset(addr, len);
+          if (wo >= 0 && (wo & 3) === 0) {
+            if (tl > 0) {
+              const tw = tWin[i];
+              const toff = tOff[i];
+              if (tw !== null && priv + tl === flen && toff >= 0 && toff + tl <= tw.length) {
+                this.writeIn(wo, src, sw, so, priv);
+                copyBytes(this.fwBytes, this.fwW32, wo + 12 + priv, tw, tW32[i], toff, tl);
+                direct++;
+              } else {
+                this.stats.badFrame++; // inconsistent tail description (a caller error): dropped
+                continue;
+              }
+            } else {
+              this.writeIn(wo, src, sw, so, flen);
+            }
+            const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
+            used32[e] = head;
+            used32[e + 1] = total;
+            lu = (lu + 1) & 0xffff;
+            la = (la + 1) & 0xffff;
+            pending--;
+            fastBytes += flen;
+            fast++;
+            continue;
+          }
+        }
+      }
+      // general path for this frame: its tail first joins the private part
+      if (tl > 0) this.materializeTail(src, so, flen, priv, tWin[i], tW32[i], tOff[i], tl);
+      this.setCursors(la, lu);
+      const ok = this.enqueueOne(src, so, flen);
+      la = this.lastAvail;
+      lu = this.lastUsed;
+      if (!ok) break;
+      pending = (this.availCache - la) & 0xffff;
+    }
+    this.setCursors(la, lu);
+    this.endFastBurst(fast, fastBytes);
+    this.lastDirect = direct;
+    return i;
   }
 
   /**

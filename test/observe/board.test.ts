@@ -12,7 +12,7 @@ import type { PmdStats } from '../../src/dp/datapath.js';
 function pmdStats(): PmdStats {
   return {
     iterations: 0, busyIterations: 0, rxPackets: 0, emcHits: 0, megaflowHits: 0, misses: 0, upcalls: 0, upcallsCoalesced: 0,
-    upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, rxNs: 0, processNs: 0, txNs: 0, drops: {},
+    upcallsLost: 0, txPackets: 0, busyNs: 0, idleNs: 0, rxNs: 0, processNs: 0, txNs: 0, oneCopy: 0, drops: {},
   };
 }
 const extra = (nowMs: number) => ({ flows: 3, pending: 2, poolAvailable: 10, poolCount: 16, poolAllocFail: 1, nowMs });
