@@ -17,6 +17,7 @@ import * as path from "node:path";
 import { startDaemon, type Daemon } from "./daemon.js";
 import { ensureGuestImage, guestScriptDir, type GuestImage } from "./guest-image.js";
 import { startGuest, type CleanupRegistrar, type Guest, type GuestOptions, type GuestResult } from "./qemu.js";
+import { waitFor } from "./wait.js";
 
 /** PMD idle sleep for switches that share 2 CPUs with TCG guests. */
 export const PMD_SLEEP_MAX_US = 200;
@@ -68,18 +69,13 @@ export async function portInfo(d: Daemon, name: string): Promise<ShowPort> {
   throw new Error(`tsvs show has no port ${name}: ${JSON.stringify(data)}`);
 }
 
-/** Polls `tsvs show --json` until the port's link is `link`; returns the last state. */
+/** Polls `tsvs show --json` until the port's link is `link`; returns that state. */
 export async function waitPort(d: Daemon, name: string, link: "up" | "down", timeoutMs: number): Promise<ShowPort> {
-  const deadline = Date.now() + timeoutMs;
-  let p = await portInfo(d, name);
-  while (p.link !== link) {
-    if (Date.now() > deadline) {
-      throw new Error(`port ${name} did not go ${link} within ${timeoutMs} ms: ${JSON.stringify(p)}\n--- daemon log (tail) ---\n${logTail(d)}`);
-    }
-    await sleep(300);
-    p = await portInfo(d, name);
-  }
-  return p;
+  let last: ShowPort | undefined;
+  return waitFor(async () => {
+    last = await portInfo(d, name);
+    return last.link === link && last;
+  }, { what: `port ${name} ${link}`, timeout: timeoutMs, interval: 100, describe: () => `${JSON.stringify(last)}\n--- daemon log (tail) ---\n${logTail(d)}` });
 }
 
 export interface PortStatsRow {
@@ -100,10 +96,6 @@ export async function portStats(d: Daemon): Promise<Map<string, PortStatsRow>> {
   return new Map(rows.map((r) => [r.port, r]));
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 /**
  * The guest side of the command loop (test/harness/guest/agent.sh). Functions (all report one TSVS-RESULT):
  *   g_ping PEER COUNT INTERVAL [NAME [CPUMASK]]  -> NAME(ping): peer sent received loss_pct rtt_avg_ms
@@ -113,6 +105,8 @@ export function sleep(ms: number): Promise<void> {
  *   g_nc_wait                          -> recv: bytes md5
  *   g_nc_send PEER PORT MIB            -> send: bytes md5 t0 t1
  *   g_bgping_start PEER INTERVAL       background ping; g_bgping_stop -> bgping: sent received
+ *   g_bgping_replies                   -> bgreplies: n (replies the background ping has had so far)
+ *   g_operstate DEV                    -> operstate: state (the kernel's operstate: up, down, ...)
  *   g_iface DEV                        -> iface2: ifname mac mtu queues(rx-N dirs) combined
  */
 export function agentScript(): string {
@@ -199,6 +193,22 @@ export class AgentGuest {
   /** Waits until `peer` answers (ARP included), up to `secs` one-second tries. */
   async waitPing(peer: string, secs = 30): Promise<GuestResult> {
     return this.result(`g_wait_ping ${peer} ${secs}`, "reachable", secs * 2000 + 20_000);
+  }
+
+  /** Replies the running background ping (g_bgping_start) has had so far. */
+  async bgpingReplies(): Promise<number> {
+    return Number((await this.result("g_bgping_replies", "bgreplies"))["n"]);
+  }
+
+  /** Waits until the background ping has had `n` replies (traffic flows through the switch). */
+  async waitBgpingReplies(n: number, timeoutMs = 30_000): Promise<number> {
+    let seen = 0;
+    return waitFor(async () => (seen = await this.bgpingReplies()) >= n && seen, { what: `${this.guest.name}: ${n} background ping replies`, timeout: timeoutMs, interval: 100, describe: () => `${seen} replies` });
+  }
+
+  /** The kernel's operstate of a guest interface (QEMU sets the link down when its vhost-user backend goes away). */
+  async operstate(dev = "eth0"): Promise<string> {
+    return String((await this.result(`g_operstate ${dev}`, "operstate"))["state"]);
   }
 
   kill(): Promise<unknown> {

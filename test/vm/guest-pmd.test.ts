@@ -22,19 +22,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
 import { ensureGuestImage } from "../harness/guest-image.js";
-import { AgentGuest, cli, logTail, portInfo, portStats, sleep, startSwitch, waitPort, type PortStatsRow } from "../harness/vm-switch.js";
+import { AgentGuest, cli, logTail, portInfo, portStats, startSwitch, waitPort, type PortStatsRow } from "../harness/vm-switch.js";
+import { waitFor } from "../harness/wait.js";
 import { Testpmd, type PortReport, type FwdMode } from "../../src/app/testpmd.js";
 import type { Daemon } from "../harness/daemon.js";
 
 const ADDR = ["0000:00:02.0", "0000:00:03.0"];
-
-async function waitForFile(p: string, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fs.existsSync(p)) {
-    if (Date.now() > end) throw new Error(`${p} did not appear within ${ms} ms`);
-    await sleep(50);
-  }
-}
 
 /** The final JSON line of a guest `tsvs testpmd --json`. */
 function guestReport(out: string, what: string): PortReport {
@@ -49,16 +42,13 @@ function guestReport(out: string, what: string): PortReport {
 async function hostTestpmd(sock: string, fwd: FwdMode): Promise<Testpmd> {
   const tp = new Testpmd({ ports: [{ name: "host", type: "virtio-user", path: sock }], fwd, txpkts: 64, burst: 32, flows: 1, poolSize: 4096 });
   await tp.ready;
-  const end = Date.now() + 15_000;
-  for (;;) {
-    const r = await tp.stats();
-    if (r[0]?.link === "up") return tp;
-    if (Date.now() > end) {
-      await tp.stop();
-      throw new Error(`host testpmd on ${sock}: link did not come up`);
-    }
-    await sleep(100);
+  try {
+    await waitFor(async () => (await tp.stats())[0]?.link === "up", { what: `host testpmd on ${sock}: link up`, timeout: 15_000, interval: 100 });
+  } catch (e) {
+    await tp.stop();
+    throw e;
   }
+  return tp;
 }
 
 const delta = (a: PortStatsRow | undefined, b: PortStatsRow | undefined, k: "rxPackets" | "txPackets" | "txDropped"): number => (b?.[k] ?? 0) - (a?.[k] ?? 0);
@@ -76,7 +66,7 @@ test("guest virtio-pci PMD (TypeScript) <-> tsvs switch <-> host testpmd: split 
       { kind: "vhost-user", socket: socks[1]!, server: true, mac: "52:54:00:77:00:02", packed: true },
     ],
   });
-  await Promise.all(socks.map((s) => waitForFile(s, 30_000)));
+  await Promise.all(socks.map((s) => waitFor(() => fs.existsSync(s), { what: `QEMU listens on ${s}`, timeout: 30_000, interval: 50 })));
   let d: Daemon = await startSwitch(t, { runDir });
   await cli(d, "add-br", "br1");
   await cli(d, "add-port", "br0", "g0", "--type", "vhost-user-client", "--path", socks[0]!);
@@ -114,9 +104,17 @@ test("guest virtio-pci PMD (TypeScript) <-> tsvs switch <-> host testpmd: split 
     timings.push(`${kind} guest txonly run ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     assert.equal(tx.rc, 0, tx.output);
     const gtx = guestReport(tx.output, `${kind} txonly`);
-    await sleep(300);
-    const hrx = (await host.stop())[0]!;
+    // the frames in flight settle: the switch counted all the guest sent, and the host port's
+    // tx + tx drops account for all of them, and the host received what the switch sent
     let s1 = await portStats(d);
+    await waitFor(async () => {
+      s1 = await portStats(d);
+      const out = delta(s0.get(hp), s1.get(hp), "txPackets");
+      return delta(s0.get(gp), s1.get(gp), "rxPackets") === gtx.tx_packets && out + delta(s0.get(hp), s1.get(hp), "txDropped") === gtx.tx_packets &&
+        (await host.stats())[0]!.rx_packets === out;
+    }, { what: `${kind}: the guest's frames settle at the switch and the host`, timeout: 5000, interval: 50 }).catch(() => undefined); // the asserts below say what differs
+    const hrx = (await host.stop())[0]!;
+    s1 = await portStats(d);
     assert.ok(gtx.tx_packets > 1000, `${kind}: guest sent only ${gtx.tx_packets}: ${JSON.stringify(gtx)}`);
     assert.equal(delta(s0.get(gp), s1.get(gp), "rxPackets"), gtx.tx_packets, `${kind}: the switch received every frame the guest PMD sent\n${JSON.stringify([gtx, s1.get(gp)])}`);
     assert.equal(hrx.rx_packets, delta(s0.get(hp), s1.get(hp), "txPackets"), `${kind}: host got what the switch forwarded: ${JSON.stringify([hrx, s1.get(hp)])}`);
@@ -128,7 +126,9 @@ test("guest virtio-pci PMD (TypeScript) <-> tsvs switch <-> host testpmd: split 
     const rxP = g.run(`tsvs testpmd --port ${spec} --fwd rxonly --duration 8 --stats-period 1 --json`, 90_000);
     await g.guest.waitFor(/port0\[up\]/, 60_000, since);
     host = await hostTestpmd(hsock[i]!, "txonly");
-    await sleep(1500);
+    // the host sends until the switch has put 2000 frames in the guest's ring
+    await waitFor(async () => delta(s0.get(gp), await portStats(d).then((s) => s.get(gp)), "txPackets") >= 2000,
+      { what: `${kind}: 2000 frames to the guest`, timeout: 30_000, interval: 50 });
     const htx = (await host.stop())[0]!;
     const rx = await rxP;
     assert.equal(rx.rc, 0, rx.output);
@@ -152,7 +152,8 @@ test("guest virtio-pci PMD (TypeScript) <-> tsvs switch <-> host testpmd: split 
   process.kill(pid, "SIGKILL");
   await exited;
   const killedAt = Date.now();
-  await sleep(2000); // the guest sees the link down meanwhile
+  // the guest PMD sees the link down (its once-a-second stats line says so)
+  await waitFor(async () => /port0\[down\]/.test((await g.run("cat /tmp/tp.err")).output), { what: "the guest PMD reports the link down", timeout: 30_000, interval: 200 });
   fs.rmSync(path.join(runDir, "tsvs.ctl"), { force: true }); // the dead daemon's socket: wait for the new one
   d = await startSwitch(t, { runDir, bridge: null });
   await waitPort(d, "g0", "up", 30_000);
@@ -182,7 +183,7 @@ test("guest virtio-pci PMD (TypeScript) <-> tsvs switch <-> host testpmd: split 
   await cli(d, "add-flow", "br1", `in_port=${await ofp("g1")},actions=output:${await ofp("h1b")}`);
   const h1b = (await portInfo(d, "h1b")).path!;
   await g.run(`(node /tsvs/dist/examples/guest-reflector.js ${ADDR[1]} 12 packed > /tmp/refl.out 2>&1 &)`);
-  await sleep(4000);
+  await waitPort(d, "g1", "up", 60_000); // the reflector has started the device
   const tp = new Testpmd({
     ports: [{ name: "h1", type: "virtio-user", path: hsock[1]! }, { name: "h1b", type: "virtio-user", path: h1b }],
     fwd: "txrx", txpkts: 64, burst: 32, flows: 1, poolSize: 8192,
@@ -205,12 +206,6 @@ test("guest virtio-pci PMD (TypeScript) <-> tsvs switch <-> host testpmd: split 
 });
 
 async function pollUntil<T>(get: () => Promise<T>, ok: (v: T) => boolean, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await get();
-  while (!ok(v)) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}; last: ${JSON.stringify(v)}`);
-    await sleep(250);
-    v = await get();
-  }
-  return v;
+  let v: T | undefined;
+  return waitFor(async () => { v = await get(); return ok(v) && { v }; }, { what, timeout: ms, interval: 250, describe: () => JSON.stringify(v) }).then((r) => r.v);
 }

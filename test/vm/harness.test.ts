@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, test } from "node:test";
@@ -12,11 +13,7 @@ import { defaultMac, QemuArgsError, qemuMemoryArgs, qemuTapArgs, qemuVhostUserAr
 import { ensureGuestImage, guestScriptDir, moduleLoadOrder, GuestImageError } from "../harness/guest-image.js";
 import { NetNs } from "../harness/netns.js";
 import { GuestError, guestKernelCmdline, guestQemuArgs, startGuest } from "../harness/qemu.js";
-
-async function until(cond: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-}
+import { waitFor } from "../harness/wait.js";
 
 describe("qemu-args (pure)", () => {
   test("vhost-user NIC, client mode, one queue", () => {
@@ -185,7 +182,7 @@ describe("qemu guests", () => {
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const sock = path.join(dir, "vu.sock");
     const g = await startGuest({ name: "waiter", image, cleanup: t, nics: [{ kind: "vhost-user", socket: sock, server: true, queues: 2 }] });
-    await until(() => /waiting for connection/.test(g.stderr()) || g.hasExited, 20_000);
+    await waitFor(() => /waiting for connection/.test(g.stderr()) || g.hasExited, { what: "QEMU waiting for its backend (or exited)", timeout: 20_000, interval: 50 });
     assert.match(g.stderr(), /QEMU waiting for connection on: .*vu\.sock,server=on/);
     assert.ok(fs.existsSync(sock));
     assert.equal(g.output(), "", "the guest must not have started without its backend");
@@ -207,7 +204,13 @@ describe("qemu guests", () => {
     assert.notEqual(e1.exit.code, 0);
     assert.match(plain.stderr(), /absent\.sock/);
     const patient = await startGuest({ name: "client-rc", image, cleanup: t, nics: [{ kind: "vhost-user", socket: sock, reconnect: 1 }] });
-    await new Promise((r) => setTimeout(r, 2000));
+    // it keeps retrying: a backend that appears later gets its connection
+    await waitFor(() => /absent\.sock/.test(patient.stderr()) || patient.hasExited, { what: "QEMU's first failed connect", timeout: 20_000, interval: 50 });
+    let connected = false;
+    const srv = net.createServer((c) => { connected = true; c.destroy(); });
+    srv.listen(sock);
+    t.after(() => srv.close());
+    await waitFor(() => connected, { what: "QEMU (reconnect=1) to connect to the backend that appeared", timeout: 20_000, describe: () => patient.stderr() });
     assert.equal(patient.hasExited, false, patient.stderr());
     await patient.kill(500);
   });
@@ -220,7 +223,8 @@ describe("qemu guests", () => {
     fs.writeFileSync(fake, "#!/bin/sh\ntrap '' TERM\necho TSVS-BOOTED\nexec sleep 1000\n", { mode: 0o755 });
     const g = await startGuest({ name: "stubborn", image: { kernel: "/k", initrd: "/i" } as never, qemuBinary: fake, cleanup: t });
     await g.waitFor(/TSVS-BOOTED/, 10_000);
-    await new Promise((r) => setTimeout(r, 100)); // let the exec happen
+    // the shell has exec'd sleep (which inherits the ignored SIGTERM)
+    await waitFor(() => fs.readFileSync(`/proc/${g.pid}/comm`, "utf8").trim() === "sleep", { what: "the stub to exec sleep" });
     const exit = await g.kill(300);
     assert.equal(exit.signal, "SIGKILL");
   });

@@ -10,15 +10,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
 import { ensureGuestImage } from "../harness/guest-image.js";
-import { AgentGuest, assertNoLoss, cli, diag, logTail, sleep, startSwitch, waitPort } from "../harness/vm-switch.js";
-
-async function waitForFile(p: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(p)) {
-    if (Date.now() > deadline) throw new Error(`${p} did not appear within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
+import { AgentGuest, assertNoLoss, cli, diag, logTail, startSwitch, waitPort } from "../harness/vm-switch.js";
+import { waitFor } from "../harness/wait.js";
 
 for (const kind of ["split", "packed"] as const)
 test(`switch as vhost-user client: guests listen, daemon restart (and kill -9) reconnects (${kind} rings)`, { timeout: 300_000 }, async (t) => {
@@ -32,7 +25,7 @@ test(`switch as vhost-user client: guests listen, daemon restart (and kill -9) r
   const guests = await Promise.all([0, 1].map((i) =>
     AgentGuest.start({ name: `cl-vm${i + 1}`, image, ip: `${ips[i]}/24`, nics: [{ kind: "vhost-user", socket: socks[i]!, server: true, mac: `52:54:00:89:00:0${i + 1}`, packed: kind === "packed" }], cleanup: t })));
   const [g1, g2] = guests as [AgentGuest, AgentGuest];
-  await Promise.all(socks.map((s) => waitForFile(s, 20_000)));
+  await Promise.all(socks.map((s) => waitFor(() => fs.existsSync(s), { what: `QEMU listens on ${s}`, timeout: 20_000, interval: 50 })));
 
   let d = await startSwitch(t, { runDir });
   await cli(d, "add-port", "br0", "vm1", "--type", "vhost-user-client", "--path", socks[0]!);
@@ -50,21 +43,20 @@ test(`switch as vhost-user client: guests listen, daemon restart (and kill -9) r
   // restart: the guests keep running and pinging while the switch is gone
   await g1.run(`g_bgping_start ${g2.ip} 0.1`);
   const bgStart = Date.now();
-  await sleep(1000);
+  await g1.waitBgpingReplies(3); // the background ping goes through the switch
   const stopping = Date.now();
   await d.stop();
   const down = Date.now();
-  await sleep(1000);
+  // QEMU sets the guest's link down when its backend goes away: both guests have seen the switch go
+  for (const g of [g1, g2]) await waitFor(async () => (await g.operstate()) !== "up", { what: `${g.guest.name}: eth0 down after the switch stopped`, timeout: 20_000, interval: 100 });
   d = await startSwitch(t, { runDir, bridge: null }); // bridge and ports come back from the database
   // The control socket answers while the database is still being restored (src/daemon/switch.ts
   // listens before restore()): wait for the restored configuration.
-  const deadline = Date.now() + 10_000;
-  let restored = await cli(d, "show");
-  while (!/Port vm2/.test(restored) || /0 rules/.test(restored)) {
-    if (Date.now() > deadline) break;
-    await sleep(100);
+  let restored = "";
+  await waitFor(async () => {
     restored = await cli(d, "show");
-  }
+    return /Port vm2/.test(restored) && !/0 rules/.test(restored);
+  }, { what: "the configuration restored from the database", interval: 100, describe: () => restored });
   assert.match(restored, /Port vm1 .*type=vhost-user-client/, restored);
   assert.match(restored, /Port vm2 .*type=vhost-user-client/, restored);
   await waitPort(d, "vm1", "up", 30_000);
@@ -83,7 +75,7 @@ test(`switch as vhost-user client: guests listen, daemon restart (and kill -9) r
   // kill -9 under traffic: QEMU resends the ring bases it last knew (split: the used index it read
   // back; packed: the last GET_VRING_BASE answer, stale now); the switch resyncs from the rings
   await g1.run(`g_bgping_start ${g2.ip} 0.05`);
-  await sleep(1000);
+  await g1.waitBgpingReplies(5); // under traffic
   const killed = new Promise((r) => d.proc.once("exit", r));
   d.proc.kill("SIGKILL");
   await killed;

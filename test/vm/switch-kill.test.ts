@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { test } from "node:test";
 import { ensureGuestImage } from "../harness/guest-image.js";
-import { AgentGuest, assertNoLoss, cli, diag, portInfo, portStats, sleep, startSwitch, waitPort } from "../harness/vm-switch.js";
+import { AgentGuest, assertNoLoss, cli, diag, portInfo, portStats, startSwitch, waitPort } from "../harness/vm-switch.js";
+import { waitFor } from "../harness/wait.js";
 
 /** Guest-memory mappings (QEMU's memfd "mem") in a process, as /proc/PID/maps lists them. */
 function memfdMappings(pid: number): number {
@@ -38,9 +39,15 @@ test("switch: kill -9 of a guest mid-traffic leaves the others unaffected; a new
   }
 
   // vm1 floods vm2 with pings; vm3 pings vm2 meanwhile; vm1 dies in the middle
+  const rx0 = await portStats(d);
   await g1.run(`g_bgping_start ${ips[1]} 0.01`);
   const p3 = g3.ping(ips[1]!, 100, 0.05);
-  await sleep(2000);
+  // both are under way: the switch has received vm1's flood and vm3's first pings
+  let rx1 = rx0;
+  await waitFor(async () => {
+    rx1 = await portStats(d);
+    return rx1.get("vm1")!.rxPackets - rx0.get("vm1")!.rxPackets >= 100 && rx1.get("vm3")!.rxPackets - rx0.get("vm3")!.rxPackets >= 10;
+  }, { what: "vm1's flood and vm3's pings at the switch", timeout: 30_000, interval: 100, describe: () => JSON.stringify([rx0.get("vm1"), rx1.get("vm1"), rx0.get("vm3"), rx1.get("vm3")]) });
   process.kill(g1.pid, "SIGKILL");
   const killedAt = Date.now();
   const exit = await g1.guest.exited;
@@ -59,11 +66,7 @@ test("switch: kill -9 of a guest mid-traffic leaves the others unaffected; a new
   const stats = await portStats(d);
   assert.ok(stats.get("vm1")!.rxPackets > 50, `vm1 was sending when killed: ${JSON.stringify(stats.get("vm1"))}`);
   let mapsAfter = memfdMappings(daemonPid);
-  for (let i = 0; i < 20 && mapsAfter >= mapsAll; i++) {
-    await sleep(100);
-    mapsAfter = memfdMappings(daemonPid);
-  }
-  assert.ok(mapsAfter < mapsAll, `the dead guest's memory is still mapped: ${mapsAll} memfd mappings before, ${mapsAfter} after`);
+  await waitFor(() => (mapsAfter = memfdMappings(daemonPid)) < mapsAll, { what: "the dead guest's memory unmapped", timeout: 5000, interval: 50, describe: () => `${mapsAll} memfd mappings before, ${mapsAfter} after` });
   assertNoLoss(await g2.ping(ips[2]!, 20), 20, "vm2 -> vm3 after the kill");
 
   // a new QEMU on vm1's socket: the port comes back

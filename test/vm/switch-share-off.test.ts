@@ -15,7 +15,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { test } from "node:test";
 import { ensureGuestImage } from "../harness/guest-image.js";
-import { AgentGuest, cli, logTail, portInfo, portStats, sleep, startSwitch } from "../harness/vm-switch.js";
+import { AgentGuest, cli, logTail, portInfo, portStats, startSwitch, type ShowPort } from "../harness/vm-switch.js";
+import { waitFor } from "../harness/wait.js";
 
 /** Permissions of the mapping in process `pid` that holds QEMU's guest RAM memfd. */
 function guestRamMapping(pid: number): string {
@@ -37,8 +38,12 @@ test("switch: a guest with share=off memory is reported, not silently dead", { t
   // the guest transmits: ARP requests for a neighbour that does not exist
   const r = await g.waitPing("10.92.0.2", 3);
   assert.equal(r["ok"], 0);
-  await sleep(500);
-  const port = await portInfo(d, "vm1");
+  // the switch's verdict on the port (it reads the guest's mapping once the rings are set up)
+  let port: ShowPort = await portInfo(d, "vm1");
+  await waitFor(async () => /not shared|share=off|private/i.test((port = await portInfo(d, "vm1")).status), {
+    what: "vm1's status to name the unshared memory", timeout: 10_000, interval: 100,
+    describe: () => `${JSON.stringify(port)}\n--- daemon log (tail) ---\n${logTail(d)}`,
+  });
   const rx = (await portStats(d)).get("vm1")!;
   const seen = `tsvs show: link=${port.link} status=${JSON.stringify(port.status)}; port-stats rx=${rx.rxPackets} tx=${rx.txPackets} ` +
     `after the guest sent ARP requests`;

@@ -52,10 +52,17 @@ g_bgping_start() {
   echo $! > /tmp/bgpid
 }
 g_bgping_stop() {
-  kill -INT "$(cat /tmp/bgpid)"; usleep 300000
+  # ping prints its totals on SIGINT and exits; wait for that (it is this shell's background job)
+  _p=$(cat /tmp/bgpid); kill -INT "$_p"; wait "$_p" 2>/dev/null
   _sent=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' /tmp/bgping)
   _recv=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/bgping)
   tsvs_result bgping sent="${_sent:-0}" received="${_recv:-0}"
+}
+g_bgping_replies() {
+  tsvs_result bgreplies n="$(grep -c 'bytes from' /tmp/bgping 2>/dev/null)"
+}
+g_operstate() {
+  tsvs_result operstate state="$(cat /sys/class/net/$1/operstate)"
 }
 g_iface() {
   _d=/sys/class/net/$1
