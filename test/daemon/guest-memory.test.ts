@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { startDaemon, type Daemon } from '../harness/daemon.js';
-import { waitFor as waitUntil } from '../harness/wait.js';
+import { waitFor } from '../harness/wait.js';
 import * as libc from '../../src/sys/libc.js';
 import { UnixSocket } from '../../src/sys/socket.js';
 import { Mempool } from '../../src/mem/mempool.js';
@@ -32,10 +32,6 @@ async function show(d: Daemon): Promise<PortJson[]> {
 
 async function portState(d: Daemon, name: string): Promise<PortJson> {
   return (await show(d)).find((p) => p.name === name)!;
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, ms = 10000): Promise<T> {
-  return (await waitUntil(fn, { what, timeout: ms, interval: 50 })) as T;
 }
 
 function alive(d: Daemon): boolean {
@@ -101,7 +97,7 @@ test('guest memory attacks: a truncated memfd takes down only its port, sealable
   });
   await a.waitUp();
   await b.waitUp();
-  await waitFor('a and b up', async () => (await show(d)).filter((p) => p.link === 'up').length === 2);
+  await waitFor(async () => (await show(d)).filter((p) => p.link === 'up').length === 2, { what: 'a and b up', interval: 50 });
   let seq = 1;
   assert.equal(await forward(pool, a, b, seq), 64, 'a -> b forwards before the attacks');
   seq += 64;
@@ -115,18 +111,18 @@ test('guest memory attacks: a truncated memfd takes down only its port, sealable
     victim.close();
   });
   await play(vs, vr, victim, dpdkSession(victim));
-  const up = await waitFor('victim up', async () => {
+  const up = await waitFor(async () => {
     const p = await portState(d, 'victim');
     return p.link === 'up' && p;
-  });
+  }, { what: 'victim up', interval: 50 });
   assert.deepEqual(up.memory && [up.memory.regions, up.memory.sealed, up.memory.guarded], [1, 0, 1], 'unsealable region: guarded, not sealed');
   assert.match((await d.cli('show')).stdout, /Port victim .* mem=guarded/);
   libc.ftruncate(victim.fds.mem, 0); // the PMD polls the avail index in this memory
-  const down = await waitFor('victim down with a reason', async () => {
+  const down = await waitFor(async () => {
     if (!alive(d)) throw new Error(`daemon died (${d.proc.signalCode ?? d.proc.exitCode}): ${d.log().slice(-2000)}`);
     const p = await portState(d, 'victim');
     return p.link === 'down' && /truncated/.test(p.status) && p;
-  });
+  }, { what: 'victim down with a reason', interval: 50 });
   assert.match(down.status, /guest memory truncated by the frontend \(SIGBUS at 0x[0-9a-f]+/);
   assert.ok(await vr.waitEof(5000), 'the attacker is disconnected');
   assert.ok(alive(d), 'the daemon lives');
@@ -144,10 +140,10 @@ test('guest memory attacks: a truncated memfd takes down only its port, sealable
     sg.close();
   });
   await play(ss, sr, sg, dpdkSession(sg));
-  const sp = await waitFor('sealed up', async () => {
+  const sp = await waitFor(async () => {
     const p = await portState(d, 'sealed');
     return p.link === 'up' && p;
-  });
+  }, { what: 'sealed up', interval: 50 });
   assert.equal(sp.memory?.sealed, 1);
   assert.match((await d.cli('show')).stdout, /Port sealed .* mem=sealed/);
   assert.throws(() => libc.ftruncate(sg.fds.mem, 0), (e: unknown) => e instanceof libc.SysError && e.code === 'EPERM');
@@ -199,6 +195,6 @@ test('guest memory attacks: a truncated memfd takes down only its port, sealable
   assert.deepEqual(notJson, [], 'every line of the daemon log is a JSON record');
   assert.ok(lines.some((l) => /exceeds this port's limit/.test(String((JSON.parse(l) as { msg?: string }).msg))), 'the vhost-user warning is one of them');
   // the reply comes from the port's PMD thread; `show` sees the new table when that thread next publishes it
-  await waitFor('the 768 GiB table (8 regions) in tsvs show', async () => (await portState(d, 'big')).memory?.regions === 8);
+  await waitFor(async () => (await portState(d, 'big')).memory?.regions === 8, { what: 'the 768 GiB table (8 regions) in tsvs show', interval: 50 });
   assert.ok(alive(d));
 });

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { startDaemon, CLI } from '../harness/daemon.js';
 import { requireTestpmd } from '../harness/dpdk.js';
-import { macswapPair, M1, M2, waitFor } from '../harness/observe.js';
+import { macswapPair, M1, M2 } from '../harness/observe.js';
+import { waitFor } from '../harness/wait.js';
 
 function run(cmd: string, args: string[], timeout = 30000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -46,10 +47,10 @@ test('tsvs capture under testpmd traffic: pcap that tshark decodes, pipes, filte
   assert.match(badFilter.stderr, /filter: tp_dst: requires ip and tcp\/udp/);
 
   await tp.run('start tx_first 8');
-  await waitFor('traffic through the switch', async () => {
+  await waitFor(async () => {
     const ps = JSON.parse((await d.cli('port-stats', '--json')).stdout) as { port: string; rxPackets: number }[];
     return ps.every((p) => p.rxPackets > 1000);
-  });
+  }, { what: 'traffic through the switch', timeout: 15000, interval: 100 });
 
   // 1. rx of vm1 to a file: testpmd's port 0 sends M1 -> M2 (macswap of what came back)
   const file = path.join(d.runDir, 'vm1-rx.pcap');
@@ -93,12 +94,12 @@ test('tsvs capture under testpmd traffic: pcap that tshark decodes, pipes, filte
   const none = execFile(process.execPath, [CLI, 'capture', 'vm1', '-c', '1', 'tcp', '--run-dir', d.runDir]);
   let noneErr = '';
   none.stderr!.on('data', (x) => (noneErr += x));
-  await waitFor('the tcp capture to start', () => noneErr.includes('Ctrl-C'));
+  await waitFor(() => noneErr.includes('Ctrl-C'), { what: 'the tcp capture to start', timeout: 15000, interval: 100 });
   // frames pass while the capture runs (every one of them UDP): the switch's rx count moves on by 1000
   const rxNow = async (): Promise<number> =>
     (JSON.parse((await d.cli('port-stats', '--json')).stdout) as { port: string; rxPackets: number }[]).find((p) => p.port === 'vm1')!.rxPackets;
   const rxAtStart = await rxNow();
-  await waitFor('1000 frames through vm1 during the tcp capture', async () => (await rxNow()) > rxAtStart + 1000);
+  await waitFor(async () => (await rxNow()) > rxAtStart + 1000, { what: '1000 frames through vm1 during the tcp capture', timeout: 15000, interval: 100 });
   none.kill('SIGINT');
   await new Promise((r) => none.once('exit', r));
   assert.match(noneErr, /0 frames captured, [1-9]\d* did not match the filter/, noneErr);

@@ -15,7 +15,8 @@ import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { startDaemon, CLI } from '../harness/daemon.js';
 import { requireTestpmd } from '../harness/dpdk.js';
-import { macswapPair, urlFromLog, waitFor } from '../harness/observe.js';
+import { macswapPair, urlFromLog } from '../harness/observe.js';
+import { waitFor } from '../harness/wait.js';
 
 const CHROMIUM = process.env.TSVS_CHROMIUM ?? '/usr/bin/chromium';
 
@@ -55,13 +56,13 @@ test('web dashboard in headless chromium under testpmd traffic: live plots, topo
       const w = window as unknown as { tsvsDash: Dash };
       return [...(w.tsvsDash.charts.rx.hist.get(p) ?? [])];
     }, port);
-  await waitFor('live rx rates for vm1 and vm2', async () => {
+  await waitFor(async () => {
     const a = await rxOf('vm1');
     const b = await rxOf('vm2');
     return a.filter((v) => (v ?? 0) > 1000).length >= 2 && b.filter((v) => (v ?? 0) > 1000).length >= 2;
-  }, 30000, 250);
+  }, { what: 'live rx rates for vm1 and vm2', timeout: 30000, interval: 250 });
   const n1 = (await rxOf('vm1')).length;
-  await waitFor('more points', async () => (await rxOf('vm1')).length >= n1 + 2, 10000, 200);
+  await waitFor(async () => (await rxOf('vm1')).length >= n1 + 2, { what: 'more points', timeout: 10000, interval: 200 });
   const busy = await page.evaluate(() => [...((window as unknown as { tsvsDash: Dash }).tsvsDash.charts.busy.hist.get('pmd 0') ?? [])]);
   assert.ok(busy.some((v) => (v ?? 0) > 0), `PMD busy % plotted: ${busy}`);
   const plotted = await page.evaluate(() => (window as unknown as { tsvsDash: Dash }).tsvsDash.charts.rx.data?.length ?? 0);
@@ -76,12 +77,12 @@ test('web dashboard in headless chromium under testpmd traffic: live plots, topo
   assert.equal(await page.evaluate(() => (window as unknown as { loadedOnce?: boolean }).loadedOnce), true, 'same page, no reload');
 
   // datapath flow table: rows, filter, sort
-  await waitFor('flow rows', async () => (await page.locator('#flows tbody tr').count()) >= 2, 10000, 200);
+  await waitFor(async () => (await page.locator('#flows tbody tr').count()) >= 2, { what: 'flow rows', timeout: 10000, interval: 200 });
   await page.fill('#filter', 'in_port=vm2');
-  await waitFor('filtered rows', async () => {
+  await waitFor(async () => {
     const rows = await page.locator('#flows tbody tr').allTextContents();
     return rows.length >= 1 && rows.every((r) => r.includes('in_port=vm2'));
-  }, 5000, 100);
+  }, { what: 'filtered rows', timeout: 5000, interval: 100 });
   await page.fill('#filter', '');
   await page.click('#flows th[data-k="packets"]');
   const packets = (await page.locator('#flows tbody tr td:nth-child(4)').allTextContents()).map(Number);
@@ -100,7 +101,7 @@ test('web dashboard in headless chromium under testpmd traffic: live plots, topo
   });
   let dashErr = '';
   dash.stderr!.on('data', (x) => (dashErr += x));
-  const url2 = await waitFor('tsvs dashboard URL', () => /tsvs dashboard at (http:\/\/\S+)/.exec(dashErr)?.[1]);
+  const url2 = await waitFor(() => /tsvs dashboard at (http:\/\/\S+)/.exec(dashErr)?.[1], { what: 'tsvs dashboard URL', timeout: 15000, interval: 100 });
   const page2 = await browser.newPage();
   const errors2: string[] = [];
   page2.on('console', (m) => {
@@ -108,7 +109,7 @@ test('web dashboard in headless chromium under testpmd traffic: live plots, topo
   });
   await page2.goto(url2);
   await page2.locator('.port[data-port="vm3"]').waitFor({ timeout: 10000 });
-  await waitFor('rates from the separate process', async () => (await page2.evaluate(() => (window as unknown as { tsvsDash: { samples: number } }).tsvsDash.samples)) >= 2, 10000, 200);
+  await waitFor(async () => (await page2.evaluate(() => (window as unknown as { tsvsDash: { samples: number } }).tsvsDash.samples)) >= 2, { what: 'rates from the separate process', timeout: 10000, interval: 200 });
   assert.deepEqual(errors2, [], 'no console errors on the tsvs dashboard page either');
   const exited = new Promise((r) => dash.once('exit', r));
   dash.kill('SIGTERM');

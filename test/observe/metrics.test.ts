@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import parsePrometheusTextFormat, { type PromFamily } from 'parse-prometheus-text-format';
 import { startDaemon } from '../harness/daemon.js';
 import { requireTestpmd } from '../harness/dpdk.js';
-import { macswapPair, urlFromLog, waitFor } from '../harness/observe.js';
+import { macswapPair, urlFromLog } from '../harness/observe.js';
+import { waitFor } from '../harness/wait.js';
 
 async function scrape(url: string): Promise<Map<string, PromFamily>> {
   const r = await fetch(url);
@@ -61,14 +62,14 @@ test('Prometheus metrics under DPDK testpmd traffic: names, labels, counters tha
   const rxOf = (m: Map<string, PromFamily>): number => value(m, 'tsvs_interface_rx_packets_total', { port: 'vm1' });
   const busyOf = (m: Map<string, PromFamily>): number => value(m, 'tsvs_pmd_busy_seconds_total', { pmd: '0' });
   // counters are published periodically: scrape until they show the traffic, then until they move again
-  const m1 = await waitFor('the rx counter to show 1000 frames', async () => {
+  const m1 = await waitFor(async () => {
     const m = await scrape(url);
     return rxOf(m) > rx0 + 1000 && m;
-  });
-  const m2 = await waitFor('the rx counter and busy time to move on', async () => {
+  }, { what: 'the rx counter to show 1000 frames', timeout: 15000, interval: 100 });
+  const m2 = await waitFor(async () => {
     const m = await scrape(url);
     return rxOf(m) > rxOf(m1) && busyOf(m) > busyOf(m1) && m;
-  });
+  }, { what: 'the rx counter and busy time to move on', timeout: 15000, interval: 100 });
   const rx1 = rxOf(m1);
   const rx2 = rxOf(m2);
   assert.ok(rx1 > rx0 + 1000 && rx2 > rx1, `rx counter moves while traffic flows: ${rx0} ${rx1} ${rx2}`);
@@ -82,7 +83,7 @@ test('Prometheus metrics under DPDK testpmd traffic: names, labels, counters tha
   await tp.stopForwarding();
 
   // at rest, the shared-memory counters equal what port-stats / pmd-stats get by asking the PMD thread
-  const agree = await waitFor('metrics to agree with port-stats', async () => {
+  const agree = await waitFor(async () => {
     const ps = JSON.parse((await d.cli('port-stats', '--json')).stdout) as { port: string; rxPackets: number; txPackets: number; rxBytes: number; txBytes: number; txDropped: number }[];
     const m = await scrape(url);
     for (const p of ps) {
@@ -96,17 +97,17 @@ test('Prometheus metrics under DPDK testpmd traffic: names, labels, counters tha
     if (value(m, 'tsvs_pmd_rx_packets_total', { pmd: '0' }) !== pmd.rxPackets) return false;
     if (value(m, 'tsvs_pmd_upcalls_total', { pmd: '0' }) !== pmd.upcalls) return false;
     return { ps, pmd };
-  }, 10000, 200);
+  }, { what: 'metrics to agree with port-stats', timeout: 10000, interval: 200 });
   assert.ok(agree.ps.every((p) => p.rxPackets > 1000));
 
   // a frontend that goes away and comes back: link state and reconnects
   await tp.quit();
-  await waitFor('vm1 down in metrics', async () => value(await scrape(url), 'tsvs_interface_link_state', { port: 'vm1' }) === 0);
+  await waitFor(async () => value(await scrape(url), 'tsvs_interface_link_state', { port: 'vm1' }) === 0, { what: 'vm1 down in metrics', timeout: 15000, interval: 100 });
   const tp2 = await macswapPair(t, d);
-  const m3 = await waitFor('a reconnect counted', async () => {
+  const m3 = await waitFor(async () => {
     const m = await scrape(url);
     return value(m, 'tsvs_vhost_user_reconnects_total', { port: 'vm1' }) === 1 ? m : undefined;
-  });
+  }, { what: 'a reconnect counted', timeout: 15000, interval: 100 });
   assert.equal(value(m3, 'tsvs_interface_link_state', { port: 'vm1' }), 1);
   assert.ok(value(m3, 'tsvs_interface_link_resets_total', { port: 'vm1' }) >= 2, 'down and up again');
   await tp2.quit();

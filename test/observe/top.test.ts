@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { startDaemon, CLI } from '../harness/daemon.js';
 import { requireTestpmd } from '../harness/dpdk.js';
-import { macswapPair, waitFor } from '../harness/observe.js';
+import { macswapPair } from '../harness/observe.js';
+import { waitFor } from '../harness/wait.js';
 
 function tmux(sock: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -53,12 +54,12 @@ test('tsvs top: live terminal view in tmux under testpmd traffic; keys sort, pic
   const screen = async (): Promise<string> => (await tmux(sock, 'capture-pane', '-p', '-t', 'top')).stdout;
 
   // live rates: vm1 and vm2 move packets both ways, the PMD is busy, the caches hit
-  const first = await waitFor('rates on the screen', async () => {
+  const first = await waitFor(async () => {
     const sc = await screen();
     const v1 = portRow(sc, 'vm1');
     const v2 = portRow(sc, 'vm2');
     return v1 && v2 && v1[0] > 1000 && v1[2] > 1000 && v2[0] > 1000 ? sc : undefined;
-  }, 20000, 250);
+  }, { what: 'rates on the screen', timeout: 20000, interval: 250 });
   assert.match(first, /^tsvs top - \d\d:\d\d:\d\d UTC/m);
   const pmdLine = first.split('\n').find((l) => /^\s+0\s+1\s/.test(l));
   assert.ok(pmdLine, `PMD 0 on CPU 1:\n${first}`);
@@ -73,21 +74,21 @@ test('tsvs top: live terminal view in tmux under testpmd traffic; keys sort, pic
 
   // keys: sort by name, pick the first port (vm1), its detail; drops; quit
   await tmux(sock, 'send-keys', '-t', 'top', 'n');
-  await waitFor('sorted by name', async () => /PORT\*/.test(await screen()));
+  await waitFor(async () => /PORT\*/.test(await screen()), { what: 'sorted by name', timeout: 15000, interval: 100 });
   const order = (await screen()).split('\n').filter((l) => /^vm\d /.test(l)).map((l) => l.slice(0, 3));
   assert.deepEqual(order, ['vm1', 'vm2', 'vm3']);
   await tmux(sock, 'send-keys', '-t', 'top', 'j');
-  const picked = await waitFor('vm1 picked', async () => {
+  const picked = await waitFor(async () => {
     const sc = await screen();
     return /^port vm1: rx \d+ packets, tx \d+ packets in all; polled by pmd 0/m.test(sc) ? sc : undefined;
-  });
+  }, { what: 'vm1 picked', timeout: 15000, interval: 100 });
   assert.match(picked, /FLOWS FROM vm1/);
   await tmux(sock, 'send-keys', '-t', 'top', 'j');
-  await waitFor('vm2 picked', async () => /^port vm2: /m.test(await screen()));
+  await waitFor(async () => /^port vm2: /m.test(await screen()), { what: 'vm2 picked', timeout: 15000, interval: 100 });
   await tmux(sock, 'send-keys', '-t', 'top', 'd');
-  await waitFor('sorted by drops', async () => /DROP\/S\*/.test(await screen()));
+  await waitFor(async () => /DROP\/S\*/.test(await screen()), { what: 'sorted by drops', timeout: 15000, interval: 100 });
   await tmux(sock, 'send-keys', '-t', 'top', 'q');
-  await waitFor('top to quit', async () => (await tmux(sock, 'has-session', '-t', 'top')).code !== 0);
+  await waitFor(async () => (await tmux(sock, 'has-session', '-t', 'top')).code !== 0, { what: 'top to quit', timeout: 15000, interval: 100 });
 
   // not a terminal: plain text frames, no escape sequences
   const plain = await new Promise<{ stdout: string; code: number }>((resolve) => {

@@ -15,10 +15,6 @@ import { OvsdbServer, appctl, type Run } from '../harness/ovsdb.js';
 import { M1, M2, macswapPair } from '../harness/macswap-pair.js';
 import { waitFor } from '../harness/wait.js';
 
-async function until(what: string, f: () => Promise<boolean>, ms = 15000): Promise<void> {
-  await waitFor(f, { what, timeout: ms, interval: 100 });
-}
-
 /** The real ovs-vswitchd on the dummy datapath, for reference layouts. */
 async function startOvs(t: { after(f: () => Promise<void> | void): void }): Promise<{ ctl: string; db: OvsdbServer }> {
   const db = await OvsdbServer.start();
@@ -35,7 +31,7 @@ async function startOvs(t: { after(f: () => Promise<void> | void): void }): Prom
       await gone;
     }
   });
-  await until('ovs-vswitchd unixctl socket', async () => fs.existsSync(ctl));
+  await waitFor(async () => fs.existsSync(ctl), { what: 'ovs-vswitchd unixctl socket', timeout: 15000, interval: 100 });
   for (const args of [
     ['add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev'],
     ['add-port', 'br0', 'p1', '--', 'set', 'Interface', 'p1', 'type=dummy', 'ofport_request=1'],
@@ -85,10 +81,10 @@ test('ovs-appctl answers on RUNDIR/tsvs.ctl with the layouts of ovs-vswitchd 3.1
   const tp = await macswapPair(t, d);
   await tp.run('start tx_first 4');
   // enough traffic for every counter below (pmd stats, datapath flows, MAC table) to be non-zero
-  await until('10000 frames through the switch', async () => {
+  await waitFor(async () => {
     const r = await d.cli('pmd-stats', '--json');
     return r.code === 0 && (JSON.parse(r.stdout) as { rxPackets: number }[]).reduce((a, p) => a + p.rxPackets, 0) >= 10000;
-  }, 30000);
+  }, { what: '10000 frames through the switch', timeout: 30000, interval: 100 });
   await tp.stopForwarding();
 
   // our own JSON-RPC CLI keeps working on the same socket
@@ -219,5 +215,5 @@ test('ovs-appctl answers on RUNDIR/tsvs.ctl with the layouts of ovs-vswitchd 3.1
   // exit stops the daemon
   await tp.quit();
   assert.equal(await ours('exit'), '');
-  await until('daemon exited', async () => d.proc.exitCode !== null);
+  await waitFor(async () => d.proc.exitCode !== null, { what: 'daemon exited', timeout: 15000, interval: 100 });
 });
