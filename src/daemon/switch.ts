@@ -316,7 +316,7 @@ export class Switch implements ObservableSwitch {
       for (const other of this.pmds) {
         if (other === pmd) continue;
         const ring = newCrossPmdRing();
-        await other.addRemotePort(p.ofport, p.name, ring.bytes);
+        await other.addCrossPmdPort(p.ofport, p.name, ring.bytes);
         await pmd.addTxSource(p.ofport, ring.bytes, other.id);
       }
       this.portAdded.set(p.ofport, Date.now());

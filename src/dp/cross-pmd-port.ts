@@ -1,20 +1,20 @@
 /**
  * Output to a port polled by another PMD thread. The sending PMD sees a
- * RemoteTxPort (no rx queues) whose txBurst enqueues buffer handles into a
+ * CrossPmdTxPort (no rx queues) whose txBurst enqueues buffer handles into a
  * single-producer/single-consumer ring; the owning PMD drains that ring into
  * the real port's txBurst (Datapath.addTxSource). Buffers come from the one
  * shared mempool, so a handle means the same buffer in every thread.
  *
- * Where it runs: RemoteTxPort in the sending PMD worker; the ring is drained by the PMD worker
+ * Where it runs: CrossPmdTxPort in the sending PMD worker; the ring is drained by the PMD worker
  * that owns the port.
  */
 import { Ring } from '../ring/ring.js';
 import { newPortStats, type LinkState, type Port, type PortStats } from '../port/port.js';
 import { Drop, type DropReason } from '../port/port.js';
 
-export class RemoteTxPort implements Port {
+export class CrossPmdTxPort implements Port {
   readonly name: string;
-  readonly type = 'remote';
+  readonly type = 'cross-pmd';
   readonly nQueues = 0;
   readonly stats: PortStats = newPortStats();
   private readonly ring: Ring;

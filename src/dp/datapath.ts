@@ -293,7 +293,7 @@ export class Datapath {
 
   /**
    * Packets for local port portNo that other PMD threads put in ring (see
-   * RemoteTxPort): drained into the port's tx batch on every pass.
+   * CrossPmdTxPort): drained into the port's tx batch on every pass.
    */
   addTxSource(portNo: number, ringBytes: Uint8Array, from = -1): void {
     this.txSources.push({ portNo, from, ring: Ring.attach(ringBytes, 0) });

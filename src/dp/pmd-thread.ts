@@ -17,7 +17,7 @@ import { Mempool, type MempoolAttachInfo } from '../mem/mempool.js';
 import { Datapath, type DpFlowInfo, type PackedFlows, type PmdStats } from './datapath.js';
 import { openPort, type PortSpec, type PortInfo, portInfo, portSignature } from './port-factory.js';
 import * as libc from '../sys/libc.js';
-import { RemoteTxPort } from './cross-pmd-port.js';
+import { CrossPmdTxPort } from './cross-pmd-port.js';
 import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
 import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
@@ -101,7 +101,7 @@ export interface PmdThreadStats extends PmdStats {
 type Req =
   | { op: 'add-port'; portNo: number; spec: PortSpec }
   | { op: 'del-port'; portNo: number }
-  | { op: 'add-remote-port'; portNo: number; name: string; ring: Uint8Array }
+  | { op: 'add-cross-pmd-port'; portNo: number; name: string; ring: Uint8Array }
   | { op: 'add-tx-source'; portNo: number; ring: Uint8Array; from?: number }
   | { op: 'release-port'; portNo: number; ring: Uint8Array }
   | { op: 'adopt-port'; portNo: number; name: string; rel: PortRelease }
@@ -174,7 +174,7 @@ function workerMain(cfg: PmdConfig): void {
     const ports: [number, BoardPortSource][] = [];
     for (const n of dp.portNumbers()) {
       const p = dp.port(n)!;
-      if (p.type !== 'remote') ports.push([n, p]);
+      if (p.type !== 'cross-pmd') ports.push([n, p]);
     }
     board!.publish(
       dp.stats,
@@ -217,7 +217,7 @@ function workerMain(cfg: PmdConfig): void {
       lastLinkCheck = now;
       for (const n of dp.portNumbers()) {
         const p = dp.port(n)!;
-        if (p.type === 'remote') continue; // a ring to another thread's port: that thread reports it
+        if (p.type === 'cross-pmd') continue; // a ring to another thread's port: that thread reports it
         const sig = portSignature(p);
         if (linkSig.get(n) !== sig) {
           linkSig.set(n, sig);
@@ -256,8 +256,8 @@ function workerMain(cfg: PmdConfig): void {
         const parked = mover.closeParked(req.portNo);
         return p !== null || parked;
       }
-      case 'add-remote-port':
-        dp.addPort(req.portNo, new RemoteTxPort(req.name, req.ring));
+      case 'add-cross-pmd-port':
+        dp.addPort(req.portNo, new CrossPmdTxPort(req.name, req.ring));
         return true;
       case 'add-tx-source':
         dp.addTxSource(req.portNo, req.ring, req.from ?? -1);
@@ -297,7 +297,7 @@ function workerMain(cfg: PmdConfig): void {
       case 'dump-flows-packed':
         return dp.dumpFlowsPacked();
       case 'ports':
-        return dp.portNumbers().filter((n) => dp.port(n)!.type !== 'remote').map((n) => ({ portNo: n, ...portInfo(dp.port(n)!) }));
+        return dp.portNumbers().filter((n) => dp.port(n)!.type !== 'cross-pmd').map((n) => ({ portNo: n, ...portInfo(dp.port(n)!) }));
       case 'stats': {
         const rxqs: PmdRxq[] = [];
         for (const n of dp.portNumbers()) {
@@ -316,7 +316,7 @@ function workerMain(cfg: PmdConfig): void {
       }
       case 'capture-start': {
         const p = dp.port(req.portNo);
-        if (!p || p.type === 'remote') throw new Error(`port ${req.portNo} is not polled by pmd ${cfg.id}`);
+        if (!p || p.type === 'cross-pmd') throw new Error(`port ${req.portNo} is not polled by pmd ${cfg.id}`);
         if (dp.capture === null) dp.capture = new CaptureSet(pool);
         dp.capture.add(new CaptureTap(req.id, req.portNo, req.dirs, req.buf));
         return true;
@@ -444,8 +444,8 @@ export class PmdThread {
   delPort(portNo: number): Promise<boolean> {
     return this.request({ op: 'del-port', portNo });
   }
-  addRemotePort(portNo: number, name: string, ring: Uint8Array): Promise<boolean> {
-    return this.request({ op: 'add-remote-port', portNo, name, ring });
+  addCrossPmdPort(portNo: number, name: string, ring: Uint8Array): Promise<boolean> {
+    return this.request({ op: 'add-cross-pmd-port', portNo, name, ring });
   }
   addTxSource(portNo: number, ring: Uint8Array, from?: number): Promise<boolean> {
     return this.request({ op: 'add-tx-source', portNo, ring, from });

@@ -6,7 +6,7 @@
  *
  * release (old thread): send what is batched for the port; detach from its
  *   rings (their positions are saved in the device's shared control block);
- *   from now on reach the port through `ring` (a RemoteTxPort), and hand over
+ *   from now on reach the port through `ring` (a CrossPmdTxPort), and hand over
  *   the cross-thread rings other threads fill for the port, untouched. An
  *   owner port keeps its backend (socket, protocol) here, "parked", and passes
  *   the backend's later data-path descriptions to `forward`.
@@ -15,7 +15,7 @@
  *   what the new one will forward.
  * adopt (new thread): drain its own rings likewise; send first, in order, what
  *   this thread had queued for the port while another polled it (its
- *   RemoteTxPort's ring); then poll the
+ *   CrossPmdTxPort's ring); then poll the
  *   port: the parked owner if it is coming home, else a data-path-only port
  *   attached at the saved positions; drain the handed rings from now on.
  * Counters move with the polling (carryStats).
@@ -25,7 +25,7 @@ import { VhostUserPort } from '../port/vhost-user.js';
 import type { PortStats } from '../port/port.js';
 import type { DataPathDescription } from '../vhost/ring-lease.js';
 import type { Datapath } from './datapath.js';
-import { RemoteTxPort } from './cross-pmd-port.js';
+import { CrossPmdTxPort } from './cross-pmd-port.js';
 
 /** What a thread gives up when a port moves away (postMessage-able). */
 export interface PortRelease {
@@ -66,14 +66,14 @@ export class PortMover {
       rel = p.handOff(null);
       p.close();
     }
-    dp.addPort(portNo, new RemoteTxPort(p.name, ring));
+    dp.addPort(portNo, new CrossPmdTxPort(p.name, ring));
     return { ...rel, nQueues: p.nQueues, sources };
   }
 
   adopt(portNo: number, name: string, rel: PortRelease): void {
     const dp = this.dp;
     const old = dp.port(portNo);
-    if (old !== null && !(old instanceof RemoteTxPort)) throw new Error(`port ${portNo} is already polled here`);
+    if (old !== null && !(old instanceof CrossPmdTxPort)) throw new Error(`port ${portNo} is already polled here`);
     if (old !== null) dp.removePort(portNo);
     // frames the releasing thread forwarded (through rings) before it let go go out first
     dp.drainTxSources();
@@ -85,12 +85,12 @@ export class PortMover {
       p.carryStats(rel.stats);
       p.takeBack();
     } else {
-      p = VhostUserPort.remote({ name, mempool: this.pool, queues: rel.nQueues });
+      p = VhostUserPort.ringsOnly({ name, mempool: this.pool, queues: rel.nQueues });
       p.carryStats(rel.stats);
       p.setDataPath(rel.desc);
     }
     dp.addPort(portNo, p);
-    if (old instanceof RemoteTxPort) dp.drainToPort(portNo, old.ringBytes);
+    if (old instanceof CrossPmdTxPort) dp.drainToPort(portNo, old.ringBytes);
     for (const s of rel.sources) if (s.from !== this.self) dp.addTxSource(portNo, s.ring, s.from);
   }
 

@@ -8,8 +8,10 @@
  * Two ways to build one:
  *   new VhostUserPort({ path, mempool, ... })      owns the backend (socket, protocol);
  *                                                   data path in the same thread.
- *   VhostUserPort.remote({ name, mempool, queues }) data path only (e.g. in a worker);
- *                                                   feed it port.setDataPath(desc) with the
+ *   VhostUserPort.ringsOnly({ name, mempool, queues })
+ *                                                   the rings only, no socket or protocol
+ *                                                   (e.g. in another thread): feed it
+ *                                                   port.setDataPath(desc) with the
  *                                                   descriptions the owning side's
  *                                                   backend emits ('datapath' event).
  *
@@ -56,7 +58,7 @@ export interface VhostUserPortOptions {
   maxGuestMemoryName?: string;
 }
 
-export interface VhostUserRemoteOptions {
+export interface VhostUserRingsOnlyOptions {
   name: string;
   mempool: Mempool;
   queues?: number;
@@ -70,7 +72,7 @@ export class VhostUserPort implements Port, OneCopyPort {
   readonly name: string;
   readonly type = 'vhost-user';
   readonly nQueues: number;
-  /** The backend (null for a remote port). */
+  /** The backend (null for a rings-only port). */
   readonly backend: VhostUserBackend | null;
   readonly device: NetDevice | null;
   private readonly pool: Mempool;
@@ -103,14 +105,14 @@ export class VhostUserPort implements Port, OneCopyPort {
   /** Device-queue counters of data paths already detached, folded into stats. */
   private readonly folded = { rxBad: 0, rxTooBig: 0, txTooBig: 0, txBad: 0 };
 
-  constructor(opts: VhostUserPortOptions | (VhostUserRemoteOptions & { remote: true })) {
-    const remote = 'remote' in opts;
-    this.name = opts.name ?? (remote ? 'vhost-user' : (opts as VhostUserPortOptions).path);
+  constructor(opts: VhostUserPortOptions | (VhostUserRingsOnlyOptions & { ringsOnly: true })) {
+    const ringsOnly = 'ringsOnly' in opts;
+    this.name = opts.name ?? (ringsOnly ? 'vhost-user' : (opts as VhostUserPortOptions).path);
     this.pool = opts.mempool;
     this.log = opts.logger ?? defaultLogger;
     this.nQueues = opts.queues ?? 1;
     this.cap = this.pool.bufSize - this.pool.headroom;
-    if (remote) {
+    if (ringsOnly) {
       this.device = null;
       this.backend = null;
       this.statusText = 'waiting for data path';
@@ -141,9 +143,9 @@ export class VhostUserPort implements Port, OneCopyPort {
     this.backend.start();
   }
 
-  /** A data-path-only port (e.g. in a worker thread): feed it setDataPath(). */
-  static remote(opts: VhostUserRemoteOptions): VhostUserPort {
-    return new VhostUserPort({ ...opts, remote: true });
+  /** A port of rings only, whose backend runs elsewhere (e.g. in another thread): feed it setDataPath(). */
+  static ringsOnly(opts: VhostUserRingsOnlyOptions): VhostUserPort {
+    return new VhostUserPort({ ...opts, ringsOnly: true });
   }
 
   get link(): LinkState {
@@ -224,7 +226,7 @@ export class VhostUserPort implements Port, OneCopyPort {
    * here, which saves where every ring stopped in the shared control block,
    * so the next owner resumes there (nothing taken twice or skipped). An owner
    * port keeps its backend (socket, protocol) and passes the backend's later
-   * descriptions to `forward`; a remote port is done after this (close it).
+   * descriptions to `forward`; a rings-only port is done after this (close it).
    * Returns the description the next owner should attach, and the counters,
    * which move with the polling (see carryStats).
    */

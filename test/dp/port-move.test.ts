@@ -18,7 +18,7 @@ import { VirtioUserPort } from '../../src/port/virtio-user.js';
 import { RingPort } from '../../src/port/ring-port.js';
 import { Datapath } from '../../src/dp/datapath.js';
 import { PortMover } from '../../src/dp/port-move.js';
-import { RemoteTxPort, newCrossPmdRing } from '../../src/dp/cross-pmd-port.js';
+import { CrossPmdTxPort, newCrossPmdRing } from '../../src/dp/cross-pmd-port.js';
 import { FLOW_WORDS, W_IN_PORT } from '../../src/dp/flow-key.js';
 import { OP_OUTPUT } from '../../src/dp/actions.js';
 import { TrafficGen, frameSeq } from '../../src/app/traffic.js';
@@ -48,7 +48,7 @@ test('a vhost-user port moves between PMD datapaths and back: every frame once, 
   dps[0].addPort(2, ring);
   for (const [no, name] of [[1, 'v'], [2, 'r']] as const) {
     const r = newCrossPmdRing();
-    dps[1].addPort(no, new RemoteTxPort(name, r.bytes));
+    dps[1].addPort(no, new CrossPmdTxPort(name, r.bytes));
     dps[0].addTxSource(no, r.bytes, 1);
   }
   const m1 = new Uint32Array(FLOW_WORDS);

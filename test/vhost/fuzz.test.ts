@@ -114,7 +114,7 @@ test(`fuzz: ${CASES} mutated sessions against one backend; clean session still w
   const log = quiet();
   const b = new VhostUserBackend({ path: '/nonexistent', device: new NetDevice({ queuePairs: 1 }), logger: log });
   // A data path follows the backend, as a port would, and is driven on every description.
-  const port = VhostUserPort.remote({ name: 'fuzz', mempool: pool, logger: log });
+  const port = VhostUserPort.ringsOnly({ name: 'fuzz', mempool: pool, logger: log });
   const burst = new Int32Array(32);
   let dataPaths = 0;
   b.on('datapath', (d) => {

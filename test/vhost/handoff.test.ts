@@ -56,7 +56,7 @@ for (const packed of [false, true]) {
       }
     };
     // owner 1 takes 3 bursts and a half
-    const a = VhostUserPort.remote({ name: 'a', mempool: pool });
+    const a = VhostUserPort.ringsOnly({ name: 'a', mempool: pool });
     a.setDataPath(desc);
     for (let r = 0; r < 3; r++) {
       send(32);
@@ -67,7 +67,7 @@ for (const packed of [false, true]) {
     send(32); // in the ring when the owner changes
     a.close(); // detaches (saves where it stopped)
     // owner 2, same generation
-    const c = VhostUserPort.remote({ name: 'c', mempool: pool });
+    const c = VhostUserPort.ringsOnly({ name: 'c', mempool: pool });
     c.setDataPath(desc);
     assert.equal(c.link, 'up');
     drain(c, 32);

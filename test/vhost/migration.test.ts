@@ -84,7 +84,7 @@ async function rig(packed: boolean): Promise<Rig> {
     return createDriverQueue(gm, { size: 256, descAddr: GPA + r.desc, availAddr: GPA + r.avail, usedAddr: GPA + r.used, features });
   });
   const pool = Mempool.create({ count: 256 });
-  const port = VhostUserPort.remote({ name: 'mig', mempool: pool });
+  const port = VhostUserPort.ringsOnly({ name: 'mig', mempool: pool });
   const b = new VhostUserBackend({ path: '/nonexistent', device: new NetDevice(), logger: memLogger() });
   b.on('datapath', (d) => port.setDataPath(d));
   const [sock, theirs] = UnixSocket.pair();

@@ -252,7 +252,7 @@ test('same-thread data path against driver-side rings: frames both ways, GET_VRI
     return createDriverQueue(gm, { size: 256, descAddr: GUEST_GPA + r.desc, availAddr: GUEST_GPA + r.avail, usedAddr: GUEST_GPA + r.used, features: SESSION_FEATURES });
   });
   const pool = Mempool.create({ count: 256 });
-  const port = VhostUserPort.remote({ name: 't', mempool: pool });
+  const port = VhostUserPort.ringsOnly({ name: 't', mempool: pool });
   const b = newBackend(memLogger());
   b.on('datapath', (d) => port.setDataPath(d));
   const { sock, rd } = await connect(b);

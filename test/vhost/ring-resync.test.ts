@@ -31,7 +31,7 @@ async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promis
 async function switchFor(g: FakeGuest, pool: Mempool): Promise<{ b: VhostUserBackend; port: VhostUserPort; sock: UnixSocket; log: ReturnType<typeof memLogger> }> {
   const log = memLogger();
   const b = new VhostUserBackend({ path: '/nonexistent', device: new NetDevice(), logger: log });
-  const port = VhostUserPort.remote({ name: 't', mempool: pool });
+  const port = VhostUserPort.ringsOnly({ name: 't', mempool: pool });
   b.on('datapath', (d) => port.setDataPath(d));
   const [ours, theirs] = UnixSocket.pair();
   assert.ok(b.attachSocket(theirs));
