@@ -15,7 +15,7 @@
  * sll_pkttype == PACKET_OUTGOING instead).
  *
  * Namespaces: with `netns` the sockets are made inside that namespace
- * (withNetns in src/sys/netdev.ts) and keep working from ours. Otherwise
+ * (withNetns in src/sys/netns.ts) and keep working from ours. Otherwise
  * the interface is looked up in the caller's namespace (run the process with
  * `ip netns exec NAME node ...` to reach devices elsewhere).
  *
@@ -71,47 +71,12 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, EAGAIN, EINTR, SysError } from '../sys/libc.js';
-import {
-  getHwAddr,
-  getMtu,
-  ifNameToIndex,
-  mapPacketRings,
-  MmsgVec,
-  MSG_TRUNC,
-  packetRingLayout,
-  releasePacketRings,
-  type PacketRingLayout,
-  type PacketRings,
-  packetRingKick,
-  TP2_TX_DATA,
-  TP_STATUS_AVAILABLE,
-  TP_STATUS_SEND_REQUEST,
-  TP_STATUS_WRONG_FORMAT,
-  type PacketRingView,
-  TP2_LEN,
-  TP2_MAC,
-  TP2_PKTTYPE,
-  TP2_RX_MAC_MAX,
-  TP2_SNAPLEN,
-  TP2_VLAN_TCI,
-  TP2_VLAN_TPID,
-  TP_STATUS_KERNEL,
-  TP_STATUS_USER,
-  unmapPacketRings,
-  openCtlSocket,
-  openPacketSocket,
-  PACKET_FANOUT_HASH,
-  PACKET_OUTGOING,
-  TP_STATUS_CSUMNOTREADY,
-  TP_STATUS_VLAN_TPID_VALID,
-  TP_STATUS_VLAN_VALID,
-  packetStatistics,
-  recvmmsgBurst,
-  sendmmsgBurst,
-  setLinkUp,
-  setMtu,
-  withNetns,
-} from '../sys/netdev.js';
+import { MSG_TRUNC, TP_STATUS_AVAILABLE, TP_STATUS_SEND_REQUEST, TP_STATUS_WRONG_FORMAT, TP_STATUS_KERNEL, TP_STATUS_USER, PACKET_FANOUT_HASH, PACKET_OUTGOING, TP_STATUS_CSUMNOTREADY, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID } from '../sys/netdev-native.js';
+import { getHwAddr, getMtu, ifNameToIndex, openCtlSocket, setLinkUp, setMtu } from '../sys/if-ioctl.js';
+import { openPacketSocket, packetStatistics } from '../sys/packet-socket.js';
+import { mapPacketRings, packetRingLayout, releasePacketRings, type PacketRingLayout, type PacketRings, packetRingKick, TP2_TX_DATA, type PacketRingView, TP2_LEN, TP2_MAC, TP2_PKTTYPE, TP2_RX_MAC_MAX, TP2_SNAPLEN, TP2_VLAN_TCI, TP2_VLAN_TPID, unmapPacketRings } from '../sys/packet-ring.js';
+import { withNetns } from '../sys/netns.js';
+import { MmsgVec, recvmmsgBurst, sendmmsgBurst } from '../sys/packet-io.js';
 import { KernelPort, L2_OVERHEAD, MAX_RX_BURST, MAX_TX_SEGS } from './kernel-port.js';
 import { finishL4Checksum } from '../util/net.js';
 import { PKT_F_CSUM_PARTIAL } from './port.js';

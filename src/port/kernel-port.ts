@@ -8,7 +8,8 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, errnoName } from '../sys/libc.js';
-import { getIfFlags, IFF_RUNNING, IFF_UP } from '../sys/netdev.js';
+import { IFF_RUNNING, IFF_UP } from '../sys/netdev-native.js';
+import { getIfFlags } from '../sys/if-ioctl.js';
 import { countRxDrop, countTxDrop, newPortStats, type LinkState, type Port, type PortStats } from './port.js';
 import { Drop, type DropReason } from './port.js';
 

@@ -13,7 +13,7 @@
  *
  * Namespaces: with `netns` the device is created inside that namespace
  * (`ip netns add NAME`; the calling thread switches in and back, see
- * withNetns in src/sys/netdev.ts); the port then works from our namespace.
+ * withNetns in src/sys/netns.ts); the port then works from our namespace.
  *
  * Data path: one readv() per received frame (stopping at EAGAIN) straight
  * into a pool buffer, with a trash block behind it so that a frame longer
@@ -37,21 +37,10 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import { closeQuiet, EAGAIN, EINTR } from '../sys/libc.js';
-import {
-  getHwAddr,
-  getMtu,
-  MmsgVec,
-  openCtlSocket,
-  openTap,
-  readvEntry,
-  rawWrite,
-  setLinkUp,
-  setMtu,
-  TRASH_ADDR,
-  TRASH_LEN,
-  withNetns,
-  writevEntry,
-} from '../sys/netdev.js';
+import { getHwAddr, getMtu, openCtlSocket, setLinkUp, setMtu } from '../sys/if-ioctl.js';
+import { openTap } from '../sys/tap-device.js';
+import { withNetns } from '../sys/netns.js';
+import { MmsgVec, readvEntry, rawWrite, TRASH_ADDR, TRASH_LEN, writevEntry } from '../sys/packet-io.js';
 import { KernelPort, L2_OVERHEAD, MAX_TX_SEGS } from './kernel-port.js';
 import { Drop, type DropReason } from './port.js';
 

@@ -11,7 +11,10 @@ import * as fs from 'node:fs';
 import { Mempool } from '../../src/mem/mempool.js';
 import { AfPacketPort } from '../../src/port/af-packet.js';
 import { closeQuiet, SysError } from '../../src/sys/libc.js';
-import { mapPacketRings, MmsgVec, openPacketSocket, packetRingLayout, recvmmsgBurst, releasePacketRings, withNetns } from '../../src/sys/netdev.js';
+import { openPacketSocket } from '../../src/sys/packet-socket.js';
+import { mapPacketRings, packetRingLayout, releasePacketRings } from '../../src/sys/packet-ring.js';
+import { withNetns } from '../../src/sys/netns.js';
+import { MmsgVec, recvmmsgBurst } from '../../src/sys/packet-io.js';
 import { openFds, quietNs } from './netdev-helpers.js';
 import { waitFor, waitForOrTimeout } from '../harness/wait.js';
 
@@ -317,7 +320,7 @@ test('afpacket tx ring (txRing: true): wraps, keeps order and contents, chains, 
   assert.deepEqual(await drain(rx, pool, 5, () => {}), [N + 20, N + 21, N + 22, N + 23, N + 24]);
 });
 
-test('packet rings (src/sys/netdev): a refused ring throws SysError naming the call; released rings give the socket back to recvmmsg', { timeout: 30000 }, async (t) => {
+test('packet rings (src/sys/packet-ring): a refused ring throws SysError naming the call; released rings give the socket back to recvmmsg', { timeout: 30000 }, async (t) => {
   const A = quietNs('afra', t);
   A.addVeth('a0', 'a1');
   const pool = Mempool.create({ name: 'afrr', count: 256 });
