@@ -2,7 +2,7 @@
 import { pino, destination } from 'pino';
 import { Switch, SwitchConfigError, parseOneCopy, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
-import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend.js';
+import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend-protocol.js';
 import { UsageError, intOption as intArg } from '../util/options.js';
 import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
 import { startWebServer, localSource } from '../web/server.js';

@@ -11,7 +11,7 @@ import { VirtioUserPort } from '../port/virtio-user.js';
 import { VhostUserPort } from '../port/vhost-user.js';
 import { VirtioPciPort } from '../port/virtio-pci.js';
 import { VxlanPort } from '../port/vxlan.js';
-import type { GuestMemoryInfo } from '../vhost/backend.js';
+import type { GuestMemoryInfo } from '../vhost/backend-protocol.js';
 import type { Logger } from '../vhost/connection.js';
 
 export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket' | 'vxlan';

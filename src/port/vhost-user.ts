@@ -21,7 +21,8 @@
  * vhost-user protocol (the backend's socket is served on that worker's event loop).
  */
 import type { Mempool } from '../mem/mempool.js';
-import { VhostUserBackend, type GuestMemoryInfo } from '../vhost/backend.js';
+import { VhostUserBackend } from '../vhost/backend.js';
+import type { GuestMemoryInfo } from '../vhost/backend-protocol.js';
 import { NetDevice } from '../vhost/net-device.js';
 import { NetDataPath } from '../vhost/net-rings.js';
 import { defaultLogger, type Logger } from '../vhost/connection.js';

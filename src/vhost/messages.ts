@@ -220,7 +220,7 @@ export interface FdRule {
 }
 
 /**
- * The backend's handler for a request (src/vhost/backend.ts implements
+ * The backend's handler for a request (src/vhost/backend-protocol.ts implements
  * exactly these, as a `Record<HandlerKey, ...>`). Requests we do not
  * implement name 'unsupported' explicitly.
  */

@@ -6,7 +6,7 @@
  */
 import * as F from '../virtio/features.js';
 import { ProtoF, featureMask } from './messages.js';
-import type { VhostUserDevice } from './backend.js';
+import type { VhostUserDevice } from './backend-protocol.js';
 import { parseMac, formatMac } from '../util/net.js';
 
 /** virtio_net_config offsets (virtio 1.2 §5.1.4). */
