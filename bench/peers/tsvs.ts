@@ -9,8 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { Proc, exec, sleep } from '../proc.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-/** dist/src/cli/main.js (this file is dist/bench/peers/tsvs.js). */
-export const TSVS_CLI = path.resolve(here, '../../src/cli/main.js');
+/**
+ * dist/src/cli/main.js (this file is dist/bench/peers/tsvs.js), or $TSVS_BENCH_CLI: another build's
+ * dist/src/cli/main.js, to measure an older commit with this bench (an A/B of two commits in one slot).
+ */
+export const TSVS_CLI = process.env.TSVS_BENCH_CLI ? path.resolve(process.env.TSVS_BENCH_CLI) : path.resolve(here, '../../src/cli/main.js');
 
 export interface TsvsDaemonOptions {
   /** CPU for the PMD thread; the whole process is pinned there with taskset. */
