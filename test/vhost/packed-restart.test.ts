@@ -66,7 +66,7 @@ interface Sw {
 async function switchFor(g: FakeGuest, pool: Mempool, base: [number, number]): Promise<Sw> {
   const log = memLogger();
   const b = new VhostUserBackend({ path: '/nonexistent', device: new NetDevice(), logger: log });
-  const port = VhostUserPort.remote({ name: 't', mempool: pool });
+  const port = VhostUserPort.ringsOnly({ name: 't', mempool: pool });
   b.on('datapath', (d) => port.setDataPath(d));
   const [ours, theirs] = UnixSocket.pair();
   assert.ok(b.attachSocket(theirs));
