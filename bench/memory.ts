@@ -7,7 +7,7 @@
  */
 import { Collector, type ScenarioResult } from './report.js';
 import { rotate, wanted, errText, Unavailable, type BenchContext, type Scenario } from './common.js';
-import { sleep, rssKiB } from './proc.js';
+import { sleep, rssKiB, peerResidentKiB } from './proc.js';
 import { startSwitch, SWITCH_KINDS, type SwitchUnderTest } from './switches.js';
 import { startLoopGenerator, measureLoop, waitLoopReady } from './p2p.js';
 import { kernelTopology } from './kernel.js';
@@ -77,6 +77,7 @@ async function tsvsAfpacket(ctx: BenchContext, c: Collector): Promise<void> {
 export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
   const c = new Collector('memory', 'resident memory of the switch process (VmRSS), MiB');
   c.note('RssShmem includes the frontend\'s memory that a vhost-user backend maps (DPDK virtio-user shares its whole --no-huge -m 1024 region) as pages are touched: it is the peer\'s memory, not the switch\'s own; RssAnon is the process\'s own heap.');
+  c.note('"own (RSS - frontend memory)": the resident pages of mappings the frontend (testpmd) also maps, i.e. its guest memory, taken out of the RSS: what the switch itself costs. For tsvs that includes its packet pool (its own memfd).');
   c.note('OVS-DPDK and DPDK testpmd run with --no-huge: their DPDK memory (-m 4096 / -m 1024) is ordinary memory, counted in RSS as it is touched.');
   for (let rep = 0; rep < Math.min(ctx.reps, 2); rep++) {
     for (const kind of rotate(wanted(ctx, SWITCH_KINDS), rep)) {
@@ -107,6 +108,14 @@ export async function runMemory(ctx: BenchContext): Promise<ScenarioResult> {
           const s = sw;
           const { peak } = await sampleWhile(s.pid, () => measureLoop(gen, { size: 64, variant: 'bidir', warmup: ctx.warmup, seconds: ctx.seconds }));
           addPeak(c, 'load (p2p bidir 64B)', kind, peak);
+          // after the load, frontend still attached: the part of the RSS that is the frontend's memory
+          const end = rssKiB(s.pid);
+          const peer = peerResidentKiB(s.pid, gen.pid);
+          if (end && Number.isFinite(peer)) {
+            c.add('after load, frontend attached', 'VmRSS', kind, 'MiB', end.vmRss / 1024);
+            c.add('after load, frontend attached', 'frontend memory in RSS', kind, 'MiB', peer / 1024);
+            c.add('after load, frontend attached', 'own (RSS - frontend memory)', kind, 'MiB', (end.vmRss - peer) / 1024);
+          }
         } finally {
           await gen.quit();
         }

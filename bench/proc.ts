@@ -232,3 +232,31 @@ export function rssKiB(pid: number): { vmRss: number; rssAnon: number; rssFile: 
   };
   return { vmRss: f('VmRSS'), rssAnon: f('RssAnon'), rssFile: f('RssFile'), rssShmem: f('RssShmem') };
 }
+
+/**
+ * KiB of pid's resident set that is another process's memory: mappings of pid whose file (inode) the
+ * peer also maps shared (a vhost-user switch maps its frontends' guest memory, e.g. DPDK's
+ * memfd:nohuge, and every page it touches counts in its RSS). RSS minus this is the switch's own.
+ */
+export function peerResidentKiB(pid: number, peerPid: number): number {
+  const inodes = new Set<string>();
+  try {
+    for (const line of fs.readFileSync(`/proc/${peerPid}/maps`, 'utf8').split('\n')) {
+      const m = /^\S+ \S{3}s \S+ \S+ (\d+)/.exec(line);
+      if (m && m[1] !== '0') inodes.add(m[1]);
+    }
+    let kib = 0;
+    let counted = false;
+    for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ (\d+)/.exec(line);
+      if (head) {
+        counted = head[1] !== '0' && inodes.has(head[1]);
+        continue;
+      }
+      if (counted && line.startsWith('Rss:')) kib += Number(/(\d+)/.exec(line)?.[1] ?? 0);
+    }
+    return kib;
+  } catch {
+    return NaN;
+  }
+}

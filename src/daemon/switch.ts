@@ -43,7 +43,7 @@ import type { OfPortDesc } from '../openflow/wire.js';
 import { xlatePacketOut, type ControllerEvent } from '../ofproto/xlate.js';
 import type { OfAction } from '../ofproto/flow-syntax.js';
 import { extractKey, FLOW_WORDS } from '../dp/flow-key.js';
-import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
+import { memoryReport, rssSplit, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
 import { executeActions, EXEC_STATE_WORDS, ST_OFF, ST_LEN, ST_NOUT, EXEC_DONE } from '../dp/actions.js';
 
 /** MTU of ports when --max-mtu is not given. */
@@ -914,11 +914,18 @@ export class Switch implements ObservableSwitch {
       if (snapshotDir !== undefined) main.snapshot = writeHeapSnapshot(snapshotDir, 'main');
       const pmds: (MemoryReport & { pmd: number; snapshot?: string })[] = [];
       for (const pmd of this.pmds) pmds.push({ pmd: pmd.id, ...(await pmd.memory(gc, snapshotDir)) });
-      const data = { main, pmds, pool: { available: this.pool.available(), count: this.pool.count, bytes: this.poolBytes() } };
+      const split = rssSplit([this.pool.region.addr]);
+      const data = { main, pmds, pool: { available: this.pool.available(), count: this.pool.count, bytes: this.poolBytes() }, split };
       const heap = (m: MemoryReport): string =>
         `heap ${mib(m.heapUsed)} used${m.gc ? ' (live, after GC)' : ''} of ${mib(m.heapTotal)} MiB, external ${mib(m.external)} MiB (array buffers ${mib(m.arrayBuffers)}), V8 malloc ${mib(m.mallocedMemory)} MiB`;
       const text = [
         `process: RSS ${mib(main.rss)} MiB (anonymous ${mib(main.rssAnon)}, files ${mib(main.rssFile)}, shared memory ${mib(main.rssShmem)}: packet pool and guest memory touched), peak ${mib(main.rssPeak)} MiB`,
+        ...(split
+          ? [
+              `  the switch's own: ${mib(split.own)} MiB (anonymous: V8 heaps, malloc, stacks; files: node and libraries; packet pool resident ${mib(split.ownShared)} MiB)`,
+              `  guests' memory: ${mib(split.guest)} MiB (pages of the frontends' shared memory the switch has touched: counted in its RSS while mapped, but the guests' memory, given back when they leave)`,
+            ]
+          : []),
         `main thread: ${heap(main)}`,
         ...pmds.map((m) => `pmd thread ${m.pmd}: ${heap(m)}`),
         `packet buffers: ${data.pool.available} free of ${data.pool.count} (${mib(data.pool.bytes)} MiB)`,

@@ -384,6 +384,9 @@ export interface PmdEvents {
   exit(code: number): void;
 }
 
+/** V8 young generation of a PMD worker thread, MiB (see the constructor). */
+export const PMD_YOUNG_GENERATION_MB = 2;
+
 export class PmdThread {
   readonly id: number;
   readonly cpu: number | undefined;
@@ -399,7 +402,13 @@ export class PmdThread {
     this.cpu = cfg.cpu;
     const board = cfg.board ?? newBoardBuffer();
     this.board = new StatsBoardReader(board);
-    this.worker = new Worker(fileURLToPath(import.meta.url), { workerData: { pmdWorker: true, cfg: { ...cfg, board } } });
+    // The young generation is capped (PMD_YOUNG_GENERATION_MB): V8 otherwise grows it to 32 MiB under an
+    // allocation burst (fuzzed frontends, flow setup) and keeps it committed, while the poll loop itself
+    // allocates nothing; 2 MiB is V8's starting size, scavenged in well under a millisecond.
+    this.worker = new Worker(fileURLToPath(import.meta.url), {
+      workerData: { pmdWorker: true, cfg: { ...cfg, board } },
+      resourceLimits: { maxYoungGenerationSizeMb: PMD_YOUNG_GENERATION_MB },
+    });
     this.worker.on('message', (m: { t: string; seq?: number; result?: unknown; error?: { message: string; name: string } } & Record<string, unknown>) => {
       if (m.t === 'resp') {
         const w = this.waiting.get(m.seq!);

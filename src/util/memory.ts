@@ -108,3 +108,48 @@ export function memoryReport(opts: { gc?: boolean } = {}): MemoryReport {
     rssPeak: st.VmHWM ?? NaN,
   };
 }
+
+/**
+ * The resident set split by whose memory it is (Linux, from /proc/self/smaps). A vhost-user backend
+ * maps each frontend's guest memory (a memfd or hugetlbfs file the frontend shares, DPDK's
+ * `memfd:nohuge`, QEMU's memory backend) and every page of it the switch touches (rings, the packet
+ * buffers it copies from and into) counts in the switch's RSS while it is mapped, although it is the
+ * guest's memory, already counted in the frontend's RSS. `guest` is that part: resident pages of
+ * shared file/memfd mappings other than the switch's own (`ownShared`: its packet pool, given by start
+ * address). `own` = RSS - guest: what the switch itself costs (heaps, malloc, code, its pool).
+ */
+export interface RssSplit {
+  own: number;
+  guest: number;
+  /** Resident part of the switch's own shared mappings (the packet pool), bytes. */
+  ownShared: number;
+}
+
+export function rssSplit(ownSharedStarts: readonly number[], smaps = '/proc/self/smaps'): RssSplit | null {
+  let text: string;
+  try {
+    text = readFileSync(smaps, 'utf8');
+  } catch {
+    return null;
+  }
+  let rss = 0;
+  let guest = 0;
+  let ownShared = 0;
+  let kind: 'guest' | 'own-shared' | 'other' = 'other';
+  const own = new Set(ownSharedStarts);
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-[0-9a-f]+ (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const shared = head[2][3] === 's';
+      const named = head[3].startsWith('/');
+      kind = !shared || !named ? 'other' : own.has(parseInt(head[1], 16)) ? 'own-shared' : 'guest';
+      continue;
+    }
+    if (!line.startsWith('Rss:')) continue;
+    const kb = Number(/(\d+)/.exec(line)?.[1] ?? 0) * 1024;
+    rss += kb;
+    if (kind === 'guest') guest += kb;
+    else if (kind === 'own-shared') ownShared += kb;
+  }
+  return { own: rss - guest, guest, ownShared };
+}
