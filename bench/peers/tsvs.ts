@@ -24,6 +24,14 @@ export interface TsvsDaemonOptions {
   extraArgs?: string[];
 }
 
+/**
+ * Extra node options for the daemon under test, from TSVS_BENCH_DAEMON_NODE_ARGS (space-separated;
+ * e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the switch under a scenario; NODE_OPTIONS may not carry --cpu-prof).
+ */
+function daemonNodeArgs(): string[] {
+  return (process.env.TSVS_BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+}
+
 export class TsvsDaemon {
   private constructor(
     readonly proc: Proc,
@@ -38,7 +46,7 @@ export class TsvsDaemon {
   static async start(o: TsvsDaemonOptions): Promise<TsvsDaemon> {
     const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-bd-'));
     const p = new Proc(
-      [process.execPath, TSVS_CLI, 'daemon', '--run-dir', runDir, '--pmd-cpus', String(o.cpu), '--pmd-sleep-max', String(o.sleepMaxUs ?? 0), '--log-level', 'warn', ...(o.extraArgs ?? [])],
+      [process.execPath, ...daemonNodeArgs(), TSVS_CLI, 'daemon', '--run-dir', runDir, '--pmd-cpus', String(o.cpu), '--pmd-sleep-max', String(o.sleepMaxUs ?? 0), '--log-level', 'warn', ...(o.extraArgs ?? [])],
       { cpus: [o.cpu], netns: o.netns },
     );
     const d = new TsvsDaemon(p, runDir, o.netns);

@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { Mempool, MempoolError, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../mem/mempool.js';
 import { PmdThread, type UpcallBatch, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { UpcallAnswerBuilder } from '../dp/upcall-batch.js';
+import { translateUpcalls, type UpcallHandlerHooks } from './upcall-handler.js';
 import { newCrossPmdRing } from '../dp/cross-pmd-port.js';
 import { PMD_STAT_FIELDS } from '../dp/datapath.js';
 import { AUTO_LB_DEFAULTS, autoLbDecision, loadsBetween, planRebalance, type AutoLbConfig, type LoadSample, type Plan, type RxqLoad } from './pmd-balance.js';
@@ -370,44 +371,27 @@ export class Switch implements ObservableSwitch {
   /** Translate a batch of upcalls from one PMD; answer with one message (installs, then replies). */
   private onUpcalls(b: UpcallBatch): void {
     if (b.n === 0) return;
-    const pmd = this.pmds[b.pmd];
-    const out = new UpcallAnswerBuilder(b.n);
-    const now = Date.now();
-    for (let i = 0; i < b.n; i++) {
-      const id = b.ids[i];
-      const portNo = b.ports[i];
-      const rt = this.ports.get(portNo);
-      const br = rt ? this.bridges.get(rt.bridge) : undefined;
-      if (!br) {
-        out.reply(id, -1, 0);
-        continue;
-      }
-      const key = b.keys.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
-      const frameLen = b.frameOff[i + 1] - b.frameOff[i];
-      const r = br.translate(key, now, undefined, undefined, undefined, frameLen);
-      if (r.error && now - this.lastXlateErrorLog >= 10_000) {
-        this.lastXlateErrorLog = now;
-        this.log.warn(`bridge ${br.name}: translation of a packet from port ${this.portName(portNo) ?? portNo} cut off (${r.error}); dropped (counts in 'tsvs show'; logged at most every 10 s)`);
-      }
-      if (r.controller.length > 0) {
-        // output:CONTROLLER: packet-ins; the flow stays on the slow path (never installed)
-        // (each packet held behind this one goes up on its own: every one is a packet-in)
-        this.sendPacketIns(br.name, b.frames.slice(b.frameOff[i], b.frameOff[i + 1]), portNo, r.actions, r.controller);
-        out.reply(id, out.program(r.actions), r.actions.length, true);
-        continue;
-      }
-      // duplicate upcalls of one megaflow in a batch install it once (hash of key and mask, then compared)
-      const dup = out.installed(r.key, r.mask);
-      let off = dup.off;
-      if (off < 0) {
-        off = out.program(r.actions);
-        out.install(r.key, r.mask, off, r.actions.length, dup.hash);
-      }
-      if (id >= 0) out.reply(id, off, r.actions.length); // (an upcall past the queue holds no packet: install only)
-    }
-    const { answer, transfer } = out.build();
-    pmd.upcallAnswer(answer, transfer);
+    translateUpcalls(b, this.answers, Date.now(), this.upcallHooks);
+    const { answer, transfer } = this.answers.build();
+    this.pmds[b.pmd].upcallAnswer(answer, transfer);
   }
+
+  private readonly upcallHooks: UpcallHandlerHooks = {
+    bridgeOf: (portNo) => {
+      const rt = this.ports.get(portNo);
+      return rt ? this.bridges.get(rt.bridge) : undefined;
+    },
+    xlateError: (br, portNo, error) => {
+      const now = Date.now();
+      if (now - this.lastXlateErrorLog < 10_000) return;
+      this.lastXlateErrorLog = now;
+      this.log.warn(`bridge ${br.name}: translation of a packet from port ${this.portName(portNo) ?? portNo} cut off (${error}); dropped (counts in 'tsvs show'; logged at most every 10 s)`);
+    },
+    packetIns: (br, frame, portNo, prog, evs) => this.sendPacketIns(br.name, frame, portNo, prog, evs),
+  };
+
+  /** Answer storage reused by every upcall batch (only the answer's own arrays are new per batch). */
+  private readonly answers = new UpcallAnswerBuilder(256);
 
   // ---------------- revalidation ----------------
   //
@@ -492,22 +476,33 @@ export class Switch implements ObservableSwitch {
       }
       // what translations read, per bridge, as the pass starts (flows whose cached translation still holds are not translated again)
       const sigs = new Map<Bridge, string>();
-      for (const br of this.bridges.values()) sigs.set(br, br.xlateSig());
+      for (const br of this.bridges.values()) {
+        sigs.set(br, br.xlateSig());
+        br.rotateSeeds();
+      }
       for (const pmd of this.pmds) {
         const fl = await pmd.dumpFlowsPacked();
         const gone: number[] = [];
+        let lastPort = -1;
+        let br: Bridge | undefined;
+        let sig = '';
         for (let i = 0; i < fl.ids.length; i++) {
           const id = fl.ids[i];
-          const key = fl.keys.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
-          const rt = this.ports.get(key[0]);
-          const br = rt ? this.bridges.get(rt.bridge) : undefined;
-          if (!br) {
+          const ko = i * FLOW_WORDS;
+          const inPort = fl.keys[ko];
+          if (inPort !== lastPort) {
+            lastPort = inPort;
+            const rt = this.ports.get(inPort);
+            br = rt ? this.bridges.get(rt.bridge) : undefined;
+            sig = br !== undefined ? (sigs.get(br) ?? '') : '';
+          }
+          if (br === undefined || sig === '') {
             gone.push(id);
             continue;
           }
           // credit rule counters with the hits since the last pass, and refresh MAC learning
-          const r = br.revalidate(key, now, fl.packets[i], fl.bytes[i], id, sigs.get(br)!);
-          if (r !== null && (!sameArray(r.mask, fl.masks.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS)) || !sameArray(r.actions, fl.acts.subarray(fl.actOff[i], fl.actOff[i + 1])))) {
+          const r = br.revalidate(fl.keys, ko, fl.masks, ko, now, fl.packets[i], fl.bytes[i], id, sig);
+          if (r !== null && (!sameWords(r.mask, fl.masks, ko, FLOW_WORDS) || !sameActs(r.actions, fl.acts, fl.actOff[i], fl.actOff[i + 1]))) {
             gone.push(id);
             br.forgetFlow(id);
           }
@@ -1229,10 +1224,15 @@ function mib(bytes: number): string {
   return (bytes / (1 << 20)).toFixed(1);
 }
 
-function sameArray(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if ((a[i] | 0) !== (b[i] | 0)) return false;
+/** a[0..n) equals b[off..off+n) (as 32-bit words). */
+function sameWords(a: ArrayLike<number>, b: ArrayLike<number>, off: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if ((a[i] | 0) !== (b[off + i] | 0)) return false;
   return true;
+}
+
+/** A program equals b[from..to). */
+function sameActs(a: ArrayLike<number>, b: ArrayLike<number>, from: number, to: number): boolean {
+  return a.length === to - from && sameWords(a, b, from, a.length);
 }
 
 /** The lowest level worth sending from a PMD thread's ports to the daemon's pino logger. */

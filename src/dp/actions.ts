@@ -275,30 +275,52 @@ function setL4Port(f: Uint8Array, off: number, len: number, at: number, port: nu
 
 /** Builds a program (control path). */
 export class ProgramBuilder {
-  private words: number[] = [];
+  /** Words so far (a growable typed array, reused across reset(): no per-program array growth). */
+  private words = new Int32Array(16);
+  private n = 0;
 
-  output(port: number): this { this.words.push(OP_OUTPUT, port | 0); return this; }
-  setDlSrc(mac: number): this { this.words.push(OP_SET_DL_SRC, ...splitMac(mac)); return this; }
-  setDlDst(mac: number): this { this.words.push(OP_SET_DL_DST, ...splitMac(mac)); return this; }
+  private push1(a: number): void {
+    if (this.n + 1 > this.words.length) this.grow();
+    this.words[this.n++] = a;
+  }
+  private push2(a: number, b: number): void {
+    if (this.n + 2 > this.words.length) this.grow();
+    this.words[this.n++] = a;
+    this.words[this.n++] = b;
+  }
+  private push3(a: number, b: number, c: number): void {
+    if (this.n + 3 > this.words.length) this.grow();
+    this.words[this.n++] = a;
+    this.words[this.n++] = b;
+    this.words[this.n++] = c;
+  }
+  private grow(): void {
+    const w = new Int32Array(this.words.length * 2);
+    w.set(this.words);
+    this.words = w;
+  }
+
+  output(port: number): this { this.push2(OP_OUTPUT, port | 0); return this; }
+  setDlSrc(mac: number): this { this.push3(OP_SET_DL_SRC, Math.floor(mac / 2 ** 32) & 0xffff, (mac % 2 ** 32) | 0); return this; }
+  setDlDst(mac: number): this { this.push3(OP_SET_DL_DST, Math.floor(mac / 2 ** 32) & 0xffff, (mac % 2 ** 32) | 0); return this; }
   /** tci as on the wire (pcp << 13 | dei << 12 | vid). */
-  pushVlan(tpid: number, tci: number): this { this.words.push(OP_PUSH_VLAN, tpid & 0xffff, tci & 0xffff); return this; }
-  setVlanVid(vid: number): this { this.words.push(OP_SET_VLAN_VID, vid & 0xfff); return this; }
-  setVlanPcp(pcp: number): this { this.words.push(OP_SET_VLAN_PCP, pcp & 7); return this; }
-  popVlan(): this { this.words.push(OP_POP_VLAN); return this; }
-  setTunnel(id: number): this { this.words.push(OP_SET_TUNNEL, id | 0); return this; }
-  setNwSrc(addr: number): this { this.words.push(OP_SET_NW_SRC, addr | 0); return this; }
-  setNwDst(addr: number): this { this.words.push(OP_SET_NW_DST, addr | 0); return this; }
-  setTpSrc(port: number): this { this.words.push(OP_SET_TP_SRC, port & 0xffff); return this; }
-  setTpDst(port: number): this { this.words.push(OP_SET_TP_DST, port & 0xffff); return this; }
-  drop(): this { this.words.push(OP_DROP); return this; }
-  get length(): number { return this.words.length; }
-  build(): Int32Array { return Int32Array.from(this.words); }
-}
-
-function splitMac(mac: number): [number, number] {
-  const hi = Math.floor(mac / 2 ** 32) & 0xffff;
-  const lo = (mac % 2 ** 32) | 0;
-  return [hi, lo];
+  pushVlan(tpid: number, tci: number): this { this.push3(OP_PUSH_VLAN, tpid & 0xffff, tci & 0xffff); return this; }
+  setVlanVid(vid: number): this { this.push2(OP_SET_VLAN_VID, vid & 0xfff); return this; }
+  setVlanPcp(pcp: number): this { this.push2(OP_SET_VLAN_PCP, pcp & 7); return this; }
+  popVlan(): this { this.push1(OP_POP_VLAN); return this; }
+  setTunnel(id: number): this { this.push2(OP_SET_TUNNEL, id | 0); return this; }
+  setNwSrc(addr: number): this { this.push2(OP_SET_NW_SRC, addr | 0); return this; }
+  setNwDst(addr: number): this { this.push2(OP_SET_NW_DST, addr | 0); return this; }
+  setTpSrc(port: number): this { this.push2(OP_SET_TP_SRC, port & 0xffff); return this; }
+  setTpDst(port: number): this { this.push2(OP_SET_TP_DST, port & 0xffff); return this; }
+  drop(): this { this.push1(OP_DROP); return this; }
+  get length(): number { return this.n; }
+  /** A copy of the program. */
+  build(): Int32Array { return this.words.slice(0, this.n); }
+  /** The program without copying: valid until the next change or reset(). */
+  view(): Int32Array { return this.words.subarray(0, this.n); }
+  /** Start a new program, keeping the storage. */
+  reset(): this { this.n = 0; return this; }
 }
 
 /** Whether a program is well formed (known opcodes, complete args). */

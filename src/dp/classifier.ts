@@ -44,9 +44,10 @@ class Subtable {
   maxPrio = -Infinity;
   hits = 0;
   recent = 0;
-  readonly maskId: string;
+  /** Hash of the mask (the key of Classifier.subByMask). */
+  readonly maskHash: number;
 
-  constructor(mask: Uint32Array, maskOff: number, maskId: string) {
+  constructor(mask: Uint32Array, maskOff: number, maskHash: number) {
     const idx: number[] = [];
     for (let i = 0; i < FLOW_WORDS; i++) {
       this.mask[i] = mask[maskOff + i];
@@ -54,7 +55,7 @@ class Subtable {
     }
     this.idx = Int32Array.from(idx);
     this.n = idx.length;
-    this.maskId = maskId;
+    this.maskHash = maskHash;
     this.cap = 8;
     this.slots = new Int32Array(this.cap).fill(EMPTY);
     this.hashes = new Uint32Array(this.cap);
@@ -92,7 +93,10 @@ export class Classifier {
   private nRules = 0;
 
   private subs: (Subtable | null)[] = [];
-  private subByMask = new Map<string, number>();
+  /** Mask hash -> subtable index (a collision falls back to a scan: findSub). */
+  private subByMask = new Map<number, number>();
+  /** The subtable insert/findExact used last (checked first: installs come in runs of one mask). */
+  private lastSub = -1;
   private rankHits = new Int32Array(8);
   private rankPrio = new Int32Array(8);
   private nSubs = 0;
@@ -135,9 +139,8 @@ export class Classifier {
    */
   insert(key: Uint32Array, keyOff: number, mask: Uint32Array, maskOff: number,
     priority: number, value: number): number {
-    const maskId = maskKey(mask, maskOff);
-    let si = this.subByMask.get(maskId);
-    if (si === undefined) si = this.addSubtable(mask, maskOff, maskId);
+    let si = this.findSub(mask, maskOff);
+    if (si < 0) si = this.addSubtable(mask, maskOff, maskHash(mask, maskOff));
     const s = this.subs[si]!;
     const e = this.allocEntry();
     const base = e * FLOW_WORDS;
@@ -287,8 +290,8 @@ export class Classifier {
    * (earliest inserted if several), or -1.
    */
   findExact(key: Uint32Array, keyOff: number, mask: Uint32Array, maskOff: number, priority: number): number {
-    const si = this.subByMask.get(maskKey(mask, maskOff));
-    if (si === undefined) return -1;
+    const si = this.findSub(mask, maskOff);
+    if (si < 0) return -1;
     const s = this.subs[si]!;
     let e = this.probe(s, key, keyOff);
     while (e >= 0) {
@@ -325,6 +328,7 @@ export class Classifier {
     this.nRules = 0;
     this.subs = [];
     this.subByMask.clear();
+    this.lastSub = -1;
     this.nSubs = 0;
   }
 
@@ -440,11 +444,32 @@ export class Classifier {
     s.maxPrio = mp;
   }
 
-  private addSubtable(mask: Uint32Array, maskOff: number, maskId: string): number {
+  /** Index of the subtable with exactly this mask, or -1 (no allocation). */
+  private findSub(mask: Uint32Array, maskOff: number): number {
+    const last = this.lastSub;
+    if (last >= 0) {
+      const s = this.subs[last];
+      if (s !== null && s !== undefined && sameMask(s.mask, mask, maskOff)) return last;
+    }
+    const si = this.subByMask.get(maskHash(mask, maskOff));
+    if (si !== undefined) {
+      const s = this.subs[si]!;
+      if (sameMask(s.mask, mask, maskOff)) { this.lastSub = si; return si; }
+    }
+    // a hash collision (two masks, one hash): only one of them is in the map
+    for (let i = 0; i < this.subs.length; i++) {
+      const s = this.subs[i];
+      if (s !== null && sameMask(s.mask, mask, maskOff)) { this.lastSub = i; return i; }
+    }
+    return -1;
+  }
+
+  private addSubtable(mask: Uint32Array, maskOff: number, maskId: number): number {
     let si = this.subs.indexOf(null);
     const s = new Subtable(mask, maskOff, maskId);
     if (si < 0) { si = this.subs.length; this.subs.push(s); } else this.subs[si] = s;
-    this.subByMask.set(maskId, si);
+    if (!this.subByMask.has(maskId)) this.subByMask.set(maskId, si);
+    this.lastSub = si;
     if (this.nSubs === this.rankHits.length) {
       const nh = new Int32Array(this.nSubs * 2); nh.set(this.rankHits); this.rankHits = nh;
       const np = new Int32Array(this.nSubs * 2); np.set(this.rankPrio); this.rankPrio = np;
@@ -457,8 +482,9 @@ export class Classifier {
 
   private removeSubtable(si: number): void {
     const s = this.subs[si]!;
-    this.subByMask.delete(s.maskId);
+    if (this.subByMask.get(s.maskHash) === si) this.subByMask.delete(s.maskHash);
     this.subs[si] = null;
+    if (this.lastSub === si) this.lastSub = -1;
     for (const rank of [this.rankHits, this.rankPrio]) {
       let w = 0;
       for (let r = 0; r < this.nSubs; r++) if (rank[r] !== si) rank[w++] = rank[r];
@@ -506,8 +532,13 @@ export class Classifier {
   }
 }
 
-function maskKey(mask: Uint32Array, off: number): string {
-  let s = '';
-  for (let i = 0; i < FLOW_WORDS; i++) s += (mask[off + i] >>> 0).toString(16) + ',';
-  return s;
+function maskHash(mask: Uint32Array, off: number): number {
+  let h = 0x811c9dc5 | 0;
+  for (let i = 0; i < FLOW_WORDS; i++) h = Math.imul(h ^ mask[off + i], 0x01000193);
+  return h;
+}
+
+function sameMask(a: Uint32Array, mask: Uint32Array, off: number): boolean {
+  for (let i = 0; i < FLOW_WORDS; i++) if (a[i] !== mask[off + i] >>> 0) return false;
+  return true;
 }

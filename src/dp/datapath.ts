@@ -430,13 +430,26 @@ export class Datapath {
 
   /** Install (or replace the actions of) a megaflow. Returns its id. */
   installFlow(key: ArrayLike<number>, mask: ArrayLike<number>, prog: Int32Array): number {
+    const k = this.instKey;
+    const m = this.instMask;
+    for (let i = 0; i < FLOW_WORDS; i++) {
+      k[i] = key[i];
+      m[i] = mask[i];
+    }
+    return this.installFlowAt(k, 0, m, 0, prog);
+  }
+
+  /**
+   * installFlow() with key and mask read in place (keys[keyOff..], masks[maskOff..]):
+   * no allocation; `prog` is kept (not copied), so megaflows may share one program.
+   */
+  installFlowAt(keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number, prog: Int32Array): number {
     if (!validateProgram(prog)) throw new Error('invalid action program');
-    const k = Uint32Array.from(key);
-    const m = Uint32Array.from(mask);
-    for (let i = 0; i < FLOW_WORDS; i++) k[i] &= m[i];
-    let id = this.cls.findExact(k, 0, m, 0, 0);
+    const k = this.instKey;
+    for (let i = 0; i < FLOW_WORDS; i++) k[i] = keys[keyOff + i] & masks[maskOff + i];
+    let id = this.cls.findExact(k, 0, masks, maskOff, 0);
     if (id < 0) {
-      id = this.cls.insert(k, 0, m, 0, 0, 0);
+      id = this.cls.insert(k, 0, masks, maskOff, 0, 0);
       this.ensureFlowCap(id + 1);
       this.flowPackets[id] = 0;
       this.flowBytes[id] = 0;
@@ -446,6 +459,9 @@ export class Datapath {
     this.flowProg[id] = prog;
     return id;
   }
+
+  private readonly instKey = new Uint32Array(FLOW_WORDS);
+  private readonly instMask = new Uint32Array(FLOW_WORDS);
 
   removeFlow(id: number): boolean {
     if (!this.cls.isLive(id)) return false;

@@ -23,7 +23,7 @@ import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
 import type { Logger, LogLevel } from '../vhost/connection.js';
 import { FLOW_WORDS } from './flow-key.js';
-import { UpcallBatcher, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
+import { UpcallBatcher, applyUpcallAnswer, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
 import { VhostUserPort } from '../port/vhost-user.js';
 import type { DataPathDescription } from '../vhost/ring-lease.js';
 import { PortMover, type PortRelease } from './port-move.js';
@@ -342,22 +342,7 @@ function workerMain(cfg: PmdConfig): void {
   port.on('message', (m: { seq?: number; req?: Req; t?: string; answer?: UpcallAnswer }) => {
     if (m.t === 'upcall-answer') {
       // megaflows first (in one go), then the held packets
-      const r = m.answer!;
-      for (let i = 0; i < r.nInstall; i++) {
-        try {
-          dp.installFlow(
-            r.instKeys.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS),
-            r.instMasks.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS),
-            r.acts.slice(r.instOff[i], r.instOff[i] + r.instLen[i]),
-          );
-        } catch (e) {
-          port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${(e as Error).message}` });
-        }
-      }
-      for (let i = 0; i < r.nReply; i++) {
-        const off = r.repOff[i];
-        dp.upcallReply(r.repIds[i], off < 0 ? null : r.acts.subarray(off, off + r.repLen[i]), r.repPerPacket[i] === 1);
-      }
+      applyUpcallAnswer(dp, m.answer!, (e) => port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${e.message}` }));
       return;
     }
     if (m.req === undefined) return;

@@ -13,6 +13,7 @@
  * offset and length (the replies of one megaflow share its program).
  */
 import { FLOW_WORDS } from './flow-key.js';
+import type { Datapath } from './datapath.js';
 
 export interface UpcallBatch {
   pmd: number;
@@ -120,7 +121,13 @@ export class UpcallBatcher {
   }
 }
 
-/** Builds an answer on the main thread (typed arrays sized for the batch; no per-upcall allocation). */
+/**
+ * Builds answers on the main thread. One builder serves every batch (reset()
+ * between them): its typed arrays grow and are kept; only the answer's own
+ * arrays (sized to the content, transferred) are new per batch. Action
+ * programs with the same words are stored once per answer (program()), so
+ * the PMD thread keeps one copy of a program many megaflows share.
+ */
 export class UpcallAnswerBuilder {
   private nInst = 0;
   private nRep = 0;
@@ -129,14 +136,17 @@ export class UpcallAnswerBuilder {
   private instMasks: Uint32Array;
   private instOff: Int32Array;
   private instLen: Int32Array;
-  private instHash: Int32Array;
-  private readonly repIds: Float64Array;
-  private readonly repOff: Int32Array;
-  private readonly repLen: Int32Array;
-  private readonly repPerPacket: Uint8Array;
+  private repIds: Float64Array;
+  private repOff: Int32Array;
+  private repLen: Int32Array;
+  private repPerPacket: Uint8Array;
   private acts: Int32Array;
   /** key+mask hash -> install index (dedup of one megaflow's installs within the batch) */
   private readonly byHash = new Map<number, number>();
+  /** program hash -> offset in acts (one copy of equal programs per answer) */
+  private readonly progByHash = new Map<number, number>();
+  /** The hash installed() computed last (pass it to install()). */
+  lastHash = 0;
 
   constructor(maxReplies: number) {
     const n = Math.max(1, maxReplies);
@@ -144,7 +154,6 @@ export class UpcallAnswerBuilder {
     this.instMasks = new Uint32Array(n * FLOW_WORDS);
     this.instOff = new Int32Array(n);
     this.instLen = new Int32Array(n);
-    this.instHash = new Int32Array(n);
     this.repIds = new Float64Array(n);
     this.repOff = new Int32Array(n);
     this.repLen = new Int32Array(n);
@@ -152,37 +161,65 @@ export class UpcallAnswerBuilder {
     this.acts = new Int32Array(n * 4);
   }
 
-  /** Store an action program once; returns its offset (for install/reply). */
+  /** Start a new answer of at most maxReplies replies. */
+  reset(maxReplies: number): void {
+    this.nInst = 0;
+    this.nRep = 0;
+    this.nActs = 0;
+    this.byHash.clear();
+    this.progByHash.clear();
+    if (maxReplies > this.repIds.length) {
+      let n = this.repIds.length;
+      while (n < maxReplies) n *= 2;
+      this.repIds = new Float64Array(n);
+      this.repOff = new Int32Array(n);
+      this.repLen = new Int32Array(n);
+      this.repPerPacket = new Uint8Array(n);
+    }
+  }
+
+  /** Store an action program (once per answer for equal programs); returns its offset (for install/reply). */
   program(actions: ArrayLike<number>): number {
+    const len = actions.length;
+    let h = 0x811c9dc5 ^ len;
+    for (let i = 0; i < len; i++) h = Math.imul(h ^ actions[i], 0x01000193);
+    const prev = this.progByHash.get(h);
+    if (prev !== undefined && prev + len <= this.nActs) {
+      let same = true;
+      for (let i = 0; i < len && same; i++) same = this.acts[prev + i] === (actions[i] | 0);
+      if (same) return prev;
+    }
     const off = this.nActs;
-    if (off + actions.length > this.acts.length) {
-      const b = new Int32Array(Math.max(this.acts.length * 2, off + actions.length));
+    if (off + len > this.acts.length) {
+      const b = new Int32Array(Math.max(this.acts.length * 2, off + len));
       b.set(this.acts.subarray(0, off));
       this.acts = b;
     }
-    for (let i = 0; i < actions.length; i++) this.acts[off + i] = actions[i];
-    this.nActs = off + actions.length;
+    for (let i = 0; i < len; i++) this.acts[off + i] = actions[i];
+    this.nActs = off + len;
+    this.progByHash.set(h, off);
     return off;
   }
 
   /**
    * The program offset of a megaflow (key, mask) already installed in this
-   * batch, or -1 (then program() and install() it).
+   * answer, or -1 (then program() and install() it, with lastHash).
    */
-  installed(key: ArrayLike<number>, mask: ArrayLike<number>): { off: number; hash: number } {
+  installed(key: ArrayLike<number>, mask: ArrayLike<number>): number {
     let h = 0x811c9dc5 | 0;
     for (let i = 0; i < FLOW_WORDS; i++) {
       h = Math.imul(h ^ (key[i] >>> 0), 0x01000193);
       h = Math.imul(h ^ (mask[i] >>> 0), 0x01000193);
     }
+    this.lastHash = h;
     const j = this.byHash.get(h);
     if (j !== undefined) {
       let same = true;
       const b = j * FLOW_WORDS;
       for (let i = 0; i < FLOW_WORDS && same; i++) same = this.instKeys[b + i] === key[i] >>> 0 && this.instMasks[b + i] === mask[i] >>> 0;
-      if (same) return { off: this.instOff[j], hash: h };
+      if (same) return this.instOff[j];
     }
-    return { off: -1, hash: h };
+    return -1;
   }
 
   install(key: ArrayLike<number>, mask: ArrayLike<number>, off: number, len: number, hash?: number): void {
@@ -195,10 +232,7 @@ export class UpcallAnswerBuilder {
     }
     this.instOff[j] = off;
     this.instLen[j] = len;
-    if (hash !== undefined) {
-      this.instHash[j] = hash;
-      this.byHash.set(hash, j);
-    }
+    if (hash !== undefined) this.byHash.set(hash, j);
     this.nInst = j + 1;
   }
 
@@ -213,10 +247,9 @@ export class UpcallAnswerBuilder {
     this.instMasks = g(this.instMasks, n * FLOW_WORDS);
     this.instOff = g(this.instOff, n);
     this.instLen = g(this.instLen, n);
-    this.instHash = g(this.instHash, n);
   }
 
-  /** off -1: no actions (the held packets are dropped as no-rule). At most maxReplies replies. */
+  /** off -1: no actions (the held packets are dropped as no-rule). At most maxReplies (of reset()) replies. */
   reply(id: number, off: number, len: number, perPacket = false): void {
     const j = this.nRep++;
     this.repIds[j] = id;
@@ -243,5 +276,31 @@ export class UpcallAnswerBuilder {
     };
     const transfer = [answer.instKeys, answer.instMasks, answer.instOff, answer.instLen, answer.repIds, answer.repOff, answer.repLen, answer.repPerPacket, answer.acts].map((a) => a.buffer as ArrayBuffer);
     return { answer, transfer };
+  }
+}
+
+/**
+ * Apply an answer in the PMD thread: megaflows first (in one go; megaflows
+ * with one program share one copy of it), then the held packets. A refused
+ * install (a bad program) is reported to onError and skipped.
+ */
+export function applyUpcallAnswer(dp: Datapath, r: UpcallAnswer, onError: (e: Error) => void): void {
+  let progOff = -1;
+  let prog: Int32Array | null = null;
+  for (let i = 0; i < r.nInstall; i++) {
+    try {
+      const off = r.instOff[i];
+      if (off !== progOff || prog === null || prog.length !== r.instLen[i]) {
+        progOff = off;
+        prog = r.acts.slice(off, off + r.instLen[i]);
+      }
+      dp.installFlowAt(r.instKeys, i * FLOW_WORDS, r.instMasks, i * FLOW_WORDS, prog);
+    } catch (e) {
+      onError(e as Error);
+    }
+  }
+  for (let i = 0; i < r.nReply; i++) {
+    const off = r.repOff[i];
+    dp.upcallReply(r.repIds[i], off < 0 ? null : r.acts.subarray(off, off + r.repLen[i]), r.repPerPacket[i] === 1);
   }
 }

@@ -149,7 +149,8 @@ export interface XlateResult {
 
 class XlateAbort { constructor(readonly why: XlateError) {} }
 
-interface Ctx {
+/** Translation state (internal; XlateScratch keeps one). */
+export interface Ctx {
   env: XlateEnv;
   flow: Uint32Array;
   wc: Uint32Array;
@@ -213,10 +214,56 @@ export function xlatePacketOut(env: XlateEnv, key: Uint32Array, inOfPort: number
   return result(ctx, error);
 }
 
-/** Translate the packet whose key is key[keyOff..keyOff+FLOW_WORDS). */
-export function xlate(env: XlateEnv, key: Uint32Array, keyOff = 0, opts: XlateOptions = {}): XlateResult {
-  const flow = key.slice(keyOff, keyOff + FLOW_WORDS);
-  const wc = new Uint32Array(FLOW_WORDS);
+/**
+ * Storage one caller reuses across translations (the upcall and revalidation
+ * paths): flow, mask, program builder, rule list and the port map are reset,
+ * not reallocated, so a translation allocates next to nothing. What
+ * xlateReuse() returns lives in it and is valid until its next call.
+ */
+export class XlateScratch {
+  readonly flow = new Uint32Array(FLOW_WORDS);
+  readonly wc = new Uint32Array(FLOW_WORDS);
+  readonly ctx: Ctx;
+  /** The ports array byOf was built from (rebuilt when the caller passes another). */
+  private portsRef: readonly XlatePort[] | null = null;
+  readonly res: XlateResult;
+  static readonly NO_ACTIONS = new Int32Array(0);
+
+  constructor() {
+    this.ctx = newCtx(undefined as unknown as XlateEnv, this.flow, this.wc, {}, new Map());
+    this.res = {
+      actions: XlateScratch.NO_ACTIONS, mask: this.wc, rules: this.ctx.rules, usedMacLearning: false, tablesVersion: 0, macVersion: 0,
+      controller: this.ctx.controller, error: undefined,
+    };
+  }
+
+  /** Reset for a translation in env; returns the port of dpPort inPort (undefined: unknown). */
+  start(env: XlateEnv, opts: XlateOptions, inDp: number): XlatePort | undefined {
+    const c = this.ctx;
+    c.env = env;
+    c.opts = opts;
+    if (this.portsRef !== env.ports) {
+      this.portsRef = env.ports;
+      c.byOf.clear();
+      for (const p of env.ports) c.byOf.set(p.ofPort, p);
+    }
+    c.prog.reset();
+    c.rules.length = 0;
+    c.usedMac = false;
+    if (c.controller.length > 0) c.controller = [];
+    c.rule = undefined;
+    if (c.actionSet.size > 0) c.actionSet = new Map();
+    c.depth = 0;
+    c.resubmits = 0;
+    c.tunSet = false;
+    c.meta = 0n;
+    let inPort: XlatePort | undefined;
+    for (const p of env.ports) if (p.dpPort === inDp) { inPort = p; break; }
+    return inPort;
+  }
+}
+
+function initWc(flow: Uint32Array, wc: Uint32Array): void {
   wc[W_IN_PORT] = 0xffffffff;
   wc[W_TYPE_TCI] |= 0xffff0000;
   // a frame that came through a tunnel: its megaflow matches the tunnel fields exactly (as OVS's xlate_wc_init)
@@ -225,6 +272,29 @@ export function xlate(env: XlateEnv, key: Uint32Array, keyOff = 0, opts: XlateOp
     wc[W_TUN_SRC] = 0xffffffff;
     wc[W_TUN_DST] = 0xffffffff;
   }
+}
+
+function run(ctx: Ctx, inPort: XlatePort | undefined): XlateError | undefined {
+  if (!inPort) return 'unknown_in_port';
+  ctx.flow[W_IN_PORT] = inPort.ofPort;
+  try {
+    if (ctx.env.failOpen) doNormal(ctx);
+    else {
+      doTable(ctx, 0, 0);
+      runActionSet(ctx);
+    }
+  } catch (e) {
+    if (!(e instanceof XlateAbort)) throw e;
+    return e.why;
+  }
+  return undefined;
+}
+
+/** Translate the packet whose key is key[keyOff..keyOff+FLOW_WORDS). */
+export function xlate(env: XlateEnv, key: Uint32Array, keyOff = 0, opts: XlateOptions = {}): XlateResult {
+  const flow = key.slice(keyOff, keyOff + FLOW_WORDS);
+  const wc = new Uint32Array(FLOW_WORDS);
+  initWc(flow, wc);
   const byOf = new Map<number, XlatePort>();
   let inPort: XlatePort | undefined;
   for (const p of env.ports) {
@@ -232,24 +302,35 @@ export function xlate(env: XlateEnv, key: Uint32Array, keyOff = 0, opts: XlateOp
     if (p.dpPort === flow[W_IN_PORT]) inPort = p;
   }
   const ctx = newCtx(env, flow, wc, opts, byOf);
-  let error: XlateError | undefined;
-  if (!inPort) {
-    error = 'unknown_in_port';
-  } else {
-    flow[W_IN_PORT] = inPort.ofPort;
-    try {
-      if (env.failOpen) doNormal(ctx);
-      else {
-        doTable(ctx, 0, 0);
-        runActionSet(ctx);
-      }
-    } catch (e) {
-      if (!(e instanceof XlateAbort)) throw e;
-      error = e.why;
-    }
-  }
-  return result(ctx, error);
+  return result(ctx, run(ctx, inPort));
 }
+
+/**
+ * xlate() into reused storage (XlateScratch): the same translation, but the
+ * result, its mask, rule list and actions (a view of the builder) belong to
+ * the scratch and are overwritten by its next use. The controller events
+ * array is fresh whenever it is non-empty (callers may keep it).
+ */
+export function xlateReuse(env: XlateEnv, key: Uint32Array, keyOff: number, opts: XlateOptions, sc: XlateScratch): XlateResult {
+  const flow = sc.flow;
+  for (let i = 0; i < FLOW_WORDS; i++) flow[i] = key[keyOff + i];
+  sc.wc.fill(0);
+  initWc(flow, sc.wc);
+  const ctx = sc.ctx;
+  const error = run(ctx, sc.start(env, opts, flow[W_IN_PORT]));
+  if (error) sc.wc.fill(0xffffffff);
+  const r = sc.res;
+  r.actions = error ? XlateScratch.NO_ACTIONS : ctx.prog.view();
+  r.rules = ctx.rules;
+  r.usedMacLearning = ctx.usedMac;
+  r.tablesVersion = env.tables.version;
+  r.macVersion = env.macs.version;
+  r.controller = error || ctx.controller.length === 0 ? EMPTY_EVENTS : ctx.controller;
+  r.error = error;
+  return r;
+}
+
+const EMPTY_EVENTS = Object.freeze([]) as unknown as ControllerEvent[];
 
 /** Action-set kind: one action of each kind is kept (spec 5.10); sets are per field. */
 function setKind(a: OfAction): string | undefined {
