@@ -19,7 +19,7 @@ import { rotate, wanted, errText, Unavailable, FRAME_SIZES, type BenchContext, t
 import { sleep, rssKiB } from './proc.js';
 import { rate } from './stats.js';
 import { DpdkTestpmd } from './peers/dpdk.js';
-import { startSwitch, SWITCH_KINDS, TUNNEL_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
+import { startSwitch, SWITCH_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
 
 export type LoopVariant = 'oneway' | 'bidir' | 'txfirst';
 
@@ -155,8 +155,6 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
       }
     }
   }
-  c.ratio('tsvs-vxlan', 'tsvs', { label: 'vxlan/plain (tsvs)' });
-  c.ratio('tsvs-vxlan', 'tsvs-afpacket', { label: 'vxlan/afpacket hairpin (tsvs)' });
   c.ratio('tsvs', 'ovs-dpdk', { label: 'tsvs/ovs-dpdk' });
   c.ratio('tsvs', 'dpdk-testpmd', { label: 'tsvs/dpdk-testpmd' });
   c.ratio('ovs-dpdk', 'dpdk-testpmd', { label: 'ovs-dpdk/dpdk-testpmd' });
@@ -164,17 +162,3 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
 }
 
 export const p2p: Scenario = { name: 'p2p', title: 'vhost-user port-to-port', run: (ctx) => runP2p(ctx) };
-
-/**
- * p2p-vxlan: the p2p loop with the switch sending every frame through a VXLAN tunnel over a veth pair
- * and back (see TUNNEL_KINDS in switches.ts), against plain port-to-port forwarding and the same hairpin
- * through plain afpacket ports. OVS-DPDK's VXLAN in the same shape is not measured yet.
- */
-export const p2pVxlan: Scenario = {
-  name: 'p2p-vxlan',
-  title: 'vhost-user port-to-port through a VXLAN tunnel (veth underlay)',
-  run: (ctx) => runP2p(ctx, {
-    subjects: [...TUNNEL_KINDS], name: 'p2p-vxlan',
-    title: 'DPDK testpmd (2x virtio-user, io loop) <-> tsvs: plain vs afpacket hairpin vs VXLAN hairpin over a veth, Mpps per direction',
-  }),
-};

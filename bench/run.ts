@@ -16,7 +16,8 @@ import { writeReport, readReport, machineInfo, gitCommit, type BenchReport, type
 import { errText, type BenchContext, type Scenario } from './common.js';
 import { stopAll, killAllSync } from './proc.js';
 import { nsDelAll } from './peers/kernel.js';
-import { p2p, p2pVxlan } from './p2p.js';
+import { p2p } from './p2p.js';
+import { p2pVxlan } from './p2p-vxlan.js';
 import { generator } from './generator.js';
 import { kernel } from './kernel.js';
 import { latency } from './latency.js';
@@ -94,7 +95,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
 
 const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--out DIR] [--merge]
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
-  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
+  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vxlan, ovs-vxlan, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
 
 /**

@@ -6,25 +6,27 @@
  *   dpdk-testpmd  DPDK testpmd with two net_vhost ports in io mode (upper bound)
  */
 import * as fs from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Unavailable } from './common.js';
-import { sleep } from './proc.js';
+import { sleep, execOk } from './proc.js';
+import { nsAdd, nsDel } from './peers/kernel.js';
 import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
 import { OvsDpdk, ovsAvailable, parsePmdStatsShow } from './peers/ovs.js';
 import { TsvsDaemon } from './peers/tsvs.js';
 
-export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket';
+export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket' | 'ovs-vxlan';
 export const SWITCH_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'dpdk-testpmd'];
 /**
  * The tunnel shape (bench p2p-vxlan): the same two vhost-user ports, but each frame leaves the
  * switch through one port on a veth pair and comes back in on the other end:
  *   tsvs-vxlan     vhu1 -> vx0 (VXLAN encap, afpacket on va) = veth = vx1 (decap, afpacket on vb) -> vhu2, and back
  *   tsvs-afpacket  the same hairpin through plain afpacket ports (the kernel veth cost without the tunnel)
+ *   ovs-vxlan      OVS-DPDK's userspace VXLAN in the same hairpin (see startOvsHairpin)
+ *   tsvs, ovs-dpdk plain vhost-user port to port (the same two ports, no hairpin)
  * The veth pair lives in a namespace the bench makes (MTU 1600, so 1518-byte frames fit with the 50-byte header).
  */
-export const TUNNEL_KINDS: readonly SwitchKind[] = ['tsvs', 'tsvs-afpacket', 'tsvs-vxlan'];
+export const TUNNEL_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'tsvs-afpacket', 'tsvs-vxlan', 'ovs-vxlan'];
 
 export const P2P_FLOWS = ['in_port=1,actions=output:2', 'in_port=2,actions=output:1'];
 
@@ -119,19 +121,34 @@ export async function startOvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<Sw
   }
 }
 
-/** tsvs with the hairpin of TUNNEL_KINDS (see there): vhu1/vhu2 are ofports 1/2, the veth ends 3 and 4. */
-export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'): Promise<SwitchUnderTest> {
-  const ns = `tsvs-bench-vx-${process.pid}-${Math.random().toString(16).slice(2, 8)}`;
-  const ip = (...a: string[]): void => { execFileSync('ip', a, { stdio: ['ignore', 'ignore', 'pipe'] }); };
+/** The underlay of the hairpin shapes: a namespace the bench makes, with the veth pair va <-> vb (MTU 1600, up). */
+async function hairpinUnderlay(): Promise<{ ns: string; drop(): Promise<void> }> {
+  let ns: string;
   try {
-    ip('netns', 'add', ns);
+    ns = await nsAdd('vx');
   } catch (e) {
     throw new Unavailable(`ip netns add: ${(e as Error).message}`);
   }
-  const dropNs = (): void => { try { ip('netns', 'del', ns); } catch { /* gone */ } };
+  try {
+    await execOk(['ip', '-n', ns, 'link', 'add', 'va', 'mtu', '1600', 'type', 'veth', 'peer', 'name', 'vb', 'mtu', '1600']);
+    await execOk(['ip', '-n', ns, 'link', 'set', 'va', 'up']);
+    await execOk(['ip', '-n', ns, 'link', 'set', 'vb', 'up']);
+  } catch (e) {
+    await nsDel(ns);
+    throw e;
+  }
+  return { ns, drop: () => nsDel(ns) };
+}
+
+/** The rules of the hairpin on the bridge with the vhost-user ports: 1 -> 3 ... 4 -> 2, and 2 -> 4 ... 3 -> 1. */
+const HAIRPIN_FLOWS = ['in_port=1,actions=output:3', 'in_port=4,actions=output:2', 'in_port=2,actions=output:4', 'in_port=3,actions=output:1'];
+
+/** tsvs with the hairpin of TUNNEL_KINDS (see there): vhu1/vhu2 are ofports 1/2, the veth ends 3 and 4. */
+export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'): Promise<SwitchUnderTest> {
+  const u = await hairpinUnderlay();
+  const ns = u.ns;
   let d: TsvsDaemon | null = null;
   try {
-    ip('-n', ns, 'link', 'add', 'va', 'mtu', '1600', 'type', 'veth', 'peer', 'name', 'vb', 'mtu', '1600');
     d = await TsvsDaemon.start({ cpu });
     await d.cli('add-br', 'br0');
     const s1 = await d.addVhostUserPort('br0', 'vhu1', 1);
@@ -143,7 +160,7 @@ export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'):
       await d.cli('add-port', 'br0', 'af0', '--type', 'afpacket', '--netns', ns, '--iface', 'va', '--ofport', '3');
       await d.cli('add-port', 'br0', 'af1', '--type', 'afpacket', '--netns', ns, '--iface', 'vb', '--ofport', '4');
     }
-    await d.setFlows('br0', ['in_port=1,actions=output:3', 'in_port=4,actions=output:2', 'in_port=2,actions=output:4', 'in_port=3,actions=output:1']);
+    await d.setFlows('br0', HAIRPIN_FLOWS);
     await waitFiles([s1, s2], 10000, 'tsvs');
     const dd = d;
     return {
@@ -154,12 +171,74 @@ export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'):
       pmdRx: async () => (await dd.pmdStats()).reduce((a, x) => a + x.rxPackets, 0),
       stop: async () => {
         await dd.stop();
-        dropNs();
+        await u.drop();
       },
     };
   } catch (e) {
     await d?.stop();
-    dropNs();
+    await u.drop();
+    throw e;
+  }
+}
+
+/**
+ * OVS-DPDK with the VXLAN hairpin of TUNNEL_KINDS, in OVS's own way (Documentation/howto/userspace-tunneling.rst):
+ * ovs-vswitchd runs in the underlay namespace, so the internal port of bridge br-phy is a tap there
+ * that holds both tunnel endpoint addresses (10.230.0.1 and .2); va and vb are system ports of br-phy
+ * (AF_PACKET, as tsvs's). br0: vhu1, vhu2 (1, 2), vx0 (3: local .1, remote .2) and vx1 (4: local .2,
+ * remote .1), key 5, the rules of tsvs's hairpin. A frame from vhu1 is encapsulated by vx0 (tnl_push;
+ * route to .2 via br-phy, next hop MAC set with tnl/arp/set), sent out of va by br-phy's rule for
+ * nw_dst=.2, comes in at vb and goes to br-phy's LOCAL port, where OVS pops the tunnel header
+ * (tnl_pop) and vx1 takes it to vhu2; the way back leaves through vb and comes in at va, as in tsvs.
+ */
+export async function startOvsHairpin(cpu: number): Promise<SwitchUnderTest> {
+  const why = ovsAvailable();
+  if (why) throw new Unavailable(why);
+  const u = await hairpinUnderlay();
+  const ns = u.ns;
+  let o: OvsDpdk | null = null;
+  try {
+    o = await OvsDpdk.start({ cpu, netns: ns });
+    await o.addBridge('br0');
+    const s1 = await o.addVhostUserPort('br0', 'vhu1', 1);
+    const s2 = await o.addVhostUserPort('br0', 'vhu2', 2);
+    await o.addBridge('br-phy');
+    await o.vsctl('add-port', 'br-phy', 'va', '--', 'set', 'Interface', 'va', 'ofport_request=1');
+    await o.vsctl('add-port', 'br-phy', 'vb', '--', 'set', 'Interface', 'vb', 'ofport_request=2');
+    await execOk(['ip', '-n', ns, 'addr', 'add', '10.230.0.1/24', 'dev', 'br-phy']);
+    await execOk(['ip', '-n', ns, 'addr', 'add', '10.230.0.2/24', 'dev', 'br-phy']);
+    await execOk(['ip', '-n', ns, 'link', 'set', 'br-phy', 'up']);
+    const vx = (name: string, ofport: number, local: string, remote: string): Promise<string> =>
+      o!.vsctl('add-port', 'br0', name, '--', 'set', 'Interface', name, 'type=vxlan', `options:local_ip=${local}`, `options:remote_ip=${remote}`, 'options:key=5', `ofport_request=${ofport}`);
+    await vx('vx0', 3, '10.230.0.1', '10.230.0.2');
+    await vx('vx1', 4, '10.230.0.2', '10.230.0.1');
+    await o.setFlows('br0', HAIRPIN_FLOWS);
+    await o.setFlows('br-phy', ['ip,in_port=LOCAL,nw_dst=10.230.0.2,actions=output:1', 'ip,in_port=LOCAL,nw_dst=10.230.0.1,actions=output:2', 'in_port=1,actions=LOCAL', 'in_port=2,actions=LOCAL']);
+    const mac = (JSON.parse(await execOk(['ip', '-n', ns, '-j', 'link', 'show', 'br-phy'])) as { address: string }[])[0].address;
+    // OVS learns its tunnel routes from the namespace's routing table (netlink, asynchronously)
+    const t0 = Date.now();
+    while (!/10\.230\.0\.0\/24 dev br-phy/.test(await o.appctl('ovs/route/show'))) {
+      if (Date.now() - t0 > 10000) throw new Error(`OVS has no route to 10.230.0.0/24 via br-phy: ${await o.appctl('ovs/route/show')}`);
+      await sleep(100);
+    }
+    // the next hop of both tunnels is br-phy itself (what an ARP reply from the far end would teach OVS)
+    await o.appctl('tnl/arp/set', 'br-phy', '10.230.0.1', mac);
+    await o.appctl('tnl/arp/set', 'br-phy', '10.230.0.2', mac);
+    const oo = o;
+    return {
+      kind: 'ovs-vxlan',
+      pid: oo.pid,
+      socks: [s1, s2],
+      ovs: oo,
+      pmdRx: async () => parsePmdStatsShow(await oo.pmdStats()).received,
+      stop: async () => {
+        await oo.stop();
+        await u.drop();
+      },
+    };
+  } catch (e) {
+    await o?.stop();
+    await u.drop();
     throw e;
   }
 }
@@ -209,5 +288,7 @@ export function startSwitch(kind: SwitchKind, cpu: number, otherCpu: number, flo
       return startTsvsHairpin(cpu, 'vxlan');
     case 'tsvs-afpacket':
       return startTsvsHairpin(cpu, 'afpacket');
+    case 'ovs-vxlan':
+      return startOvsHairpin(cpu);
   }
 }

@@ -26,6 +26,12 @@ export interface OvsOptions {
   memMb?: number;
   /** Keep the run dir after stop (debugging). */
   keepDir?: boolean;
+  /**
+   * Run ovs-vswitchd in this network namespace (made by the caller): its bridges' internal ports
+   * (taps) and the system ports it opens live there, and its tunnel routes come from that
+   * namespace's routing table. ovsdb-server and the control sockets stay on the filesystem.
+   */
+  netns?: string;
 }
 
 export function ovsAvailable(): string | null {
@@ -90,6 +96,7 @@ export class OvsDpdk {
     this.vs = new Proc([OVS_VSWITCHD, `unix:${d}/db.sock`, `--pidfile=${d}/vs.pid`, `--log-file=${d}/vs.log`, '--unixctl', `${d}/vs.ctl`], {
       env: this.env,
       cpus: [this.opts.cpu],
+      netns: this.opts.netns,
     });
     const t1 = Date.now();
     for (;;) {
