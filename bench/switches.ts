@@ -40,9 +40,35 @@ export interface SwitchUnderTest {
   portCounters?(): Promise<{ rx: number[]; tx: number[]; drops: number }>;
   /** Packets received by the switch's PMD thread(s) so far. */
   pmdRx?(): Promise<number>;
+  /**
+   * Frames the switch has put out on OpenFlow port 2 so far: sent, plus dropped at the port itself
+   * (no frontend, or its ring full). What reached the end of the path, whatever the receiver did.
+   */
+  out2?(): Promise<number>;
   tsvs?: TsvsDaemon;
   ovs?: OvsDpdk;
   stop(): Promise<void>;
+}
+
+async function tsvsOut(d: TsvsDaemon, ofport: number): Promise<number> {
+  const p = (await d.portStats()).find((x) => x.ofport === ofport);
+  if (!p) throw new Error(`tsvs has no port ${ofport}`);
+  return p.txPackets + p.txDropped;
+}
+
+/**
+ * OVS: frames its datapath output on port `name` (the packet counts of the datapath flows whose only
+ * action is that port). Not `dump-ports`: OVS reports '?' for a dpdkvhostuser port with no frontend.
+ */
+async function ovsOut(o: OvsDpdk, name: string): Promise<number> {
+  const odp = new RegExp(`port (\\d+): ${name} `).exec(await o.appctl('dpctl/show'));
+  if (!odp) throw new Error(`OVS datapath has no port ${name}`);
+  let n = 0;
+  for (const line of (await o.appctl('dpctl/dump-flows')).split('\n')) {
+    const m = /packets:(\d+),.* actions:(\S+)\s*$/.exec(line);
+    if (m && m[2] === odp[1]) n += Number(m[1]);
+  }
+  return n;
 }
 
 async function waitFiles(files: string[], ms: number, what: string): Promise<void> {
@@ -83,6 +109,7 @@ export async function startTsvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<S
         };
       },
       pmdRx: async () => (await d.pmdStats()).reduce((a, x) => a + x.rxPackets, 0),
+      out2: () => tsvsOut(d, 2),
       stop: () => d.stop(),
     };
   } catch (e) {
@@ -113,6 +140,7 @@ export async function startOvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<Sw
         return { rx: [a?.rxPackets ?? NaN, b?.rxPackets ?? NaN], tx: [a?.txPackets ?? NaN, b?.txPackets ?? NaN], drops: (a?.txDropped ?? 0) + (b?.txDropped ?? 0) + (a?.rxDropped ?? 0) + (b?.rxDropped ?? 0) };
       },
       pmdRx: async () => parsePmdStatsShow(await o.pmdStats()).received,
+      out2: () => ovsOut(o, 'vhu2'),
       stop: () => o.stop(),
     };
   } catch (e) {
@@ -169,6 +197,7 @@ export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'):
       socks: [s1, s2],
       tsvs: dd,
       pmdRx: async () => (await dd.pmdStats()).reduce((a, x) => a + x.rxPackets, 0),
+      out2: () => tsvsOut(dd, 2),
       stop: async () => {
         await dd.stop();
         await u.drop();
@@ -231,6 +260,7 @@ export async function startOvsHairpin(cpu: number): Promise<SwitchUnderTest> {
       socks: [s1, s2],
       ovs: oo,
       pmdRx: async () => parsePmdStatsShow(await oo.pmdStats()).received,
+      out2: () => ovsOut(oo, 'vhu2'),
       stop: async () => {
         await oo.stop();
         await u.drop();
