@@ -109,13 +109,14 @@ export function runUpcallStages(nFlows: number): UpcallStages {
   const pass = (): number => {
     const t = performance.now();
     const sig = br.xlateSig();
-    br.rotateSeeds();
+    br.beginPass();
     const fl = dp.dumpFlowsPacked();
     let stale = 0;
     for (let i = 0; i < fl.ids.length; i++) {
-      const r = br.revalidate(fl.keys, i * FLOW_WORDS, fl.masks, i * FLOW_WORDS, Date.now(), fl.packets[i], fl.bytes[i], fl.ids[i], sig);
+      const r = br.revalidate(fl.keys, i * FLOW_WORDS, fl.masks, i * FLOW_WORDS, Date.now(), fl.packets[i], fl.bytes[i], fl.xids[i], fl.ids[i], sig);
       if (r !== null) stale++;
     }
+    br.endPass();
     if (stale > flows / 2) throw new Error(`revalidation translated ${stale} of ${flows} flows in full`);
     return performance.now() - t;
   };

@@ -7,6 +7,7 @@ import { FlowTables } from '../ofproto/tables.js';
 import { MacLearningTable } from '../ofproto/mac-learning.js';
 import { xlate, xlateReuse, XlateScratch, XLATE_ERRORS, type XlatePort, type Group, type ControllerEvent, type XlateError } from '../ofproto/xlate.js';
 import type { RemovedRule, Rule } from '../ofproto/tables.js';
+import { UkeyTable, SIG_NONE } from './ukeys.js';
 import { parseFlow, formatFlow, formatFlowStats, type PortResolver, type PortNamer } from '../ofproto/flow-syntax.js';
 
 export interface Translation {
@@ -32,9 +33,6 @@ export interface UpcallView extends XlateView {
   key: Uint32Array;
 }
 
-/** A translation kept for revalidation (OVS's ukey): sig it was made under, masked key (then the mask, for a seed), rules hit. */
-interface XcacheEntry { sig: string; key: Uint32Array; rules: Rule[]; at: number }
-
 /** A cached translation is redone in full at least this often (MAC learning refresh). */
 const XCACHE_REFRESH_MS = 5000;
 
@@ -51,13 +49,12 @@ export class Bridge {
   readonly groups = new Map<number, Group>();
   /** OVS fail-open (standalone, controllers set, none connected): forward as NORMAL. */
   failOpen = false;
-  /** Datapath flow id -> packets/bytes already credited to rules. */
+  /** Every datapath flow this bridge set up, by the handle its PMD keeps with it (OVS's ukeys). */
+  readonly ukeys = new UkeyTable();
+  /** Datapath flow id -> packets/bytes already credited, for a flow without a ukey (installed by other means). */
   private readonly credited = new Map<number, { packets: number; bytes: number }>();
-  /**
-   * Per datapath flow, what its last full translation depended on (xlateSig)
-   * and the rules it hit (OVS's ukey and xlate cache): see revalidate().
-   */
-  private readonly xcache = new Map<number, XcacheEntry>();
+  /** Revalidation passes begun (ukey lifetimes). */
+  private pass = 0;
   /** Upcalls whose translation was cut off and dropped, by reason. */
   readonly xlateErrors = Object.fromEntries(XLATE_ERRORS.map((e) => [e, 0])) as Record<XlateError, number>;
 
@@ -136,107 +133,106 @@ export class Bridge {
   }
 
   /**
-   * Revalidation of datapath flow `flowId` (masked key keys[keyOff..], mask
-   * masks[maskOff..], cumulative packets/bytes): while nothing a translation
-   * reads has changed (`sig`, from xlateSig() at the start of the pass) and
-   * its last full translation is younger than XCACHE_REFRESH_MS, its new hits
-   * are credited to the cached rules and null is returned (the flow stands);
-   * otherwise it is translated in full (which also refreshes MAC learning for
-   * a flow with traffic). A flow met for the first time takes the translation
-   * its upcall made (a seed, see translateUpcall) if that was made under the
-   * same sig, so a flow just set up is not translated a second time.
-   * What a non-null result holds is valid until the next translation.
+   * Revalidation of one datapath flow (masked key keys[keyOff..], mask
+   * masks[maskOff..], cumulative packets/bytes, its ukey handle xid and its id
+   * in its PMD thread): while nothing a translation reads has changed (`sig`,
+   * from xlateSig() at the start of the pass) and its last full translation is
+   * younger than XCACHE_REFRESH_MS, its new hits are credited to the rules its
+   * ukey holds and null is returned (the flow stands); otherwise it is
+   * translated in full (which also refreshes MAC learning for a flow with
+   * traffic), and the result is returned for the caller to compare with the
+   * flow. A flow just set up holds its upcall's translation: it is not
+   * translated again. What a non-null result holds is valid until the next
+   * translation.
    */
-  revalidate(keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number, now: number, packets: number, bytes: number, flowId: number, sig: string): XlateView | null {
-    let c = this.xcache.get(flowId);
-    if ((c === undefined || !sameKey(c.key, keys, keyOff)) && (this.seeds.size > 0 || this.seedsOld.size > 0)) {
-      const h = hashKeyMask(keys, keyOff, masks, maskOff);
-      let sd = this.seeds.get(h);
-      if (sd === undefined || !sameKeyMask(sd.key, keys, keyOff, masks, maskOff)) sd = this.seedsOld.get(h);
-      if (sd !== undefined && sameKeyMask(sd.key, keys, keyOff, masks, maskOff)) {
-        this.seeds.delete(h);
-        this.seedsOld.delete(h);
-        c = sd;
-        this.xcache.set(flowId, sd);
-        this.credited.set(flowId, { packets: 0, bytes: 0 });
-      }
-    }
-    // (flow ids are reused, and per PMD thread: the key must match too)
-    if (c !== undefined && c.sig === sig && now - c.at < XCACHE_REFRESH_MS && sameKey(c.key, keys, keyOff)) {
-      const cr = this.credited.get(flowId);
-      if (cr !== undefined && packets >= cr.packets) {
-        const dp = packets - cr.packets;
-        const db = bytes - cr.bytes;
-        cr.packets = packets;
-        cr.bytes = bytes;
-        if (dp > 0) for (const rule of c.rules) this.tables.credit(rule, dp, db, now);
+  revalidate(keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number, now: number, packets: number, bytes: number, xid: number, flowId: number, sig: number): XlateView | null {
+    const u = this.ukeys;
+    const x = u.isLive(xid) && u.matches(xid, keys, keyOff, masks, maskOff) ? xid : -1;
+    let cp: number;
+    let cb: number;
+    if (x >= 0) {
+      u.seen[x] = this.pass;
+      cp = u.packets[x];
+      cb = u.bytes[x];
+      if (u.sig[x] === sig && sig !== SIG_NONE && now - u.at[x] < XCACHE_REFRESH_MS && packets >= cp) {
+        const dp = packets - cp;
+        if (dp > 0) {
+          const db = bytes - cb;
+          u.packets[x] = packets;
+          u.bytes[x] = bytes;
+          for (const rule of u.rules[x]!) this.tables.credit(rule, dp, db, now);
+        }
         return null;
       }
+    } else {
+      const c = this.credited.get(flowId);
+      cp = c?.packets ?? 0;
+      cb = c?.bytes ?? 0;
     }
-    let dp = 0;
-    let db = 0;
-    const cr = this.credited.get(flowId) ?? { packets: 0, bytes: 0 };
-    if (packets < cr.packets) {
-      cr.packets = 0;
-      cr.bytes = 0;
+    if (packets < cp) {
+      cp = 0;
+      cb = 0;
     }
-    dp = packets - cr.packets;
-    db = bytes - cr.bytes;
-    cr.packets = packets;
-    cr.bytes = bytes;
-    this.credited.set(flowId, cr);
+    const dp = packets - cp;
+    const db = bytes - cb;
     const r = this.xl(keys, keyOff, now, dp > 0, undefined);
     if (dp > 0) for (const rule of r.rules) this.tables.credit(rule, dp, db, now);
-    if (!r.error && r.controller.length === 0) this.xcache.set(flowId, { sig, key: keys.slice(keyOff, keyOff + FLOW_WORDS), rules: r.rules.slice(), at: now });
-    else this.xcache.delete(flowId);
+    if (x >= 0) {
+      u.packets[x] = packets;
+      u.bytes[x] = bytes;
+      u.at[x] = now;
+      u.sig[x] = !r.error && r.controller.length === 0 ? sig : SIG_NONE;
+      u.setRules(x, r.rules);
+    } else {
+      const c = this.credited.get(flowId);
+      if (c !== undefined) {
+        c.packets = packets;
+        c.bytes = bytes;
+      } else this.credited.set(flowId, { packets, bytes });
+    }
     return r;
   }
 
   /**
-   * What every translation reads besides the flow key: the rule tables, the
-   * MAC table, the ports and fail-open. Groups are not versioned: while any
-   * group exists nothing is cached (every pass translates in full).
+   * The generation of what every translation reads besides the flow key: the
+   * rule tables, the MAC table, the ports and fail-open (a new number when
+   * any of them changed). Groups are not versioned: while any group exists
+   * every call gives a new number (every pass translates in full).
    */
-  xlateSig(): string {
-    if (this.groups.size > 0) return `g${++this.sigSeq}`;
+  xlateSig(): number {
+    if (this.groups.size > 0) return ++this.sigNum;
     const ports = this.xlatePorts();
     if (this.sigTables !== this.tables.version || this.sigMacs !== this.mac.version || this.sigPorts !== ports || this.sigFailOpen !== this.failOpen) {
       this.sigTables = this.tables.version;
       this.sigMacs = this.mac.version;
       this.sigPorts = ports;
       this.sigFailOpen = this.failOpen;
-      this.sigText = `${this.tables.version}|${this.mac.version}|${[...this.ports].join(';')}|${this.failOpen}`;
+      this.sigNum++;
     }
-    return this.sigText;
+    return this.sigNum;
   }
 
-  private sigSeq = 0;
+  private sigNum = 0;
   private sigTables = -1;
   private sigMacs = -1;
   private sigPorts: XlatePort[] | null = null;
   private sigFailOpen = false;
-  private sigText = '';
   /** Translation storage reused by every upcall and revalidation of this bridge. */
   private readonly scratch = new XlateScratch();
   /** The upcall key masked by its translation's mask (UpcallView.key). */
   private readonly mkey = new Uint32Array(FLOW_WORDS);
   private readonly uview: UpcallView = { key: this.mkey, mask: this.scratch.wc, actions: XlateScratch.NO_ACTIONS, controller: [], error: undefined };
-  /**
-   * Translations made by upcalls, by hash of (masked key, mask), until the
-   * flow they install is met by a revalidation pass (then they become its
-   * xcache entry). Two generations: a pass ages them (rotateSeeds), so one
-   * whose flow never appeared is gone after two passes.
-   */
-  private seeds = new Map<number, XcacheEntry>();
-  private seedsOld = new Map<number, XcacheEntry>();
+  /** The generation the last translateUpcall() was made under (SIG_NONE: not to be trusted by revalidation). */
+  private upSig = SIG_NONE;
 
-  /** Start of a revalidation pass: seeds older than the previous pass are dropped. */
-  rotateSeeds(): void {
-    if (this.seedsOld.size > 0) this.seedsOld = new Map();
-    if (this.seeds.size > 0) {
-      this.seedsOld = this.seeds;
-      this.seeds = new Map();
-    }
+  /** Start of a revalidation pass (before the flow dumps). */
+  beginPass(): void {
+    this.pass++;
+  }
+
+  /** End of a pass that met every flow: free the ukeys of flows that are gone. */
+  endPass(): number {
+    return this.ukeys.sweep(this.pass);
   }
 
   private xl(keys: Uint32Array, keyOff: number, now: number, learn: boolean, packetLen: number | undefined) {
@@ -272,13 +268,31 @@ export class Bridge {
     v.actions = r.actions;
     v.controller = r.controller;
     v.error = r.error;
-    if (!r.error && r.controller.length === 0 && this.groups.size === 0) {
-      const km = new Uint32Array(2 * FLOW_WORDS);
-      km.set(k);
-      km.set(m, FLOW_WORDS);
-      this.seeds.set(hashKeyMask(k, 0, m, 0), { sig: this.xlateSig(), key: km, rules: r.rules.slice(), at: now });
-    }
+    this.upSig = !r.error && r.controller.length === 0 ? this.xlateSig() : SIG_NONE;
     return v;
+  }
+
+  /**
+   * Keep the last translateUpcall() as the ukey of the flow it installs;
+   * returns its handle (for the install: the PMD keeps it with the flow).
+   */
+  keepUpcall(now: number): number {
+    const u = this.ukeys;
+    const x = u.alloc();
+    const b = x * FLOW_WORDS;
+    const m = this.scratch.wc;
+    for (let i = 0; i < FLOW_WORDS; i++) {
+      u.key[b + i] = this.mkey[i];
+      u.mask[b + i] = m[i];
+    }
+    u.sig[x] = this.upSig;
+    u.at[x] = now;
+    u.packets[x] = 0;
+    u.bytes[x] = 0;
+    u.born[x] = this.pass;
+    u.seen[x] = this.pass;
+    u.setRules(x, this.scratch.res.rules);
+    return x;
   }
 
   /** Translate a flow key (a copy of everything; see translateUpcall for the upcall path). */
@@ -305,29 +319,9 @@ export class Bridge {
     return this.tables.expire(now);
   }
 
-  forgetFlow(flowId: number): void {
+  /** Revalidation deleted the datapath flow (ukey xid, id flowId in its PMD thread). */
+  forgetFlow(xid: number, flowId: number): void {
+    this.ukeys.release(xid);
     this.credited.delete(flowId);
-    this.xcache.delete(flowId);
   }
-}
-
-function sameKey(a: Uint32Array, b: Uint32Array, off: number): boolean {
-  for (let i = 0; i < FLOW_WORDS; i++) if (a[i] !== b[off + i]) return false;
-  return true;
-}
-
-/** km: masked key then mask (2 * FLOW_WORDS words). */
-function sameKeyMask(km: Uint32Array, keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number): boolean {
-  if (km.length < 2 * FLOW_WORDS) return false;
-  for (let i = 0; i < FLOW_WORDS; i++) if (km[i] !== keys[keyOff + i] || km[FLOW_WORDS + i] !== masks[maskOff + i]) return false;
-  return true;
-}
-
-function hashKeyMask(keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number): number {
-  let h = 0x811c9dc5 | 0;
-  for (let i = 0; i < FLOW_WORDS; i++) {
-    h = Math.imul(h ^ keys[keyOff + i], 0x01000193);
-    h = Math.imul(h ^ masks[maskOff + i], 0x01000193);
-  }
-  return h;
 }

@@ -475,17 +475,17 @@ export class Switch implements ObservableSwitch {
         }
       }
       // what translations read, per bridge, as the pass starts (flows whose cached translation still holds are not translated again)
-      const sigs = new Map<Bridge, string>();
+      const sigs = new Map<Bridge, number>();
       for (const br of this.bridges.values()) {
         sigs.set(br, br.xlateSig());
-        br.rotateSeeds();
+        br.beginPass();
       }
       for (const pmd of this.pmds) {
         const fl = await pmd.dumpFlowsPacked();
         const gone: number[] = [];
         let lastPort = -1;
         let br: Bridge | undefined;
-        let sig = '';
+        let sig = 0;
         for (let i = 0; i < fl.ids.length; i++) {
           const id = fl.ids[i];
           const ko = i * FLOW_WORDS;
@@ -494,22 +494,26 @@ export class Switch implements ObservableSwitch {
             lastPort = inPort;
             const rt = this.ports.get(inPort);
             br = rt ? this.bridges.get(rt.bridge) : undefined;
-            sig = br !== undefined ? (sigs.get(br) ?? '') : '';
+            const sg = br !== undefined ? sigs.get(br) : undefined;
+            if (sg === undefined) br = undefined;
+            else sig = sg;
           }
-          if (br === undefined || sig === '') {
+          if (br === undefined) {
             gone.push(id);
             continue;
           }
           // credit rule counters with the hits since the last pass, and refresh MAC learning
-          const r = br.revalidate(fl.keys, ko, fl.masks, ko, now, fl.packets[i], fl.bytes[i], id, sig);
+          const r = br.revalidate(fl.keys, ko, fl.masks, ko, now, fl.packets[i], fl.bytes[i], fl.xids[i], id, sig);
           if (r !== null && (!sameWords(r.mask, fl.masks, ko, FLOW_WORDS) || !sameActs(r.actions, fl.acts, fl.actOff[i], fl.actOff[i + 1]))) {
             gone.push(id);
-            br.forgetFlow(id);
+            br.forgetFlow(fl.xids[i], id);
           }
         }
         // one message for all of this thread's flows that no longer stand
         if (gone.length > 0) removed += await pmd.delFlows(gone);
       }
+      // every thread's flows were met: the ukeys of flows that are gone are freed
+      for (const br of this.bridges.values()) br.endPass();
     } catch (e) {
       if (!this.stopping) this.log.warn(`revalidation: ${(e as Error).message}`);
     }

@@ -44,7 +44,7 @@ export function translateUpcalls(b: UpcallBatch, out: UpcallAnswerBuilder, now: 
     let off = out.installed(r.key, r.mask);
     if (off < 0) {
       off = out.program(r.actions);
-      out.install(r.key, r.mask, off, r.actions.length, out.lastHash);
+      out.install(r.key, r.mask, off, r.actions.length, out.lastHash, br.keepUpcall(now));
     }
     if (id >= 0) out.reply(id, off, r.actions.length); // (an upcall past the queue holds no packet: install only)
   }

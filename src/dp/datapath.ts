@@ -120,6 +120,8 @@ const INITIAL_PORT_SLOTS = 64;
 /** Datapath flows as flat arrays: flow i has key/mask words [i*FLOW_WORDS, (i+1)*FLOW_WORDS) and actions acts[actOff[i]..actOff[i+1]). */
 export interface PackedFlows {
   ids: Int32Array;
+  /** Per flow, the slow path's translation handle given at install (-1: none), see installFlowAt. */
+  xids: Int32Array;
   keys: Uint32Array;
   masks: Uint32Array;
   packets: Float64Array;
@@ -193,6 +195,8 @@ export class Datapath {
   private flowBytes: Float64Array = new Float64Array(64);
   private flowUsed: Float64Array = new Float64Array(64);
   private flowCreated: Float64Array = new Float64Array(64);
+  /** Per flow, the slow path's translation handle (installFlowAt's xid; -1: none). */
+  private flowXid = new Int32Array(64).fill(-1);
 
   // held upcall packets
   private readonly pendingHandle = new Int32Array(MAX_PENDING).fill(-1);
@@ -442,8 +446,10 @@ export class Datapath {
   /**
    * installFlow() with key and mask read in place (keys[keyOff..], masks[maskOff..]):
    * no allocation; `prog` is kept (not copied), so megaflows may share one program.
+   * `xid` is the slow path's handle of the translation (its ukey, as OVS): kept with the
+   * flow and returned by dumpFlowsPacked, so revalidation finds it without a search.
    */
-  installFlowAt(keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number, prog: Int32Array): number {
+  installFlowAt(keys: Uint32Array, keyOff: number, masks: Uint32Array, maskOff: number, prog: Int32Array, xid = -1): number {
     if (!validateProgram(prog)) throw new Error('invalid action program');
     const k = this.instKey;
     for (let i = 0; i < FLOW_WORDS; i++) k[i] = keys[keyOff + i] & masks[maskOff + i];
@@ -457,6 +463,7 @@ export class Datapath {
       this.flowCreated[id] = Date.now();
     }
     this.flowProg[id] = prog;
+    this.flowXid[id] = xid;
     return id;
   }
 
@@ -506,6 +513,7 @@ export class Datapath {
     const masks = new Uint32Array(n * FLOW_WORDS);
     const packets = new Float64Array(n);
     const bytes = new Float64Array(n);
+    const xids = new Int32Array(n);
     const actOff = new Int32Array(n + 1);
     let total = 0;
     for (let i = 0; i < n; i++) total += this.flowProg[ids[i]]?.length ?? 0;
@@ -517,6 +525,7 @@ export class Datapath {
       this.cls.maskOf(id, masks, i * FLOW_WORDS);
       packets[i] = this.flowPackets[id];
       bytes[i] = this.flowBytes[id];
+      xids[i] = id < this.flowXid.length ? this.flowXid[id] : -1;
       actOff[i] = o;
       const p = this.flowProg[id];
       if (p) {
@@ -525,7 +534,7 @@ export class Datapath {
       }
     }
     actOff[n] = o;
-    return { ids: Int32Array.from(ids), keys, masks, packets, bytes, actOff, acts };
+    return { ids: Int32Array.from(ids), xids, keys, masks, packets, bytes, actOff, acts };
   }
 
   dumpFlows(): DpFlowInfo[] {
@@ -1110,6 +1119,9 @@ export class Datapath {
     this.flowBytes = grow(this.flowBytes);
     this.flowUsed = grow(this.flowUsed);
     this.flowCreated = grow(this.flowCreated);
+    const x = new Int32Array(cap).fill(-1);
+    x.set(this.flowXid);
+    this.flowXid = x;
   }
 }
 

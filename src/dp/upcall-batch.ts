@@ -32,6 +32,8 @@ export interface UpcallAnswer {
   instMasks: Uint32Array;
   instOff: Int32Array;
   instLen: Int32Array;
+  /** Install i: the slow path's handle of its translation (Datapath.installFlowAt's xid). */
+  instXid: Int32Array;
   nReply: number;
   /** Reply i: upcall id, actions acts[repOff[i] .. +repLen[i]) or none (repOff -1: drop). */
   repIds: Float64Array;
@@ -136,6 +138,7 @@ export class UpcallAnswerBuilder {
   private instMasks: Uint32Array;
   private instOff: Int32Array;
   private instLen: Int32Array;
+  private instXid: Int32Array;
   private repIds: Float64Array;
   private repOff: Int32Array;
   private repLen: Int32Array;
@@ -154,6 +157,7 @@ export class UpcallAnswerBuilder {
     this.instMasks = new Uint32Array(n * FLOW_WORDS);
     this.instOff = new Int32Array(n);
     this.instLen = new Int32Array(n);
+    this.instXid = new Int32Array(n);
     this.repIds = new Float64Array(n);
     this.repOff = new Int32Array(n);
     this.repLen = new Int32Array(n);
@@ -222,7 +226,7 @@ export class UpcallAnswerBuilder {
     return -1;
   }
 
-  install(key: ArrayLike<number>, mask: ArrayLike<number>, off: number, len: number, hash?: number): void {
+  install(key: ArrayLike<number>, mask: ArrayLike<number>, off: number, len: number, hash?: number, xid = -1): void {
     const j = this.nInst;
     if (j === this.instOff.length) this.growInstalls();
     const b = j * FLOW_WORDS;
@@ -232,6 +236,7 @@ export class UpcallAnswerBuilder {
     }
     this.instOff[j] = off;
     this.instLen[j] = len;
+    this.instXid[j] = xid;
     if (hash !== undefined) this.byHash.set(hash, j);
     this.nInst = j + 1;
   }
@@ -247,6 +252,7 @@ export class UpcallAnswerBuilder {
     this.instMasks = g(this.instMasks, n * FLOW_WORDS);
     this.instOff = g(this.instOff, n);
     this.instLen = g(this.instLen, n);
+    this.instXid = g(this.instXid, n);
   }
 
   /** off -1: no actions (the held packets are dropped as no-rule). At most maxReplies (of reset()) replies. */
@@ -267,6 +273,7 @@ export class UpcallAnswerBuilder {
       instMasks: this.instMasks.slice(0, ni * FLOW_WORDS),
       instOff: this.instOff.slice(0, ni),
       instLen: this.instLen.slice(0, ni),
+      instXid: this.instXid.slice(0, ni),
       nReply: nr,
       repIds: this.repIds.slice(0, nr),
       repOff: this.repOff.slice(0, nr),
@@ -274,7 +281,7 @@ export class UpcallAnswerBuilder {
       repPerPacket: this.repPerPacket.slice(0, nr),
       acts: this.acts.slice(0, this.nActs),
     };
-    const transfer = [answer.instKeys, answer.instMasks, answer.instOff, answer.instLen, answer.repIds, answer.repOff, answer.repLen, answer.repPerPacket, answer.acts].map((a) => a.buffer as ArrayBuffer);
+    const transfer = [answer.instKeys, answer.instMasks, answer.instOff, answer.instLen, answer.instXid, answer.repIds, answer.repOff, answer.repLen, answer.repPerPacket, answer.acts].map((a) => a.buffer as ArrayBuffer);
     return { answer, transfer };
   }
 }
@@ -294,7 +301,7 @@ export function applyUpcallAnswer(dp: Datapath, r: UpcallAnswer, onError: (e: Er
         progOff = off;
         prog = r.acts.slice(off, off + r.instLen[i]);
       }
-      dp.installFlowAt(r.instKeys, i * FLOW_WORDS, r.instMasks, i * FLOW_WORDS, prog);
+      dp.installFlowAt(r.instKeys, i * FLOW_WORDS, r.instMasks, i * FLOW_WORDS, prog, r.instXid[i]);
     } catch (e) {
       onError(e as Error);
     }
