@@ -347,7 +347,14 @@ function workerMain(cfg: PmdConfig): void {
     }
     if (m.req === undefined) return;
     handle(m.req).then(
-      (result) => port.postMessage({ t: 'resp', seq: m.seq, result }),
+      (result) => {
+        // a flow dump (one per revalidation pass, ~150 bytes per flow) is made for the message: its buffers move, not copied
+        if (m.req!.op === 'dump-flows-packed') {
+          const f = result as PackedFlows;
+          const transfer = [f.ids, f.xids, f.keys, f.masks, f.packets, f.bytes, f.actOff, f.acts].map((a) => a.buffer as ArrayBuffer);
+          port.postMessage({ t: 'resp', seq: m.seq, result }, transfer);
+        } else port.postMessage({ t: 'resp', seq: m.seq, result });
+      },
       (e: Error) => port.postMessage({ t: 'resp', seq: m.seq, error: { message: e.message, name: e.name } }),
     );
   });
