@@ -15,6 +15,11 @@ function need(pos: string[], n: number, what: string): void {
 }
 
 
+/** "10,20,30" (or "") as VLAN ids. */
+function vlanList(text: string, what: string): number[] {
+  return text.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => intOption(x, what, 0, 4095) as number);
+}
+
 /** Build the RPC params of each command from its arguments. */
 const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>> = {
   'add-br': (_v, p) => (need(p, 1, 'bridge name'), { bridge: p[0] }),
@@ -26,7 +31,23 @@ const PARAMS: Record<string, (v: Values, p: string[]) => Record<string, unknown>
       bridge: p[0], name: p[1], type: v.type, path: v.path, iface: v.iface, netns: v.netns,
       remote_ip: v['remote-ip'], local_ip: v['local-ip'], key: v.key, dst_port: v.type === 'vxlan' ? intOption(v['dst-port'], 'dst-port', 1, 65535) : undefined,
       queues: intOption(v.queues, 'queues', 1, 16), ofport: intOption(v.ofport, 'ofport', 1, 0xfeff), mtu: intOption(v.mtu, 'mtu', 68, 65535),
+      ...(v.tag !== undefined ? { tag: intOption(v.tag, 'tag', 0, 4095) } : {}),
+      ...(v.trunks !== undefined ? { trunks: vlanList(String(v.trunks), '--trunks') } : {}),
+      ...(v['vlan-mode'] !== undefined ? { vlan_mode: v['vlan-mode'] } : {}),
     };
+  },
+  'set-port': (_v, p) => {
+    need(p, 2, 'PORT COLUMN=VALUE...');
+    const out: Record<string, unknown> = { name: p[0] };
+    for (const kv of p.slice(1)) {
+      const m = /^(tag|trunks|vlan_mode)=(.*)$/.exec(kv);
+      if (!m) throw new UsageError(`'${kv}': expected tag=N, trunks=N,N,... or vlan_mode=MODE (an empty value clears it)`);
+      const val = m[2].replace(/^\[(.*)\]$/, '$1').trim();
+      if (m[1] === 'tag') out.tag = val === '' ? null : intOption(val, 'tag', 0, 4095);
+      else if (m[1] === 'trunks') out.trunks = vlanList(val, 'trunks');
+      else out.vlan_mode = val === '' ? null : val;
+    }
+    return out;
   },
   'del-port': (_v, p) => (need(p, 2, 'BR NAME'), { bridge: p[0], name: p[1] }),
   'add-flow': (_v, p) => (need(p, 2, 'BR FLOW'), { bridge: p[0], flow: p.slice(1).join(' ') }),

@@ -5,6 +5,7 @@
 import { FLOW_WORDS } from '../dp/flow-key.js';
 import { FlowTables } from '../ofproto/tables.js';
 import { MacLearningTable } from '../ofproto/mac-learning.js';
+import type { PortVlan } from '../ofproto/port-vlan.js';
 import { xlate, xlateReuse, XlateScratch, XLATE_ERRORS, type XlatePort, type Group, type ControllerEvent, type XlateError } from '../ofproto/xlate.js';
 import type { RemovedRule, Rule } from '../ofproto/tables.js';
 import { UkeyTable, SIG_NONE } from './ukeys.js';
@@ -65,12 +66,28 @@ export class Bridge {
   /** Tunnel ports with options:key=flow (their outputs carry the flow's tun_id). */
   readonly flowKeyTunnels = new Set<number>();
 
-  private portsCache: XlatePort[] = [];
+  /** Ports' VLAN roles in NORMAL (OVS Port tag/trunks/vlan_mode); a port not here is a trunk of every VLAN. */
+  private readonly vlans = new Map<number, PortVlan>();
+  private vlanVersion = 0;
 
-  /** The ports as xlate sees them: one array, rebuilt only when the ports or their tunnel keying change. */
+  /** Set (or with undefined, clear) a port's VLAN role; flows translated before are revalidated. */
+  setPortVlan(ofport: number, v: PortVlan | undefined): void {
+    if (v === undefined) this.vlans.delete(ofport);
+    else this.vlans.set(ofport, v);
+    this.vlanVersion++;
+  }
+
+  portVlan(ofport: number): PortVlan | undefined {
+    return this.vlans.get(ofport);
+  }
+
+  private portsCache: XlatePort[] = [];
+  private portsCacheVlan = -1;
+
+  /** The ports as xlate sees them: one array, rebuilt only when the ports, their tunnel keying or their VLAN roles change. */
   private xlatePorts(): XlatePort[] {
     const c = this.portsCache;
-    let same = c.length === this.ports.size;
+    let same = c.length === this.ports.size && this.portsCacheVlan === this.vlanVersion;
     if (same) {
       let i = 0;
       for (const no of this.ports.keys()) {
@@ -82,7 +99,14 @@ export class Bridge {
       }
     }
     if (!same) {
-      this.portsCache = [...this.ports.keys()].map((no) => (this.flowKeyTunnels.has(no) ? { ofPort: no, dpPort: no, tunnelKeyFlow: true } : { ofPort: no, dpPort: no }));
+      this.portsCache = [...this.ports.keys()].map((no) => {
+        const p: XlatePort = { ofPort: no, dpPort: no };
+        if (this.flowKeyTunnels.has(no)) p.tunnelKeyFlow = true;
+        const v = this.vlans.get(no);
+        if (v !== undefined) p.vlan = v;
+        return p;
+      });
+      this.portsCacheVlan = this.vlanVersion;
     }
     return this.portsCache;
   }

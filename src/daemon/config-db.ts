@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { portNumberProblem } from '../dp/port-number.js';
+import { portVlan, type PortVlanConfig } from '../ofproto/port-vlan.js';
 
 export type PortType = 'vhost-user' | 'vhost-user-client' | 'tap' | 'afpacket' | 'virtio-user' | 'vxlan';
 
@@ -35,6 +36,8 @@ export interface PortConfig {
   netns?: string;
   /** vxlan: tunnel settings (iface is the underlay). */
   tunnel?: TunnelConfig;
+  /** VLAN role in NORMAL, as OVS's Port columns (src/ofproto/port-vlan.ts). */
+  vlan?: PortVlanConfig;
 }
 
 export interface BridgeConfig {
@@ -105,6 +108,13 @@ export function loadConfig(doc: unknown): { config: SwitchConfig; skipped: strin
       if (typeof p?.name !== 'string' || names.has(p.name)) problem = `bad or duplicate port name ${JSON.stringify(p?.name)}`;
       else if (!PORT_TYPES.includes(p.type)) problem = `unknown type ${JSON.stringify(p.type)}`;
       else problem = portNumberProblem(p.ofport) ?? (numbers.has(p.ofport) ? `port number ${p.ofport} is used twice` : null);
+      if (problem === null && p.vlan !== undefined) {
+        try {
+          portVlan(p.vlan);
+        } catch (e) {
+          problem = `vlan: ${(e as Error).message}`;
+        }
+      }
       if (problem !== null) {
         skipped.push(`config: bridge ${b.name}: port ${typeof p?.name === 'string' ? p.name : '?'}: ${problem}: port skipped`);
         continue;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Switch } from './switch.js';
 import { RpcError } from './control.js';
 import { OvsdbVswitchd } from '../ovsdb/vswitchd.js';
-import { ctlAddBr, ctlDelBr, ctlAddPort, ctlDelPort } from '../ovsdb/ctl-writes.js';
+import { ctlAddBr, ctlDelBr, ctlAddPort, ctlDelPort, ctlSetPort } from '../ovsdb/ctl-writes.js';
 import { parseRemote } from '../ovsdb/client.js';
 
 export function startOvsdbMode(sw: Switch, remote: string, log: Logger, statsMs?: number): OvsdbVswitchd {
@@ -16,7 +16,7 @@ export function startOvsdbMode(sw: Switch, remote: string, log: Logger, statsMs?
   const c = sw.control;
   // the switch's own methods, kept for the reconciler
   const direct = new Map<string, (p: Record<string, unknown>) => unknown>();
-  for (const m of ['add-br', 'del-br', 'add-port', 'del-port']) direct.set(m, c.handler(m)!);
+  for (const m of ['add-br', 'del-br', 'add-port', 'del-port', 'set-port']) direct.set(m, c.handler(m)!);
   const v = new OvsdbVswitchd({
     remote,
     statsMs,
@@ -42,6 +42,7 @@ export function startOvsdbMode(sw: Switch, remote: string, log: Logger, statsMs?
     const r = await ctlAddPort(v, p, v.vhostSockDir());
     return { text: String(p.type) === 'vhost-user' ? `${String(p.name)}: vhost-user socket ${r.path}` : '', data: r };
   }));
+  c.on('set-port', wrap(async (p) => (await ctlSetPort(v, p), { text: '' })));
   c.on('del-port', wrap(async (p) => (await ctlDelPort(v, String(p.bridge ?? ''), String(p.name ?? '')), { text: '' })));
   c.on('ovsdb-status', () => {
     const data = { remote, connected: v.connected, lock: v.hasLock, cur_cfg: v.appliedCfg, sessions: v.client.sessions };

@@ -42,6 +42,7 @@ import { CaptureSessions } from '../capture/sessions.js';
 import { OpenFlowAgent, type OfBridgeHost, type OfPortStats, type FailMode } from '../openflow/agent.js';
 import type { OfPortDesc } from '../openflow/wire.js';
 import { xlatePacketOut, type ControllerEvent } from '../ofproto/xlate.js';
+import { portVlan, formatPortVlan, VLAN_MODES, type PortVlanConfig, type VlanMode } from '../ofproto/port-vlan.js';
 import type { OfAction } from '../ofproto/flow-syntax.js';
 import { extractKey, FLOW_WORDS } from '../dp/flow-key.js';
 import { memoryReport, rssSplit, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
@@ -309,6 +310,7 @@ export class Switch implements ObservableSwitch {
     this.ports.set(p.ofport, rt);
     this.bridges.get(bridge)!.ports.set(p.ofport, p.name);
     if (p.tunnel?.key === 'flow') this.bridges.get(bridge)!.flowKeyTunnels.add(p.ofport);
+    if (p.vlan !== undefined) this.bridges.get(bridge)!.setPortVlan(p.ofport, portVlan(p.vlan));
     try {
       const problem = this.mtuProblem(p.mtu);
       if (problem !== null) throw new Error(problem);
@@ -773,12 +775,21 @@ export class Switch implements ObservableSwitch {
           throw new RpcError(`cannot add port ${name}: ${(e as Error).message}`);
         }
       } else if (p.remote_ip !== undefined && p.remote_ip !== null) throw new RpcError(`cannot add port ${name}: --remote-ip is for type vxlan`);
+      const vlan = vlanParams(p);
+      if (vlan !== undefined) {
+        try {
+          if (portVlan(vlan) !== undefined) cfg.vlan = vlan;
+        } catch (e) {
+          throw new RpcError(`cannot add port ${name}: ${(e as Error).message}`);
+        }
+      }
       await this.openPort(br.name, cfg);
       const rt = this.ports.get(ofport)!;
       if (rt.error) {
         this.ports.delete(ofport);
         br.ports.delete(ofport);
         br.flowKeyTunnels.delete(ofport);
+        br.setPortVlan(ofport, undefined);
         throw new RpcError(`cannot add port ${name}: ${rt.error}`);
       }
       this.db.bridge(br.name)!.ports.push(cfg);
@@ -786,6 +797,33 @@ export class Switch implements ObservableSwitch {
       // flows cached before the port existed (e.g. floods) must see it
       await this.waitRevalidated();
       return { text: type === 'vhost-user' ? `${name}: vhost-user socket ${sock}` : '', data: { ofport, path: sock } };
+    });
+    c.on('set-port', async (p) => {
+      // OVS's `ovs-vsctl set Port P tag=N trunks=... vlan_mode=...`: the port keeps running; the given
+      // columns replace the old ones (a null or empty one clears it)
+      const no = this.resolvePort(String(p.name));
+      const rt = no === undefined ? undefined : this.ports.get(no);
+      if (no === undefined || rt === undefined) throw new RpcError(`no port '${String(p.name)}'`);
+      const next: PortVlanConfig = { ...(rt.cfg.vlan ?? {}) };
+      const given = vlanParams(p) ?? {};
+      for (const k of ['tag', 'trunks', 'vlan_mode'] as const) {
+        if (!(k in p)) continue;
+        if (given[k] === undefined || (k === 'trunks' && given.trunks!.length === 0)) delete next[k];
+        else (next as Record<string, unknown>)[k] = given[k];
+      }
+      let role;
+      try {
+        role = portVlan(next);
+      } catch (e) {
+        throw new RpcError(`port ${rt.cfg.name}: ${(e as Error).message}`);
+      }
+      if (role === undefined) delete rt.cfg.vlan;
+      else rt.cfg.vlan = next;
+      this.bridges.get(rt.bridge)!.setPortVlan(no, role);
+      this.persist();
+      // NORMAL's decisions changed: answer once the datapath flows reflect the new role
+      await this.waitRevalidated();
+      return { text: '', data: { name: rt.cfg.name, vlan: formatPortVlan(role) } };
     });
     c.on('del-port', async (p) => {
       const br = this.bridgeOrThrow(p.bridge);
@@ -849,6 +887,7 @@ export class Switch implements ObservableSwitch {
             link: rt.info?.link ?? 'down', status: rt.info?.status ?? '', error: rt.error ?? '', pmd: rt.pmd.id,
             ...(rt.info?.memory ? { memory: rt.info.memory } : {}),
             ...(rt.cfg.tunnel ? { tunnel: rt.cfg.tunnel } : {}),
+            ...(br.portVlan(no) ? { vlan: formatPortVlan(br.portVlan(no)) } : {}),
           };
         }),
         rules: br.ruleCount(),
@@ -869,7 +908,7 @@ export class Switch implements ObservableSwitch {
         const xe = Object.entries(b.xlateErrors).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ');
         if (xe) lines.push(`    translations cut off and dropped: ${xe}`);
         for (const p of b.ports) {
-          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.tunnel ? ` remote_ip=${p.tunnel.remoteIp}${p.tunnel.localIp ? ` local_ip=${p.tunnel.localIp}` : ''} key=${p.tunnel.key ?? 0}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && (p.link !== 'up' || p.type === 'vxlan') ? `  (${p.status})` : ''}`);
+          lines.push(`    Port ${p.name}  ofport=${p.ofport} type=${p.type}${p.vlan ? ` ${p.vlan}` : ''}${p.path ? ` path=${p.path}` : ''}${p.iface ? ` iface=${p.iface}` : ''}${p.tunnel ? ` remote_ip=${p.tunnel.remoteIp}${p.tunnel.localIp ? ` local_ip=${p.tunnel.localIp}` : ''} key=${p.tunnel.key ?? 0}` : ''}${p.mtu !== undefined ? ` mtu=${p.mtu}` : ''} link=${p.link} pmd=${p.pmd}${p.memory ? ` mem=${memProtection(p.memory)}` : ''}${p.error ? `  ERROR: ${p.error}` : p.status && (p.link !== 'up' || p.type === 'vxlan') ? `  (${p.status})` : ''}`);
         }
       }
       return { text: lines.join('\n'), data };
@@ -1179,6 +1218,7 @@ export class Switch implements ObservableSwitch {
     if (br) {
       br.ports.delete(no);
       br.flowKeyTunnels.delete(no);
+      br.setPortVlan(no, undefined);
       br.mac.flushPort(no);
     }
     const bc: BridgeConfig | undefined = this.db.bridge(rt.bridge);
@@ -1303,4 +1343,29 @@ export function tunnelOptions(p: Record<string, unknown>): TunnelConfig {
     t.dstPort = d;
   }
   return t;
+}
+
+/**
+ * The VLAN columns of an add-port / set-port request (tag: a number; trunks: numbers, or a
+ * "10,20" string; vlan_mode: a name), unchecked beyond their types; undefined when none is given.
+ */
+function vlanParams(p: Record<string, unknown>): PortVlanConfig | undefined {
+  if (!('tag' in p) && !('trunks' in p) && !('vlan_mode' in p)) return undefined;
+  const c: PortVlanConfig = {};
+  const num = (v: unknown, what: string): number => {
+    const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (!Number.isInteger(n)) throw new RpcError(`${what} '${String(v)}' is not a VLAN id`);
+    return n;
+  };
+  if (p.tag !== undefined && p.tag !== null && p.tag !== '') c.tag = num(p.tag, 'tag');
+  if (p.trunks !== undefined && p.trunks !== null) {
+    const list = Array.isArray(p.trunks) ? p.trunks : String(p.trunks).split(',').filter((x) => x.trim() !== '');
+    c.trunks = list.map((x) => num(x, 'trunks:'));
+  }
+  if (p.vlan_mode !== undefined && p.vlan_mode !== null && p.vlan_mode !== '') {
+    const m = String(p.vlan_mode);
+    if (!VLAN_MODES.includes(m as VlanMode)) throw new RpcError(`vlan_mode '${m}' must be one of ${VLAN_MODES.join(', ')}`);
+    c.vlan_mode = m as VlanMode;
+  }
+  return c;
 }

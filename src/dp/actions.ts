@@ -323,6 +323,22 @@ export class ProgramBuilder {
   reset(): this { this.n = 0; return this; }
 }
 
+/**
+ * The length of the program without the ops after its last OUTPUT (and after word `keep`): they
+ * change a frame no port receives, and would only cost the executor a copy. No allocation.
+ */
+export function liveLength(prog: Int32Array, keep = 0): number {
+  let pc = 0;
+  let end = 0;
+  while (pc < prog.length) {
+    const op = prog[pc];
+    if (op < 0 || op > OP_MAX) return prog.length;
+    pc += OP_WORDS_I32[op];
+    if (op === OP_OUTPUT) end = pc;
+  }
+  return Math.min(prog.length, Math.max(end, keep));
+}
+
 /** Whether a program is well formed (known opcodes, complete args). */
 export function validateProgram(prog: Int32Array, progLen = prog.length): boolean {
   let pc = 0;

@@ -57,7 +57,8 @@ import {
   FLOW_WORDS, W_IN_PORT, W_DL_HI, W_DL_SRC_LO, W_DL_DST_LO, W_TYPE_TCI, W_VLAN2, W_TUN_ID, W_TUN_SRC, W_TUN_DST, VLAN_CFI,
   keyDlSrc, keyDlDst, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP, FRAG_LATER,
 } from '../dp/flow-key.js';
-import { ProgramBuilder } from '../dp/actions.js';
+import { ProgramBuilder, liveLength } from '../dp/actions.js';
+import { inputVlan, includesVlan, outputVid, type PortVlan } from './port-vlan.js';
 import {
   OFPP_NORMAL, OFPP_FLOOD, OFPP_ALL, OFPP_IN_PORT, OFPP_LOCAL, OFPP_TABLE, type OfAction,
 } from './flow-syntax.js';
@@ -80,6 +81,8 @@ export interface XlatePort {
   noFlood?: boolean;
   /** A tunnel port with options:key=flow: outputs carry the flow's tun_id (OP_SET_TUNNEL first). */
   tunnelKeyFlow?: boolean;
+  /** Its VLAN role in NORMAL (OVS Port tag/trunks/vlan_mode); none: a trunk of every VLAN. */
+  vlan?: PortVlan;
 }
 
 /** A group table entry (OpenFlow 1.1+ GROUP_MOD). */
@@ -177,11 +180,20 @@ function newCtx(env: XlateEnv, flow: Uint32Array, wc: Uint32Array, opts: XlateOp
   return { env, flow, wc, prog: new ProgramBuilder(), rules: [], opts, byOf, usedMac: false, controller: [], rule: undefined, actionSet: new Map(), depth: 0, resubmits: 0, tunSet: false, meta: 0n };
 }
 
+/** prog without its dead tail (ops after the last output and the last packet-in point), e.g. NORMAL putting a frame's tag back. */
+function live(prog: Int32Array, ctx: Ctx): Int32Array {
+  let keep = 0;
+  for (let i = 0; i < ctx.controller.length; i++) if (ctx.controller[i].pc > keep) keep = ctx.controller[i].pc;
+  const n = liveLength(prog, keep);
+  return n === prog.length ? prog : prog.subarray(0, n);
+}
+
 function result(ctx: Ctx, error: XlateError | undefined): XlateResult {
   // a cut-off translation depended on everything it had looked at, and maybe more: its drop flow matches exactly
   if (error) ctx.wc.fill(0xffffffff);
   return {
-    actions: error ? new Int32Array(0) : ctx.prog.build(),
+    // (ops after the last output, e.g. NORMAL putting a frame's tag back, change nothing anyone sees)
+    actions: error ? new Int32Array(0) : live(ctx.prog.build(), ctx),
     mask: ctx.wc,
     rules: ctx.rules,
     usedMacLearning: ctx.usedMac,
@@ -320,7 +332,7 @@ export function xlateReuse(env: XlateEnv, key: Uint32Array, keyOff: number, opts
   const error = run(ctx, sc.start(env, opts, flow[W_IN_PORT]));
   if (error) sc.wc.fill(0xffffffff);
   const r = sc.res;
-  r.actions = error ? XlateScratch.NO_ACTIONS : ctx.prog.view();
+  r.actions = error ? XlateScratch.NO_ACTIONS : live(ctx.prog.view(), ctx);
   r.rules = ctx.rules;
   r.usedMacLearning = ctx.usedMac;
   r.tablesVersion = env.tables.version;
@@ -627,18 +639,66 @@ function doNormal(ctx: Ctx): void {
   wc[W_DL_DST_LO] = 0xffffffff;
   wc[W_TYPE_TCI] |= VLAN_CFI | 0xfff;
   ctx.usedMac = true;
-  const tci = f[W_TYPE_TCI] & 0xffff;
-  const vlan = tci & VLAN_CFI ? tci & 0xfff : 0;
-  const src = keyDlSrc(f, 0);
   const dst = keyDlDst(f, 0);
+  // 01:80:c2:00:00:0x (STP, LACP, LLDP, ...) is for the bridge itself, not forwarded (OVS, forward_bpdu=false)
+  if (Math.floor(dst / 16) === 0x0180c200000) return;
+  const tci = f[W_TYPE_TCI] & 0xffff;
   const inOf = f[W_IN_PORT];
+  // the frame's VLAN as its input port's role says (OVS input_vid_is_valid, xvlan_input_translate)
+  const vlan = inputVlan(ctx.byOf.get(inOf)?.vlan, tci & VLAN_CFI ? tci & 0xfff : 0);
+  if (vlan < 0) return; // a VLAN the input port does not carry: dropped
+  const src = keyDlSrc(f, 0);
   const { macs, now } = ctx.env;
   if (ctx.opts.learn !== false) macs.learn(vlan, src, inOf, now);
-  if (isMulticastMac(dst)) { flood(ctx, false); return; }
-  const out = macs.lookup(vlan, dst, now);
-  if (out === undefined) { flood(ctx, false); return; }
-  if (out === inOf) return;
-  const p = ctx.byOf.get(out);
-  if (!p) { flood(ctx, false); return; }
+  const saved = { tci: f[W_TYPE_TCI], vlan2: f[W_VLAN2] };
+  const tag: NormalTag = { outer: tci & VLAN_CFI ? tci & 0xfff : -1 };
+  const out = isMulticastMac(dst) ? undefined : macs.lookup(vlan, dst, now);
+  const p = out === undefined ? undefined : ctx.byOf.get(out);
+  if (out !== undefined && out === inOf) return;
+  if (p !== undefined) outputNormal(ctx, p, vlan, saved, tag);
+  else {
+    // unknown, broadcast or multicast destination: every other port that carries the VLAN
+    for (const q of ctx.env.ports) if (q.ofPort !== inOf && !q.noFlood) outputNormal(ctx, q, vlan, saved, tag);
+  }
+  // later actions see the frame as NORMAL found it
+  setOuterVid(ctx, saved, tag, tci & VLAN_CFI ? tci & 0xfff : -1);
+}
+
+/** The outer tag NORMAL's outputs left on the frame: its VLAN id, or -1 for none (the frame's own tag popped, or none pushed). */
+interface NormalTag { outer: number }
+
+/** NORMAL's output of a frame of `vlan` to p (OVS output_normal): skipped unless p carries it; tagged as p's role says. */
+function outputNormal(ctx: Ctx, p: XlatePort, vlan: number, saved: { tci: number; vlan2: number }, tag: NormalTag): void {
+  if (!includesVlan(p.vlan, vlan)) return;
+  const vid = outputVid(p.vlan, vlan);
+  setOuterVid(ctx, saved, tag, vid === 0 ? -1 : vid);
   output(ctx, p);
+}
+
+/**
+ * Bring the frame NORMAL received (outer tag saved.tci, inner saved.vlan2) to an outer tag with VLAN
+ * id `want` (-1: none of NORMAL's; a tag of the frame's own keeps its PCP), from the state `tag`
+ * the earlier outputs left; the flow key follows, as for the VLAN actions.
+ */
+function setOuterVid(ctx: Ctx, saved: { tci: number; vlan2: number }, tag: NormalTag, want: number): void {
+  const f = ctx.flow;
+  const type = f[W_TYPE_TCI] & 0xffff0000;
+  const own = (saved.tci & VLAN_CFI) !== 0;
+  const ownTci = saved.tci & 0xffff;
+  if (tag.outer === want) return;
+  if (want < 0) {
+    ctx.prog.popVlan();
+    f[W_TYPE_TCI] = (type | (own ? saved.vlan2 & 0xffff : 0)) >>> 0;
+    f[W_VLAN2] = 0;
+  } else if (tag.outer >= 0) {
+    ctx.prog.setVlanVid(want);
+    f[W_TYPE_TCI] = ((f[W_TYPE_TCI] & ~0xfff) | want) >>> 0;
+  } else {
+    // a tag on an untagged frame (PCP 0), or the frame's own tag back (its PCP kept) with this VLAN id
+    const t = own ? (ownTci & ~VLAN_CFI & ~0xfff) | want : want;
+    ctx.prog.pushVlan(0x8100, t);
+    f[W_VLAN2] = own ? saved.vlan2 : 0;
+    f[W_TYPE_TCI] = (type | t | VLAN_CFI) >>> 0;
+  }
+  tag.outer = want;
 }

@@ -72,7 +72,7 @@ export async function ctlAddPort(v: OvsdbVswitchd, p: Record<string, unknown>, s
   if (p.mtu !== undefined && p.mtu !== null) row.mtu_request = Number(p.mtu);
   await v.commit([
     { op: 'insert', table: 'Interface', row, 'uuid-name': 'i' },
-    { op: 'insert', table: 'Port', row: { name, interfaces: named('i') }, 'uuid-name': 'p' },
+    { op: 'insert', table: 'Port', row: { name, interfaces: named('i'), ...portVlanRow(p) }, 'uuid-name': 'p' },
     { op: 'mutate', table: 'Bridge', where: whereUuid(b), mutations: [['ports', 'insert', mkSet([named('p')])]] },
   ]);
   const r = v.result(name);
@@ -88,4 +88,23 @@ export async function ctlDelPort(v: OvsdbVswitchd, bridge: string, name: string)
   const br = v.row('Bridge', b)!;
   if (pu === undefined || !uuidSet(br.ports).includes(pu)) throw new CtlError(`bridge ${bridge} has no port '${name}'`);
   await v.commit([{ op: 'mutate', table: 'Bridge', where: whereUuid(b), mutations: [['ports', 'delete', mkSet([mkUuid(pu)])]] }]);
+}
+
+/** tag / trunks / vlan_mode of a request as Port columns (only those given; null or [] writes an empty set). */
+function portVlanRow(p: Record<string, unknown>): Record<string, unknown> {
+  const row: Record<string, unknown> = {};
+  if ('tag' in p) row.tag = p.tag === null || p.tag === undefined ? mkSet([]) : Number(p.tag);
+  if ('trunks' in p) row.trunks = mkSet(((p.trunks as unknown[] | null) ?? []).map(Number));
+  if ('vlan_mode' in p) row.vlan_mode = p.vlan_mode === null || p.vlan_mode === undefined ? mkSet([]) : String(p.vlan_mode);
+  return row;
+}
+
+/** `tsvs set-port P tag=... trunks=... vlan_mode=...` in OVSDB mode: ovs-vsctl set Port P ... */
+export async function ctlSetPort(v: OvsdbVswitchd, p: Record<string, unknown>): Promise<void> {
+  const name = String(p.name ?? '');
+  const pu = v.findRow('Port', name);
+  if (pu === undefined) throw new CtlError(`no port '${name}'`);
+  const row = portVlanRow(p);
+  if (Object.keys(row).length === 0) return;
+  await v.commit([{ op: 'update', table: 'Port', where: whereUuid(pu), row }]);
 }

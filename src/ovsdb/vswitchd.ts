@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as crypto from 'node:crypto';
 import { OvsdbClient, OvsdbError } from './client.js';
-import { type Row, uuidOf, uuidSet, optional, strMap, mkSet, mkMap, mkOptional, mkUuid, whereUuid } from './datum.js';
+import { type Row, uuidOf, uuidSet, setOf, optional, strMap, mkSet, mkMap, mkOptional, mkUuid, whereUuid } from './datum.js';
 
 export const DB = 'Open_vSwitch';
 export const LOCK = 'ovs_vswitchd';
@@ -61,6 +61,20 @@ export interface PortPlan {
 }
 
 /** Map an Interface row to tsvs add-port parameters (pure; exported for tests). */
+export interface PortVlanColumns { tag?: number; trunks?: number[]; vlan_mode?: string }
+
+/** A Port row's VLAN columns (empty sets left out). */
+export function portVlanColumns(port: Row): PortVlanColumns {
+  const out: PortVlanColumns = {};
+  const tag = optional<number>(port.tag);
+  if (typeof tag === 'number') out.tag = tag;
+  const trunks = setOf(port.trunks).filter((x): x is number => typeof x === 'number').sort((a, b) => a - b);
+  if (trunks.length > 0) out.trunks = trunks;
+  const mode = optional<string>(port.vlan_mode);
+  if (typeof mode === 'string') out.vlan_mode = mode;
+  return out;
+}
+
 export function planInterface(bridge: string, iface: Row, sockDir: string): PortPlan {
   const name = String(iface.name);
   const type = String(iface.type ?? '');
@@ -120,6 +134,8 @@ interface Applied {
   ofport: number;
   error?: string;
   uuid?: string;
+  /** The Port row's tag/trunks/vlan_mode last given to the switch (JSON), applied without re-adding the port. */
+  vlan?: string;
 }
 
 interface ShowPort {
@@ -332,7 +348,7 @@ export class OvsdbVswitchd {
 
     // ---- the desired configuration
     const wantBridges = new Map<string, { uuid: string; row: Row }>();
-    const plans = new Map<string, PortPlan & { uuid: string; key: string }>();
+    const plans = new Map<string, PortPlan & { uuid: string; key: string; vlan: PortVlanColumns }>();
     for (const bu of uuidSet(ovs.bridges)) {
       const b = bridgeRows.get(bu);
       if (!b) continue;
@@ -346,7 +362,7 @@ export class OvsdbVswitchd {
           if (!i) continue;
           const plan = planInterface(bname, i, sockDir);
           if (plans.has(plan.name)) continue; // OVS: duplicate interface names; first wins
-          plans.set(plan.name, { ...plan, uuid: iu, key: JSON.stringify([plan.bridge, plan.params ?? null, plan.error ?? null]) });
+          plans.set(plan.name, { ...plan, uuid: iu, key: JSON.stringify([plan.bridge, plan.params ?? null, plan.error ?? null]), vlan: portVlanColumns(p) });
         }
       }
     }
@@ -418,6 +434,21 @@ export class OvsdbVswitchd {
       }
       if (a.error !== undefined) this.log.warn(`ovsdb: ${p.name}: ${a.error}`);
       this.applied.set(p.name, a);
+    }
+
+    // ---- VLAN roles (Port tag, trunks, vlan_mode): changed in place, as OVS reconfigures a bundle
+    for (const p of plans.values()) {
+      const a = this.applied.get(p.name);
+      if (!a || a.error !== undefined) continue;
+      const want = JSON.stringify(p.vlan);
+      if (a.vlan === want || (a.vlan === undefined && want === '{}')) continue;
+      a.vlan = want;
+      try {
+        await this.sw.call('set-port', { name: p.name, tag: p.vlan.tag ?? null, trunks: p.vlan.trunks ?? [], vlan_mode: p.vlan.vlan_mode ?? null });
+        this.log.info(`ovsdb: port ${p.name}: ${want === '{}' ? 'no VLAN role (trunk of all VLANs)' : `VLAN role ${want}`}`);
+      } catch (e) {
+        this.log.warn(`ovsdb: port ${p.name}: tag/trunks/vlan_mode: ${(e as Error).message}`);
+      }
     }
 
     // ---- controllers and fail_mode (the OpenFlow agent's set-controller / set-fail-mode)

@@ -108,6 +108,8 @@ test('the daemon refuses a corrupt database at start with a clear error, and rej
     [['del-port', 'br0', 'ghost'], /no bridge named 'br0'|has no port/],
     [['port-stats', 'ghost'], /no port named 'ghost'/],
     [['qemu-args', 'ghost'], /no port named 'ghost'/],
+    [['set-port', 'ghost', 'tag=5'], /no port 'ghost'/],
+    [['set-port', 'ghost', 'tag=5000'], /--tag 5000|tag.*4095/],
   ];
   for (const [args, re] of cases) {
     const out = await d.cli(...args);
@@ -118,6 +120,19 @@ test('the daemon refuses a corrupt database at start with a clear error, and rej
   const flowErr = await d.cli('add-flow', 'br0', 'priority=1,nw_src=10.0.0.300,actions=drop');
   assert.notEqual(flowErr.code, 0);
   assert.match(flowErr.stderr, /column \d+/);
+  assert.equal((await d.cli('add-port', 'br0', 't1', '--type', 'tap', '--tag', '7')).code, 0);
+  for (const [args, re] of [
+    [['set-port', 't1', 'vlan_mode=native-tagged', 'tag='], /vlan_mode native-tagged needs a tag/],
+    [['set-port', 't1', 'trunks=3'], /access port takes no trunks/],
+    [['set-port', 't1', 'vlan_mode=qinq'], /vlan_mode 'qinq' must be one of/],
+    [['add-port', 'br0', 't2', '--type', 'tap', '--vlan-mode', 'native-untagged'], /cannot add port t2: vlan_mode native-untagged needs a tag/],
+  ] as [string[], RegExp][]) {
+    const out = await d.cli(...args);
+    assert.notEqual(out.code, 0, args.join(' '));
+    assert.match(out.stderr, re, args.join(' '));
+  }
+  const t1 = (JSON.parse((await d.cli('show', '--json')).stdout) as { ports: { name: string; vlan?: string }[] }[])[0].ports.find((p) => p.name === 't1');
+  assert.equal(t1?.vlan, 'tag=7', 'a refused change leaves the role as it was');
   assert.equal((await d.cli('show')).code, 0, 'still serving after all of that');
 });
 

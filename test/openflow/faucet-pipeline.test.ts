@@ -23,12 +23,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ofctl } from '../harness/ovs-dummy.js';
-import { startSideBySide } from '../harness/of-side-by-side.js';
+import { startSideBySide, captureTsvsTaps, pcapFrames, sentFrames } from '../harness/of-side-by-side.js';
 import { OfTestClient, type PacketIn } from '../harness/of-client.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -113,22 +112,6 @@ const PACKETS: [number, string][] = [
   [1, ipFrame(17, '10.0.0.1', '10.0.0.77', 7, 7, 'meta')], // metadata written in table 0 selects p3 in table 4
 ];
 
-/** Frames (hex) of a pcap file. */
-function pcapFrames(file: string): string[] {
-  const b = fs.readFileSync(file);
-  if (b.length < 24) return [];
-  const le = b.readUInt32LE(0) === 0xa1b2c3d4 || b.readUInt32LE(0) === 0xa1b23c4d;
-  const u32 = (o: number): number => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
-  const out: string[] = [];
-  for (let p = 24; p + 16 <= b.length; ) {
-    const incl = u32(p + 8);
-    if (p + 16 + incl > b.length) break;
-    out.push(b.subarray(p + 16, p + 16 + incl).toString('hex'));
-    p += 16 + incl;
-  }
-  return out;
-}
-
 function normFlows(text: string): string[] {
   return text.split('\n').filter((l) => l.includes('actions=')).map((l) => l.replace(/duration=[0-9.]+s, /, '').trim()).sort();
 }
@@ -138,19 +121,11 @@ const pinKey = (p: PacketIn): string => `reason=${p.reason} table=${p.table} coo
 test('a Faucet-style 4-table pipeline behaves on tsvs as on real OVS (frames, counters, packet-ins, SET_ASYNC)', async (t) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-faucet-'));
   t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
-  const { ovs, ns, d, tsvs, both } = await startSideBySide(t, { prefix: 'faucet', pcapDir: tmp, secure: true });
+  const rig = await startSideBySide(t, { prefix: 'faucet', pcapDir: tmp, secure: true });
+  const { ovs, d, tsvs, both } = rig;
 
   // tcpdump on tsvs's taps: what tsvs transmits
-  const dumps: ChildProcess[] = [];
-  t.after(() => { for (const p of dumps) if (p.exitCode === null) p.kill('SIGKILL'); });
-  for (const i of [1, 2, 3]) {
-    const p = spawn('ip', ['netns', 'exec', ns.name, 'tcpdump', '-i', `p${i}`, '-w', path.join(tmp, `tsvs-p${i}.pcap`), '-U', '-n', '-s', '0'],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr!.on('data', (x) => (err += x));
-    dumps.push(p);
-    await waitFor(() => /listening on/.test(err), { what: `tcpdump on p${i}`, describe: () => err });
-  }
+  await captureTsvsTaps(t, rig, tmp);
 
   // the pipeline, through ovs-ofctl on both
   const file = path.join(tmp, 'faucet.flows');
@@ -211,18 +186,14 @@ test('a Faucet-style 4-table pipeline behaves on tsvs as on real OVS (frames, co
     return JSON.stringify(f[0]) === JSON.stringify(f[1]);
   }, { what: 'the same flow counters', describe: () => both.map((sw) => ofctl('dump-flows', sw)).join('\n') });
   assert.ok(normFlows(ofctl('dump-flows', tsvs)).some((l) => l.includes(`cookie=${COOKIE}`) && /n_packets=5\b/.test(l)), ofctl('dump-flows', tsvs));
-  const ovsFrames = [1, 2, 3].map((i) => pcapFrames(path.join(tmp, `ovs-p${i}.pcap`)));
-  const total = ovsFrames.reduce((a, f) => a + f.length, 0);
+  const total = [1, 2, 3].map((i) => pcapFrames(path.join(tmp, `ovs-p${i}.pcap`)).length).reduce((a, b) => a + b, 0);
   assert.ok(total >= 10, `OVS sent ${total} frames`);
   const txTotal = async (): Promise<number> => {
     const ps = JSON.parse((await d.cli('port-stats', '--json')).stdout) as { txPackets: number }[];
     return ps.reduce((a, p) => a + p.txPackets, 0);
   };
   await waitFor(async () => (await txTotal()) >= total, { what: `tsvs sent ${total} frames`, describe: async () => String(await txTotal()) });
-  const tsvsFrames = await waitFor(() => {
-    const f = [1, 2, 3].map((i) => pcapFrames(path.join(tmp, `tsvs-p${i}.pcap`)));
-    return f.reduce((a, x) => a + x.length, 0) >= total ? f : undefined;
-  }, { what: 'tcpdump saw what tsvs sent', describe: () => [1, 2, 3].map((i) => pcapFrames(path.join(tmp, `tsvs-p${i}.pcap`)).length).join(',') });
+  const { tsvs: tsvsFrames, ovs: ovsFrames } = await sentFrames(rig, tmp);
   for (const i of [0, 1, 2]) assert.deepEqual(tsvsFrames[i], ovsFrames[i], `frames out of p${i + 1}`);
   // the rewritten ones are among them (the checksums OVS computed are the ones tsvs wrote)
   assert.ok(tsvsFrames[1].some((f) => f.includes('0a0909090a080808') && f.includes('0fa014e9')), 'udp 10.9.9.9 -> 10.8.8.8:5353 on p2');

@@ -153,6 +153,21 @@ test('ovs-vsctl configures tsvs through a real ovsdb-server; testpmd traffic thr
   // our own CLI writes the database in OVSDB mode
   assert.equal((await d.cli('add-port', 'tbr0', 'vm4', '--type', 'vhost-user')).code, 0);
   assert.match(await vsctl('get', 'Interface', 'vm4', 'type'), /dpdkvhostuser/);
+
+  // VLAN roles: Port tag / trunks / vlan_mode from ovs-vsctl reach NORMAL without re-creating the port
+  const vlanOf = async (name: string): Promise<string | undefined> =>
+    (await json<{ ports: (ShowPort & { vlan?: string })[] }[]>(d, 'show'))[0].ports.find((p) => p.name === name)?.vlan;
+  await vsctl('set', 'Port', 'vm1', 'tag=10');
+  assert.equal(await vlanOf('vm1'), 'tag=10');
+  await vsctl('set', 'Port', 'vm1', 'vlan_mode=native-untagged', 'trunks=20,30');
+  assert.equal(await vlanOf('vm1'), 'vlan_mode=native-untagged tag=10 trunks=20,30');
+  await vsctl('clear', 'Port', 'vm1', 'tag', 'trunks', 'vlan_mode');
+  assert.equal(await vlanOf('vm1'), undefined);
+  assert.ok(!d.log().includes('port vm1 deleted'), 'the port kept running');
+  // tsvs set-port writes the Port row, as ovs-vsctl set Port would
+  assert.equal((await d.cli('set-port', 'vm4', 'tag=5')).code, 0);
+  assert.equal((await vsctl('get', 'Port', 'vm4', 'tag')).trim(), '5');
+  assert.equal(await vlanOf('vm4'), 'tag=5');
   await vsctl('del-br', 'tbr0');
   assert.deepEqual(await json<unknown[]>(d, 'show'), [], 'bridge and ports gone');
   await tp.quit();
