@@ -95,7 +95,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
 
 const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--out DIR] [--merge]
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
-  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vxlan, ovs-vxlan, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
+  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vxlan, ovs-vxlan, ovs-vxlan-afp, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
 
 /**

@@ -15,18 +15,19 @@ import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
 import { OvsDpdk, ovsAvailable, parsePmdStatsShow } from './peers/ovs.js';
 import { TsvsDaemon } from './peers/tsvs.js';
 
-export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket' | 'ovs-vxlan';
+export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket' | 'ovs-vxlan' | 'ovs-vxlan-afp';
 export const SWITCH_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'dpdk-testpmd'];
 /**
  * The tunnel shape (bench p2p-vxlan): the same two vhost-user ports, but each frame leaves the
  * switch through one port on a veth pair and comes back in on the other end:
  *   tsvs-vxlan     vhu1 -> vx0 (VXLAN encap, afpacket on va) = veth = vx1 (decap, afpacket on vb) -> vhu2, and back
  *   tsvs-afpacket  the same hairpin through plain afpacket ports (the kernel veth cost without the tunnel)
- *   ovs-vxlan      OVS-DPDK's userspace VXLAN in the same hairpin (see startOvsHairpin)
+ *   ovs-vxlan      OVS-DPDK's userspace VXLAN in the same hairpin, the veth ends as system ports (see startOvsHairpin)
+ *   ovs-vxlan-afp  the same with the veth ends as DPDK ports (net_af_packet), polled by OVS's PMD thread as tsvs polls its own
  *   tsvs, ovs-dpdk plain vhost-user port to port (the same two ports, no hairpin)
  * The veth pair lives in a namespace the bench makes (MTU 1600, so 1518-byte frames fit with the 50-byte header).
  */
-export const TUNNEL_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'tsvs-afpacket', 'tsvs-vxlan', 'ovs-vxlan'];
+export const TUNNEL_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'tsvs-afpacket', 'tsvs-vxlan', 'ovs-vxlan', 'ovs-vxlan-afp'];
 
 export const P2P_FLOWS = ['in_port=1,actions=output:2', 'in_port=2,actions=output:1'];
 
@@ -219,8 +220,11 @@ export async function startTsvsHairpin(cpu: number, mode: 'vxlan' | 'afpacket'):
  * route to .2 via br-phy, next hop MAC set with tnl/arp/set), sent out of va by br-phy's rule for
  * nw_dst=.2, comes in at vb and goes to br-phy's LOCAL port, where OVS pops the tunnel header
  * (tnl_pop) and vx1 takes it to vhu2; the way back leaves through vb and comes in at va, as in tsvs.
+ * underlay 'system': va and vb are system ports (netdev-linux, polled by OVS's main thread);
+ * 'dpdk': DPDK ports on DPDK's af_packet PMD (dpdk-devargs net_af_packetN,iface=va), polled by the
+ * PMD thread, OVS-DPDK's way of putting the tunnel on a device it polls.
  */
-export async function startOvsHairpin(cpu: number): Promise<SwitchUnderTest> {
+export async function startOvsHairpin(cpu: number, underlay: 'system' | 'dpdk' = 'system'): Promise<SwitchUnderTest> {
   const why = ovsAvailable();
   if (why) throw new Unavailable(why);
   const u = await hairpinUnderlay();
@@ -232,8 +236,14 @@ export async function startOvsHairpin(cpu: number): Promise<SwitchUnderTest> {
     const s1 = await o.addVhostUserPort('br0', 'vhu1', 1);
     const s2 = await o.addVhostUserPort('br0', 'vhu2', 2);
     await o.addBridge('br-phy');
-    await o.vsctl('add-port', 'br-phy', 'va', '--', 'set', 'Interface', 'va', 'ofport_request=1');
-    await o.vsctl('add-port', 'br-phy', 'vb', '--', 'set', 'Interface', 'vb', 'ofport_request=2');
+    for (const [i, dev] of ['va', 'vb'].entries()) {
+      // a DPDK port may not take the name of a kernel device OVS can see ("Invalid argument")
+      const name = underlay === 'dpdk' ? `dpdk-${dev}` : dev;
+      const kind = underlay === 'dpdk' ? ['type=dpdk', `options:dpdk-devargs=net_af_packet${i},iface=${dev}`] : [];
+      await o.vsctl('add-port', 'br-phy', name, '--', 'set', 'Interface', name, ...kind, `ofport_request=${i + 1}`);
+      const err = await o.vsctl('get', 'Interface', name, 'error');
+      if (err.trim() !== '[]') throw new Error(`OVS port ${name}: ${err.trim()}`);
+    }
     await execOk(['ip', '-n', ns, 'addr', 'add', '10.230.0.1/24', 'dev', 'br-phy']);
     await execOk(['ip', '-n', ns, 'addr', 'add', '10.230.0.2/24', 'dev', 'br-phy']);
     await execOk(['ip', '-n', ns, 'link', 'set', 'br-phy', 'up']);
@@ -255,7 +265,7 @@ export async function startOvsHairpin(cpu: number): Promise<SwitchUnderTest> {
     await o.appctl('tnl/arp/set', 'br-phy', '10.230.0.2', mac);
     const oo = o;
     return {
-      kind: 'ovs-vxlan',
+      kind: underlay === 'dpdk' ? 'ovs-vxlan-afp' : 'ovs-vxlan',
       pid: oo.pid,
       socks: [s1, s2],
       ovs: oo,
@@ -319,6 +329,8 @@ export function startSwitch(kind: SwitchKind, cpu: number, otherCpu: number, flo
     case 'tsvs-afpacket':
       return startTsvsHairpin(cpu, 'afpacket');
     case 'ovs-vxlan':
-      return startOvsHairpin(cpu);
+      return startOvsHairpin(cpu, 'system');
+    case 'ovs-vxlan-afp':
+      return startOvsHairpin(cpu, 'dpdk');
   }
 }
