@@ -18,6 +18,8 @@ export interface BenchContext {
   only?: string[];
   /** Frame sizes for the scenarios that take several (--sizes); default: theirs. */
   sizes?: number[];
+  /** p2p loop variants (--variants); default all. */
+  variants?: ('oneway' | 'bidir' | 'txfirst')[];
 }
 
 /** The subjects of a scenario that --subject selected. */

@@ -19,7 +19,7 @@ import { rotate, wanted, errText, Unavailable, FRAME_SIZES, type BenchContext, t
 import { sleep, rssKiB } from './proc.js';
 import { rate } from './stats.js';
 import { DpdkTestpmd } from './peers/dpdk.js';
-import { startSwitch, SWITCH_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
+import { startSwitch, SWITCH_KINDS, ONE_COPY_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
 
 export type LoopVariant = 'oneway' | 'bidir' | 'txfirst';
 
@@ -112,8 +112,9 @@ export async function measureLoop(gen: DpdkTestpmd, o: { size: number; variant: 
 export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?: LoopVariant[]; subjects?: SwitchKind[]; name?: string; title?: string } = {}): Promise<ScenarioResult> {
   const c = new Collector(o.name ?? 'p2p', o.title ?? 'DPDK testpmd (2x virtio-user, io loop) <-> switch (2x vhost-user), Mpps per direction');
   const sizes = o.sizes ?? ctx.sizes ?? (ctx.quick ? [64, 1518] : [...FRAME_SIZES]);
-  const variants = o.variants ?? ['oneway', 'bidir', 'txfirst'];
-  const subjects = wanted(ctx, o.subjects ?? SWITCH_KINDS);
+  const variants = o.variants ?? ctx.variants ?? ['oneway', 'bidir', 'txfirst'];
+  // the one-copy A/B kinds only when named
+  const subjects = o.subjects ? wanted(ctx, o.subjects) : ctx.only && ctx.only.length ? wanted(ctx, [...SWITCH_KINDS, ...ONE_COPY_KINDS]) : [...SWITCH_KINDS];
   c.note('Traffic: one dpdk-testpmd (forwarding lcore pinned to the generator CPU) with two net_virtio_user ports; primed io loop (see bench/p2p.ts). "oneway" primes port 0 only, so frames cross the switch 1->2 only; "bidir" primes both; "txfirst" is the plain io loop started with `start tx_first` (32 frames per port in flight).');
   c.note(`Switch under test pinned to CPU ${ctx.swCpu}; generator forwarding on CPU ${ctx.genCpu}.`);
   for (let rep = 0; rep < ctx.reps; rep++) {

@@ -43,6 +43,7 @@ export interface RunOptions {
   subjects: string[];
   /** Frame sizes (--sizes 64,256), for scenarios that take several. */
   sizes?: number[];
+  variants?: ('oneway' | 'bidir' | 'txfirst')[];
   /** Replace only the scenarios run in the existing report of `out`. */
   merge: boolean;
 }
@@ -61,6 +62,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
       out: { type: 'string' },
       subject: { type: 'string', multiple: true },
       sizes: { type: 'string' },
+      variants: { type: 'string' },
       merge: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -85,6 +87,10 @@ export function parseRunArgs(argv: string[]): RunOptions {
     out: values.out ?? path.join(REPO, 'bench', 'results'),
     subjects: (values.subject ?? []).flatMap((s) => s.split(',')).filter(Boolean),
     merge: !!values.merge,
+    variants: values.variants === undefined ? undefined : String(values.variants).split(',').map((x) => {
+      if (x !== 'oneway' && x !== 'bidir' && x !== 'txfirst') throw new BenchUsageError(`--variants: '${x}' is not oneway, bidir or txfirst`);
+      return x;
+    }),
     sizes: values.sizes === undefined ? undefined : String(values.sizes).split(',').map((x) => {
       const n = Number(x);
       if (!Number.isInteger(n) || n < 60 || n > 9000) throw new BenchUsageError(`--sizes: '${x}' is not a frame size in 60..9000`);
@@ -93,9 +99,9 @@ export function parseRunArgs(argv: string[]): RunOptions {
   };
 }
 
-const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--out DIR] [--merge]
+const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--variants oneway,bidir,txfirst] [--out DIR] [--merge]
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
-  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vxlan, ovs-vxlan, ovs-vxlan-afp, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
+  --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-pool, tsvs-one-copy (p2p: one copy off/on), tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vxlan, ovs-vxlan, ovs-vxlan-afp, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
 
 /**
@@ -145,7 +151,7 @@ export async function runBench(args: string[]): Promise<number> {
   const log = (m: string): void => {
     process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   };
-  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects, sizes: o.sizes };
+  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects, sizes: o.sizes, variants: o.variants };
   let interrupted = false;
   const onSig = (): void => {
     if (interrupted) {

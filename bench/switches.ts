@@ -15,8 +15,13 @@ import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
 import { OvsDpdk, ovsAvailable, parsePmdStatsShow } from './peers/ovs.js';
 import { TsvsDaemon } from './peers/tsvs.js';
 
-export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket' | 'ovs-vxlan' | 'ovs-vxlan-afp';
+export type SwitchKind = 'tsvs' | 'ovs-dpdk' | 'dpdk-testpmd' | 'tsvs-vxlan' | 'tsvs-afpacket' | 'ovs-vxlan' | 'ovs-vxlan-afp' | 'tsvs-pool' | 'tsvs-one-copy';
 export const SWITCH_KINDS: readonly SwitchKind[] = ['tsvs', 'ovs-dpdk', 'dpdk-testpmd'];
+/**
+ * tsvs with one copy guest-to-guest forced off (the pool path: two copies, as OVS-DPDK) or on
+ * (--one-copy): an A/B of that path, run only when named (--subject tsvs-pool,tsvs-one-copy,ovs-dpdk).
+ */
+export const ONE_COPY_KINDS: readonly SwitchKind[] = ['tsvs-pool', 'tsvs-one-copy'];
 /**
  * The tunnel shape (bench p2p-vxlan): the same two vhost-user ports, but each frame leaves the
  * switch through one port on a veth pair and comes back in on the other end:
@@ -80,8 +85,8 @@ async function waitFiles(files: string[], ms: number, what: string): Promise<voi
   }
 }
 
-export async function startTsvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<SwitchUnderTest> {
-  const d = await TsvsDaemon.start({ cpu });
+export async function startTsvsSwitch(cpu: number, flows = P2P_FLOWS, extraArgs: string[] = [], kind: SwitchKind = 'tsvs'): Promise<SwitchUnderTest> {
+  const d = await TsvsDaemon.start({ cpu, extraArgs });
   try {
     await d.cli('add-br', 'br0');
     let s1: string;
@@ -95,7 +100,7 @@ export async function startTsvsSwitch(cpu: number, flows = P2P_FLOWS): Promise<S
     await d.setFlows('br0', flows);
     await waitFiles([s1, s2], 10000, 'tsvs');
     return {
-      kind: 'tsvs',
+      kind,
       pid: d.pid,
       socks: [s1, s2],
       tsvs: d,
@@ -320,6 +325,10 @@ export function startSwitch(kind: SwitchKind, cpu: number, otherCpu: number, flo
   switch (kind) {
     case 'tsvs':
       return startTsvsSwitch(cpu, flows);
+    case 'tsvs-pool':
+      return startTsvsSwitch(cpu, flows, ['--one-copy', 'off'], kind);
+    case 'tsvs-one-copy':
+      return startTsvsSwitch(cpu, flows, ['--one-copy', 'on'], kind);
     case 'ovs-dpdk':
       return startOvsSwitch(cpu, flows);
     case 'dpdk-testpmd':

@@ -16,7 +16,9 @@
  * datapath (the per-packet loop itself) and poll (polling and bookkeeping).
  * Each stage's share times the unprofiled ns/packet gives ns/packet by stage.
  *
- *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--stages]
+ * --one-copy on: one copy guest-to-guest (src/port/one-copy.ts); default off (the pool path).
+ *
+ *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--stages] [--one-copy on|off]
  */
 import { parseArgs } from 'node:util';
 import { Session } from 'node:inspector/promises';
@@ -36,6 +38,7 @@ const { values } = parseArgs({
   options: {
     packets: { type: 'string', default: '5000000' }, size: { type: 'string', default: '64' }, flows: { type: 'string', default: '1' },
     stages: { type: 'boolean', default: false },
+    'one-copy': { type: 'string', default: 'off' },
   },
 });
 const total = Number(values.packets);
@@ -55,7 +58,7 @@ const dp = new Datapath(swPool, {
     dp.installFlow(key, mask, prog);
     dp.upcallReply(id, prog);
   },
-});
+}, { oneCopy: values['one-copy'] === 'on' });
 dp.addPort(1, p1);
 dp.addPort(2, p2);
 const f1 = new VirtioUserPort({ name: 'f1', path: path.join(dir, 'vm1') });
@@ -101,7 +104,7 @@ run(Math.min(500000, total)); // warm-up (JIT, first touch of the shared memory)
 const m = run(total);
 const stages = values.stages ? await stageProfile(total, m.ns) : undefined;
 console.log(JSON.stringify({
-  size, flows, packets: m.moved, nsPerPacketSwitch: +m.ns.toFixed(1), mppsSwitchAlone: +(1e3 / m.ns).toFixed(2),
+  size, flows, oneCopy: dp.oneCopy, oneCopyPackets: dp.counters[15], packets: m.moved, nsPerPacketSwitch: +m.ns.toFixed(1), mppsSwitchAlone: +(1e3 / m.ns).toFixed(2),
   mppsWholeLoop: +(m.moved / m.wallMs / 1e3).toFixed(3),
   drops: { ...p1.stats.drops, ...p2.stats.drops, ...dp.stats.drops },
   ...(stages ? { stages } : {}),
@@ -123,7 +126,8 @@ function stageOf(fn: string, url: string): string | undefined {
   const file = url.slice(url.lastIndexOf('/') + 1);
   if (fn === 'rxBurst' && file === 'vhost-user.js') return 'rx';
   if (fn === 'txBurst' && file === 'vhost-user.js') return 'tx';
-  if (fn === 'flushPort' || fn === 'flushAll') return 'tx';
+  if (fn === 'flushPort' || fn === 'flushAll' || fn === 'endOneCopyBurst') return 'tx';
+  if (fn === 'materialize' || fn === 'materializeBurst') return 'datapath';
   if (file === 'flow-key.js') return fn.startsWith('hash') ? 'lookup' : 'parse';
   if (file === 'emc.js' || file === 'classifier.js') return 'lookup';
   if (file === 'actions.js' || fn === 'runActions' || fn === 'enqueueTx' || fn === 'outputCopies') return 'actions';
