@@ -68,7 +68,9 @@ test('ovs-vsctl type=vxlan (options:remote_ip, key, local_ip; then key=flow) thr
 
   const p1 = ping(r, '10.213.0.1', 5);
   assert.match(p1, / 0% packet loss/, p1 + d.log());
-  assert.match(await show(), /Port vx0 .* \(underlay u1, next hop 10\.212\.0\.2 at [0-9a-f:]{17}/, 'the underlay came from the route to remote_ip');
+  // (the PMD thread publishes the resolved next hop to `show` after the fact: wait for it)
+  await waitFor(async () => /Port vx0 .* \(underlay u1, next hop 10\.212\.0\.2 at [0-9a-f:]{17}/.test(await show()),
+    { what: 'show: the underlay came from the route to remote_ip, next hop resolved', describe: show });
   await waitFor(async () => Number((await vsctl('get', 'Interface', 'vx0', 'statistics:rx_packets')).stdout.trim()) >= 5, { what: 'vx0 rx_packets in OVSDB statistics' });
 
   // key=flow: the VNI comes from set_field:N->tun_id, and tun_id is matched on receive
