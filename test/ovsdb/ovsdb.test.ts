@@ -17,10 +17,6 @@ import { OvsdbServer, parseList, parseMap } from '../harness/ovsdb.js';
 import { Testpmd } from '../harness/dpdk.js';
 import { waitFor } from '../harness/wait.js';
 
-async function until(what: string, f: () => Promise<boolean>, ms = 15000): Promise<void> {
-  await waitFor(f, { what, timeout: ms, interval: 100 });
-}
-
 async function json<T>(d: Daemon, ...args: string[]): Promise<T> {
   const r = await d.cli(...args, '--json');
   assert.equal(r.code, 0, r.stderr);
@@ -90,11 +86,11 @@ test('ovs-vsctl configures tsvs through a real ovsdb-server; testpmd traffic thr
   t.after(() => tp.kill());
   await tp.waitFor(/testpmd> /, 30000);
   // link state and the vhost status reach the database
-  await until('vm1 and vm2 link_state up in OVSDB', async () => {
+  await waitFor(async () => {
     const a = (await db.vsctl(['get', 'Interface', 'vm1', 'link_state'])).stdout.trim();
     const b = (await db.vsctl(['get', 'Interface', 'vm2', 'link_state'])).stdout.trim();
     return a === 'up' && b === 'up';
-  });
+  }, { what: 'vm1 and vm2 link_state up in OVSDB', timeout: 15000, interval: 100 });
   const st1 = parseMap(await vsctl('get', 'Interface', 'vm1', 'status'));
   assert.equal(st1.mode, 'server');
   assert.equal(st1.connected, 'true');
@@ -103,18 +99,18 @@ test('ovs-vsctl configures tsvs through a real ovsdb-server; testpmd traffic thr
   type PortStat = { port: string; ofport: number; rxPackets: number; txPackets: number; rxBytes: number; txBytes: number };
   const tsvsStats = async (): Promise<Map<string, PortStat>> => new Map((await json<PortStat[]>(d, 'port-stats')).map((p) => [p.port, p]));
   await tp.run('start tx_first 8');
-  await until('traffic both ways', async () => {
+  await waitFor(async () => {
     const s = await tsvsStats();
     return s.get('vm1')!.rxPackets > 2000 && s.get('vm2')!.rxPackets > 2000;
-  });
+  }, { what: 'traffic both ways', timeout: 15000, interval: 100 });
 
   // ovsdb-server restarted under traffic: forwarding goes on, tsvs reconnects and reconciles
   const before = await tsvsStats();
   await db.restart();
-  await until('tsvs reconnected to the new ovsdb-server', async () => {
+  await waitFor(async () => {
     const s = await json<{ connected: boolean; sessions: number; lock: boolean }>(d, 'ovsdb-status');
     return s.connected && s.lock && s.sessions >= 2;
-  });
+  }, { what: 'tsvs reconnected to the new ovsdb-server', timeout: 15000, interval: 100 });
   const after = await tsvsStats();
   assert.ok(after.get('vm2')!.txPackets > before.get('vm2')!.txPackets + 1000, 'no traffic stop on unchanged ports across the restart');
   assert.ok(d.log().includes('port vm1 deleted') === false, 'unchanged ports were not re-created');
@@ -131,7 +127,7 @@ test('ovs-vsctl configures tsvs through a real ovsdb-server; testpmd traffic thr
   const inOvs = [...vshow.matchAll(/^\s+Port (\S+)$/gm)].map((m) => m[1].replace(/"/g, '')).sort();
   assert.deepEqual(inOvs, [...show.ports.map((p) => p.name), 'bad0'].sort(), 'same ports (bad0 only in OVSDB, with its error)');
   assert.match(vshow, /Interface bad0\n\s+type: frobnicator\n\s+error: "could not open network device bad0/);
-  await until('OVSDB statistics equal tsvs port-stats', async () => {
+  await waitFor(async () => {
     const ts = await tsvsStats();
     const rows = parseList(await vsctl('list', 'Interface'));
     for (const p of show.ports) {
@@ -145,7 +141,7 @@ test('ovs-vsctl configures tsvs through a real ovsdb-server; testpmd traffic thr
       if (Number(s.rx_packets) !== t2.rxPackets || Number(s.tx_packets) !== t2.txPackets || Number(s.rx_bytes) !== t2.rxBytes) return false;
     }
     return true;
-  });
+  }, { what: 'OVSDB statistics equal tsvs port-stats', timeout: 15000, interval: 100 });
 
   // del-port and del-br, waited for
   await vsctl('del-port', 'tbr0', 'vm2');

@@ -20,10 +20,6 @@ import { waitFor } from '../harness/wait.js';
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  await waitFor(cond, { timeout: ms, what, interval: 1 });
-}
-
 function settled(): { heap: number; rss: number } {
   for (let i = 0; i < 3; i++) gc();
   const m = process.memoryUsage();
@@ -39,10 +35,10 @@ test('200 frontend reconnects: heap after GC, RSS and fds stay flat', async (t) 
   const out = new Int32Array(32);
   const cycle = async (): Promise<void> => {
     const fe = new VirtioUserPort({ path: sock, logger: quiet, poolSize: 1024 });
-    await until(() => port.link === 'up' && fe.link === 'up', 'links up');
+    await waitFor(() => port.link === 'up' && fe.link === 'up', { what: 'links up', timeout: 5000, interval: 1 });
     port.rxBurst(0, out, 32);
     fe.close();
-    await until(() => !port.backend!.connected, 'disconnect seen');
+    await waitFor(() => !port.backend!.connected, { what: 'disconnect seen', timeout: 5000, interval: 1 });
   };
   // warm up: JIT code, pools and caches reach their working size
   for (let i = 0; i < 50; i++) await cycle();

@@ -18,10 +18,6 @@ function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-vhost-'));
 }
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  await waitFor(cond, { timeout: ms, what });
-}
-
 test('DPDK virtio-user txonly -> our backend (server): exact count', { timeout: 60000 }, async () => {
   const dir = tmp();
   const sock = path.join(dir, 'vhost.sock');
@@ -31,9 +27,9 @@ test('DPDK virtio-user txonly -> our backend (server): exact count', { timeout: 
   const tp = Testpmd.start({ vdev: `net_virtio_user0,path=${sock},queues=1`, fwdMode: 'txonly' });
   try {
     await tp.waitFor(/testpmd> /);
-    await until(() => port.link === 'up', 10000, 'link up');
+    await waitFor(() => port.link === 'up', { what: 'link up' });
     await tp.run('start');
-    await until(() => poller.rx > 200000, 20000, 'traffic');
+    await waitFor(() => poller.rx > 200000, { what: 'traffic', timeout: 20000 });
     const st = await tp.stopForwarding();
     await poller.drain();
     assert.ok(st.txPackets > 0, 'testpmd sent');
@@ -41,7 +37,7 @@ test('DPDK virtio-user txonly -> our backend (server): exact count', { timeout: 
     assert.equal(poller.rxBytes, st.txPackets * 64 - 0 * 0, 'bytes');
     assert.equal(port.stats.rxPackets, st.txPackets);
     await tp.quit();
-    await until(() => !port.backend!.connected, 5000, 'disconnect');
+    await waitFor(() => !port.backend!.connected, { what: 'disconnect', timeout: 5000 });
     assert.equal(port.link, 'down');
     assert.equal(pool.available(), 4096, 'every mbuf back in the pool');
   } finally {
@@ -62,10 +58,10 @@ test('our backend generating -> DPDK virtio-user rxonly: counts match', { timeou
   const poller = new Poller({ port, pool, txFrameLen: 64, txLimit: 300000 });
   try {
     await tp.waitFor(/testpmd> /);
-    await until(() => port.link === 'up', 10000, 'link up');
+    await waitFor(() => port.link === 'up', { what: 'link up' });
     await tp.run('start');
     poller.start();
-    await until(() => poller.txOffered >= 300000, 30000, 'generator done');
+    await waitFor(() => poller.txOffered >= 300000, { what: 'generator done', timeout: 30000 });
     let seen = -1;
     await waitFor(async () => (seen = (await tp.portStats()).rxPackets) >= port.stats.txPackets && pool.available() === 4096, {
       what: 'testpmd to receive every frame we delivered, and every mbuf back in our pool',
@@ -95,19 +91,19 @@ test('DPDK virtio-user as server, our backend as client: testpmd killed and rest
   let tp = Testpmd.start({ vdev: `net_virtio_user0,path=${sock},queues=1,server=1`, fwdMode: 'txonly' });
   try {
     await tp.waitFor(/testpmd> /);
-    await until(() => port.link === 'up', 15000, 'link up (1st testpmd)');
+    await waitFor(() => port.link === 'up', { what: 'link up (1st testpmd)', timeout: 15000 });
     await tp.run('start');
-    await until(() => poller.rx > 50000, 20000, 'traffic from 1st testpmd');
+    await waitFor(() => poller.rx > 50000, { what: 'traffic from 1st testpmd', timeout: 20000 });
     await tp.kill();
-    await until(() => port.link === 'down', 5000, 'link down after kill');
+    await waitFor(() => port.link === 'down', { what: 'link down after kill', timeout: 5000 });
     assert.equal(port.backend!.connected, false);
     const before = poller.rx;
     fs.rmSync(sock, { force: true }); // a killed testpmd leaves its socket file; DPDK refuses to bind over it
     tp = Testpmd.start({ vdev: `net_virtio_user0,path=${sock},queues=1,server=1`, fwdMode: 'txonly' });
     await tp.waitFor(/testpmd> /);
-    await until(() => port.link === 'up', 15000, 'link up (2nd testpmd)');
+    await waitFor(() => port.link === 'up', { what: 'link up (2nd testpmd)', timeout: 15000 });
     await tp.run('start');
-    await until(() => poller.rx > before + 50000, 20000, 'traffic from 2nd testpmd');
+    await waitFor(() => poller.rx > before + 50000, { what: 'traffic from 2nd testpmd', timeout: 20000 });
     const st = await tp.stopForwarding();
     await poller.drain();
     assert.equal(poller.rx - before, st.txPackets, 'exact count for the 2nd session');
@@ -135,9 +131,9 @@ test('two queue pairs (queues=2), split and packed rings', { timeout: 90000 }, a
     });
     try {
       await tp.waitFor(/testpmd> /);
-      await until(() => port.link === 'up', 10000, 'link up');
+      await waitFor(() => port.link === 'up', { what: 'link up' });
       await tp.run('start');
-      await until(() => poller.rxPerQueue[0] > 20000 && poller.rxPerQueue[1] > 20000, 20000, `traffic on both queues (${poller.rxPerQueue})`);
+      await waitFor(() => poller.rxPerQueue[0] > 20000 && poller.rxPerQueue[1] > 20000, { what: `traffic on both queues (${poller.rxPerQueue})`, timeout: 20000 });
       const st = await tp.stopForwarding();
       await poller.drain();
       assert.equal(poller.rx, st.txPackets, `packed=${packed}: received ${poller.rx} (${poller.rxPerQueue}), sent ${st.txPackets}`);

@@ -28,10 +28,6 @@ function memLogger(): Logger & { lines: string[] } {
   return { lines, log: (level, msg) => lines.push(`${level}: ${msg}`) };
 }
 
-async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  await waitFor(cond, { timeout: ms, what, interval: 2 });
-}
-
 /** Play the DPDK start sequence on sock; resolves when b's link is up. */
 async function session(b: VhostUserBackend, sock: UnixSocket, g: FakeGuest): Promise<void> {
   const rd = new ReplyReader(sock);
@@ -40,7 +36,7 @@ async function session(b: VhostUserBackend, sock: UnixSocket, g: FakeGuest): Pro
     const spec = M.FRONTEND_REQUESTS.get(msg.request);
     if (spec && (spec.reply !== 'ack' || msg.flags & M.FLAG_NEED_REPLY)) assert.ok(await rd.next(), `reply to ${M.requestName(msg.request)}`);
   }
-  await until(() => b.linkUp, 3000, 'link up');
+  await waitFor(() => b.linkUp, { what: 'link up', timeout: 3000, interval: 2 });
 }
 
 function pairOn(b: VhostUserBackend): UnixSocket {
@@ -75,8 +71,8 @@ test('a message sent one byte per sendmsg with 8 fds on each byte: at most 8 fds
     maxHeld = Math.max(maxHeld, openFdCount() - base);
     if (victim.stats.closeReasons['too-many-fds']) break;
   }
-  await until(() => !victim.connected, 3000, 'attacker dropped');
-  await until(() => openFdCount() - base <= -1, 3000, "the dropped connection's fds and socket closed");
+  await waitFor(() => !victim.connected, { what: 'attacker dropped', timeout: 3000, interval: 2 });
+  await waitFor(() => openFdCount() - base <= -1, { what: "the dropped connection's fds and socket closed", timeout: 3000, interval: 2 });
   assert.ok(maxHeld <= 8, `at most one message's worth of fds held at any time (held ${maxHeld} after ${sent + 1} bytes)`);
   assert.equal(openFdCount() - base, -1, 'every received fd closed, and the dropped connection\'s own socket');
   assert.equal(victim.stats.closeReasons['too-many-fds'], 1);
@@ -89,7 +85,7 @@ test('a message sent one byte per sendmsg with 8 fds on each byte: at most 8 fds
   next.close();
   otherSock.close();
   libc.closeQuiet(efd);
-  await until(() => !victim.connected && !other.connected);
+  await waitFor(() => !victim.connected && !other.connected, { what: '!victim.connected && !other.connected', timeout: 3000, interval: 2 });
   await victim.close();
   await other.close();
   g.close();
@@ -117,7 +113,7 @@ test("NET_SET_MTU above the switch's max MTU is refused and counted; the guest's
   assert.equal(await setMtu(1400), 0n, 'a smaller MTU is fine');
   assert.equal(dev.mtu, 1400);
   sock.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   assert.equal(dev.mtu, 1500, 'back to the configured MTU once the guest is gone');
   await b.close();
   g.close();
@@ -132,13 +128,13 @@ test('a flood of rejected messages logs at most 10 warnings per 10 s per port, c
     // a ring index out of range: rejected, the connection stays
     sendScript(sock, g, { request: R.SET_VRING_NUM, flags: M.VERSION, payload: M.encodeState({ index: 99, num: 256 }), fds: [] });
   }
-  await until(() => (b.stats.errors['bad-value'] ?? 0) === 200, 5000, '200 rejections');
+  await waitFor(() => (b.stats.errors['bad-value'] ?? 0) === 200, { what: '200 rejections', timeout: 5000, interval: 2 });
   assert.ok(b.connected, 'the connection stays (the messages were only refused)');
   const warns = (): string[] => log.lines.filter((l) => l.startsWith('warn:'));
   assert.equal(warns().length, 10, warns().join('\n'));
   assert.equal(b.stats.suppressedWarnings, 190);
   sock.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   assert.match(warns().at(-1)!, /p: 190 warnings about this frontend's messages were suppressed \(rate limit\)/);
   await b.close();
   g.close();
@@ -153,13 +149,13 @@ test('a frontend that sends 3 header bytes and stops is dropped after the messag
   b.start();
   const stuck = UnixSocket.connect(sockPath);
   stuck.send(Uint8Array.from([1, 0, 0]));
-  await until(() => b.connected, 2000, 'connected');
+  await waitFor(() => b.connected, { what: 'connected', timeout: 2000, interval: 2 });
   const t0 = Date.now();
-  await until(() => (b.stats.closeReasons['message-timeout'] ?? 0) === 1, 5000, 'message timeout');
+  await waitFor(() => (b.stats.closeReasons['message-timeout'] ?? 0) === 1, { what: 'message timeout', timeout: 5000, interval: 2 });
   assert.ok(Date.now() - t0 < 3000);
   assert.ok(log.lines.some((l) => /closing frontend connection: incomplete message after \d+ ms \(3 of 12 header bytes\) \[message-timeout\]/.test(l)), log.lines.join('\n'));
   const next = UnixSocket.connect(sockPath);
-  await until(() => b.connected, 2000, 'next frontend accepted');
+  await waitFor(() => b.connected, { what: 'next frontend accepted', timeout: 2000, interval: 2 });
   await session(b, next, g);
   // a slow but complete message is fine: header in two parts 100 ms apart
   const hdr = new Uint8Array(M.HDR_SIZE);
@@ -171,7 +167,7 @@ test('a frontend that sends 3 header bytes and stops is dropped after the messag
   assert.ok(r && r.hdr.request === R.GET_FEATURES);
   stuck.close();
   next.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   await b.close();
   g.close();
   fs.rmSync(dir, { recursive: true, force: true });

@@ -51,10 +51,6 @@ async function connect(b: VhostUserBackend): Promise<{ sock: UnixSocket; rd: Rep
   return { sock: ours, rd: new ReplyReader(ours) };
 }
 
-async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  await waitFor(cond, { timeout: ms, what, interval: 2 });
-}
-
 /** Send msgs; collect the replies the ones that expect one produce. */
 async function play(sock: UnixSocket, rd: ReplyReader, g: FakeGuest, msgs: ScriptMsg[]): Promise<M.MsgHeader[]> {
   const out: M.MsgHeader[] = [];
@@ -88,7 +84,7 @@ test('clean DPDK-like session: data path published, link up, disconnect releases
   const b = newBackend(log);
   const { sock, rd } = await connect(b);
   await play(sock, rd, g, dpdkSession(g));
-  await until(() => b.linkUp);
+  await waitFor(() => b.linkUp, { what: 'b.linkUp', timeout: 3000, interval: 2 });
   const d = b.dataPath!;
   assert.ok(d);
   assert.equal(d.queues.length, 2);
@@ -101,8 +97,8 @@ test('clean DPDK-like session: data path published, link up, disconnect releases
   const r = await rd.next();
   assert.deepEqual(M.decodeState(r!.payload), { index: 0, num: 0 });
   sock.close();
-  await until(() => !b.connected);
-  await until(() => memfdMappings() === maps0);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
+  await waitFor(() => memfdMappings() === maps0, { what: 'memfdMappings() === maps0', timeout: 3000, interval: 2 });
   assert.equal(b.dataPath, null);
   assert.equal(b.linkUp, false);
   assert.equal(openFdCount(), fds0, 'no fd leaked');
@@ -183,7 +179,7 @@ test('malformed and hostile messages: error reply or close, backend keeps workin
   await expectAck(rd, R.SET_PROTOCOL_FEATURES, false);
   // out of order: the ring runs, then its size/base change
   await play(sock, rd, g, dpdkSession(g).slice(10));
-  await until(() => b.linkUp);
+  await waitFor(() => b.linkUp, { what: 'b.linkUp', timeout: 3000, interval: 2 });
   send(R.SET_VRING_NUM, M.encodeState({ index: 0, num: 128 }));
   await expectAck(rd, R.SET_VRING_NUM, false);
   send(R.SET_VRING_BASE, M.encodeState({ index: 1, num: 5 }));
@@ -196,7 +192,7 @@ test('malformed and hostile messages: error reply or close, backend keeps workin
   // GET_VRING_BASE for a bad index cannot be answered: the connection is closed
   send(R.GET_VRING_BASE, M.encodeState({ index: 55, num: 0 }), [], M.VERSION);
   assert.ok(await rd.waitEof(), 'closed after unanswerable request');
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   assert.equal(b.dataPath, null);
   sock.close();
   assert.ok(log.lines.some((l) => l.includes('vring index 55')), 'reason logged');
@@ -218,7 +214,7 @@ test('malformed and hostile messages: error reply or close, backend keeps workin
       /* too many fds may be refused by our own sender */
     }
     assert.ok(await rd.waitEof(), 'framing error closes the connection');
-    await until(() => !b.connected);
+    await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
     sock.close();
   }
 
@@ -229,14 +225,14 @@ test('malformed and hostile messages: error reply or close, backend keeps workin
   x.close();
   // the backend still serves a clean session
   await play(sock, rd, g, dpdkSession(g));
-  await until(() => b.linkUp);
+  await waitFor(() => b.linkUp, { what: 'b.linkUp', timeout: 3000, interval: 2 });
   sock.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   // the other backend's connection was never disturbed
   await play(o.sock, o.rd, g, dpdkSession(g));
-  await until(() => other.linkUp);
+  await waitFor(() => other.linkUp, { what: 'other.linkUp', timeout: 3000, interval: 2 });
   o.sock.close();
-  await until(() => !other.connected);
+  await waitFor(() => !other.connected, { what: '!other.connected', timeout: 3000, interval: 2 });
   assert.equal(openFdCount(), fds0 - 2, 'no fd leaked (the other connection: both ends closed)');
   assert.ok((b.stats.errors['bad-value'] ?? 0) > 5);
   await b.close();
@@ -257,7 +253,7 @@ test('same-thread data path against driver-side rings: frames both ways, GET_VRI
   b.on('datapath', (d) => port.setDataPath(d));
   const { sock, rd } = await connect(b);
   await play(sock, rd, g, dpdkSession(g));
-  await until(() => b.linkUp && port.link === 'up');
+  await waitFor(() => b.linkUp && port.link === 'up', { what: "b.linkUp && port.link === 'up'", timeout: 3000, interval: 2 });
 
   // guest TX (ring 1): 10 frames of 100 bytes after a 12-byte header
   const BUF = 0x40000;
@@ -319,7 +315,7 @@ test('same-thread data path against driver-side rings: frames both ways, GET_VRI
   assert.equal(port.stats.drops['tx-link-down'], 1);
   assert.equal(pool.available(), 256);
   sock.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   await b.close();
   await port.closeAsync();
   pool.close();
@@ -348,7 +344,7 @@ test('regions larger than a 1 GiB window at a non-zero mmap offset (QEMU >3 GiB 
   const saved = g.fds.mem2;
   (g.fds as Record<string, number>).mem2 = big;
   await play(sock, rd, g, sess);
-  await until(() => b.linkUp);
+  await waitFor(() => b.linkUp, { what: 'b.linkUp', timeout: 3000, interval: 2 });
   const d = b.dataPath!;
   assert.equal(d.regions[1].size, 1.5 * 2 ** 30);
   assert.equal(fsMaps('big-guest'), maps0 + 1, 'one mapping per region, whatever its size');
@@ -359,7 +355,7 @@ test('regions larger than a 1 GiB window at a non-zero mmap offset (QEMU >3 GiB 
   assert.equal(check.bytes[0], 0x5a);
   check.close();
   sock.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   assert.equal(fsMaps('big-guest'), maps0, 'unmapped after disconnect');
   (g.fds as Record<string, number>).mem2 = saved;
   libc.close(big);
@@ -376,7 +372,7 @@ test('SEND_RARP makes the owning port announce the guest MAC; NET_SET_MTU and GE
   assert.ok(port.backend!.attachSocket(theirs));
   const rd = new ReplyReader(ours);
   await play(ours, rd, g, dpdkSession(g));
-  await until(() => port.link === 'up');
+  await waitFor(() => port.link === 'up', { what: "port.link === 'up'", timeout: 3000, interval: 2 });
   sendScript(ours, g, { request: R.GET_CONFIG, flags: M.VERSION, payload: M.encodeConfig({ offset: 0, flags: 0, data: new Uint8Array(12) }), fds: [] });
   let c = M.decodeConfig((await rd.next())!.payload);
   assert.deepEqual([...c.data.subarray(0, 6)], [2, 0x11, 0x22, 0x33, 0x44, 0x55]);
@@ -444,13 +440,13 @@ test('a frontend that maps guest memory privately (share=off) is reported, link 
   const m0 = b.stats.messages;
   await play(sock, rd, g, sess);
   // every message of the session handled (the last ones have no reply): then the link must still be down
-  await until(() => b.stats.messages - m0 === sess.length, 3000, 'the whole session handled');
+  await waitFor(() => b.stats.messages - m0 === sess.length, { what: 'the whole session handled', timeout: 3000, interval: 2 });
   assert.equal(b.linkUp, false);
   assert.equal(b.dataPath, null);
   assert.match(b.problem ?? '', /not shared/);
   assert.ok(log.lines.some((l) => l.startsWith('error:') && /not shared.*share=on/.test(l)), 'logged at error level');
   sock.close();
-  await until(() => !b.connected);
+  await waitFor(() => !b.connected, { what: '!b.connected', timeout: 3000, interval: 2 });
   assert.equal(b.problem, null, 'cleared with the session');
   await b.close();
   g.close();

@@ -24,10 +24,6 @@ function memLogger(): Logger & { lines: string[] } {
   return { lines, log: (level, msg) => lines.push(`${level}: ${msg}`) };
 }
 
-async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  await waitFor(cond, { timeout: ms, what, interval: 2 });
-}
-
 /** A backend ("the switch") with a same-thread port, serving one session of the guest g. */
 async function switchFor(g: FakeGuest, pool: Mempool): Promise<{ b: VhostUserBackend; port: VhostUserPort; sock: UnixSocket; log: ReturnType<typeof memLogger> }> {
   const log = memLogger();
@@ -42,7 +38,7 @@ async function switchFor(g: FakeGuest, pool: Mempool): Promise<{ b: VhostUserBac
     const spec = M.FRONTEND_REQUESTS.get(msg.request);
     if (spec && (spec.reply !== 'ack' || msg.flags & M.FLAG_NEED_REPLY)) assert.ok(await rd.next());
   }
-  await until(() => b.linkUp && port.link === 'up');
+  await waitFor(() => b.linkUp && port.link === 'up', { what: "b.linkUp && port.link === 'up'", timeout: 3000, interval: 2 });
   return { b, port, sock: ours, log };
 }
 
@@ -73,7 +69,7 @@ test('split ring: SET_VRING_BASE 0 from a frontend whose ring is 300 entries ahe
   for (let i = 0; i < 5; i++) addrs[i] = GUEST_GPA + 0x40000 + i * 2048;
   assert.equal(tx.postTx(addrs, lens, toks, 5), 5);
   s1.sock.close();
-  await until(() => !s1.b.connected);
+  await waitFor(() => !s1.b.connected, { what: '!s1.b.connected', timeout: 3000, interval: 2 });
   await s1.b.close();
   await s1.port.closeAsync();
 
@@ -95,7 +91,7 @@ test('split ring: SET_VRING_BASE 0 from a frontend whose ring is 300 entries ahe
   assert.match(s2.port.status, /^ring 1 \(guest TX\) marked broken: the driver's avail index \d+ is 1000 entries past ours \(305\): more than the queue size 256/);
   assert.equal(s2.port.stats.drops['rx-bad-guest-chain'], 1);
   s2.sock.close();
-  await until(() => !s2.b.connected);
+  await waitFor(() => !s2.b.connected, { what: '!s2.b.connected', timeout: 3000, interval: 2 });
   await s2.b.close();
   await s2.port.closeAsync();
   pool.close();
