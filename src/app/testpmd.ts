@@ -167,7 +167,15 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
   });
   const fwd = opts.fwd;
   let lastRx = 0;
-  /** One rx pass over the receiving ports (rxonly, txrx's second port): checks and frees; returns frames taken. */
+  /** Frames of `got` in bufs received on port i: checked (damaged ones counted) and freed. */
+  const sink = (i: number, got: number): void => {
+    for (let j = 0; j < got; j++) {
+      const h = bufs[j];
+      if (checkFrame(pool.data, pool.dataOffset(h), pool.dataLen[h]) === CHECK_BAD) rxBad[i]++;
+    }
+    if (got > 0) pool.free(bufs, got);
+  };
+  /** One rx pass over the receiving ports (rxonly, txrx's second port); returns frames taken. */
   const receiveOnce = (): number => {
     let taken = 0;
     for (let i = fwd === 'txrx' ? 1 : 0; i < n; i++) {
@@ -175,11 +183,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
       if (port.link !== 'up') continue;
       for (let q = 0; q < port.nQueues; q++) {
         const got = port.rxBurst(q, bufs, burst);
-        for (let j = 0; j < got; j++) {
-          const h = bufs[j];
-          if (checkFrame(pool.data, pool.dataOffset(h), pool.dataLen[h]) === CHECK_BAD) rxBad[i]++;
-        }
-        if (got > 0) pool.free(bufs, got);
+        sink(i, got);
         taken += got;
       }
     }
@@ -231,11 +235,7 @@ async function workerMain(opts: TestpmdOptions & { pool: MempoolAttachInfo }): P
           const got = port.rxBurst(q, bufs, burst);
           if (got === 0) continue;
           if (fwd === 'rxonly' || fwd === 'txrx') {
-            for (let j = 0; j < got; j++) {
-              const h = bufs[j];
-              if (checkFrame(pool.data, pool.dataOffset(h), pool.dataLen[h]) === CHECK_BAD) rxBad[i]++;
-            }
-            pool.free(bufs, got);
+            sink(i, got);
             continue;
           }
           if (fwd === 'macswap' || fwd === 'mac') {

@@ -42,7 +42,7 @@ import { CaptureSessions } from '../capture/sessions.js';
 import { OpenFlowAgent, type OfBridgeHost, type OfPortStats, type FailMode } from '../openflow/agent.js';
 import type { OfPortDesc } from '../openflow/wire.js';
 import { xlatePacketOut, type ControllerEvent } from '../ofproto/xlate.js';
-import { portVlan, formatPortVlan, VLAN_MODES, type PortVlanConfig, type VlanMode } from '../ofproto/port-vlan.js';
+import { portVlan, formatPortVlan, type PortVlanConfig, type VlanMode } from '../ofproto/port-vlan.js';
 import type { OfAction } from '../ofproto/flow-syntax.js';
 import { extractKey, FLOW_WORDS } from '../dp/flow-key.js';
 import { memoryReport, rssSplit, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
@@ -1347,7 +1347,7 @@ export function tunnelOptions(p: Record<string, unknown>): TunnelConfig {
 
 /**
  * The VLAN columns of an add-port / set-port request (tag: a number; trunks: numbers, or a
- * "10,20" string; vlan_mode: a name), unchecked beyond their types; undefined when none is given.
+ * "10,20" string; vlan_mode: a name), unchecked beyond their types (portVlan checks them); undefined when none is given.
  */
 function vlanParams(p: Record<string, unknown>): PortVlanConfig | undefined {
   if (!('tag' in p) && !('trunks' in p) && !('vlan_mode' in p)) return undefined;
@@ -1362,10 +1362,7 @@ function vlanParams(p: Record<string, unknown>): PortVlanConfig | undefined {
     const list = Array.isArray(p.trunks) ? p.trunks : String(p.trunks).split(',').filter((x) => x.trim() !== '');
     c.trunks = list.map((x) => num(x, 'trunks:'));
   }
-  if (p.vlan_mode !== undefined && p.vlan_mode !== null && p.vlan_mode !== '') {
-    const m = String(p.vlan_mode);
-    if (!VLAN_MODES.includes(m as VlanMode)) throw new RpcError(`vlan_mode '${m}' must be one of ${VLAN_MODES.join(', ')}`);
-    c.vlan_mode = m as VlanMode;
-  }
+  // (the mode's value is checked with the rest by portVlan)
+  if (p.vlan_mode !== undefined && p.vlan_mode !== null && p.vlan_mode !== '') c.vlan_mode = String(p.vlan_mode) as VlanMode;
   return c;
 }
