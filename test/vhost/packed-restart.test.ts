@@ -177,7 +177,11 @@ function run(s: Sw, gu: Guest, rounds: number): void {
   }
 }
 
-test('packed rings: a frontend that comes back after a switch crash with a stale base (QEMU: 0x8000 while its rings are past a wrap) passes traffic again, both ways', async (t) => {
+/**
+ * A guest and a first switch whose packed rings both stand at position 44, wrap 0 (300 descriptors
+ * each: past a wrap); every switch pushed to `open` is crashed, and the guest closed, by the test's end.
+ */
+async function pastWrap(t: { after(fn: () => unknown): void }): Promise<{ gu: Guest; open: Sw[]; s1: Sw }> {
   const gu = new Guest();
   const open: Sw[] = [];
   t.after(async () => {
@@ -186,7 +190,12 @@ test('packed rings: a frontend that comes back after a switch crash with a stale
   });
   const s1 = await switchFor(gu.g, gu.pool, [0x8000, 0x8000]);
   open.push(s1);
-  run(s1, gu, 30); // both rings at position 44, wrap 0 (300 descriptors each)
+  run(s1, gu, 30);
+  return { gu, open, s1 };
+}
+
+test('packed rings: a frontend that comes back after a switch crash with a stale base (QEMU: 0x8000 while its rings are past a wrap) passes traffic again, both ways', async (t) => {
+  const { gu, open, s1 } = await pastWrap(t);
   // in flight when the switch dies: 5 TX frames posted and not taken, 8 RX buffers posted and not filled
   gu.postTx(5);
   gu.postRx(8);
@@ -215,15 +224,7 @@ test('packed rings: a frontend that comes back after a switch crash with a stale
 });
 
 test('packed rings: the base read back with GET_VRING_BASE past a wrap (an orderly stop, then the switch restarts) is taken as is, wrap counter included', async (t) => {
-  const gu = new Guest();
-  const open: Sw[] = [];
-  t.after(async () => {
-    for (const s of open) if (s.b.connected) await crash(s);
-    gu.close();
-  });
-  const s1 = await switchFor(gu.g, gu.pool, [0x8000, 0x8000]);
-  open.push(s1);
-  run(s1, gu, 30);
+  const { gu, open, s1 } = await pastWrap(t);
   gu.postTx(5); // posted, not taken: must come through the restart exactly once
   // QEMU's vhost_virtqueue_stop: GET_VRING_BASE per ring; the answer carries position and wrap counter
   const bases: number[] = [];
