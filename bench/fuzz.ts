@@ -1,5 +1,5 @@
 /**
- * `npm run fuzz [-- --seconds N | --messages N] [--seed S]`: a hostile vhost-user frontend against a
+ * `npm run fuzz [-- --seconds N | --messages N] [--seed S] [--warmup S --rest S]`: a hostile vhost-user frontend against a
  * real tsvs daemon, from this (separate) process over real sockets (issue 18, "Long runs").
  *
  * The daemon gets three vhost-user server ports: w1 and w2, where two well-behaved virtio-user
@@ -23,7 +23,7 @@ import { VirtioUserPort } from '../src/port/virtio-user.js';
 import * as M from '../src/vhost/messages.js';
 import { Rng } from '../test/fixtures/rng.js';
 import { rpcCall } from '../src/daemon/control.js';
-import type { MemoryReport } from '../src/util/memory.js';
+import type { MemoryReport, RssSplit } from '../src/util/memory.js';
 
 export interface FuzzOptions {
   /** Stop after this long (default 30 s) ... */
@@ -31,6 +31,15 @@ export interface FuzzOptions {
   /** ... or after this many messages, whichever comes first. */
   messages?: number;
   seed?: number;
+  /**
+   * Memory baseline after a warm-up (default 0: before any fuzzing): fuzz this long, let the daemon rest
+   * `restSeconds`, measure (memBase), then fuzz `seconds`; at the end, rest again and measure (memRest).
+   * Growth is compared between the two rests (the daemon idle, the witnesses still attached), on the
+   * switch's own memory (RSS minus the witnesses' guest memory, `tsvs memory`'s split).
+   */
+  warmupSeconds?: number;
+  /** Idle time before the at-rest measurements (default 0; V8 shrinks its young generation and the daemon trims malloc within ~30 s). */
+  restSeconds?: number;
   /** Write heap snapshots of every daemon thread into this directory after 30 s and at the end. */
   snapshotDir?: string;
   /** Progress lines (default: none). */
@@ -50,6 +59,14 @@ export interface FuzzReport {
   /** `tsvs memory --gc` at the start and at the end: RSS by kind, live heaps (issue 18: what the RSS growth is). */
   memStart?: MemSplit;
   memEnd?: MemSplit;
+  /** After the warm-up and restSeconds idle (the baseline), and after the run and restSeconds idle. */
+  memBase?: MemSplit;
+  memRest?: MemSplit;
+  warmupSeconds: number;
+  restSeconds: number;
+  /** Messages and connections of the warm-up (included in messages/connections). */
+  warmupMessages: number;
+  warmupConnections: number;
   /** The same once the witnesses have disconnected (their memory unmapped). */
   memAfterWitnesses?: MemSplit;
   rssMaxKiB: number;
@@ -76,6 +93,11 @@ export interface MemSplit {
   mainHeap: number;
   mainHeapTotal: number;
   external: number;
+  /** The switch's own memory (RSS minus guests' memory: the witnesses' pages), KiB, and the guests' part. */
+  own: number;
+  guest: number;
+  /** Committed KiB per V8 heap space of the main thread. */
+  mainSpaces: Record<string, number>;
   pmdHeap: number[];
   pmdHeapTotal: number[];
   /** Committed KiB per V8 heap space of the first PMD thread (new_space grows under a high allocation rate). */
@@ -102,11 +124,13 @@ function residentByMapping(pid: number): Record<string, number> {
 }
 
 async function memSplit(ctl: string, gc: boolean, pid: number): Promise<MemSplit> {
-  const m = ((await rpcCall(ctl, 'memory', { gc })) as { data: { main: MemoryReport; pmds: MemoryReport[] } }).data;
+  const m = ((await rpcCall(ctl, 'memory', { gc })) as { data: { main: MemoryReport; pmds: MemoryReport[]; split: RssSplit | null } }).data;
   const k = (b: number): number => Math.round(b / 1024);
   return {
     rss: k(m.main.rss), anon: k(m.main.rssAnon), file: k(m.main.rssFile), shmem: k(m.main.rssShmem),
     mainHeap: k(m.main.heapUsed), mainHeapTotal: k(m.main.heapTotal), external: k(m.main.external),
+    own: k(m.split?.own ?? NaN), guest: k(m.split?.guest ?? NaN),
+    mainSpaces: Object.fromEntries(m.main.spaces.filter((x) => x.committed > 0).map((x) => [x.name, k(x.committed)])),
     pmdHeap: m.pmds.map((p) => k(p.heapUsed)), pmdHeapTotal: m.pmds.map((p) => k(p.heapTotal)),
     pmdSpaces: Object.fromEntries((m.pmds[0]?.spaces ?? []).filter((x) => x.committed > 0).map((x) => [x.name, k(x.committed)])),
     byMapping: residentByMapping(pid),
@@ -228,6 +252,8 @@ class Witnesses {
 
 export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
   const seconds = o.seconds ?? 30;
+  const warmupSeconds = o.warmupSeconds ?? 0;
+  const restSeconds = o.restSeconds ?? 0;
   const maxMsgs = o.messages ?? Infinity;
   const rng = new Rng(o.seed ?? 0x5eed1818);
   const d = await startDaemon({ args: ['--pmd-cpus', '1'] });
@@ -240,7 +266,7 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
   let w: Witnesses | null = null;
   const rep: FuzzReport = {
     seconds: 0, messages: 0, connections: 0, byKind: { random: 0, header: 0, session: 0 }, witnessChecks: 0, witnessFailures: [],
-    daemonCrashed: false, rssStartKiB: 0, rssEndKiB: 0, rssMaxKiB: 0, fdsStart: 0, fdsEnd: 0, poolAvailable: 0, poolCount: 0, logLines: 0,
+    daemonCrashed: false, warmupSeconds, restSeconds, warmupMessages: 0, warmupConnections: 0, rssStartKiB: 0, rssEndKiB: 0, rssMaxKiB: 0, fdsStart: 0, fdsEnd: 0, poolAvailable: 0, poolCount: 0, logLines: 0,
   };
   try {
     await cli('add-br', 'br0');
@@ -255,79 +281,97 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
     rep.fdsStart = procFds(d.proc.pid!);
     const target = path.join(d.runDir, 'fz');
     const rbuf = new Uint8Array(65536);
-    const t0 = Date.now();
-    let lastCheck = t0;
-    while (Date.now() - t0 < seconds * 1000 && rep.messages < maxMsgs) {
-      if (d.proc.exitCode !== null || d.proc.signalCode !== null) {
-        rep.daemonCrashed = true;
-        break;
-      }
-      let sock: UnixSocket;
-      try {
-        sock = UnixSocket.connect(target);
-      } catch {
-        await sleep(5);
-        continue;
-      }
-      rep.connections++;
-      const kind = rng.int(3);
-      try {
-        if (kind === 0) {
-          rep.byKind.random++;
-          const chunks = 1 + rng.int(3);
-          for (let c = 0; c < chunks; c++) {
-            const b = new Uint8Array(1 + rng.int(200));
-            for (let i = 0; i < b.length; i++) b[i] = rng.int(256);
-            const fds = rng.int(3) === 0 ? Array.from({ length: 1 + rng.int(8) }, () => g.fds[rng.pick(FD_REFS)]) : [];
-            sock.send(b, fds);
-            rep.messages++;
-          }
-        } else if (kind === 1) {
-          rep.byKind.header++;
-          const n = 1 + rng.int(20);
-          for (let i = 0; i < n; i++) {
-            const size = rng.int(300);
-            const msg: ScriptMsg = {
-              request: rng.int(4) === 0 ? rng.u32() : rng.int(48),
-              flags: rng.int(4) === 0 ? rng.u32() : M.VERSION | (rng.int(2) ? M.FLAG_NEED_REPLY : 0),
-              payload: Uint8Array.from({ length: size }, () => rng.int(256)),
-              fds: Array.from({ length: rng.int(4) === 0 ? rng.int(9) : 0 }, () => rng.pick(FD_REFS)),
-              size: rng.int(8) === 0 ? rng.int(5000) : size,
-            };
-            if (!sendScript(sock, g, msg)) break;
-            rep.messages++;
-            drain(sock, rbuf);
-          }
-        } else {
-          rep.byKind.session++;
-          const msgs = [...dpdkSession(g), ...extraMessages(g)];
-          for (let m = 1 + rng.int(3); m > 0; m--) mutate(rng, msgs, g);
-          for (const msg of msgs) {
-            if (!sendScript(sock, g, msg)) break;
-            rep.messages++;
-            if (rng.int(4) === 0) await sleep(0); // let the daemon answer now and then
-            drain(sock, rbuf);
-          }
+    const fuzzFor = async (secs: number): Promise<void> => {
+      const t0 = Date.now();
+      let lastCheck = t0;
+      while (Date.now() - t0 < secs * 1000 && rep.messages < maxMsgs) {
+        if (d.proc.exitCode !== null || d.proc.signalCode !== null) {
+          rep.daemonCrashed = true;
+          break;
         }
-      } catch {
-        /* the daemon hung up on us: expected */
+        let sock: UnixSocket;
+        try {
+          sock = UnixSocket.connect(target);
+        } catch {
+          await sleep(5);
+          continue;
+        }
+        rep.connections++;
+        const kind = rng.int(3);
+        try {
+          if (kind === 0) {
+            rep.byKind.random++;
+            const chunks = 1 + rng.int(3);
+            for (let c = 0; c < chunks; c++) {
+              const b = new Uint8Array(1 + rng.int(200));
+              for (let i = 0; i < b.length; i++) b[i] = rng.int(256);
+              const fds = rng.int(3) === 0 ? Array.from({ length: 1 + rng.int(8) }, () => g.fds[rng.pick(FD_REFS)]) : [];
+              sock.send(b, fds);
+              rep.messages++;
+            }
+          } else if (kind === 1) {
+            rep.byKind.header++;
+            const n = 1 + rng.int(20);
+            for (let i = 0; i < n; i++) {
+              const size = rng.int(300);
+              const msg: ScriptMsg = {
+                request: rng.int(4) === 0 ? rng.u32() : rng.int(48),
+                flags: rng.int(4) === 0 ? rng.u32() : M.VERSION | (rng.int(2) ? M.FLAG_NEED_REPLY : 0),
+                payload: Uint8Array.from({ length: size }, () => rng.int(256)),
+                fds: Array.from({ length: rng.int(4) === 0 ? rng.int(9) : 0 }, () => rng.pick(FD_REFS)),
+                size: rng.int(8) === 0 ? rng.int(5000) : size,
+              };
+              if (!sendScript(sock, g, msg)) break;
+              rep.messages++;
+              drain(sock, rbuf);
+            }
+          } else {
+            rep.byKind.session++;
+            const msgs = [...dpdkSession(g), ...extraMessages(g)];
+            for (let m = 1 + rng.int(3); m > 0; m--) mutate(rng, msgs, g);
+            for (const msg of msgs) {
+              if (!sendScript(sock, g, msg)) break;
+              rep.messages++;
+              if (rng.int(4) === 0) await sleep(0); // let the daemon answer now and then
+              drain(sock, rbuf);
+            }
+          }
+        } catch {
+          /* the daemon hung up on us: expected */
+        }
+        drain(sock, rbuf);
+        sock.close();
+        if (Date.now() - lastCheck > 2000) {
+          lastCheck = Date.now();
+          await sleep(20); // let the daemon finish the last connection
+          rep.witnessChecks++;
+          const why = await w!.check();
+          if (why) rep.witnessFailures.push(`after ${rep.messages} messages: ${why}`);
+          const rss = procKiB(d.proc.pid!);
+          rep.rssMaxKiB = Math.max(rep.rssMaxKiB, rss);
+          // live heaps (full GC) every 10th check, the cheap split otherwise
+          if (o.snapshotDir && rep.witnessChecks === 15) await rpcCall(ctl, 'memory', { gc: true, snapshotDir: o.snapshotDir }, 120000);
+          const ms = o.progress ? await memSplit(ctl, rep.witnessChecks % 10 === 0, d.proc.pid!) : null;
+          o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB (anon ${(ms!.anon / 1024).toFixed(1)}, file ${(ms!.file / 1024).toFixed(1)}, shmem ${(ms!.shmem / 1024).toFixed(1)}; heap total main ${(ms!.mainHeapTotal / 1024).toFixed(1)}, pmd ${(ms!.pmdHeapTotal[0] / 1024).toFixed(1)} MiB${rep.witnessChecks % 10 === 0 ? `; live heap main ${(ms!.mainHeap / 1024).toFixed(2)}, pmd ${(ms!.pmdHeap[0] / 1024).toFixed(2)} MiB` : ''}), ${procFds(d.proc.pid!)} fds`);
+        }
       }
-      drain(sock, rbuf);
-      sock.close();
-      if (Date.now() - lastCheck > 2000) {
-        lastCheck = Date.now();
-        await sleep(20); // let the daemon finish the last connection
-        rep.witnessChecks++;
-        const why = await w.check();
-        if (why) rep.witnessFailures.push(`after ${rep.messages} messages: ${why}`);
-        const rss = procKiB(d.proc.pid!);
-        rep.rssMaxKiB = Math.max(rep.rssMaxKiB, rss);
-        // live heaps (full GC) every 10th check, the cheap split otherwise
-        if (o.snapshotDir && rep.witnessChecks === 15) await rpcCall(ctl, 'memory', { gc: true, snapshotDir: o.snapshotDir }, 120000);
-        const ms = o.progress ? await memSplit(ctl, rep.witnessChecks % 10 === 0, d.proc.pid!) : null;
-        o.progress?.(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${rep.messages} messages, ${rep.connections} connections, daemon RSS ${(rss / 1024).toFixed(1)} MiB (anon ${(ms!.anon / 1024).toFixed(1)}, file ${(ms!.file / 1024).toFixed(1)}, shmem ${(ms!.shmem / 1024).toFixed(1)}; heap total main ${(ms!.mainHeapTotal / 1024).toFixed(1)}, pmd ${(ms!.pmdHeapTotal[0] / 1024).toFixed(1)} MiB${rep.witnessChecks % 10 === 0 ? `; live heap main ${(ms!.mainHeap / 1024).toFixed(2)}, pmd ${(ms!.pmdHeap[0] / 1024).toFixed(2)} MiB` : ''}), ${procFds(d.proc.pid!)} fds`);
-      }
+    };
+    const rest = async (): Promise<void> => {
+      if (restSeconds <= 0) return;
+      o.progress?.(`resting ${restSeconds} s`);
+      await sleep(restSeconds * 1000);
+    };
+    if (warmupSeconds > 0) {
+      o.progress?.(`warm-up: ${warmupSeconds} s of fuzzing`);
+      await fuzzFor(warmupSeconds);
+      rep.warmupMessages = rep.messages;
+      rep.warmupConnections = rep.connections;
+      await rest();
+      rep.memBase = await memSplit(ctl, true, d.proc.pid!);
+      o.progress?.(`baseline after the warm-up: ${JSON.stringify(rep.memBase)}`);
     }
+    const t0 = Date.now();
+    await fuzzFor(seconds);
     rep.seconds = (Date.now() - t0) / 1000;
     if (d.proc.exitCode === null && d.proc.signalCode === null) {
       await sleep(500);
@@ -338,6 +382,11 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
       if (o.snapshotDir) await rpcCall(ctl, 'memory', { gc: true, snapshotDir: o.snapshotDir }, 120000);
       rep.memEnd = await memSplit(ctl, true, d.proc.pid!);
       rep.rssEndKiB = procKiB(d.proc.pid!);
+      if (restSeconds > 0) {
+        await rest();
+        rep.memRest = await memSplit(ctl, true, d.proc.pid!);
+        o.progress?.(`at rest after the run: ${JSON.stringify(rep.memRest)}`);
+      }
       rep.fdsEnd = procFds(d.proc.pid!);
       const pmd = JSON.parse(await cli('pmd-stats', '--json')) as { poolAvailable: number; poolCount: number }[];
       rep.poolAvailable = pmd[0].poolAvailable;
@@ -372,7 +421,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const messages = arg('messages');
   const seconds = arg('seconds') ?? (messages !== undefined ? 24 * 3600 : 30);
   const snap = process.argv.indexOf('--heap-snapshots');
-  runFuzz({ seconds, messages, seed: arg('seed'), snapshotDir: snap > 0 ? path.resolve(process.argv[snap + 1]) : undefined, progress: (l) => console.log(l) }).then(
+  runFuzz({ seconds, messages, seed: arg('seed'), warmupSeconds: arg('warmup') ?? 0, restSeconds: arg('rest') ?? 0, snapshotDir: snap > 0 ? path.resolve(process.argv[snap + 1]) : undefined, progress: (l) => console.log(l) }).then(
     (r) => {
       console.log(JSON.stringify(r, null, 2));
       const ok = !r.daemonCrashed && r.witnessFailures.length === 0;

@@ -28,9 +28,14 @@ import type { MemoryReport } from '../src/util/memory.js';
 export interface SoakOptions {
   /** Measured run after the warm-up (default 30 s). */
   seconds?: number;
-  /** Warm-up before the first measurement (default: 10% of seconds, 5..60 s). */
+  /**
+   * Warm-up before the first measurement: first `warmupSteps` churn steps back to back (default: half as
+   * many as the measured run makes, at most 300; V8 compiles and optimizes the control paths by how often
+   * they run, not by time), then `warmupSeconds` at the measured pace (default: 10% of seconds, 5..60 s).
+   */
+  warmupSteps?: number;
   warmupSeconds?: number;
-  /** Limits (defaults: 5% RSS without shared memory, live heap 5% or 1 MiB whichever is more, per thread). */
+  /** Limits (defaults: 5% RSS without shared memory, live heap 5% per thread, or 1 MiB if more in runs under 300 s). */
   maxRssGrowth?: number;
   maxHeapGrowth?: number;
   maxHeapGrowthBytes?: number;
@@ -44,14 +49,20 @@ export interface MemSample {
   rssFile: number;
   rssShmem: number;
   mainHeap: number;
+  /** Of the live heap: JIT-compiled code (code space), main thread and PMD threads. */
+  mainCode: number;
   mainExternal: number;
   pmdHeap: number[];
+  pmdCode: number[];
   fds: number;
 }
 
 export interface SoakReport {
   seconds: number;
   warmupSeconds: number;
+  warmupSteps: number;
+  /** How long the back-to-back warm-up steps took, s. */
+  warmupStepsSeconds: number;
   /** Frames the switch received (both ports) during the measured run, and per second. */
   framesForwarded: number;
   mpps: number;
@@ -59,6 +70,8 @@ export interface SoakReport {
   /** Seconds in which the switch received nothing from the loop. */
   stalledSeconds: number;
   daemonCrashed: boolean;
+  /** Before the warm-up (links up, traffic running, no churn yet): growth from here to `start` is the warm-up's. */
+  first: MemSample;
   start: MemSample;
   end: MemSample;
   samples: MemSample[];
@@ -100,17 +113,19 @@ interface PortStatsAnswer {
 export async function runSoak(o: SoakOptions = {}): Promise<SoakReport> {
   const seconds = o.seconds ?? 30;
   const warmup = o.warmupSeconds ?? Math.min(60, Math.max(5, Math.round(seconds / 10)));
+  const warmupSteps = o.warmupSteps ?? Math.min(300, Math.round(seconds / 2));
   const maxRss = o.maxRssGrowth ?? 0.05;
   const maxHeap = o.maxHeapGrowth ?? 0.05;
-  const maxHeapBytes = o.maxHeapGrowthBytes ?? 1 << 20;
+  // a floor of 1 MiB for short runs (their warm-up is short too); a long run is held to 5% alone
+  const maxHeapBytes = o.maxHeapGrowthBytes ?? (seconds >= 300 ? 0 : 1 << 20);
   const d = await startDaemon({ args: ['--pmd-cpus', '1'] });
   const ctl = path.join(d.runDir, 'tsvs.ctl');
   const rpc = <T>(method: string, params: Record<string, unknown> = {}): Promise<T> => rpcCall(ctl, method, params) as Promise<T>;
   const pid = d.proc.pid!;
   const rep: SoakReport = {
-    seconds: 0, warmupSeconds: warmup, framesForwarded: 0, mpps: 0,
+    seconds: 0, warmupSeconds: warmup, warmupSteps, warmupStepsSeconds: 0, framesForwarded: 0, mpps: 0,
     churn: { portsAdded: 0, portsRemoved: 0, frontendsAttached: 0, ruleChanges: 0, rpcFailures: [] },
-    stalledSeconds: 0, daemonCrashed: false, start: null as unknown as MemSample, end: null as unknown as MemSample, samples: [],
+    stalledSeconds: 0, daemonCrashed: false, first: null as unknown as MemSample, start: null as unknown as MemSample, end: null as unknown as MemSample, samples: [],
     growth: { rss: 0, rssPrivate: 0, rssAnon: 0, mainHeap: 0, pmdHeap: [] }, poolAvailable: 0, poolCount: 0, portDrops: {}, pmdDrops: {}, logLines: 0, problems: [],
   };
   let tp: Testpmd | null = null;
@@ -119,10 +134,12 @@ export async function runSoak(o: SoakOptions = {}): Promise<SoakReport> {
   const t00 = Date.now();
   const sample = async (): Promise<MemSample> => {
     const m = await rpc<MemoryAnswer>('memory', { gc: true });
+    const code = (r: MemoryReport): number => r.spaces.find((x) => x.name === 'code_space')?.used ?? 0;
     return {
       atSeconds: Math.round((Date.now() - t00) / 100) / 10,
       rss: m.data.main.rss, rssAnon: m.data.main.rssAnon, rssFile: m.data.main.rssFile, rssShmem: m.data.main.rssShmem,
-      mainHeap: m.data.main.heapUsed, mainExternal: m.data.main.external, pmdHeap: m.data.pmds.map((p) => p.heapUsed), fds: procFds(pid),
+      mainHeap: m.data.main.heapUsed, mainCode: code(m.data.main), mainExternal: m.data.main.external,
+      pmdHeap: m.data.pmds.map((p) => p.heapUsed), pmdCode: m.data.pmds.map(code), fds: procFds(pid),
     };
   };
   const rxTotal = async (): Promise<number> => (await rpc<PmdStatsAnswer>('pmd-stats')).data.reduce((a, p) => a + p.rxPackets, 0);
@@ -207,7 +224,13 @@ export async function runSoak(o: SoakOptions = {}): Promise<SoakReport> {
       if (tick % 2 === 1) await churn();
     };
 
-    o.progress?.(`warm-up ${warmup} s`);
+    rep.first = await sample();
+    o.progress?.(`before the warm-up: ${JSON.stringify(rep.first)}`);
+    o.progress?.(`warm-up: ${warmupSteps} churn steps back to back, then ${warmup} s at one step per second`);
+    const tw = Date.now();
+    for (let i = 0; i < warmupSteps && alive(); i++) await churn();
+    rep.warmupStepsSeconds = (Date.now() - tw) / 1000;
+    o.progress?.(`${warmupSteps} steps in ${rep.warmupStepsSeconds.toFixed(1)} s`);
     await runFor(warmup, false);
     await settle();
     rep.start = await sample();
@@ -285,17 +308,18 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const json = process.argv.includes('--json');
   runSoak({ seconds, warmupSeconds: arg('warmup'), progress: (l) => console.log(l) }).then(
     (r) => {
-      const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+      const mib = (b: number): string => (b / 2 ** 20).toFixed(2);
       const pct = (x: number): string => `${x >= 0 ? '+' : ''}${(100 * x).toFixed(1)}%`;
       const out = process.argv.indexOf('--out');
       if (out > 0) fs.writeFileSync(process.argv[out + 1], JSON.stringify(r, null, 2) + '\n');
       if (json) console.log(JSON.stringify(r, null, 2));
       else if (r.start && r.end) {
         console.log([
-          `soak: ${r.seconds.toFixed(0)} s after ${r.warmupSeconds} s of warm-up; ${r.framesForwarded} frames (${r.mpps.toFixed(2)} Mpps), stalled ${r.stalledSeconds} s`,
+          `soak: ${r.seconds.toFixed(0)} s after a warm-up of ${r.warmupSteps} churn steps back to back (${r.warmupStepsSeconds.toFixed(0)} s) and ${r.warmupSeconds} s at the measured pace; ${r.framesForwarded} frames (${r.mpps.toFixed(2)} Mpps), stalled ${r.stalledSeconds} s`,
+          `warm-up (before -> after): RSS without shared memory ${mib(r.first.rssAnon + r.first.rssFile)} -> ${mib(r.start.rssAnon + r.start.rssFile)} MiB, live heap main ${mib(r.first.mainHeap)} -> ${mib(r.start.mainHeap)} MiB (code ${mib(r.first.mainCode)} -> ${mib(r.start.mainCode)}), ${r.first.pmdHeap.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.start.pmdHeap[i])} MiB`).join(', ')}`,
           `churn: ${r.churn.portsAdded} ports added, ${r.churn.portsRemoved} removed, ${r.churn.frontendsAttached} frontends attached, ${r.churn.ruleChanges} rule changes, ${r.churn.rpcFailures.length} failed requests`,
           `RSS ${mib(r.start.rss)} -> ${mib(r.end.rss)} MiB (${pct(r.growth.rss)}); without shared memory ${mib(r.start.rssAnon + r.start.rssFile)} -> ${mib(r.end.rssAnon + r.end.rssFile)} MiB (${pct(r.growth.rssPrivate)}; anonymous ${mib(r.start.rssAnon)} -> ${mib(r.end.rssAnon)}); shared (pool, guest pages touched) ${mib(r.start.rssShmem)} -> ${mib(r.end.rssShmem)} MiB`,
-          `live heap: main ${mib(r.start.mainHeap)} -> ${mib(r.end.mainHeap)} MiB (${pct(r.growth.mainHeap)}), ${r.start.pmdHeap.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.end.pmdHeap[i])} MiB (${pct(r.growth.pmdHeap[i])})`).join(', ')}`,
+          `live heap: main ${mib(r.start.mainHeap)} -> ${mib(r.end.mainHeap)} MiB (${pct(r.growth.mainHeap)}; of it JIT code ${mib(r.start.mainCode)} -> ${mib(r.end.mainCode)}), ${r.start.pmdHeap.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.end.pmdHeap[i])} MiB (${pct(r.growth.pmdHeap[i])}; code ${mib(r.start.pmdCode[i])} -> ${mib(r.end.pmdCode[i])})`).join(', ')}`,
           `fds ${r.start.fds} -> ${r.end.fds}; packet pool ${r.poolAvailable}/${r.poolCount} free after traffic`,
           `drops: ${JSON.stringify({ ports: r.portDrops, pmd: r.pmdDrops })}`,
           r.problems.length ? `FAILED:\n  ${r.problems.join('\n  ')}` : 'OK',

@@ -46,6 +46,14 @@ const c_mmap = libc.func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int'
 const c_munmap = libc.func('munmap', 'int', ['uint64_t', 'size_t']);
 // memmove(dst, src, 0) returns dst: the one portable way to turn an address into a koffi pointer.
 const c_ptr = libc.func('memmove', 'void *', ['uint64_t', 'uint64_t', 'size_t']);
+// glibc only (absent from musl): looked up once, null when missing
+const c_malloc_trim = ((): ((pad: number) => number) | null => {
+  try {
+    return libc.func('int malloc_trim(size_t pad)') as (pad: number) => number;
+  } catch {
+    return null;
+  }
+})();
 const c_close = libc.func('int close(int fd)');
 const c_dup = libc.func('int dup(int fd)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
@@ -258,3 +266,13 @@ export function setAffinity(cpus: number[]): void {
 }
 
 export { koffi };
+
+/**
+ * glibc's malloc_trim(0): give the free memory inside malloc's arenas (every thread's) back to the
+ * kernel. glibc keeps freed chunks mapped (and resident) for reuse; after a burst of short-lived
+ * native allocations (message and socket buffers, ArrayBuffer backing stores of churned connections)
+ * that is RSS the process no longer uses. Returns whether anything was released; false without glibc.
+ */
+export function mallocTrim(): boolean {
+  return c_malloc_trim !== null && c_malloc_trim(0) === 1;
+}

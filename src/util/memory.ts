@@ -3,13 +3,15 @@
  * daemon's main thread and for each PMD worker thread, which has its own isolate and heap).
  *
  * `gc: true` first runs full garbage collections, so that `heapUsed` is the live heap (what a leak
- * grows) rather than live + garbage not yet collected. A full GC pauses the calling thread for a
+ * grows) rather than live + garbage not yet collected, then malloc_trim (free malloc memory back to the
+ * kernel, as the daemon also does every 30 s), so that the RSS is what is in use. A full GC pauses the calling thread for a
  * few milliseconds (a PMD thread stops polling meanwhile): a diagnostic, not for every second.
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { mallocTrim } from '../sys/libc.js';
 
 export interface MemoryReport {
   /** Process-wide resident set (the same for every thread of the process), bytes. */
@@ -87,6 +89,8 @@ export function memoryReport(opts: { gc?: boolean } = {}): MemoryReport {
       gc();
       didGc = true;
     }
+    // what the collections freed in native memory (ArrayBuffer backing stores) goes back to the kernel
+    mallocTrim();
   }
   const m = process.memoryUsage();
   const h = v8.getHeapStatistics();
