@@ -1,5 +1,5 @@
 /**
- * `npm run fuzz [-- --seconds N | --messages N] [--seed S] [--warmup S --rest S]`: a hostile vhost-user frontend against a
+ * `npm run fuzz [-- --seconds N | --messages N] [--seed S] [--warmup S --rest S] [--out FILE.json]`: a hostile vhost-user frontend against a
  * real tsvs daemon, from this (separate) process over real sockets (issue 18, "Long runs").
  *
  * The daemon gets three vhost-user server ports: w1 and w2, where two well-behaved virtio-user
@@ -413,6 +413,45 @@ export async function runFuzz(o: FuzzOptions = {}): Promise<FuzzReport> {
   return rep;
 }
 
+/**
+ * The run in a few lines, and what failed: a crash, a witness failure, fds not back, the pool not full,
+ * and (with a warm-up and rests) growth of the switch's own memory or of a live heap of 5% or more between
+ * the two rests. The growth from the cold start (memStart, before any fuzzing) is reported beside it.
+ */
+export function fuzzSummary(r: FuzzReport, maxGrowth = 0.05): { lines: string[]; problems: string[] } {
+  const mib = (k: number): string => (k / 1024).toFixed(2);
+  const pct = (a: number, b: number): string => `${b >= a ? '+' : ''}${((100 * (b - a)) / a).toFixed(1)}%`;
+  const problems: string[] = [];
+  if (r.daemonCrashed) problems.push('the daemon crashed');
+  if (r.witnessFailures.length) problems.push(`${r.witnessFailures.length} witness failures: ${r.witnessFailures[0]}`);
+  if (r.fdsEnd !== r.fdsStart) problems.push(`daemon fds ${r.fdsStart} -> ${r.fdsEnd}`);
+  if (r.poolAvailable !== r.poolCount) problems.push(`packet pool ${r.poolAvailable}/${r.poolCount} free at the end`);
+  const lines = [
+    `fuzz: ${r.messages} messages over ${r.connections} connections (${r.byKind.random} random, ${r.byKind.header} header, ${r.byKind.session} session)` +
+      `${r.warmupMessages ? `, of them ${r.warmupMessages} / ${r.warmupConnections} in a ${r.warmupSeconds} s warm-up` : ''}; ${r.seconds.toFixed(0)} s measured`,
+    `crashed: ${r.daemonCrashed}; witness checks ${r.witnessChecks}, failures ${r.witnessFailures.length}; fds ${r.fdsStart} -> ${r.fdsEnd}; pool ${r.poolAvailable}/${r.poolCount} free; ${r.logLines} log lines`,
+  ];
+  const row = (what: string, f: (m: MemSplit) => number): string => {
+    const parts = [r.memStart, r.memBase, r.memEnd, r.memRest].map((m) => (m ? mib(f(m)) : '-'));
+    const cold = r.memStart && r.memRest ? ` cold->rest ${pct(f(r.memStart), f(r.memRest))}` : '';
+    const warm = r.memBase && r.memRest ? `, base->rest ${pct(f(r.memBase), f(r.memRest))}` : '';
+    return `  ${what.padEnd(26)} ${parts.map((x) => x.padStart(8)).join(' ')}  ${cold}${warm}`;
+  };
+  lines.push(`memory, MiB: ${'start (cold)'.padStart(12)} ${'base'.padStart(8)} ${'end'.padStart(8)} ${'rest'.padStart(8)}`);
+  lines.push(row('RSS', (m) => m.rss), row('own (RSS - guest memory)', (m) => m.own), row('anonymous', (m) => m.anon));
+  lines.push(row('live heap, main', (m) => m.mainHeap), row('young gen main (committed)', (m) => m.mainSpaces.new_space ?? 0));
+  (r.memStart?.pmdHeap ?? []).forEach((_, i) => lines.push(row(`live heap, pmd ${i}`, (m) => m.pmdHeap[i])));
+  if (r.memBase && r.memRest) {
+    const grew = (what: string, a: number, b: number): void => {
+      if (b > a * (1 + maxGrowth)) problems.push(`${what} grew ${pct(a, b)} from the warm baseline (${mib(a)} -> ${mib(b)} MiB)`);
+    };
+    grew('own memory (RSS - guest memory)', r.memBase.own, r.memRest.own);
+    grew('live heap of the main thread', r.memBase.mainHeap, r.memRest.mainHeap);
+    r.memBase.pmdHeap.forEach((h, i) => grew(`live heap of PMD thread ${i}`, h, r.memRest!.pmdHeap[i]));
+  }
+  return { lines, problems };
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const arg = (k: string): number | undefined => {
     const i = process.argv.indexOf(`--${k}`);
@@ -423,9 +462,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const snap = process.argv.indexOf('--heap-snapshots');
   runFuzz({ seconds, messages, seed: arg('seed'), warmupSeconds: arg('warmup') ?? 0, restSeconds: arg('rest') ?? 0, snapshotDir: snap > 0 ? path.resolve(process.argv[snap + 1]) : undefined, progress: (l) => console.log(l) }).then(
     (r) => {
-      console.log(JSON.stringify(r, null, 2));
-      const ok = !r.daemonCrashed && r.witnessFailures.length === 0;
-      process.exit(ok ? 0 : 1);
+      const out = process.argv.indexOf('--out');
+      if (out > 0) fs.writeFileSync(process.argv[out + 1], JSON.stringify(r, null, 2) + '\n');
+      else console.log(JSON.stringify(r, null, 2));
+      const { lines, problems } = fuzzSummary(r);
+      console.log([...lines, problems.length ? `FAILED:\n  ${problems.join('\n  ')}` : 'OK'].join('\n'));
+      process.exit(problems.length ? 1 : 0);
     },
     (e) => {
       console.error(e);

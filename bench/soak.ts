@@ -51,6 +51,9 @@ export interface MemSample {
   mainHeap: number;
   /** Of the live heap: JIT-compiled code (code space), main thread and PMD threads. */
   mainCode: number;
+  /** Committed young generation (new space), main thread and PMD threads. */
+  mainYoung: number;
+  pmdYoung: number[];
   mainExternal: number;
   pmdHeap: number[];
   pmdCode: number[];
@@ -135,10 +138,11 @@ export async function runSoak(o: SoakOptions = {}): Promise<SoakReport> {
   const sample = async (): Promise<MemSample> => {
     const m = await rpc<MemoryAnswer>('memory', { gc: true });
     const code = (r: MemoryReport): number => r.spaces.find((x) => x.name === 'code_space')?.used ?? 0;
+    const young = (r: MemoryReport): number => r.spaces.find((x) => x.name === 'new_space')?.committed ?? 0;
     return {
       atSeconds: Math.round((Date.now() - t00) / 100) / 10,
       rss: m.data.main.rss, rssAnon: m.data.main.rssAnon, rssFile: m.data.main.rssFile, rssShmem: m.data.main.rssShmem,
-      mainHeap: m.data.main.heapUsed, mainCode: code(m.data.main), mainExternal: m.data.main.external,
+      mainHeap: m.data.main.heapUsed, mainCode: code(m.data.main), mainYoung: young(m.data.main), pmdYoung: m.data.pmds.map(young), mainExternal: m.data.main.external,
       pmdHeap: m.data.pmds.map((p) => p.heapUsed), pmdCode: m.data.pmds.map(code), fds: procFds(pid),
     };
   };
@@ -317,9 +321,11 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
         console.log([
           `soak: ${r.seconds.toFixed(0)} s after a warm-up of ${r.warmupSteps} churn steps back to back (${r.warmupStepsSeconds.toFixed(0)} s) and ${r.warmupSeconds} s at the measured pace; ${r.framesForwarded} frames (${r.mpps.toFixed(2)} Mpps), stalled ${r.stalledSeconds} s`,
           `warm-up (before -> after): RSS without shared memory ${mib(r.first.rssAnon + r.first.rssFile)} -> ${mib(r.start.rssAnon + r.start.rssFile)} MiB, live heap main ${mib(r.first.mainHeap)} -> ${mib(r.start.mainHeap)} MiB (code ${mib(r.first.mainCode)} -> ${mib(r.start.mainCode)}), ${r.first.pmdHeap.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.start.pmdHeap[i])} MiB`).join(', ')}`,
+          `cold start (before the warm-up) -> end: RSS ${mib(r.first.rss)} -> ${mib(r.end.rss)} MiB (${pct(r.end.rss / r.first.rss - 1)}), without shared memory ${mib(r.first.rssAnon + r.first.rssFile)} -> ${mib(r.end.rssAnon + r.end.rssFile)} MiB (${pct((r.end.rssAnon + r.end.rssFile) / (r.first.rssAnon + r.first.rssFile) - 1)}), live heap main ${mib(r.first.mainHeap)} -> ${mib(r.end.mainHeap)} MiB (${pct(r.end.mainHeap / r.first.mainHeap - 1)}), ${r.first.pmdHeap.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.end.pmdHeap[i])} MiB (${pct(r.end.pmdHeap[i] / h - 1)})`).join(', ')}`,
           `churn: ${r.churn.portsAdded} ports added, ${r.churn.portsRemoved} removed, ${r.churn.frontendsAttached} frontends attached, ${r.churn.ruleChanges} rule changes, ${r.churn.rpcFailures.length} failed requests`,
           `RSS ${mib(r.start.rss)} -> ${mib(r.end.rss)} MiB (${pct(r.growth.rss)}); without shared memory ${mib(r.start.rssAnon + r.start.rssFile)} -> ${mib(r.end.rssAnon + r.end.rssFile)} MiB (${pct(r.growth.rssPrivate)}; anonymous ${mib(r.start.rssAnon)} -> ${mib(r.end.rssAnon)}); shared (pool, guest pages touched) ${mib(r.start.rssShmem)} -> ${mib(r.end.rssShmem)} MiB`,
           `live heap: main ${mib(r.start.mainHeap)} -> ${mib(r.end.mainHeap)} MiB (${pct(r.growth.mainHeap)}; of it JIT code ${mib(r.start.mainCode)} -> ${mib(r.end.mainCode)}), ${r.start.pmdHeap.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.end.pmdHeap[i])} MiB (${pct(r.growth.pmdHeap[i])}; code ${mib(r.start.pmdCode[i])} -> ${mib(r.end.pmdCode[i])})`).join(', ')}`,
+          `young generation committed: main ${mib(r.first.mainYoung)} -> ${mib(r.start.mainYoung)} -> ${mib(r.end.mainYoung)} MiB, ${r.first.pmdYoung.map((h, i) => `pmd ${i} ${mib(h)} -> ${mib(r.start.pmdYoung[i])} -> ${mib(r.end.pmdYoung[i])} MiB`).join(', ')} (cold, start, end)`,
           `fds ${r.start.fds} -> ${r.end.fds}; packet pool ${r.poolAvailable}/${r.poolCount} free after traffic`,
           `drops: ${JSON.stringify({ ports: r.portDrops, pmd: r.pmdDrops })}`,
           r.problems.length ? `FAILED:\n  ${r.problems.join('\n  ')}` : 'OK',

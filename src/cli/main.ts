@@ -71,6 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
+    if (cmd.name === 'daemon') (await import('../daemon/heap-limits.js')).reexecWithHeapLimits();
     const mod = await cmd.load();
     return await mod.run(parsed.values as Record<string, unknown>, parsed.positionals);
   } catch (e) {

@@ -54,6 +54,7 @@ const c_malloc_trim = ((): ((pad: number) => number) | null => {
     return null;
   }
 })();
+const c_execve = libc.func('int execve(const char *path, const char **argv, const char **envp)');
 const c_close = libc.func('int close(int fd)');
 const c_dup = libc.func('int dup(int fd)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
@@ -266,6 +267,21 @@ export function setAffinity(cpus: number[]): void {
 }
 
 export { koffi };
+
+const F_SETFD = 2;
+
+/**
+ * Replace this process's program with `file` (execve(2)): the same PID, parent and open stdio; returns
+ * only by throwing. Node marks fds 0-2 close-on-exec at start, so they are made inheritable again first;
+ * every other descriptor Node or this code opened is close-on-exec and goes away. Call it before any
+ * thread of the program's own is started (execve ends every thread).
+ */
+export function execve(file: string, argv: string[], env: Record<string, string | undefined>): never {
+  for (let fd = 0; fd <= 2; fd++) c_fcntl_int(fd, F_SETFD, 0);
+  const envp: (string | null)[] = Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
+  c_execve(file, [...argv, null], [...envp, null]);
+  throw new SysError('execve', koffi.errno(), file);
+}
 
 /**
  * glibc's malloc_trim(0): give the free memory inside malloc's arenas (every thread's) back to the

@@ -10,6 +10,8 @@ import { ControlServer, rpcCall, RpcError } from '../../src/daemon/control.js';
 import { ConfigDb, ConfigError } from '../../src/daemon/config-db.js';
 import { CLI, startDaemon } from '../harness/daemon.js';
 import { waitFor } from '../harness/wait.js';
+import { DAEMON_SEMI_SPACE_MIB } from '../../src/daemon/heap-limits.js';
+import type { MemoryReport } from '../../src/util/memory.js';
 
 function tmp(t: { after(fn: () => void): void }): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-ctl-'));
@@ -228,8 +230,8 @@ function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
-test('control socket backpressure: a client that pipelines 200k requests and never reads holds bounded memory; others are served', async (t) => {
-  const d = await startDaemon();
+test('control socket backpressure: a client that pipelines 200k requests and never reads holds bounded memory; others are served; the young generation of the main thread stays capped', async (t) => {
+  const d = await startDaemon({ nodeArgs: [] }); // started as a user would: it runs itself again with its heap limits
   t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
   assert.equal((await d.cli('add-br', 'br0')).code, 0);
   const ctl = path.join(d.runDir, 'tsvs.ctl');
@@ -264,4 +266,11 @@ test('control socket backpressure: a client that pipelines 200k requests and nev
   await waitFor(() => got >= 1000, { what: 'the flooder to receive answers once it reads', timeout: 60000, describe: () => `${got} answers` });
   flood.destroy();
   assert.equal((await d.cli('show')).code, 0);
+  // the daemon ran itself again with its young-generation cap (same PID: the one we spawned answers), and the burst left the main thread's
+  // young generation within it (without the cap V8 grows it to 32 MiB under this flood and keeps it)
+  const cmdline = fs.readFileSync(`/proc/${d.proc.pid}/cmdline`, 'utf8').split('\0');
+  assert.ok(cmdline.includes(`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`), cmdline.join(' '));
+  const main = ((await rpcCall(ctl, 'memory')) as { data: { main: MemoryReport } }).data.main;
+  const young = main.spaces.find((s) => s.name === 'new_space')!.committed;
+  assert.ok(young <= 2 * DAEMON_SEMI_SPACE_MIB * 2 ** 20, `main thread's young generation ${(young / 2 ** 20).toFixed(1)} MiB committed`);
 });
