@@ -376,12 +376,11 @@ export class Switch implements ObservableSwitch {
 
   // ---------------- slow path ----------------
 
-  /** Translate a batch of upcalls from one PMD; answer with one message (installs, then replies). */
+  /** Translate a batch of upcalls from one PMD (read in place in its channel); one answer (installs, then replies). */
   private onUpcalls(b: UpcallBatch): void {
     if (b.n === 0) return;
     translateUpcalls(b, this.answers, Date.now(), this.upcallHooks);
-    const { answer, transfer } = this.answers.build();
-    this.pmds[b.pmd].upcallAnswer(answer, transfer);
+    this.pmds[b.pmd].answerUpcalls(this.answers);
   }
 
   private readonly upcallHooks: UpcallHandlerHooks = {

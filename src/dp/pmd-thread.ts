@@ -23,7 +23,9 @@ import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
 import type { Logger, LogLevel } from '../vhost/connection.js';
 import { FLOW_WORDS } from './flow-key.js';
-import { UpcallBatcher, applyUpcallAnswer, type UpcallBatch, type UpcallAnswer } from './upcall-batch.js';
+import { UpcallBatcher, applyUpcallAnswer, type UpcallBatch, type UpcallAnswer, type UpcallAnswerBuilder } from './upcall-batch.js';
+import { UpcallChannelMain, UpcallChannelPmd, newUpcallChannel, type UpcallChannelInfo } from './upcall-channel.js';
+import { UPCALL_NO_PACKET } from './datapath.js';
 import { VhostUserPort } from '../port/vhost-user.js';
 import type { DataPathDescription } from '../vhost/ring-lease.js';
 import { PortMover, type PortRelease } from './port-move.js';
@@ -45,6 +47,8 @@ export interface PmdConfig {
   perfMetrics?: boolean;
   /** One copy guest-to-guest between the thread's vhost-user ports (src/port/one-copy.ts). */
   oneCopy?: boolean;
+  /** Shared memory upcalls and answers go through (set by PmdThread; see upcall-channel.ts). */
+  upcallChannel?: UpcallChannelInfo;
   /** Shared memory the thread publishes its counters to (set by PmdThread). */
   board?: SharedArrayBuffer;
   /** Publish period of the board, ms (default 10). */
@@ -126,6 +130,8 @@ type Req =
 // ---------------- worker side ----------------
 
 const LOG_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+/** Setup-only upcalls (no packet held) a PMD thread keeps while the upcall channel is full. */
+const SETUP_BACKLOG = 4096;
 
 function workerMain(cfg: PmdConfig): void {
   const port = parentPort!;
@@ -145,14 +151,15 @@ function workerMain(cfg: PmdConfig): void {
   }
   const pool = Mempool.attach(cfg.pool);
   const upBatch = new UpcallBatcher(cfg.id);
-  const flushUpcalls = (): void => {
-    if (upBatch.count === 0) return;
-    const { batch, transfer } = upBatch.take();
-    port.postMessage({ t: 'upcalls', batch }, transfer);
-  };
+  // upcalls and answers through shared memory (upcall-channel.ts); a channel is always given by PmdThread
+  const chan = new UpcallChannelPmd(cfg.upcallChannel ?? newUpcallChannel(), cfg.id);
+  const installError = (e: Error): void => port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${e.message}` });
   const dp = new Datapath(pool, {
     upcall(id, portNo, frame, key) {
-      // in bulk: many misses per message (flushed every 32 passes), flat arrays transferred, not cloned
+      // in bulk: many misses per batch, sent through the channel at the loop's flush points. While the
+      // slow path is behind (the channel full), setup-only upcalls (no packet held) past SETUP_BACKLOG are
+      // not queued: the flow's next packet asks again.
+      if (id === UPCALL_NO_PACKET && upBatch.count >= SETUP_BACKLOG) return;
       upBatch.add(id, portNo, frame, key);
     },
   }, { oneCopy: cfg.oneCopy === true });
@@ -207,7 +214,9 @@ function workerMain(cfg: PmdConfig): void {
           mark = now;
         }
       }
-      if (upBatch.count > 0) flushUpcalls();
+      // upcalls out, answers in (shared memory: no message, no wait for the end of the slice)
+      if (upBatch.count > 0) chan.send(upBatch);
+      chan.receive(dp, installError);
       t = performance.now();
     } while (t < end);
     dp.account((t - t0) * 1e6, busyMs * 1e6);
@@ -341,8 +350,8 @@ function workerMain(cfg: PmdConfig): void {
 
   port.on('message', (m: { seq?: number; req?: Req; t?: string; answer?: UpcallAnswer }) => {
     if (m.t === 'upcall-answer') {
-      // megaflows first (in one go), then the held packets
-      applyUpcallAnswer(dp, m.answer!, (e) => port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${e.message}` }));
+      // an answer that did not fit the channel: megaflows first (in one go), then the held packets
+      applyUpcallAnswer(dp, m.answer!, installError);
       return;
     }
     if (m.req === undefined) return;
@@ -385,6 +394,8 @@ export class PmdThread {
   /** The thread's counters in shared memory (read without messaging the thread). */
   readonly board: StatsBoardReader;
   private readonly worker: Worker;
+  /** Upcall batches in, answers out (shared memory). */
+  private readonly chan: UpcallChannelMain;
   private seq = 0;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private exited = false;
@@ -394,11 +405,13 @@ export class PmdThread {
     this.cpu = cfg.cpu;
     const board = cfg.board ?? newBoardBuffer();
     this.board = new StatsBoardReader(board);
+    const upcallChannel = cfg.upcallChannel ?? newUpcallChannel();
+    this.chan = new UpcallChannelMain(upcallChannel, cfg.id);
     // The young generation is capped (PMD_YOUNG_GENERATION_MB): V8 otherwise grows it to 32 MiB under an
     // allocation burst (fuzzed frontends, flow setup) and keeps it committed, while the poll loop itself
     // allocates nothing; 2 MiB is V8's starting size, scavenged in well under a millisecond.
     this.worker = new Worker(fileURLToPath(import.meta.url), {
-      workerData: { pmdWorker: true, cfg: { ...cfg, board } },
+      workerData: { pmdWorker: true, cfg: { ...cfg, board, upcallChannel } },
       resourceLimits: { maxYoungGenerationSizeMb: PMD_YOUNG_GENERATION_MB },
     });
     this.worker.on('message', (m: { t: string; seq?: number; result?: unknown; error?: { message: string; name: string } } & Record<string, unknown>) => {
@@ -411,14 +424,23 @@ export class PmdThread {
           e.name = m.error.name;
           w.reject(e);
         } else w.resolve(m.result);
-      } else if (m.t === 'upcalls') events.upcalls(m.batch as unknown as UpcallBatch);
-      else if (m.t === 'port-event') events.portEvent(m as unknown as PortEventMsg);
+      } else if (m.t === 'port-event') events.portEvent(m as unknown as PortEventMsg);
       else if (m.t === 'datapath') events.dataPath?.(m as unknown as DataPathEventMsg);
       else if (m.t === 'log') events.log(String(m.level), String(m.msg));
     });
     this.worker.on('error', (e) => events.log('error', `pmd ${cfg.id} crashed: ${e.stack ?? e.message}`));
+    const upcalls = events.upcalls;
+    const chan = this.chan;
+    void chan.run(() => {
+      try {
+        chan.drain(upcalls);
+      } catch (e) {
+        events.log('error', `pmd ${cfg.id}: upcall handling failed: ${(e as Error).stack ?? (e as Error).message}`);
+      }
+    });
     this.worker.on('exit', (code) => {
       this.exited = true;
+      chan.close();
       for (const w of this.waiting.values()) w.reject(new Error(`pmd ${cfg.id} exited (code ${code})`));
       this.waiting.clear();
       events.exit(code);
@@ -434,9 +456,14 @@ export class PmdThread {
     });
   }
 
-  /** Answer a batch of upcalls (the answer's buffers are transferred). */
-  upcallAnswer(answer: UpcallAnswer, transfer: ArrayBuffer[]): void {
-    if (!this.exited) this.worker.postMessage({ t: 'upcall-answer', answer }, transfer);
+  /**
+   * Answer a batch of upcalls with what `out` holds: through the channel, or
+   * as a message (its buffers transferred) when it does not fit a free slot.
+   */
+  answerUpcalls(out: UpcallAnswerBuilder): void {
+    if (this.exited || this.chan.answer(out)) return;
+    const { answer, transfer } = out.build();
+    this.worker.postMessage({ t: 'upcall-answer', answer }, transfer);
   }
 
   addPort(portNo: number, spec: PortSpec): Promise<PortInfo> {

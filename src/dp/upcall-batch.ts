@@ -113,6 +113,36 @@ export class UpcallBatcher {
   }
 
   /**
+   * Move up to maxN upcalls (and at most maxFrameBytes of frames) into dst's
+   * arrays (an upcall channel slot, see upcall-channel.ts); what does not fit
+   * stays here, first in line for the next call. Returns how many moved (dst.n).
+   */
+  takeInto(dst: UpcallBatch, maxN: number, maxFrameBytes: number): number {
+    const n = this.n;
+    let k = n < maxN ? n : maxN;
+    while (k > 0 && this.frameOff[k] > maxFrameBytes) k--;
+    if (k === 0 && n > 0) throw new RangeError(`an upcall's frame (${this.frameOff[1]} bytes) is larger than a slot (${maxFrameBytes})`);
+    const fb = this.frameOff[k];
+    dst.ids.set(this.ids.subarray(0, k));
+    dst.ports.set(this.ports.subarray(0, k));
+    dst.keys.set(this.keys.subarray(0, k * FLOW_WORDS));
+    dst.frameOff.set(this.frameOff.subarray(0, k + 1));
+    dst.frames.set(this.frames.subarray(0, fb));
+    dst.n = k;
+    if (k < n) {
+      // the rest moves to the front (rare: a batch larger than a slot)
+      this.ids.copyWithin(0, k, n);
+      this.ports.copyWithin(0, k, n);
+      this.keys.copyWithin(0, k * FLOW_WORDS, n * FLOW_WORDS);
+      for (let i = 0; i <= n - k; i++) this.frameOff[i] = this.frameOff[i + k] - fb;
+      this.frames.copyWithin(0, fb, this.fb);
+    } else this.frameOff[0] = 0;
+    this.n = n - k;
+    this.fb -= fb;
+    return k;
+  }
+
+  /**
    * The batch so far, copied into one ArrayBuffer of its exact size (the one
    * buffer to transfer); the collecting arrays are kept for the next batch
    * (fresh ones per batch cost an allocation of up to 1.4 MB, zeroed, and its
@@ -286,6 +316,29 @@ export class UpcallAnswerBuilder {
     this.repOff[j] = off;
     this.repLen[j] = len;
     this.repPerPacket[j] = perPacket ? 1 : 0;
+  }
+
+  /**
+   * Copy the answer into dst's arrays (an upcall channel slot) when it fits
+   * (at most maxN installs and replies, maxActs program words); false otherwise.
+   */
+  writeInto(dst: UpcallAnswer, maxN: number, maxActs: number): boolean {
+    const ni = this.nInst;
+    const nr = this.nRep;
+    if (ni > maxN || nr > maxN || this.nActs > maxActs) return false;
+    dst.instKeys.set(this.instKeys.subarray(0, ni * FLOW_WORDS));
+    dst.instMasks.set(this.instMasks.subarray(0, ni * FLOW_WORDS));
+    dst.instOff.set(this.instOff.subarray(0, ni));
+    dst.instLen.set(this.instLen.subarray(0, ni));
+    dst.instXid.set(this.instXid.subarray(0, ni));
+    dst.repIds.set(this.repIds.subarray(0, nr));
+    dst.repOff.set(this.repOff.subarray(0, nr));
+    dst.repLen.set(this.repLen.subarray(0, nr));
+    dst.repPerPacket.set(this.repPerPacket.subarray(0, nr));
+    dst.acts.set(this.acts.subarray(0, this.nActs));
+    dst.nInstall = ni;
+    dst.nReply = nr;
+    return true;
   }
 
   build(): { answer: UpcallAnswer; transfer: ArrayBuffer[] } {

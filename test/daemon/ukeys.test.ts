@@ -1,94 +1,17 @@
 /**
  * The slow path's flow records (src/daemon/ukeys.ts) through the exception
- * path in one thread, as bench/micro/upcall.ts runs it: a flow set up by an
- * upcall is not translated again by the next pass (its ukey holds the
+ * path in one thread, in the rig bench/micro/upcall.ts measures (upcalls and
+ * answers through the upcall channel): a flow set up by an upcall is not
+ * translated again by the next pass (its ukey holds the
  * translation), its hits are credited to the rules exactly once, a rule change
  * made while flows are being set up makes every pass-checked flow stale (no
  * stale flow survives), and records of flows that left the datapath are freed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mempool } from '../../src/mem/mempool.js';
-import { RingPort } from '../../src/port/ring-port.js';
-import { Datapath } from '../../src/dp/datapath.js';
-import { FLOW_WORDS } from '../../src/dp/flow-key.js';
-import { UpcallBatcher, UpcallAnswerBuilder, applyUpcallAnswer } from '../../src/dp/upcall-batch.js';
-import { TrafficGen } from '../../src/app/traffic.js';
-import { Bridge } from '../../src/daemon/bridge.js';
-import { translateUpcalls } from '../../src/daemon/upcall-handler.js';
+import { upcallRig } from '../../bench/micro/upcall.js';
 
-const RULES = ['priority=10,ip,nw_src=203.0.113.9,actions=drop', 'priority=1,in_port=1,actions=output:2', 'priority=1,in_port=2,actions=drop'];
-
-function rig(nFlows: number) {
-  const pool = Mempool.create({ count: 4096 });
-  const a = RingPort.create('a', pool, 1024);
-  const b = RingPort.create('b', pool, 1024);
-  const peerA = RingPort.attach(a.attachInfo(), pool);
-  const peerB = RingPort.attach(b.attachInfo(), pool);
-  const batcher = new UpcallBatcher(0);
-  const dp = new Datapath(pool, { upcall: (id, port, frame, key) => batcher.add(id, port, frame, key) });
-  dp.addPort(1, a);
-  dp.addPort(2, b);
-  const br = new Bridge('br0');
-  br.ports.set(1, 'a');
-  br.ports.set(2, 'b');
-  const resolve = (n: string): number | undefined => ({ a: 1, b: 2 })[n];
-  for (const f of RULES) br.addFlow(f, resolve);
-  const out = new UpcallAnswerBuilder(64);
-  const gen = new TrafficGen({ size: 64, flows: nFlows });
-  const bufs = new Int32Array(32);
-  let received = 0;
-  const hooks = { bridgeOf: (p: number) => (p === 1 || p === 2 ? br : undefined), xlateError: () => undefined, packetIns: () => undefined };
-  /** Offer `packets` frames (bursts of 32); upcalls answered after every 4 bursts. */
-  const send = (packets: number): void => {
-    for (let sent = 0; sent < packets;) {
-      for (let k = 0; k < 4 && sent < packets; k++) {
-        const n = pool.alloc(bufs, Math.min(32, packets - sent));
-        for (let i = 0; i < n; i++) gen.fill(pool, bufs[i]);
-        const s = peerA.txBurst(0, bufs, n);
-        if (s < n) pool.free(bufs, n - s, s);
-        sent += n;
-        dp.pollOnce();
-      }
-      if (batcher.count > 0) {
-        translateUpcalls(batcher.take().batch, out, Date.now(), hooks);
-        applyUpcallAnswer(dp, out.build().answer, (e) => { throw e; });
-        dp.pollOnce();
-      }
-      for (;;) {
-        const r = peerB.rxBurst(0, bufs, 32);
-        if (r === 0) break;
-        received += r;
-        pool.free(bufs, r);
-      }
-    }
-  };
-  /** One revalidation pass as Switch.revalidatePass: ids of flows that no longer stand, and how many were translated in full. */
-  const pass = (): { gone: number[]; translated: number } => {
-    const sig = br.xlateSig();
-    br.beginPass();
-    const fl = dp.dumpFlowsPacked();
-    const gone: number[] = [];
-    let translated = 0;
-    for (let i = 0; i < fl.ids.length; i++) {
-      const ko = i * FLOW_WORDS;
-      const r = br.revalidate(fl.keys, ko, fl.masks, ko, Date.now(), fl.packets[i], fl.bytes[i], fl.xids[i], fl.ids[i], sig);
-      if (r === null) continue;
-      translated++;
-      let same = r.actions.length === fl.actOff[i + 1] - fl.actOff[i];
-      for (let j = 0; same && j < FLOW_WORDS; j++) same = r.mask[j] === fl.masks[ko + j];
-      for (let j = 0; same && j < r.actions.length; j++) same = r.actions[j] === fl.acts[fl.actOff[i] + j];
-      if (!same) {
-        gone.push(fl.ids[i]);
-        br.forgetFlow(fl.xids[i], fl.ids[i]);
-        dp.removeFlow(fl.ids[i]);
-      }
-    }
-    br.endPass();
-    return { gone, translated };
-  };
-  return { dp, br, send, pass, resolve, received: () => received, close: () => { a.close(); b.close(); } };
-}
+const rig = (nFlows: number): ReturnType<typeof upcallRig> => upcallRig(nFlows, 4096);
 
 test('flows set up by upcalls keep their translation; hits credited once; rule change mid-setup leaves no stale flow; gone flows freed', () => {
   const N = 512;
