@@ -765,6 +765,11 @@ export class Datapath {
     return this.pendingCount;
   }
 
+  /** The upcall queue is full: misses are dropped (upcall-queue-full) until answers free it. */
+  get upcallQueueFull(): boolean {
+    return this.pendingCount >= MAX_PENDING;
+  }
+
   /** Set the coarse clock (ms) used for flow 'used' times. */
   tick(nowMs: number): void {
     this.nowMs = nowMs;

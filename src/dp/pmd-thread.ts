@@ -130,6 +130,8 @@ type Req =
 // ---------------- worker side ----------------
 
 const LOG_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+/** Longest wait of a PMD thread for an answer while its upcall queue is full, ms. */
+const UPCALL_WAIT_MS = 1;
 /** Setup-only upcalls (no packet held) a PMD thread keeps while the upcall channel is full. */
 const SETUP_BACKLOG = 4096;
 
@@ -153,6 +155,7 @@ function workerMain(cfg: PmdConfig): void {
   const upBatch = new UpcallBatcher(cfg.id);
   // upcalls and answers through shared memory (upcall-channel.ts); a channel is always given by PmdThread
   const chan = new UpcallChannelPmd(cfg.upcallChannel ?? newUpcallChannel(), cfg.id);
+  const waitSlowPath = process.env.TSVS_PMD_UPCALL_YIELD !== '0';
   const installError = (e: Error): void => port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${e.message}` });
   const dp = new Datapath(pool, {
     upcall(id, portNo, frame, key) {
@@ -216,6 +219,9 @@ function workerMain(cfg: PmdConfig): void {
       }
       // upcalls out, answers in (shared memory: no message, no wait for the end of the slice)
       if (upBatch.count > 0) chan.send(upBatch);
+      // the upcall queue is full (every further miss would be dropped) and the slow path is behind:
+      // wait for its next answer (bounded), which leaves the CPU to it when the two share one
+      if (waitSlowPath && dp.upcallQueueFull && chan.slowPathBusy) chan.waitForAnswer(UPCALL_WAIT_MS);
       chan.receive(dp, installError);
       t = performance.now();
     } while (t < end);

@@ -11,8 +11,9 @@
  * slot count. Both sides read the other's slots in place through views made
  * once (no copy, no structured clone, no allocation per batch).
  *
- * Waking: the PMD thread polls the answer ring at its flush points (it never
- * sleeps long). The main thread sleeps in Atomics.waitAsync on a doorbell word
+ * Waking: the PMD thread polls the answer ring at its flush points; it sleeps
+ * for an answer (waitForAnswer, bounded) only while its upcall queue is full
+ * and the slow path is behind, and the main thread then notifies it. The main thread sleeps in Atomics.waitAsync on a doorbell word
  * while there is nothing to translate; the PMD bumps the doorbell after
  * publishing and calls Atomics.notify only when the main thread said it sleeps.
  * The main thread announces sleep, reads the doorbell, checks the ring, then
@@ -57,7 +58,8 @@ const C_ANS_PROD = 32;
 const C_ANS_CONS = 48;
 const C_BELL = 64;
 const C_SLEEP = 80;
-const CTRL_BYTES = 384;
+const C_PMD_SLEEP = 96;
+const CTRL_BYTES = 448;
 /** Largest frame an upcall carries (9018-byte jumbo and its tunnel headroom). */
 const MIN_FRAME_BYTES = 16 * 1024;
 
@@ -220,6 +222,27 @@ export class UpcallChannelPmd {
     return sent;
   }
 
+  /** The slow path has batches it has not finished (it is translating, or about to). */
+  get slowPathBusy(): boolean {
+    const c = this.s.ctrl;
+    return Atomics.load(c, C_UP_PROD) !== Atomics.load(c, C_UP_CONS);
+  }
+
+  /**
+   * Sleep until the slow path publishes an answer, at most maxMs (the PMD's
+   * upcall queue is full and the slow path is behind: with a CPU shared, the
+   * time goes to the translations instead of to misses that would be dropped).
+   * Returns whether an answer waits.
+   */
+  waitForAnswer(maxMs: number): boolean {
+    const c = this.s.ctrl;
+    Atomics.store(c, C_PMD_SLEEP, 1);
+    const v = Atomics.load(c, C_ANS_PROD);
+    if (v === this.ansCons) Atomics.wait(c, C_ANS_PROD, v, maxMs);
+    Atomics.store(c, C_PMD_SLEEP, 0);
+    return Atomics.load(c, C_ANS_PROD) !== this.ansCons;
+  }
+
   /** Apply every published answer (megaflows, then held packets); returns how many answers. */
   receive(dp: Datapath, onError: (e: Error) => void): number {
     const s = this.s;
@@ -303,6 +326,7 @@ export class UpcallChannelMain {
     s.ansHdr[i][1] = s.ans[i].nReply;
     this.ansProd = (p + 1) | 0;
     Atomics.store(c, C_ANS_PROD, this.ansProd);
+    if (Atomics.load(c, C_PMD_SLEEP) === 1) Atomics.notify(c, C_ANS_PROD, 1);
     return true;
   }
 

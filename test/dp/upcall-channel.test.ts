@@ -4,7 +4,8 @@
  * in the batcher (nothing lost) until slots are released; an answer that does
  * not fit a slot is refused (the caller sends it another way) and one that
  * fits arrives whole; across threads, the sleeping main side wakes for every
- * batch a PMD-side thread publishes.
+ * batch a PMD-side thread publishes, and a PMD side waiting for an answer
+ * wakes when the main side publishes one.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -134,4 +135,50 @@ test('the main side sleeps until a PMD-side thread publishes, and wakes for ever
     await exited;
   }
   assert.equal(main.pending, 0);
+});
+
+test('a PMD side waiting for an answer wakes when the main side publishes it', async () => {
+  const info = newUpcallChannel({ slots: 2, upcalls: 8, frameBytes: 16 * 1024 });
+  const main = new UpcallChannelMain(info, 0);
+  const out = new UpcallAnswerBuilder(8);
+  const running = main.run(() => {
+    main.drain((u) => {
+      out.reset(u.n);
+      for (let j = 0; j < u.n; j++) out.reply(u.ids[j], -1, 0);
+    });
+    assert.equal(main.answer(out), true);
+  });
+  const chanUrl = new URL('../../src/dp/upcall-channel.js', import.meta.url).href;
+  const batchUrl = new URL('../../src/dp/upcall-batch.js', import.meta.url).href;
+  const keyUrl = new URL('../../src/dp/flow-key.js', import.meta.url).href;
+  // one upcall, then a wait of up to a minute for its answer: it ends when the answer is published
+  const w = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads');
+    (async () => {
+      const { UpcallChannelPmd } = await import(workerData.chanUrl);
+      const { UpcallBatcher } = await import(workerData.batchUrl);
+      const { FLOW_WORDS } = await import(workerData.keyUrl);
+      const pmd = new UpcallChannelPmd(workerData.info, 0);
+      const b = new UpcallBatcher(0);
+      b.add(7, 1, new Uint8Array(64), new Uint32Array(FLOW_WORDS));
+      pmd.send(b);
+      const t = Date.now();
+      const answered = pmd.waitForAnswer(60000);
+      const replies = [];
+      pmd.receive({ upcallReply: (id) => replies.push(id) }, (e) => { throw e; });
+      parentPort.postMessage({ answered, early: Date.now() - t < 30000, replies });
+    })();`,
+    { eval: true, workerData: { info, chanUrl, batchUrl, keyUrl } },
+  );
+  try {
+    const r = await new Promise<{ answered: boolean; early: boolean; replies: number[] }>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    assert.deepEqual(r, { answered: true, early: true, replies: [7] });
+  } finally {
+    main.close();
+    await running;
+    await w.terminate();
+  }
 });
