@@ -25,7 +25,6 @@ import type { Logger, LogLevel } from '../vhost/connection.js';
 import { FLOW_WORDS } from './flow-key.js';
 import { UpcallBatcher, applyUpcallAnswer, type UpcallBatch, type UpcallAnswer, type UpcallAnswerBuilder } from './upcall-batch.js';
 import { UpcallChannelMain, UpcallChannelPmd, newUpcallChannel, type UpcallChannelInfo } from './upcall-channel.js';
-import { UPCALL_NO_PACKET } from './datapath.js';
 import { VhostUserPort } from '../port/vhost-user.js';
 import type { DataPathDescription } from '../vhost/ring-lease.js';
 import { PortMover, type PortRelease } from './port-move.js';
@@ -132,8 +131,6 @@ type Req =
 const LOG_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 /** Longest wait of a PMD thread for an answer while its upcall queue is full, ms. */
 const UPCALL_WAIT_MS = 1;
-/** Setup-only upcalls (no packet held) a PMD thread keeps while the upcall channel is full. */
-const SETUP_BACKLOG = 4096;
 
 function workerMain(cfg: PmdConfig): void {
   const port = parentPort!;
@@ -159,10 +156,8 @@ function workerMain(cfg: PmdConfig): void {
   const installError = (e: Error): void => port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${e.message}` });
   const dp = new Datapath(pool, {
     upcall(id, portNo, frame, key) {
-      // in bulk: many misses per batch, sent through the channel at the loop's flush points. While the
-      // slow path is behind (the channel full), setup-only upcalls (no packet held) past SETUP_BACKLOG are
-      // not queued: the flow's next packet asks again.
-      if (id === UPCALL_NO_PACKET && upBatch.count >= SETUP_BACKLOG) return;
+      // in bulk: many misses per batch, sent through the channel at the loop's flush points (while the
+      // slow path is behind, setup-only upcalls past the batcher's backlog are skipped: see UpcallBatcher)
       upBatch.add(id, portNo, frame, key);
     },
   }, { oneCopy: cfg.oneCopy === true });

@@ -55,9 +55,21 @@ export class UpcallBatcher {
   private frameOff!: Int32Array;
   private frames!: Uint8Array;
   private fb = 0;
+  /** Upcalls without a packet (id < 0, setup only) kept at most; past it they are skipped. */
+  private readonly setupBacklog: number;
+  /** Setup-only upcalls skipped because the batcher already held setupBacklog upcalls. */
+  setupSkipped = 0;
 
-  constructor(pmd: number, initial = 256) {
+  /**
+   * setupBacklog: while the batch holds this many upcalls (the slow path is
+   * behind and the channel full), setup-only upcalls (UPCALL_NO_PACKET: their
+   * packet was dropped past the upcall queue) are skipped: the flow's next
+   * packet asks again. Upcalls that hold a packet are always kept (the upcall
+   * queue bounds them).
+   */
+  constructor(pmd: number, initial = 256, setupBacklog = 4096) {
     this.pmd = pmd;
+    this.setupBacklog = setupBacklog;
     this.alloc(initial, initial * 128);
   }
 
@@ -78,6 +90,10 @@ export class UpcallBatcher {
 
   add(id: number, port: number, frame: Uint8Array, key: Uint32Array): void {
     let i = this.n;
+    if (id < 0 && i >= this.setupBacklog) {
+      this.setupSkipped++;
+      return;
+    }
     if (i === this.cap) this.growEntries();
     if (this.fb + frame.length > this.frames.length) this.growFrames(this.fb + frame.length);
     this.ids[i] = id;

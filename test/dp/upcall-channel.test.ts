@@ -1,7 +1,8 @@
 /**
  * The upcall channel (src/dp/upcall-channel.ts): batches larger than a slot
  * are split in order with their frames intact; a full ring holds the rest back
- * in the batcher (nothing lost) until slots are released; an answer that does
+ * in the batcher (nothing lost) until slots are released, past a backlog only
+ * setup-only upcalls are skipped; an answer that does
  * not fit a slot is refused (the caller sends it another way) and one that
  * fits arrives whole; across threads, the sleeping main side wakes for every
  * batch a PMD-side thread publishes, and a PMD side waiting for an answer
@@ -55,10 +56,17 @@ test('batches split across slots in order; a full ring holds upcalls back; answe
   assert.equal(take(), 2);
   assert.deepEqual(seen, Array.from({ length: 45 }, (_, i) => i), 'every upcall once, in order');
 
+  // while the slow path is behind, setup-only upcalls (id -1) past the backlog are skipped; held ones never
+  const small = new UpcallBatcher(3, 4, 3);
+  const key = new Uint32Array(FLOW_WORDS);
+  for (const id of [-1, 1, -1, -1, 2, -1, 3]) small.add(id, 1, new Uint8Array(64), key);
+  assert.equal(small.count, 5, '-1, 1, -1, 2, 3');
+  assert.equal(small.setupSkipped, 2);
+
   // answers: one that fits arrives whole; one with more program words than a slot is refused
   const out = new UpcallAnswerBuilder(4);
   out.reset(2);
-  const key = new Uint32Array(FLOW_WORDS).fill(7);
+  key.fill(7);
   const mask = new Uint32Array(FLOW_WORDS).fill(0xffffffff);
   const off = out.program([1, 2, 3]);
   out.install(key, mask, off, 3, undefined, 42);
