@@ -1,8 +1,8 @@
 /**
  * Upcalls in bulk between a PMD thread and the slow path (main thread): many
- * misses per message and many flow installs per answer, as flat typed arrays
- * whose buffers are transferred, not cloned (a structured clone of one object
- * with two typed arrays per miss cost more than the translation itself).
+ * misses per batch and many flow installs per answer, as flat typed arrays,
+ * carried in shared memory by upcall-channel.ts (an answer too large for its
+ * slot goes as a message, its buffers transferred: build()).
  *
  *   PMD -> main   UpcallBatch:   n misses: id, in port, flow key (FLOW_WORDS
  *                                words), frame bytes (frames[frameOff[i]..frameOff[i+1]))
@@ -44,7 +44,7 @@ export interface UpcallAnswer {
   acts: Int32Array;
 }
 
-/** Collects misses in a PMD thread; take() hands the batch over (its buffers are then transferred). */
+/** Collects misses in a PMD thread; takeInto() hands them over (into an upcall channel slot). */
 export class UpcallBatcher {
   readonly pmd: number;
   private n = 0;
@@ -156,40 +156,6 @@ export class UpcallBatcher {
     this.n = n - k;
     this.fb -= fb;
     return k;
-  }
-
-  /**
-   * The batch so far, copied into one ArrayBuffer of its exact size (the one
-   * buffer to transfer); the collecting arrays are kept for the next batch
-   * (fresh ones per batch cost an allocation of up to 1.4 MB, zeroed, and its
-   * page faults, and five transferred buffers per message).
-   */
-  take(): { batch: UpcallBatch; transfer: ArrayBuffer[] } {
-    const n = this.n;
-    const fb = this.fb;
-    const oPorts = n * 8;
-    const oKeys = oPorts + n * 4;
-    const oOff = oKeys + n * FLOW_WORDS * 4;
-    const oFrames = oOff + (n + 1) * 4;
-    const buf = new ArrayBuffer(oFrames + fb);
-    const batch: UpcallBatch = {
-      pmd: this.pmd,
-      n,
-      ids: new Float64Array(buf, 0, n),
-      ports: new Int32Array(buf, oPorts, n),
-      keys: new Uint32Array(buf, oKeys, n * FLOW_WORDS),
-      frameOff: new Int32Array(buf, oOff, n + 1),
-      frames: new Uint8Array(buf, oFrames, fb),
-    };
-    batch.ids.set(this.ids.subarray(0, n));
-    batch.ports.set(this.ports.subarray(0, n));
-    batch.keys.set(this.keys.subarray(0, n * FLOW_WORDS));
-    batch.frameOff.set(this.frameOff.subarray(0, n + 1));
-    batch.frames.set(this.frames.subarray(0, fb));
-    this.n = 0;
-    this.fb = 0;
-    this.frameOff[0] = 0;
-    return { batch, transfer: [buf] };
   }
 }
 
