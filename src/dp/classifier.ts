@@ -313,6 +313,13 @@ export class Classifier {
     for (let i = 0; i < FLOW_WORDS; i++) out[outOff + i] = s.mask[i];
   }
 
+  /** Handles of all live rules into out (at least size long); returns how many. */
+  handlesInto(out: Int32Array): number {
+    let n = 0;
+    for (let e = 0; e < this.highWater; e++) if (this.eSub[e] >= 0) out[n++] = e;
+    return n;
+  }
+
   /** Handles of all live rules (control path). */
   handles(): number[] {
     const out: number[] = [];

@@ -507,8 +507,8 @@ export class Datapath {
    * of a few arrays instead of an object with three arrays per flow).
    */
   dumpFlowsPacked(): PackedFlows {
-    const ids = this.cls.handles();
-    const n = ids.length;
+    const ids = new Int32Array(this.cls.size);
+    const n = this.cls.handlesInto(ids);
     const keys = new Uint32Array(n * FLOW_WORDS);
     const masks = new Uint32Array(n * FLOW_WORDS);
     const packets = new Float64Array(n);
@@ -529,12 +529,13 @@ export class Datapath {
       actOff[i] = o;
       const p = this.flowProg[id];
       if (p) {
-        acts.set(p, o);
+        // (programs are a few words: a loop beats TypedArray.set's call)
+        for (let j = 0; j < p.length; j++) acts[o + j] = p[j];
         o += p.length;
       }
     }
     actOff[n] = o;
-    return { ids: Int32Array.from(ids), xids, keys, masks, packets, bytes, actOff, acts };
+    return { ids, xids, keys, masks, packets, bytes, actOff, acts };
   }
 
   dumpFlows(): DpFlowInfo[] {

@@ -160,6 +160,57 @@ export class UpcallBatcher {
 }
 
 /**
+ * hash -> value for one answer (install index, program offset): open
+ * addressing in typed arrays, emptied in O(1) between answers by a generation
+ * number (a Map cost two hashings and, for hashes past 2^30, a heap number
+ * per upcall). Several values may share a hash: callers compare.
+ */
+class AnswerIndex {
+  mask = 15;
+  hashes = new Int32Array(16);
+  vals = new Int32Array(16);
+  gens = new Int32Array(16);
+  gen = 1;
+  private count = 0;
+
+  clear(): void {
+    this.count = 0;
+    if (++this.gen === 0x7fffffff) {
+      this.gens.fill(0);
+      this.gen = 1;
+    }
+  }
+
+  put(h: number, v: number): void {
+    if (++this.count * 2 > this.hashes.length) this.grow();
+    const m = this.mask;
+    let i = h & m;
+    while (this.gens[i] === this.gen) i = (i + 1) & m;
+    this.gens[i] = this.gen;
+    this.hashes[i] = h;
+    this.vals[i] = v;
+  }
+
+  private grow(): void {
+    const { hashes, vals, gens, gen } = this;
+    const size = hashes.length * 2;
+    this.hashes = new Int32Array(size);
+    this.vals = new Int32Array(size);
+    this.gens = new Int32Array(size);
+    this.mask = size - 1;
+    this.gen = 1;
+    for (let i = 0; i < hashes.length; i++) {
+      if (gens[i] !== gen) continue;
+      let j = hashes[i] & this.mask;
+      while (this.gens[j] === 1) j = (j + 1) & this.mask;
+      this.gens[j] = 1;
+      this.hashes[j] = hashes[i];
+      this.vals[j] = vals[i];
+    }
+  }
+}
+
+/**
  * Builds answers on the main thread. One builder serves every batch (reset()
  * between them): its typed arrays grow and are kept; only the answer's own
  * arrays (sized to the content, transferred) are new per batch. Action
@@ -181,9 +232,9 @@ export class UpcallAnswerBuilder {
   private repPerPacket: Uint8Array;
   private acts: Int32Array;
   /** key+mask hash -> install index (dedup of one megaflow's installs within the batch) */
-  private readonly byHash = new Map<number, number>();
+  private readonly byHash = new AnswerIndex();
   /** program hash -> offset in acts (one copy of equal programs per answer) */
-  private readonly progByHash = new Map<number, number>();
+  private readonly progByHash = new AnswerIndex();
   /** The hash installed() computed last (pass it to install()). */
   lastHash = 0;
 
@@ -221,12 +272,15 @@ export class UpcallAnswerBuilder {
   /** Store an action program (once per answer for equal programs); returns its offset (for install/reply). */
   program(actions: ArrayLike<number>): number {
     const len = actions.length;
-    let h = 0x811c9dc5 ^ len;
+    let h = (0x811c9dc5 ^ len) | 0;
     for (let i = 0; i < len; i++) h = Math.imul(h ^ actions[i], 0x01000193);
-    const prev = this.progByHash.get(h);
-    if (prev !== undefined && prev + len <= this.nActs) {
+    const t = this.progByHash;
+    for (let i = h & t.mask; t.gens[i] === t.gen; i = (i + 1) & t.mask) {
+      if (t.hashes[i] !== h) continue;
+      const prev = t.vals[i];
+      if (prev + len > this.nActs) continue;
       let same = true;
-      for (let i = 0; i < len && same; i++) same = this.acts[prev + i] === (actions[i] | 0);
+      for (let k = 0; k < len && same; k++) same = this.acts[prev + k] === (actions[k] | 0);
       if (same) return prev;
     }
     const off = this.nActs;
@@ -237,7 +291,7 @@ export class UpcallAnswerBuilder {
     }
     for (let i = 0; i < len; i++) this.acts[off + i] = actions[i];
     this.nActs = off + len;
-    this.progByHash.set(h, off);
+    this.progByHash.put(h, off);
     return off;
   }
 
@@ -252,12 +306,13 @@ export class UpcallAnswerBuilder {
       h = Math.imul(h ^ (mask[i] >>> 0), 0x01000193);
     }
     this.lastHash = h;
-    const j = this.byHash.get(h);
-    if (j !== undefined) {
+    const t = this.byHash;
+    for (let s = h & t.mask; t.gens[s] === t.gen; s = (s + 1) & t.mask) {
+      if (t.hashes[s] !== h) continue;
+      const b = t.vals[s] * FLOW_WORDS;
       let same = true;
-      const b = j * FLOW_WORDS;
       for (let i = 0; i < FLOW_WORDS && same; i++) same = this.instKeys[b + i] === key[i] >>> 0 && this.instMasks[b + i] === mask[i] >>> 0;
-      if (same) return this.instOff[j];
+      if (same) return this.instOff[t.vals[s]];
     }
     return -1;
   }
@@ -273,7 +328,7 @@ export class UpcallAnswerBuilder {
     this.instOff[j] = off;
     this.instLen[j] = len;
     this.instXid[j] = xid;
-    if (hash !== undefined) this.byHash.set(hash, j);
+    if (hash !== undefined) this.byHash.put(hash, j);
     this.nInst = j + 1;
   }
 
