@@ -190,3 +190,33 @@ test('a PMD side waiting for an answer wakes when the main side publishes it', a
     await w.terminate();
   }
 });
+
+test('the answer builder stores a megaflow and a program once per answer, past its first table size', () => {
+  const out = new UpcallAnswerBuilder(4);
+  const mask = new Uint32Array(FLOW_WORDS).fill(0xffffffff);
+  for (let round = 0; round < 2; round++) {
+    out.reset(4); // fewer than are added: the index grows
+    for (let i = 0; i < 300; i++) {
+      const key = new Uint32Array(FLOW_WORDS);
+      key[2] = i % 100; // every megaflow three times
+      const prog = [1, i % 3]; // three programs
+      let off = out.installed(key, mask);
+      if (off < 0) {
+        off = out.program(prog);
+        out.install(key, mask, off, prog.length, out.lastHash, i);
+      } else assert.ok(i >= 100, `megaflow ${i} seen before`);
+    }
+    const info = newUpcallChannel({ slots: 1, upcalls: 128, frameBytes: 16 * 1024, actWords: 6 }); // three programs of two words, once each
+    const a = new UpcallChannelMain(info, 0);
+    assert.equal(a.answer(out), true);
+    const got: { key: number; xid: number; prog: number[] }[] = [];
+    new UpcallChannelPmd(info, 0).receive({
+      installFlowAt: (keys: Uint32Array, ko: number, _m: Uint32Array, _mo: number, prog: Int32Array, xid: number) => got.push({ key: keys[ko + 2], xid, prog: [...prog] }),
+      upcallReply: () => true,
+    } as unknown as Datapath, (e) => assert.fail(e));
+    assert.equal(got.length, 100, 'one install per megaflow');
+    assert.deepEqual(got.map((g) => g.key), Array.from({ length: 100 }, (_, i) => i));
+    assert.deepEqual(got.map((g) => g.xid), Array.from({ length: 100 }, (_, i) => i), 'the first upcall of each');
+    assert.deepEqual(got.map((g) => g.prog[1]), Array.from({ length: 100 }, (_, i) => i % 3));
+  }
+});
