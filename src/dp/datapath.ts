@@ -595,8 +595,9 @@ export class Datapath {
    * The slow path's answer to upcall `id`: run prog on the held packet (an
    * empty program drops it). Returns false if the id is unknown (already
    * answered, or its slot was reused after MAX_PENDING newer upcalls).
+   * flush false: the packets stay in the tx batches for a flushTx() after many replies.
    */
-  upcallReply(id: number, prog: Int32Array | null, perPacket = false): boolean {
+  upcallReply(id: number, prog: Int32Array | null, perPacket = false, flush = true): boolean {
     if (id < 0) return false; // UPCALL_NO_PACKET: nothing held
     const slot = id % MAX_PENDING;
     const h = this.pendingHandle[slot];
@@ -620,8 +621,13 @@ export class Datapath {
       }
       s = next;
     }
-    if (ok) this.flushAll();
+    if (ok && flush) this.flushAll();
     return true;
+  }
+
+  /** Send what the tx batches hold (after upcallReply(..., flush false)). */
+  flushTx(): void {
+    this.flushAll();
   }
   /**
    * A per-packet answer (the slow path's result is not a datapath flow, e.g.

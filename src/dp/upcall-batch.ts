@@ -422,6 +422,8 @@ export function applyUpcallAnswer(dp: Datapath, r: UpcallAnswer, onError: (e: Er
   }
   for (let i = 0; i < r.nReply; i++) {
     const off = r.repOff[i];
-    dp.upcallReply(r.repIds[i], off < 0 ? null : r.acts.subarray(off, off + r.repLen[i]), r.repPerPacket[i] === 1);
+    dp.upcallReply(r.repIds[i], off < 0 ? null : r.acts.subarray(off, off + r.repLen[i]), r.repPerPacket[i] === 1, false);
   }
+  // the held packets of every reply go out in bursts, not one burst per reply
+  if (r.nReply > 0) dp.flushTx();
 }

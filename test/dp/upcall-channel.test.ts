@@ -83,6 +83,7 @@ test('batches split across slots in order; a full ring holds upcalls back; answe
       got.push({ nReply: 1, repIds: Float64Array.of(id), acts: prog === null ? null : prog.slice() } as unknown as UpcallAnswer);
       return true;
     },
+    flushTx: () => undefined,
   } as unknown as Datapath;
   assert.equal(pmd.receive(fakeDp, (e) => assert.fail(e)), 1);
   assert.equal(got.length, 3);
@@ -173,7 +174,7 @@ test('a PMD side waiting for an answer wakes when the main side publishes it', a
       const t = Date.now();
       const answered = pmd.waitForAnswer(60000);
       const replies = [];
-      pmd.receive({ upcallReply: (id) => replies.push(id) }, (e) => { throw e; });
+      pmd.receive({ upcallReply: (id) => replies.push(id), flushTx: () => {} }, (e) => { throw e; });
       parentPort.postMessage({ answered, early: Date.now() - t < 30000, replies });
     })();`,
     { eval: true, workerData: { info, chanUrl, batchUrl, keyUrl } },
@@ -213,6 +214,7 @@ test('the answer builder stores a megaflow and a program once per answer, past i
     new UpcallChannelPmd(info, 0).receive({
       installFlowAt: (keys: Uint32Array, ko: number, _m: Uint32Array, _mo: number, prog: Int32Array, xid: number) => got.push({ key: keys[ko + 2], xid, prog: [...prog] }),
       upcallReply: () => true,
+      flushTx: () => undefined,
     } as unknown as Datapath, (e) => assert.fail(e));
     assert.equal(got.length, 100, 'one install per megaflow');
     assert.deepEqual(got.map((g) => g.key), Array.from({ length: 100 }, (_, i) => i));
