@@ -135,6 +135,8 @@ const RXQ_SLOTS = 16;
 const MAX_OUT = 64;
 /** Packets held while their upcall is in flight (leaders and coalesced followers). */
 const MAX_PENDING = 2048;
+/** Entries of the in-flight upcall index (a power of two, 4x MAX_PENDING). */
+const INFLIGHT_SLOTS = 8192;
 const NO_BATCH = new Int32Array(0);
 
 export class Datapath {
@@ -603,7 +605,7 @@ export class Datapath {
     const h = this.pendingHandle[slot];
     if (h < 0 || this.pendingIds[slot] !== id || this.pendingLeader[slot] !== slot) return false;
     const ok = prog !== null && prog.length > 0 && validateProgram(prog);
-    if (this.inflight.get(this.pendingHash[slot]) === slot) this.inflight.delete(this.pendingHash[slot]);
+    this.inflightForget(this.pendingHash[slot], slot);
     if (perPacket) this.reupcallFollowers(slot);
     // the leader, then every packet coalesced behind it, in arrival order
     for (let s = slot; s >= 0; ) {
@@ -660,8 +662,25 @@ export class Datapath {
   private readonly pendingTail = new Int32Array(MAX_PENDING).fill(-1);
   private readonly pendingHash = new Int32Array(MAX_PENDING);
   private readonly pendingKey = new Uint32Array(MAX_PENDING * FLOW_WORDS);
-  /** Flow-key hash -> leader slot of an upcall in flight. */
-  private readonly inflight = new Map<number, number>();
+  /**
+   * Flow-key hash -> leader slot of an upcall in flight, direct-mapped (a later leader
+   * whose hash takes the same entry replaces the earlier one: packets of the earlier flow
+   * then get an upcall of their own instead of waiting behind it, as with equal hashes).
+   */
+  private readonly inflightHash = new Int32Array(INFLIGHT_SLOTS);
+  private readonly inflightSlot = new Int32Array(INFLIGHT_SLOTS).fill(-1);
+
+  /** The leader slot of an upcall in flight for this hash, or -1. */
+  private inflightLeader(hash: number): number {
+    const b = hash & (INFLIGHT_SLOTS - 1);
+    return this.inflightHash[b] === hash ? this.inflightSlot[b] : -1;
+  }
+
+  private inflightForget(hash: number, slot: number): void {
+    const b = hash & (INFLIGHT_SLOTS - 1);
+    if (this.inflightSlot[b] === slot && this.inflightHash[b] === hash) this.inflightSlot[b] = -1;
+  }
+
   private readonly pendingIds = new Float64Array(MAX_PENDING).fill(-1);
   /** Setup-only upcalls sent recently (direct-mapped by key hash): hash and coarse time. */
   private readonly setupHash = new Int32Array(SETUP_ONLY_SLOTS);
@@ -678,7 +697,7 @@ export class Datapath {
       this.pendingLeader[s] = -1;
       this.pendingChain[s] = -1;
     }
-    this.inflight.clear();
+    this.inflightSlot.fill(-1);
     this.pendingCount = 0;
     for (const p of this.portList) {
       if (this.txCount[p] > 0) this.pool.free(this.txBatch[p], this.txCount[p]);
@@ -934,8 +953,8 @@ export class Datapath {
       this.one[0] = h;
       this.counters[PmdStat.UPCALLS_LOST]++;
       this.drop(Drop.UPCALL_QUEUE_FULL, 1);
-      const leader = this.inflight.get(hash);
-      if (leader === undefined || !this.samePendingKey(leader, key)) {
+      const leader = this.inflightLeader(hash);
+      if (leader < 0 || !this.samePendingKey(leader, key)) {
         const k = hash & (SETUP_ONLY_SLOTS - 1);
         const now = this.nowMs;
         if (this.setupHash[k] !== hash || now - this.setupAt[k] >= SETUP_ONLY_GAP_MS) {
@@ -959,8 +978,8 @@ export class Datapath {
     this.pendingChain[slot] = -1;
     this.pendingCount++;
     // an upcall for this exact key already in flight: wait behind it instead of sending another
-    const leader = this.inflight.get(hash);
-    if (leader !== undefined && this.samePendingKey(leader, key)) {
+    const leader = this.inflightLeader(hash);
+    if (leader >= 0 && this.samePendingKey(leader, key)) {
       this.pendingLeader[slot] = leader;
       const tail = this.pendingTail[leader];
       this.pendingChain[tail] = slot;
@@ -972,7 +991,9 @@ export class Datapath {
     this.pendingTail[slot] = slot;
     this.pendingHash[slot] = hash;
     this.pendingKey.set(key, slot * FLOW_WORDS);
-    this.inflight.set(hash, slot);
+    const b = hash & (INFLIGHT_SLOTS - 1);
+    this.inflightHash[b] = hash;
+    this.inflightSlot[b] = slot;
     this.counters[PmdStat.UPCALLS]++;
     this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), key);
   }

@@ -98,7 +98,8 @@ export class UpcallBatcher {
     if (this.fb + frame.length > this.frames.length) this.growFrames(this.fb + frame.length);
     this.ids[i] = id;
     this.ports[i] = port;
-    this.keys.set(key.subarray(0, FLOW_WORDS), i * FLOW_WORDS);
+    const kb = i * FLOW_WORDS;
+    for (let w = 0; w < FLOW_WORDS; w++) this.keys[kb + w] = key[w];
     this.frameOff[i] = this.fb;
     this.frames.set(frame, this.fb);
     this.fb += frame.length;
