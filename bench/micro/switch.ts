@@ -17,8 +17,10 @@
  * Each stage's share times the unprofiled ns/packet gives ns/packet by stage.
  *
  * --one-copy on: one copy guest-to-guest (src/port/one-copy.ts); default off (the pool path).
+ * --lines N (with --stages): also print, on stderr, the N source lines with the most samples inside
+ * pollOnce (self time, V8's position ticks), as ns/packet: where inside a stage the time goes.
  *
- *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--stages] [--one-copy on|off]
+ *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--stages [--lines N]] [--one-copy on|off]
  */
 import { parseArgs } from 'node:util';
 import { Session } from 'node:inspector/promises';
@@ -38,6 +40,7 @@ const { values } = parseArgs({
   options: {
     packets: { type: 'string', default: '5000000' }, size: { type: 'string', default: '64' }, flows: { type: 'string', default: '1' },
     stages: { type: 'boolean', default: false },
+    lines: { type: 'string', default: '0' },
     'one-copy': { type: 'string', default: 'off' },
   },
 });
@@ -119,6 +122,7 @@ interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string };
   children?: number[];
+  positionTicks?: { line: number; ticks: number }[];
 }
 
 /** Stage of a function (by name and file), or undefined for functions that do not define one. */
@@ -176,6 +180,21 @@ async function stageProfile(packets: number, nsPerPacket: number): Promise<Recor
     if (s === null) continue;
     count.set(s, (count.get(s) ?? 0) + 1);
     total++;
+  }
+  const nLines = Number(values.lines);
+  if (nLines > 0) {
+    // self samples by source line, for nodes under pollOnce
+    const byLine = new Map<string, number>();
+    for (const n of profile.nodes) {
+      if (stage(n.id) === null) continue;
+      const file = n.callFrame.url.slice(n.callFrame.url.lastIndexOf('/') + 1);
+      for (const pt of n.positionTicks ?? []) {
+        const k = `${file}:${pt.line} ${n.callFrame.functionName}`;
+        byLine.set(k, (byLine.get(k) ?? 0) + pt.ticks);
+      }
+    }
+    const rows = [...byLine].sort((a, b) => b[1] - a[1]).slice(0, nLines);
+    for (const [k, c] of rows) process.stderr.write(`${((c / Math.max(1, total)) * nsPerPacket).toFixed(1).padStart(6)} ns  ${k}\n`);
   }
   const out: Record<string, number> = {};
   for (const k of ['rx', 'parse', 'lookup', 'actions', 'tx', 'datapath', 'poll']) out[k] = +(((count.get(k) ?? 0) / Math.max(1, total)) * nsPerPacket).toFixed(1);

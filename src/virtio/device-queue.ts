@@ -32,12 +32,16 @@ import {
   RING_F_EVENT_IDX,
   RING_F_INDIRECT_DESC,
 } from './features.js';
-import { DESC_F_WRITE } from './layout.js';
+import { DESC_F_WRITE, RingBits } from './layout.js';
 import { initNetHdr, netHdrLen } from './net-header.js';
 import { copyBytes, copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 import type { DirtyLog } from '../mem/dirty-log.js';
 
 const EMPTY_BYTES = new Uint8Array(0);
+/** Tail arrays for the fast paths called without tails (tLen null): never read. */
+const NO_WIN: (Uint8Array | null)[] = [];
+const NO_W32: (Int32Array | null)[] = [];
+const NO_OFF = new Int32Array(0);
 
 /** Most guest segments (non-empty descriptors) gathered for one frame. */
 export const SEG_MAX = 1024;
@@ -290,14 +294,6 @@ export abstract class DeviceQueue {
     return this.xW32;
   }
 
-  /** End of a fast-path burst: count the chains/frames/bytes it moved itself, then publish. */
-  protected endFastBurst(fast: number, fastBytes: number): void {
-    const st = this.stats;
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
-    this.publish();
-  }
 
   /**
    * Fast paths: the offset of guest range [addr, addr+len) in the fast window
@@ -342,6 +338,88 @@ export abstract class DeviceQueue {
     } else {
       this.fwBytes.set(src.subarray(so, so + flen), wo + 12);
     }
+  }
+
+  /**
+   * Fast paths, guest TX: a descriptor (address words hi/lo, length len, each read
+   * once by the caller) that holds net header + a frame of len - hdrLen bytes,
+   * inside one memory window, word-aligned, the frame fitting `cap` and
+   * dst[d0, +flen) (dlen: dst.length). Returns the frame's offset in the fast
+   * window, or -1 (the general path takes the chain).
+   */
+  protected txFrameOffset(hi: number, lo: number, len: number, d0: number, cap: number, dlen: number): number {
+    const flen = len - this.hdrLen;
+    if (hi > RingBits.ADDR_HI_MAX || !(flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen)) return -1;
+    const wo = this.windowOffset(hi * RingBits.ADDR_HI_UNIT + lo, len);
+    const so = wo + this.hdrLen;
+    return wo >= 0 && (so & 3) === 0 ? so : -1;
+  }
+
+  /**
+   * Fast paths, guest TX: frame `got` (flen bytes at fast-window offset so) to
+   * dst[d0..]. With tails (tLen not null) only its first `priv` bytes are
+   * copied and the rest is described as its tail (tWin/tW32/tOff/tLen[got]),
+   * left in guest memory; tLen[got] 0: copied whole.
+   */
+  protected takeFrame(
+    dst: Uint8Array, dw: Int32Array, d0: number, so: number, flen: number, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, got: number,
+  ): void {
+    if (tLen !== null) {
+      if (flen > priv) {
+        // the private part now; the tail stays in the guest's buffer, which stays the guest's until release
+        this.copyOut(dst, dw, d0, so, priv);
+        tWin[got] = this.fwBytes;
+        tW32[got] = this.fwW32;
+        tOff[got] = so + priv;
+        tLen[got] = flen - priv;
+        return;
+      }
+      tLen[got] = 0;
+    }
+    this.copyOut(dst, dw, d0, so, flen);
+  }
+
+  /**
+   * Fast paths, guest RX: a device-writable descriptor (hi/lo/len read once by
+   * the caller) that holds `total` bytes (12-byte header + frame) inside one
+   * memory window, word-aligned: its offset in the fast window, or -1.
+   */
+  protected rxBufferOffset(hi: number, lo: number, len: number, total: number): number {
+    if (hi > RingBits.ADDR_HI_MAX || len < total) return -1;
+    const wo = this.windowOffset(hi * RingBits.ADDR_HI_UNIT + lo, len);
+    return wo >= 0 && (wo & 3) === 0 ? wo : -1;
+  }
+
+  /**
+   * Fast paths, guest RX: header + frame i at fast-window offset wo, the frame
+   * being src[so, +flen) or, with a tail (tl = tLen[i] > 0), src[so, +priv)
+   * and tl bytes of another guest's memory at tWin[i][tOff[i]..]. Returns 0
+   * (no tail), 1 (the tail went straight from the other guest) or -1 (an
+   * inconsistent tail description, a caller error: nothing written).
+   */
+  protected putFrame(
+    wo: number, src: Uint8Array, sw: Int32Array, so: number, flen: number, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tl: number, i: number,
+  ): number {
+    if (tl <= 0) {
+      this.writeIn(wo, src, sw, so, flen);
+      return 0;
+    }
+    const tw = tWin[i];
+    const toff = tOff[i];
+    if (tw === null || priv + tl !== flen || toff < 0 || toff + tl > tw.length) return -1;
+    this.writeIn(wo, src, sw, so, priv);
+    copyBytes(this.fwBytes, this.fwW32, wo + 12 + priv, tw, tW32[i], toff, tl);
+    return 1;
+  }
+
+  /** Fast paths: count the chains/frames/bytes a burst moved itself (no publish). */
+  protected countFast(fast: number, fastBytes: number): void {
+    const st = this.stats;
+    st.chains += fast;
+    st.pkts += fast;
+    st.bytes += fastBytes;
   }
 
   // ---- ring-kind primitives ----
@@ -422,21 +500,50 @@ export abstract class DeviceQueue {
    * Guest TX: pop up to `n` available chains; for each valid one copy the
    * frame (net header stripped) to dst[dstOffs[i]..] (at most `cap` bytes),
    * its length to lens[i]. Every popped chain is returned used (length 0).
-   * Returns frames delivered (<= n). Never throws. A ring kind may override
-   * this with a fast path for common chains that falls back to
-   * {@link dequeueOne} for the rest.
+   * Returns frames delivered (<= n). Never throws. A ring kind supplies a
+   * fast path for common chains ({@link dequeueFast}) that falls back to
+   * {@link dequeueOne} for the rest; while dirty logging is on only the
+   * general path runs (it logs what it writes).
    */
   dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
     if (this.broken) return 0;
+    this.releaseDeferred(); // a caller that did not release: never leave chains behind
+    const got = this.dirty !== null ? this.dequeueChains(dst, dstOffs, cap, lens, null, n) : this.dequeueFast(dst, dstOffs, cap, lens, 0, NO_WIN, NO_W32, NO_OFF, null, n);
+    this.releaseDeferred();
+    return got;
+  }
+
+  /**
+   * A guest TX burst, not published (dequeueBurst and dequeueBurstDeferred
+   * publish or release): by default the general path; a ring kind overrides
+   * it with its fast path. tLen null: whole frames; else, for frames the fast
+   * path takes, only `priv` bytes copied and the tail described (takeFrame),
+   * the chain kept from the driver until {@link releaseDeferred}.
+   */
+  protected dequeueFast(
+    dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, n: number,
+  ): number {
+    void priv;
+    void tWin;
+    void tW32;
+    void tOff;
+    return this.dequeueChains(dst, dstOffs, cap, lens, tLen, n);
+  }
+
+  /** The general guest TX burst: chains one by one, each returned used at once (not published); tails none. */
+  protected dequeueChains(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, tLen: Int32Array | null, n: number): number {
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
     let got = 0;
     for (let c = 0; c < n; c++) {
       const r = this.dequeueOne(dst, dstOffs[got], cap);
       if (r === DQ_STOP) break;
-      if (r >= 0) lens[got++] = r;
+      if (r >= 0) {
+        if (tLen !== null) tLen[got] = 0;
+        lens[got++] = r;
+      }
     }
-    this.publish();
     return got;
   }
 
@@ -499,10 +606,33 @@ export abstract class DeviceQueue {
    * header + frame, else the frame is dropped (stats.tooBig) and the chain
    * kept. Returns the number of frames consumed from the front (delivered or
    * dropped with a counted reason); it is less than `n` when the guest ran
-   * out of buffers (stats.noBufs) or the queue broke. Never throws.
+   * out of buffers (stats.noBufs) or the queue broke. Never throws. A ring
+   * kind supplies a fast path ({@link enqueueFast}); while dirty logging is on
+   * only the general path runs.
    */
   enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
+    this.lastDirect = 0;
     if (this.broken) return 0;
+    if (this.dirty !== null) return this.enqueueFrames(src, srcOffs, lens, n);
+    return this.enqueueFast(src, srcOffs, lens, 0, NO_WIN, NO_W32, NO_OFF, null, n);
+  }
+
+  /**
+   * A guest RX burst, published, lastDirect set: by default the general path
+   * (tails copied in first); a ring kind overrides it with its fast path, which
+   * writes a frame's tail (tLen[i] > 0, see putFrame) straight from the other
+   * guest. tLen null: no tails.
+   */
+  protected enqueueFast(
+    src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, n: number,
+  ): number {
+    if (tLen !== null) this.materializeTails(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n);
+    return this.enqueueFrames(src, srcOffs, lens, n);
+  }
+
+  /** The general guest RX burst: frame by frame, then published. */
+  protected enqueueFrames(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
     if (n > srcOffs.length) n = srcOffs.length;
     if (n > lens.length) n = lens.length;
     this.badInBurst = 0;
@@ -525,20 +655,22 @@ export abstract class DeviceQueue {
    * of the tail in the window) and tLen[i] (tail bytes; 0: the whole frame was
    * copied). The chains are not returned to the driver (used index / flags not
    * published) until {@link releaseDeferred}: the tails stay the driver's
-   * buffers, unchanged by any rule of ours, until then. This default defers
-   * nothing (every tLen is 0).
+   * buffers, unchanged by any rule of ours, until then. While dirty logging is
+   * on nothing is deferred (every tLen is 0, the chains are published).
    */
   dequeueBurstDeferred(
     dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
     tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
   ): number {
-    void priv;
-    void tWin;
-    void tW32;
-    void tOff;
-    const got = this.dequeueBurst(dst, dstOffs, cap, lens, n);
-    for (let i = 0; i < got; i++) tLen[i] = 0;
-    return got;
+    if (this.broken) return 0;
+    this.releaseDeferred(); // a caller that did not release: never leave chains behind
+    if (n > tLen.length) n = tLen.length;
+    if (this.dirty !== null) {
+      const got = this.dequeueChains(dst, dstOffs, cap, lens, tLen, n);
+      this.releaseDeferred();
+      return got;
+    }
+    return this.dequeueFast(dst, dstOffs, cap, lens, priv, tWin, tW32, tOff, tLen, n);
   }
 
   /** Return to the driver the chains {@link dequeueBurstDeferred} kept (publish them as used). */
@@ -560,9 +692,23 @@ export abstract class DeviceQueue {
     tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
   ): number {
     this.lastDirect = 0;
+    if (this.broken) return 0;
+    if (n > tLen.length) n = tLen.length;
+    if (this.dirty !== null) {
+      this.materializeTails(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n);
+      return this.enqueueFrames(src, srcOffs, lens, n);
+    }
+    return this.enqueueFast(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n);
+  }
+
+  /** Copy the tails of frames [0, n) into src after their private parts. */
+  private materializeTails(
+    src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+  ): void {
     if (n > srcOffs.length) n = srcOffs.length;
+    if (n > lens.length) n = lens.length;
     for (let i = 0; i < n; i++) if (tLen[i] > 0) this.materializeTail(src, srcOffs[i], lens[i], priv, tWin[i], tW32[i], tOff[i], tLen[i]);
-    return this.enqueueBurst(src, srcOffs, lens, n);
   }
 
   /** Copy a frame's tail into src after its private part (when it fits where the frame says it is). */

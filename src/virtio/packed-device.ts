@@ -47,7 +47,6 @@ import {
   V_BAD_INDIRECT,
   V_OK,
 } from './device-queue.js';
-import { copyBytes } from '../mem/copy.js';
 
 /** Device side of a packed virtqueue. */
 export class PackedDevice extends DeviceQueue {
@@ -126,98 +125,27 @@ export class PackedDevice extends DeviceQueue {
     this.usedWrap = usedWrap;
   }
 
-  /**
-   * Guest TX fast path: chains of one read-only descriptor inside one memory
-   * window, copied by words, each marked used in place (flags stored last).
-   * Anything else goes through the general {@link dequeueOne}.
-   */
-  override dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.dequeueBurst(dst, dstOffs, cap, lens, n); // logging: the general path logs
-    if (n > dstOffs.length) n = dstOffs.length;
-    if (n > lens.length) n = lens.length;
-    const d16 = this.ring.desc16;
-    const d32 = this.ring.desc32;
-    const size = this.size;
-    const hdrLen = this.hdrLen;
-    const dw = this.wordsOfCaller(dst);
-    const dlen = dst.length;
-    let pos = this.availPos;
-    let wrap = this.availWrap;
-    let up = this.usedPos;
-    let uw = this.usedWrap;
-    let got = 0;
-    let fast = 0;
-    let fastBytes = 0;
-    for (let c = 0; c < n; c++) {
-      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
-      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) !== wrap || ((fl >>> RingBits.PACKED_USED_BIT) & 1) === wrap) break; // not available: nothing more
-      const o = pos << DescWord.SHIFT;
-      const d0 = dstOffs[got];
-      // each descriptor word is read once: the guest may change them while we look
-      const hi = d32[o + DescWord.ADDR_HI];
-      if ((fl & RingBits.PACKED_LOW_MASK) === 0 && up === pos && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
-        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
-        const len = d32[o + DescWord.LEN];
-        const flen = len - hdrLen;
-        const wo = this.windowOffset(addr, len);
-        const so = wo + hdrLen;
-        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
-          this.copyOut(dst, dw, d0, so, flen);
-          lens[got++] = flen;
-          fastBytes += flen;
-          // used in place: length 0, the id the driver gave, then the flags
-          d32[o + DescWord.LEN] = 0;
-          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, uw ? RingBits.PACKED_USED_WRAP1 : 0); // AVAIL|USED = used wrap counter
-          if (++pos === size) {
-            pos = 0;
-            wrap ^= 1;
-          }
-          up = pos;
-          if (pos === 0) uw ^= 1;
-          fast++;
-          continue;
-        }
-      }
-      // general path for this chain (it checks and counts everything)
-      this.setCursors(pos, wrap, up, uw);
-      const r = this.dequeueOne(dst, d0, cap);
-      pos = this.availPos;
-      wrap = this.availWrap;
-      up = this.usedPos;
-      uw = this.usedWrap;
-      if (r === DQ_STOP) break;
-      if (r >= 0) lens[got++] = r;
-    }
-    this.setCursors(pos, wrap, up, uw);
-    this.usedSince += fast;
-    this.endFastBurst(fast, fastBytes);
-    return got;
-  }
-
-  /** Slots taken by dequeueBurstDeferred and not yet marked used (in ring order), and how many. */
+  /** Slots taken by the fast path and not yet marked used (in ring order), and how many. */
   private deferPos: Int32Array | null = null;
   private deferN = 0;
   /** Used wrap counter of each deferred slot. */
   private deferWrap: Uint8Array | null = null;
 
   /**
-   * One copy, guest TX (see DeviceQueue.dequeueBurstDeferred): the fast path of
-   * {@link dequeueBurst}, copying at most `priv` bytes of each frame and leaving
-   * its tail in guest memory; the slots are marked used only by
-   * {@link releaseDeferred}. A chain the fast path does not take is handled the
-   * general way (whole copy, marked used at once).
+   * Guest TX fast path (dequeueBurst, dequeueBurstDeferred): chains of one
+   * read-only descriptor inside one memory window, copied by words, their
+   * slots recorded and marked used by {@link releaseDeferred} (flags stored
+   * last, in ring order; dequeueBurst releases at the end of the burst, one
+   * copy after the burst's frames have gone out); anything else, in ring
+   * order, through the general {@link dequeueOne} (marked used at once).
+   * tLen null: whole frames; else tails past `priv` bytes (see takeFrame).
    */
-  override dequeueBurstDeferred(
+  protected override dequeueFast(
     dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
-    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, n: number,
   ): number {
-    if (this.broken) return 0;
-    if (this.deferN !== 0) this.releaseDeferred(); // a caller that did not release: never leave slots behind
-    if (this.dirty !== null) return super.dequeueBurstDeferred(dst, dstOffs, cap, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
-    if (n > tLen.length) n = tLen.length;
     if (this.deferPos === null || this.deferPos.length < n) {
       this.deferPos = new Int32Array(Math.max(n, 256)); // once per queue (bursts are at most 256)
       this.deferWrap = new Uint8Array(this.deferPos.length);
@@ -227,7 +155,6 @@ export class PackedDevice extends DeviceQueue {
     const d16 = this.ring.desc16;
     const d32 = this.ring.desc32;
     const size = this.size;
-    const hdrLen = this.hdrLen;
     const dw = this.wordsOfCaller(dst);
     const dlen = dst.length;
     let pos = this.availPos;
@@ -242,25 +169,13 @@ export class PackedDevice extends DeviceQueue {
       if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) !== wrap || ((fl >>> RingBits.PACKED_USED_BIT) & 1) === wrap) break; // not available: nothing more
       const o = pos << DescWord.SHIFT;
       const d0 = dstOffs[got];
-      // each descriptor word is read once: the guest may change them while we look
-      const hi = d32[o + DescWord.ADDR_HI];
-      if ((fl & RingBits.PACKED_LOW_MASK) === 0 && up === pos && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
-        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+      if ((fl & RingBits.PACKED_LOW_MASK) === 0 && up === pos && dw !== null && (d0 & 3) === 0) {
+        // each descriptor word is read once: the guest may change them while we look
         const len = d32[o + DescWord.LEN];
-        const flen = len - hdrLen;
-        const wo = this.windowOffset(addr, len);
-        const so = wo + hdrLen;
-        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
-          if (flen > priv) {
-            this.copyOut(dst, dw, d0, so, priv);
-            tWin[got] = this.fwBytes;
-            tW32[got] = this.fwW32;
-            tOff[got] = so + priv;
-            tLen[got] = flen - priv;
-          } else {
-            this.copyOut(dst, dw, d0, so, flen);
-            tLen[got] = 0;
-          }
+        const so = this.txFrameOffset(d32[o + DescWord.ADDR_HI], d32[o + DescWord.ADDR_LO], len, d0, cap, dlen);
+        if (so >= 0) {
+          const flen = len - this.hdrLen;
+          this.takeFrame(dst, dw, d0, so, flen, priv, tWin, tW32, tOff, tLen, got);
           lens[got++] = flen;
           fastBytes += flen;
           // the used length now (the slot is still the device's: the driver reads it once the flags say
@@ -290,16 +205,13 @@ export class PackedDevice extends DeviceQueue {
       uw = this.usedWrap;
       if (r === DQ_STOP) break;
       if (r >= 0) {
-        tLen[got] = 0;
+        if (tLen !== null) tLen[got] = 0;
         lens[got++] = r;
       }
     }
     this.setCursors(pos, wrap, up, uw);
     this.deferN = fast;
-    const st = this.stats;
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
+    this.countFast(fast, fastBytes);
     return got;
   }
 
@@ -323,21 +235,18 @@ export class PackedDevice extends DeviceQueue {
   }
 
   /**
-   * One copy, guest RX: {@link enqueueBurst}'s fast path with frame i made of
-   * src[srcOffs[i], +priv) and a tail read straight from another guest's memory
-   * (see DeviceQueue.enqueueBurstTails); anything else materializes the tail and
-   * goes the general way.
+   * Guest RX fast path (enqueueBurst, enqueueBurstTails): a frame into one
+   * device-writable descriptor that holds header + frame, inside one memory
+   * window, word-aligned, marked used in place, a tail (tLen[i] > 0) written
+   * straight from the source guest (putFrame). Anything else goes through the
+   * general {@link enqueueOne}, a tail first copied in. Published; lastDirect set.
    */
-  override enqueueBurstTails(
+  protected override enqueueFast(
     src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
-    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, n: number,
   ): number {
-    this.lastDirect = 0;
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.enqueueBurstTails(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
     if (n > srcOffs.length) n = srcOffs.length;
     if (n > lens.length) n = lens.length;
-    if (n > tLen.length) n = tLen.length;
     this.badInBurst = 0;
     const d16 = this.ring.desc16;
     const d32 = this.ring.desc32;
@@ -356,46 +265,37 @@ export class PackedDevice extends DeviceQueue {
     for (; i < n; i++) {
       const flen = lens[i];
       const so = srcOffs[i];
-      const tl = tLen[i];
-      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
-      const o = pos << DescWord.SHIFT;
-      const total = hdrLen + flen;
-      // each descriptor word is read once (see enqueueBurst)
-      const hi = d32[o + DescWord.ADDR_HI];
-      const len = d32[o + DescWord.LEN];
-      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) === wrap && ((fl >>> RingBits.PACKED_USED_BIT) & 1) !== wrap && (fl & RingBits.PACKED_LOW_MASK) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
-        hi <= RingBits.ADDR_HI_MAX && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
-        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
-        const wo = this.windowOffset(addr, len);
-        if (wo >= 0 && (wo & 3) === 0) {
-          if (tl > 0) {
-            const tw = tWin[i];
-            const toff = tOff[i];
-            if (tw !== null && priv + tl === flen && toff >= 0 && toff + tl <= tw.length) {
-              this.writeIn(wo, src, sw, so, priv);
-              copyBytes(this.fwBytes, this.fwW32, wo + 12 + priv, tw, tW32[i], toff, tl);
-              direct++;
-            } else {
+      const tl = tLen !== null ? tLen[i] : 0;
+      if (up === pos && hdrLen === 12 && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0) {
+        const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
+        const o = pos << DescWord.SHIFT;
+        // each descriptor word is read once: the guest may change them while we look (a length
+        // checked here and re-read for the window check would let a write run past the window)
+        if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) === wrap && ((fl >>> RingBits.PACKED_USED_BIT) & 1) !== wrap && (fl & RingBits.PACKED_LOW_MASK) === DESC_F_WRITE) {
+          const total = hdrLen + flen;
+          const wo = this.rxBufferOffset(d32[o + DescWord.ADDR_HI], d32[o + DescWord.ADDR_LO], d32[o + DescWord.LEN], total);
+          if (wo >= 0) {
+            const put = this.putFrame(wo, src, sw, so, flen, priv, tWin, tW32, tOff, tl, i);
+            if (put < 0) {
               this.stats.badFrame++; // inconsistent tail description (a caller error): dropped
               continue;
             }
-          } else {
-            this.writeIn(wo, src, sw, so, flen);
+            direct += put;
+            d32[o + DescWord.LEN] = total;
+            Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, (uw ? RingBits.PACKED_USED_WRAP1 : 0) | DESC_F_WRITE);
+            if (++pos === size) {
+              pos = 0;
+              wrap ^= 1;
+            }
+            up = pos;
+            if (pos === 0) uw ^= 1;
+            fastBytes += flen;
+            fast++;
+            continue;
           }
-          d32[o + DescWord.LEN] = total;
-          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, (uw ? RingBits.PACKED_USED_WRAP1 : 0) | DESC_F_WRITE);
-          if (++pos === size) {
-            pos = 0;
-            wrap ^= 1;
-          }
-          up = pos;
-          if (pos === 0) uw ^= 1;
-          fastBytes += flen;
-          fast++;
-          continue;
         }
       }
-      // general path for this frame: its tail first joins the private part
+      // general path for this frame (a tail first joins the private part)
       if (tl > 0) this.materializeTail(src, so, flen, priv, tWin[i], tW32[i], tOff[i], tl);
       this.setCursors(pos, wrap, up, uw);
       const ok = this.enqueueOne(src, so, flen);
@@ -407,76 +307,9 @@ export class PackedDevice extends DeviceQueue {
     }
     this.setCursors(pos, wrap, up, uw);
     this.usedSince += fast;
-    this.endFastBurst(fast, fastBytes);
+    this.countFast(fast, fastBytes);
+    this.publish();
     this.lastDirect = direct;
-    return i;
-  }
-
-  /**
-   * Guest RX fast path: a frame into one device-writable descriptor that holds
-   * header + frame, inside one memory window, word-aligned; marked used in
-   * place. Anything else goes through the general {@link enqueueOne}.
-   */
-  override enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.enqueueBurst(src, srcOffs, lens, n); // logging: the general path logs
-    if (n > srcOffs.length) n = srcOffs.length;
-    if (n > lens.length) n = lens.length;
-    this.badInBurst = 0;
-    const d16 = this.ring.desc16;
-    const d32 = this.ring.desc32;
-    const size = this.size;
-    const hdrLen = this.hdrLen;
-    const sw = this.wordsOfCaller(src);
-    const slen = src.length;
-    let pos = this.availPos;
-    let wrap = this.availWrap;
-    let up = this.usedPos;
-    let uw = this.usedWrap;
-    let fast = 0;
-    let fastBytes = 0;
-    let i = 0;
-    for (; i < n; i++) {
-      const flen = lens[i];
-      const so = srcOffs[i];
-      const fl = Atomics.load(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS);
-      const o = pos << DescWord.SHIFT;
-      const total = hdrLen + flen;
-      // each descriptor word is read once: the guest may change them while we look (a length
-      // checked here and re-read for the window check would let a write run past the window)
-      const hi = d32[o + DescWord.ADDR_HI];
-      const len = d32[o + DescWord.LEN];
-      if (((fl >>> RingBits.PACKED_AVAIL_BIT) & 1) === wrap && ((fl >>> RingBits.PACKED_USED_BIT) & 1) !== wrap && (fl & RingBits.PACKED_LOW_MASK) === DESC_F_WRITE && up === pos && hdrLen === 12 &&
-        hi <= RingBits.ADDR_HI_MAX && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
-        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
-        const wo = this.windowOffset(addr, len);
-        if (wo >= 0 && (wo & 3) === 0) {
-          this.writeIn(wo, src, sw, so, flen);
-          d32[o + DescWord.LEN] = total;
-          Atomics.store(d16, PackedU16.PER_DESC * pos + PackedU16.FLAGS, (uw ? RingBits.PACKED_USED_WRAP1 : 0) | DESC_F_WRITE);
-          if (++pos === size) {
-            pos = 0;
-            wrap ^= 1;
-          }
-          up = pos;
-          if (pos === 0) uw ^= 1;
-          fastBytes += flen;
-          fast++;
-          continue;
-        }
-      }
-      // general path for this frame
-      this.setCursors(pos, wrap, up, uw);
-      const ok = this.enqueueOne(src, so, flen);
-      pos = this.availPos;
-      wrap = this.availWrap;
-      up = this.usedPos;
-      uw = this.usedWrap;
-      if (!ok) break;
-    }
-    this.setCursors(pos, wrap, up, uw);
-    this.usedSince += fast;
-    this.endFastBurst(fast, fastBytes);
     return i;
   }
 

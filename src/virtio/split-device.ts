@@ -45,7 +45,6 @@ import {
   V_LOOP,
   V_OK,
 } from './device-queue.js';
-import { copyBytes } from '../mem/copy.js';
 
 /** Device side of a split virtqueue. */
 export class SplitDevice extends DeviceQueue {
@@ -107,102 +106,28 @@ export class SplitDevice extends DeviceQueue {
   }
 
   /**
-   * Guest TX fast path: chains of one read-only descriptor (header and frame
-   * in one buffer, the layout of DPDK's virtio and of Linux virtio-net with
-   * VERSION_1) inside one memory window, copied by 32-bit words. Anything
-   * else goes through the general {@link dequeueOne}, which checks and
-   * counts every rule. Same results as the general path, by construction
-   * and by test.
+   * Guest TX fast path (dequeueBurst, dequeueBurstDeferred): chains of one
+   * read-only descriptor (header and frame in one buffer, the layout of DPDK's
+   * virtio and of Linux virtio-net with VERSION_1) inside one memory window,
+   * copied by 32-bit words; anything else, in ring order, through the general
+   * {@link dequeueOne}, which checks and counts every rule. Same results as the
+   * general path, by construction and by test. Used entries are written, the
+   * used index is published by the caller (releaseDeferred). tLen null: whole
+   * frames; else tails past `priv` bytes (see takeFrame).
    */
-  override dequeueBurst(dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, n: number): number {
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.dequeueBurst(dst, dstOffs, cap, lens, n); // logging: the general path logs
-    if (n > dstOffs.length) n = dstOffs.length;
-    if (n > lens.length) n = lens.length;
-    const avail = this.ring.avail;
-    const ai = Atomics.load(avail, AV_IDX);
-    let la = this.lastAvail;
-    const pending = (ai - la) & 0xffff;
-    if (pending === 0) return 0;
-    if (pending > this.size) {
-      this.stats.badIndex++;
-      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
-      return 0;
-    }
-    this.availCache = ai;
-    if (n > pending) n = pending;
-    const d32 = this.ring.desc32;
-    const used32 = this.ring.used32;
-    const mask = this.mask;
-    const size = this.size;
-    const hdrLen = this.hdrLen;
-    const dw = this.wordsOfCaller(dst);
-    const dlen = dst.length;
-    let lu = this.lastUsed;
-    let got = 0;
-    let fast = 0;
-    let fastBytes = 0;
-    for (let c = 0; c < n; c++) {
-      const head = avail[AV_RING + (la & mask)];
-      const o = head << DescWord.SHIFT;
-      const d0 = dstOffs[got];
-      // each descriptor word is read once: the guest may change them while we look
-      const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
-      if (head < size && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === 0 && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
-        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
-        const len = d32[o + DescWord.LEN];
-        const flen = len - hdrLen;
-        const wo = this.windowOffset(addr, len);
-        const so = wo + hdrLen;
-        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
-          this.copyOut(dst, dw, d0, so, flen);
-          lens[got++] = flen;
-          fastBytes += flen;
-          const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
-          used32[e] = head;
-          used32[e + 1] = 0;
-          lu = (lu + 1) & 0xffff;
-          la = (la + 1) & 0xffff;
-          fast++;
-          continue;
-        }
-      }
-      // general path for this chain (it checks and counts everything)
-      this.setCursors(la, lu);
-      const r = this.dequeueOne(dst, d0, cap);
-      la = this.lastAvail;
-      lu = this.lastUsed;
-      if (r === DQ_STOP) break;
-      if (r >= 0) lens[got++] = r;
-    }
-    this.setCursors(la, lu);
-    this.endFastBurst(fast, fastBytes);
-    return got;
-  }
-
-  /**
-   * One copy, guest TX (see DeviceQueue.dequeueBurstDeferred): the fast path of
-   * {@link dequeueBurst}, copying at most `priv` bytes of each frame and leaving
-   * its tail in guest memory; every chain (fast or general) gets its used entry
-   * now, but the used index is published only by {@link releaseDeferred}.
-   */
-  override dequeueBurstDeferred(
+  protected override dequeueFast(
     dst: Uint8Array, dstOffs: Int32Array, cap: number, lens: Int32Array, priv: number,
-    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, n: number,
   ): number {
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.dequeueBurstDeferred(dst, dstOffs, cap, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
-    if (n > tLen.length) n = tLen.length;
     const avail = this.ring.avail;
     const ai = Atomics.load(avail, AV_IDX);
     let la = this.lastAvail;
     const pending = (ai - la) & 0xffff;
     if (pending === 0) return 0;
     if (pending > this.size) {
-      this.stats.badIndex++;
-      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
+      this.badAvailIndex(ai);
       return 0;
     }
     this.availCache = ai;
@@ -211,7 +136,6 @@ export class SplitDevice extends DeviceQueue {
     const used32 = this.ring.used32;
     const mask = this.mask;
     const size = this.size;
-    const hdrLen = this.hdrLen;
     const dw = this.wordsOfCaller(dst);
     const dlen = dst.length;
     let lu = this.lastUsed;
@@ -222,26 +146,13 @@ export class SplitDevice extends DeviceQueue {
       const head = avail[AV_RING + (la & mask)];
       const o = head << DescWord.SHIFT;
       const d0 = dstOffs[got];
-      // each descriptor word is read once: the guest may change them while we look
-      const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
-      if (head < size && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === 0 && hi <= RingBits.ADDR_HI_MAX && dw !== null && (d0 & 3) === 0) {
-        const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
+      if (head < size && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === 0 && dw !== null && (d0 & 3) === 0) {
+        // each descriptor word is read once: the guest may change them while we look
         const len = d32[o + DescWord.LEN];
-        const flen = len - hdrLen;
-        const wo = this.windowOffset(addr, len);
-        const so = wo + hdrLen;
-        if (wo >= 0 && flen > 0 && flen <= cap && d0 >= 0 && d0 + flen <= dlen && (so & 3) === 0) {
-          if (flen > priv) {
-            // the private part now; the tail stays in the guest's buffer, which stays the guest's until release
-            this.copyOut(dst, dw, d0, so, priv);
-            tWin[got] = this.fwBytes;
-            tW32[got] = this.fwW32;
-            tOff[got] = so + priv;
-            tLen[got] = flen - priv;
-          } else {
-            this.copyOut(dst, dw, d0, so, flen);
-            tLen[got] = 0;
-          }
+        const so = this.txFrameOffset(d32[o + DescWord.ADDR_HI], d32[o + DescWord.ADDR_LO], len, d0, cap, dlen);
+        if (so >= 0) {
+          const flen = len - this.hdrLen;
+          this.takeFrame(dst, dw, d0, so, flen, priv, tWin, tW32, tOff, tLen, got);
           lens[got++] = flen;
           fastBytes += flen;
           const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
@@ -260,42 +171,43 @@ export class SplitDevice extends DeviceQueue {
       lu = this.lastUsed;
       if (r === DQ_STOP) break;
       if (r >= 0) {
-        tLen[got] = 0;
+        if (tLen !== null) tLen[got] = 0;
         lens[got++] = r;
       }
     }
     this.setCursors(la, lu);
-    const st = this.stats;
-    st.chains += fast;
-    st.pkts += fast;
-    st.bytes += fastBytes;
-    return got; // not published: releaseDeferred()
+    this.countFast(fast, fastBytes);
+    return got;
+  }
+
+  /** Count and report an avail index more than the queue size ahead of ours (the queue breaks). */
+  private badAvailIndex(ai: number): void {
+    const la = this.lastAvail;
+    this.stats.badIndex++;
+    this.markBroken(`the driver's avail index ${ai} is ${(ai - la) & 0xffff} entries past ours (${la}): more than the queue size ${this.size}`);
   }
 
   /**
-   * One copy, guest RX: {@link enqueueBurst}'s fast path with frame i made of
-   * src[srcOffs[i], +priv) and a tail read straight from another guest's memory
-   * (see DeviceQueue.enqueueBurstTails); anything else materializes the tail and
-   * goes the general way.
+   * Guest RX fast path (enqueueBurst, enqueueBurstTails): a frame into one
+   * device-writable descriptor that holds header + frame (DPDK's virtio and
+   * Linux virtio-net post such buffers with MRG_RXBUF), inside one memory
+   * window, word-aligned, a tail (tLen[i] > 0) written straight from the
+   * source guest (putFrame). Anything else goes through the general
+   * {@link enqueueOne}, a tail first copied in. Published; lastDirect set.
    */
-  override enqueueBurstTails(
+  protected override enqueueFast(
     src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, priv: number,
-    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array, n: number,
+    tWin: (Uint8Array | null)[], tW32: (Int32Array | null)[], tOff: Int32Array, tLen: Int32Array | null, n: number,
   ): number {
-    this.lastDirect = 0;
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.enqueueBurstTails(src, srcOffs, lens, priv, tWin, tW32, tOff, tLen, n); // logging: the general path logs
     if (n > srcOffs.length) n = srcOffs.length;
     if (n > lens.length) n = lens.length;
-    if (n > tLen.length) n = tLen.length;
     this.badInBurst = 0;
     const avail = this.ring.avail;
     const ai = Atomics.load(avail, AV_IDX);
     let la = this.lastAvail;
     let pending = (ai - la) & 0xffff;
     if (pending > this.size) {
-      this.stats.badIndex++;
-      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
+      this.badAvailIndex(ai);
       return 0;
     }
     this.availCache = ai;
@@ -314,33 +226,22 @@ export class SplitDevice extends DeviceQueue {
     for (; i < n; i++) {
       const flen = lens[i];
       const so = srcOffs[i];
-      const tl = tLen[i];
-      if (pending > 0) {
+      const tl = tLen !== null ? tLen[i] : 0;
+      if (pending > 0 && hdrLen === 12 && sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0) {
         const head = avail[AV_RING + (la & mask)];
         const o = head << DescWord.SHIFT;
-        const total = hdrLen + flen;
-        // each descriptor word is read once (see enqueueBurst)
-        const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
-        const len = head < size ? d32[o + DescWord.LEN] : 0;
-        if (head < size && hdrLen === 12 && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === DESC_F_WRITE && hi <= RingBits.ADDR_HI_MAX &&
-          sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
-          const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
-          const wo = this.windowOffset(addr, len);
-          if (wo >= 0 && (wo & 3) === 0) {
-            if (tl > 0) {
-              const tw = tWin[i];
-              const toff = tOff[i];
-              if (tw !== null && priv + tl === flen && toff >= 0 && toff + tl <= tw.length) {
-                this.writeIn(wo, src, sw, so, priv);
-                copyBytes(this.fwBytes, this.fwW32, wo + 12 + priv, tw, tW32[i], toff, tl);
-                direct++;
-              } else {
-                this.stats.badFrame++; // inconsistent tail description (a caller error): dropped
-                continue;
-              }
-            } else {
-              this.writeIn(wo, src, sw, so, flen);
+        // each descriptor word is read once: the guest may change them while we look (a length
+        // checked here and re-read for the window check would let a write run past the window)
+        if (head < size && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === DESC_F_WRITE) {
+          const total = hdrLen + flen;
+          const wo = this.rxBufferOffset(d32[o + DescWord.ADDR_HI], d32[o + DescWord.ADDR_LO], d32[o + DescWord.LEN], total);
+          if (wo >= 0) {
+            const put = this.putFrame(wo, src, sw, so, flen, priv, tWin, tW32, tOff, tl, i);
+            if (put < 0) {
+              this.stats.badFrame++; // inconsistent tail description (a caller error): dropped
+              continue;
             }
+            direct += put;
             const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
             used32[e] = head;
             used32[e + 1] = total;
@@ -353,7 +254,7 @@ export class SplitDevice extends DeviceQueue {
           }
         }
       }
-      // general path for this frame: its tail first joins the private part
+      // general path for this frame (a tail first joins the private part)
       if (tl > 0) this.materializeTail(src, so, flen, priv, tWin[i], tW32[i], tOff[i], tl);
       this.setCursors(la, lu);
       const ok = this.enqueueOne(src, so, flen);
@@ -363,83 +264,9 @@ export class SplitDevice extends DeviceQueue {
       pending = (this.availCache - la) & 0xffff;
     }
     this.setCursors(la, lu);
-    this.endFastBurst(fast, fastBytes);
+    this.countFast(fast, fastBytes);
+    this.publish();
     this.lastDirect = direct;
-    return i;
-  }
-
-  /**
-   * Guest RX fast path: a frame into one device-writable descriptor that
-   * holds header + frame (DPDK's virtio and Linux virtio-net post such
-   * buffers with MRG_RXBUF), inside one memory window, word-aligned.
-   * Anything else goes through the general {@link enqueueOne}.
-   */
-  override enqueueBurst(src: Uint8Array, srcOffs: Int32Array, lens: Int32Array, n: number): number {
-    if (this.broken) return 0;
-    if (this.dirty !== null) return super.enqueueBurst(src, srcOffs, lens, n); // logging: the general path logs
-    if (n > srcOffs.length) n = srcOffs.length;
-    if (n > lens.length) n = lens.length;
-    this.badInBurst = 0;
-    const avail = this.ring.avail;
-    const ai = Atomics.load(avail, AV_IDX);
-    let la = this.lastAvail;
-    let pending = (ai - la) & 0xffff;
-    if (pending > this.size) {
-      this.stats.badIndex++;
-      this.markBroken(`the driver's avail index ${ai} is ${pending} entries past ours (${la}): more than the queue size ${this.size}`);
-      return 0;
-    }
-    this.availCache = ai;
-    const d32 = this.ring.desc32;
-    const used32 = this.ring.used32;
-    const mask = this.mask;
-    const size = this.size;
-    const hdrLen = this.hdrLen;
-    const sw = this.wordsOfCaller(src);
-    const slen = src.length;
-    let lu = this.lastUsed;
-    let fast = 0;
-    let fastBytes = 0;
-    let i = 0;
-    for (; i < n; i++) {
-      const flen = lens[i];
-      const so = srcOffs[i];
-      if (pending > 0) {
-        const head = avail[AV_RING + (la & mask)];
-        const o = head << DescWord.SHIFT;
-        const total = hdrLen + flen;
-        // each descriptor word is read once: the guest may change them while we look (a length
-        // checked here and re-read for the window check would let a write run past the window)
-        const hi = head < size ? d32[o + DescWord.ADDR_HI] : 0;
-        const len = head < size ? d32[o + DescWord.LEN] : 0;
-        if (head < size && hdrLen === 12 && (d32[o + DescWord.FLAGS_NEXT] & RingBits.SPLIT_FLAGS_MASK) === DESC_F_WRITE && hi <= RingBits.ADDR_HI_MAX &&
-          sw !== null && flen >= 0 && so >= 0 && so + flen <= slen && (so & 3) === 0 && len >= total) {
-          const addr = hi * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO];
-          const wo = this.windowOffset(addr, len);
-          if (wo >= 0 && (wo & 3) === 0) {
-            this.writeIn(wo, src, sw, so, flen);
-            const e = UsedWord.ELEM0 + UsedWord.PER_ELEM * (lu & mask);
-            used32[e] = head;
-            used32[e + 1] = total;
-            lu = (lu + 1) & 0xffff;
-            la = (la + 1) & 0xffff;
-            pending--;
-            fastBytes += flen;
-            fast++;
-            continue;
-          }
-        }
-      }
-      // general path for this frame
-      this.setCursors(la, lu);
-      const ok = this.enqueueOne(src, so, flen);
-      la = this.lastAvail;
-      lu = this.lastUsed;
-      if (!ok) break;
-      pending = (this.availCache - la) & 0xffff;
-    }
-    this.setCursors(la, lu);
-    this.endFastBurst(fast, fastBytes);
     return i;
   }
 
@@ -448,8 +275,7 @@ export class SplitDevice extends DeviceQueue {
     if (pos === this.availCache) {
       const ai = Atomics.load(this.ring.avail, AV_IDX);
       if (((ai - this.lastAvail) & 0xffff) > this.size) {
-        this.stats.badIndex++;
-        this.markBroken(`the driver's avail index ${ai} is ${(ai - this.lastAvail) & 0xffff} entries past ours (${this.lastAvail}): more than the queue size ${this.size}`);
+        this.badAvailIndex(ai);
         return PEEK_BROKEN;
       }
       this.availCache = ai;
