@@ -13,6 +13,7 @@ import type { Port } from '../port/port.js';
 import { BURST, tallyDrop } from '../port/port.js';
 import {
   FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, assertUnrolledFlowWords, keyFitsPrefix,
+  HEADER_REF_WORDS, sameKeyHeaders, setHeaderRef,
 } from './flow-key.js';
 import { OneCopyTails, ONE_COPY_PRIVATE, isOneCopyPort } from '../port/one-copy.js';
 import { Classifier } from './classifier.js';
@@ -186,6 +187,8 @@ export class Datapath {
   private tailPort = new Uint8Array(INITIAL_PORT_SLOTS);
   /** Word view of the pool's bytes (tail copies). */
   private readonly dataW32: Int32Array | null;
+  /** processBurst: header words of the current run's first frame (flow-key.ts setHeaderRef). */
+  private readonly headerRef = new Int32Array(HEADER_REF_WORDS);
   /** Tunnel id / outer addresses per pool buffer (shared with this thread's tunnel ports). */
   private readonly tun: TunnelMeta;
 
@@ -854,11 +857,31 @@ export class Datapath {
     const tun = this.tun;
     /** One copy: tail lengths per handle (frames of this burst may have their tails in the source guest). */
     const tl = this.tailPort[inPort] !== 0 && this.tails !== null ? this.tails.len : null;
+    /** The run's first frame's header words (flow-key.ts sameKeyHeaders), when runHdr; the buffer as words. */
+    const ref = this.headerRef;
+    const w32 = this.dataW32;
+    const wEnd = w32 !== null ? w32.length - HEADER_REF_WORDS : 0;
+    let runHdr = false;
     st[PmdStat.RX_PACKETS] += n;
     for (let i = 0; i < n; i++) {
       const h = rxBuf[i];
       const off = pool.dataOffset(h);
       const len = pool.dataLen[h];
+      if (runHdr && (off & 3) === 0 && (off >> 2) <= wEnd && sameKeyHeaders(w32 as Int32Array, off >> 2, len, ref)) {
+        // the run's key without parsing (its private part holds every byte the key reads: no tail to copy in)
+        tun.tunId[h] = 0;
+        if (runInEmc) st[PmdStat.EMC_HITS]++;
+        else {
+          st[PmdStat.MEGAFLOW_HITS]++;
+          if (emc.insert(prev, 0, runHash, runFlow)) runInEmc = true;
+        }
+        runPackets++;
+        runBytes += len;
+        if (runOut >= 0) this.enqueueTx(runOut, h);
+        else if (runProg !== null) this.runActions(h, runProg);
+        else this.dropNoRule(h);
+        continue;
+      }
       // the key is taken from the private copy only: a frame whose key needs more than its private part gets its tail first
       if (tl !== null && tl[h] > 0 && !keyFitsPrefix(data, off, len)) this.materialize(h);
       const status = extractKey(data, off, len, inPort, key, 0);
@@ -899,6 +922,7 @@ export class Datapath {
         runBytes = 0;
       }
       runFlow = -1;
+      runHdr = false;
       const hash = hashKey(key, 0, HASH_BASIS);
       let flow = emc.lookup(key, 0, hash);
       let inEmc = true;
@@ -927,6 +951,11 @@ export class Datapath {
       const prog = this.flowProg[flow];
       runProg = prog;
       runOut = prog !== null && prog.length === 2 && prog[0] === OP_OUTPUT ? prog[1] : -1;
+      // later frames of the run with the same key headers skip parsing (not for tunnel ports: their key has the tunnel's words)
+      if (!tunnel && w32 !== null && (off & 3) === 0 && (off >> 2) <= wEnd && keyFitsPrefix(data, off, len)) {
+        setHeaderRef(w32, off >> 2, ref);
+        runHdr = true;
+      }
       if (runOut >= 0) this.enqueueTx(runOut, h);
       else if (prog !== null) this.runActions(h, prog);
       else this.dropNoRule(h);

@@ -189,6 +189,43 @@ export function keyFitsPrefix(frame: Uint8Array, off: number, len: number): bool
   return (ff & 0x3fff0000) === 0 && totLen <= len - 14 && ((proto === 17 && totLen >= 28) || (proto === 6 && totLen >= 40));
 }
 
+/**
+ * Runs of one flow without parsing (the datapath's per-burst run, see processBurst): `ref`
+ * (HEADER_REF_WORDS entries) holds the header words of a frame for which {@link keyFitsPrefix}
+ * held, taken by {@link setHeaderRef}; {@link sameKeyHeaders} then says whether another frame of the
+ * same input port has the same key without extracting it: every byte extractKey's first branch reads
+ * for the key is equal (Ethernet addresses and type, IP version/IHL, TOS, flags/fragment offset, TTL,
+ * protocol, addresses, L4 ports), and the frame passes the same length tests (its IP total length,
+ * which the key does not hold, may differ; so may the IP id and checksum). Frames as 32-bit words
+ * `w32` of the buffer, the frame starting at word q (4-aligned offset); `len` its length. A false
+ * answer only means "extract the key".
+ */
+export const HEADER_REF_WORDS = 10;
+
+/** Take frame (w32, q, len)'s header words as the reference (keyFitsPrefix must hold for it). */
+export function setHeaderRef(w32: Int32Array, q: number, ref: Int32Array): void {
+  ref[0] = w32[q]; // bytes 0-3: dl_dst
+  ref[1] = w32[q + 1]; // 4-7: dl_dst, dl_src
+  ref[2] = w32[q + 2]; // 8-11: dl_src
+  ref[3] = w32[q + 3]; // 12-15: dl_type, version/IHL, TOS
+  ref[4] = w32[q + 5]; // 20-23: flags/fragment offset, TTL, protocol
+  ref[5] = w32[q + 6] >>> 16; // 26-27: nw_src (24-25, the checksum, not part of the key)
+  ref[6] = w32[q + 7]; // 28-31: nw_src, nw_dst
+  ref[7] = w32[q + 8]; // 32-35: nw_dst, tp_src
+  ref[8] = w32[q + 9] & 0xffff; // 36-37: tp_dst (little-endian words: the low half holds the lower bytes)
+  ref[9] = (ref[4] >>> 24) === 17 ? 28 : 40; // smallest IP total length of the protocol (UDP, TCP)
+}
+
+/** Same key as the reference frame's (see HEADER_REF_WORDS); the caller checked q + 10 words fit w32. */
+export function sameKeyHeaders(w32: Int32Array, q: number, len: number, ref: Int32Array): boolean {
+  if (!(len >= 42 && w32[q] === ref[0] && w32[q + 1] === ref[1] && w32[q + 2] === ref[2] && w32[q + 3] === ref[3] &&
+    w32[q + 5] === ref[4] && (w32[q + 6] >>> 16) === ref[5] && w32[q + 7] === ref[6] && w32[q + 8] === ref[7] &&
+    (w32[q + 9] & 0xffff) === ref[8])) return false;
+  const w4 = w32[q + 4];
+  const totLen = ((w4 & 0xff) << 8) | ((w4 >>> 8) & 0xff); // bytes 16-17, big-endian
+  return totLen >= ref[9] && totLen <= len - 14;
+}
+
 /** extractKey for any frame (see there). */
 export function extractKeyFull(
   frame: Uint8Array, off: number, len: number, inPort: number,

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import {
   extractKey, FLOW_WORDS, KEY_OK, KEY_TRUNCATED, KEY_MALFORMED, FIELDS, fieldByName, getField, setField,
   hashMasked, hashMaskedWords, hashKey, HASH_BASIS, maskedEqual, keyDlSrc, keyDlDst, FRAG_ANY, FRAG_LATER,
-  W_L3_SRC, W_L3_DST, VLAN_CFI,
+  W_L3_SRC, W_L3_DST, VLAN_CFI, keyFitsPrefix, HEADER_REF_WORDS, setHeaderRef, sameKeyHeaders,
 } from '../../src/dp/flow-key.js';
 import { buildFrame, mac, type PacketDesc } from './frame-builder.js';
 
@@ -211,4 +211,51 @@ test('hashes: masked bits only, stable, spread', () => {
   const seen = new Set<number>();
   for (let i = 0; i < 1024; i++) { a[0] = i; seen.add(hashKey(a, 0, HASH_BASIS) & 1023); }
   assert.ok(seen.size > 550, `only ${seen.size} distinct buckets`);
+});
+
+// The datapath's runs without parsing (processBurst): sameKeyHeaders must never call two frames the
+// same whose keys differ. Frames: IPv4 TCP/UDP that keyFitsPrefix takes, then a copy with random
+// bytes of the first 64 changed and a random length; whenever the shortcut says "same", extractKey
+// must give the reference's key (and the frame must be one keyFitsPrefix takes, as one copy relies on).
+test('sameKeyHeaders: same key whenever it says so (property)', () => {
+  let same = 0;
+  const buf = new Uint8Array(4096);
+  const w32 = new Int32Array(buf.buffer);
+  const ref = new Int32Array(HEADER_REF_WORDS);
+  const ka = new Uint32Array(FLOW_WORDS);
+  const kb = new Uint32Array(FLOW_WORDS);
+  const ipv4 = fc.record({
+    proto: fc.constantFrom(6, 17),
+    tos: fc.integer({ min: 0, max: 255 }),
+    ttl: fc.integer({ min: 0, max: 255 }),
+    srcIp: fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }),
+    dstIp: fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }),
+    sport: fc.integer({ min: 0, max: 65535 }),
+    dport: fc.integer({ min: 0, max: 65535 }),
+    payload: fc.integer({ min: 0, max: 40 }),
+  });
+  // edits: mostly in bytes the key ignores (IP length, id, checksum, L4 beyond the ports), some anywhere
+  const edit = fc.record({
+    at: fc.oneof(fc.constantFrom(16, 17, 18, 19, 24, 25, 38, 39, 40, 41, 50), fc.integer({ min: 0, max: 63 })),
+    v: fc.integer({ min: 0, max: 255 }),
+  });
+  fc.assert(fc.property(ipv4, fc.array(edit, { maxLength: 3 }), fc.integer({ min: -8, max: 8 }), (d, edits, dlen) => {
+    const a = buildFrame({ dst: mac(1), src: mac(2), l3: 'ipv4', ...d });
+    if (!keyFitsPrefix(a, 0, a.length)) return;
+    buf.fill(0);
+    buf.set(a, 0);
+    const b = a.slice();
+    const bb = new Uint8Array(Math.max(0, b.length + dlen));
+    bb.set(b.subarray(0, Math.min(b.length, bb.length)));
+    for (const e of edits) if (e.at < bb.length) bb[e.at] = e.v;
+    buf.set(bb, 1024);
+    assert.equal(extractKey(buf, 0, a.length, 3, ka, 0), KEY_OK);
+    setHeaderRef(w32, 0, ref);
+    if (!sameKeyHeaders(w32, 1024 >> 2, bb.length, ref)) return;
+    same++;
+    assert.ok(keyFitsPrefix(buf, 1024, bb.length), 'a frame called the same must be one whose key fits its prefix');
+    assert.equal(extractKey(buf, 1024, bb.length, 3, kb, 0), KEY_OK);
+    assert.deepEqual([...kb], [...ka]);
+  }), { numRuns: 3000 });
+  assert.ok(same > 300, `the shortcut should hold for many of the frames (held for ${same})`);
 });
