@@ -407,11 +407,13 @@ export class VhostUserPort implements Port, OneCopyPort {
       const m = Math.min(n - done, offs.length);
       let k = 0;
       let tails = 0;
+      let multi = 0;
       for (let i = 0; i < m; i++) {
         const h = handles[done + i];
         if (pool.next[h] !== -1) {
           // multi-segment mbufs are not supported by this PMD: drop
           countTxDrop(this.s, Drop.TX_MULTI_SEGMENT, 1);
+          multi++;
           offs[k] = 0;
           lens[k] = -1; // enqueueBurst counts it as badFrame and skips it
           if (t !== null) tLen[k] = 0;
@@ -448,7 +450,7 @@ export class VhostUserPort implements Port, OneCopyPort {
         countTxDrop(this.s, Drop.TX_NO_GUEST_BUFFERS, k - consumed);
       }
       // consumed-but-not-sent frames (too big / bad chains) are counted via device stats
-      this.s.txDropped += consumed - sent - countMultiseg(lens, consumed);
+      this.s.txDropped += consumed - sent - (multi > 0 ? countMultiseg(lens, consumed) : 0);
       done += m;
       if (consumed < k) break;
     }
