@@ -48,7 +48,10 @@ export function upcallRig(nFlows: number, poolCount = 8192) {
   const peerA = RingPort.attach(a.attachInfo(), pool);
   const peerB = RingPort.attach(b.attachInfo(), pool);
   const batcher = new UpcallBatcher(0);
-  const dp = new Datapath(pool, { upcall: (id, port, frame, key) => batcher.add(id, port, frame, key) });
+  const dp = new Datapath(pool, {
+    upcall: (id, port, frame, key) => batcher.add(id, port, frame, key),
+    upcallAt: (id, port, data, off, len, key) => batcher.addAt(id, port, data, off, len, key),
+  });
   dp.addPort(1, a);
   dp.addPort(2, b);
   const br = new Bridge('br0');

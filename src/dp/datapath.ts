@@ -34,6 +34,11 @@ export interface UpcallSink {
    * call: copy what you keep. Answer later with Datapath.upcallReply(id, ...).
    */
   upcall(id: number, portNo: number, frame: Uint8Array, key: Uint32Array): void;
+  /**
+   * upcall() with the frame as data[off .. off + len) (the pool's bytes): no view made per
+   * miss. Used instead of upcall() when the sink has it.
+   */
+  upcallAt?(id: number, portNo: number, data: Uint8Array, off: number, len: number, key: Uint32Array): void;
 }
 
 /**
@@ -147,6 +152,8 @@ export class Datapath {
   /** Datapath drops by reason. */
   readonly drops: Record<string, number> = {};
   private readonly sink: UpcallSink;
+  /** The sink takes frames in place (upcallAt). */
+  private readonly sinkAt: boolean;
   private ports: (Port | null)[] = new Array(INITIAL_PORT_SLOTS).fill(null);
   private portList: number[] = [];
   /** Per output port: pending tx batch. */
@@ -216,6 +223,7 @@ export class Datapath {
   constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number; rxBurst?: number; oneCopy?: boolean } = {}) {
     this.pool = pool;
     this.sink = sink;
+    this.sinkAt = typeof sink.upcallAt === 'function';
     const rb = opts.rxBurst ?? BURST;
     if (!(Number.isInteger(rb) && rb >= 1 && rb <= BURST)) throw new RangeError(`rxBurst must be an integer in 1..${BURST}, got ${rb}`);
     this.rxBurstMax = rb;
@@ -990,7 +998,7 @@ export class Datapath {
           this.setupHash[k] = hash;
           this.setupAt[k] = now;
           this.counters[PmdStat.UPCALLS]++;
-          this.sink.upcall(UPCALL_NO_PACKET, inPort, this.pool.data.subarray(off, off + len), key);
+          this.toSink(UPCALL_NO_PACKET, inPort, off, len, key);
         }
       }
       this.pool.free(this.one, 1);
@@ -1024,7 +1032,12 @@ export class Datapath {
     this.inflightHash[b] = hash;
     this.inflightSlot[b] = slot;
     this.counters[PmdStat.UPCALLS]++;
-    this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), key);
+    this.toSink(id, inPort, off, len, key);
+  }
+
+  private toSink(id: number, inPort: number, off: number, len: number, key: Uint32Array): void {
+    if (this.sinkAt) this.sink.upcallAt!(id, inPort, this.pool.data, off, len, key);
+    else this.sink.upcall(id, inPort, this.pool.data.subarray(off, off + len), key);
   }
 
   private samePendingKey(slot: number, key: Uint32Array): boolean {

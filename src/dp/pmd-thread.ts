@@ -160,6 +160,9 @@ function workerMain(cfg: PmdConfig): void {
       // slow path is behind, setup-only upcalls past the batcher's backlog are skipped: see UpcallBatcher)
       upBatch.add(id, portNo, frame, key);
     },
+    upcallAt(id, portNo, data, off, len, key) {
+      upBatch.addAt(id, portNo, data, off, len, key);
+    },
   }, { oneCopy: cfg.oneCopy === true });
   dp.perf = cfg.perfMetrics === true;
   const mover = new PortMover(dp, pool, cfg.id);

@@ -89,20 +89,28 @@ export class UpcallBatcher {
   }
 
   add(id: number, port: number, frame: Uint8Array, key: Uint32Array): void {
+    this.addAt(id, port, frame, 0, frame.length, key);
+  }
+
+  /** add() with the frame as data[off .. off + len) (no view of it made). */
+  addAt(id: number, port: number, data: Uint8Array, off: number, len: number, key: Uint32Array): void {
     let i = this.n;
     if (id < 0 && i >= this.setupBacklog) {
       this.setupSkipped++;
       return;
     }
     if (i === this.cap) this.growEntries();
-    if (this.fb + frame.length > this.frames.length) this.growFrames(this.fb + frame.length);
+    const fb = this.fb;
+    if (fb + len > this.frames.length) this.growFrames(fb + len);
     this.ids[i] = id;
     this.ports[i] = port;
     const kb = i * FLOW_WORDS;
     for (let w = 0; w < FLOW_WORDS; w++) this.keys[kb + w] = key[w];
-    this.frameOff[i] = this.fb;
-    this.frames.set(frame, this.fb);
-    this.fb += frame.length;
+    this.frameOff[i] = fb;
+    const f = this.frames;
+    if (len <= 256) for (let b = 0; b < len; b++) f[fb + b] = data[off + b];
+    else f.set(data.subarray(off, off + len), fb);
+    this.fb = fb + len;
     this.n = ++i;
     this.frameOff[i] = this.fb;
   }
@@ -421,9 +429,17 @@ export function applyUpcallAnswer(dp: Datapath, r: UpcallAnswer, onError: (e: Er
       onError(e as Error);
     }
   }
+  // replies of one megaflow (and of megaflows with one program) share one view of it
+  let repOff = -1;
+  let repProg: Int32Array | null = null;
   for (let i = 0; i < r.nReply; i++) {
     const off = r.repOff[i];
-    dp.upcallReply(r.repIds[i], off < 0 ? null : r.acts.subarray(off, off + r.repLen[i]), r.repPerPacket[i] === 1, false);
+    const len = r.repLen[i];
+    if (off >= 0 && (off !== repOff || repProg === null || repProg.length !== len)) {
+      repOff = off;
+      repProg = off === progOff && prog !== null && prog.length === len ? prog : r.acts.subarray(off, off + len);
+    }
+    dp.upcallReply(r.repIds[i], off < 0 ? null : repProg, r.repPerPacket[i] === 1, false);
   }
   // the held packets of every reply go out in bursts, not one burst per reply
   if (r.nReply > 0) dp.flushTx();

@@ -62,6 +62,15 @@ test('batches split across slots in order; a full ring holds upcalls back; answe
   for (const id of [-1, 1, -1, -1, 2, -1, 3]) small.add(id, 1, new Uint8Array(64), key);
   assert.equal(small.count, 5, '-1, 1, -1, 2, 3');
   assert.equal(small.setupSkipped, 2);
+  // a jumbo frame (copied by TypedArray.set, short ones by a loop) arrives whole
+  const big = new UpcallBatcher(3);
+  const jumbo = new Uint8Array(9000).map((_, i) => i * 7);
+  big.add(77, 2, jumbo, key);
+  assert.equal(pmd.send(big), 1);
+  main.drain((u) => {
+    assert.equal(u.ids[0], 77);
+    assert.deepEqual(u.frames.subarray(u.frameOff[0], u.frameOff[1]), jumbo);
+  });
 
   // answers: one that fits arrives whole; one with more program words than a slot is refused
   const out = new UpcallAnswerBuilder(4);
