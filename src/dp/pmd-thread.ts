@@ -152,7 +152,6 @@ function workerMain(cfg: PmdConfig): void {
   const upBatch = new UpcallBatcher(cfg.id);
   // upcalls and answers through shared memory (upcall-channel.ts); a channel is always given by PmdThread
   const chan = new UpcallChannelPmd(cfg.upcallChannel ?? newUpcallChannel(), cfg.id);
-  const waitSlowPath = process.env.TSVS_PMD_UPCALL_YIELD !== '0';
   const installError = (e: Error): void => port.postMessage({ t: 'log', level: 'warn', msg: `pmd ${cfg.id}: flow install refused: ${e.message}` });
   const dp = new Datapath(pool, {
     upcall(id, portNo, frame, key) {
@@ -219,7 +218,7 @@ function workerMain(cfg: PmdConfig): void {
       if (upBatch.count > 0) chan.send(upBatch);
       // the upcall queue is full (every further miss would be dropped) and the slow path is behind:
       // wait for its next answer (bounded), which leaves the CPU to it when the two share one
-      if (waitSlowPath && dp.upcallQueueFull && chan.slowPathBusy) chan.waitForAnswer(UPCALL_WAIT_MS);
+      if (dp.upcallQueueFull && chan.slowPathBusy) chan.waitForAnswer(UPCALL_WAIT_MS);
       chan.receive(dp, installError);
       t = performance.now();
     } while (t < end);
