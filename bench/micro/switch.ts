@@ -17,10 +17,11 @@
  * Each stage's share times the unprofiled ns/packet gives ns/packet by stage.
  *
  * --one-copy on: one copy guest-to-guest (src/port/one-copy.ts); default off (the pool path).
+ * --burst N: frames the sender posts per pass (default 32): smaller bursts show the per-pass cost.
  * --lines N (with --stages): also print, on stderr, the N source lines with the most samples inside
  * pollOnce (self time, V8's position ticks), as ns/packet: where inside a stage the time goes.
  *
- *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--stages [--lines N]] [--one-copy on|off]
+ *   node dist/bench/micro/switch.js [--packets N] [--size BYTES] [--flows N] [--burst N] [--stages [--lines N]] [--one-copy on|off]
  */
 import { parseArgs } from 'node:util';
 import { Session } from 'node:inspector/promises';
@@ -41,6 +42,7 @@ const { values } = parseArgs({
     packets: { type: 'string', default: '5000000' }, size: { type: 'string', default: '64' }, flows: { type: 'string', default: '1' },
     stages: { type: 'boolean', default: false },
     lines: { type: 'string', default: '0' },
+    burst: { type: 'string', default: String(BURST) },
     'one-copy': { type: 'string', default: 'off' },
   },
 });
@@ -72,6 +74,8 @@ while (p1.link !== 'up' || p2.link !== 'up' || f1.link !== 'up' || f2.link !== '
   await new Promise((r) => setTimeout(r, 10));
 }
 const gen = new TrafficGen({ size, flows });
+const burst = Number(values.burst);
+if (!(Number.isInteger(burst) && burst >= 1 && burst <= BURST)) throw new Error(`--burst must be 1..${BURST}`);
 const bufs = new Int32Array(BURST);
 const fp = f1.pool;
 const rp = f2.pool;
@@ -82,7 +86,7 @@ function run(packets: number): { ns: number; moved: number; wallMs: number } {
   let dpNs = 0;
   const t0 = performance.now();
   while (moved < packets) {
-    const k = fp.alloc(bufs, BURST);
+    const k = fp.alloc(bufs, burst);
     for (let i = 0; i < k; i++) gen.fill(fp, bufs[i]);
     const s = f1.txBurst(0, bufs, k);
     if (s < k) fp.free(bufs, k - s, s);
@@ -107,7 +111,7 @@ run(Math.min(500000, total)); // warm-up (JIT, first touch of the shared memory)
 const m = run(total);
 const stages = values.stages ? await stageProfile(total, m.ns) : undefined;
 console.log(JSON.stringify({
-  size, flows, oneCopy: dp.oneCopy, oneCopyPackets: dp.counters[15], packets: m.moved, nsPerPacketSwitch: +m.ns.toFixed(1), mppsSwitchAlone: +(1e3 / m.ns).toFixed(2),
+  size, flows, burst, oneCopy: dp.oneCopy, oneCopyPackets: dp.counters[15], packets: m.moved, nsPerPacketSwitch: +m.ns.toFixed(1), mppsSwitchAlone: +(1e3 / m.ns).toFixed(2),
   mppsWholeLoop: +(m.moved / m.wallMs / 1e3).toFixed(3),
   drops: { ...p1.stats.drops, ...p2.stats.drops, ...dp.stats.drops },
   ...(stages ? { stages } : {}),

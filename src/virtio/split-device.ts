@@ -62,6 +62,8 @@ export class SplitDevice extends DeviceQueue {
   private publishedUsed: number;
   /** Used idx at the last needsInterrupt(). */
   private signalledUsed: number;
+  /** Avail idx read by availCount() and not yet used by a burst, or -1. */
+  private availSeen = -1;
 
 
   constructor(mem: GuestMemory, cfg: DeviceQueueConfig) {
@@ -93,7 +95,9 @@ export class SplitDevice extends DeviceQueue {
 
   availCount(max = this.size): number {
     if (this.broken) return 0;
-    const n = (Atomics.load(this.ring.avail, AV_IDX) - this.lastAvail) & 0xffff;
+    const ai = Atomics.load(this.ring.avail, AV_IDX);
+    this.availSeen = ai; // the next burst starts from this read (one atomic load per burst, not two)
+    const n = (ai - this.lastAvail) & 0xffff;
     const m = max < this.size ? max : this.size;
     return n > m ? m : n;
   }
@@ -122,8 +126,12 @@ export class SplitDevice extends DeviceQueue {
     if (n > dstOffs.length) n = dstOffs.length;
     if (n > lens.length) n = lens.length;
     const avail = this.ring.avail;
-    const ai = Atomics.load(avail, AV_IDX);
     let la = this.lastAvail;
+    // availCount's read, if it was the last one and still ahead of us; else a fresh one
+    const seen = this.availSeen;
+    this.availSeen = -1;
+    const sp = (seen - la) & 0xffff;
+    const ai = seen >= 0 && sp > 0 && sp <= this.size ? seen : Atomics.load(avail, AV_IDX);
     const pending = (ai - la) & 0xffff;
     if (pending === 0) return 0;
     if (pending > this.size) {
@@ -132,7 +140,7 @@ export class SplitDevice extends DeviceQueue {
     }
     this.availCache = ai;
     if (n > pending) n = pending;
-    this.touch(la, n, true);
+    if (n >= 4) this.touch(la, n, true); // a few frames: nothing to overlap
     const d32 = this.ring.desc32;
     const used32 = this.ring.used32;
     const mask = this.mask;
@@ -248,7 +256,7 @@ export class SplitDevice extends DeviceQueue {
       return 0;
     }
     this.availCache = ai;
-    this.touch(la, n < pending ? n : pending, false);
+    if (pending >= 4 && n >= 4) this.touch(la, n < pending ? n : pending, false);
     const d32 = this.ring.desc32;
     const used32 = this.ring.used32;
     const mask = this.mask;
