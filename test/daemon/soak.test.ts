@@ -2,7 +2,7 @@
  * 30 seconds of `npm run soak` (bench/soak.ts) in the suite: a DPDK testpmd io loop through two
  * vhost-user ports of a real daemon while a third port is added and removed (with a frontend
  * attaching to it) and rules change every second. Traffic must never stall, no control request may
- * fail, and from the end of a warm-up (13 churn steps back to back, then 2 s at the measured pace) to
+ * fail, and from the end of a warm-up (63 churn steps back to back, then 2 s at the measured pace) to
  * the end: the live V8 heap of the main and of the PMD thread (after full GC, `tsvs memory --gc`)
  * within 5% or 1 MiB, the RSS without shared memory within 5%, the daemon's fds unchanged; once
  * testpmd has left, every packet buffer is back.
