@@ -5,12 +5,13 @@
 import { execve } from '../sys/libc.js';
 
 /**
- * Semi-space of the daemon main thread's V8 young generation, MiB (`node --max-semi-space-size`; the young
- * generation commits two of them). V8's default lets it grow from 1 MiB to 32 MiB under a burst of control
- * work (a fuzzing frontend, flow setup) and keeps that committed for the life of the process; the switch's
- * main thread keeps little short-lived data, so 2 MiB semi-spaces (4 MiB young generation) are enough.
+ * Semi-space of the daemon's V8 young generations, MiB (`node --max-semi-space-size`; a young generation
+ * commits two of them). V8's default lets the main thread's grow from 1 to 32 MiB under a burst of control
+ * work (a fuzzing frontend, pipelined requests) and keeps that committed for the life of the process. The
+ * option holds for every isolate of the process and overrides the PMD workers' own `maxYoungGenerationSizeMb`
+ * (src/dp/pmd-thread.ts): 1 MiB keeps them at the 2 MiB they had and caps the main thread at the same.
  */
-export const DAEMON_SEMI_SPACE_MIB = 2;
+export const DAEMON_SEMI_SPACE_MIB = 1;
 
 /**
  * V8 sizes the young generation when the process starts (v8.setFlagsFromString afterwards changes nothing),
