@@ -53,7 +53,7 @@ export const COMMANDS: CommandSpec[] = [
       'pmd-auto-lb-improvement-threshold': { type: 'string', arg: 'PCT', help: 'rebalance only when the load variance improves by this much', default: '25' },
       'pmd-auto-lb-rebal-interval': { type: 'string', arg: 'MIN', help: 'minutes between automatic rebalances (fractions allowed)', default: '1' },
       'pmd-load-interval': { type: 'string', arg: 'MS', help: 'rx-queue load sampling period; loads are taken over the last 10 samples', default: '1000' },
-      'one-copy': { type: 'string', arg: 'on|off', help: 'vhost-user to vhost-user on one PMD thread: copy each frame once, guest to guest (headers through a private copy)', default: 'on' },
+      'one-copy': { type: 'string', arg: 'on|off', help: 'vhost-user to vhost-user on one PMD thread: copy each frame once, guest to guest (headers through a private copy)', default: 'off' },
       'pmd-perf-metrics': { type: 'boolean', help: 'pmd-stats also splits the time per packet into rx, processing and tx (costs a few clock reads per burst)' },
       'pool-size': { type: 'string', arg: 'N', help: 'packet buffers in the shared mempool (N x buffer size must stay under 1 GiB)', default: '16384' },
       'max-mtu': {

@@ -59,8 +59,8 @@ export const MIN_MAX_MTU = 68;
  */
 export const MAX_MAX_MTU = 9710;
 export const DEFAULT_POOL_SIZE = 16384;
-/** One copy guest-to-guest by default (--one-copy, other_config:one-copy): see README "One copy". */
-export const DEFAULT_ONE_COPY = true;
+/** One copy guest-to-guest is opt-in (--one-copy on, other_config:one-copy=true): measured slower than the pool path with traffic both ways; see README "One copy". */
+export const DEFAULT_ONE_COPY = false;
 
 /** 'on'/'true' or 'off'/'false' (CLI --one-copy, OVSDB other_config:one-copy); undefined or '': the default. */
 export function parseOneCopy(v: unknown): boolean {

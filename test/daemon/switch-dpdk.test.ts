@@ -164,3 +164,20 @@ test('--pmd-perf-metrics: pmd-stats splits the time per packet into rx, processi
   assert.match(text, /per packet by stage: rx [\d.]+ ns, processing [\d.]+ ns, tx [\d.]+ ns/, text);
   await tp.quit();
 });
+
+test('--one-copy on (opt-in): DPDK frames of 512 B between two vhost-user ports of one PMD thread go one copy', async (t) => {
+  const d = await startDaemon({ args: ['--pmd-cpus', '1', '--one-copy', 'on'] });
+  t.after(async () => { await d.stop(); fs.rmSync(d.runDir, { recursive: true, force: true }); });
+  assert.equal((await d.cli('add-br', 'br0')).code, 0);
+  for (const n of ['vm1', 'vm2']) assert.equal((await d.cli('add-port', 'br0', n, '--type', 'vhost-user')).code, 0);
+  const tp = await macswapPair(t, d);
+  await tp.run('set txpkts 512');
+  await tp.run('start tx_first 8');
+  await sentAtLeast(d, ['vm1', 'vm2'], 5000);
+  await tp.stopForwarding();
+  const [s] = await json<(PmdJson & { oneCopy: number })[]>(d, 'pmd-stats');
+  assert.ok(s.oneCopy > 1000, `frames went the one-copy way: ${JSON.stringify(s)}`);
+  const ps = await json<{ port: string; txPackets: number; rxPackets: number }[]>(d, 'port-stats');
+  for (const p of ps) assert.ok(p.txPackets > 1000 && p.rxPackets > 1000, `both directions: ${JSON.stringify(ps)}`);
+  await tp.quit();
+});
