@@ -25,6 +25,21 @@ function addUpcall(b: UpcallBatcher, i: number): void {
   b.add(i, i % 7, new Uint8Array(60 + (i % 50)).fill(i & 255), key);
 }
 
+
+/** Modules a PMD-side worker imports (workerData spreads these in). */
+const PMD_SIDE_URLS = {
+  chanUrl: new URL('../../src/dp/upcall-channel.js', import.meta.url).href,
+  batchUrl: new URL('../../src/dp/upcall-batch.js', import.meta.url).href,
+  keyUrl: new URL('../../src/dp/flow-key.js', import.meta.url).href,
+};
+/** The start of a PMD-side worker's source: its channel end `pmd` and an upcall batcher `b`, inside an async body the caller closes. */
+const PMD_SIDE_PROLOGUE = `const { workerData, parentPort } = require('node:worker_threads');
+    (async () => {
+      const { UpcallChannelPmd } = await import(workerData.chanUrl);
+      const { UpcallBatcher } = await import(workerData.batchUrl);
+      const { FLOW_WORDS } = await import(workerData.keyUrl);
+      const pmd = new UpcallChannelPmd(workerData.info, 0);
+      const b = new UpcallBatcher(0);`;
 test('batches split across slots in order; a full ring holds upcalls back; answers that do not fit are refused', () => {
   const info = newUpcallChannel({ slots: 2, upcalls: 16, frameBytes: 16 * 1024, actWords: 8 });
   const pmd = new UpcallChannelPmd(info, 3);
@@ -120,18 +135,9 @@ test('the main side sleeps until a PMD-side thread publishes, and wakes for ever
     });
   });
   const N = 3000;
-  const chanUrl = new URL('../../src/dp/upcall-channel.js', import.meta.url).href;
-  const batchUrl = new URL('../../src/dp/upcall-batch.js', import.meta.url).href;
-  const keyUrl = new URL('../../src/dp/flow-key.js', import.meta.url).href;
   // the PMD side in a worker: bursts of 100 upcalls, each sent as soon as the ring has room
   const w = new Worker(
-    `const { workerData } = require('node:worker_threads');
-    (async () => {
-      const { UpcallChannelPmd } = await import(workerData.chanUrl);
-      const { UpcallBatcher } = await import(workerData.batchUrl);
-      const { FLOW_WORDS } = await import(workerData.keyUrl);
-      const pmd = new UpcallChannelPmd(workerData.info, 0);
-      const b = new UpcallBatcher(0);
+    `${PMD_SIDE_PROLOGUE}
       const key = new Uint32Array(FLOW_WORDS);
       const frame = new Uint8Array(64);
       const nap = new Int32Array(new SharedArrayBuffer(4));
@@ -140,7 +146,7 @@ test('the main side sleeps until a PMD-side thread publishes, and wakes for ever
         while (b.count > 0) if (pmd.send(b) === 0) Atomics.wait(nap, 0, 0, 1);
       }
     })();`,
-    { eval: true, workerData: { info, n: N, chanUrl, batchUrl, keyUrl } },
+    { eval: true, workerData: { info, n: N, ...PMD_SIDE_URLS } },
   );
   const exited = new Promise((r) => w.on('exit', r));
   try {
@@ -166,18 +172,9 @@ test('a PMD side waiting for an answer wakes when the main side publishes it', a
     });
     assert.equal(main.answer(out), true);
   });
-  const chanUrl = new URL('../../src/dp/upcall-channel.js', import.meta.url).href;
-  const batchUrl = new URL('../../src/dp/upcall-batch.js', import.meta.url).href;
-  const keyUrl = new URL('../../src/dp/flow-key.js', import.meta.url).href;
   // one upcall, then a wait of up to a minute for its answer: it ends when the answer is published
   const w = new Worker(
-    `const { workerData, parentPort } = require('node:worker_threads');
-    (async () => {
-      const { UpcallChannelPmd } = await import(workerData.chanUrl);
-      const { UpcallBatcher } = await import(workerData.batchUrl);
-      const { FLOW_WORDS } = await import(workerData.keyUrl);
-      const pmd = new UpcallChannelPmd(workerData.info, 0);
-      const b = new UpcallBatcher(0);
+    `${PMD_SIDE_PROLOGUE}
       b.add(7, 1, new Uint8Array(64), new Uint32Array(FLOW_WORDS));
       pmd.send(b);
       const t = Date.now();
@@ -186,7 +183,7 @@ test('a PMD side waiting for an answer wakes when the main side publishes it', a
       pmd.receive({ upcallReply: (id) => replies.push(id), flushTx: () => {} }, (e) => { throw e; });
       parentPort.postMessage({ answered, early: Date.now() - t < 30000, replies });
     })();`,
-    { eval: true, workerData: { info, chanUrl, batchUrl, keyUrl } },
+    { eval: true, workerData: { info, ...PMD_SIDE_URLS } },
   );
   try {
     const r = await new Promise<{ answered: boolean; early: boolean; replies: number[] }>((resolve, reject) => {
