@@ -875,44 +875,36 @@ export class Datapath {
       const h = rxBuf[i];
       const off = pool.dataOffset(h);
       const len = pool.dataLen[h];
-      if (runHdr && (off & 3) === 0 && (off >> 2) <= wEnd && sameKeyHeaders(w32 as Int32Array, off >> 2, len, ref)) {
-        // the run's key without parsing (its private part holds every byte the key reads: no tail to copy in)
-        tun.tunId[h] = 0;
+      // same key as the run: without parsing when its key bytes equal the run's first frame's (its private
+      // part holds every byte the key reads: no tail to copy in), else by extracting and comparing the key
+      let sameRun = runHdr && (off & 3) === 0 && (off >> 2) <= wEnd && sameKeyHeaders(w32 as Int32Array, off >> 2, len, ref);
+      if (sameRun) tun.tunId[h] = 0;
+      else {
+        // the key is taken from the private copy only: a frame whose key needs more than its private part gets its tail first
+        if (tl !== null && tl[h] > 0 && !keyFitsPrefix(data, off, len)) this.materialize(h);
+        const status = extractKey(data, off, len, inPort, key, 0);
+        if (tunnel) {
+          key[16] = tun.tunId[h]; // W_TUN_ID, W_TUN_SRC, W_TUN_DST
+          key[17] = tun.tunSrc[h];
+          key[18] = tun.tunDst[h];
+        } else {
+          // a frame of another port has tunnel id 0 (as OVS): a key=flow tunnel port must not send it
+          // with whatever id this buffer carried last time
+          tun.tunId[h] = 0;
+        }
+        if (status === KEY_MALFORMED) {
+          this.one[0] = h;
+          pool.free(this.one, 1);
+          this.drop(Drop.MALFORMED, 1);
+          continue;
+        }
+        sameRun = runFlow >= 0 && sameKey(key, prev);
+      }
+      if (sameRun) {
         if (runInEmc) st[PmdStat.EMC_HITS]++;
         else {
           st[PmdStat.MEGAFLOW_HITS]++;
           if (emc.insert(prev, 0, runHash, runFlow)) runInEmc = true;
-        }
-        runPackets++;
-        runBytes += len;
-        if (runOut >= 0) this.enqueueTx(runOut, h);
-        else if (runProg !== null) this.runActions(h, runProg);
-        else this.dropNoRule(h);
-        continue;
-      }
-      // the key is taken from the private copy only: a frame whose key needs more than its private part gets its tail first
-      if (tl !== null && tl[h] > 0 && !keyFitsPrefix(data, off, len)) this.materialize(h);
-      const status = extractKey(data, off, len, inPort, key, 0);
-      if (tunnel) {
-        key[16] = tun.tunId[h]; // W_TUN_ID, W_TUN_SRC, W_TUN_DST
-        key[17] = tun.tunSrc[h];
-        key[18] = tun.tunDst[h];
-      } else {
-        // a frame of another port has tunnel id 0 (as OVS): a key=flow tunnel port must not send it
-        // with whatever id this buffer carried last time
-        tun.tunId[h] = 0;
-      }
-      if (status === KEY_MALFORMED) {
-        this.one[0] = h;
-        pool.free(this.one, 1);
-        this.drop(Drop.MALFORMED, 1);
-        continue;
-      }
-      if (runFlow >= 0 && sameKey(key, prev)) {
-        if (runInEmc) st[PmdStat.EMC_HITS]++;
-        else {
-          st[PmdStat.MEGAFLOW_HITS]++;
-          if (emc.insert(key, 0, runHash, runFlow)) runInEmc = true;
         }
         runPackets++;
         runBytes += len;
