@@ -19,6 +19,7 @@ import { rotate, wanted, errText, Unavailable, FRAME_SIZES, type BenchContext, t
 import { sleep, rssKiB } from './proc.js';
 import { rate } from './stats.js';
 import { DpdkTestpmd } from './peers/dpdk.js';
+import { probeCpuLink, FAR_LINK_NS, type LinkProbe } from './cpu-link.js';
 import { startSwitch, SWITCH_KINDS, ONE_COPY_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
 
 export type LoopVariant = 'oneway' | 'bidir' | 'txfirst';
@@ -123,7 +124,12 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
       ctx.log(`p2p rep ${rep + 1}/${ctx.reps}: ${kind}`);
       let sw: SwitchUnderTest | null = null;
       let gen: DpdkTestpmd | null = null;
+      // rows of this run, kept until the CPU link is probed again after it (see bench/cpu-link.ts)
+      const rows: { cs: string; metric: string; v: number; counts?: { sent: number; received: number } }[] = [];
+      const add = (cs: string, metric: string, v: number, counts?: { sent: number; received: number }) => rows.push({ cs, metric, v, counts });
+      let linkBefore: LinkProbe | null = null;
       try {
+        linkBefore = await probeCpuLink(ctx.swCpu, ctx.genCpu);
         sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
         gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
         await waitLoopReady(gen);
@@ -135,10 +141,10 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
             const cs = `${size}B ${variant}`;
             if (m.mpps12 === 0 && m.mpps21 === 0) throw new Error(`no frames came back through ${kind} (${cs}); generator: ${gen.proc.tail(600)}`);
             const counts = { sent: m.sent, received: m.received };
-            c.add(cs, 'port1->2', kind, 'Mpps', m.mpps12, counts);
+            add(cs, 'port1->2', m.mpps12, counts);
             if (variant !== 'oneway') {
-              c.add(cs, 'port2->1', kind, 'Mpps', m.mpps21);
-              c.add(cs, 'sum', kind, 'Mpps', m.mpps12 + m.mpps21);
+              add(cs, 'port2->1', m.mpps21);
+              add(cs, 'sum', m.mpps12 + m.mpps21);
             }
           }
         }
@@ -154,6 +160,15 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
         await gen?.quit();
         await sw?.stop();
       }
+      // every run counts in the plain rows; runs with the two CPUs near each other before and after
+      // count again in the "(near CPUs)" rows, which compare like with like
+      const linkAfter = await probeCpuLink(ctx.swCpu, ctx.genCpu);
+      const near = linkBefore !== null && linkBefore.near && linkAfter.near;
+      for (const r of rows) {
+        c.add(r.cs, r.metric, kind, 'Mpps', r.v, r.counts);
+        if (near) c.add(r.cs, `${r.metric} (near CPUs)`, kind, 'Mpps', r.v);
+      }
+      c.note(`rep ${rep + 1} ${kind}: CPU ${ctx.swCpu} <-> ${ctx.genCpu} cache-line round trip ${linkBefore ? linkBefore.rttNs.toFixed(0) : '?'} ns before, ${linkAfter.rttNs.toFixed(0)} ns after (${near ? 'near' : 'not near'}; far >= ${FAR_LINK_NS} ns)`);
     }
   }
   c.ratio('tsvs', 'ovs-dpdk', { label: 'tsvs/ovs-dpdk' });

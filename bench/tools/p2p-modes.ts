@@ -1,0 +1,42 @@
+/**
+ * p2p-modes: start the tsvs switch and the io-loop generator N times and, for each start,
+ * measure 64 B one way a few times and read the PMD's stats (passes, burst sizes, cycles),
+ * to tell apart run-to-run modes of the same build. Diagnostic, not a scenario.
+ *   node dist/bench/tools/p2p-modes.js [starts] [windows]
+ */
+import * as fs from 'node:fs';
+import { startSwitch } from '../switches.js';
+import { probeCpuLink } from '../cpu-link.js';
+
+/** Steal ticks of cpu0 and cpu1 (/proc/stat, field 8). */
+function steal(): number[] {
+  return fs.readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d/.test(l)).map((l) => Number(l.split(/\s+/)[8]));
+}
+import { startLoopGenerator, waitLoopReady, measureLoop } from '../p2p.js';
+
+const starts = Number(process.argv[2] ?? 4);
+const windows = Number(process.argv[3] ?? 3);
+const swCpu = 0;
+const genCpu = 1;
+for (let s = 0; s < starts; s++) {
+  const before = await probeCpuLink(0, 1);
+  const sw = await startSwitch('tsvs', swCpu, genCpu);
+  const gen = await startLoopGenerator(sw, genCpu, swCpu);
+  try {
+    await waitLoopReady(gen);
+    await measureLoop(gen, { size: 64, variant: 'bidir', warmup: 0, seconds: 2 });
+    const r: string[] = [];
+    for (let w = 0; w < windows; w++) {
+      await sw.tsvs!.cli('pmd-stats-clear');
+      const s0 = steal();
+      const m = await measureLoop(gen, { size: 64, variant: 'oneway', warmup: 0.5, seconds: 2 });
+      const s1 = steal();
+      r.push(`${m.mpps12.toFixed(2)} (steal ${s1.map((x, i) => x - s0[i]).join('/')})`);
+    }
+    console.log(`start ${s + 1}: link before ${before.rttNs.toFixed(0)} ns: ${r.join(' ')} Mpps`);
+  } finally {
+    await gen.quit();
+    await sw.stop();
+  }
+  console.log(`  link after ${(await probeCpuLink(0, 1)).rttNs.toFixed(0)} ns`);
+}
