@@ -25,7 +25,7 @@ import { parsePing, percentile, summarize } from './stats.js';
 import { kernelAvailable } from './peers/kernel.js';
 import { kernelTopology } from './kernel.js';
 import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.js';
-import { parseVuLatency, type LoadLevel } from './tools/vu-latency-lib.js';
+import { parseVuLatency, runProblems, VALID, type LoadLevel } from './tools/vu-latency-lib.js';
 
 type PingSubject = 'linux-bridge' | 'tsvs-afpacket';
 type LSubject = PingSubject | SwitchKind;
@@ -89,8 +89,11 @@ export function busiestThreadPreemptions(a: Map<string, ThreadSample>, b: Map<st
 
 const isPing = (s: LSubject): s is PingSubject => (PING_SUBJECTS as readonly string[]).includes(s);
 
-/** One switch, one vu-latency run with both load levels (order alternating by rep). */
-async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, rep: number): Promise<void> {
+/** Extra attempts of a repetition with an invalid level, per scenario run (bounds the time a disturbed machine costs). */
+const RETRIES = 3;
+
+/** One switch, one vu-latency run with both load levels (order alternating by rep); returns whether every level was valid. */
+async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, rep: number): Promise<boolean> {
   let sw: SwitchUnderTest | null = null;
   let tool: Proc | null = null;
   try {
@@ -115,16 +118,26 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     const res = parseVuLatency(tool.output);
     if (res.length !== loads.length) throw new Error(`vu-latency printed ${res.length} results, expected ${loads.length}: ${tool.tail(600)}`);
     const per: string[] = [];
+    let valid = true;
     for (const r of res) {
       const cs = `vhost-user ${r.load}`;
       if (r.probes === 0 || !Number.isFinite(r.median_us)) throw new Error(`${cs}: no probe came back (${r.probes} sent, ${r.lost} lost)`);
-      c.add(cs, 'rtt median', kind, 'us', r.median_us, { sent: r.probes, received: r.probes - r.lost });
-      c.add(cs, 'rtt p99', kind, 'us', r.p99_us);
-      let t = `${r.load}: p99.9 ${r.p999_us.toFixed(1)} µs, max ${r.max_us.toFixed(0)} µs, tool stalls ${r.tool_stalls} (${r.tool_stall_ms.toFixed(1)} ms)`;
+      const problems = runProblems(r, GAP_US);
+      if (problems.length) {
+        valid = false;
+        // not a measurement of this load: the row says so instead of taking the number
+        const why = `run ${rep + 1}: ${problems.join('; ')}`;
+        c.invalid(cs, 'rtt median', kind, 'us', why);
+        c.invalid(cs, 'rtt p99', kind, 'us', why);
+        if (r.load === 'medium') c.invalid(cs, 'background back at A', kind, 'Mpps', why);
+      } else {
+        c.add(cs, 'rtt median', kind, 'us', r.median_us, { sent: r.probes, received: r.probes - r.lost });
+        c.add(cs, 'rtt p99', kind, 'us', r.p99_us);
+        if (r.load === 'medium') c.add(cs, 'background back at A', kind, 'Mpps', r.rate_mpps, { sent: r.bg_sent, received: r.bg_sent - r.bg_lost });
+      }
+      let t = `${r.load}${problems.length ? ' (INVALID)' : ''}: median ${r.median_us.toFixed(2)} µs, p99 ${r.p99_us.toFixed(1)} µs, p99.9 ${r.p999_us.toFixed(1)} µs, max ${r.max_us.toFixed(0)} µs, ${r.probes} probes, tool stalls ${r.tool_stalls} (${r.tool_stall_ms.toFixed(1)} ms, ${r.tainted} probes untimed)`;
       if (r.load === 'medium') {
-        c.add(cs, 'background back at A', kind, 'Mpps', r.rate_mpps, { sent: r.bg_sent, received: r.bg_sent - r.bg_lost });
         t += `, background ${r.rate_mpps.toFixed(3)} of ${r.target_mpps} Mpps`;
-        if (r.rate_mpps < 0.9 * r.target_mpps) t += ' (BELOW 90% of the target: this run is at a lower load)';
         if (r.pacing_resets > 0) t += `, pacing restarted ${r.pacing_resets}x`;
       }
       if (r.tx_refused > 0) t += `, ${r.tx_refused} frames the tool could not send (virtqueue full: the switch was not consuming)`;
@@ -132,6 +145,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       per.push(t);
     }
     c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times.`);
+    return valid;
   } finally {
     await tool?.stop('SIGTERM', 2000);
     await sw?.stop();
@@ -164,18 +178,30 @@ export async function runLatency(ctx: BenchContext): Promise<ScenarioResult> {
       `${MEDIUM_MPPS} Mpps A->B, echoed by B (${MEDIUM_MPPS} Mpps through the switch each way); only probes timed. ` +
       `${ctx.warmup} s warm-up excluded, ${ctx.seconds} s measured per level; loss = probes never answered. dpdk-testpmd is an io forwarder (no flow lookup): the floor. ` +
       `Busy-polling peers on a shared 2-CPU machine: anything else running preempts the switch or the tool for milliseconds, which lands in p99 ` +
-      `(median across runs tames it); each run's note gives the tool's own stalls (loop iterations > 50 µs) and the switch PMD thread's preemptions.`,
+      `(median across runs tames it); each run's note gives the tool's own stalls (loop iterations > 20 µs) and the switch PMD thread's preemptions; ` +
+      `a probe whose round trip a stall of the tool overlapped is not timed (the tool held it, not the switch; counted as "untimed"). ` +
+      `A run is invalid (kept out of the rows, its reason listed) when the background back at A falls below ${VALID.minRateFraction * 100}% of its rate, ` +
+      `the tool stalled for more than ${VALID.maxStallFraction * 100}% of the window or left more than ${VALID.maxTaintedFraction * 100}% of the probes untimed, ` +
+      `or it sent fewer than ${VALID.minProbeFraction * 100}% of the probes the policy allows; such a repetition is run again (at most ${RETRIES} times per scenario). The bench runs in a session of its own with autogroup nice ` +
+      `TSVS_BENCH_AUTOGROUP_NICE (default -19; see bench/sched.ts: with autogroup scheduling, nice values do not count across sessions).`,
   );
   c.note(`ping rows: ping -i 0.01 -c ${count} from ns A to ns B (first 5 replies excluded as warm-up: ARP, flow setup), through veth + the Linux bridge or tsvs's afpacket ports.`);
   const pingWhy = kernelAvailable() ?? (which('ping') ? null : 'ping is not installed');
   if (pingWhy) for (const s of PING_SUBJECTS) c.markUnavailable(s, pingWhy);
+  let retries = RETRIES;
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const s of rotate(wanted(ctx, SUBJECTS), rep)) {
       if (c.isUnavailable(s)) continue;
       ctx.log(`latency rep ${rep + 1}/${ctx.reps}: ${s}`);
       try {
         if (isPing(s)) await pingRep(ctx, c, s, count);
-        else await vhostUserRep(ctx, c, s, rep);
+        else {
+          // a run the machine disturbed (see runProblems) is listed as invalid and, a few times per scenario, run again
+          while (!(await vhostUserRep(ctx, c, s, rep)) && retries > 0) {
+            retries--;
+            ctx.log(`latency rep ${rep + 1}: ${s} invalid, again (${retries} retries left)`);
+          }
+        }
       } catch (e) {
         if (e instanceof Unavailable) c.markUnavailable(s, e.message);
         else {

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { summarize, ratioOfMedians, fmt, type Summary } from './stats.js';
+import { schedLine } from './sched.js';
 
 export interface LossSummary {
   runs: number;
@@ -24,6 +25,12 @@ export interface Row {
   unit: string;
   summary: Summary;
   loss?: LossSummary;
+  /**
+   * Runs that did not measure what the row says (the scenario's own checks failed: a load that
+   * fell short of its rate, a tool that was not running), with the reason of each; they are not
+   * in the summary. A row with no valid run has an empty summary and says "invalid".
+   */
+  invalid?: string[];
 }
 
 export interface RatioRow {
@@ -32,6 +39,8 @@ export interface RatioRow {
   /** e.g. 'tsvs/ovs-dpdk' */
   label: string;
   value: number;
+  /** Why there is no ratio: a side whose every run was invalid (value is NaN). */
+  invalid?: string;
 }
 
 export type ScenarioStatus = 'ok' | 'partial' | 'unavailable' | 'failed';
@@ -54,6 +63,8 @@ export interface Machine {
   kernel: string;
   node: string;
   load: string;
+  /** How the run stood with the scheduler (bench/sched.ts: nice, session, autogroup). */
+  sched?: string;
 }
 
 export interface BenchReport {
@@ -66,7 +77,7 @@ export interface BenchReport {
 
 /** Accumulates one scenario's measurements across repetitions. */
 export class Collector {
-  private readonly vals = new Map<string, { c: string; m: string; s: string; unit: string; v: number[]; loss?: LossSummary }>();
+  private readonly vals = new Map<string, { c: string; m: string; s: string; unit: string; v: number[]; loss?: LossSummary; invalid?: string[] }>();
   private readonly order: string[] = [];
   readonly unavailable: Record<string, string> = {};
   readonly notes: string[] = [];
@@ -101,6 +112,21 @@ export class Collector {
       e.loss.lost += lost;
       e.loss.maxFraction = Math.max(e.loss.maxFraction, counts.sent > 0 ? lost / counts.sent : 0);
     }
+  }
+
+  /**
+   * A run of (case, metric, subject) measured something else than the row means (the
+   * scenario's validity check failed): kept out of the summary, its reason shown with the row.
+   */
+  invalid(c: string, metric: string, subject: string, unit: string, reason: string): void {
+    const k = this.key(c, metric, subject);
+    let e = this.vals.get(k);
+    if (!e) {
+      e = { c, m: metric, s: subject, unit, v: [] };
+      this.vals.set(k, e);
+      this.order.push(k);
+    }
+    (e.invalid ??= []).push(reason.split('\n')[0].slice(0, 300));
   }
 
   private readonly failures = new Map<string, string[]>();
@@ -146,7 +172,7 @@ export class Collector {
   result(): ScenarioResult {
     const rows: Row[] = this.order.map((k) => {
       const e = this.vals.get(k)!;
-      return { case: e.c, metric: e.m, subject: e.s, unit: e.unit, summary: summarize(e.v), loss: e.loss };
+      return { case: e.c, metric: e.m, subject: e.s, unit: e.unit, summary: summarize(e.v), loss: e.loss, ...(e.invalid ? { invalid: e.invalid.slice() } : {}) };
     });
     const ratios: RatioRow[] = [];
     for (const sp of this.ratioSpecs) {
@@ -154,14 +180,18 @@ export class Collector {
         if (ra.subject !== sp.a || (sp.case && ra.case !== sp.case) || (sp.metric && ra.metric !== sp.metric)) continue;
         const rb = rows.find((r) => r.subject === sp.b && r.case === ra.case && r.metric === ra.metric);
         if (!rb) continue;
-        ratios.push({ case: ra.case, metric: ra.metric, label: sp.label ?? `${sp.a}/${sp.b}`, value: ratioOfMedians(ra.summary, rb.summary) });
+        const label = sp.label ?? `${sp.a}/${sp.b}`;
+        const bad = [ra, rb].filter((r) => r.summary.n === 0 && r.invalid?.length);
+        if (bad.length) ratios.push({ case: ra.case, metric: ra.metric, label, value: NaN, invalid: bad.map((r) => `${r.subject}: every run invalid`).join('; ') });
+        else ratios.push({ case: ra.case, metric: ra.metric, label, value: ratioOfMedians(ra.summary, rb.summary) });
       }
     }
     ratios.push(...this.extraRatios);
     const subjects = new Set(rows.map((r) => r.subject));
     for (const [subj, why] of this.failures) if (!subjects.has(subj)) this.markUnavailable(subj, `every run failed: ${why[0]}`);
     const nUnavail = Object.keys(this.unavailable).length;
-    const status: ScenarioStatus = rows.length === 0 ? (nUnavail ? 'unavailable' : 'failed') : nUnavail || this.failures.size ? 'partial' : 'ok';
+    const anyInvalid = rows.some((r) => r.invalid?.length);
+    const status: ScenarioStatus = rows.length === 0 ? (nUnavail ? 'unavailable' : 'failed') : nUnavail || this.failures.size || anyInvalid ? 'partial' : 'ok';
     return { name: this.name, title: this.title, status, unavailable: { ...this.unavailable }, rows, ratios, notes: this.notes.slice(), seconds: Math.round((Date.now() - this.t0) / 1000) };
   }
 }
@@ -179,6 +209,7 @@ export function machineInfo(): Machine {
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
     load: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+    sched: schedLine(),
   };
 }
 
@@ -206,7 +237,7 @@ export function toMarkdown(r: BenchReport): string {
   const L: string[] = [];
   L.push('# tsvs benchmark results', '');
   L.push(`- Date: ${r.date}`);
-  L.push(`- Machine: ${r.machine.nproc} CPUs (\`nproc\`), ${r.machine.model}; ${r.machine.kernel}; Node ${r.machine.node}; load average at start ${r.machine.load}`);
+  L.push(`- Machine: ${r.machine.nproc} CPUs (\`nproc\`), ${r.machine.model}; ${r.machine.kernel}; Node ${r.machine.node}; load average at start ${r.machine.load}${r.machine.sched ? `; scheduler: ${r.machine.sched}` : ''}`);
   L.push(`- Commit: ${r.git}`);
   L.push(`- Method: ${r.options.reps} repetition(s), subjects interleaved within each repetition, ${r.options.warmup} s warm-up excluded, ${r.options.seconds} s measured per run; median [min–max] of the runs; ratios are ratios of medians. Loss = sent − received end to end (never counted as throughput).${r.options.quick ? ' **Quick mode** (1 repetition, short runs): indicative only.' : ''}`);
   L.push('');
@@ -219,13 +250,22 @@ export function toMarkdown(r: BenchReport): string {
       L.push('| case | metric | subject | median | min | max | runs | loss |', '|---|---|---|---:|---:|---:|---:|---|');
       for (const row of s.rows) {
         const d = digitsFor(row.unit);
-        L.push(`| ${row.case} | ${row.metric} (${row.unit}) | ${row.subject} | ${fmt(row.summary.median, d)} | ${fmt(row.summary.min, d)} | ${fmt(row.summary.max, d)} | ${row.summary.n} | ${lossText(row.loss)} |`);
+        const nInv = row.invalid?.length ?? 0;
+        const runs = nInv ? `${row.summary.n} (+${nInv} invalid)` : `${row.summary.n}`;
+        if (row.summary.n === 0 && nInv) L.push(`| ${row.case} | ${row.metric} (${row.unit}) | ${row.subject} | **invalid** | | | ${runs} | ${lossText(row.loss)} |`);
+        else L.push(`| ${row.case} | ${row.metric} (${row.unit}) | ${row.subject} | ${fmt(row.summary.median, d)} | ${fmt(row.summary.min, d)} | ${fmt(row.summary.max, d)} | ${runs} | ${lossText(row.loss)} |`);
       }
       L.push('');
+      const inv = s.rows.filter((r) => r.invalid?.length);
+      if (inv.length) {
+        L.push('Invalid runs (not in the summaries above):');
+        for (const r of inv) L.push(`- ${r.case} · ${r.metric} · ${r.subject}: ${[...new Set(r.invalid)].join('; ')}`);
+        L.push('');
+      }
     }
     if (s.ratios.length) {
       L.push('| case | metric | ratio | value |', '|---|---|---|---:|');
-      for (const q of s.ratios) L.push(`| ${q.case} | ${q.metric} | ${q.label} | ${fmt(q.value, 3)} |`);
+      for (const q of s.ratios) L.push(`| ${q.case} | ${q.metric} | ${q.label} | ${q.invalid ? `**invalid** (${q.invalid})` : fmt(q.value, 3)} |`);
       L.push('');
     }
     if (s.rows.length) L.push(`![${s.name}](${s.name}.svg)`, '');

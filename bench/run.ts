@@ -10,11 +10,14 @@
  * Every process is stopped by PID and every namespace deleted, also on Ctrl-C.
  */
 import { parseArgs } from 'node:util';
+import { spawn } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeReport, readReport, machineInfo, gitCommit, type BenchReport, type ScenarioResult } from './report.js';
 import { errText, type BenchContext, type Scenario } from './common.js';
 import { stopAll, killAllSync } from './proc.js';
+import { autogroupEnabled, sessionOf, setAutogroupNice, wantedAutogroupNice } from './sched.js';
 import { nsDelAll } from './peers/kernel.js';
 import { p2p } from './p2p.js';
 import { p2pVxlan } from './p2p-vxlan.js';
@@ -197,8 +200,47 @@ export async function runBench(args: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * Re-run this command in a session of its own whose autogroup has nice `nice` (see bench/sched.ts:
+ * with autogroup scheduling a process's nice value does not count against other sessions). Signals
+ * are passed on by PID; resolves with the child's exit code.
+ */
+function inOwnSession(nice: number): Promise<number> {
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    detached: true,
+    stdio: 'inherit',
+    env: { ...process.env, TSVS_BENCH_OWN_SESSION: '1' },
+  });
+  try {
+    if (child.pid !== undefined) setAutogroupNice(child.pid, nice);
+  } catch (e) {
+    process.stderr.write(`bench: cannot set the autogroup nice of the benchmark's session to ${nice} (${(e as Error).message}): other sessions share the CPUs with it equally\n`);
+  }
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, sig);
+    });
+  }
+  return new Promise((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 + (os.constants.signals[sig] ?? 0) : 1))));
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  runBench(process.argv.slice(2)).then(
+  let agNice: number | null = null;
+  try {
+    agNice = wantedAutogroupNice();
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  const reexec = agNice !== null && !process.env.TSVS_BENCH_OWN_SESSION && autogroupEnabled() && sessionOf() !== process.pid;
+  if (!reexec && agNice !== null && autogroupEnabled() && sessionOf() === process.pid) {
+    try {
+      setAutogroupNice(process.pid, agNice);
+    } catch (e) {
+      process.stderr.write(`bench: cannot set the autogroup nice to ${agNice}: ${(e as Error).message}\n`);
+    }
+  }
+  (reexec ? inOwnSession(agNice ?? -19) : runBench(process.argv.slice(2))).then(
     (code) => process.exit(code),
     (e: unknown) => {
       process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`);

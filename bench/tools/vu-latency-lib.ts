@@ -47,12 +47,18 @@ export interface VuLatencyResult {
   /** Frames back at A that were not ours, duplicated, stale or corrupted. */
   bad: number;
   /**
-   * Loop iterations of the tool longer than 50 µs in the measured window
+   * Loop iterations of the tool longer than 20 µs in the measured window
    * (the tool was descheduled or paused), and their total time: a probe in
-   * flight then gets a longer round trip that is not the switch's doing.
+   * flight then gets a longer round trip that is not the switch's doing (it is not timed: see
+   * `tainted`).
    */
   tool_stalls: number;
   tool_stall_ms: number;
+  /**
+   * Probes of the window that came back but were not timed because a stall of the tool overlapped
+   * their round trip (the tool, not the switch, held them); not in the percentiles, not lost.
+   */
+  tainted: number;
   /** Times the background pacing was restarted because the tool fell more than 4 bursts behind. */
   pacing_resets: number;
   seconds: number;
@@ -91,7 +97,7 @@ export function formatResult(r: VuLatencyResult): string {
   return RESULT_PREFIX + JSON.stringify(r);
 }
 
-const NUM_FIELDS = ['median_us', 'p99_us', 'p999_us', 'max_us', 'probes', 'lost', 'rate_mpps', 'target_mpps', 'bg_sent', 'bg_lost', 'tx_refused', 'bad', 'tool_stalls', 'tool_stall_ms', 'pacing_resets', 'seconds'] as const;
+const NUM_FIELDS = ['median_us', 'p99_us', 'p999_us', 'max_us', 'probes', 'lost', 'rate_mpps', 'target_mpps', 'bg_sent', 'bg_lost', 'tx_refused', 'bad', 'tool_stalls', 'tool_stall_ms', 'tainted', 'pacing_resets', 'seconds'] as const;
 
 /**
  * The result lines in the tool's output (other lines ignored). A result line
@@ -118,4 +124,43 @@ export function parseVuLatency(out: string): VuLatencyResult[] {
     res.push(o as unknown as VuLatencyResult);
   }
   return res;
+}
+
+/** Validity limits of one level's result (see runProblems). */
+export const VALID = {
+  /** The background back at A must reach this fraction of its target rate. */
+  minRateFraction: 0.9,
+  /** The tool may be descheduled (loop iterations > 20 µs) for at most this fraction of the window... */
+  maxStallFraction: 0.1,
+  /** ...and at most this fraction of the probes that came back may be left untimed because a stall overlapped them. */
+  maxTaintedFraction: 0.05,
+  /** Probes sent: at least this fraction of what the probe policy allows (window / (gap + median RTT)). */
+  minProbeFraction: 0.5,
+} as const;
+
+/**
+ * Why one level's result does not measure what its row says (empty if it does): the background
+ * fell short of its rate (the switch then ran at a lower load), the tool was not running for
+ * part of the window (its stalls land in the round trips as if the switch had taken them), or it
+ * sent too few probes for the policy (same cause, or a switch that lost them).
+ */
+export function runProblems(r: VuLatencyResult, gapUs: number): string[] {
+  const out: string[] = [];
+  if (r.target_mpps > 0 && !(r.rate_mpps >= VALID.minRateFraction * r.target_mpps)) {
+    out.push(`background ${r.rate_mpps.toFixed(3)} of ${r.target_mpps} Mpps (< ${VALID.minRateFraction * 100}%)`);
+  }
+  const windowMs = r.seconds * 1000;
+  if (r.tool_stall_ms > VALID.maxStallFraction * windowMs) {
+    out.push(`the tool was descheduled for ${r.tool_stall_ms.toFixed(1)} ms of the ${windowMs.toFixed(0)} ms window (${r.tool_stalls} stalls; limit ${VALID.maxStallFraction * 100}%)`);
+  }
+  const back = r.probes - r.lost;
+  if (back > 0 && r.tainted > VALID.maxTaintedFraction * back) {
+    out.push(`${r.tainted} of ${back} probes not timed because the tool stalled during their round trip (limit ${VALID.maxTaintedFraction * 100}%)`);
+  }
+  const cycleUs = gapUs + (Number.isFinite(r.median_us) ? r.median_us : 0);
+  const expected = cycleUs > 0 ? (r.seconds * 1e6) / cycleUs : 0;
+  if (expected > 0 && r.probes < VALID.minProbeFraction * expected) {
+    out.push(`${r.probes} probes sent where the policy allows ${expected.toFixed(0)} (< ${VALID.minProbeFraction * 100}%)`);
+  }
+  return out;
 }

@@ -58,7 +58,7 @@ const TABLE = 1 << 16;
 const TABLE_MASK = TABLE - 1;
 const DRAIN_MS = 100;
 /** A loop iteration longer than this means the tool itself was descheduled or paused (GC). */
-const STALL_MS = 0.05;
+const STALL_MS = 0.02;
 
 interface Options {
   a: string;
@@ -123,6 +123,8 @@ class Window {
   /** Loop iterations that took longer than STALL_MS (this process was not running), and their total time. */
   stalls = 0;
   stallMs = 0;
+  /** Probes of the window that came back but whose round trip a stall of the tool overlapped: not timed. */
+  tainted = 0;
 }
 
 class LatencyLoop {
@@ -134,6 +136,10 @@ class LatencyLoop {
   private readonly tSend = new Float64Array(TABLE);
   private readonly tSeq = new Int32Array(TABLE).fill(-1);
   private readonly tRec = new Uint8Array(TABLE);
+  /** 1: a stall of the tool overlapped this probe's round trip (its time is the tool's, not the switch's). */
+  private readonly tTaint = new Uint8Array(TABLE);
+  /** Index in rtts of the round trip recorded in the current loop iteration (-1: none). */
+  private lastRtt = -1;
   readonly rtts: Float64Array;
   private seq = 0;
   private bgSeq = 0;
@@ -231,7 +237,11 @@ class LatencyLoop {
       if (seq === want) got = true;
       if (this.tRec[slot] === 1) {
         this.recBack++;
-        if (record && w.nRtt < this.rtts.length) this.rtts[w.nRtt++] = (now - ts) * 1000;
+        if (this.tTaint[slot] === 1) w.tainted++;
+        else if (record && w.nRtt < this.rtts.length) {
+          this.lastRtt = w.nRtt;
+          this.rtts[w.nRtt++] = (now - ts) * 1000;
+        }
       }
       w.probesBack++;
     }
@@ -264,7 +274,14 @@ class LatencyLoop {
       if (now - last > STALL_MS) {
         w.stalls++;
         w.stallMs += now - last;
+        // the probe in flight, and one timed in the stalled iteration, waited for the tool: not timed
+        if (want >= 0) this.tTaint[want & TABLE_MASK] = 1;
+        if (this.lastRtt >= 0 && this.lastRtt === w.nRtt - 1) {
+          w.nRtt--;
+          w.tainted++;
+        }
       }
+      this.lastRtt = -1;
       last = now;
       if (now >= end) break;
       this.echo();
@@ -286,6 +303,7 @@ class LatencyLoop {
           this.tSeq[slot] = seq;
           this.tSend[slot] = ts;
           this.tRec[slot] = record ? 1 : 0;
+          this.tTaint[slot] = 0;
           one[0] = h;
           if (A.txBurst(0, one, 1) === 1) {
             this.seq = (seq + 1) & 0x7fffffff;
@@ -354,6 +372,8 @@ class LatencyLoop {
   reset(): void {
     this.tSeq.fill(-1);
     this.tRec.fill(0);
+    this.tTaint.fill(0);
+    this.lastRtt = -1;
     this.recBack = 0;
     this.w = new Window();
   }
@@ -399,6 +419,7 @@ async function main(): Promise<void> {
         bad: w.bad,
         tool_stalls: w.stalls,
         tool_stall_ms: w.stallMs,
+        tainted: w.tainted,
         pacing_resets: w.pacingResets,
         seconds: secs,
       };

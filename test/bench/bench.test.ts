@@ -279,3 +279,30 @@ test('collector: a failed run is a note; a subject whose every run failed become
   assert.ok(r.notes.includes('linux-bridge: run 2 failed: trafgen exited'));
   assert.equal(r.rows.length, 1);
 });
+
+test('collector: invalid runs stay out of the summary; a row with none valid says invalid, and so does its ratio', () => {
+  const c = new Collector('latency', 'lat');
+  c.add('medium', 'rtt median', 'tsvs', 'us', 4);
+  c.invalid('medium', 'rtt median', 'tsvs', 'us', 'run 2: background 0.041 of 0.5 Mpps');
+  c.add('medium', 'rtt median', 'tsvs', 'us', 6);
+  c.invalid('medium', 'rtt median', 'ovs-dpdk', 'us', 'run 1: the tool was descheduled\nfor long');
+  c.ratio('tsvs', 'ovs-dpdk');
+  const r = c.result();
+  assert.equal(r.status, 'partial');
+  const t = r.rows.find((x) => x.subject === 'tsvs')!;
+  assert.equal(t.summary.n, 2);
+  assert.equal(t.summary.median, 5);
+  assert.deepEqual(t.invalid, ['run 2: background 0.041 of 0.5 Mpps']);
+  const o = r.rows.find((x) => x.subject === 'ovs-dpdk')!;
+  assert.equal(o.summary.n, 0);
+  assert.deepEqual(o.invalid, ['run 1: the tool was descheduled']);
+  assert.equal(r.ratios.length, 1);
+  assert.ok(Number.isNaN(r.ratios[0].value));
+  assert.match(r.ratios[0].invalid!, /ovs-dpdk: every run invalid/);
+  const md = toMarkdown({ ...sampleReport(), scenarios: [r] });
+  assert.match(md, /\| medium \| rtt median \(us\) \| tsvs \| 5\.000 \| 4\.000 \| 6\.000 \| 2 \(\+1 invalid\) \|/);
+  assert.match(md, /\| medium \| rtt median \(us\) \| ovs-dpdk \| \*\*invalid\*\* \|/);
+  assert.match(md, /- medium · rtt median · tsvs: run 2: background 0\.041 of 0\.5 Mpps/);
+  assert.match(md, /\| tsvs\/ovs-dpdk \| \*\*invalid\*\* \(ovs-dpdk: every run invalid\) \|/);
+  assert.ok(!/NaN/.test(toSvg(r)!), 'the chart leaves invalid rows out');
+});

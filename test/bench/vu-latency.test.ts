@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { probeTemplate, summarizeRtts, formatResult, parseVuLatency, RESULT_PREFIX, PAY, type VuLatencyResult } from '../../bench/tools/vu-latency-lib.js';
+import { probeTemplate, summarizeRtts, formatResult, parseVuLatency, runProblems, RESULT_PREFIX, PAY, type VuLatencyResult } from '../../bench/tools/vu-latency-lib.js';
 
 const macA = Uint8Array.from([2, 0, 0, 0, 0, 0x0a]);
 const macB = Uint8Array.from([2, 0, 0, 0, 0, 0x0b]);
@@ -64,7 +64,7 @@ test('RTT summary: median/p99/p99.9/max over the first n values only', () => {
 
 const R: VuLatencyResult = {
   load: 'medium', median_us: 4.5, p99_us: 12.25, p999_us: 40, max_us: 99, probes: 30000, lost: 2, rate_mpps: 0.499, target_mpps: 0.5,
-  bg_sent: 499000, bg_lost: 0, tx_refused: 0, bad: 0, tool_stalls: 3, tool_stall_ms: 0.4, pacing_resets: 1, seconds: 1.0001,
+  bg_sent: 499000, bg_lost: 0, tx_refused: 0, bad: 0, tool_stalls: 3, tool_stall_ms: 0.4, tainted: 2, pacing_resets: 1, seconds: 1.0001,
 };
 
 test('result lines: round trip through format/parse, other output ignored', () => {
@@ -88,4 +88,18 @@ test('result lines: broken or incomplete lines throw instead of vanishing', () =
   const { lost: _lost, ...noLost } = R;
   assert.throws(() => parseVuLatency(`${RESULT_PREFIX}${JSON.stringify(noLost)}`), /field lost/);
   assert.throws(() => parseVuLatency(`${RESULT_PREFIX}${JSON.stringify({ ...R, p99_us: '12' })}`), /field p99_us/);
+});
+
+test('validity: a run is a measurement only with its background at rate, the tool running and enough probes', () => {
+  // R: 1 s window, 30000 probes at gap 20 µs + median 4.5 µs (the policy allows ~40800), background 0.499 of 0.5
+  assert.deepEqual(runProblems(R, 20), []);
+  assert.match(runProblems({ ...R, rate_mpps: 0.41 }, 20).join(), /background 0\.410 of 0\.5 Mpps/);
+  assert.deepEqual(runProblems({ ...R, load: 'idle', target_mpps: 0, rate_mpps: 0 }, 20), []);
+  assert.match(runProblems({ ...R, tool_stall_ms: 101 }, 20).join(), /descheduled for 101\.0 ms of the 1000 ms window/);
+  assert.match(runProblems({ ...R, tainted: 1600 }, 20).join(), /1600 of 29998 probes not timed/);
+  assert.match(runProblems({ ...R, probes: 20000, lost: 0 }, 20).join(), /20000 probes sent where the policy allows 40820/);
+  // the 2026-12-03 full run's case: the tool away 1.2-2.3 s of 3 s, background at 0.04 of 0.5
+  const bad = runProblems({ ...R, seconds: 3, tool_stall_ms: 1800, rate_mpps: 0.02, probes: 25000 }, 20);
+  assert.equal(bad.length, 3);
+  assert.equal(runProblems({ ...R, rate_mpps: NaN }, 20).length, 1, 'an unmeasured background is not at rate');
 });
