@@ -16,6 +16,7 @@
  *   (ping -i 0.01), through the Linux bridge and through tsvs's afpacket ports.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Collector, type ScenarioResult } from './report.js';
@@ -25,6 +26,7 @@ import { parsePing, percentile, summarize } from './stats.js';
 import { kernelAvailable } from './peers/kernel.js';
 import { kernelTopology } from './kernel.js';
 import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.js';
+import { sessionOf } from './sched.js';
 import { parseVuLatency, runProblems, VALID, type LoadLevel } from './tools/vu-latency-lib.js';
 
 type PingSubject = 'linux-bridge' | 'tsvs-afpacket';
@@ -87,6 +89,49 @@ export function busiestThreadPreemptions(a: Map<string, ThreadSample>, b: Map<st
   return pre;
 }
 
+/** CPU time so far (clock ticks) and command of every process on the machine. */
+export function processTicks(): Map<number, { comm: string; ticks: number; sid: number }> {
+  const res = new Map<number, { comm: string; ticks: number; sid: number }>();
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x));
+  } catch {
+    return res;
+  }
+  for (const p of pids) {
+    try {
+      const st = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const r = st.lastIndexOf(')');
+      const f = st.slice(r + 2).split(' ');
+      // after the command: state 3, session 6, utime 14, stime 15, cutime 16, cstime 17 (fields counted from 1)
+      res.set(Number(p), { comm: st.slice(st.indexOf('(') + 1, r), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]), sid: Number(f[3]) });
+    } catch {
+      /* gone */
+    }
+  }
+  return res;
+}
+
+/**
+ * Who else used the CPUs between two samples: processes outside `ourSid` (the benchmark's
+ * session) with their CPU seconds, most first (processes that started and ended in between are
+ * not seen; their parents' cutime/cstime count them when they were reaped).
+ */
+export function othersText(a: Map<number, { comm: string; ticks: number; sid: number }>, b: Map<number, { comm: string; ticks: number; sid: number }>, ourSid: number, hz = 100): string {
+  const use: { comm: string; pid: number; s: number }[] = [];
+  let total = 0;
+  for (const [pid, y] of b) {
+    if (y.sid === ourSid) continue;
+    const d = (y.ticks - (a.get(pid)?.ticks ?? 0)) / hz;
+    if (d <= 0) continue;
+    total += d;
+    use.push({ comm: y.comm, pid, s: d });
+  }
+  use.sort((x, y) => y.s - x.s);
+  const top = use.slice(0, 3).filter((u) => u.s >= 0.05).map((u) => `${u.comm} ${u.pid} ${u.s.toFixed(2)} s`);
+  return `other sessions used ${total.toFixed(2)} CPU s${top.length ? ` (${top.join(', ')})` : ''}`;
+}
+
 const isPing = (s: LSubject): s is PingSubject => (PING_SUBJECTS as readonly string[]).includes(s);
 
 /** Extra attempts of a repetition with an invalid level, per scenario run (bounds the time a disturbed machine costs). */
@@ -100,6 +145,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
     const loads: LoadLevel[] = rep % 2 === 0 ? ['idle', 'medium'] : ['medium', 'idle'];
     const th0 = threadSamples(sw.pid);
+    const others0 = processTicks();
     tool = new Proc(
       [
         // performance.now() allocates (~80 MB/s of young garbage in this loop): big young generation, so scavenges (~0.3 ms) are rare
@@ -114,6 +160,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     await tool.wait();
     clearTimeout(timer);
     const preempted = busiestThreadPreemptions(th0, threadSamples(sw.pid));
+    const others = othersText(others0, processTicks(), sessionOf());
     if (tool.exitCode !== 0) throw new Error(`vu-latency exited (${tool.exitCode ?? tool.exitSignal}): ${tool.tail(600)}`);
     const res = parseVuLatency(tool.output);
     if (res.length !== loads.length) throw new Error(`vu-latency printed ${res.length} results, expected ${loads.length}: ${tool.tail(600)}`);
@@ -144,7 +191,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       if (r.bad > 0) t += `, ${r.bad} unexpected frames back (stale, duplicate or corrupted)`;
       per.push(t);
     }
-    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times.`);
+    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
     return valid;
   } finally {
     await tool?.stop('SIGTERM', 2000);
