@@ -27,6 +27,7 @@ import { kernelAvailable } from './peers/kernel.js';
 import { kernelTopology } from './kernel.js';
 import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.js';
 import { sessionOf } from './sched.js';
+import { probeCpuLink, FAR_LINK_NS } from './cpu-link.js';
 import { parseVuLatency, runProblems, VALID, type LoadLevel } from './tools/vu-latency-lib.js';
 
 type PingSubject = 'linux-bridge' | 'tsvs-afpacket';
@@ -141,6 +142,7 @@ const RETRIES = 3;
 async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, rep: number): Promise<boolean> {
   let sw: SwitchUnderTest | null = null;
   let tool: Proc | null = null;
+  const linkBefore = await probeCpuLink(ctx.swCpu, ctx.genCpu);
   try {
     sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
     const loads: LoadLevel[] = rep % 2 === 0 ? ['idle', 'medium'] : ['medium', 'idle'];
@@ -164,6 +166,12 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     if (tool.exitCode !== 0) throw new Error(`vu-latency exited (${tool.exitCode ?? tool.exitSignal}): ${tool.tail(600)}`);
     const res = parseVuLatency(tool.output);
     if (res.length !== loads.length) throw new Error(`vu-latency printed ${res.length} results, expected ${loads.length}: ${tool.tail(600)}`);
+    // a probe crosses between the CPUs several times: its round trip follows the CPU link (bench/cpu-link.ts)
+    const stopping = sw;
+    sw = null;
+    await stopping.stop();
+    const linkAfter = await probeCpuLink(ctx.swCpu, ctx.genCpu);
+    const near = linkBefore.near && linkAfter.near;
     const per: string[] = [];
     let valid = true;
     for (const r of res) {
@@ -180,6 +188,10 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       } else {
         c.add(cs, 'rtt median', kind, 'us', r.median_us, { sent: r.probes, received: r.probes - r.lost });
         c.add(cs, 'rtt p99', kind, 'us', r.p99_us);
+        if (near) {
+          c.add(cs, 'rtt median (near CPUs)', kind, 'us', r.median_us);
+          c.add(cs, 'rtt p99 (near CPUs)', kind, 'us', r.p99_us);
+        }
         if (r.load === 'medium') c.add(cs, 'background back at A', kind, 'Mpps', r.rate_mpps, { sent: r.bg_sent, received: r.bg_sent - r.bg_lost });
       }
       let t = `${r.load}${problems.length ? ' (INVALID)' : ''}: median ${r.median_us.toFixed(2)} µs, p99 ${r.p99_us.toFixed(1)} µs, p99.9 ${r.p999_us.toFixed(1)} µs, max ${r.max_us.toFixed(0)} µs, ${r.probes} probes, tool stalls ${r.tool_stalls} (${r.tool_stall_ms.toFixed(1)} ms, ${r.tainted} probes untimed)`;
@@ -191,7 +203,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       if (r.bad > 0) t += `, ${r.bad} unexpected frames back (stale, duplicate or corrupted)`;
       per.push(t);
     }
-    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
+    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times; CPU ${ctx.swCpu} <-> ${ctx.genCpu} cache-line round trip ${linkBefore.rttNs.toFixed(0)} ns before, ${linkAfter.rttNs.toFixed(0)} ns after (${near ? 'near' : 'not near'}; far >= ${FAR_LINK_NS} ns); during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
     return valid;
   } finally {
     await tool?.stop('SIGTERM', 2000);
@@ -229,7 +241,9 @@ export async function runLatency(ctx: BenchContext): Promise<ScenarioResult> {
       `a probe whose round trip a stall of the tool overlapped is not timed (the tool held it, not the switch; counted as "untimed"). ` +
       `A run is invalid (kept out of the rows, its reason listed) when the background back at A falls below ${VALID.minRateFraction * 100}% of its rate, ` +
       `the tool stalled for more than ${VALID.maxStallFraction * 100}% of the window or left more than ${VALID.maxTaintedFraction * 100}% of the probes untimed, ` +
-      `or it sent fewer than ${VALID.minProbeFraction * 100}% of the probes the policy allows; such a repetition is run again (at most ${RETRIES} times per scenario). The bench runs in a session of its own with autogroup nice ` +
+      `or it sent fewer than ${VALID.minProbeFraction * 100}% of the probes the policy allows; such a repetition is run again (at most ${RETRIES} times per scenario). ` +
+      `The rows "(near CPUs)" hold the valid runs with the two CPUs near each other (cache-line round trip < ${FAR_LINK_NS} ns) before and after: ` +
+      `the host moves the vCPUs between near and far cores, and a probe crosses between them several times per round trip. The bench runs in a session of its own with autogroup nice ` +
       `TSVS_BENCH_AUTOGROUP_NICE (default -19; see bench/sched.ts: with autogroup scheduling, nice values do not count across sessions).`,
   );
   c.note(`ping rows: ping -i 0.01 -c ${count} from ns A to ns B (first 5 replies excluded as warm-up: ARP, flow setup), through veth + the Linux bridge or tsvs's afpacket ports.`);
