@@ -80,6 +80,33 @@ export async function probeCpuLink(cpuA: number, cpuB: number, rounds = 100_000)
   return { rttNs, near: rttNs < FAR_LINK_NS };
 }
 
+/** The CPU link around one benchmark run: probed before it starts and after it stopped. */
+export interface LinkAround {
+  before: LinkProbe | null;
+  after: LinkProbe | null;
+  /** Near at both ends: the run's figure may join the "(near CPUs)" rows. */
+  near: boolean;
+  /** For the report's notes. */
+  text: string;
+}
+
+/** Probe the link, or null if it could not be probed (e.g. a CPU the process may not use). */
+export async function tryProbe(cpuA: number, cpuB: number): Promise<LinkProbe | null> {
+  try {
+    return await probeCpuLink(cpuA, cpuB);
+  } catch {
+    return null;
+  }
+}
+
+/** After a run: probe again and describe both ends. */
+export async function linkAfter(cpuA: number, cpuB: number, before: LinkProbe | null): Promise<LinkAround> {
+  const after = await tryProbe(cpuA, cpuB);
+  const near = before !== null && after !== null && before.near && after.near;
+  const ns = (p: LinkProbe | null) => (p ? `${p.rttNs.toFixed(0)} ns` : 'not probed');
+  return { before, after, near, text: `CPU ${cpuA} <-> ${cpuB} cache-line round trip ${ns(before)} before, ${ns(after)} after (${near ? 'near' : 'not near'}; far >= ${FAR_LINK_NS} ns)` };
+}
+
 if (!isMainThread && (workerData as WorkerArgs | null)?.sab instanceof SharedArrayBuffer) workerMain(workerData as WorkerArgs);
 
 // `node dist/bench/cpu-link.js [n]`: probe CPUs 0 and 1 n times, one line each

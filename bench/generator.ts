@@ -16,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Collector, type ScenarioResult } from './report.js';
 import { rotate, wanted, errText, Unavailable, type BenchContext, type Scenario } from './common.js';
+import { tryProbe, linkAfter } from './cpu-link.js';
 import { sleep } from './proc.js';
 import { rate } from './stats.js';
 import { DpdkTestpmd, dpdkAvailable } from './peers/dpdk.js';
@@ -102,6 +103,8 @@ export async function runGenerator(ctx: BenchContext): Promise<ScenarioResult> {
         ctx.log(`generator rep ${rep + 1}/${ctx.reps}: ${kind} ${size}B`);
         let sink: Awaited<ReturnType<typeof startSink>> | null = null;
         let gen: Gen | null = null;
+        let mpps = -1;
+        const linkBefore = await tryProbe(ctx.swCpu, ctx.genCpu);
         try {
           sink = await startSink(ctx);
           gen = await startGen(kind, sink.sock, size, ctx);
@@ -120,7 +123,8 @@ export async function runGenerator(ctx: BenchContext): Promise<ScenarioResult> {
           gen = null;
           await sleep(300);
           const received = (await sink.tp.stopFwd()).total.rxPackets;
-          c.add(`${size}B`, 'txonly->rxonly', kind, 'Mpps', rate(a, b, tb - ta) / 1e6, { sent, received });
+          mpps = rate(a, b, tb - ta) / 1e6;
+          c.add(`${size}B`, 'txonly->rxonly', kind, 'Mpps', mpps, { sent, received });
         } catch (e) {
           if (e instanceof Unavailable) c.markUnavailable(kind, e.message);
           else {
@@ -131,6 +135,10 @@ export async function runGenerator(ctx: BenchContext): Promise<ScenarioResult> {
           await gen?.kill();
           await sink?.close();
         }
+        // as in p2p: runs with the two CPUs near each other at both ends also count in "(near CPUs)" rows
+        const link = await linkAfter(ctx.swCpu, ctx.genCpu, linkBefore);
+        if (mpps >= 0 && link.near) c.add(`${size}B`, 'txonly->rxonly (near CPUs)', kind, 'Mpps', mpps);
+        c.note(`rep ${rep + 1} ${kind} ${size}B: ${link.text}`);
       }
     }
   }

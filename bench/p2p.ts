@@ -19,7 +19,7 @@ import { rotate, wanted, errText, Unavailable, FRAME_SIZES, type BenchContext, t
 import { sleep, rssKiB } from './proc.js';
 import { rate } from './stats.js';
 import { DpdkTestpmd } from './peers/dpdk.js';
-import { probeCpuLink, FAR_LINK_NS, type LinkProbe } from './cpu-link.js';
+import { tryProbe, linkAfter, type LinkProbe } from './cpu-link.js';
 import { startSwitch, SWITCH_KINDS, ONE_COPY_KINDS, type SwitchKind, type SwitchUnderTest } from './switches.js';
 
 export type LoopVariant = 'oneway' | 'bidir' | 'txfirst';
@@ -129,7 +129,7 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
       const add = (cs: string, metric: string, v: number, counts?: { sent: number; received: number }) => rows.push({ cs, metric, v, counts });
       let linkBefore: LinkProbe | null = null;
       try {
-        linkBefore = await probeCpuLink(ctx.swCpu, ctx.genCpu);
+        linkBefore = await tryProbe(ctx.swCpu, ctx.genCpu);
         sw = await startSwitch(kind, ctx.swCpu, ctx.genCpu);
         gen = await startLoopGenerator(sw, ctx.genCpu, ctx.swCpu);
         await waitLoopReady(gen);
@@ -162,13 +162,12 @@ export async function runP2p(ctx: BenchContext, o: { sizes?: number[]; variants?
       }
       // every run counts in the plain rows; runs with the two CPUs near each other before and after
       // count again in the "(near CPUs)" rows, which compare like with like
-      const linkAfter = await probeCpuLink(ctx.swCpu, ctx.genCpu);
-      const near = linkBefore !== null && linkBefore.near && linkAfter.near;
+      const link = await linkAfter(ctx.swCpu, ctx.genCpu, linkBefore);
       for (const r of rows) {
         c.add(r.cs, r.metric, kind, 'Mpps', r.v, r.counts);
-        if (near) c.add(r.cs, `${r.metric} (near CPUs)`, kind, 'Mpps', r.v);
+        if (link.near) c.add(r.cs, `${r.metric} (near CPUs)`, kind, 'Mpps', r.v);
       }
-      c.note(`rep ${rep + 1} ${kind}: CPU ${ctx.swCpu} <-> ${ctx.genCpu} cache-line round trip ${linkBefore ? linkBefore.rttNs.toFixed(0) : '?'} ns before, ${linkAfter.rttNs.toFixed(0)} ns after (${near ? 'near' : 'not near'}; far >= ${FAR_LINK_NS} ns)`);
+      c.note(`rep ${rep + 1} ${kind}: ${link.text}`);
     }
   }
   c.ratio('tsvs', 'ovs-dpdk', { label: 'tsvs/ovs-dpdk' });
