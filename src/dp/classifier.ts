@@ -248,6 +248,46 @@ export class Classifier {
   }
 
   /**
+   * lookup() with a guess: `hint` is a handle that matched a recent key (the datapath passes the
+   * megaflow of the previous packet: with many flows of one megaflow, consecutive packets differ in
+   * their keys but not in their megaflow). When the hint's subtable is the one lookup() probes first
+   * and holds no chained duplicates, a match of the hint's masked key is exactly lookup()'s answer,
+   * found by comparing the subtable's words with no hash and no probe; otherwise this is lookup().
+   * Counters and subtable ranking are updated as lookup() would. Zero allocation.
+   */
+  lookupHint(key: Uint32Array, keyOff: number, hint: number): number {
+    if (hint >= 0 && hint < this.highWater && this.nSubs > 0) {
+      const si = this.eSub[hint];
+      if (si >= 0 && si === this.rankHits[0] && this.sinceRerank + 1 < RERANK_INTERVAL) {
+        const s = this.subs[si]!;
+        if (s.count === s.used && this.entryMatches(s, hint, key, keyOff)) {
+          this.lookups++;
+          this.sinceRerank++;
+          this.probes++;
+          s.hits++;
+          s.recent++;
+          this.hits++;
+          return hint;
+        }
+      }
+    }
+    return this.lookup(key, keyOff);
+  }
+
+  /** Whether key & s.mask equals entry e's masked key (e is in s). */
+  private entryMatches(s: Subtable, e: number, key: Uint32Array, keyOff: number): boolean {
+    const idx = s.idx;
+    const mask = s.mask;
+    const ek = this.eKey;
+    const base = e * FLOW_WORDS;
+    for (let j = 0, n = s.n; j < n; j++) {
+      const w = idx[j];
+      if ((key[keyOff + w] & mask[w]) !== ek[base + w]) return false;
+    }
+    return true;
+  }
+
+  /**
    * Prioritized lookup (OpenFlow tables): handle of the highest-priority
    * matching rule (ties: earliest inserted), or -1. If wc is given, the masks
    * of every subtable examined are OR-ed into wc[wcOff..wcOff+FLOW_WORDS).

@@ -136,6 +136,19 @@ export interface PackedFlows {
   acts: Int32Array;
 }
 
+/**
+ * The EMC's use is reviewed every this many classified packets (a window; opts.emcReviewPackets),
+ * see Datapath.emcReview. A window in which the EMC answered a share h of the packets while the
+ * classifier has k subtables keeps it on only if h * min(k, EMC_SUBTABLES_CAP) >= EMC_KEEP_SCORE
+ * (an EMC lookup, a hash of the whole key and a compare, costs about what a probe of one
+ * subtable costs; a megaflow lookup probes at most k of them): otherwise its lookups are off for
+ * EMC_BYPASS_WINDOWS windows, then on again for one window (a probe).
+ */
+export const EMC_REVIEW_PACKETS = 8192;
+export const EMC_KEEP_SCORE = 1.5;
+export const EMC_SUBTABLES_CAP = 16;
+export const EMC_BYPASS_WINDOWS = 15;
+
 /** Rx queues counted per port (pmd-rxq-show); more are polled but counted in the last slot. */
 const RXQ_SLOTS = 16;
 const MAX_OUT = 64;
@@ -210,6 +223,17 @@ export class Datapath {
   /** Per flow, the slow path's translation handle (installFlowAt's xid; -1: none). */
   private flowXid = new Int32Array(64).fill(-1);
 
+  /**
+   * EMC lookups on (1) or bypassed (0) while the EMC thrashes: see emcReview. Packets left in the
+   * current review window, EMC_HITS at its start, its length, and bypass windows still to go.
+   */
+  private emcUse = 1;
+  private emcLeft = EMC_REVIEW_PACKETS;
+  private emcHitsBase = 0;
+  private readonly emcWindow: number;
+  /** The megaflow of the last packet that hit one (the classifier's lookupHint). */
+  private hintFlow = -1;
+
   // held upcall packets
   private readonly pendingHandle = new Int32Array(MAX_PENDING).fill(-1);
   private pendingCount = 0;
@@ -220,7 +244,7 @@ export class Datapath {
    * opts.rxBurst: packets taken per rx call (1..BURST, default BURST); 1 turns
    * off every per-burst shortcut (tests compare against it).
    */
-  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number; rxBurst?: number; oneCopy?: boolean } = {}) {
+  constructor(pool: Mempool, sink: UpcallSink, opts: { emcEntries?: number; emcInsertInvProb?: number; emcReviewPackets?: number; rxBurst?: number; oneCopy?: boolean } = {}) {
     this.pool = pool;
     this.sink = sink;
     this.sinkAt = typeof sink.upcallAt === 'function';
@@ -229,6 +253,12 @@ export class Datapath {
     this.rxBurstMax = rb;
     // OVS's emc-insert-inv-prob default: 1 in 100 misses inserts (keeps the EMC from thrashing with many flows)
     this.emc = new ExactMatchCache(opts.emcEntries ?? 8192, opts.emcInsertInvProb ?? 100);
+    const win = opts.emcReviewPackets ?? EMC_REVIEW_PACKETS;
+    if (!(Number.isInteger(win) && win >= 1)) throw new RangeError(`emcReviewPackets must be a positive integer, got ${win}`);
+    this.emcWindow = win;
+    this.emcLeft = win;
+    // insertion off (emc-insert-inv-prob 0): the EMC stays empty, its lookups are skipped (as OVS does)
+    this.emcUse = this.emc.insertInvProb === 0 ? 0 : 1;
     this.tun = tunnelMeta(pool);
     const d = pool.data;
     this.dataW32 = (d.byteOffset & 3) === 0 ? new Int32Array(d.buffer, d.byteOffset, d.byteLength >> 2) : null;
@@ -819,6 +849,16 @@ export class Datapath {
     this.counters[PmdStat.IDLE_NS] += elapsedNs - b;
   }
 
+  /** processBurst with its time split into rx (since t0, the rx burst's start), processing and tx (nested flushes). */
+  private processTimed(inPort: number, n: number, t0: number): void {
+    const st = this.counters;
+    const t1 = performance.now();
+    const tx0 = st[PmdStat.TX_NS];
+    this.processBurst(inPort, n);
+    st[PmdStat.RX_NS] += (t1 - t0) * 1e6;
+    st[PmdStat.PROCESS_NS] += (performance.now() - t1) * 1e6 - (st[PmdStat.TX_NS] - tx0);
+  }
+
   /**
    * Classify and act on rxBuf[0..n) from inPort.
    *
@@ -830,46 +870,52 @@ export class Datapath {
    * the reused packets count as EMC hits, otherwise as megaflow hits that
    * retry the (probabilistic) EMC insert, exactly as a fresh lookup would.
    * Only the classifier's own hit counters (subtable ranking) see one hit per
-   * run. The run ends at the burst's end and at every miss (an upcall may
-   * install or remove flows synchronously), so no stale flow is ever used.
-   * Flow statistics (packets, bytes, used) are added once per run.
+   * run of a key. A run goes on through packets of other keys that find the
+   * same megaflow (many flows of one megaflow: their keys differ, the flow does
+   * not); it ends at the burst's end, at every miss (an upcall may install or
+   * remove flows synchronously), and when the EMC is turned on or off
+   * (emcReview), so no stale flow is ever used. Flow statistics (packets,
+   * bytes, used) are added once per run.
+   *
+   * The EMC is bypassed while it thrashes (emcReview): no full-key hash and no
+   * EMC lookup, the classifier is asked first (lookupHint: the previous
+   * packet's megaflow is tried before hashing); the probabilistic insertion
+   * goes on (the key is hashed only when the draw says insert), so the EMC
+   * keeps learning and the next review window sees what it would give.
    */
-  /** processBurst with its time split into rx (since t0, the rx burst's start), processing and tx (nested flushes). */
-  private processTimed(inPort: number, n: number, t0: number): void {
-    const st = this.counters;
-    const t1 = performance.now();
-    const tx0 = st[PmdStat.TX_NS];
-    this.processBurst(inPort, n);
-    st[PmdStat.RX_NS] += (t1 - t0) * 1e6;
-    st[PmdStat.PROCESS_NS] += (performance.now() - t1) * 1e6 - (st[PmdStat.TX_NS] - tx0);
-  }
-
   private processBurst(inPort: number, n: number): void {
     const pool = this.pool;
     const data = pool.data;
     const st = this.counters;
     const emc = this.emc;
+    const cls = this.cls;
     const rxBuf = this.rxBuf;
     let key = this.keyA;
     let prev = this.keyB;
-    /** Flow of the current run (-1: none) and what is known about its key. */
+    /** Flow of the current run (-1: none) and what is known about `prev`, the run's last key. */
     let runFlow = -1;
     let runInEmc = false;
     let runHash = 0;
+    let runHashed = false;
     let runProg: Int32Array | null = null;
     /** Output port when runProg is a single OUTPUT (no interpreter needed), else -1. */
     let runOut = -1;
     let runPackets = 0;
     let runBytes = 0;
+    /** EMC lookups on (emcReview may change it between two packets), packets left in the review window. */
+    let useEmc = this.emcUse !== 0;
+    let left = this.emcLeft;
     const tunnel = this.tunnelIn[inPort] !== 0;
     const tun = this.tun;
     /** One copy: tail lengths per handle (frames of this burst may have their tails in the source guest). */
     const tl = this.tailPort[inPort] !== 0 && this.tails !== null ? this.tails.len : null;
-    /** The run's first frame's header words (flow-key.ts sameKeyHeaders), when runHdr; the buffer as words. */
+    /** The run's last key's frame's header words (flow-key.ts sameKeyHeaders), when runHdr; the buffer as words. */
     const ref = this.headerRef;
     const w32 = this.dataW32;
     const wEnd = w32 !== null ? w32.length - HEADER_REF_WORDS : 0;
     let runHdr = false;
+    /** The last packet repeated the key before it (keys come in runs: worth taking a new key's header words). */
+    let repeated = false;
     st[PmdStat.RX_PACKETS] += n;
     for (let i = 0; i < n; i++) {
       const h = rxBuf[i];
@@ -901,70 +947,172 @@ export class Datapath {
         sameRun = runFlow >= 0 && sameKey(key, prev);
       }
       if (sameRun) {
-        if (runInEmc) st[PmdStat.EMC_HITS]++;
+        // what a lookup of this key would count and insert (see above)
+        if (!useEmc) {
+          st[PmdStat.MEGAFLOW_HITS]++;
+          if (emc.shouldInsert()) {
+            if (!runHashed) { runHash = hashKey(prev, 0, HASH_BASIS); runHashed = true; }
+            emc.insertAlways(prev, 0, runHash, runFlow);
+            runInEmc = true;
+          }
+        } else if (runInEmc) st[PmdStat.EMC_HITS]++;
         else {
           st[PmdStat.MEGAFLOW_HITS]++;
           if (emc.insert(prev, 0, runHash, runFlow)) runInEmc = true;
         }
         runPackets++;
         runBytes += len;
+        repeated = true;
         if (runOut >= 0) this.enqueueTx(runOut, h);
         else if (runProg !== null) this.runActions(h, runProg);
         else this.dropNoRule(h);
-        continue;
+      } else {
+        // a new key: the EMC (unless bypassed), then the megaflows (the last packet's first)
+        let flow: number;
+        let inEmc = false;
+        let hash = 0;
+        let hashed = false;
+        if (useEmc) {
+          hash = hashKey(key, 0, HASH_BASIS);
+          hashed = true;
+          flow = emc.lookup(key, 0, hash);
+          if (flow >= 0) {
+            st[PmdStat.EMC_HITS]++;
+            inEmc = true;
+          } else {
+            flow = cls.lookupHint(key, 0, this.hintFlow);
+            if (flow >= 0) {
+              st[PmdStat.MEGAFLOW_HITS]++;
+              inEmc = emc.insert(key, 0, hash, flow);
+            }
+          }
+        } else {
+          flow = cls.lookupHint(key, 0, this.hintFlow);
+          if (flow >= 0) {
+            st[PmdStat.MEGAFLOW_HITS]++;
+            if (emc.shouldInsert()) {
+              hash = hashKey(key, 0, HASH_BASIS);
+              hashed = true;
+              emc.insertAlways(key, 0, hash, flow);
+              inEmc = true;
+            }
+          }
+        }
+        // a packet of another key in the same megaflow continues the run; its header words are taken
+        // for the next packets only when keys have been repeating (not for a stream of distinct keys)
+        let takeRef = repeated;
+        repeated = false;
+        if (flow < 0 || flow !== runFlow) {
+          // another flow or a miss: close the run
+          takeRef = true;
+          if (runPackets > 0) {
+            this.flowPackets[runFlow] += runPackets;
+            this.flowBytes[runFlow] += runBytes;
+            this.flowUsed[runFlow] = this.nowMs;
+            runPackets = 0;
+            runBytes = 0;
+          }
+          runFlow = -1;
+          runHdr = false;
+          if (flow < 0) {
+            st[PmdStat.MISSES]++;
+            if (!hashed) hash = hashKey(key, 0, HASH_BASIS);
+            if (--left === 0) {
+              this.emcLeft = 0;
+              this.emcReview();
+              left = this.emcLeft;
+              useEmc = this.emcUse !== 0;
+            }
+            this.doUpcall(h, inPort, off, len, hash, key);
+            continue;
+          }
+          this.hintFlow = flow;
+          runFlow = flow;
+          const prog = this.flowProg[flow];
+          runProg = prog;
+          runOut = prog !== null && prog.length === 2 && prog[0] === OP_OUTPUT ? prog[1] : -1;
+        }
+        // this key becomes the run's `prev`, the next packet extracts into the other buffer
+        const t = prev;
+        prev = key;
+        key = t;
+        runInEmc = inEmc;
+        runHash = hash;
+        runHashed = hashed;
+        runPackets++;
+        runBytes += len;
+        // later frames with the same key headers skip parsing (not for tunnel ports: their key has the tunnel's words)
+        if (takeRef && !tunnel && w32 !== null && (off & 3) === 0 && (off >> 2) <= wEnd && keyFitsPrefix(data, off, len)) {
+          setHeaderRef(w32, off >> 2, ref);
+          runHdr = true;
+        } else runHdr = false;
+        if (runOut >= 0) this.enqueueTx(runOut, h);
+        else if (runProg !== null) this.runActions(h, runProg);
+        else this.dropNoRule(h);
       }
-      // a new key: close the previous run
-      if (runPackets > 0) {
-        this.flowPackets[runFlow] += runPackets;
-        this.flowBytes[runFlow] += runBytes;
-        this.flowUsed[runFlow] = this.nowMs;
-        runPackets = 0;
-        runBytes = 0;
-      }
-      runFlow = -1;
-      runHdr = false;
-      const hash = hashKey(key, 0, HASH_BASIS);
-      let flow = emc.lookup(key, 0, hash);
-      let inEmc = true;
-      if (flow >= 0) st[PmdStat.EMC_HITS]++;
-      else {
-        flow = this.cls.lookup(key, 0);
-        if (flow >= 0) {
-          st[PmdStat.MEGAFLOW_HITS]++;
-          inEmc = emc.insert(key, 0, hash, flow);
+      if (--left === 0) {
+        // the review may turn the EMC on or off: then the run ends (a lookup would now take the other way)
+        this.emcLeft = 0;
+        this.emcReview();
+        left = this.emcLeft;
+        const use = this.emcUse !== 0;
+        if (use !== useEmc) {
+          useEmc = use;
+          if (runPackets > 0) {
+            this.flowPackets[runFlow] += runPackets;
+            this.flowBytes[runFlow] += runBytes;
+            this.flowUsed[runFlow] = this.nowMs;
+            runPackets = 0;
+            runBytes = 0;
+          }
+          runFlow = -1;
+          runHdr = false;
         }
       }
-      if (flow < 0) {
-        st[PmdStat.MISSES]++;
-        this.doUpcall(h, inPort, off, len, hash, key);
-        continue;
-      }
-      // start a run: this key becomes `prev`, the next packet extracts into the other buffer
-      const t = prev;
-      prev = key;
-      key = t;
-      runFlow = flow;
-      runInEmc = inEmc;
-      runHash = hash;
-      runPackets = 1;
-      runBytes = len;
-      const prog = this.flowProg[flow];
-      runProg = prog;
-      runOut = prog !== null && prog.length === 2 && prog[0] === OP_OUTPUT ? prog[1] : -1;
-      // later frames of the run with the same key headers skip parsing (not for tunnel ports: their key has the tunnel's words)
-      if (!tunnel && w32 !== null && (off & 3) === 0 && (off >> 2) <= wEnd && keyFitsPrefix(data, off, len)) {
-        setHeaderRef(w32, off >> 2, ref);
-        runHdr = true;
-      }
-      if (runOut >= 0) this.enqueueTx(runOut, h);
-      else if (prog !== null) this.runActions(h, prog);
-      else this.dropNoRule(h);
     }
+    this.emcLeft = left;
     if (runPackets > 0) {
       this.flowPackets[runFlow] += runPackets;
       this.flowBytes[runFlow] += runBytes;
       this.flowUsed[runFlow] = this.nowMs;
     }
+  }
+
+  /**
+   * End of an EMC review window (emcLeft reached 0). With one subtable a megaflow lookup (one
+   * masked hash and probe, or no hash at all when the last packet's megaflow matches) costs no more
+   * than an EMC lookup, so the EMC is bypassed whatever its hit rate (reviewed again after one
+   * window). With k > 1 subtables it stays on while its hit share h over the window gives
+   * h * min(k, EMC_SUBTABLES_CAP) >= EMC_KEEP_SCORE; below that (it thrashes: more flows than
+   * entries, or lookups are cheap) it is bypassed for EMC_BYPASS_WINDOWS windows, then on for one
+   * window to measure h again (insertion went on meanwhile). Decided from the packets alone (the
+   * EMC hit counter's growth, the subtable count, which changes only at installs and removals), so
+   * a burst and the same packets one at a time take the same decisions. Insertion off (inv 0):
+   * always bypassed.
+   */
+  private emcReview(): void {
+    const hits = this.counters[PmdStat.EMC_HITS] - this.emcHitsBase;
+    const win = this.emcWindow;
+    const k = this.cls.subtableCount;
+    if (this.emc.insertInvProb === 0 || k <= 1) {
+      this.emcUse = 0;
+      this.emcLeft = win;
+    } else if (this.emcUse !== 0) {
+      // hits < 0: the counters were cleared in the window (pmd-stats-clear): keep the EMC on
+      if (hits >= 0 && hits * (k < EMC_SUBTABLES_CAP ? k : EMC_SUBTABLES_CAP) < win * EMC_KEEP_SCORE) {
+        this.emcUse = 0;
+        this.emcLeft = win * EMC_BYPASS_WINDOWS;
+      } else this.emcLeft = win;
+    } else {
+      this.emcUse = 1;
+      this.emcLeft = win;
+    }
+    this.emcHitsBase = this.counters[PmdStat.EMC_HITS];
+  }
+
+  /** Whether EMC lookups are on (false: bypassed while the EMC thrashes, see emcReview). */
+  get emcActive(): boolean {
+    return this.emcUse !== 0;
   }
 
   private dropNoRule(h: number): void {

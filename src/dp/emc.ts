@@ -27,14 +27,27 @@ export class ExactMatchCache {
   /** Value per slot, -1 = empty. */
   private readonly values: Int32Array;
   private rng: number;
-  /** 1 in insertInvProb attempts really inserts; 0 disables insertion. */
-  insertInvProb: number;
+  private inv = EMC_DEFAULT_INSERT_INV_PROB;
+  /**
+   * The insertion threshold as OVS keeps it (emc_insert_min = UINT32_MAX / inv, an insert when a
+   * random u32 is <= it), stored with the sign bit flipped so that the test is one int32 compare
+   * (a `% inv` of a u32 is a float modulo in V8, a call costing ~25 ns per miss). -2^31 with inv 0.
+   */
+  private insertMinS = 0;
 
   hits = 0;
   misses = 0;
   inserts = 0;
   /** Number of occupied slots. */
   used = 0;
+
+  /** 1 in insertInvProb attempts really inserts (1: always); 0 disables insertion. */
+  get insertInvProb(): number { return this.inv; }
+  set insertInvProb(inv: number) {
+    if (!(Number.isInteger(inv) && inv >= 0 && inv <= 0xffffffff)) throw new RangeError(`emc insert inverse probability must be an integer in 0..2^32-1, got ${inv}`);
+    this.inv = inv;
+    this.insertMinS = inv === 0 ? -0x80000000 : (Math.floor(0xffffffff / inv) ^ 0x80000000) | 0;
+  }
 
   constructor(entries = EMC_DEFAULT_ENTRIES, insertInvProb = EMC_DEFAULT_INSERT_INV_PROB, seed = 0x9e3779b9) {
     if (entries < 2 || (entries & (entries - 1)) !== 0) throw new RangeError('EMC size must be a power of two >= 2');
@@ -74,16 +87,23 @@ export class ExactMatchCache {
    * inserted.
    */
   insert(key: Uint32Array, keyOff: number, hash: number, value: number): boolean {
-    const inv = this.insertInvProb;
-    if (inv !== 1) {
-      if (inv <= 0) return false;
-      let x = this.rng;
-      x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-      this.rng = x;
-      if (((x >>> 0) % inv) !== 0) return false;
-    }
+    if (!this.shouldInsert()) return false;
     this.insertAlways(key, keyOff, hash, value);
     return true;
+  }
+
+  /**
+   * The insertion draw of {@link insert} alone (the caller then hashes and calls insertAlways):
+   * true always with insertInvProb 1, never with 0, else about 1 in insertInvProb calls.
+   */
+  shouldInsert(): boolean {
+    const inv = this.inv;
+    if (inv === 1) return true;
+    if (inv === 0) return false;
+    let x = this.rng;
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    this.rng = x;
+    return (x ^ -0x80000000) <= this.insertMinS;
   }
 
   /** Insert unconditionally. */

@@ -212,3 +212,59 @@ test('tie across subtables after the higher rule of one is removed', () => {
   c.remove(hb);
   assert.equal(c.valueOf(c.lookupPriority(k, 0)), 100);
 });
+
+test('lookupHint == lookup: same answer, counters and ranking for any hint (overlapping rules, duplicates, removals, re-ranks)', () => {
+  fc.assert(fc.property(
+    fc.array(arbRule, { minLength: 1, maxLength: 30 }),
+    fc.array(fc.tuple(arbKeyVals, fc.integer({ min: -2, max: 40 })), { minLength: 1, maxLength: 60 }),
+    fc.array(fc.nat(), { maxLength: 10 }),
+    fc.boolean(),
+    (rs, probes, removals, dup) => {
+      // two classifiers built alike: a asks lookup(), b lookupHint() with random hints (dead,
+      // out of range, live in another subtable, the last answer)
+      const a = new Classifier(4);
+      const b = new Classifier(4);
+      const hs: number[] = [];
+      for (const r of rs) {
+        const mask = mkMask(r.use);
+        const key = mkKey(r.vals);
+        hs.push(a.insert(key, 0, mask, 0, 0, hs.length));
+        assert.equal(b.insert(key, 0, mask, 0, 0, hs.length - 1), hs[hs.length - 1]);
+        if (dup && r.prio === 0) { a.insert(key, 0, mask, 0, 0, -1); b.insert(key, 0, mask, 0, 0, -1); } // a chain
+      }
+      for (const x of removals) {
+        const h = hs[x % hs.length];
+        assert.equal(a.remove(h), b.remove(h));
+      }
+      let last = -1;
+      probes.forEach(([kv, hint], i) => {
+        const k = mkKey(kv);
+        if (i % 17 === 16) { a.rerank(); b.rerank(); }
+        const ha = a.lookup(k, 0);
+        const hb = b.lookupHint(k, 0, hint === -2 ? last : hint);
+        assert.equal(hb, ha);
+        last = hb;
+      });
+      const sa = a.stats(), sb = b.stats();
+      assert.deepEqual(sb, sa);
+    }), { numRuns: 300 });
+});
+
+test('lookupHint over two automatic re-ranks with overlapping megaflows: the answers and counters of lookup()', () => {
+  const c = new Classifier();
+  const mask = new Uint32Array(FLOW_WORDS); mask[0] = 0xffffffff;
+  const wide = new Uint32Array(FLOW_WORDS); wide[0] = 0xffffffff; wide[7] = 0xffffffff;
+  const k = new Uint32Array(FLOW_WORDS); k[0] = 1;
+  const h1 = c.insert(k, 0, mask, 0, 0, 1);
+  k[7] = 9;
+  const h2 = c.insert(k, 0, wide, 0, 0, 2); // overlaps h1: the subtable ranked first wins
+  const ref = new Classifier();
+  ref.insert(k, 0, mask, 0, 0, 1);
+  ref.insert(k, 0, wide, 0, 0, 2);
+  for (let i = 0; i < RERANK_INTERVAL * 2 + 5; i++) {
+    k[7] = i % 3 === 0 ? 9 : i; // every third key falls in both megaflows
+    const want = ref.lookup(k, 0);
+    assert.equal(c.lookupHint(k, 0, i & 1 ? h1 : h2), want);
+  }
+  assert.deepEqual(c.stats(), ref.stats());
+});

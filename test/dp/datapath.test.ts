@@ -201,3 +201,70 @@ test('port numbers: 1..65279 (the one range of src/dp/port-number.ts); per-port 
   assert.equal(got.length, 1, 'a frame reaches port 65279');
   assert.equal(dp.rxqCount(1, 0), 1);
 });
+
+test('the EMC is bypassed with one subtable and while it thrashes, probed again after EMC_BYPASS_WINDOWS windows; insert-inv-prob 0 never looks it up', () => {
+  const W = 64;
+  const pool = Mempool.create({ count: 1024 });
+  const a = RingPort.create('a', pool, 512);
+  const b = RingPort.create('b', pool, 512);
+  const peerA = RingPort.attach(a.attachInfo(), pool);
+  const peerB = RingPort.attach(b.attachInfo(), pool);
+  const inPort = new Uint32Array(FLOW_WORDS); inPort[W_IN_PORT] = 0xffffffff;
+  const full = new Uint32Array(FLOW_WORDS).fill(0xffffffff);
+  const prog = Int32Array.from([OP_OUTPUT, 2]);
+  const mk = (inv: number) => {
+    const dp: Datapath = new Datapath(pool, { upcall: (id, _p, _f, key) => { dp.installFlow(key, inPort, prog); dp.upcallReply(id, prog); } },
+      { emcEntries: 64, emcInsertInvProb: inv, emcReviewPackets: W });
+    dp.addPort(1, a);
+    dp.addPort(2, b);
+    return dp;
+  };
+  /** Send n frames of `keys` distinct flows (round robin, bursts of 32); per packet, whether the EMC was on after it. */
+  let seq = 0;
+  const run = (dp: Datapath, n: number, keys: number): boolean[] => {
+    const on: boolean[] = [];
+    for (let done = 0; done < n; done += 32) {
+      send(pool, peerA, Array.from({ length: 32 }, () => { const f = frame(2, 1 + (seq % keys) % 200, seq); f[29] = (seq % keys) >> 8; seq++; return f; }));
+      while (dp.pollOnce() > 0);
+      assert.equal(recvAll(pool, peerB).length, 32);
+      on.push(dp.emcActive);
+    }
+    return on;
+  };
+
+  // one subtable (in_port megaflow): a megaflow lookup is as cheap as the EMC's: bypassed after the first window
+  let dp = mk(1);
+  assert.equal(dp.emcActive, true);
+  run(dp, W * 4, 4);
+  assert.equal(dp.emcActive, false);
+  let s = dp.stats;
+  const emc0 = s.emcHits;
+  run(dp, W * 4, 4);
+  s = dp.stats;
+  assert.equal(s.emcHits, emc0, 'no EMC hits while it is bypassed');
+  assert.equal(s.emcHits + s.megaflowHits + s.misses, W * 8);
+  dp.removePort(1); dp.removePort(2);
+
+  // two subtables, 4 flows: the EMC answers nearly every packet and stays on
+  dp = mk(1);
+  dp.installFlow(new Uint32Array(FLOW_WORDS).fill(7), full, prog); // a second mask
+  let on = run(dp, W * 40, 4);
+  assert.ok(on.every((x) => x), 'kept on');
+  assert.ok(dp.stats.emcHits > W * 38);
+  // 1000 flows through a 64-entry EMC: it thrashes, bypassed; on again for one window every EMC_BYPASS_WINDOWS + 1
+  on = run(dp, W * 64, 1000);
+  const changes = on.filter((x, i) => i > 0 && x !== on[i - 1]).length;
+  assert.ok(on.filter((x) => !x).length > on.length * 0.8, `mostly bypassed: ${on.filter((x) => !x).length} of ${on.length}`);
+  assert.ok(changes >= 4, `probed again after the bypass windows (${changes} changes)`);
+  dp.removePort(1); dp.removePort(2);
+
+  // insertion off: no EMC lookups at all
+  dp = mk(0);
+  dp.installFlow(new Uint32Array(FLOW_WORDS).fill(7), full, prog);
+  assert.equal(dp.emcActive, false);
+  run(dp, W * 4, 4);
+  assert.equal(dp.stats.emcHits, 0);
+  assert.equal(dp.emcActive, false);
+  dp.removePort(1); dp.removePort(2);
+  peerA.close(); peerB.close(); a.close(); b.close();
+});

@@ -62,3 +62,29 @@ test('replacement when both candidates are taken', () => {
   assert.ok(emc.used <= 2);
   assert.equal(emc.lookup(k(9), 0, 9 * 0x10001), 9, 'the newest is always present');
 });
+
+test('shouldInsert + insertAlways == insert (same draws); the draw is 1 in inv; the setter checks its value', () => {
+  for (const inv of [0, 1, 2, 3, 100, 0xffffffff]) {
+    const a = new ExactMatchCache(64, inv, 77);
+    const b = new ExactMatchCache(64, inv, 77);
+    let n = 0;
+    for (let i = 0; i < 30000; i++) {
+      const key = k(i & 255);
+      const h = hashKey(key, 0, HASH_BASIS);
+      const ia = a.insert(key, 0, h, i);
+      const ib = b.shouldInsert();
+      if (ib) b.insertAlways(key, 0, h, i);
+      assert.equal(ib, ia);
+      if (ia) n++;
+    }
+    for (let i = 0; i < 256; i++) assert.equal(b.lookup(k(i), 0, hashKey(k(i), 0, HASH_BASIS)), a.lookup(k(i), 0, hashKey(k(i), 0, HASH_BASIS)));
+    const want = inv === 0 ? 0 : 30000 / inv;
+    assert.ok(Math.abs(n - want) <= 4 * Math.sqrt(want) + 1, `inv ${inv}: ${n} inserts, expected about ${want}`);
+  }
+  const emc = new ExactMatchCache(16, 5);
+  emc.insertInvProb = 0;
+  assert.equal(emc.shouldInsert(), false);
+  emc.insertInvProb = 1;
+  assert.equal(emc.shouldInsert(), true);
+  for (const bad of [-1, 1.5, NaN, 2 ** 32]) assert.throws(() => { emc.insertInvProb = bad; }, RangeError);
+});
