@@ -20,6 +20,8 @@ export interface BenchContext {
   sizes?: number[];
   /** p2p loop variants (--variants); default all. */
   variants?: ('oneway' | 'bidir' | 'txfirst')[];
+  /** flows: the flow counts measured (--counts 1,100000); default theirs. */
+  counts?: number[];
 }
 
 /** The subjects of a scenario that --subject selected. */

@@ -84,7 +84,7 @@ async function flowSetup(d: TsvsDaemon, sw: SwitchUnderTest, ctx: BenchContext):
 export async function runFlows(ctx: BenchContext): Promise<ScenarioResult> {
   const c = new Collector('flows', 'switch rx rate vs number of flows (tsvs testpmd --flows N -> switch), and flow setup rate');
   c.note(`Generator alone on CPU ${ctx.genCpu}; switch on CPU ${ctx.swCpu}; the output port has no frontend (link-down drop), see bench/flows.ts.`);
-  const counts = ctx.quick ? [1, 10000] : [1, 1000, 10000, 100000];
+  const counts = ctx.counts ?? (ctx.quick ? [1, 10000] : [1, 1000, 10000, 100000]);
   const subjects = wanted<SwitchKind>(ctx, ['tsvs', 'ovs-dpdk']);
   for (let rep = 0; rep < ctx.reps; rep++) {
     for (const kind of rotate(subjects, rep)) {

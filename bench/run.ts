@@ -46,6 +46,8 @@ export interface RunOptions {
   subjects: string[];
   /** Frame sizes (--sizes 64,256), for scenarios that take several. */
   sizes?: number[];
+  /** flows: flow counts (--counts 1,100000). */
+  counts?: number[];
   variants?: ('oneway' | 'bidir' | 'txfirst')[];
   /** Replace only the scenarios run in the existing report of `out`. */
   merge: boolean;
@@ -66,6 +68,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
       subject: { type: 'string', multiple: true },
       sizes: { type: 'string' },
       variants: { type: 'string' },
+      counts: { type: 'string' },
       merge: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -99,10 +102,16 @@ export function parseRunArgs(argv: string[]): RunOptions {
       if (!Number.isInteger(n) || n < 60 || n > 9000) throw new BenchUsageError(`--sizes: '${x}' is not a frame size in 60..9000`);
       return n;
     }),
+    counts: values.counts === undefined ? undefined : String(values.counts).split(',').map((x) => {
+      const n = Number(x);
+      if (!Number.isInteger(n) || n < 1 || n > 1 << 24) throw new BenchUsageError(`--counts: '${x}' is not a flow count in 1..16777216`);
+      return n;
+    }),
   };
 }
 
-const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--variants oneway,bidir,txfirst] [--out DIR] [--merge]
+const USAGE = `usage: node dist/bench/run.js [--scenario NAME ...] [--reps N] [--seconds S] [--warmup S] [--quick] [--subject NAME ...] [--sizes 64,256] [--variants oneway,bidir,txfirst] [--counts 1,100000] [--out DIR] [--merge]
+  --counts: the flow counts of the flows scenario (default 1,1000,10000,100000; --quick 1,10000)
   defaults: all scenarios, --reps 3 --seconds 3 --warmup 1 (--quick: 1 rep, 1 s, 0.5 s), --out bench/results
   --subject: only these subjects (tsvs, ovs-dpdk, dpdk-testpmd, tsvs-pool, tsvs-one-copy (p2p: one copy off/on), tsvs-testpmd, linux-bridge, tsvs-afpacket, tsvs-vxlan, ovs-vxlan, ovs-vxlan-afp, tsvs-vhost-user, kernel-bridge, kernel-tsvs, dpdk-tsvs, tspmd-tsvs)
 scenarios: ${SCENARIOS.map((s) => `${s.name} (${s.title})`).join(', ')}`;
@@ -154,7 +163,7 @@ export async function runBench(args: string[]): Promise<number> {
   const log = (m: string): void => {
     process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   };
-  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects, sizes: o.sizes, variants: o.variants };
+  const ctx: BenchContext = { reps: o.reps, seconds: o.seconds, warmup: o.warmup, quick: o.quick, genCpu: 0, swCpu: 1, log, only: o.subjects, sizes: o.sizes, variants: o.variants, counts: o.counts };
   let interrupted = false;
   const onSig = (): void => {
     if (interrupted) {

@@ -102,6 +102,12 @@ export class Classifier {
   private nSubs = 0;
   private sinceRerank = 0;
 
+  /**
+   * Changes with every insert, removal, re-rank and clear: whatever can change which rule
+   * lookup() answers for a key (see hintOf).
+   */
+  version = 0;
+
   /** Counters. */
   lookups = 0;
   hits = 0;
@@ -139,6 +145,7 @@ export class Classifier {
    */
   insert(key: Uint32Array, keyOff: number, mask: Uint32Array, maskOff: number,
     priority: number, value: number): number {
+    this.version++;
     let si = this.findSub(mask, maskOff);
     if (si < 0) si = this.addSubtable(mask, maskOff, maskHash(mask, maskOff));
     const s = this.subs[si]!;
@@ -187,6 +194,7 @@ export class Classifier {
   /** Remove a rule by handle. Returns false if the handle was not live. */
   remove(handle: number): boolean {
     if (!this.isLive(handle)) return false;
+    this.version++;
     const si = this.eSub[handle];
     const s = this.subs[si]!;
     const base = handle * FLOW_WORDS;
@@ -248,43 +256,44 @@ export class Classifier {
   }
 
   /**
-   * lookup() with a guess: `hint` is a handle that matched a recent key (the datapath passes the
-   * megaflow of the previous packet: with many flows of one megaflow, consecutive packets differ in
-   * their keys but not in their megaflow). When the hint's subtable is the one lookup() probes first
-   * and holds no chained duplicates, a match of the hint's masked key is exactly lookup()'s answer,
-   * found by comparing the subtable's words with no hash and no probe; otherwise this is lookup().
-   * Counters and subtable ranking are updated as lookup() would. Zero allocation.
+   * A megaflow's hint: when handle f's subtable is the one lookup() probes first and holds no
+   * chained duplicates, its significant word indices, mask words and masked key words go to
+   * idx/mask/key (FLOW_WORDS long each) and their count is returned; otherwise -1. While
+   * {@link version} stays the same, lookup() answers f for exactly the keys with
+   * (key[idx[j]] & mask[j]) === key[j] for every j: the datapath checks the last packet's megaflow
+   * that way (many flows of one megaflow: keys differ, the megaflow does not) with no hash and no
+   * probe, and counts those answers with {@link creditHits}.
    */
-  lookupHint(key: Uint32Array, keyOff: number, hint: number): number {
-    if (hint >= 0 && hint < this.highWater && this.nSubs > 0) {
-      const si = this.eSub[hint];
-      if (si >= 0 && si === this.rankHits[0] && this.sinceRerank + 1 < RERANK_INTERVAL) {
-        const s = this.subs[si]!;
-        if (s.count === s.used && this.entryMatches(s, hint, key, keyOff)) {
-          this.lookups++;
-          this.sinceRerank++;
-          this.probes++;
-          s.hits++;
-          s.recent++;
-          this.hits++;
-          return hint;
-        }
-      }
+  hintOf(f: number, idx: Int32Array, mask: Int32Array, key: Int32Array): number {
+    if (!this.isLive(f) || this.nSubs === 0) return -1;
+    const si = this.eSub[f];
+    if (si !== this.rankHits[0]) return -1;
+    const s = this.subs[si]!;
+    if (s.count !== s.used) return -1;
+    const base = f * FLOW_WORDS;
+    for (let j = 0; j < s.n; j++) {
+      const w = s.idx[j];
+      idx[j] = w;
+      mask[j] = s.mask[w];
+      key[j] = this.eKey[base + w];
     }
-    return this.lookup(key, keyOff);
+    return s.n;
   }
 
-  /** Whether key & s.mask equals entry e's masked key (e is in s). */
-  private entryMatches(s: Subtable, e: number, key: Uint32Array, keyOff: number): boolean {
-    const idx = s.idx;
-    const mask = s.mask;
-    const ek = this.eKey;
-    const base = e * FLOW_WORDS;
-    for (let j = 0, n = s.n; j < n; j++) {
-      const w = idx[j];
-      if ((key[keyOff + w] & mask[w]) !== ek[base + w]) return false;
-    }
-    return true;
+  /**
+   * Count n lookups answered by live megaflow f through its hint ({@link hintOf}) as lookup()
+   * would have counted them (lookups, hits, probes, the subtable's hits for its ranking); a
+   * re-rank that falls due happens here.
+   */
+  creditHits(f: number, n: number): void {
+    const s = this.subs[this.eSub[f]]!;
+    this.lookups += n;
+    this.hits += n;
+    this.probes += n;
+    s.hits += n;
+    s.recent += n;
+    this.sinceRerank += n;
+    if (this.sinceRerank >= RERANK_INTERVAL) this.rerank();
   }
 
   /**
@@ -369,6 +378,7 @@ export class Classifier {
 
   /** Remove everything. */
   clear(): void {
+    this.version++;
     for (let e = 0; e < this.highWater; e++) this.eSub[e] = -1;
     this.freeHead = -1;
     this.highWater = 0;
@@ -391,6 +401,7 @@ export class Classifier {
 
   /** Re-sort subtables for lookup() by hits since the last re-rank. */
   rerank(): void {
+    this.version++;
     this.sinceRerank = 0;
     const rank = this.rankHits;
     const subs = this.subs;

@@ -231,8 +231,18 @@ export class Datapath {
   private emcLeft = EMC_REVIEW_PACKETS;
   private emcHitsBase = 0;
   private readonly emcWindow: number;
-  /** The megaflow of the last packet that hit one (the classifier's lookupHint). */
+  /**
+   * The megaflow hint (Classifier.hintOf): the megaflow the classifier answered last, its
+   * significant words, mask and masked key (hintN of them; -1: not usable), valid while the
+   * classifier's version is hintVer. hintCredit: lookups it answered not yet counted (creditHits).
+   */
   private hintFlow = -1;
+  private hintVer = -1;
+  private hintN = -1;
+  private readonly hintIdx = new Int32Array(FLOW_WORDS);
+  private readonly hintMask = new Int32Array(FLOW_WORDS);
+  private readonly hintKey = new Int32Array(FLOW_WORDS);
+  private hintCredit = 0;
 
   // held upcall packets
   private readonly pendingHandle = new Int32Array(MAX_PENDING).fill(-1);
@@ -877,11 +887,12 @@ export class Datapath {
    * (emcReview), so no stale flow is ever used. Flow statistics (packets,
    * bytes, used) are added once per run.
    *
-   * The EMC is bypassed while it thrashes (emcReview): no full-key hash and no
-   * EMC lookup, the classifier is asked first (lookupHint: the previous
-   * packet's megaflow is tried before hashing); the probabilistic insertion
-   * goes on (the key is hashed only when the draw says insert), so the EMC
-   * keeps learning and the next review window sees what it would give.
+   * The EMC is bypassed with one subtable and while it thrashes (emcReview):
+   * no full-key hash and no EMC lookup, the megaflows are asked first; the
+   * probabilistic insertion goes on (the key is hashed only when the draw says
+   * insert), so the EMC keeps learning and the next review window sees what it
+   * would give. A megaflow lookup first checks the megaflow the classifier
+   * answered last on its own words (megaflowLookup: no hash, no probe).
    */
   private processBurst(inPort: number, n: number): void {
     const pool = this.pool;
@@ -980,14 +991,14 @@ export class Datapath {
             st[PmdStat.EMC_HITS]++;
             inEmc = true;
           } else {
-            flow = cls.lookupHint(key, 0, this.hintFlow);
+            flow = this.megaflowLookup(key);
             if (flow >= 0) {
               st[PmdStat.MEGAFLOW_HITS]++;
               inEmc = emc.insert(key, 0, hash, flow);
             }
           }
         } else {
-          flow = cls.lookupHint(key, 0, this.hintFlow);
+          flow = this.megaflowLookup(key);
           if (flow >= 0) {
             st[PmdStat.MEGAFLOW_HITS]++;
             if (emc.shouldInsert()) {
@@ -1023,10 +1034,11 @@ export class Datapath {
               left = this.emcLeft;
               useEmc = this.emcUse !== 0;
             }
+            // the slow path may change the flows synchronously: count the hint's answers first
+            if (this.hintCredit > 0) this.creditHint();
             this.doUpcall(h, inPort, off, len, hash, key);
             continue;
           }
-          this.hintFlow = flow;
           runFlow = flow;
           const prog = this.flowProg[flow];
           runProg = prog;
@@ -1071,11 +1083,48 @@ export class Datapath {
       }
     }
     this.emcLeft = left;
+    if (this.hintCredit > 0) this.creditHint();
     if (runPackets > 0) {
       this.flowPackets[runFlow] += runPackets;
       this.flowBytes[runFlow] += runBytes;
       this.flowUsed[runFlow] = this.nowMs;
     }
+  }
+
+  /**
+   * The megaflow for key (classifier.lookup()'s answer) or -1: first the hint, the megaflow of the
+   * last classifier answer, checked on its own words (no hash, no probe); else the classifier, and
+   * its answer becomes the hint.
+   */
+  private megaflowLookup(key: Uint32Array): number {
+    const cls = this.cls;
+    const n = this.hintN;
+    if (n >= 0 && this.hintVer === cls.version) {
+      const idx = this.hintIdx;
+      const mask = this.hintMask;
+      const hk = this.hintKey;
+      let j = 0;
+      for (; j < n; j++) if ((key[idx[j]] & mask[j]) !== hk[j]) break;
+      if (j === n) {
+        this.hintCredit++;
+        return this.hintFlow;
+      }
+    }
+    const flow = cls.lookup(key, 0);
+    if (flow >= 0 && (flow !== this.hintFlow || this.hintVer !== cls.version)) {
+      if (this.hintCredit > 0) this.creditHint();
+      this.hintFlow = flow;
+      this.hintVer = cls.version;
+      this.hintN = cls.hintOf(flow, this.hintIdx, this.hintMask, this.hintKey);
+    }
+    return flow;
+  }
+
+  /** Count the lookups the hint answered in the classifier (its counters and subtable ranking). */
+  private creditHint(): void {
+    const n = this.hintCredit;
+    this.hintCredit = 0;
+    if (this.cls.isLive(this.hintFlow)) this.cls.creditHits(this.hintFlow, n);
   }
 
   /**

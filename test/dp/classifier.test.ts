@@ -213,58 +213,80 @@ test('tie across subtables after the higher rule of one is removed', () => {
   assert.equal(c.valueOf(c.lookupPriority(k, 0)), 100);
 });
 
-test('lookupHint == lookup: same answer, counters and ranking for any hint (overlapping rules, duplicates, removals, re-ranks)', () => {
+test('hintOf: while the version holds, a key matches the hint of f exactly when lookup() answers f (overlapping rules, duplicates, removals, re-ranks); creditHits counts as lookup()', () => {
   fc.assert(fc.property(
     fc.array(arbRule, { minLength: 1, maxLength: 30 }),
-    fc.array(fc.tuple(arbKeyVals, fc.integer({ min: -2, max: 40 })), { minLength: 1, maxLength: 60 }),
+    fc.array(fc.tuple(arbKeyVals, fc.nat()), { minLength: 1, maxLength: 60 }),
     fc.array(fc.nat(), { maxLength: 10 }),
     fc.boolean(),
     (rs, probes, removals, dup) => {
-      // two classifiers built alike: a asks lookup(), b lookupHint() with random hints (dead,
-      // out of range, live in another subtable, the last answer)
-      const a = new Classifier(4);
-      const b = new Classifier(4);
+      const c = new Classifier(4);
+      const ref = new Classifier(4); // the same rules, asked with lookup() only
       const hs: number[] = [];
+      const dups: number[] = [];
       for (const r of rs) {
         const mask = mkMask(r.use);
         const key = mkKey(r.vals);
-        hs.push(a.insert(key, 0, mask, 0, 0, hs.length));
-        assert.equal(b.insert(key, 0, mask, 0, 0, hs.length - 1), hs[hs.length - 1]);
-        if (dup && r.prio === 0) { a.insert(key, 0, mask, 0, 0, -1); b.insert(key, 0, mask, 0, 0, -1); } // a chain
+        hs.push(c.insert(key, 0, mask, 0, 0, hs.length));
+        ref.insert(key, 0, mask, 0, 0, hs.length - 1);
+        if (dup && r.prio === 0) { dups.push(c.insert(key, 0, mask, 0, 0, -1)); ref.insert(key, 0, mask, 0, 0, -1); } // a chain
       }
       for (const x of removals) {
         const h = hs[x % hs.length];
-        assert.equal(a.remove(h), b.remove(h));
+        const v0 = c.version;
+        assert.equal(c.remove(h), ref.remove(h));
+        assert.ok(c.version !== v0 || !ref.isLive(h));
       }
-      let last = -1;
-      probes.forEach(([kv, hint], i) => {
+      const idx = new Int32Array(FLOW_WORDS), mask = new Int32Array(FLOW_WORDS), hk = new Int32Array(FLOW_WORDS);
+      let hint = -1, n = -1, ver = -1;
+      probes.forEach(([kv, pick], i) => {
         const k = mkKey(kv);
-        if (i % 17 === 16) { a.rerank(); b.rerank(); }
-        const ha = a.lookup(k, 0);
-        const hb = b.lookupHint(k, 0, hint === -2 ? last : hint);
-        assert.equal(hb, ha);
-        last = hb;
+        if (i % 17 === 16) { c.rerank(); ref.rerank(); }
+        const want = ref.lookup(k, 0);
+        let got: number;
+        let viaHint = false;
+        if (n >= 0 && ver === c.version) {
+          let j = 0;
+          for (; j < n; j++) if ((k[idx[j]] & mask[j]) !== hk[j]) break;
+          viaHint = j === n;
+        }
+        if (viaHint) { got = hint; c.creditHits(hint, 1); } else got = c.lookup(k, 0);
+        assert.equal(got, want);
+        // a hint that does not match must not be lookup()'s answer: exactly the keys lookup() gives f
+        if (n >= 0 && ver === c.version && !viaHint) assert.notEqual(want, hint);
+        // the next hint: lookup()'s answer, or a random rule (a chain's head or a duplicate behind it)
+        const f = pick % 3 === 0 ? hs[pick % hs.length] : pick % 3 === 1 && dups.length > 0 ? dups[pick % dups.length] : got;
+        if (f >= 0) { hint = f; ver = c.version; n = c.hintOf(f, idx, mask, hk); }
       });
-      const sa = a.stats(), sb = b.stats();
-      assert.deepEqual(sb, sa);
+      assert.deepEqual(c.stats(), ref.stats());
     }), { numRuns: 300 });
 });
 
-test('lookupHint over two automatic re-ranks with overlapping megaflows: the answers and counters of lookup()', () => {
+test('the version changes at insert, remove, re-rank (also the automatic one) and clear; a hint is only given for the first-ranked subtable without chains', () => {
   const c = new Classifier();
-  const mask = new Uint32Array(FLOW_WORDS); mask[0] = 0xffffffff;
-  const wide = new Uint32Array(FLOW_WORDS); wide[0] = 0xffffffff; wide[7] = 0xffffffff;
-  const k = new Uint32Array(FLOW_WORDS); k[0] = 1;
-  const h1 = c.insert(k, 0, mask, 0, 0, 1);
-  k[7] = 9;
-  const h2 = c.insert(k, 0, wide, 0, 0, 2); // overlaps h1: the subtable ranked first wins
-  const ref = new Classifier();
-  ref.insert(k, 0, mask, 0, 0, 1);
-  ref.insert(k, 0, wide, 0, 0, 2);
-  for (let i = 0; i < RERANK_INTERVAL * 2 + 5; i++) {
-    k[7] = i % 3 === 0 ? 9 : i; // every third key falls in both megaflows
-    const want = ref.lookup(k, 0);
-    assert.equal(c.lookupHint(k, 0, i & 1 ? h1 : h2), want);
-  }
-  assert.deepEqual(c.stats(), ref.stats());
+  const m1 = new Uint32Array(FLOW_WORDS); m1[0] = 0xffffffff;
+  const m2 = new Uint32Array(FLOW_WORDS); m2[0] = 0xffffffff; m2[7] = 0xffffffff;
+  const k = new Uint32Array(FLOW_WORDS); k[0] = 1; k[7] = 9;
+  const idx = new Int32Array(FLOW_WORDS), mask = new Int32Array(FLOW_WORDS), hk = new Int32Array(FLOW_WORDS);
+  let v = c.version;
+  const a = c.insert(k, 0, m1, 0, 0, 1);
+  assert.notEqual(c.version, v); v = c.version;
+  const b = c.insert(k, 0, m2, 0, 0, 2);
+  assert.notEqual(c.version, v); v = c.version;
+  assert.equal(c.hintOf(a, idx, mask, hk), 1);
+  assert.deepEqual([idx[0], mask[0] >>> 0, hk[0]], [0, 0xffffffff, 1]);
+  assert.equal(c.hintOf(b, idx, mask, hk), -1, 'b is not in the first-ranked subtable');
+  // b's subtable gets the hits: after the automatic re-rank it is first
+  for (let i = 0; i < RERANK_INTERVAL; i++) c.creditHits(b, 1);
+  assert.notEqual(c.version, v); v = c.version;
+  assert.equal(c.hintOf(b, idx, mask, hk), 2);
+  assert.equal(c.hintOf(a, idx, mask, hk), -1);
+  assert.equal(c.lookup(k, 0), b);
+  // a chained duplicate in b's subtable: no hint (the chain head may not be b)
+  c.insert(k, 0, m2, 0, 0, 3);
+  assert.equal(c.hintOf(b, idx, mask, hk), -1);
+  v = c.version;
+  c.clear();
+  assert.notEqual(c.version, v);
+  assert.equal(c.hintOf(b, idx, mask, hk), -1);
 });
