@@ -13,7 +13,7 @@ import type { Port } from '../port/port.js';
 import { BURST, tallyDrop } from '../port/port.js';
 import {
   FLOW_WORDS, extractKey, hashKey, HASH_BASIS, KEY_MALFORMED, assertUnrolledFlowWords, keyFitsPrefix,
-  HEADER_REF_WORDS, sameKeyHeaders, setHeaderRef,
+  HEADER_REF_WORDS, sameKeyHeaders, setHeaderRef, prefixKeyWord,
 } from './flow-key.js';
 import { OneCopyTails, ONE_COPY_PRIVATE, isOneCopyPort } from '../port/one-copy.js';
 import { Classifier } from './classifier.js';
@@ -935,8 +935,14 @@ export class Datapath {
       // same key as the run: without parsing when its key bytes equal the run's first frame's (its private
       // part holds every byte the key reads: no tail to copy in), else by extracting and comparing the key
       let sameRun = runHdr && (off & 3) === 0 && (off >> 2) <= wEnd && sameKeyHeaders(w32 as Int32Array, off >> 2, len, ref);
+      /** Another key of the run's megaflow, known from the frame's words that the megaflow reads (EMC bypassed). */
+      let inRunFlow = false;
       if (sameRun) tun.tunId[h] = 0;
-      else {
+      else if (!useEmc && runFlow >= 0 && runFlow === this.hintFlow && !tunnel && this.hintN >= 0 && this.hintVer === cls.version &&
+        keyFitsPrefix(data, off, len) && this.frameInHint(data, off, inPort)) {
+        tun.tunId[h] = 0;
+        inRunFlow = true;
+      } else {
         // the key is taken from the private copy only: a frame whose key needs more than its private part gets its tail first
         if (tl !== null && tl[h] > 0 && !keyFitsPrefix(data, off, len)) this.materialize(h);
         const status = extractKey(data, off, len, inPort, key, 0);
@@ -957,7 +963,21 @@ export class Datapath {
         }
         sameRun = runFlow >= 0 && sameKey(key, prev);
       }
-      if (sameRun) {
+      if (inRunFlow) {
+        // what megaflowLookup would answer and count (the hint); the insertion draw as for any megaflow hit
+        st[PmdStat.MEGAFLOW_HITS]++;
+        this.hintCredit++;
+        if (emc.shouldInsert()) {
+          extractKey(data, off, len, inPort, key, 0);
+          emc.insertAlways(key, 0, hashKey(key, 0, HASH_BASIS), runFlow);
+        }
+        runPackets++;
+        runBytes += len;
+        repeated = false;
+        if (runOut >= 0) this.enqueueTx(runOut, h);
+        else if (runProg !== null) this.runActions(h, runProg);
+        else this.dropNoRule(h);
+      } else if (sameRun) {
         // what a lookup of this key would count and insert (see above)
         if (!useEmc) {
           st[PmdStat.MEGAFLOW_HITS]++;
@@ -1118,6 +1138,16 @@ export class Datapath {
       this.hintN = cls.hintOf(flow, this.hintIdx, this.hintMask, this.hintKey);
     }
     return flow;
+  }
+
+  /** Whether the frame (keyFitsPrefix holds, no tunnel metadata) matches the megaflow hint's words. */
+  private frameInHint(data: Uint8Array, off: number, inPort: number): boolean {
+    const n = this.hintN;
+    const idx = this.hintIdx;
+    const mask = this.hintMask;
+    const hk = this.hintKey;
+    for (let j = 0; j < n; j++) if ((prefixKeyWord(data, off, inPort, idx[j]) & mask[j]) !== hk[j]) return false;
+    return true;
   }
 
   /** Count the lookups the hint answered in the classifier (its counters and subtable ranking). */

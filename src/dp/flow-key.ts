@@ -190,6 +190,31 @@ export function keyFitsPrefix(frame: Uint8Array, off: number, len: number): bool
 }
 
 /**
+ * Key word w (0..FLOW_WORDS-1) of the frame at off received on inPort, for a frame for which
+ * {@link keyFitsPrefix} holds and a port without tunnel metadata: what extractKey would write
+ * there, read from the frame alone (the datapath checks the words a megaflow's mask reads without
+ * extracting the whole key).
+ */
+export function prefixKeyWord(frame: Uint8Array, off: number, inPort: number, w: number): number {
+  const dv = viewOf(frame);
+  switch (w) {
+    case 0: return inPort >>> 0;
+    case 1: return ((dv.getUint32(off + 4) << 16) | (dv.getUint32(off) >>> 16)) >>> 0;
+    case 2: return dv.getUint32(off + 8);
+    case 3: return ((dv.getUint32(off) << 16) | (dv.getUint32(off + 4) >>> 16)) >>> 0;
+    case 4: return 0x08000000;
+    case 5: {
+      const ff = dv.getUint32(off + 20);
+      return ((ff << 24) | ((dv.getUint32(off + 12) & 0xfc) << 16) | (ff & 0xff00)) >>> 0;
+    }
+    case 6: return dv.getUint32(off + 34);
+    case 7: return dv.getUint32(off + 26);
+    case 11: return dv.getUint32(off + 30);
+    default: return 0;
+  }
+}
+
+/**
  * Runs of one flow without parsing (the datapath's per-burst run, see processBurst): `ref`
  * (HEADER_REF_WORDS entries) holds the header words of a frame for which {@link keyFitsPrefix}
  * held, taken by {@link setHeaderRef}; {@link sameKeyHeaders} then says whether another frame of the

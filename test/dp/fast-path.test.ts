@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
   extractKey, extractKeyFull, hashKey, HASH_BASIS, FLOW_WORDS, KEY_MALFORMED, W_IN_PORT, W_TYPE_TCI, W_L3_SRC, W_L3_DST, W_TP,
-  W_NW, W_VLAN2,
+  W_NW, W_VLAN2, keyFitsPrefix, prefixKeyWord,
 } from '../../src/dp/flow-key.js';
 import { Mempool } from '../../src/mem/mempool.js';
 import { RingPort } from '../../src/port/ring-port.js';
@@ -90,6 +90,23 @@ test('extractKey == reference on random bytes with chosen ethertypes and IPv4 fi
       assert.equal(extractKey(bytes, off, len, 2, k1, 0), extractKeyRef(bytes, off, len, 2, k2, 0));
       assert.deepEqual(k1, k2);
     }), { numRuns: LONG ? 200_000 : 6000 });
+});
+
+test('prefixKeyWord == extractKey word by word on every frame keyFitsPrefix accepts', () => {
+  const k = new Uint32Array(FLOW_WORDS);
+  let fits = 0;
+  fc.assert(fc.property(descArb, fc.boolean(), fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 9 }), (d0, plain, pre, inPort) => {
+    // half the frames made plain IPv4 TCP/UDP (the frames keyFitsPrefix is for), the others as drawn
+    const d: PacketDesc = plain ? { ...d0, l3: 'ipv4', proto: (d0.sport ?? 0) & 1 ? 6 : 17, vlans: [], ipOptWords: 0, mf: false, fragOffset: 0 } : d0;
+    const f = buildFrame(d);
+    const buf = new Uint8Array(pre + f.length + 4).fill(0x5a);
+    buf.set(f, pre);
+    if (!keyFitsPrefix(buf, pre, f.length)) return;
+    fits++;
+    assert.equal(extractKey(buf, pre, f.length, inPort, k, 0), 0);
+    for (let w = 0; w < FLOW_WORDS; w++) assert.equal(prefixKeyWord(buf, pre, inPort, w), k[w], `word ${w}`);
+  }), { numRuns: LONG ? 50_000 : 3000 });
+  assert.ok(fits > 100, `${fits} frames fit`);
 });
 
 test('hashKey: deterministic, int32, spreads realistic and structured key sets over EMC slots like murmur3', () => {
