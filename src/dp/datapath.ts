@@ -189,7 +189,7 @@ export class Datapath {
   private txSources: { portNo: number; from: number; ring: Ring }[] = [];
   /** Busy time per rx queue (ns), same slots as rxqPackets: what rx-queue rebalancing weighs (see chargePass). */
   private rxqBusyNs = new Float64Array(INITIAL_PORT_SLOTS * RXQ_SLOTS);
-  /** Rx queue slots that received in the current pass and how much, for chargePass. */
+  /** Rx queue slots that received since the last chargePass and how much (one entry per queue per busy pass). */
   private readonly passSlot = new Int32Array(256);
   private readonly passPkts = new Int32Array(256);
   private passCount = 0;
@@ -460,11 +460,11 @@ export class Datapath {
   }
 
   /**
-   * Charge the busy time of the last pass (ns, measured by the caller around
-   * pollOnce) to the rx queues that received in it, in proportion to their
-   * packets (OVS reads the TSC per rx queue; one clock read per busy pass is
-   * what the PMD loop already takes). Tx-source draining and held upcalls'
-   * work in the pass count to the queues that received.
+   * Charge busy time (ns, measured by the caller around its passes since the
+   * last call) to the rx queues that received in them, in proportion to their
+   * packets (OVS reads the TSC per rx queue; the PMD loop reads the clock once
+   * per group of passes, see pmd-thread.ts). Tx-source draining and held
+   * upcalls' work count to the queues that received.
    */
   chargePass(ns: number): void {
     const k = this.passCount;
@@ -766,7 +766,6 @@ export class Datapath {
    */
   pollOnce(): number {
     let total = 0;
-    this.passCount = 0;
     const perf = this.perf;
     const list = this.portList;
     for (let i = 0; i < list.length; i++) {
@@ -840,6 +839,11 @@ export class Datapath {
   /** Packets held while their upcall is in flight (the upcall queue depth). */
   get pendingUpcalls(): number {
     return this.pendingCount;
+  }
+
+  /** The record of which rx queues received is half full: call chargePass before more passes. */
+  get passRecordFull(): boolean {
+    return this.passCount >= 128;
   }
 
   /** The upcall queue is full: misses are dropped (upcall-queue-full) until answers free it. */
