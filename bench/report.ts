@@ -76,8 +76,19 @@ export interface BenchReport {
 }
 
 /** Accumulates one scenario's measurements across repetitions. */
+/** One row of a Collector: its runs' values, end-to-end loss and invalid runs' reasons. */
+interface Entry {
+  c: string;
+  m: string;
+  s: string;
+  unit: string;
+  v: number[];
+  loss?: LossSummary;
+  invalid?: string[];
+}
+
 export class Collector {
-  private readonly vals = new Map<string, { c: string; m: string; s: string; unit: string; v: number[]; loss?: LossSummary; invalid?: string[] }>();
+  private readonly vals = new Map<string, Entry>();
   private readonly order: string[] = [];
   readonly unavailable: Record<string, string> = {};
   readonly notes: string[] = [];
@@ -95,7 +106,8 @@ export class Collector {
   }
 
   /** Record one measurement; `sent/received` (optional) are this run's end-to-end counts. */
-  add(c: string, metric: string, subject: string, unit: string, value: number, counts?: { sent: number; received: number }): void {
+  /** The row of (case, metric, subject), made on first use. */
+  private entry(c: string, metric: string, subject: string, unit: string): Entry {
     const k = this.key(c, metric, subject);
     let e = this.vals.get(k);
     if (!e) {
@@ -103,6 +115,11 @@ export class Collector {
       this.vals.set(k, e);
       this.order.push(k);
     }
+    return e;
+  }
+
+  add(c: string, metric: string, subject: string, unit: string, value: number, counts?: { sent: number; received: number }): void {
+    const e = this.entry(c, metric, subject, unit);
     e.v.push(value);
     if (counts) {
       const lost = Math.max(0, counts.sent - counts.received);
@@ -119,13 +136,7 @@ export class Collector {
    * scenario's validity check failed): kept out of the summary, its reason shown with the row.
    */
   invalid(c: string, metric: string, subject: string, unit: string, reason: string): void {
-    const k = this.key(c, metric, subject);
-    let e = this.vals.get(k);
-    if (!e) {
-      e = { c, m: metric, s: subject, unit, v: [] };
-      this.vals.set(k, e);
-      this.order.push(k);
-    }
+    const e = this.entry(c, metric, subject, unit);
     (e.invalid ??= []).push(reason.split('\n')[0].slice(0, 300));
   }
 
