@@ -139,10 +139,10 @@ export interface PackedFlows {
 /**
  * The EMC's use is reviewed every this many classified packets (a window; opts.emcReviewPackets),
  * see Datapath.emcReview. A window in which the EMC answered a share h of the packets while the
- * classifier has k subtables keeps it on only if h * min(k, EMC_SUBTABLES_CAP) >= EMC_KEEP_SCORE
- * (an EMC lookup, a hash of the whole key and a compare, costs about what a probe of one
- * subtable costs; a megaflow lookup probes at most k of them): otherwise its lookups are off for
- * EMC_BYPASS_WINDOWS windows, then on again for one window (a probe).
+ * classifier has k subtables keeps it on only if h * min(k + 1, EMC_SUBTABLES_CAP) >= EMC_KEEP_SCORE
+ * (an EMC lookup costs about what a probe of one subtable costs; a megaflow lookup probes at most
+ * k of them; with one subtable the EMC stays for h >= 0.75: few flows keep their EMC-hit runs):
+ * otherwise its lookups are off for EMC_BYPASS_WINDOWS windows, then on again for one window (a probe).
  */
 export const EMC_REVIEW_PACKETS = 8192;
 export const EMC_KEEP_SCORE = 1.5;
@@ -891,7 +891,7 @@ export class Datapath {
    * (emcReview), so no stale flow is ever used. Flow statistics (packets,
    * bytes, used) are added once per run.
    *
-   * The EMC is bypassed with one subtable and while it thrashes (emcReview):
+   * The EMC is bypassed while it thrashes (emcReview):
    * no full-key hash and no EMC lookup, the megaflows are asked first; the
    * probabilistic insertion goes on (the key is hashed only when the draw says
    * insert), so the EMC keeps learning and the next review window sees what it
@@ -1162,27 +1162,24 @@ export class Datapath {
   }
 
   /**
-   * End of an EMC review window (emcLeft reached 0). With one subtable a megaflow lookup (one
-   * masked hash and probe, or no hash at all when the last packet's megaflow matches) costs no more
-   * than an EMC lookup, so the EMC is bypassed whatever its hit rate (reviewed again after one
-   * window). With k > 1 subtables it stays on while its hit share h over the window gives
-   * h * min(k, EMC_SUBTABLES_CAP) >= EMC_KEEP_SCORE; below that (it thrashes: more flows than
-   * entries, or lookups are cheap) it is bypassed for EMC_BYPASS_WINDOWS windows, then on for one
-   * window to measure h again (insertion went on meanwhile). Decided from the packets alone (the
-   * EMC hit counter's growth, the subtable count, which changes only at installs and removals), so
-   * a burst and the same packets one at a time take the same decisions. Insertion off (inv 0):
-   * always bypassed.
+   * End of an EMC review window (emcLeft reached 0). The EMC stays on while its hit share h over
+   * the window gives h * min(k + 1, EMC_SUBTABLES_CAP) >= EMC_KEEP_SCORE with k subtables; below
+   * that (it thrashes: more flows than entries) it is bypassed for EMC_BYPASS_WINDOWS windows, then
+   * on for one window to measure h again (insertion went on meanwhile). Decided from the packets
+   * alone (the EMC hit counter's growth, the subtable count, which changes only at installs and
+   * removals), so a burst and the same packets one at a time take the same decisions. Insertion
+   * off (inv 0): always bypassed.
    */
   private emcReview(): void {
     const hits = this.counters[PmdStat.EMC_HITS] - this.emcHitsBase;
     const win = this.emcWindow;
     const k = this.cls.subtableCount;
-    if (this.emc.insertInvProb === 0 || k <= 1) {
+    if (this.emc.insertInvProb === 0) {
       this.emcUse = 0;
       this.emcLeft = win;
     } else if (this.emcUse !== 0) {
       // hits < 0: the counters were cleared in the window (pmd-stats-clear): keep the EMC on
-      if (hits >= 0 && hits * (k < EMC_SUBTABLES_CAP ? k : EMC_SUBTABLES_CAP) < win * EMC_KEEP_SCORE) {
+      if (hits >= 0 && hits * (k + 1 < EMC_SUBTABLES_CAP ? k + 1 : EMC_SUBTABLES_CAP) < win * EMC_KEEP_SCORE) {
         this.emcUse = 0;
         this.emcLeft = win * EMC_BYPASS_WINDOWS;
       } else this.emcLeft = win;
