@@ -32,7 +32,7 @@ for (let s = 0; s < starts; s++) {
       const m = await measureLoop(gen, { size: 64, variant: 'oneway', warmup: 0.5, seconds: 2 });
       const s1 = steal();
       const ps = (await sw.tsvs!.rpc<{ iterations: number; busyIterations: number; rxPackets: number; busyNs: number; idleNs: number }[]>('pmd-stats'))[0];
-      r.push(`${m.mpps12.toFixed(2)} (steal ${s1.map((x, i) => x - s0[i]).join('/')}; ${(ps.rxPackets / ps.busyIterations).toFixed(1)} pkt/busy pass, ${(ps.busyIterations / ps.iterations * 100).toFixed(0)}% passes busy, ${((ps.busyNs + ps.idleNs) / ps.iterations).toFixed(0)} ns/pass)`);
+      r.push(`${m.mpps12.toFixed(2)} (steal ${s1.map((x, i) => x - s0[i]).join('/')}; ${(ps.rxPackets / ps.busyIterations).toFixed(1)} pkt/busy pass, ${(ps.busyIterations / ps.iterations * 100).toFixed(0)}% passes busy, ${((ps.busyNs + ps.idleNs) / ps.iterations).toFixed(0)} ns/pass, busy time ${(ps.busyNs / (ps.busyNs + ps.idleNs) * 100).toFixed(0)}%)`);
     }
     console.log(`start ${s + 1}: link before ${before.rttNs.toFixed(0)} ns: ${r.join(' ')} Mpps`);
   } finally {
