@@ -27,7 +27,7 @@ import { kernelAvailable } from './peers/kernel.js';
 import { kernelTopology } from './kernel.js';
 import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.js';
 import { sessionOf } from './sched.js';
-import { probeCpuLink, FAR_LINK_NS } from './cpu-link.js';
+import { probeCpuLink, linkAfter, FAR_LINK_NS } from './cpu-link.js';
 import { parseVuLatency, runProblems, VALID, type LoadLevel } from './tools/vu-latency-lib.js';
 
 type PingSubject = 'linux-bridge' | 'tsvs-afpacket';
@@ -170,8 +170,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     const stopping = sw;
     sw = null;
     await stopping.stop();
-    const linkAfter = await probeCpuLink(ctx.swCpu, ctx.genCpu);
-    const near = linkBefore.near && linkAfter.near;
+    const link = await linkAfter(ctx.swCpu, ctx.genCpu, linkBefore);
     const per: string[] = [];
     let valid = true;
     for (const r of res) {
@@ -188,7 +187,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       } else {
         c.add(cs, 'rtt median', kind, 'us', r.median_us, { sent: r.probes, received: r.probes - r.lost });
         c.add(cs, 'rtt p99', kind, 'us', r.p99_us);
-        if (near) {
+        if (link.near) {
           c.add(cs, 'rtt median (near CPUs)', kind, 'us', r.median_us);
           c.add(cs, 'rtt p99 (near CPUs)', kind, 'us', r.p99_us);
         }
@@ -203,7 +202,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       if (r.bad > 0) t += `, ${r.bad} unexpected frames back (stale, duplicate or corrupted)`;
       per.push(t);
     }
-    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times; CPU ${ctx.swCpu} <-> ${ctx.genCpu} cache-line round trip ${linkBefore.rttNs.toFixed(0)} ns before, ${linkAfter.rttNs.toFixed(0)} ns after (${near ? 'near' : 'not near'}; far >= ${FAR_LINK_NS} ns); during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
+    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times; ${link.text}; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
     return valid;
   } finally {
     await tool?.stop('SIGTERM', 2000);

@@ -4,14 +4,8 @@
  * to tell apart run-to-run modes of the same build. Diagnostic, not a scenario.
  *   node dist/bench/tools/p2p-modes.js [starts] [windows]
  */
-import * as fs from 'node:fs';
 import { startSwitch } from '../switches.js';
 import { probeCpuLink } from '../cpu-link.js';
-
-/** Steal ticks of cpu0 and cpu1 (/proc/stat, field 8). */
-function steal(): number[] {
-  return fs.readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d/.test(l)).map((l) => Number(l.split(/\s+/)[8]));
-}
 import { startLoopGenerator, waitLoopReady, measureLoop } from '../p2p.js';
 
 const starts = Number(process.argv[2] ?? 4);
@@ -28,11 +22,9 @@ for (let s = 0; s < starts; s++) {
     const r: string[] = [];
     for (let w = 0; w < windows; w++) {
       await sw.tsvs!.cli('pmd-stats-clear');
-      const s0 = steal();
       const m = await measureLoop(gen, { size: 64, variant: 'oneway', warmup: 0.5, seconds: 2 });
-      const s1 = steal();
       const ps = (await sw.tsvs!.rpc<{ iterations: number; busyIterations: number; rxPackets: number; busyNs: number; idleNs: number }[]>('pmd-stats'))[0];
-      r.push(`${m.mpps12.toFixed(2)} (steal ${s1.map((x, i) => x - s0[i]).join('/')}; ${(ps.rxPackets / ps.busyIterations).toFixed(1)} pkt/busy pass, ${(ps.busyIterations / ps.iterations * 100).toFixed(0)}% passes busy, ${((ps.busyNs + ps.idleNs) / ps.iterations).toFixed(0)} ns/pass, busy time ${(ps.busyNs / (ps.busyNs + ps.idleNs) * 100).toFixed(0)}%)`);
+      r.push(`${m.mpps12.toFixed(2)} (${(ps.rxPackets / ps.busyIterations).toFixed(1)} pkt/busy pass, ${(ps.busyIterations / ps.iterations * 100).toFixed(0)}% passes busy, ${((ps.busyNs + ps.idleNs) / ps.iterations).toFixed(0)} ns/pass, busy time ${(ps.busyNs / (ps.busyNs + ps.idleNs) * 100).toFixed(0)}%)`);
     }
     console.log(`start ${s + 1}: link before ${before.rttNs.toFixed(0)} ns: ${r.join(' ')} Mpps`);
   } finally {

@@ -843,7 +843,7 @@ export class Datapath {
 
   /** The record of which rx queues received is half full: call chargePass before more passes. */
   get passRecordFull(): boolean {
-    return this.passCount >= 128;
+    return this.passCount >= this.passSlot.length >> 1;
   }
 
   /** The upcall queue is full: misses are dropped (upcall-queue-full) until answers free it. */

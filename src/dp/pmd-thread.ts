@@ -441,7 +441,7 @@ export class PmdThread {
     this.chan = new UpcallChannelMain(upcallChannel, cfg.id);
     // The young generation is capped (PMD_YOUNG_GENERATION_MB): V8 otherwise grows it to 32 MiB under an
     // allocation burst (fuzzed frontends, flow setup) and keeps it committed, while the poll loop itself
-    // allocates nothing; 2 MiB is V8's starting size, scavenged in well under a millisecond. A node
+    // allocates little (its clock reads: see GROUP_IDLE_MS); 2 MiB is V8's starting size, scavenged in well under a millisecond. A node
     // --max-semi-space-size overrides this limit: tsvs daemon sets it to match (src/daemon/heap-limits.ts).
     this.worker = new Worker(fileURLToPath(import.meta.url), {
       workerData: { pmdWorker: true, cfg: { ...cfg, board, upcallChannel } },
