@@ -5,7 +5,7 @@
  */
 import { rpcCall } from '../daemon/control.js';
 import { runPaths } from '../daemon/run-dir.js';
-import { parseListen } from '../metrics/prometheus.js';
+import { parseListen } from '../metrics/listen.js';
 import type { SwitchView, DpFlowRow } from '../metrics/view.js';
 import { startWebServer } from '../web/server.js';
 import { UsageError } from '../util/options.js';

@@ -1,6 +1,7 @@
 /**
- * The daemon main thread's V8 heap limits, applied by running `tsvs daemon` again with node options (src/cli/main.ts
- * calls this before it loads the daemon's modules, so the second start costs little).
+ * The daemon's process-wide memory settings: node options and the malloc environment, applied by running
+ * `tsvs daemon` again with them (src/cli/main.ts calls this before it loads the daemon's modules, so the
+ * second start costs little). Measured effects: README, "Memory: what the switch's RSS is".
  */
 import { execve } from '../sys/libc.js';
 
@@ -14,17 +15,52 @@ import { execve } from '../sys/libc.js';
 export const DAEMON_SEMI_SPACE_MIB = 1;
 
 /**
- * V8 sizes the young generation when the process starts (v8.setFlagsFromString afterwards changes nothing),
- * so `tsvs daemon` started without the node option runs itself again with it: execve, the same PID, stdio
- * and arguments. A --max-semi-space-size given to node (command line or NODE_OPTIONS) is left as it is.
- * Only when this process was started as `tsvs daemon` (not in a program that calls the CLI's main() in-process).
+ * V8 platform worker threads (`node --v8-pool-size`; node's default is 4). They run background work of every
+ * isolate of the process: concurrent marking and sweeping, compilation of hot functions. Each one that works
+ * gets a malloc arena and keeps its compiler zones' freed memory there; the switch's threads are the main
+ * thread (control) and the PMD threads (polling, no allocation in the loop), and two are enough for them.
+ */
+export const DAEMON_V8_POOL_SIZE = 2;
+
+/**
+ * glibc malloc arenas (`MALLOC_ARENA_MAX`; glibc's default is 8 per CPU). Every thread that mallocs while the
+ * arenas it knows are busy gets its own arena, and the freed memory stays in it until malloc_trim. The
+ * daemon's hot paths do not call malloc; the control thread and V8's background threads share two arenas.
+ */
+export const DAEMON_MALLOC_ARENA_MAX = 2;
+
+/** The node options and environment variables `tsvs daemon` runs with (each unless given already). */
+export function daemonRuntimeSettings(): { nodeArgs: string[]; env: Record<string, string> } {
+  return {
+    nodeArgs: [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`, `--v8-pool-size=${DAEMON_V8_POOL_SIZE}`],
+    env: { MALLOC_ARENA_MAX: String(DAEMON_MALLOC_ARENA_MAX) },
+  };
+}
+
+/** The settings this process was not started with (a node option given on the command line or in NODE_OPTIONS, or an environment variable set, is left as it is). */
+export function missingRuntimeSettings(execArgv: readonly string[], env: NodeJS.ProcessEnv): { nodeArgs: string[]; env: Record<string, string> } {
+  const want = daemonRuntimeSettings();
+  const given = (arg: string): boolean => {
+    const flag = arg.slice(0, arg.indexOf('='));
+    return execArgv.some((a) => a === flag || a.startsWith(`${flag}=`)) || (env.NODE_OPTIONS ?? '').includes(flag);
+  };
+  const missingEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries(want.env)) if (env[k] === undefined) missingEnv[k] = v;
+  return { nodeArgs: want.nodeArgs.filter((a) => !given(a)), env: missingEnv };
+}
+
+/**
+ * V8 sizes the young generation and its thread pool, and glibc reads MALLOC_ARENA_MAX, when the process
+ * starts (v8.setFlagsFromString afterwards changes nothing), so `tsvs daemon` started without them runs
+ * itself again with them: execve, the same PID, stdio and arguments. Only when this process was started as
+ * `tsvs daemon` (not in a program that calls the CLI's main() in-process).
  */
 export function reexecWithHeapLimits(): void {
-  const flag = '--max-semi-space-size';
   if (process.platform !== 'linux' || process.argv[2] !== 'daemon' || process.argv[1] === undefined) return;
-  if (process.execArgv.some((a) => a.startsWith(flag)) || (process.env.NODE_OPTIONS ?? '').includes(flag)) return;
+  const add = missingRuntimeSettings(process.execArgv, process.env);
+  if (add.nodeArgs.length === 0 && Object.keys(add.env).length === 0) return;
   try {
-    execve(process.execPath, [process.execPath, ...process.execArgv, `${flag}=${DAEMON_SEMI_SPACE_MIB}`, ...process.argv.slice(1)], process.env);
+    execve(process.execPath, [process.execPath, ...process.execArgv, ...add.nodeArgs, ...process.argv.slice(1)], { ...process.env, ...add.env });
   } catch (e) {
     process.stderr.write(`tsvs daemon: running with V8's default young generation (${(e as Error).message})\n`);
   }

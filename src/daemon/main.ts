@@ -4,8 +4,9 @@ import { Switch, SwitchConfigError, parseOneCopy, DEFAULT_MAX_MTU, DEFAULT_POOL_
 import { defaultRunDir } from './run-dir.js';
 import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend-protocol.js';
 import { UsageError, intOption as intArg } from '../util/options.js';
-import { parseListen, startMetricsServer } from '../metrics/prometheus.js';
-import { startWebServer, localSource } from '../web/server.js';
+// The Prometheus endpoint (prom-client, node:http) and the web dashboard are loaded only with --metrics / --web:
+// a daemon without them does not compile or keep their code (README, Memory).
+import { parseListen } from '../metrics/listen.js';
 import { installSigbusGuard, sigbusGuardProblem } from '../sys/sigbus.js';
 import { Unixctl } from '../unixctl/server.js';
 import { packageVersion } from '../util/version.js';
@@ -99,11 +100,13 @@ export async function run(values: Record<string, unknown>): Promise<number> {
   closers.push(async () => unixctl.stop());
   try {
     if (metricsAt) {
+      const { startMetricsServer } = await import('../metrics/prometheus.js');
       const m = await startMetricsServer(sw, metricsAt.host, metricsAt.port);
       closers.push(m.close);
       log.info({ metrics: m.url }, `Prometheus metrics at ${m.url}`);
     }
     if (webAt) {
+      const { startWebServer, localSource } = await import('../web/server.js');
       const w = await startWebServer(localSource(sw), webAt.host, webAt.port);
       closers.push(w.close);
       log.info({ web: w.url }, `web dashboard at ${w.url}`);

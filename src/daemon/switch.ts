@@ -31,7 +31,7 @@ import { formatProgram } from '../dp/actions.js';
 import { traceFlow } from '../ofproto/trace.js';
 import { ConfigDb, type BridgeConfig, type PortConfig, type TunnelConfig } from './config-db.js';
 import { resolveTunnelRoute } from './tunnel-route.js';
-import { VXLAN_DEFAULT_PORT, parseIpv4 } from '../port/vxlan.js';
+import { VXLAN_DEFAULT_PORT, parseIpv4 } from '../port/tunnel.js';
 import { portNumberProblem } from '../dp/port-number.js';
 import { ControlServer, RpcError } from './control.js';
 import { runPaths, ensureRunDir, type RunPaths } from './run-dir.js';

@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import type { TunnelConfig } from './config-db.js';
-import { parseIpv4 } from '../port/vxlan.js';
+import { parseIpv4 } from '../port/tunnel.js';
 
 export interface TunnelRoute {
   iface: string;

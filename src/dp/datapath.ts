@@ -24,7 +24,7 @@ import { DIR_RX, DIR_TX, type CaptureSet } from './capture-tap.js';
 import {
   executeActions, EXEC_DONE, EXEC_ERROR, EXEC_STATE_WORDS, OP_OUTPUT, ST_ERR, ST_LEN, ST_NOUT, ST_OFF, ST_TUN_ID, ST_TUN_SET, validateProgram,
 } from './actions.js';
-import { TunnelMeta, tunnelMeta } from '../port/vxlan.js';
+import { TunnelMeta, tunnelMeta } from '../port/tunnel.js';
 import { Drop, type DropReason } from '../port/port.js';
 
 /** The slow path, as seen from the datapath. */

@@ -1,16 +1,15 @@
 /**
  * Opening ports by spec inside the thread that will poll them. The datapath
  * never branches on port type; only this factory knows the drivers.
+ *
+ * vhost-user, the switch's port type, is loaded with the factory; every other driver (tap, afpacket,
+ * virtio-user, virtio-pci, vxlan) is imported the first time a port of its type opens, so a thread
+ * that never opens one does not compile or keep its code (README, Memory).
  */
 import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../port/port.js';
-import { TapPort } from '../port/tap.js';
-import { AfPacketPort } from '../port/af-packet.js';
 import { L2_OVERHEAD } from '../port/kernel-port.js';
-import { VirtioUserPort } from '../port/virtio-user.js';
 import { VhostUserPort } from '../port/vhost-user.js';
-import { VirtioPciPort } from '../port/virtio-pci.js';
-import { VxlanPort } from '../port/vxlan.js';
 import type { GuestMemoryInfo } from '../vhost/backend-protocol.js';
 import type { Logger } from '../vhost/connection.js';
 
@@ -111,21 +110,28 @@ export async function openPort(spec: PortSpec, pool: Mempool, logger?: Logger): 
       });
     case 'virtio-user': {
       if (!spec.path) throw new PortSpecError(`port ${spec.name}: virtio-user needs a socket path`);
+      const { VirtioUserPort } = await import('../port/virtio-user.js');
       return new VirtioUserPort({ name: spec.name, path: spec.path, server: spec.server, queues: spec.queues, packed: spec.packed, mac: spec.mac, pool, logger });
     }
     case 'virtio-pci': {
       if (!spec.pci) throw new PortSpecError(`port ${spec.name}: virtio-pci needs a PCI address`);
+      const { VirtioPciPort } = await import('../port/virtio-pci.js');
       return new VirtioPciPort({ name: spec.name, addr: spec.pci, packed: spec.packed, pool });
     }
-    case 'tap':
+    case 'tap': {
+      const { TapPort } = await import('../port/tap.js');
       return new TapPort(spec.name, pool, { ifname: spec.iface ?? spec.name, queues: spec.queues, mtu: spec.mtu });
-    case 'afpacket':
+    }
+    case 'afpacket': {
       if (!spec.iface) throw new PortSpecError(`port ${spec.name}: afpacket needs an interface (iface)`);
+      const { AfPacketPort } = await import('../port/af-packet.js');
       return new AfPacketPort(spec.name, pool, { iface: spec.iface, queues: spec.queues, mtu: spec.mtu, netns: spec.netns });
+    }
     case 'vxlan': {
       const t = spec.tunnel;
       if (!spec.iface || !t) throw new PortSpecError(`port ${spec.name}: vxlan needs an underlay interface and a remote_ip`);
       if (spec.mtu !== undefined) throw new PortSpecError(`port ${spec.name}: vxlan ports take no mtu (set the underlay's: the inner MTU is the underlay's - 50)`);
+      const { VxlanPort } = await import('../port/vxlan.js');
       return new VxlanPort(spec.name, pool, { iface: spec.iface, netns: spec.netns, remoteIp: t.remoteIp, localIp: t.localIp, key: t.key, dstPort: t.dstPort, nextHop: t.nextHop });
     }
     default:

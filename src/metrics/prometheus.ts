@@ -12,6 +12,9 @@
 import * as http from 'node:http';
 import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client';
 import type { ObservableSwitch, SwitchView } from './view.js';
+import { listen } from './listen.js';
+
+export { parseListen, listen } from './listen.js';
 
 type Labels = Record<string, string | number>;
 type Rows = [Labels, number][];
@@ -148,26 +151,6 @@ export function switchRegistry(sw: Pick<ObservableSwitch, 'view'>): { registry: 
       }
     },
   };
-}
-
-/** Parse ADDR:PORT, [v6]:PORT or PORT (then 127.0.0.1). */
-export function parseListen(s: string, flag: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+))?:?(\d{1,5})$/.exec(s.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !(port >= 0 && port <= 65535)) throw new Error(`${flag}: expected ADDR:PORT or PORT (e.g. 127.0.0.1:9477), got '${s}'`);
-  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
-}
-
-/** Listen on host:port; resolves with the bound address. */
-export function listen(server: http.Server, host: string, port: number): Promise<{ host: string; port: number }> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const a = server.address();
-      resolve({ host, port: typeof a === 'object' && a ? a.port : port });
-    });
-  });
 }
 
 /** The /metrics endpoint. */

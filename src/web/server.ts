@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import type { ObservableSwitch } from '../metrics/view.js';
 import { computeRates, type Sample } from '../metrics/rates.js';
 import { dpFlows } from '../metrics/observe-methods.js';
-import { listen } from '../metrics/prometheus.js';
+import { listen } from '../metrics/listen.js';
 import { PAGE } from './page.js';
 
 const require = createRequire(import.meta.url);

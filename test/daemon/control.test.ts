@@ -10,7 +10,7 @@ import { ControlServer, rpcCall, RpcError } from '../../src/daemon/control.js';
 import { ConfigDb, ConfigError } from '../../src/daemon/config-db.js';
 import { CLI, startDaemon } from '../harness/daemon.js';
 import { waitFor } from '../harness/wait.js';
-import { DAEMON_SEMI_SPACE_MIB } from '../../src/daemon/heap-limits.js';
+import { DAEMON_SEMI_SPACE_MIB, DAEMON_V8_POOL_SIZE, DAEMON_MALLOC_ARENA_MAX, missingRuntimeSettings } from '../../src/daemon/heap-limits.js';
 import type { MemoryReport } from '../../src/util/memory.js';
 
 function tmp(t: { after(fn: () => void): void }): string {
@@ -270,7 +270,20 @@ test('control socket backpressure: a client that pipelines 200k requests and nev
   // young generation within it (without the cap V8 grows it to 32 MiB under this flood and keeps it)
   const cmdline = fs.readFileSync(`/proc/${d.proc.pid}/cmdline`, 'utf8').split('\0');
   assert.ok(cmdline.includes(`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`), cmdline.join(' '));
+  // ... and with its V8 thread pool and malloc arenas (README, Memory)
+  assert.ok(cmdline.includes(`--v8-pool-size=${DAEMON_V8_POOL_SIZE}`), cmdline.join(' '));
+  const environ = fs.readFileSync(`/proc/${d.proc.pid}/environ`, 'utf8').split('\0');
+  assert.ok(environ.includes(`MALLOC_ARENA_MAX=${DAEMON_MALLOC_ARENA_MAX}`), 'MALLOC_ARENA_MAX not set');
   const main = ((await rpcCall(ctl, 'memory')) as { data: { main: MemoryReport } }).data.main;
   const young = main.spaces.find((s) => s.name === 'new_space')!.committed;
   assert.ok(young <= 2 * DAEMON_SEMI_SPACE_MIB * 2 ** 20, `main thread's young generation ${(young / 2 ** 20).toFixed(1)} MiB committed`);
+});
+
+test('tsvs daemon runs itself again only with the memory settings it was not given (a node option or environment variable given is kept)', () => {
+  const all = missingRuntimeSettings([], {});
+  assert.deepEqual(all.nodeArgs, [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`, `--v8-pool-size=${DAEMON_V8_POOL_SIZE}`]);
+  assert.deepEqual(all.env, { MALLOC_ARENA_MAX: String(DAEMON_MALLOC_ARENA_MAX) });
+  const some = missingRuntimeSettings(['--max-semi-space-size=16'], { NODE_OPTIONS: '--v8-pool-size=8', MALLOC_ARENA_MAX: '4' });
+  assert.deepEqual(some, { nodeArgs: [], env: {} });
+  assert.deepEqual(missingRuntimeSettings(['--v8-pool-size', '3'], {}).nodeArgs, [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`]);
 });

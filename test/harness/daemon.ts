@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './wait.js';
-import { DAEMON_SEMI_SPACE_MIB } from '../../src/daemon/heap-limits.js';
+import { daemonRuntimeSettings } from '../../src/daemon/heap-limits.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../src/cli/main.js');
@@ -23,8 +23,9 @@ export interface Daemon {
 const madeDirs = new Set<string>();
 
 /**
- * `nodeArgs`: node options for the daemon; by default the young-generation limit the daemon would otherwise
- * run itself again to get (src/daemon/heap-limits.ts: 0.2 s per start saved); [] to go through that.
+ * `nodeArgs`: node options for the daemon; by default the node options and environment (young-generation limit,
+ * V8 thread pool, malloc arenas) the daemon would otherwise run itself again to get (src/daemon/heap-limits.ts:
+ * 0.2 s per start saved); [] to go through that.
  */
 export async function startDaemon(opts: { netns?: string; args?: string[]; runDir?: string; nodeArgs?: string[] } = {}): Promise<Daemon> {
   let runDir = opts.runDir;
@@ -36,9 +37,11 @@ export async function startDaemon(opts: { netns?: string; args?: string[]; runDi
     runDir = made;
   }
   const prefix = opts.netns ? ['ip', 'netns', 'exec', opts.netns] : [];
-  const nodeArgs = opts.nodeArgs ?? [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`];
+  const rt = daemonRuntimeSettings();
+  const nodeArgs = opts.nodeArgs ?? rt.nodeArgs;
+  const env = opts.nodeArgs === undefined ? { ...process.env, ...rt.env } : process.env;
   const argv = [...prefix, process.execPath, ...nodeArgs, CLI, 'daemon', '--run-dir', runDir, '--pmd-sleep-max', '200', ...(opts.args ?? [])];
-  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env });
   let log = '';
   proc.stderr!.on('data', (d) => (log += d));
   const ctl = path.join(runDir, 'tsvs.ctl');
