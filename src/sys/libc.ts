@@ -63,6 +63,7 @@ const c_write = libc.func('long write(int fd, const uint8_t *buf, size_t count)'
 const c_sched_setaffinity = libc.func('int sched_setaffinity(int pid, size_t size, const uint8_t *mask)');
 const c_fstat_size = libc.func('lseek', 'int64_t', ['int', 'int64_t', 'int']);
 const c_sched_yield = libc.func('int sched_yield(void)');
+const c_poll = libc.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)');
 const c_mmap_anon = libc.func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']);
 const c_mprotect = libc.func('mprotect', 'int', ['uint64_t', 'size_t', 'int']);
 // fcntl is variadic; the seal commands take an int (passed like a fixed third argument on x86-64 and arm64)
@@ -249,6 +250,19 @@ export function write(fd: number, buf: Uint8Array, len = buf.length): number {
     throw new SysError('write', e, `fd ${fd}`);
   }
   return r;
+}
+
+/** poll(2) event bits (struct pollfd: int fd; short events; short revents; 8 bytes each). */
+export const POLLIN = 0x1;
+export const POLLOUT = 0x4;
+export const POLLRDHUP = 0x2000;
+
+/**
+ * poll(2) over `n` struct pollfd in `fds` (revents written back) with `timeoutMs` (0: do not
+ * wait). Returns how many have events; -1 on failure (errno left for the caller to ignore or read).
+ */
+export function pollFds(fds: Uint8Array, n: number, timeoutMs = 0): number {
+  return c_poll(fds, n, timeoutMs) as number;
 }
 
 /** Give the CPU away (e.g. while waiting for a preempted peer of a ring). */
