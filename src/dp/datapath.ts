@@ -485,6 +485,14 @@ export class Datapath {
     return this.portList.slice();
   }
 
+  /**
+   * The port numbers without a copy: do not change it. A new array whenever a port comes or
+   * goes, so a caller that keeps something per port list can tell by identity that it changed.
+   */
+  get portListView(): readonly number[] {
+    return this.portList;
+  }
+
   /** Install (or replace the actions of) a megaflow. Returns its id. */
   installFlow(key: ArrayLike<number>, mask: ArrayLike<number>, prog: Int32Array): number {
     const k = this.instKey;

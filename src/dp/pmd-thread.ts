@@ -5,8 +5,8 @@
  * something waits there: a request of the main thread (counted in a shared
  * mailbox word, as OVS's PMD checks its reload flag), a request still being
  * answered, an event on one of its ports' control sockets (vhost-user
- * messages), or at the latest every `yieldMaxMs` (timers). A turn of the
- * event loop costs the poll loop 7-14 µs median, 140-170 µs at p90.
+ * messages), or at the latest every `yieldMaxMs` (timers): OVS's PMD never
+ * leaves its loop either. See YIELD_MAX_MS for what a turn costs.
  *
  * Main side: {@link PmdThread} (spawn, request/response over postMessage).
  * Worker side: this same file, when loaded as a worker.
@@ -23,7 +23,7 @@ import { Datapath, type DpFlowInfo, type PackedFlows, type PmdStats } from './da
 import { openPort, type PortSpec, type PortInfo, portInfo, portSignature } from './port-factory.js';
 import * as libc from '../sys/libc.js';
 import { CrossPmdTxPort } from './cross-pmd-port.js';
-import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource } from './stats-board.js';
+import { StatsBoardWriter, StatsBoardReader, newBoardBuffer, type BoardPortSource, type BoardExtra } from './stats-board.js';
 import { CaptureSet, CaptureTap } from './capture-tap.js';
 import { memoryReport, writeHeapSnapshot, type MemoryReport } from '../util/memory.js';
 import type { Logger, LogLevel } from '../vhost/connection.js';
@@ -40,6 +40,14 @@ export type { PortRelease };
 const GROUP_MIN = 32;
 const GROUP_MAX = 4096;
 const GROUP_IDLE_MS = 0.02;
+/**
+ * Longest time between two turns of a PMD thread's event loop while nothing waits there, ms. A turn
+ * costs more the longer the loop ran without one (bench/tools/pmd-turns.ts, idle thread with two
+ * vhost-user ports, 2026-12-03: a turn every 1 ms slice ~10 µs each, 1% of the time away; every 20 ms
+ * ~100 µs, 0.5%; every 100 ms ~150 µs, 0.15%); the thread's timers tolerate 100 ms (the shortest are
+ * reconnect back-offs of 20-50 ms and the guest-memory fault check every 20 ms).
+ */
+export const YIELD_MAX_MS = 100;
 
 export interface PmdConfig {
   id: number;
@@ -51,9 +59,9 @@ export interface PmdConfig {
   /** Time slice between two checks for event-loop work (mailbox, control sockets), microseconds. */
   sliceUs?: number;
   /**
-   * Longest run of slices without a turn of the event loop, ms (default 20): the bound on how late
-   * a timer of the thread (vhost-user message timeouts, reconnects, guest-memory fault checks) runs.
-   * 0: a turn after every slice (as before the mailbox).
+   * Longest run of slices without a turn of the event loop, ms (default YIELD_MAX_MS): the bound on
+   * how late a timer of the thread (vhost-user message timeouts, reconnects, guest-memory fault
+   * checks, virtio-pci link polls) runs. 0: a turn after every slice (as before the mailbox).
    */
   yieldMaxMs?: number;
   /**
@@ -122,6 +130,9 @@ export interface PmdThreadStats extends PmdStats {
   poolAllocFail: number;
   /** Turns of the worker's event loop so far (one per request, control-socket event, or yieldMaxMs). */
   loopTurns: number;
+  /** Time the poll loop spent away in those turns (from its return to its next start), ns; and the longest. */
+  loopTurnNs: number;
+  loopTurnMaxNs: number;
 }
 
 type Req =
@@ -199,19 +210,30 @@ function workerMain(cfg: PmdConfig): void {
   const board = cfg.board ? new StatsBoardWriter(cfg.board) : null;
   const boardPeriod = cfg.boardPeriodMs ?? 10;
   let lastPublish = 0;
+  // what a publication needs, kept from one to the next (every boardPeriod from the poll loop: no
+  // garbage while the thread's ports stay the same)
+  let boardPortList: readonly number[] | null = null;
+  const boardPorts: [number, BoardPortSource][] = [];
+  const boardExtra: BoardExtra = { flows: 0, pending: 0, poolAvailable: 0, poolCount: 0, poolAllocFail: 0, nowMs: 0 };
+  const boardRxq = (n: number, q: number): number => dp.rxqCount(n, q);
   const publish = (now: number): void => {
     lastPublish = now;
-    const ports: [number, BoardPortSource][] = [];
-    for (const n of dp.portNumbers()) {
-      const p = dp.port(n)!;
-      if (p.type !== 'cross-pmd') ports.push([n, p]);
+    if (dp.portListView !== boardPortList) {
+      boardPortList = dp.portListView;
+      boardPorts.length = 0;
+      for (const n of boardPortList) {
+        const p = dp.port(n)!;
+        if (p.type !== 'cross-pmd') boardPorts.push([n, p]);
+      }
     }
-    board!.publish(
-      dp.stats,
-      { flows: dp.flowCount, pending: dp.pendingUpcalls, poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail, nowMs: now },
-      ports,
-      (n, q) => dp.rxqCount(n, q),
-    );
+    const x = boardExtra;
+    x.flows = dp.flowCount;
+    x.pending = dp.pendingUpcalls;
+    x.poolAvailable = pool.available();
+    x.poolCount = pool.count;
+    x.poolAllocFail = pool.stats.allocFail;
+    x.nowMs = now;
+    board!.publishCounters(dp.counters, dp.drops, x, boardPorts, boardRxq);
   };
 
   // Passes between two clock reads: each read allocates (a 16-byte number in Node 20, the young
@@ -224,9 +246,13 @@ function workerMain(cfg: PmdConfig): void {
   // Event-loop turns (see the file's comment): requests posted and not yet seen, requests being answered
   // (an async one such as add-port waits on the loop), and when the last turn was.
   const mail = cfg.mailbox ? new Int32Array(cfg.mailbox) : null;
-  const yieldMax = mail === null ? 0 : (cfg.yieldMaxMs ?? 20);
+  const yieldMax = mail === null ? 0 : (cfg.yieldMaxMs ?? YIELD_MAX_MS);
   let inflight = 0;
   let turns = 0;
+  let turnNs = 0;
+  let turnMaxNs = 0;
+  // when the loop last returned to the event loop (performance.now(); -1: not returned)
+  let turnFrom = -1;
   let lastTurn = Date.now();
   /** Whether the event loop must run before the next slice (`now`: Date.now() at the slice's end). */
   const turnDue = (now: number): boolean => {
@@ -241,17 +267,25 @@ function workerMain(cfg: PmdConfig): void {
   };
   const loop = (): void => {
     lastTurn = Date.now();
-    turns++;
+    if (turnFrom >= 0) {
+      const away = (performance.now() - turnFrom) * 1e6;
+      turnNs += away;
+      if (away > turnMaxNs) turnMaxNs = away;
+      turnFrom = -1;
+    }
     for (;;) {
       if (stopping) return;
       const now = runSlice();
       if (moved === 0 && sleepMax > 0) {
+        // sleeping, not a turn to account
         idleStreak = Math.min(idleStreak + 1, 10);
         setTimeout(loop, Math.min(sleepMax / 1000, idleStreak / 10));
         return;
       }
       idleStreak = 0;
       if (turnDue(now)) {
+        turns++;
+        turnFrom = performance.now();
         setImmediate(loop);
         return;
       }
@@ -400,6 +434,7 @@ function workerMain(cfg: PmdConfig): void {
         return {
           ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs,
           poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail, loopTurns: turns,
+          loopTurnNs: turnNs, loopTurnMaxNs: turnMaxNs,
         } satisfies PmdThreadStats;
       }
       case 'memory': {

@@ -95,6 +95,16 @@ export interface BoardPortSource {
   stats: PortStats;
 }
 
+/** What the PMD thread publishes besides its counters. */
+export interface BoardExtra {
+  flows: number;
+  pending: number;
+  poolAvailable: number;
+  poolCount: number;
+  poolAllocFail: number;
+  nowMs: number;
+}
+
 /** Writer side: lives in the PMD thread. */
 export class StatsBoardWriter {
   private readonly hdr: Int32Array;
@@ -115,9 +125,21 @@ export class StatsBoardWriter {
    * Copy the counters in. `ports` lists the ports this thread polls (port
    * number, port); `rxq(portNo, q)` gives per-queue rx counts.
    */
-  publish(
-    pmd: PmdStats,
-    extra: { flows: number; pending: number; poolAvailable: number; poolCount: number; poolAllocFail: number; nowMs: number },
+  publish(pmd: PmdStats, extra: BoardExtra, ports: ReadonlyArray<readonly [number, BoardPortSource]>, rxq: (portNo: number, q: number) => number): void {
+    const counters = new Float64Array(PMD_FIELDS.length);
+    for (let i = 0; i < PMD_FIELDS.length; i++) counters[i] = pmd[PMD_FIELDS[i]];
+    this.publishCounters(counters, pmd.drops, extra, ports, rxq);
+  }
+
+  /**
+   * {@link publish} from the datapath's counter array (indexed as PMD_STAT_FIELDS) and drop
+   * reasons: what the PMD loop calls every board period, allocating nothing while the ports
+   * and reasons stay the same (the loop reuses `extra`, `ports` and `rxq`).
+   */
+  publishCounters(
+    counters: ArrayLike<number>,
+    drops: Record<string, number>,
+    extra: BoardExtra,
     ports: ReadonlyArray<readonly [number, BoardPortSource]>,
     rxq: (portNo: number, q: number) => number,
   ): void {
@@ -133,12 +155,12 @@ export class StatsBoardWriter {
         }
       }
     }
-    if (!changed && !sameKeys(pmd.drops, this.layout.pmdReasons)) changed = true;
+    if (!changed && !sameKeys(drops, this.layout.pmdReasons)) changed = true;
     const hdr = this.hdr;
     Atomics.add(hdr, 0, 1); // odd: writing
-    if (changed) this.writeLayout(pmd, ports);
+    if (changed) this.writeLayout(drops, ports);
     const v = this.v;
-    for (let i = 0; i < PMD_FIELDS.length; i++) v[i] = pmd[PMD_FIELDS[i]];
+    for (let i = 0; i < PMD_FIELDS.length; i++) v[i] = counters[i];
     v[PMD_FLOWS] = extra.flows;
     v[PMD_PENDING] = extra.pending;
     v[PMD_POOL_AVAIL] = extra.poolAvailable;
@@ -146,7 +168,7 @@ export class StatsBoardWriter {
     v[PMD_POOL_FAIL] = extra.poolAllocFail;
     v[PMD_PUBLISHED_MS] = extra.nowMs;
     const pr = this.layout.pmdReasons;
-    for (let i = 0; i < pr.length; i++) v[PMD_SLOTS + i] = pmd.drops[pr[i]] ?? 0;
+    for (let i = 0; i < pr.length; i++) v[PMD_SLOTS + i] = drops[pr[i]] ?? 0;
     const n = Math.min(ports.length, BOARD_MAX_PORTS);
     for (let i = 0; i < n; i++) {
       const [no, p] = ports[i];
@@ -171,7 +193,7 @@ export class StatsBoardWriter {
     Atomics.add(hdr, 0, 1); // even: done
   }
 
-  private writeLayout(pmd: PmdStats, ports: ReadonlyArray<readonly [number, BoardPortSource]>): void {
+  private writeLayout(pmdDrops: Record<string, number>, ports: ReadonlyArray<readonly [number, BoardPortSource]>): void {
     const live = new Set(ports.map(([no]) => no));
     for (const no of [...this.lastLink.keys()]) {
       if (!live.has(no)) {
@@ -181,7 +203,7 @@ export class StatsBoardWriter {
       }
     }
     this.layout = {
-      pmdReasons: Object.keys(pmd.drops).slice(0, PMD_REASONS),
+      pmdReasons: Object.keys(pmdDrops).slice(0, PMD_REASONS),
       ports: ports.slice(0, BOARD_MAX_PORTS).map(([no, p]) => ({ no, name: p.name, type: p.type, reasons: Object.keys(p.stats.drops).slice(0, PORT_REASONS) })),
     };
     let bytes = new TextEncoder().encode(JSON.stringify(this.layout));

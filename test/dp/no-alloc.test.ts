@@ -11,6 +11,9 @@ import { extractKey, hashKey, FLOW_WORDS, HASH_BASIS } from '../../src/dp/flow-k
 import { Classifier } from '../../src/dp/classifier.js';
 import { ExactMatchCache } from '../../src/dp/emc.js';
 import { executeActions, ProgramBuilder, EXEC_STATE_WORDS, ST_OFF, ST_LEN, ST_NOUT } from '../../src/dp/actions.js';
+import { StatsBoardWriter, newBoardBuffer, type BoardExtra, type BoardPortSource } from '../../src/dp/stats-board.js';
+import { PMD_STAT_FIELDS } from '../../src/dp/datapath.js';
+import { newPortStats } from '../../src/port/port.js';
 import { buildFrame, mac } from './frame-builder.js';
 
 const N = 400_000;
@@ -66,4 +69,27 @@ test('extractKey, hashKey, EMC, classifier lookups and executeActions do not all
   const gcs = await gcsDuring(loop);
   assert.ok(sink !== 0.5);
   assert.ok(gcs <= 1, `${gcs} garbage collections during ${N} iterations`);
+});
+
+test('the stats board publication the PMD loop makes every 10 ms does not allocate', async () => {
+  const w = new StatsBoardWriter(newBoardBuffer());
+  const counters = new Float64Array(PMD_STAT_FIELDS.length);
+  const drops: Record<string, number> = { 'no-rule': 1 };
+  const a = { name: 'a', type: 'vhost-user', link: 'up', nQueues: 2, stats: newPortStats() };
+  a.stats.drops['tx-no-room'] = 3;
+  const b = { name: 'b', type: 'tap', link: 'down', nQueues: 1, stats: newPortStats() };
+  const ports: [number, BoardPortSource][] = [[1, a], [2, b]];
+  const extra: BoardExtra = { flows: 0, pending: 0, poolAvailable: 0, poolCount: 0, poolAllocFail: 0, nowMs: 0 };
+  const rxq = (n: number, q: number): number => n + q;
+  const loop = (): void => {
+    for (let i = 0; i < N; i++) {
+      counters[0] = i;
+      a.stats.rxPackets = i;
+      extra.nowMs = i;
+      w.publishCounters(counters, drops, extra, ports, rxq);
+    }
+  };
+  loop(); // warm up (JIT); the layout is written once here
+  const gcs = await gcsDuring(loop);
+  assert.ok(gcs <= 1, `${gcs} garbage collections during ${N} publications`);
 });
