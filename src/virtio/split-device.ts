@@ -225,6 +225,36 @@ export class SplitDevice extends DeviceQueue {
     this.sink = acc;
   }
 
+  /**
+   * Guest RX: take ownership of the lines the next n frames will be written to
+   * (each buffer's header word and the frame's last word, written now with values
+   * the copy overwrites) with independent stores before the burst's copy loop, so
+   * the reads-for-ownership of a whole burst overlap instead of waiting for each
+   * frame in turn (the driver's core read these lines last). Only inside each
+   * device-writable buffer, as long as its descriptor says.
+   */
+  private touchRx(la: number, n: number, lens: Int32Array): void {
+    const fw = this.fwW32;
+    if (fw === null) return;
+    const avail = this.ring.avail;
+    const d32 = this.ring.desc32;
+    const mask = this.mask;
+    const size = this.size;
+    const base = this.fwGpa;
+    const wlen = this.fwEnd - base;
+    for (let c = 0; c < n; c++) {
+      const head = avail[AV_RING + ((la + c) & mask)];
+      if (head >= size) continue;
+      const o = head << DescWord.SHIFT;
+      const blen = d32[o + DescWord.LEN];
+      const off = d32[o + DescWord.ADDR_HI] * RingBits.ADDR_HI_UNIT + d32[o + DescWord.ADDR_LO] - base;
+      const end = this.hdrLen + lens[c];
+      if ((off & 3) !== 0 || off < 0 || end > blen || end < 16 || off + end > wlen || off > 0x7ffffff0) continue;
+      fw[off >> 2] = 0;
+      fw[(off + end - 4) >> 2] = 0;
+    }
+  }
+
   /** Count and report an avail index more than the queue size ahead of ours (the queue breaks). */
   private badAvailIndex(ai: number): void {
     const la = this.lastAvail;
@@ -256,7 +286,11 @@ export class SplitDevice extends DeviceQueue {
       return 0;
     }
     this.availCache = ai;
-    if (pending >= 4 && n >= 4) this.touch(la, n < pending ? n : pending, false);
+    if (pending >= 4 && n >= 4) {
+      const m = n < pending ? n : pending;
+      this.touch(la, m, false);
+      this.touchRx(la, m, lens);
+    }
     const d32 = this.ring.desc32;
     const used32 = this.ring.used32;
     const mask = this.mask;
