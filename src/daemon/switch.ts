@@ -1070,6 +1070,8 @@ export class Switch implements ObservableSwitch {
     const d = { ...s, drops: { ...s.drops } };
     for (const k of PMD_STAT_FIELDS) d[k] = s[k] - b[k];
     for (const k of Object.keys(d.drops)) d.drops[k] -= b.drops[k] ?? 0;
+    d.loopTurns = s.loopTurns - b.loopTurns;
+    d.loopTurnNs = s.loopTurnNs - b.loopTurnNs;
     return d;
   }
 
@@ -1314,6 +1316,7 @@ export function formatPmdStats(s: PmdThreadStats): string {
       ? [`  per packet by stage: rx ${(s.rxNs / pkts).toFixed(1)} ns, processing ${(s.processNs / pkts).toFixed(1)} ns, tx ${(s.txNs / pkts).toFixed(1)} ns (--pmd-perf-metrics)`]
       : []),
     `  packet buffers: ${s.poolAvailable} free of ${s.poolCount}${s.poolAllocFail ? `, ${s.poolAllocFail} allocation failures` : ''}`,
+    `  event-loop turns: ${s.loopTurns} (${(s.loopTurnNs / 1e6).toFixed(1)} ms away from polling, longest since start ${(s.loopTurnMaxNs / 1e3).toFixed(0)} µs)`,
     `  drops: ${drops || 'none'}`,
   ].join('\n');
 }
