@@ -2,7 +2,7 @@
 import { pino, destination } from 'pino';
 import { Switch, SwitchConfigError, parseOneCopy, DEFAULT_MAX_MTU, DEFAULT_POOL_SIZE, MIN_MAX_MTU, MAX_MAX_MTU } from './switch.js';
 import { defaultRunDir } from './run-dir.js';
-import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/backend-protocol.js';
+import { DEFAULT_MAX_GUEST_MEMORY } from '../vhost/limits.js';
 import { UsageError, intOption as intArg } from '../util/options.js';
 // The Prometheus endpoint (prom-client, node:http) and the web dashboard are loaded only with --metrics / --web:
 // a daemon without them does not compile or keep their code (README, Memory).

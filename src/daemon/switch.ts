@@ -25,7 +25,7 @@ import { translateUpcalls, type UpcallHandlerHooks } from './upcall-handler.js';
 import { newCrossPmdRing } from '../dp/cross-pmd-port.js';
 import { PMD_STAT_FIELDS } from '../dp/datapath.js';
 import { AUTO_LB_DEFAULTS, autoLbDecision, loadsBetween, planRebalance, type AutoLbConfig, type LoadSample, type Plan, type RxqLoad } from './pmd-balance.js';
-import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-factory.js';
+import { FRAME_OVERHEAD, type PortInfo, type PortSpec, type PortKind } from '../dp/port-spec.js';
 import { formatMatch, DEFAULT_PRIORITY } from '../ofproto/flow-syntax.js';
 import { formatProgram } from '../dp/actions.js';
 import { traceFlow } from '../ofproto/trace.js';

@@ -8,60 +8,11 @@
  */
 import type { Mempool } from '../mem/mempool.js';
 import type { Port } from '../port/port.js';
-import { L2_OVERHEAD } from '../port/kernel-port.js';
 import { VhostUserPort } from '../port/vhost-user.js';
-import type { GuestMemoryInfo } from '../vhost/backend-protocol.js';
 import type { Logger } from '../vhost/connection.js';
+import { PortSpecError, poolMaxMtu, type PortSpec, type PortInfo } from './port-spec.js';
 
-export type PortKind = 'vhost-user' | 'vhost-user-client' | 'virtio-user' | 'virtio-pci' | 'tap' | 'afpacket' | 'vxlan';
-
-export interface PortSpec {
-  name: string;
-  type: PortKind;
-  path?: string;
-  iface?: string;
-  netns?: string;
-  queues?: number;
-  mac?: string;
-  mtu?: number;
-  /** vhost-user: largest MTU a guest may set (the switch's --max-mtu). */
-  maxMtu?: number;
-  /** virtio-pci: PCI address of the device (bound to uio_pci_generic). */
-  pci?: string;
-  /** virtio-user: listen instead of connect. */
-  server?: boolean;
-  packed?: boolean;
-  /** vhost-user: most guest memory (bytes) a frontend may share (default 1 TiB). */
-  maxGuestMemory?: number;
-  /** vxlan: resolved tunnel settings (iface is the underlay). */
-  tunnel?: { remoteIp: string; localIp: string; key: number | 'flow'; dstPort: number; nextHop?: string };
-}
-
-/**
- * Bytes a frame may have on top of its MTU: Ethernet header (14) and two
- * VLAN tags (QinQ, 8). No FCS: no port type here hands us one. A port of MTU
- * M needs pool buffers with at least M + FRAME_OVERHEAD bytes after the headroom.
- */
-export const FRAME_OVERHEAD: number = L2_OVERHEAD;
-
-/** Largest MTU whose frames fit one buffer of `pool` (after its headroom). */
-export function poolMaxMtu(pool: Pick<Mempool, 'bufSize' | 'headroom'>): number {
-  return pool.bufSize - pool.headroom - FRAME_OVERHEAD;
-}
-
-/** What the control side learns about a port (postMessage-able). */
-export interface PortInfo {
-  name: string;
-  type: string;
-  link: string;
-  nQueues: number;
-  status?: string;
-  /** The port's MTU when known: the kernel device's (tap, afpacket), the one offered in config space (vhost-user). */
-  mtu?: number;
-  /** vhost-user: the guest memory mapped now and its protection against truncation. */
-  memory?: GuestMemoryInfo;
-  stats: Port['stats'];
-}
+export { FRAME_OVERHEAD, PortSpecError, poolMaxMtu, type PortKind, type PortSpec, type PortInfo } from './port-spec.js';
 
 /** The MTU a port reports, if any (control path: drivers expose `mtu`, vhost-user its device's). */
 function portMtu(p: Port): number | undefined {
@@ -80,13 +31,6 @@ export function portSignature(p: Port): string {
 export function portInfo(p: Port): PortInfo {
   const memory = p instanceof VhostUserPort ? (p.memory ?? undefined) : undefined;
   return { name: p.name, type: p.type, link: p.link, nQueues: p.nQueues, status: p.status, mtu: portMtu(p), memory, stats: { ...p.stats, drops: { ...p.stats.drops } } };
-}
-
-export class PortSpecError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PortSpecError';
-  }
 }
 
 /** Open a port of the given spec (link changes are watched by the PMD thread that polls it). */

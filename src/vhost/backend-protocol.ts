@@ -60,6 +60,7 @@ import {
 import { VhostConnection, takeFd, defaultLogger, type Logger, type VhostMessage } from './connection.js';
 import { mappingSharing } from './peer.js';
 import { ControlBlock, type DataPathDescription, type DataPathLog, type DataPathQueue, type DataPathRegion } from './ring-lease.js';
+import { DEFAULT_MAX_GUEST_MEMORY } from './limits.js';
 
 // Virtio bits the generic layer looks at.
 const F_EVENT_IDX = 29;
@@ -107,8 +108,8 @@ export const GENERIC_PROTOCOL_FEATURES = featureMask(
 
 /** Memory slots we accept with ADD_MEM_REG. */
 export const MAX_MEM_SLOTS = 32;
-/** Default cap on the guest memory one frontend may map (sum of its regions): 1 TiB. */
-export const DEFAULT_MAX_GUEST_MEMORY = 2 ** 40;
+/** Default cap on the guest memory one frontend may map (sum of its regions): 1 TiB (src/vhost/limits.ts). */
+export { DEFAULT_MAX_GUEST_MEMORY };
 
 /** What the protocol side needs (backend.ts's BackendOptions adds the socket's). */
 export interface ProtocolOptions {
