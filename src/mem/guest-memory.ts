@@ -54,6 +54,10 @@ function wordsOf(b: Uint8Array): Int32Array | null {
   return (b.byteOffset & 3) === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2) : null;
 }
 
+function doublesOf(b: Uint8Array): Float64Array | null {
+  return (b.byteOffset & 7) === 0 ? new Float64Array(b.buffer, b.byteOffset, b.byteLength >> 3) : null;
+}
+
 /** One region as described by the frontend, plus our view of its bytes. */
 export interface GuestRegion {
   /** Guest physical address of the region start. */
@@ -88,6 +92,8 @@ export interface MemWindow {
   readonly dv: DataView;
   /** Int32 view of the window (null if not 4-byte aligned). */
   readonly w32: Int32Array | null;
+  /** Float64 view of the window, for 8-byte copies (null if not 8-byte aligned; see mem/copy.ts). */
+  readonly f64: Float64Array | null;
   /** Our address of the window when it is viewed lazily, else -1. */
   readonly addr: number;
 }
@@ -188,7 +194,7 @@ export class GuestMemory {
         if (lazy) {
           wins.push({
             region: ri, gpa: r.gpa + w * WINDOW_SIZE, uaddr: r.uaddr + w * WINDOW_SIZE, size: wsize,
-            bytes: NO_BYTES, dv: NO_DV, w32: null, addr: r.addr! + w * WINDOW_SIZE,
+            bytes: NO_BYTES, dv: NO_DV, w32: null, f64: null, addr: r.addr! + w * WINDOW_SIZE,
           });
           continue;
         }
@@ -205,6 +211,7 @@ export class GuestMemory {
           bytes: b,
           dv: new DataView(b.buffer, b.byteOffset, b.byteLength),
           w32: wordsOf(b),
+          f64: doublesOf(b),
           addr: -1,
         });
       }
@@ -238,6 +245,7 @@ export class GuestMemory {
     m.bytes = b;
     m.dv = new DataView(b.buffer, 0, b.byteLength);
     m.w32 = wordsOf(b);
+    m.f64 = doublesOf(b);
     return true;
   }
 
@@ -259,6 +267,7 @@ export class GuestMemory {
       m.bytes = NO_BYTES;
       m.dv = NO_DV;
       m.w32 = null;
+      m.f64 = null;
       m.size = 0;
     }
     this.arrA = this.arrB = null;

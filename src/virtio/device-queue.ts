@@ -34,7 +34,7 @@ import {
 } from './features.js';
 import { DESC_F_WRITE, RingBits } from './layout.js';
 import { initNetHdr, netHdrLen } from './net-header.js';
-import { copyBytes, copyWords, WORD_COPY_MAX } from '../mem/copy.js';
+import { copyBytes, copyDoubles, copyWords, WORD_COPY_MAX } from '../mem/copy.js';
 import type { DirtyLog } from '../mem/dirty-log.js';
 
 const EMPTY_BYTES = new Uint8Array(0);
@@ -273,8 +273,10 @@ export abstract class DeviceQueue {
   protected fwEnd = 0;
   protected fwBytes: Uint8Array = EMPTY_BYTES;
   protected fwW32: Int32Array | null = null;
+  protected fwF64: Float64Array | null = null;
   private xArr: Uint8Array = EMPTY_BYTES;
   private xW32: Int32Array | null = null;
+  private xF64: Float64Array | null = null;
 
   /** Make window wi of guest memory the fast-path window. */
   protected useWindow(wi: number): void {
@@ -283,15 +285,25 @@ export abstract class DeviceQueue {
     this.fwEnd = w.gpa + w.size;
     this.fwBytes = w.bytes;
     this.fwW32 = w.w32;
+    this.fwF64 = w.f64;
   }
 
   /** u32 view of the caller's array (one-entry cache), or null if it is not 4-byte aligned. */
   protected wordsOfCaller(a: Uint8Array): Int32Array | null {
-    if (a !== this.xArr) {
-      this.xArr = a;
-      this.xW32 = (a.byteOffset & 3) === 0 ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2) : null;
-    }
+    if (a !== this.xArr) this.viewCaller(a);
     return this.xW32;
+  }
+
+  /** Float64 view of the caller's array (same cache), or null if it is not 8-byte aligned. */
+  protected doublesOfCaller(a: Uint8Array): Float64Array | null {
+    if (a !== this.xArr) this.viewCaller(a);
+    return this.xF64;
+  }
+
+  private viewCaller(a: Uint8Array): void {
+    this.xArr = a;
+    this.xW32 = (a.byteOffset & 3) === 0 ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2) : null;
+    this.xF64 = (a.byteOffset & 7) === 0 ? new Float64Array(a.buffer, a.byteOffset, a.byteLength >> 3) : null;
   }
 
 
@@ -311,9 +323,17 @@ export abstract class DeviceQueue {
   /** dst[d0, d0+flen) = fast-window bytes from wo (d0, wo 4-aligned; the caller checked both ranges). */
   protected copyOut(dst: Uint8Array, dw: Int32Array, d0: number, wo: number, flen: number): void {
     if (flen <= WORD_COPY_MAX) {
+      const fb = this.fwBytes;
+      const sd = this.fwF64;
+      const dd = ((d0 | wo) & 7) === 0 && sd !== null ? this.doublesOfCaller(dst) : null;
+      if (dd !== null) {
+        const n8 = flen >> 3;
+        copyDoubles(dd, d0 >> 3, sd!, wo >> 3, n8);
+        for (let k = n8 << 3; k < flen; k++) dst[d0 + k] = fb[wo + k];
+        return;
+      }
       const nw = flen >> 2;
       copyWords(dw, d0 >> 2, this.fwW32 as Int32Array, wo >> 2, nw);
-      const fb = this.fwBytes;
       for (let k = nw << 2; k < flen; k++) dst[d0 + k] = fb[wo + k];
     } else {
       dst.set(this.fwBytes.subarray(wo, wo + flen), d0);
@@ -331,10 +351,19 @@ export abstract class DeviceQueue {
     dw[h4 + 1] = 0;
     dw[h4 + 2] = 0x10000; // bytes 8-11: csum_offset 0, num_buffers 1
     if (flen <= WORD_COPY_MAX) {
+      const fb = this.fwBytes;
+      const fo = wo + 12;
+      const dd = this.fwF64;
+      const sd = ((fo | so) & 7) === 0 && dd !== null ? this.doublesOfCaller(src) : null;
+      if (sd !== null) {
+        const n8 = flen >> 3;
+        copyDoubles(dd!, fo >> 3, sd, so >> 3, n8);
+        for (let k = n8 << 3; k < flen; k++) fb[fo + k] = src[so + k];
+        return;
+      }
       const nw = flen >> 2;
       copyWords(dw, h4 + 3, sw, so >> 2, nw);
-      const fb = this.fwBytes;
-      for (let k = nw << 2; k < flen; k++) fb[wo + 12 + k] = src[so + k];
+      for (let k = nw << 2; k < flen; k++) fb[fo + k] = src[so + k];
     } else {
       this.fwBytes.set(src.subarray(so, so + flen), wo + 12);
     }
