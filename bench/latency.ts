@@ -51,6 +51,8 @@ export interface ThreadSample {
   cpu: number;
   /** Involuntary context switches. */
   preempted: number;
+  /** Thread name (comm). */
+  name?: string;
 }
 
 /** Per thread of a process: CPU time and involuntary context switches so far (empty if it is gone). */
@@ -68,7 +70,8 @@ export function threadSamples(pid: number): Map<string, ThreadSample> {
       // fields after the parenthesised command: state is field 3, utime 14, stime 15
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       const st = /^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/task/${t}/status`, 'utf8'));
-      res.set(t, { cpu: Number(f[11]) + Number(f[12]), preempted: st ? Number(st[1]) : NaN });
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      res.set(t, { cpu: Number(f[11]) + Number(f[12]), preempted: st ? Number(st[1]) : NaN, name });
     } catch {
       /* thread ended */
     }
@@ -88,6 +91,34 @@ export function busiestThreadPreemptions(a: Map<string, ThreadSample>, b: Map<st
     }
   }
   return pre;
+}
+
+/**
+ * CPU time between two samples of the switch's threads other than the busiest (the PMD thread), by
+ * thread name: with the whole switch on the PMD's CPU, the time they took from it.
+ */
+export function otherThreadsText(a: Map<string, ThreadSample>, b: Map<string, ThreadSample>): string {
+  let best = '';
+  let bestCpu = -1;
+  const byName = new Map<string, number>();
+  for (const [t, y] of b) {
+    const d = y.cpu - (a.get(t)?.cpu ?? 0);
+    if (d > bestCpu) {
+      bestCpu = d;
+      best = t;
+    }
+  }
+  let total = 0;
+  for (const [t, y] of b) {
+    if (t === best) continue;
+    const d = y.cpu - (a.get(t)?.cpu ?? 0);
+    if (d <= 0) continue;
+    total += d;
+    byName.set(y.name ?? t, (byName.get(y.name ?? t) ?? 0) + d);
+  }
+  const hz = 100;
+  const top = [...byName].sort((x, y) => y[1] - x[1]).slice(0, 4).map(([n, d]) => `${n} ${(d / hz).toFixed(2)} s`);
+  return `the switch's other threads used ${(total / hz).toFixed(2)} CPU s${top.length ? ` (${top.join(', ')})` : ''}`;
 }
 
 /** CPU time so far (clock ticks) and command of every process on the machine. */
@@ -161,7 +192,9 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     const timer = setTimeout(() => void tool?.stop('SIGKILL', 0), limitMs);
     await tool.wait();
     clearTimeout(timer);
-    const preempted = busiestThreadPreemptions(th0, threadSamples(sw.pid));
+    const th1 = threadSamples(sw.pid);
+    const preempted = busiestThreadPreemptions(th0, th1);
+    const otherThreads = otherThreadsText(th0, th1);
     const others = othersText(others0, processTicks(), sessionOf());
     if (tool.exitCode !== 0) throw new Error(`vu-latency exited (${tool.exitCode ?? tool.exitSignal}): ${tool.tail(600)}`);
     const res = parseVuLatency(tool.output);
@@ -202,7 +235,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       if (r.bad > 0) t += `, ${r.bad} unexpected frames back (stale, duplicate or corrupted)`;
       per.push(t);
     }
-    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times; ${link.text}; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
+    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times, ${otherThreads}; ${link.text}; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
     return valid;
   } finally {
     await tool?.stop('SIGTERM', 2000);
