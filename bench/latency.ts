@@ -97,7 +97,7 @@ export function busiestThreadPreemptions(a: Map<string, ThreadSample>, b: Map<st
  * CPU time between two samples of the switch's threads other than the busiest (the PMD thread), by
  * thread name: with the whole switch on the PMD's CPU, the time they took from it.
  */
-export function otherThreadsText(a: Map<string, ThreadSample>, b: Map<string, ThreadSample>): string {
+export function otherThreadsText(a: Map<string, ThreadSample>, b: Map<string, ThreadSample>, pid: number): string {
   let best = '';
   let bestCpu = -1;
   const byName = new Map<string, number>();
@@ -114,7 +114,9 @@ export function otherThreadsText(a: Map<string, ThreadSample>, b: Map<string, Th
     const d = y.cpu - (a.get(t)?.cpu ?? 0);
     if (d <= 0) continue;
     total += d;
-    byName.set(y.name ?? t, (byName.get(y.name ?? t) ?? 0) + d);
+    // the main thread by its role (a Node process's threads are all called "node")
+    const name = t === String(pid) ? `main thread (${y.name ?? '?'})` : (y.name ?? t);
+    byName.set(name, (byName.get(name) ?? 0) + d);
   }
   const hz = 100;
   const top = [...byName].sort((x, y) => y[1] - x[1]).slice(0, 4).map(([n, d]) => `${n} ${(d / hz).toFixed(2)} s`);
@@ -194,7 +196,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     clearTimeout(timer);
     const th1 = threadSamples(sw.pid);
     const preempted = busiestThreadPreemptions(th0, th1);
-    const otherThreads = otherThreadsText(th0, th1);
+    const otherThreads = otherThreadsText(th0, th1, sw.pid);
     const others = othersText(others0, processTicks(), sessionOf());
     if (tool.exitCode !== 0) throw new Error(`vu-latency exited (${tool.exitCode ?? tool.exitSignal}): ${tool.tail(600)}`);
     const res = parseVuLatency(tool.output);
