@@ -271,7 +271,7 @@ test('control socket backpressure: a client that pipelines 200k requests and nev
   const cmdline = fs.readFileSync(`/proc/${d.proc.pid}/cmdline`, 'utf8').split('\0');
   assert.ok(cmdline.includes(`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`), cmdline.join(' '));
   // ... and with its V8 thread pool and malloc arenas (README, Memory)
-  assert.ok(cmdline.includes(`--v8-pool-size=${DAEMON_V8_POOL_SIZE}`), cmdline.join(' '));
+  assert.ok(cmdline.includes(`--v8-pool-size=${DAEMON_V8_POOL_SIZE}`) && cmdline.includes('--no-short-builtin-calls'), cmdline.join(' '));
   const environ = fs.readFileSync(`/proc/${d.proc.pid}/environ`, 'utf8').split('\0');
   assert.ok(environ.includes(`MALLOC_ARENA_MAX=${DAEMON_MALLOC_ARENA_MAX}`), 'MALLOC_ARENA_MAX not set');
   const main = ((await rpcCall(ctl, 'memory')) as { data: { main: MemoryReport } }).data.main;
@@ -281,9 +281,9 @@ test('control socket backpressure: a client that pipelines 200k requests and nev
 
 test('tsvs daemon runs itself again only with the memory settings it was not given (a node option or environment variable given is kept)', () => {
   const all = missingRuntimeSettings([], {});
-  assert.deepEqual(all.nodeArgs, [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`, `--v8-pool-size=${DAEMON_V8_POOL_SIZE}`]);
+  assert.deepEqual(all.nodeArgs, [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`, `--v8-pool-size=${DAEMON_V8_POOL_SIZE}`, '--no-short-builtin-calls']);
   assert.deepEqual(all.env, { MALLOC_ARENA_MAX: String(DAEMON_MALLOC_ARENA_MAX) });
-  const some = missingRuntimeSettings(['--max-semi-space-size=16'], { NODE_OPTIONS: '--v8-pool-size=8', MALLOC_ARENA_MAX: '4' });
+  const some = missingRuntimeSettings(['--max-semi-space-size=16', '--short_builtin_calls'], { NODE_OPTIONS: '--v8-pool-size=8', MALLOC_ARENA_MAX: '4' });
   assert.deepEqual(some, { nodeArgs: [], env: {} });
-  assert.deepEqual(missingRuntimeSettings(['--v8-pool-size', '3'], {}).nodeArgs, [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`]);
+  assert.deepEqual(missingRuntimeSettings(['--v8-pool-size', '3', '--no-short-builtin-calls'], {}).nodeArgs, [`--max-semi-space-size=${DAEMON_SEMI_SPACE_MIB}`]);
 });
