@@ -29,6 +29,7 @@ import { startSwitch, type SwitchKind, type SwitchUnderTest } from './switches.j
 import { sessionOf } from './sched.js';
 import { probeCpuLink, linkAfter, FAR_LINK_NS } from './cpu-link.js';
 import { parseVuLatency, runProblems, VALID, type LoadLevel } from './tools/vu-latency-lib.js';
+import { formatLoopGaps } from '../src/daemon/switch.js';
 
 type PingSubject = 'linux-bridge' | 'tsvs-afpacket';
 type LSubject = PingSubject | SwitchKind;
@@ -181,6 +182,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     const loads: LoadLevel[] = rep % 2 === 0 ? ['idle', 'medium'] : ['medium', 'idle'];
     const th0 = threadSamples(sw.pid);
     const others0 = processTicks();
+    const pmd0 = sw.tsvs ? (await sw.tsvs.pmdStats().catch(() => []))[0] : undefined;
     tool = new Proc(
       [
         // performance.now() allocates (~80 MB/s of young garbage in this loop): big young generation, so scavenges (~0.3 ms) are rare
@@ -197,6 +199,20 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
     const th1 = threadSamples(sw.pid);
     const preempted = busiestThreadPreemptions(th0, th1);
     const otherThreads = otherThreadsText(th0, th1, sw.pid);
+    // tsvs: where its PMD loop stopped while the tool ran (its warm-ups and both levels)
+    let pmdGaps = '';
+    if (sw.tsvs) {
+      try {
+        const p = (await sw.tsvs.pmdStats())[0];
+        if (p?.loopGaps) {
+          const g = p.loopGaps.map((v, i) => v - (pmd0?.loopGaps?.[i] ?? 0));
+          const turns = (p.loopTurns ?? 0) - (pmd0?.loopTurns ?? 0);
+          pmdGaps = `; while the tool ran, PMD loop gaps (µs) ${formatLoopGaps(g)} and ${turns} event-loop turns`;
+        }
+      } catch {
+        /* the note goes without it */
+      }
+    }
     const others = othersText(others0, processTicks(), sessionOf());
     if (tool.exitCode !== 0) throw new Error(`vu-latency exited (${tool.exitCode ?? tool.exitSignal}): ${tool.tail(600)}`);
     const res = parseVuLatency(tool.output);
@@ -237,7 +253,7 @@ async function vhostUserRep(ctx: BenchContext, c: Collector, kind: SwitchKind, r
       if (r.bad > 0) t += `, ${r.bad} unexpected frames back (stale, duplicate or corrupted)`;
       per.push(t);
     }
-    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times, ${otherThreads}; ${link.text}; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
+    c.note(`${kind} run ${rep + 1}: ${per.join('; ')}; switch's busiest (PMD) thread preempted ${preempted} times, ${otherThreads}${pmdGaps}; ${link.text}; during the run ${others}; load average ${os.loadavg()[0].toFixed(2)}.`);
     return valid;
   } finally {
     await tool?.stop('SIGTERM', 2000);

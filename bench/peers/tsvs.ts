@@ -137,6 +137,10 @@ export interface TsvsPmdStats {
   busyNs: number;
   idleNs: number;
   drops: Record<string, number>;
+  /** Event-loop turns and gaps in the poll loop (src/dp/pmd-thread.ts, PmdThreadStats). */
+  loopTurns?: number;
+  loopTurnMaxNs?: number;
+  loopGaps?: number[];
 }
 
 // ---------------- tsvs testpmd ----------------

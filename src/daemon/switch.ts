@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { Mempool, MempoolError, DEFAULT_BUF_SIZE, DEFAULT_HEADROOM } from '../mem/mempool.js';
-import { PmdThread, type UpcallBatch, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
+import { PmdThread, LOOP_GAP_BOUNDS_US, type UpcallBatch, type PortEventMsg, type PmdThreadStats } from '../dp/pmd-thread.js';
 import { UpcallAnswerBuilder } from '../dp/upcall-batch.js';
 import { translateUpcalls, type UpcallHandlerHooks } from './upcall-handler.js';
 import { newCrossPmdRing } from '../dp/cross-pmd-port.js';
@@ -1072,6 +1072,7 @@ export class Switch implements ObservableSwitch {
     for (const k of Object.keys(d.drops)) d.drops[k] -= b.drops[k] ?? 0;
     d.loopTurns = s.loopTurns - b.loopTurns;
     d.loopTurnNs = s.loopTurnNs - b.loopTurnNs;
+    d.loopGaps = s.loopGaps.map((v, i) => v - (b.loopGaps[i] ?? 0));
     return d;
   }
 
@@ -1293,6 +1294,12 @@ function portLogLevel(log: Logger): 'debug' | 'info' | 'warn' | 'error' {
   return v <= 20 ? 'debug' : v <= 30 ? 'info' : v <= 40 ? 'warn' : 'error';
 }
 
+/** PmdThreadStats.loopGaps as "50-100: N, 100-200: N, ..., >2000: N". */
+export function formatLoopGaps(g: readonly number[]): string {
+  const b = LOOP_GAP_BOUNDS_US;
+  return g.map((n, i) => `${i + 1 < b.length ? `${b[i]}-${b[i + 1]}` : `>${b[i]}`}: ${n}`).join(', ');
+}
+
 export function formatPmdStats(s: PmdThreadStats): string {
   const pkts = s.rxPackets;
   const pct = (n: number): string => (pkts > 0 ? ((100 * n) / pkts).toFixed(1) : '0.0') + '%';
@@ -1317,6 +1324,7 @@ export function formatPmdStats(s: PmdThreadStats): string {
       : []),
     `  packet buffers: ${s.poolAvailable} free of ${s.poolCount}${s.poolAllocFail ? `, ${s.poolAllocFail} allocation failures` : ''}`,
     `  event-loop turns: ${s.loopTurns} (${(s.loopTurnNs / 1e6).toFixed(1)} ms away from polling, longest since start ${(s.loopTurnMaxNs / 1e3).toFixed(0)} µs)`,
+    `  poll-loop gaps (µs): ${formatLoopGaps(s.loopGaps)}`,
     `  drops: ${drops || 'none'}`,
   ].join('\n');
 }

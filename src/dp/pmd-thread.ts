@@ -39,6 +39,9 @@ export type { PortRelease };
  */
 export const YIELD_MAX_MS = 100;
 
+/** Lower bounds of the loopGaps buckets, µs. */
+export const LOOP_GAP_BOUNDS_US = [50, 100, 200, 500, 1000, 2000] as const;
+
 export interface PmdConfig {
   id: number;
   pool: MempoolAttachInfo;
@@ -123,6 +126,13 @@ export interface PmdThreadStats extends PmdStats {
   /** Time the poll loop spent away in those turns (from its return to its next start), ns; and the longest. */
   loopTurnNs: number;
   loopTurnMaxNs: number;
+  /**
+   * Gaps in the poll loop: times between two of its clock reads (a group of passes, or from the end of
+   * one slice to the start of the next without a turn) longer than 50 µs, counted by length:
+   * [50-100 µs, 100-200, 200-500, 500 µs-1 ms, 1-2 ms, over 2 ms] (LOOP_GAP_BOUNDS_US). Preemption,
+   * garbage collection, long housekeeping; with heavy traffic also long busy groups (32 full passes).
+   */
+  loopGaps: number[];
 }
 
 export type Req =

@@ -19,7 +19,7 @@ import { UpcallBatcher, applyUpcallAnswer, type UpcallAnswer } from './upcall-ba
 import { UpcallChannelPmd, newUpcallChannel } from './upcall-channel.js';
 import { VhostUserPort } from '../port/vhost-user.js';
 import { PortMover } from './port-move.js';
-import { YIELD_MAX_MS, type PmdConfig, type Req, type PortEventMsg, type DataPathEventMsg, type PmdRxq, type PmdThreadStats } from './pmd-thread.js';
+import { YIELD_MAX_MS, LOOP_GAP_BOUNDS_US, type PmdConfig, type Req, type PortEventMsg, type DataPathEventMsg, type PmdRxq, type PmdThreadStats } from './pmd-thread.js';
 
 /** Passes per clock read in the PMD loop: at least, at most, and the idle group's target time (ms). */
 const GROUP_MIN = 32;
@@ -118,6 +118,16 @@ function workerMain(cfg: PmdConfig): void {
   // when the loop last returned to the event loop (performance.now(); -1: not returned)
   let turnFrom = -1;
   let lastTurn = Date.now();
+  // gaps in the loop by length (PmdThreadStats.loopGaps); lastEnd: performance.now() at the end of the
+  // last slice's polling (-1: after a turn, which is counted apart)
+  const gaps = new Float64Array(LOOP_GAP_BOUNDS_US.length);
+  const gapBounds = Float64Array.from(LOOP_GAP_BOUNDS_US, (us) => us / 1000);
+  let lastEnd = -1;
+  const noteGap = (ms: number): void => {
+    let i = gapBounds.length - 1;
+    while (i > 0 && ms < gapBounds[i]) i--;
+    gaps[i]++;
+  };
   /** Whether the event loop must run before the next slice (`now`: Date.now() at the slice's end). */
   const turnDue = (now: number): boolean => {
     if (inflight > 0 || now - lastTurn >= yieldMax) return true;
@@ -131,6 +141,7 @@ function workerMain(cfg: PmdConfig): void {
   };
   const loop = (): void => {
     lastTurn = Date.now();
+    lastEnd = -1;
     if (turnFrom >= 0) {
       const away = (performance.now() - turnFrom) * 1e6;
       turnNs += away;
@@ -164,6 +175,7 @@ function workerMain(cfg: PmdConfig): void {
     let n0 = 0;
     let busyMs = 0;
     let t = t0;
+    if (lastEnd >= 0 && t0 - lastEnd > gapBounds[0]) noteGap(t0 - lastEnd);
     dp.tick(Date.now());
     do {
       const mark = t;
@@ -192,6 +204,7 @@ function workerMain(cfg: PmdConfig): void {
       chan.receive(dp, installError);
       t = performance.now();
       const el = t - mark - waitedMs;
+      if (el > gapBounds[0]) noteGap(el);
       if (busyPasses === 0) {
         idlePassMs += (el / k - idlePassMs) * 0.125;
         if (el < GROUP_IDLE_MS && group < GROUP_MAX) group *= 2;
@@ -207,6 +220,7 @@ function workerMain(cfg: PmdConfig): void {
     } while (t < end);
     dp.account((t - t0) * 1e6, busyMs * 1e6);
     moved = n0;
+    lastEnd = t;
     const now = Date.now();
     if (board !== null && now - lastPublish >= boardPeriod) publish(now);
     if (now - lastLinkCheck > 200) {
@@ -298,7 +312,7 @@ function workerMain(cfg: PmdConfig): void {
         return {
           ...dp.stats, drops: { ...dp.stats.drops }, pmd: cfg.id, cpu: cfg.cpu ?? null, flows: dp.flowCount, rxqs,
           poolAvailable: pool.available(), poolCount: pool.count, poolAllocFail: pool.stats.allocFail, loopTurns: turns,
-          loopTurnNs: turnNs, loopTurnMaxNs: turnMaxNs,
+          loopTurnNs: turnNs, loopTurnMaxNs: turnMaxNs, loopGaps: Array.from(gaps),
         } satisfies PmdThreadStats;
       }
       case 'memory': {
