@@ -18,7 +18,6 @@
  * are not visible to available(); size pools with that in mind (or call
  * flushCache() when a thread goes idle).
  */
-import { randomInt } from 'node:crypto';
 import { SharedRegion, type RegionAttachInfo } from './region.js';
 import * as libc from '../sys/libc.js';
 // The free list reuses the ring layer's lock-free ring (the ring module only
@@ -211,7 +210,9 @@ export class Mempool {
       hd[H_METASTRIDE] = metaStride;
       hd[H_RINGOFF] = ringOff;
       hd[H_BUFOFF] = bufOff;
-      hd[H_ID] = randomInt(1, 0x7fffffff);
+      // an identity to tell pools apart (attach, ring ports), not a secret: Math.random, not node:crypto (whose
+      // module every thread that creates or attaches a pool would otherwise load)
+      hd[H_ID] = 1 + Math.floor(Math.random() * 0x7ffffffe);
       hd[H_NMETA] = N_META;
       const ring = Ring.init(bytes, ringOff, ringSize, 'mpmc');
       const all = new Int32Array(count);
