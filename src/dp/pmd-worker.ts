@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Mempool } from '../mem/mempool.js';
-import { watchesReady } from '../sys/poll.js';
+import { turnsHeld, watchesReady } from '../sys/poll.js';
 import { Datapath, type PackedFlows } from './datapath.js';
 import { openPort, portInfo, portSignature } from './port-factory.js';
 import * as libc from '../sys/libc.js';
@@ -117,7 +117,7 @@ function workerMain(cfg: PmdConfig): void {
   let turnMaxNs = 0;
   // when the loop last returned to the event loop (performance.now(); -1: not returned)
   let turnFrom = -1;
-  let lastTurn = Date.now();
+  let lastTurn = performance.now();
   // gaps in the loop by length (PmdThreadStats.loopGaps); lastEnd: performance.now() at the end of the
   // last slice's polling (-1: after a turn, which is counted apart)
   const gaps = new Float64Array(LOOP_GAP_BOUNDS_US.length);
@@ -128,9 +128,12 @@ function workerMain(cfg: PmdConfig): void {
     while (i > 0 && ms < gapBounds[i]) i--;
     gaps[i]++;
   };
-  /** Whether the event loop must run before the next slice (`now`: Date.now() at the slice's end). */
+  /**
+   * Whether the event loop must run before the next slice (`now`: performance.now(), monotonic: a wall
+   * clock stepped back would hold the safety interval off for as long).
+   */
   const turnDue = (now: number): boolean => {
-    if (inflight > 0 || now - lastTurn >= yieldMax) return true;
+    if (inflight > 0 || turnsHeld() || now - lastTurn >= yieldMax) return true;
     // a request posted: the count is cleared for the turn that serves it (a message posted after the
     // exchange counts for the next turn; one served early only makes one turn more)
     if (Atomics.load(mail!, 0) !== 0) {
@@ -140,7 +143,7 @@ function workerMain(cfg: PmdConfig): void {
     return watchesReady();
   };
   const loop = (): void => {
-    lastTurn = Date.now();
+    lastTurn = performance.now();
     lastEnd = -1;
     if (turnFrom >= 0) {
       const away = (performance.now() - turnFrom) * 1e6;
@@ -158,7 +161,7 @@ function workerMain(cfg: PmdConfig): void {
         return;
       }
       idleStreak = 0;
-      if (turnDue(now)) {
+      if (turnDue(performance.now())) {
         turns++;
         turnFrom = performance.now();
         setImmediate(loop);

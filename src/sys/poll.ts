@@ -64,6 +64,26 @@ export class FdWatch {
   }
 }
 
+// Waits of this thread that resolve through the event loop without an fd to watch (an
+// Atomics.waitAsync, as a vhost-user revoke waiting for another thread): while any is held, a thread
+// that runs its event loop only now and then must run it after every slice.
+let heldTurns = 0;
+
+/** A wait that resolves on the event loop starts (pair with {@link releaseTurns}). */
+export function holdTurns(): void {
+  heldTurns++;
+}
+
+/** The wait started by {@link holdTurns} ended. */
+export function releaseTurns(): void {
+  if (heldTurns > 0) heldTurns--;
+}
+
+/** Whether a wait that resolves on the event loop is pending on this thread. */
+export function turnsHeld(): boolean {
+  return heldTurns > 0;
+}
+
 /** How many watches are active on this thread. */
 export function activeWatches(): number {
   return active.size;

@@ -32,6 +32,7 @@
 import { GuestMemory, type GuestRegion } from '../mem/guest-memory.js';
 import { DirtyLog } from '../mem/dirty-log.js';
 import * as libc from '../sys/libc.js';
+import { holdTurns, releaseTurns } from '../sys/poll.js';
 
 export const CB_GEN = 0;
 export const CB_USERS = 1;
@@ -297,18 +298,25 @@ export class ControlBlock {
     Atomics.store(this.words, CB_GEN, 0);
     const local = localLeases.get(this.sab);
     if (local) for (const l of [...local]) l.detach();
-    const t0 = Date.now();
-    let nextSlow = slowMs;
-    for (;;) {
-      const u = Atomics.load(this.words, CB_USERS);
-      if (u <= 0) return;
-      const w = waitAsync(this.words, CB_USERS, u, 50);
-      if (w.async) await w.value;
-      const waited = Date.now() - t0;
-      if (waited >= nextSlow) {
-        onSlow?.(waited, Atomics.load(this.words, CB_USERS));
-        nextSlow += slowMs;
+    if (Atomics.load(this.words, CB_USERS) <= 0) return;
+    // the wait resolves on this thread's event loop: a PMD thread must keep turning it (src/sys/poll.ts)
+    holdTurns();
+    try {
+      const t0 = Date.now();
+      let nextSlow = slowMs;
+      for (;;) {
+        const u = Atomics.load(this.words, CB_USERS);
+        if (u <= 0) return;
+        const w = waitAsync(this.words, CB_USERS, u, 50);
+        if (w.async) await w.value;
+        const waited = Date.now() - t0;
+        if (waited >= nextSlow) {
+          onSlow?.(waited, Atomics.load(this.words, CB_USERS));
+          nextSlow += slowMs;
+        }
       }
+    } finally {
+      releaseTurns();
     }
   }
 }

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { Mempool } from '../../src/mem/mempool.js';
 import { PmdThread } from '../../src/dp/pmd-thread.js';
 import { VirtioUserPort } from '../../src/port/virtio-user.js';
+import { newCrossPmdRing } from '../../src/dp/cross-pmd-port.js';
 import { waitFor } from '../harness/wait.js';
 
 test('an idle PMD thread turns its event loop only for requests and control-socket events', async (t) => {
@@ -53,4 +54,57 @@ test('an idle PMD thread turns its event loop only for requests and control-sock
   const s2 = await pmd.stats();
   assert.ok(pmd.board.read().pmd.iterations > i1, 'the loop polled meanwhile');
   assert.ok(s2.loopTurns - s1.loopTurns <= 3, `turns while idle: ${s2.loopTurns - s1.loopTurns} (one per request expected)`);
+});
+
+test('a vhost-user reply that waits for another PMD thread to let go of the rings comes without waiting for the safety interval', async (t) => {
+  // found in review: after a port move, the port's protocol side stays on thread A while thread B runs
+  // its rings; GET_VRING_BASE revokes and waits (Atomics.waitAsync, resolved on A's event loop) for B
+  // to detach. Nothing of that is a request or a socket event, so A turned its loop only at yieldMaxMs.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsvs-turns-'));
+  const pool = Mempool.create({ count: 2048 });
+  const hour = 3_600_000;
+  let pmd1: PmdThread | null = null;
+  const events = (id: number): ConstructorParameters<typeof PmdThread>[1] => ({
+    upcalls: () => {},
+    portEvent: () => {},
+    log: () => {},
+    exit: () => {},
+    dataPath: (m) => {
+      if (id === 0) void pmd1!.setDataPath(m.port, m.desc);
+    },
+  });
+  const pmd0 = new PmdThread({ id: 0, pool: pool.attachInfo(), yieldMaxMs: hour }, events(0));
+  pmd1 = new PmdThread({ id: 1, pool: pool.attachInfo(), yieldMaxMs: hour }, events(1));
+  let fe: VirtioUserPort | null = null;
+  t.after(async () => {
+    fe?.close();
+    await pmd0.stop();
+    await pmd1!.stop();
+    pool.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const sock = path.join(dir, 'v.sock');
+  await pmd0.addPort(1, { name: 'v', type: 'vhost-user', path: sock });
+  fe = new VirtioUserPort({ path: sock, queues: 1 });
+  await waitFor(() => fe!.link === 'up', { what: 'frontend link up', timeout: 10000 });
+  const ring = newCrossPmdRing();
+  const rel = await pmd0.releasePort(1, ring.bytes);
+  rel.sources.push({ from: 0, ring: ring.bytes });
+  await pmd1.adoptPort(1, 'v', rel);
+  await waitFor(async () => (await pmd1!.ports()).find((p) => p.portNo === 1)?.link === 'up', { what: 'moved port up on thread 1', timeout: 10000 });
+  const f = fe.frontend as unknown as { ask(gen: number, req: number, body: Uint8Array): Promise<unknown>; gen: number };
+  const st = new Uint8Array(8);
+  for (const q of [0, 1]) {
+    new DataView(st.buffer).setUint32(0, q, true);
+    const reply = f.ask(f.gen, 11 /* GET_VRING_BASE */, st);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`GET_VRING_BASE for ring ${q} of the moved port not answered in 10 s`)), 10000);
+    });
+    try {
+      await Promise.race([reply, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 });
