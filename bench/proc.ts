@@ -260,3 +260,36 @@ export function peerResidentKiB(pid: number, peerPid: number): number {
     return NaN;
   }
 }
+
+/** One mapping of a process (/proc/PID/smaps): its path ('' for anonymous memory, " (deleted)" cut), sizes in KiB. */
+export interface SmapsMapping {
+  path: string;
+  size: number;
+  rss: number;
+  anon: number;
+  /** Shared_Clean + Shared_Dirty. */
+  shared: number;
+}
+
+/** Every mapping of process pid with its resident sizes (the bench's memory tools group them their own way). */
+export function smapsMappings(pid: number): SmapsMapping[] {
+  const out: SmapsMapping[] = [];
+  let cur: SmapsMapping | null = null;
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const size = (parseInt(head[2]!, 16) - parseInt(head[1]!, 16)) / 1024;
+      cur = { path: head[3]!.trim().replace(/ \(deleted\)$/, ''), size, rss: 0, anon: 0, shared: 0 };
+      out.push(cur);
+      continue;
+    }
+    if (!cur) continue;
+    const m = /^(Rss|Anonymous|Shared_Clean|Shared_Dirty):\s+(\d+) kB/.exec(line);
+    if (!m) continue;
+    const v = Number(m[2]);
+    if (m[1] === 'Rss') cur.rss = v;
+    else if (m[1] === 'Anonymous') cur.anon = v;
+    else cur.shared += v;
+  }
+  return out;
+}

@@ -9,30 +9,13 @@
 import * as fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { sleep } from '../proc.js';
+import { sleep, smapsMappings } from '../proc.js';
 import { P2P_FLOWS } from '../switches.js';
 
 interface Mapping { name: string; rss: number; anon: number; size: number }
 
 function mappings(pid: number): Mapping[] {
-  const out: Mapping[] = [];
-  let cur: Mapping | null = null;
-  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (head) {
-      const size = (parseInt(head[2]!, 16) - parseInt(head[1]!, 16)) / 1024;
-      const p = head[3]!.trim();
-      cur = { name: p === '' ? `[anon]` : p.replace(/ \(deleted\)$/, ''), rss: 0, anon: 0, size };
-      out.push(cur);
-      continue;
-    }
-    if (!cur) continue;
-    const m = /^(Rss|Anonymous):\s+(\d+) kB/.exec(line);
-    if (!m) continue;
-    if (m[1] === 'Rss') cur.rss = Number(m[2]);
-    else cur.anon = Number(m[2]);
-  }
-  return out;
+  return smapsMappings(pid).map((m) => ({ name: m.path === '' ? '[anon]' : m.path, rss: m.rss, anon: m.anon, size: m.size }));
 }
 
 function status(pid: number): Record<string, number> {

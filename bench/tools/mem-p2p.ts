@@ -9,30 +9,18 @@ import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { startTsvsSwitch } from '../switches.js';
 import { startLoopGenerator, waitLoopReady, measureLoop } from '../p2p.js';
-import { sleep } from '../proc.js';
+import { sleep, smapsMappings } from '../proc.js';
 
 interface Mapping { name: string; rss: number; anon: number; shared: number; size: number }
 
 function mappings(pid: number): Mapping[] {
-  const out: Mapping[] = [];
-  let cur: Mapping | null = null;
-  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (head) {
-      const p = head[3]!.trim();
-      cur = { name: p === '' ? '[anon]' : p.startsWith('/memfd:') ? p.replace(/ \(deleted\)$/, '') : p.startsWith('/') ? '[files]' : p, rss: 0, anon: 0, shared: 0, size: (parseInt(head[2]!, 16) - parseInt(head[1]!, 16)) / 1024 };
-      out.push(cur);
-      continue;
-    }
-    if (!cur) continue;
-    const m = /^(Rss|Anonymous|Shared_Clean|Shared_Dirty):\s+(\d+) kB/.exec(line);
-    if (!m) continue;
-    const v = Number(m[2]);
-    if (m[1] === 'Rss') cur.rss = v;
-    else if (m[1] === 'Anonymous') cur.anon = v;
-    else cur.shared += v;
-  }
-  return out;
+  return smapsMappings(pid).map((m) => ({
+    name: m.path === '' ? '[anon]' : m.path.startsWith('/memfd:') ? m.path : m.path.startsWith('/') ? '[files]' : m.path,
+    rss: m.rss,
+    anon: m.anon,
+    shared: m.shared,
+    size: m.size,
+  }));
 }
 
 function report(pid: number, what: string, mem: unknown): void {
