@@ -291,17 +291,17 @@ export class SplitDevice extends DeviceQueue {
       return 0;
     }
     this.availCache = ai;
+    const hdrLen = this.hdrLen;
+    const sw = this.wordsOfCaller(src);
     if (pending >= 4 && n >= 4) {
       const m = n < pending ? n : pending;
       this.touch(la, m);
-      if (SplitDevice.rxTouch && this.hdrLen === 12 && this.wordsOfCaller(src) !== null) this.touchRx(la, m, lens);
+      if (SplitDevice.rxTouch && hdrLen === 12 && sw !== null) this.touchRx(la, m, lens);
     }
     const d32 = this.ring.desc32;
     const used32 = this.ring.used32;
     const mask = this.mask;
     const size = this.size;
-    const hdrLen = this.hdrLen;
-    const sw = this.wordsOfCaller(src);
     const slen = src.length;
     let lu = this.lastUsed;
     let fast = 0;

@@ -96,15 +96,10 @@ test('a vhost-user reply that waits for another PMD thread to let go of the ring
   const st = new Uint8Array(8);
   for (const q of [0, 1]) {
     new DataView(st.buffer).setUint32(0, q, true);
-    const reply = f.ask(f.gen, 11 /* GET_VRING_BASE */, st);
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`GET_VRING_BASE for ring ${q} of the moved port not answered in 10 s`)), 10000);
+    let answered = false;
+    void f.ask(f.gen, 11 /* GET_VRING_BASE */, st).then(() => {
+      answered = true;
     });
-    try {
-      await Promise.race([reply, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await waitFor(() => answered, { what: `GET_VRING_BASE for ring ${q} of the moved port answered`, timeout: 10000 });
   }
 });
